@@ -1,0 +1,56 @@
+"""Exceptions a notebook user can act on.
+
+Every message says what failed and what to check. None of them ever carries a private key, a preshared key or
+a password: callers pass names and addresses, never secrets.
+"""
+
+from __future__ import annotations
+
+
+class WgMagicError(Exception):
+    """Base class of every error wgmagic raises on purpose."""
+
+
+class ConfigError(WgMagicError, ValueError):
+    """A wg-quick configuration is malformed; names the source, line and key."""
+
+    def __init__(self, message: str, *, source: str = "<string>", line: int | None = None,
+                 key: str | None = None) -> None:
+        self.source = source
+        self.line = line
+        self.key = key
+        where = source if line is None else f"{source}, line {line}"
+        what = f"{key}: {message}" if key else message
+        super().__init__(f"{where}: {what}")
+
+
+class TunnelError(WgMagicError):
+    """Something went wrong with a running tunnel."""
+
+
+class EndpointUnresolvableError(TunnelError):
+    """The peer's Endpoint host name could not be resolved by the host's resolver."""
+
+
+class HandshakeTimeoutError(TunnelError, TimeoutError):
+    """The peer never answered the handshake."""
+
+
+class PeerNotRespondingError(TunnelError, TimeoutError):
+    """The peer stopped answering: data sent into the tunnel gets no reply."""
+
+
+class TunnelClosedError(TunnelError, ConnectionError):
+    """The tunnel was closed while an operation was waiting on it."""
+
+
+class NoRouteError(TunnelError):
+    """No peer's AllowedIPs cover the destination address."""
+
+
+class NameNotFoundError(TunnelError, OSError):
+    """The tunnel's DNS answered that the name does not exist (NXDOMAIN) or has no address."""
+
+
+class DNSTimeoutError(TunnelError, TimeoutError):
+    """The tunnel's DNS servers did not answer in time."""
