@@ -1,0 +1,286 @@
+"""wg-quick configuration text -> frozen dataclasses.
+
+The accepted syntax is wg-quick's: `[Interface]` and `[Peer]` sections of `Key = value` lines, `#` comments,
+comma-separated lists. Every error names the source, the line and the key, and never quotes a key's value,
+so a mistyped private key cannot end up in a notebook's output.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
+from pathlib import Path
+
+from wgmagic.errors import ConfigError
+
+IPAddress = IPv4Address | IPv6Address
+IPInterface = IPv4Interface | IPv6Interface
+IPNetwork = IPv4Network | IPv6Network
+
+# Keys that configure a kernel interface or the host's routing; in user mode there is no interface to act on.
+KERNEL_ONLY_KEYS = {"postup", "postdown", "preup", "predown", "table", "fwmark", "saveconfig"}
+SECRET_KEYS = {"privatekey", "presharedkey"}
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?$")
+
+
+@dataclass(frozen=True)
+class InterfaceConfig:
+    private_key: bytes = field(repr=False)
+    addresses: tuple[IPInterface, ...] = ()
+    dns_servers: tuple[IPAddress, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    mtu: int | None = None
+    listen_port: int | None = None
+
+    def __repr__(self) -> str:
+        return (f"InterfaceConfig(private_key=<redacted>, addresses={self.addresses!r}, "
+                f"dns_servers={self.dns_servers!r}, dns_search={self.dns_search!r}, mtu={self.mtu!r}, "
+                f"listen_port={self.listen_port!r})")
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    public_key: bytes
+    preshared_key: bytes | None = field(default=None, repr=False)
+    endpoint: tuple[str, int] | None = None
+    allowed_ips: tuple[IPNetwork, ...] = ()
+    persistent_keepalive: int | None = None
+
+    @property
+    def public_key_b64(self) -> str:
+        return base64.b64encode(self.public_key).decode()
+
+    def __repr__(self) -> str:
+        psk = "<redacted>" if self.preshared_key else None
+        return (f"PeerConfig(public_key={self.public_key_b64!r}, preshared_key={psk}, "
+                f"endpoint={self.endpoint!r}, allowed_ips={self.allowed_ips!r}, "
+                f"persistent_keepalive={self.persistent_keepalive!r})")
+
+
+@dataclass(frozen=True)
+class WireGuardConfig:
+    interface: InterfaceConfig
+    peers: tuple[PeerConfig, ...]
+    source: str = "<string>"
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def mtu(self) -> int:
+        return self.interface.mtu or 1420
+
+
+class _Parser:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.warnings: list[str] = []
+
+    def error(self, message: str, line: int | None = None, key: str | None = None) -> ConfigError:
+        return ConfigError(message, source=self.source, line=line, key=key)
+
+    def key32(self, value: str, line: int, key: str) -> bytes:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise self.error("is not 32 bytes of base64 (a WireGuard key is 44 characters ending in '=')",
+                             line, key)
+        return raw
+
+    def addresses(self, value: str, line: int, key: str) -> tuple[IPInterface, ...]:
+        out: list[IPInterface] = []
+        for item in _split(value):
+            try:
+                out.append(ipaddress.ip_interface(item))
+            except ValueError:
+                raise self.error(f"{item!r} is not an IP address with an optional /prefix", line, key)
+        return tuple(out)
+
+    def networks(self, value: str, line: int, key: str) -> tuple[IPNetwork, ...]:
+        out: list[IPNetwork] = []
+        for item in _split(value):
+            try:
+                out.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise self.error(f"{item!r} is not an IP network such as 10.0.0.0/24 or fd00::/64", line, key)
+        return tuple(out)
+
+    def integer(self, value: str, line: int, key: str, low: int, high: int) -> int:
+        try:
+            number = int(value, 10)
+        except ValueError:
+            raise self.error(f"{value!r} is not a whole number", line, key)
+        if not low <= number <= high:
+            raise self.error(f"{number} is outside {low}..{high}", line, key)
+        return number
+
+    def endpoint(self, value: str, line: int, key: str) -> tuple[str, int]:
+        if value.startswith("["):
+            host, sep, rest = value[1:].partition("]")
+            if not sep or not rest.startswith(":"):
+                raise self.error("an IPv6 endpoint is written [address]:port", line, key)
+            port_text = rest[1:]
+            try:
+                IPv6Address(host.split("%", 1)[0])
+            except ValueError:
+                raise self.error(f"{host!r} is not an IPv6 address", line, key)
+        else:
+            host, sep, port_text = value.rpartition(":")
+            if not sep or not host:
+                raise self.error("must be host:port, [ipv6]:port or 1.2.3.4:port", line, key)
+            if ":" in host:
+                raise self.error("an IPv6 endpoint must be in brackets: [address]:port", line, key)
+            try:
+                IPv4Address(host)
+            except ValueError:
+                if not _HOSTNAME.match(host):
+                    raise self.error(f"{host!r} is neither an IP address nor a host name", line, key)
+        port = self.integer(port_text, line, key, 1, 65535)
+        return host, port
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def parse_config(text: str, *, source: str = "<string>") -> WireGuardConfig:
+    """Parse wg-quick text. Raises ConfigError naming source, line and key; never echoes a secret."""
+    if not isinstance(text, str):
+        raise ConfigError("configuration must be text", source=source)
+    p = _Parser(source)
+    interface: dict[str, object] | None = None
+    interface_line = 0
+    peers: list[tuple[int, dict[str, object]]] = []
+    section: dict[str, object] | None = None
+    seen: set[str] = set()
+
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("["):
+            name = line.strip("[] \t").lower()
+            if not line.endswith("]") or name not in ("interface", "peer"):
+                raise p.error(f"unknown section {line[:40]!r}; expected [Interface] or [Peer]", number)
+            if name == "interface":
+                if interface is not None:
+                    raise p.error("a second [Interface] section", number)
+                interface, interface_line = {}, number
+                section = interface
+            else:
+                section = {}
+                peers.append((number, section))
+            seen = set()
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise p.error("expected 'Key = value'", number)
+        lower = key.lower()
+        if section is None:
+            raise p.error("appears before any [Interface] or [Peer] section", number, key)
+        if lower in KERNEL_ONLY_KEYS:
+            p.warnings.append(f"{source}, line {number}: {key} does not apply in user mode and is ignored")
+            continue
+        repeatable = lower in ("address", "allowedips", "dns")
+        if lower in seen and not repeatable:
+            raise p.error("is given twice in this section", number, key)
+        seen.add(lower)
+        parsed = _parse_value(p, section is interface, lower, key, value, number)
+        if repeatable and lower in section:
+            section[lower] = (*section[lower], *parsed)  # type: ignore[misc]
+        else:
+            section[lower] = parsed
+
+    if interface is None:
+        raise p.error("has no [Interface] section")
+    if "privatekey" not in interface:
+        raise p.error("is missing", interface_line, "PrivateKey")
+    dns = interface.get("dns", ())
+    iface = InterfaceConfig(
+        private_key=interface["privatekey"],  # type: ignore[arg-type]
+        addresses=interface.get("address", ()),  # type: ignore[arg-type]
+        dns_servers=tuple(d for d in dns if not isinstance(d, str)),  # type: ignore[union-attr]
+        dns_search=tuple(d for d in dns if isinstance(d, str)),  # type: ignore[union-attr]
+        mtu=interface.get("mtu"),  # type: ignore[arg-type]
+        listen_port=interface.get("listenport"),  # type: ignore[arg-type]
+    )
+    peer_configs: list[PeerConfig] = []
+    seen_keys: set[bytes] = set()
+    for line_no, peer in peers:
+        if "publickey" not in peer:
+            raise p.error("is missing", line_no, "PublicKey")
+        if peer["publickey"] in seen_keys:
+            raise p.error("the same peer appears twice", line_no, "PublicKey")
+        seen_keys.add(peer["publickey"])  # type: ignore[arg-type]
+        peer_configs.append(PeerConfig(
+            public_key=peer["publickey"],  # type: ignore[arg-type]
+            preshared_key=peer.get("presharedkey"),  # type: ignore[arg-type]
+            endpoint=peer.get("endpoint"),  # type: ignore[arg-type]
+            allowed_ips=peer.get("allowedips", ()),  # type: ignore[arg-type]
+            persistent_keepalive=peer.get("persistentkeepalive") or None,  # type: ignore[arg-type]
+        ))
+    return WireGuardConfig(interface=iface, peers=tuple(peer_configs), source=source,
+                           warnings=tuple(p.warnings))
+
+
+def _parse_value(p: _Parser, in_interface: bool, lower: str, key: str, value: str, line: int) -> object:
+    if in_interface:
+        if lower == "privatekey":
+            return p.key32(value, line, key)
+        if lower == "address":
+            return p.addresses(value, line, key)
+        if lower == "dns":
+            out: list[object] = []
+            for item in _split(value):
+                try:
+                    out.append(ipaddress.ip_address(item))
+                except ValueError:
+                    if not _HOSTNAME.match(item):
+                        raise p.error(f"{item!r} is neither a DNS server address nor a search domain",
+                                      line, key)
+                    out.append(item.rstrip(".").lower())
+            return tuple(out)
+        if lower == "mtu":
+            return p.integer(value, line, key, 576, 65535)
+        if lower == "listenport":
+            return p.integer(value, line, key, 0, 65535)
+    else:
+        if lower == "publickey":
+            return p.key32(value, line, key)
+        if lower == "presharedkey":
+            return p.key32(value, line, key)
+        if lower == "endpoint":
+            return p.endpoint(value, line, key)
+        if lower == "allowedips":
+            return p.networks(value, line, key)
+        if lower == "persistentkeepalive":
+            if value.lower() == "off":
+                return 0
+            return p.integer(value, line, key, 0, 65535)
+    section = "[Interface]" if in_interface else "[Peer]"
+    raise p.error(f"is not a key wgmagic knows in {section}", line, key)
+
+
+def load_config(source: str | os.PathLike[str] | WireGuardConfig) -> WireGuardConfig:
+    """A parsed config, a path to a wg-quick file, or wg-quick text itself."""
+    if isinstance(source, WireGuardConfig):
+        return source
+    if isinstance(source, os.PathLike) or ("\n" not in str(source) and "[" not in str(source)):
+        path = Path(source)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ConfigError("no such file", source=str(path))
+        except OSError as exc:
+            raise ConfigError(f"cannot be read ({exc.strerror})", source=str(path))
+        except UnicodeDecodeError:
+            raise ConfigError("is not a text file", source=str(path))
+        return parse_config(text, source=str(path))
+    return parse_config(str(source))
