@@ -26,7 +26,8 @@ IPNetwork = IPv4Network | IPv6Network
 KERNEL_ONLY_KEYS = {"postup", "postdown", "preup", "predown", "table", "fwmark", "saveconfig"}
 SECRET_KEYS = {"privatekey", "presharedkey"}
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?$")
+_LABEL = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?$")
 
 
 @dataclass(frozen=True)

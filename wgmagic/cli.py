@@ -1,0 +1,105 @@
+"""The `wgmagic` console script."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+from wgmagic.errors import WgMagicError
+
+
+def timers_from_environment() -> object | None:
+    """WGMAGIC_TIMERS="rekey_after_time=3,rekey_timeout=1": a test-only way to shrink the protocol's constants."""
+    text = os.environ.get("WGMAGIC_TIMERS", "").strip()
+    if not text:
+        return None
+    from wgmagic.wireguard.timers import Timers
+
+    names = {f.name for f in dataclasses.fields(Timers)}
+    values: dict[str, float] = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in names:
+            raise WgMagicError(f"WGMAGIC_TIMERS: unknown timer {key!r}; known: {', '.join(sorted(names))}")
+        try:
+            values[key] = float(value)
+        except ValueError:
+            raise WgMagicError(f"WGMAGIC_TIMERS: {key} must be a number of seconds")
+    return Timers(**values)
+
+
+def _cmd_ping(args: argparse.Namespace) -> int:
+    from wgmagic.runtime.tunnel import connect
+
+    started = time.monotonic()
+    tunnel = connect(args.config, timeout=args.handshake_timeout, timers=timers_from_environment())
+    try:
+        peer = tunnel.config.peers[0]
+        where = f"{peer.endpoint[0]}:{peer.endpoint[1]}" if peer.endpoint else "?"
+        print(f"PING {args.host} through wgmagic (peer at {where}): {args.size} data bytes", flush=True)
+        rtts: list[float] = []
+        sent = 0
+        for reply in tunnel.ping_iter(args.host, args.count, interval=args.interval, timeout=args.wait,
+                                      size=args.size):
+            sent += 1
+            if reply.rtt is None:
+                print(f"no answer for icmp_seq={reply.seq} within {args.wait:g} s", flush=True)
+            else:
+                rtts.append(reply.rtt * 1000)
+                print(f"{reply.size + 8} bytes from {reply.host}: icmp_seq={reply.seq} time={reply.rtt * 1000:.3f} ms",
+                      flush=True)
+        elapsed = (time.monotonic() - started) * 1000
+        loss = 100.0 * (sent - len(rtts)) / sent if sent else 100.0
+        print(f"--- {args.host} wgmagic ping statistics ---")
+        print(f"{sent} packets transmitted, {len(rtts)} received, {loss:g}% packet loss, time {elapsed:.0f}ms")
+        if rtts:
+            mean = sum(rtts) / len(rtts)
+            mdev = math.sqrt(sum((r - mean) ** 2 for r in rtts) / len(rtts))
+            print(f"rtt min/avg/max/mdev = {min(rtts):.3f}/{mean:.3f}/{max(rtts):.3f}/{mdev:.3f} ms")
+        return 0 if rtts else 1
+    finally:
+        tunnel.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wgmagic", description="User-mode WireGuard and TCP/IP, no root needed.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ping = sub.add_parser("ping", help="ICMP echo through the tunnel, like ping")
+    ping.add_argument("config", help="wg-quick configuration file")
+    ping.add_argument("host", help="tunnel address to ping (IPv4 or IPv6)")
+    ping.add_argument("-c", "--count", type=int, default=4, help="number of echo requests (default 4)")
+    ping.add_argument("-i", "--interval", type=float, default=1.0, help="seconds between requests (default 1)")
+    ping.add_argument("-W", "--wait", type=float, default=2.0, help="seconds to wait for each reply (default 2)")
+    ping.add_argument("-s", "--size", type=int, default=56, help="payload bytes (default 56)")
+    ping.add_argument("--handshake-timeout", type=float, default=10.0,
+                      help="seconds to wait for the first handshake (default 10)")
+    ping.set_defaults(func=_cmd_ping)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except WgMagicError as exc:
+        print(f"wgmagic: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"wgmagic: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

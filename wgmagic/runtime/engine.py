@@ -1,0 +1,315 @@
+"""The tunnel's engine: the WireGuard device, the IP stack and the UDP socket, driven on the loop thread.
+
+Everything here runs on the tunnel's loop thread only; `Tunnel` (tunnel.py) is the thread-safe face. The hot
+path is `_on_readable` -> `pump`: drain the UDP socket until it would block, hand the whole batch through the
+device and the stack, then let the stack answer once for the batch (one ACK for many segments).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from wgmagic.config import WireGuardConfig
+from wgmagic.errors import HandshakeTimeoutError, TunnelClosedError
+from wgmagic.netstack.stack import Stack
+from wgmagic.wireguard.device import Device
+from wgmagic.wireguard.timers import Timers
+
+RECV_BATCH = 512
+SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+def _normalize(addr: tuple[Any, ...]) -> tuple[str, int]:
+    host = addr[0]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, addr[1]
+
+
+@dataclass
+class PeerRuntime:
+    """What the runtime knows of a peer beyond the protocol: where it was configured and how it is doing."""
+
+    public_key: bytes
+    configured_endpoint: tuple[str, int] | None
+    resolved_endpoint: tuple[str, int] | None
+    handshake_waiters: list[asyncio.Future[float | None]] = field(default_factory=list)
+    last_handshake_rtt: float | None = None
+    handshakes: int = 0
+    attempts_exhausted: int = 0
+    endpoint_refused: bool = False
+
+
+class Engine:
+    def __init__(self, config: WireGuardConfig, endpoints: dict[bytes, tuple[str, int] | None], *,
+                 loop: asyncio.AbstractEventLoop, timers: Timers | None = None) -> None:
+        self.config = config
+        self.loop = loop
+        self.device = Device(config.interface.private_key, timers=timers or Timers())
+        self.peers: dict[bytes, PeerRuntime] = {}
+        for peer in config.peers:
+            endpoint = endpoints.get(peer.public_key)
+            self.device.add_peer(peer.public_key, preshared_key=peer.preshared_key,
+                                 allowed_ips=peer.allowed_ips, endpoint=endpoint,
+                                 persistent_keepalive=peer.persistent_keepalive)
+            self.peers[peer.public_key] = PeerRuntime(peer.public_key, peer.endpoint, endpoint)
+        self.stack = Stack(config.interface.addresses, mtu=config.mtu)
+        self.counters: Counter[str] = Counter()
+        self.sock: socket.socket | None = None
+        self._sendto_cache: dict[tuple[str, int], tuple[Any, ...]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
+        self._echo_waiters: dict[tuple[bytes, int, int], asyncio.Future[float]] = {}
+        self.event_handlers: list[Callable[[object], bool]] = []
+        self.closed = False
+        self.started_at = time.monotonic()
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    def open(self) -> None:
+        self.sock = self._make_socket()
+        self.loop.add_reader(self.sock.fileno(), self._on_readable)
+        self.pump()
+
+    def _make_socket(self) -> socket.socket:
+        port = self.config.interface.listen_port or 0
+        try:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(("::", port))
+            self._dual_stack = True
+        except OSError:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("0.0.0.0", port))
+            self._dual_stack = False
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        sock.setblocking(False)
+        return sock
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer:
+            self._timer.cancel()
+        for fut in list(self._echo_waiters.values()):
+            if not fut.done():
+                fut.set_exception(TunnelClosedError("the tunnel was closed"))
+        for peer in self.peers.values():
+            for fut in peer.handshake_waiters:
+                if not fut.done():
+                    fut.set_exception(TunnelClosedError("the tunnel was closed"))
+        for handler in list(self.event_handlers):
+            with contextlib.suppress(Exception):
+                handler(TunnelClosedError("the tunnel was closed"))
+        if self.sock is not None:
+            with contextlib.suppress(Exception):
+                self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+
+    @property
+    def local_port(self) -> int:
+        return self.sock.getsockname()[1] if self.sock else 0
+
+    # ---- the hot path -----------------------------------------------------------------------------------
+    def _on_readable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        now = time.monotonic()
+        receive = self.device.receive_datagram
+        for _ in range(RECV_BATCH):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionRefusedError:
+                # ICMP port unreachable for something we sent: nothing listens at the endpoint.
+                self.counters["endpoint_refused"] += 1
+                for peer in self.peers.values():
+                    peer.endpoint_refused = True
+                continue
+            except OSError:
+                self.counters["socket_error"] += 1
+                break
+            self.counters["udp_rx_datagrams"] += 1
+            self.counters["udp_rx_bytes"] += len(data)
+            receive(data, _normalize(addr), now)
+        self.pump(now)
+
+    def pump(self, now: float | None = None) -> None:
+        """Move everything that is ready between the device, the stack and the socket."""
+        if self.closed:
+            return
+        if now is None:
+            now = time.monotonic()
+        device, stack = self.device, self.stack
+        for _ in range(64):
+            moved = False
+            packets = device.packets_received()
+            if packets:
+                moved = True
+                for packet in packets:
+                    stack.receive_packet(packet, now)
+            self._dispatch(device.events(), stack.events())
+            outgoing = stack.packets_to_send(now)
+            if outgoing:
+                moved = True
+                for packet in outgoing:
+                    if not device.send_packet(packet, now):
+                        self.counters["no_route"] += 1
+            datagrams = device.datagrams_to_send()
+            if datagrams:
+                moved = True
+                self._send_datagrams(datagrams)
+            if not moved:
+                break
+        self._reschedule()
+
+    def _send_datagrams(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        cache = self._sendto_cache
+        sent = dropped = size = 0
+        for data, addr in datagrams:
+            target = cache.get(addr)
+            if target is None:
+                target = self._sockaddr(addr)
+                if len(cache) > 64:
+                    cache.clear()
+                cache[addr] = target
+            try:
+                sock.sendto(data, target)
+                sent += 1
+                size += len(data)
+            except (BlockingIOError, InterruptedError):
+                dropped += 1  # the kernel's buffer is full: UDP semantics, the protocols above recover
+            except ConnectionRefusedError:
+                self.counters["endpoint_refused"] += 1
+            except OSError as exc:
+                self.counters[f"sendto_{errno.errorcode.get(exc.errno or 0, 'error')}"] += 1
+        self.counters["udp_tx_datagrams"] += sent
+        self.counters["udp_tx_bytes"] += size
+        if dropped:
+            self.counters["udp_tx_dropped"] += dropped
+
+    def _sockaddr(self, addr: tuple[str, int]) -> tuple[Any, ...]:
+        host, port = addr
+        if self._dual_stack and ipaddress.ip_address(host).version == 4:
+            return (f"::ffff:{host}", port, 0, 0)
+        return (host, port)
+
+    def _reschedule(self) -> None:
+        deadlines = [d for d in (self.device.next_timer(), self.stack.next_timer()) if d is not None]
+        deadline = min(deadlines) if deadlines else None
+        if deadline == self._timer_deadline and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_deadline = deadline
+        if deadline is not None:
+            # asyncio's clock is time.monotonic, the same clock every `now` here comes from.
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_deadline = None
+        now = time.monotonic()
+        self.device.handle_timers(now)
+        self.stack.handle_timers(now)
+        self.pump(now)
+
+    # ---- events ---------------------------------------------------------------------------------------
+    def _dispatch(self, device_events: list[object], stack_events: list[object]) -> None:
+        for event in device_events:
+            kind = type(event).__name__
+            self.counters[f"event_{kind}"] += 1
+            peer = self.peers.get(getattr(event, "peer_public_key", b""))
+            if peer is None:
+                continue
+            if kind == "HandshakeCompleted":
+                peer.handshakes += 1
+                peer.endpoint_refused = False
+                rtt = getattr(event, "rtt", None)
+                if rtt is not None:
+                    peer.last_handshake_rtt = rtt
+                for fut in peer.handshake_waiters:
+                    if not fut.done():
+                        fut.set_result(rtt)
+                peer.handshake_waiters.clear()
+            elif kind == "HandshakeAttemptsExhausted":
+                peer.attempts_exhausted += 1
+                error = HandshakeTimeoutError(self.describe_no_handshake(peer))
+                for fut in peer.handshake_waiters:
+                    if not fut.done():
+                        fut.set_exception(error)
+                peer.handshake_waiters.clear()
+            elif kind == "PeerEndpointChanged":
+                peer.resolved_endpoint = event.endpoint  # type: ignore[attr-defined]
+        for event in stack_events:
+            kind = type(event).__name__
+            if kind == "EchoReply":
+                key = (event.src.packed if hasattr(event.src, "packed") else bytes(event.src),  # type: ignore[attr-defined]
+                       event.ident, event.seq)  # type: ignore[attr-defined]
+                fut = self._echo_waiters.pop(key, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(time.monotonic())
+                continue
+            for handler in self.event_handlers:
+                if handler(event):
+                    break
+
+    def describe_no_handshake(self, peer: PeerRuntime) -> str:
+        from wgmagic.config import PeerConfig
+
+        key = PeerConfig(peer.public_key).public_key_b64
+        where = peer.configured_endpoint
+        shown = f"{where[0]}:{where[1]}" if where else "(no Endpoint configured)"
+        if peer.resolved_endpoint and where and peer.resolved_endpoint[0] != where[0]:
+            shown += f" ({peer.resolved_endpoint[0]})"
+        if peer.endpoint_refused:
+            causes = ("nothing is listening on that UDP port (the host answered 'port unreachable'): check the "
+                      "Endpoint's port and that WireGuard runs on the peer")
+        else:
+            causes = ("the peer's PublicKey in this config is wrong (a peer silently drops handshakes it cannot "
+                      "decrypt), or this client's public key is not configured on the peer; the Endpoint host "
+                      "or port is wrong; or UDP to that port is blocked on this network (firewall, proxy)")
+        return f"no handshake answer from peer {key[:8]}... at {shown}. Likely causes: {causes}."
+
+    # ---- operations called from Tunnel (on the loop thread) -------------------------------------------
+    def wait_handshake(self, public_key: bytes | None = None) -> asyncio.Future[float | None]:
+        peers = [self.peers[public_key]] if public_key else list(self.peers.values())
+        fut: asyncio.Future[float | None] = self.loop.create_future()
+        now = time.monotonic()
+        for peer in peers:
+            if self.device.peer(peer.public_key).has_session(now):
+                fut.set_result(peer.last_handshake_rtt)
+                return fut
+        for peer in peers:
+            peer.handshake_waiters.append(fut)
+            self.device.initiate_handshake(peer.public_key, now)
+        self.pump(now)
+        return fut
+
+    def send_echo(self, dst: ipaddress.IPv4Address | ipaddress.IPv6Address, ident: int, seq: int,
+                  payload: bytes) -> asyncio.Future[float]:
+        fut: asyncio.Future[float] = self.loop.create_future()
+        key = (dst.packed, ident, seq)
+        self._echo_waiters[key] = fut
+        fut.add_done_callback(lambda _f: self._echo_waiters.pop(key, None))
+        now = time.monotonic()
+        self.stack.send_echo(dst, ident, seq, payload, now)
+        self.pump(now)
+        return fut

@@ -1,0 +1,200 @@
+"""Tunnel: the thread-safe API of one user-mode WireGuard tunnel living in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import ipaddress
+import itertools
+import os
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from wgmagic.config import WireGuardConfig, load_config
+from wgmagic.errors import (
+    EndpointUnresolvableError,
+    HandshakeTimeoutError,
+    NoRouteError,
+    TunnelClosedError,
+)
+from wgmagic.runtime.engine import Engine
+from wgmagic.runtime.loop import LoopThread
+from wgmagic.wireguard.timers import Timers
+
+_names = itertools.count(1)
+_open_tunnels: weakref.WeakValueDictionary[str, Tunnel] = weakref.WeakValueDictionary()
+_registry_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class PingReply:
+    host: str
+    seq: int
+    size: int
+    rtt: float | None  # seconds; None when the echo timed out
+
+
+def _resolve_endpoint(host: str, port: int) -> tuple[str, int]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise EndpointUnresolvableError(
+            f"the peer's Endpoint {host}:{port} does not resolve on this machine ({exc.strerror}); "
+            "check the host name, or use an IP address") from None
+    # Prefer IPv4 as wg-quick's resolver effectively does for dual-stack names on most hosts.
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    address = infos[0][4][0]
+    return address, port
+
+
+class Tunnel:
+    """One tunnel: its own loop thread, UDP socket, WireGuard device and IP stack."""
+
+    def __init__(self, config: WireGuardConfig, *, name: str | None = None, timers: Timers | None = None) -> None:
+        self.config = config
+        self.name = name or f"wg{next(_names)}"
+        endpoints = {p.public_key: _resolve_endpoint(*p.endpoint) if p.endpoint else None for p in config.peers}
+        self._thread = LoopThread(self.name)
+        self._engine = Engine(config, endpoints, loop=self._thread.loop, timers=timers)
+        self._closed = False
+        self._ident = os.getpid() & 0xFFFF
+        self._seq = itertools.count(1)
+        self._thread.start()
+        self._thread.call(self._engine.open)
+        with _registry_lock:
+            _open_tunnels[self.name] = self
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        peers = ", ".join(f"{p.endpoint[0]}:{p.endpoint[1]}" for p in self.config.peers if p.endpoint)
+        return f"<Tunnel {self.name!r} {state} peers=[{peers}]>"
+
+    # ---- lifecycle --------------------------------------------------------------------------------------
+    def wait_handshake(self, timeout: float = 10.0) -> float | None:
+        """Start a handshake (if none is current) and wait for it; returns the handshake RTT in seconds."""
+        self._check_open()
+
+        async def wait() -> float | None:
+            return await self._engine.wait_handshake()
+
+        try:
+            return self._thread.run(wait(), timeout=timeout)
+        except TimeoutError as exc:
+            if isinstance(exc, HandshakeTimeoutError):
+                raise
+            message = self._thread.call(self._describe_no_handshake)
+            raise HandshakeTimeoutError(f"{message} (gave up after {timeout:g} s)") from None
+
+    def _describe_no_handshake(self) -> str:
+        peer = next(iter(self._engine.peers.values()))
+        return self._engine.describe_no_handshake(peer)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread.running:
+            try:
+                self._thread.call(self._engine.close, timeout=5.0)
+            except (TimeoutError, TunnelClosedError):
+                pass
+        self._thread.stop()
+        with _registry_lock:
+            _open_tunnels.pop(self.name, None)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Tunnel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed or not self._thread.running:
+            raise TunnelClosedError(f"tunnel {self.name!r} is closed")
+
+    # ---- ICMP -------------------------------------------------------------------------------------------
+    def _route_check(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+        for peer in self.config.peers:
+            if any(address in net for net in peer.allowed_ips):
+                return
+        raise NoRouteError(f"{address} is not inside any peer's AllowedIPs; add it to AllowedIPs in the config")
+
+    def ping_iter(self, host: str, count: int = 4, *, interval: float = 1.0, timeout: float = 2.0,
+                  size: int = 56) -> Iterator[PingReply]:
+        """Send `count` ICMP echo requests through the tunnel, yielding one PingReply per request."""
+        self._check_open()
+        address = ipaddress.ip_address(host)
+        self._route_check(address)
+        payload = bytes(i & 0xFF for i in range(size))
+        for index in range(count):
+            started = time.monotonic()
+            seq = next(self._seq) & 0xFFFF
+            answered_at = self._thread.run(self._echo(address, seq, payload, timeout), timeout=timeout + 5)
+            rtt = None if answered_at is None else answered_at - started
+            yield PingReply(str(address), seq, size, rtt)
+            if index + 1 < count:
+                spent = time.monotonic() - started
+                if spent < interval:
+                    time.sleep(interval - spent)
+
+    def ping(self, host: str, count: int = 4, **kwargs: float) -> list[PingReply]:
+        return list(self.ping_iter(host, count, **kwargs))  # type: ignore[arg-type]
+
+    async def _echo(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address, seq: int, payload: bytes,
+                    timeout: float) -> float | None:
+        future = self._engine.send_echo(address, self._ident, seq, payload)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    # ---- introspection ------------------------------------------------------------------------------------
+    def stats(self) -> dict[str, object]:
+        self._check_open()
+        return self._thread.call(self._snapshot)
+
+    def _snapshot(self) -> dict[str, object]:
+        engine = self._engine
+        return {
+            "name": self.name,
+            "local_port": engine.local_port,
+            "counters": dict(engine.counters),
+            "device": engine.device.stats(),
+            "device_drops": dict(engine.device.drops),
+            "stack_drops": dict(engine.stack.drops),
+        }
+
+
+def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | None = None,
+            timeout: float = 10.0, timers: Timers | None = None) -> Tunnel:
+    """Bring up a tunnel and return once the first handshake has completed.
+
+    Raises ConfigError, EndpointUnresolvableError or HandshakeTimeoutError with what was tried.
+    """
+    parsed = load_config(config)
+    tunnel = Tunnel(parsed, name=name, timers=timers)
+    try:
+        tunnel.wait_handshake(timeout=timeout)
+    except BaseException:
+        tunnel.close()
+        raise
+    return tunnel
+
+
+def open_tunnels() -> list[Tunnel]:
+    with _registry_lock:
+        return list(_open_tunnels.values())
+
+
+@atexit.register
+def _close_all() -> None:
+    for tunnel in open_tunnels():
+        tunnel.close()
