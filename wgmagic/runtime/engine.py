@@ -21,6 +21,7 @@ from typing import Any
 from wgmagic.config import WireGuardConfig
 from wgmagic.errors import HandshakeTimeoutError, TunnelClosedError
 from wgmagic.netstack.stack import Stack
+from wgmagic.runtime.streams import StreamBuffers
 from wgmagic.wireguard.device import Device
 from wgmagic.wireguard.timers import Timers
 
@@ -70,6 +71,7 @@ class Engine:
         self._timer_deadline: float | None = None
         self._echo_waiters: dict[tuple[bytes, int, int], asyncio.Future[float]] = {}
         self.event_handlers: list[Callable[[object], bool]] = []
+        self.streams: dict[int, StreamBuffers] = {}  # id(TcpConnection) -> the buffers shared with its socket
         self.closed = False
         self.started_at = time.monotonic()
 
@@ -109,6 +111,10 @@ class Engine:
             for fut in peer.handshake_waiters:
                 if not fut.done():
                     fut.set_exception(TunnelClosedError("the tunnel was closed"))
+        closed_error = TunnelClosedError("the tunnel was closed")
+        for buffers in list(self.streams.values()):
+            buffers.loop_failed(closed_error)
+        self.streams.clear()
         for handler in list(self.event_handlers):
             with contextlib.suppress(Exception):
                 handler(TunnelClosedError("the tunnel was closed"))
@@ -267,9 +273,31 @@ class Engine:
                 if fut is not None and not fut.done():
                     fut.set_result(time.monotonic())
                 continue
+            conn = getattr(event, "conn", None)
+            buffers = self.streams.get(id(conn)) if conn is not None else None
+            if buffers is not None:
+                self._stream_event(kind, event, buffers)
+                continue
             for handler in self.event_handlers:
                 if handler(event):
                     break
+
+    def _stream_event(self, kind: str, event: Any, buffers: StreamBuffers) -> None:
+        if kind == "TcpReadable":
+            buffers.loop_pull()
+        elif kind == "TcpWritable":
+            buffers.loop_push()
+        elif kind == "TcpConnected":
+            buffers.loop_connected()
+        elif kind == "TcpClosed":
+            error = getattr(event, "error", None)
+            if error is not None:
+                buffers.loop_failed(error)
+            else:
+                buffers.loop_pull()
+            # The connection is gone from the stack; what it held has been pulled, so forget it.
+            if error is not None or buffers.close_requested or not buffers.conn.recv_available():
+                self.streams.pop(id(buffers.conn), None)
 
     def describe_no_handshake(self, peer: PeerRuntime) -> str:
         from wgmagic.config import PeerConfig
@@ -302,6 +330,30 @@ class Engine:
             self.device.initiate_handshake(peer.public_key, now)
         self.pump(now)
         return fut
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Schedule fn on the loop thread from any thread (dropped once the loop is gone)."""
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def open_stream(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, timeout: float,
+                    label: str) -> StreamBuffers:
+        now = time.monotonic()
+        conn = self.stack.tcp_connect(address, port, now, timeout=timeout)
+        buffers = StreamBuffers(conn, self.post, label)
+        buffers.on_update = self.pump
+        self.streams[id(conn)] = buffers
+        self.pump(now)
+        return buffers
+
+    def peer_recently_answered(self, window: float) -> bool:
+        """Whether any peer completed a handshake or sent data within `window` seconds."""
+        now = time.monotonic()
+        for stats in self.device.stats().get("peers", {}).values():
+            last = stats.get("last_receive")
+            if last is not None and now - last <= window:
+                return True
+        return False
 
     def send_echo(self, dst: ipaddress.IPv4Address | ipaddress.IPv6Address, ident: int, seq: int,
                   payload: bytes) -> asyncio.Future[float]:

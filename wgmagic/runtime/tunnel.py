@@ -18,11 +18,14 @@ from wgmagic.config import WireGuardConfig, load_config
 from wgmagic.errors import (
     EndpointUnresolvableError,
     HandshakeTimeoutError,
+    NameNotFoundError,
     NoRouteError,
+    PeerNotRespondingError,
     TunnelClosedError,
 )
 from wgmagic.runtime.engine import Engine
 from wgmagic.runtime.loop import LoopThread
+from wgmagic.runtime.streams import TunnelSocket
 from wgmagic.wireguard.timers import Timers
 
 _names = itertools.count(1)
@@ -155,6 +158,59 @@ class Tunnel:
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             return None
+
+    # ---- TCP ----------------------------------------------------------------------------------------------
+    def open_connection(self, host: str, port: int, timeout: float | None = 15.0) -> TunnelSocket:
+        """A blocking, socket-like TCP connection to host:port through the tunnel.
+
+        `timeout` bounds the connect and becomes the socket's timeout (None: connect waits up to 60 s and the
+        socket blocks).
+        """
+        self._check_open()
+        address = self.resolve_address(host)
+        self._route_check(address)
+        connect_timeout = 60.0 if timeout is None else timeout
+        label = f"{host}:{port} through tunnel {self.name!r}"
+        buffers = self._thread.call(self._engine.open_stream, address, port, connect_timeout, label)
+        deadline = time.monotonic() + connect_timeout + 2.0
+        while not buffers.connected.wait(0.2):  # short waits so Ctrl-C is seen
+            if time.monotonic() > deadline:
+                buffers.request_close()
+                raise self._connect_timeout(host, port, connect_timeout)
+        error = buffers.error
+        if error is not None:
+            buffers.request_close()
+            if isinstance(error, ConnectionRefusedError):
+                raise ConnectionRefusedError(
+                    f"{host}:{port} refused the connection (reached through tunnel {self.name!r}): "
+                    "nothing listens on that port, or a firewall rejects it") from None
+            if isinstance(error, TimeoutError):
+                raise self._connect_timeout(host, port, connect_timeout) from None
+            raise error
+        sockname = self._thread.call(lambda: buffers.conn.local)
+        return TunnelSocket(buffers, (str(address), port), (str(sockname[0]), sockname[1]), timeout)
+
+    def _connect_timeout(self, host: str, port: int, timeout: float) -> TimeoutError:
+        answered = self._thread.call(self._engine.peer_recently_answered, timeout + 5.0)
+        if not answered:
+            return PeerNotRespondingError(
+                f"connecting to {host}:{port} timed out after {timeout:g} s: the WireGuard peer is not "
+                f"answering (no handshake or data from it recently); it may be down or unreachable")
+        return TimeoutError(
+            f"connecting to {host}:{port} timed out after {timeout:g} s: the tunnel is up but nothing answered; "
+            "the host may be down, or a firewall drops the connection")
+
+    def resolve_address(self, host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        try:
+            return ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            pass
+        addresses = self.resolve(host)
+        return addresses[0]
+
+    def resolve(self, name: str, timeout: float = 5.0) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        """Resolve a name through the tunnel's DNS servers (never the host's resolver)."""
+        raise NameNotFoundError(f"cannot resolve {name!r}: DNS through the tunnel is not available yet")
 
     # ---- introspection ------------------------------------------------------------------------------------
     def stats(self) -> dict[str, object]:
