@@ -71,7 +71,8 @@ class Engine:
         self._timer_deadline: float | None = None
         self._echo_waiters: dict[tuple[bytes, int, int], asyncio.Future[float]] = {}
         self.event_handlers: list[Callable[[object], bool]] = []
-        self.streams: dict[int, StreamBuffers] = {}  # id(TcpConnection) -> the buffers shared with its socket
+        # id(TcpConnection) -> what consumes its events: a socket's StreamBuffers, or a forward's relay.
+        self.streams: dict[int, Any] = {}
         self.closed = False
         self.started_at = time.monotonic()
 
@@ -282,22 +283,10 @@ class Engine:
                 if handler(event):
                     break
 
-    def _stream_event(self, kind: str, event: Any, buffers: StreamBuffers) -> None:
-        if kind == "TcpReadable":
-            buffers.loop_pull()
-        elif kind == "TcpWritable":
-            buffers.loop_push()
-        elif kind == "TcpConnected":
-            buffers.loop_connected()
-        elif kind == "TcpClosed":
-            error = getattr(event, "error", None)
-            if error is not None:
-                buffers.loop_failed(error)
-            else:
-                buffers.loop_pull()
-            # The connection is gone from the stack; what it held has been pulled, so forget it.
-            if error is not None or buffers.close_requested or not buffers.conn.recv_available():
-                self.streams.pop(id(buffers.conn), None)
+    def _stream_event(self, kind: str, event: Any, handler: Any) -> None:
+        handler.tcp_event(kind, event)
+        if kind == "TcpClosed" and handler.forget_after_close():
+            self.streams.pop(id(handler.conn), None)
 
     def describe_no_handshake(self, peer: PeerRuntime) -> str:
         from wgmagic.config import PeerConfig
@@ -335,6 +324,9 @@ class Engine:
         """Schedule fn on the loop thread from any thread (dropped once the loop is gone)."""
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(fn, *args)
+
+    def register_stream(self, conn: Any, handler: Any) -> None:
+        self.streams[id(conn)] = handler
 
     def open_stream(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, timeout: float,
                     label: str) -> StreamBuffers:

@@ -82,6 +82,24 @@ class StreamBuffers:
         elif shut_now:
             conn.shutdown_write(now)
 
+    def tcp_event(self, kind: str, event: Any) -> None:
+        """An event of the stack for this connection (loop thread)."""
+        if kind == "TcpReadable":
+            self.loop_pull()
+        elif kind == "TcpWritable":
+            self.loop_push()
+        elif kind == "TcpConnected":
+            self.loop_connected()
+        elif kind == "TcpClosed":
+            error = getattr(event, "error", None)
+            if error is not None:
+                self.loop_failed(error)
+            else:
+                self.loop_pull()
+
+    def forget_after_close(self) -> bool:
+        return self.error is not None or self.close_requested or not self.conn.recv_available()
+
     def loop_connected(self) -> None:
         self.connected.set()
 

@@ -13,6 +13,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from wgmagic.config import WireGuardConfig, load_config
 from wgmagic.errors import (
@@ -27,6 +28,9 @@ from wgmagic.runtime.engine import Engine
 from wgmagic.runtime.loop import LoopThread
 from wgmagic.runtime.streams import TunnelSocket
 from wgmagic.wireguard.timers import Timers
+
+if TYPE_CHECKING:
+    from wgmagic.forward import Forward
 
 _names = itertools.count(1)
 _open_tunnels: weakref.WeakValueDictionary[str, Tunnel] = weakref.WeakValueDictionary()
@@ -66,6 +70,7 @@ class Tunnel:
         self._closed = False
         self._ident = os.getpid() & 0xFFFF
         self._seq = itertools.count(1)
+        self._forwards: list[Forward] = []
         self._thread.start()
         self._thread.call(self._engine.open)
         with _registry_lock:
@@ -102,6 +107,9 @@ class Tunnel:
         self._closed = True
         if self._thread.running:
             try:
+                for forward in self._forwards:
+                    self._thread.call(forward.close_on_loop, timeout=5.0)
+                self._forwards.clear()
                 self._thread.call(self._engine.close, timeout=5.0)
             except (TimeoutError, TunnelClosedError):
                 pass
@@ -189,6 +197,42 @@ class Tunnel:
             raise error
         sockname = self._thread.call(lambda: buffers.conn.local)
         return TunnelSocket(buffers, (str(address), port), (str(sockname[0]), sockname[1]), timeout)
+
+    def forward(self, target: str, local: str | int | None = None) -> Forward:
+        """Listen locally and relay each connection to `target` ("db.internal:5432") through the tunnel.
+
+        local=None: a Unix socket in a fresh 0700 directory (see Forward.libpq_params()); local=PORT or
+        "HOST:PORT" or "unix:/dir": TCP on that loopback address and port (0: any free port), or that directory.
+        """
+        from wgmagic.forward import Forward, ForwardSpec, parse_target
+
+        self._check_open()
+        host, port = parse_target(target)
+        address = self.resolve_address(host)
+        self._route_check(address)
+        spec = ForwardSpec(host, port, address, "unix")
+        if isinstance(local, int):
+            spec.local_kind, spec.bind_port = "tcp", local
+        elif isinstance(local, str) and local.startswith("unix:"):
+            spec.socket_dir = local[5:] or None
+        elif isinstance(local, str):
+            bind_host, sep, bind_port = local.rpartition(":")
+            spec.local_kind = "tcp"
+            spec.bind_host = (bind_host.strip("[]") if sep else "127.0.0.1") or "127.0.0.1"
+            spec.bind_port = int(bind_port or 0)
+        forward = self._thread.call(Forward, self._engine, spec)
+        self._forwards.append(forward)
+        return forward
+
+    def close_forward(self, forward: Forward) -> None:
+        if forward in self._forwards:
+            self._forwards.remove(forward)
+        if self._thread.running:
+            self._thread.call(forward.close_on_loop)
+
+    @property
+    def forwards(self) -> list[Forward]:
+        return list(self._forwards)
 
     def _connect_timeout(self, host: str, port: int, timeout: float) -> TimeoutError:
         answered = self._thread.call(self._engine.peer_recently_answered, timeout + 5.0)

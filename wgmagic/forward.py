@@ -1,0 +1,155 @@
+"""Local forwards: a listener on this machine whose every connection is relayed through the tunnel (ssh -L).
+
+The default listener is a Unix socket in a fresh 0700 directory, so other users of a shared machine cannot
+reach the private network through it; TCP on 127.0.0.1 is there for tools that need a port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from wgmagic.runtime.relay import SocketRelay
+
+BACKLOG = 256
+
+
+@dataclass
+class ForwardSpec:
+    remote_host: str
+    remote_port: int
+    remote_address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    local_kind: str  # "unix" or "tcp"
+    bind_host: str = "127.0.0.1"
+    bind_port: int = 0
+    socket_dir: str | None = None
+
+
+def parse_target(target: str) -> tuple[str, int]:
+    """'db.internal:5432', '198.18.0.1:5432' or '[fd00::1]:5432' -> (host, port)."""
+    text = target.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"{target!r}: an IPv6 target is written [address]:port")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"{target!r}: expected HOST:PORT")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"{target!r}: the port must be a number") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"{target!r}: the port must be 1..65535")
+    return host, port
+
+
+class Forward:
+    """One local listener; created and driven on the tunnel's loop thread, used from any thread."""
+
+    def __init__(self, engine: Any, spec: ForwardSpec) -> None:
+        self.engine = engine
+        self.spec = spec
+        self.relays: set[SocketRelay] = set()
+        self.accepted = 0
+        self.failed = 0
+        self.closed = False
+        self.listener, self.address = self._listen()
+        engine.loop.add_reader(self.listener.fileno(), self._on_accept)
+
+    def _listen(self) -> tuple[socket.socket, Any]:
+        spec = self.spec
+        if spec.local_kind == "unix":
+            directory = spec.socket_dir or tempfile.mkdtemp(prefix="wgmagic-")
+            os.chmod(directory, 0o700)
+            spec.socket_dir = directory
+            # libpq looks for DIR/.s.PGSQL.PORT, so name the socket that way: host=DIR port=PORT then works.
+            path = os.path.join(directory, f".s.PGSQL.{spec.remote_port}")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            sock.bind(path)
+            os.chmod(path, 0o600)
+            address: Any = path
+        else:
+            family = socket.AF_INET6 if ":" in spec.bind_host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((spec.bind_host, spec.bind_port))
+            address = sock.getsockname()[:2]
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+        return sock, address
+
+    # ---- loop thread ---------------------------------------------------------------------------------
+    def _on_accept(self) -> None:
+        for _ in range(64):
+            try:
+                client, _addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.failed += 1
+                return
+            self.accepted += 1
+            if self.spec.local_kind == "tcp":
+                with contextlib.suppress(OSError):
+                    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            now = time.monotonic()
+            try:
+                conn = self.engine.stack.tcp_connect(self.spec.remote_address, self.spec.remote_port, now,
+                                                     timeout=15.0)
+            except OSError:
+                self.failed += 1
+                client.close()
+                continue
+            relay = SocketRelay(self.engine, client, conn, on_done=self.relays.discard,
+                                on_failed=self._on_failed)
+            self.relays.add(relay)
+            self.engine.pump(now)
+
+    def _on_failed(self, relay: SocketRelay, error: BaseException) -> None:
+        self.failed += 1
+
+    def close_on_loop(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):
+            self.engine.loop.remove_reader(self.listener.fileno())
+        self.listener.close()
+        for relay in list(self.relays):
+            relay.close()
+        self.relays.clear()
+        if self.spec.local_kind == "unix" and self.spec.socket_dir:
+            shutil.rmtree(self.spec.socket_dir, ignore_errors=True)
+
+    # ---- any thread ----------------------------------------------------------------------------------
+    @property
+    def local_address(self) -> Any:
+        return self.address
+
+    def libpq_params(self) -> dict[str, str]:
+        """Connection parameters for libpq (psycopg, psql) that reach the remote through this forward.
+
+        Over TCP, `host` stays the real name so sslmode=verify-full checks the server's certificate against
+        it, while `hostaddr` makes libpq connect to the local listener instead. libpq never uses TLS over a
+        Unix socket, so use a TCP forward when the server requires TLS.
+        """
+        if self.spec.local_kind == "unix":
+            return {"host": str(self.spec.socket_dir), "port": str(self.spec.remote_port)}
+        host, port = self.address
+        return {"host": self.spec.remote_host, "hostaddr": host, "port": str(port)}
+
+    def __repr__(self) -> str:
+        target = f"{self.spec.remote_host}:{self.spec.remote_port}"
+        return f"<Forward {self.address} -> {target} ({len(self.relays)} open)>"
