@@ -1,0 +1,332 @@
+"""A SOCKS5 server (RFC 1928, with RFC 1929 username/password) whose CONNECTs go through the tunnel.
+
+The negotiation is a small sans-I/O parser fed with whatever bytes arrive; the loop-side server drives it
+from a non-blocking socket and, once the CONNECT succeeds, hands the socket to a SocketRelay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import ipaddress
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from wgmagic.runtime.relay import SocketRelay
+
+VERSION = 5
+NO_AUTH, USER_PASS, NO_ACCEPTABLE = 0x00, 0x02, 0xFF
+CMD_CONNECT = 1
+ATYP_IPV4, ATYP_DOMAIN, ATYP_IPV6 = 1, 3, 4
+REP_SUCCEEDED = 0
+REP_GENERAL_FAILURE = 1
+REP_NOT_ALLOWED = 2
+REP_NETWORK_UNREACHABLE = 3
+REP_HOST_UNREACHABLE = 4
+REP_CONNECTION_REFUSED = 5
+REP_TTL_EXPIRED = 6
+REP_COMMAND_NOT_SUPPORTED = 7
+REP_ADDRESS_TYPE_NOT_SUPPORTED = 8
+
+MAX_NEGOTIATION_BYTES = 1024  # greeting + auth + request are each < 520 bytes; more is a misbehaving client
+NEGOTIATION_TIMEOUT = 10.0
+
+
+def reply(code: int, bound: tuple[str, int] | None = None) -> bytes:
+    """A SOCKS5 reply; BND.ADDR/PORT are the tunnel-side address when known, else zeros."""
+    if bound is None:
+        return struct.pack("!BBBB4sH", VERSION, code, 0, ATYP_IPV4, b"\x00" * 4, 0)
+    address = ipaddress.ip_address(bound[0])
+    atyp = ATYP_IPV4 if address.version == 4 else ATYP_IPV6
+    return struct.pack("!BBBB", VERSION, code, 0, atyp) + address.packed + struct.pack("!H", bound[1])
+
+
+@dataclass(frozen=True)
+class Send:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Fail:
+    """Send `data` (may be empty) and close the connection."""
+
+    data: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
+class Connect:
+    host: str  # an IP literal or a domain name to resolve through the tunnel
+    port: int
+
+
+class Socks5Negotiation:
+    """Parses greeting, optional RFC 1929 auth and the request; never raises on malformed input."""
+
+    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+        self.credentials = credentials
+        self.buffer = bytearray()
+        self.stage = "greeting"
+
+    def __repr__(self) -> str:
+        return f"<Socks5Negotiation stage={self.stage} auth={'on' if self.credentials else 'off'}>"
+
+    def feed(self, data: bytes) -> list[Send | Fail | Connect]:
+        if self.stage in ("done", "failed"):
+            return []
+        self.buffer += data
+        if len(self.buffer) > MAX_NEGOTIATION_BYTES:
+            self.stage = "failed"
+            return [Fail(b"", "negotiation too long")]
+        actions: list[Send | Fail | Connect] = []
+        while self.stage not in ("done", "failed"):
+            step = getattr(self, f"_{self.stage}")()
+            if step is None:
+                break
+            actions.extend(step)
+        return actions
+
+    def _greeting(self) -> list[Send | Fail] | None:
+        buf = self.buffer
+        if len(buf) < 2:
+            return None
+        if buf[0] != VERSION:
+            self.stage = "failed"
+            return [Fail(b"", f"not SOCKS5 (version byte {buf[0]})")]
+        count = buf[1]
+        if len(buf) < 2 + count:
+            return None
+        methods = set(buf[2:2 + count])
+        del buf[:2 + count]
+        if self.credentials is not None:
+            if USER_PASS in methods:
+                self.stage = "auth"
+                return [Send(bytes((VERSION, USER_PASS)))]
+        elif NO_AUTH in methods:
+            self.stage = "request"
+            return [Send(bytes((VERSION, NO_AUTH)))]
+        self.stage = "failed"
+        return [Fail(bytes((VERSION, NO_ACCEPTABLE)), "no acceptable authentication method")]
+
+    def _auth(self) -> list[Send | Fail] | None:
+        buf = self.buffer
+        if len(buf) < 2:
+            return None
+        if buf[0] != 1:
+            self.stage = "failed"
+            return [Fail(b"\x01\x01", "bad username/password sub-negotiation version")]
+        ulen = buf[1]
+        if len(buf) < 3 + ulen:
+            return None
+        plen = buf[2 + ulen]
+        if len(buf) < 3 + ulen + plen:
+            return None
+        user = bytes(buf[2:2 + ulen])
+        password = bytes(buf[3 + ulen:3 + ulen + plen])
+        del buf[:3 + ulen + plen]
+        assert self.credentials is not None
+        want_user, want_password = (c.encode() for c in self.credentials)
+        # Compare both fields in constant time so timing says nothing about which part was wrong.
+        ok = hmac.compare_digest(user, want_user) & hmac.compare_digest(password, want_password)
+        if not ok:
+            self.stage = "failed"
+            return [Fail(b"\x01\x01", "bad credentials")]
+        self.stage = "request"
+        return [Send(b"\x01\x00")]
+
+    def _request(self) -> list[Send | Fail | Connect] | None:
+        buf = self.buffer
+        if len(buf) < 4:
+            return None
+        if buf[0] != VERSION or buf[2] != 0:
+            self.stage = "failed"
+            return [Fail(reply(REP_GENERAL_FAILURE), "malformed request")]
+        command, atyp = buf[1], buf[3]
+        if atyp == ATYP_IPV4:
+            need = 4 + 4 + 2
+        elif atyp == ATYP_IPV6:
+            need = 4 + 16 + 2
+        elif atyp == ATYP_DOMAIN:
+            if len(buf) < 5:
+                return None
+            need = 4 + 1 + buf[4] + 2
+        else:
+            self.stage = "failed"
+            return [Fail(reply(REP_ADDRESS_TYPE_NOT_SUPPORTED), f"address type {atyp}")]
+        if len(buf) < need:
+            return None
+        if command != CMD_CONNECT:
+            self.stage = "failed"
+            return [Fail(reply(REP_COMMAND_NOT_SUPPORTED), f"command {command} not supported")]
+        port = int.from_bytes(buf[need - 2:need], "big")
+        if atyp == ATYP_IPV4:
+            host = str(ipaddress.IPv4Address(bytes(buf[4:8])))
+        elif atyp == ATYP_IPV6:
+            host = str(ipaddress.IPv6Address(bytes(buf[4:20])))
+        else:
+            raw = bytes(buf[5:5 + buf[4]])
+            try:
+                host = raw.decode("idna" if raw.isascii() else "utf-8").rstrip(".")
+            except UnicodeError:
+                host = ""
+            if not host or "\x00" in host:
+                self.stage = "failed"
+                return [Fail(reply(REP_HOST_UNREACHABLE), "bad domain name")]
+        del buf[:need]
+        if port == 0:
+            self.stage = "failed"
+            return [Fail(reply(REP_GENERAL_FAILURE), "port 0")]
+        self.stage = "done"
+        return [Connect(host, port)]
+
+
+ERROR_REPLIES: dict[type[BaseException], int] = {
+    ConnectionRefusedError: REP_CONNECTION_REFUSED,
+    TimeoutError: REP_TTL_EXPIRED,
+}
+
+
+class Socks5Server:
+    """A loopback SOCKS5 listener on the tunnel's loop thread."""
+
+    def __init__(self, engine: Any, resolver: Any, host: str = "127.0.0.1", port: int = 1080,
+                 credentials: tuple[str, str] | None = None) -> None:
+        self.engine = engine
+        self.resolver = resolver  # async callable: name -> list of addresses (through the tunnel's DNS)
+        self.credentials = credentials
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.socket(family, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((host, port))
+        self.listener.listen(128)
+        self.listener.setblocking(False)
+        self.address = self.listener.getsockname()[:2]
+        self.clients: set[_SocksClient] = set()
+        self.relays: set[SocketRelay] = set()
+        self.counters = {"accepted": 0, "connected": 0, "rejected": 0}
+        self.closed = False
+        engine.loop.add_reader(self.listener.fileno(), self._on_accept)
+
+    def __repr__(self) -> str:
+        return f"<Socks5Server {self.address[0]}:{self.address[1]} auth={'on' if self.credentials else 'off'}>"
+
+    def _on_accept(self) -> None:
+        for _ in range(64):
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            self.counters["accepted"] += 1
+            self.clients.add(_SocksClient(self, sock))
+
+    def close_on_loop(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):
+            self.engine.loop.remove_reader(self.listener.fileno())
+        self.listener.close()
+        for client in list(self.clients):
+            client.close()
+        for relay in list(self.relays):
+            relay.close()
+
+
+class _SocksClient:
+    def __init__(self, server: Socks5Server, sock: socket.socket) -> None:
+        self.server = server
+        self.loop = server.engine.loop
+        self.sock = sock
+        sock.setblocking(False)
+        self.negotiation = Socks5Negotiation(server.credentials)
+        self.closed = False
+        self.loop.add_reader(sock.fileno(), self._on_readable)
+        self.timeout = self.loop.call_later(NEGOTIATION_TIMEOUT, self.close)
+
+    def _on_readable(self) -> None:
+        try:
+            data = self.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
+        for action in self.negotiation.feed(data):
+            if isinstance(action, Send):
+                self._send(action.data)
+            elif isinstance(action, Fail):
+                self.server.counters["rejected"] += 1
+                self._send(action.data)
+                self.close()
+                return
+            else:
+                self.loop.remove_reader(self.sock.fileno())
+                self.loop.create_task(self._connect(action))
+
+    def _send(self, data: bytes) -> None:
+        if data:
+            with contextlib.suppress(OSError):
+                self.sock.send(data)  # a few bytes into an empty socket buffer: never partial in practice
+
+    async def _connect(self, request: Connect) -> None:
+        engine = self.server.engine
+        try:
+            try:
+                address = ipaddress.ip_address(request.host)
+            except ValueError:
+                addresses = await self.server.resolver(request.host)
+                address = addresses[0]
+        except Exception:
+            self._send(reply(REP_HOST_UNREACHABLE))
+            self.server.counters["rejected"] += 1
+            self.close()
+            return
+        if self.closed:
+            return
+        try:
+            conn = engine.stack.tcp_connect(address, request.port, time.monotonic(), timeout=15.0)
+        except OSError:
+            self._send(reply(REP_NETWORK_UNREACHABLE))
+            self.close()
+            return
+        self.timeout.cancel()
+        self.server.clients.discard(self)
+        sock = self.sock
+
+        def connected(relay: SocketRelay) -> None:
+            local = relay.conn.local
+            self.server.counters["connected"] += 1
+            with contextlib.suppress(OSError):
+                sock.send(reply(REP_SUCCEEDED, (str(local[0]), local[1])))
+            early = bytes(self.negotiation.buffer)  # bytes a client pipelined behind its request
+            if early:
+                relay.conn.send(early)
+
+        def failed(relay: SocketRelay, error: BaseException) -> None:
+            code = next((c for t, c in ERROR_REPLIES.items() if isinstance(error, t)), REP_HOST_UNREACHABLE)
+            self.server.counters["rejected"] += 1
+            with contextlib.suppress(OSError):
+                sock.send(reply(code))
+
+        relay = SocketRelay(engine, sock, conn, on_done=self.server.relays.discard, on_connected=connected,
+                            on_failed=failed)
+        self.server.relays.add(relay)
+        engine.pump()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.timeout.cancel()
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(self.sock.fileno())
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        self.server.clients.discard(self)
