@@ -68,6 +68,85 @@ def _cmd_ping(args: argparse.Namespace) -> int:
         tunnel.close()
 
 
+def _parse_local_spec(spec: str) -> tuple[str, int, str]:
+    """ssh -L syntax: [bind:]port:host:hostport -> (bind, port, "host:hostport")."""
+    if spec.count("[") > 0:
+        raise WgMagicError(f"-L {spec}: IPv6 targets are not supported in -L yet; use the Python API")
+    parts = spec.split(":")
+    if len(parts) == 3:
+        bind, port, host, hostport = "127.0.0.1", parts[0], parts[1], parts[2]
+    elif len(parts) == 4:
+        bind, port, host, hostport = parts
+    else:
+        raise WgMagicError(f"-L {spec}: expected [bind:]port:host:hostport")
+    try:
+        return bind or "127.0.0.1", int(port), f"{host}:{int(hostport)}"
+    except ValueError:
+        raise WgMagicError(f"-L {spec}: ports must be numbers") from None
+
+
+def _parse_dynamic_spec(spec: str) -> tuple[str, int]:
+    bind, sep, port = spec.rpartition(":")
+    try:
+        return (bind or "127.0.0.1") if sep else "127.0.0.1", int(port)
+    except ValueError:
+        raise WgMagicError(f"-D {spec}: expected [bind:]port") from None
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from wgmagic.runtime.tunnel import connect
+
+    tunnel = connect(args.config, timeout=args.handshake_timeout, timers=timers_from_environment())
+    stop = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        for spec in args.local:
+            bind, port, target = _parse_local_spec(spec)
+            forward = tunnel.forward(target, local=f"{bind}:{port}")
+            host, lport = forward.local_address
+            print(f"forwarding {host}:{lport} -> {target} through the tunnel", flush=True)
+        for spec in args.dynamic:
+            bind, port = _parse_dynamic_spec(spec)
+            server = tunnel.socks(port=port, host=bind)
+            print(f"SOCKS5 proxy on {server.address[0]}:{server.address[1]}", flush=True)
+        print("tunnel up; Ctrl-C to stop", flush=True)
+        while not stop:
+            time.sleep(0.5 if not args.quiet else 1.0)
+            if not args.quiet and sys.stdout.isatty():
+                print("\r" + tunnel.status_line(), end="", flush=True)
+    finally:
+        if not args.quiet and sys.stdout.isatty():
+            print()
+        tunnel.close()
+    print("tunnel closed", flush=True)
+    return 0
+
+
+def _cmd_resolve(args: argparse.Namespace) -> int:
+    from wgmagic.runtime.tunnel import connect
+
+    with connect(args.config, timeout=args.handshake_timeout) as tunnel:
+        for address in tunnel.resolve(args.name):
+            print(address)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from wgmagic.runtime.tunnel import connect
+
+    started = time.monotonic()
+    with connect(args.config, timeout=args.handshake_timeout) as tunnel:
+        elapsed = time.monotonic() - started
+        print(tunnel.status_report(handshake_seconds=elapsed))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wgmagic", description="User-mode WireGuard and TCP/IP, no root needed.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +161,27 @@ def build_parser() -> argparse.ArgumentParser:
     ping.add_argument("--handshake-timeout", type=float, default=10.0,
                       help="seconds to wait for the first handshake (default 10)")
     ping.set_defaults(func=_cmd_ping)
+
+    up = sub.add_parser("up", help="bring a tunnel up with local forwards and/or a SOCKS5 proxy (like ssh -L/-D)")
+    up.add_argument("config", help="wg-quick configuration file")
+    up.add_argument("-L", dest="local", action="append", default=[], metavar="[bind:]port:host:hostport",
+                    help="forward a local TCP port through the tunnel (repeatable)")
+    up.add_argument("-D", dest="dynamic", action="append", default=[], metavar="[bind:]port",
+                    help="run a SOCKS5 proxy on this local port (repeatable)")
+    up.add_argument("-q", "--quiet", action="store_true", help="no live status line")
+    up.add_argument("--handshake-timeout", type=float, default=10.0)
+    up.set_defaults(func=_cmd_up)
+
+    resolve = sub.add_parser("resolve", help="resolve a name through the tunnel's DNS")
+    resolve.add_argument("config")
+    resolve.add_argument("name")
+    resolve.add_argument("--handshake-timeout", type=float, default=10.0)
+    resolve.set_defaults(func=_cmd_resolve)
+
+    status = sub.add_parser("status", help="one handshake, then a report of the tunnel")
+    status.add_argument("config")
+    status.add_argument("--handshake-timeout", type=float, default=10.0)
+    status.set_defaults(func=_cmd_status)
     return parser
 
 

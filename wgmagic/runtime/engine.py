@@ -338,6 +338,13 @@ class Engine:
         self.pump(now)
         return buffers
 
+    def handshake_age(self) -> float | None:
+        """Seconds since the most recent handshake with any peer."""
+        now = time.monotonic()
+        times = [self.device.peer(key).last_handshake_time for key in self.peers]
+        known = [t for t in times if t is not None]
+        return now - max(known) if known else None
+
     def peer_recently_answered(self, window: float) -> bool:
         """Whether any peer completed a handshake or sent data within `window` seconds."""
         now = time.monotonic()

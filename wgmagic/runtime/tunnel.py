@@ -31,6 +31,7 @@ from wgmagic.wireguard.timers import Timers
 
 if TYPE_CHECKING:
     from wgmagic.forward import Forward
+    from wgmagic.socks5 import Socks5Server
 
 _names = itertools.count(1)
 _open_tunnels: weakref.WeakValueDictionary[str, Tunnel] = weakref.WeakValueDictionary()
@@ -71,6 +72,7 @@ class Tunnel:
         self._ident = os.getpid() & 0xFFFF
         self._seq = itertools.count(1)
         self._forwards: list[Forward] = []
+        self._socks_servers: list[Socks5Server] = []
         self._thread.start()
         self._thread.call(self._engine.open)
         with _registry_lock:
@@ -107,9 +109,10 @@ class Tunnel:
         self._closed = True
         if self._thread.running:
             try:
-                for forward in self._forwards:
-                    self._thread.call(forward.close_on_loop, timeout=5.0)
+                for listener in [*self._forwards, *self._socks_servers]:
+                    self._thread.call(listener.close_on_loop, timeout=5.0)
                 self._forwards.clear()
+                self._socks_servers.clear()
                 self._thread.call(self._engine.close, timeout=5.0)
             except (TimeoutError, TunnelClosedError):
                 pass
@@ -234,6 +237,16 @@ class Tunnel:
     def forwards(self) -> list[Forward]:
         return list(self._forwards)
 
+    def socks(self, port: int = 1080, host: str = "127.0.0.1",
+              credentials: tuple[str, str] | None = None) -> Socks5Server:
+        """A SOCKS5 proxy on loopback whose CONNECTs (names resolved through the tunnel) use this tunnel."""
+        from wgmagic.socks5 import Socks5Server
+
+        self._check_open()
+        server = self._thread.call(Socks5Server, self._engine, self._engine.resolve_async, host, port, credentials)
+        self._socks_servers.append(server)
+        return server
+
     def _connect_timeout(self, host: str, port: int, timeout: float) -> TimeoutError:
         answered = self._thread.call(self._engine.peer_recently_answered, timeout + 5.0)
         if not answered:
@@ -261,6 +274,31 @@ class Tunnel:
         self._check_open()
         return self._thread.call(self._snapshot)
 
+    def status_line(self) -> str:
+        """One line for a live terminal status: handshake age, bytes each way, open connections."""
+        snap = self.stats()
+        counters = snap["counters"]
+        age = snap.get("handshake_age")
+        shown = "no handshake yet" if age is None else f"handshake {age:.0f}s ago"
+        return (f"{self.name}: {shown} | rx {_human(counters.get('udp_rx_bytes', 0))} "
+                f"tx {_human(counters.get('udp_tx_bytes', 0))} | connections {snap['connections']}")
+
+    def status_report(self, handshake_seconds: float | None = None) -> str:
+        snap = self.stats()
+        lines = [f"tunnel {self.name}"]
+        for peer in self.config.peers:
+            where = f"{peer.endpoint[0]}:{peer.endpoint[1]}" if peer.endpoint else "(no endpoint)"
+            lines.append(f"  peer {peer.public_key_b64[:8]}... endpoint {where}")
+            lines.append(f"    allowed ips: {', '.join(str(n) for n in peer.allowed_ips) or '(none)'}")
+        if handshake_seconds is not None:
+            lines.append(f"  handshake completed in {handshake_seconds * 1000:.1f} ms")
+        rtt = snap.get("handshake_rtt")
+        if rtt is not None:
+            lines.append(f"  handshake rtt {rtt * 1000:.2f} ms")
+        lines.append(f"  addresses: {', '.join(str(a) for a in self.config.interface.addresses)}")
+        lines.append(f"  dns: {', '.join(str(a) for a in self.config.interface.dns_servers) or '(none)'}")
+        return "\n".join(lines)
+
     def _snapshot(self) -> dict[str, object]:
         engine = self._engine
         return {
@@ -270,7 +308,19 @@ class Tunnel:
             "device": engine.device.stats(),
             "device_drops": dict(engine.device.drops),
             "stack_drops": dict(engine.stack.drops),
+            "connections": len(engine.streams),
+            "handshake_age": engine.handshake_age(),
+            "handshake_rtt": next((p.last_handshake_rtt for p in engine.peers.values()
+                                   if p.last_handshake_rtt is not None), None),
         }
+
+
+def _human(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"
 
 
 def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | None = None,
