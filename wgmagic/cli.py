@@ -88,7 +88,7 @@ def _parse_local_spec(spec: str) -> tuple[str, int, str]:
 def _parse_dynamic_spec(spec: str) -> tuple[str, int]:
     bind, sep, port = spec.rpartition(":")
     try:
-        return (bind or "127.0.0.1") if sep else "127.0.0.1", int(port)
+        return (bind.strip("[]") or "127.0.0.1") if sep else "127.0.0.1", int(port)
     except ValueError:
         raise WgMagicError(f"-D {spec}: expected [bind:]port") from None
 

@@ -13,6 +13,7 @@ import shutil
 import socket
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,18 @@ class ForwardSpec:
     bind_host: str = "127.0.0.1"
     bind_port: int = 0
     socket_dir: str | None = None
+    owns_socket_dir: bool = False  # only a directory wgmagic made itself is chmod-ed and removed
+
+
+def warn_if_exposed(host: str, what: str) -> None:
+    """Binding beyond loopback opens the private network to this machine's neighbours: say so."""
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        warnings.warn(f"{what} listens on {host}, not loopback: anyone who can reach this machine can use the "
+                      "tunnel through it", stacklevel=3)
 
 
 def parse_target(target: str) -> tuple[str, int]:
@@ -69,9 +82,10 @@ class Forward:
     def _listen(self) -> tuple[socket.socket, Any]:
         spec = self.spec
         if spec.local_kind == "unix":
-            directory = spec.socket_dir or tempfile.mkdtemp(prefix="wgmagic-")
-            os.chmod(directory, 0o700)
-            spec.socket_dir = directory
+            if spec.socket_dir is None:
+                spec.socket_dir = tempfile.mkdtemp(prefix="wgmagic-")  # created 0700
+                spec.owns_socket_dir = True
+            directory = spec.socket_dir
             # libpq looks for DIR/.s.PGSQL.PORT, so name the socket that way: host=DIR port=PORT then works.
             path = os.path.join(directory, f".s.PGSQL.{spec.remote_port}")
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -81,6 +95,7 @@ class Forward:
             os.chmod(path, 0o600)
             address: Any = path
         else:
+            warn_if_exposed(spec.bind_host, "a forward")
             family = socket.AF_INET6 if ":" in spec.bind_host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -131,7 +146,11 @@ class Forward:
             relay.close()
         self.relays.clear()
         if self.spec.local_kind == "unix" and self.spec.socket_dir:
-            shutil.rmtree(self.spec.socket_dir, ignore_errors=True)
+            if self.spec.owns_socket_dir:
+                shutil.rmtree(self.spec.socket_dir, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.address)
 
     # ---- any thread ----------------------------------------------------------------------------------
     @property

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from wgmagic.forward import warn_if_exposed
 from wgmagic.runtime.relay import SocketRelay
 
 VERSION = 5
@@ -185,7 +186,7 @@ class Socks5Negotiation:
 
 ERROR_REPLIES: dict[type[BaseException], int] = {
     ConnectionRefusedError: REP_CONNECTION_REFUSED,
-    TimeoutError: REP_TTL_EXPIRED,
+    TimeoutError: REP_HOST_UNREACHABLE,
 }
 
 
@@ -197,6 +198,7 @@ class Socks5Server:
         self.engine = engine
         self.resolver = resolver  # async callable: name -> list of addresses (through the tunnel's DNS)
         self.credentials = credentials
+        warn_if_exposed(host, "the SOCKS5 proxy")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.socket(family, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -291,8 +293,9 @@ class _SocksClient:
         if self.closed:
             return
         try:
+            engine.check_route(address)
             conn = engine.stack.tcp_connect(address, request.port, time.monotonic(), timeout=15.0)
-        except OSError:
+        except Exception:
             self._send(reply(REP_NETWORK_UNREACHABLE))
             self.close()
             return

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wgmagic.config import WireGuardConfig
-from wgmagic.errors import HandshakeTimeoutError, TunnelClosedError
+from wgmagic.errors import HandshakeTimeoutError, NoRouteError, TunnelClosedError
 from wgmagic.netstack.stack import Stack
 from wgmagic.runtime.streams import StreamBuffers
 from wgmagic.wireguard.device import Device
@@ -337,6 +337,13 @@ class Engine:
         self.streams[id(conn)] = buffers
         self.pump(now)
         return buffers
+
+    def check_route(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+        """Raise NoRouteError unless some peer's AllowedIPs cover the address (cryptokey routing)."""
+        for peer in self.config.peers:
+            if any(address in net for net in peer.allowed_ips):
+                return
+        raise NoRouteError(f"{address} is not inside any peer's AllowedIPs; add it to AllowedIPs in the config")
 
     def handshake_age(self) -> float | None:
         """Seconds since the most recent handshake with any peer."""

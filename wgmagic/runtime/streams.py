@@ -232,6 +232,12 @@ class TunnelSocket:
     def _deadline(self) -> float | None:
         return None if self._timeout is None else time.monotonic() + self._timeout
 
+    def _timed_out(self) -> OSError:
+        # A non-blocking socket says "would block"; one with a timeout says "timed out", as socket does.
+        if self._timeout == 0:
+            return BlockingIOError(11, "Resource temporarily unavailable")
+        return TimeoutError("timed out")
+
     def _check(self) -> None:
         if self._closed:
             raise OSError(9, "Bad file descriptor: the tunnel socket is closed")
@@ -246,7 +252,7 @@ class TunnelSocket:
         try:
             return self._buffers.read_into(view, self._deadline())
         except TimeoutError:
-            raise TimeoutError("timed out") from None
+            raise self._timed_out() from None
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         buffer = bytearray(bufsize)
@@ -259,7 +265,7 @@ class TunnelSocket:
         try:
             return self._buffers.write(memoryview(data).cast("B"), self._deadline())
         except TimeoutError:
-            raise TimeoutError("timed out") from None
+            raise self._timed_out() from None
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         self._check()
@@ -269,7 +275,7 @@ class TunnelSocket:
             try:
                 n = self._buffers.write(view, deadline)
             except TimeoutError:
-                raise TimeoutError("timed out") from None
+                raise self._timed_out() from None
             view = view[n:]
 
     def shutdown(self, how: int) -> None:

@@ -20,7 +20,6 @@ from wgmagic.errors import (
     EndpointUnresolvableError,
     HandshakeTimeoutError,
     NameNotFoundError,
-    NoRouteError,
     PeerNotRespondingError,
     TunnelClosedError,
 )
@@ -74,7 +73,11 @@ class Tunnel:
         self._forwards: list[Forward] = []
         self._socks_servers: list[Socks5Server] = []
         self._thread.start()
-        self._thread.call(self._engine.open)
+        try:
+            self._thread.call(self._engine.open)
+        except BaseException:
+            self._thread.stop()
+            raise
         with _registry_lock:
             _open_tunnels[self.name] = self
 
@@ -136,10 +139,7 @@ class Tunnel:
 
     # ---- ICMP -------------------------------------------------------------------------------------------
     def _route_check(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
-        for peer in self.config.peers:
-            if any(address in net for net in peer.allowed_ips):
-                return
-        raise NoRouteError(f"{address} is not inside any peer's AllowedIPs; add it to AllowedIPs in the config")
+        self._engine.check_route(address)
 
     def ping_iter(self, host: str, count: int = 4, *, interval: float = 1.0, timeout: float = 2.0,
                   size: int = 56) -> Iterator[PingReply]:
