@@ -1,0 +1,521 @@
+"""A WireGuard device, sans-I/O: many peers, dispatch by receiver index, cryptokey routing, timers.
+
+Inputs: receive_datagram(data, addr, now), send_packet(ip_packet, now), handle_timers(now).
+Outputs (drained by the caller): datagrams_to_send(), packets_received(), events().
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from cryptography.exceptions import InvalidTag
+
+from wgmagic.wireguard import crypto
+from wgmagic.wireguard.cookie import CookieChecker
+from wgmagic.wireguard.handshake import (
+    consume_initiation,
+    consume_response,
+    create_initiation,
+    create_response,
+    timestamp_newer,
+)
+from wgmagic.wireguard.keypair import Keypair
+from wgmagic.wireguard.messages import (
+    COOKIE_REPLY,
+    INITIATION,
+    INITIATION_MAC1_AT,
+    INITIATION_MAC2_AT,
+    RESPONSE,
+    RESPONSE_MAC1_AT,
+    RESPONSE_MAC2_AT,
+    TRANSPORT,
+    TRANSPORT_HEADER,
+    TRANSPORT_MIN_LEN,
+    message_type,
+    parse_cookie_reply,
+    parse_initiation,
+    parse_response,
+)
+from wgmagic.wireguard.peer import HandshakeAttemptsExhausted, HandshakeCompleted, Peer, PeerEndpointChanged
+from wgmagic.wireguard.timers import Timers
+
+_NONCE_PREFIX = bytes(4)
+MAX_QUEUED_EVENTS = 4096
+MAX_QUEUED_PACKETS = 65536
+# A peer may not start handshakes faster than this (wireguard-go's HandshakeInitationRate): a flood from one
+# key cannot make us burn CPU on DH.
+MIN_INITIATION_INTERVAL = 1 / 50
+
+
+class Device:
+    def __init__(self, private_key: bytes, *, timers: Timers | None = None,
+                 rng: Callable[[int], bytes] = os.urandom, max_queued_per_peer: int = 1024,
+                 wall_clock: Callable[[], float] | None = None, under_load_threshold: int = 512) -> None:
+        self.static = crypto.StaticKey(private_key)
+        self.timers = timers or Timers()
+        self.rng = rng
+        self.wall_clock = wall_clock
+        self.max_queued_per_peer = max_queued_per_peer
+        self.cookies = CookieChecker(self.static.public, rng, self.timers.cookie_refresh_time)
+        self.peers: dict[bytes, Peer] = {}
+        self._indices: dict[int, tuple[Peer, Keypair | None]] = {}  # None: a handshake we initiated
+        self._routes4: list[tuple[int, int, int, Peer]] = []  # (prefixlen, network int, mask, peer)
+        self._routes6: list[tuple[int, int, int, Peer]] = []
+        self._route_cache: dict[bytes, Peer | None] = {}
+        self._out: list[tuple[bytes, tuple[str, int]]] = []
+        self._in: list[bytes] = []
+        self._events: list[object] = []
+        self.drops: Counter[str] = Counter()
+        self.force_under_load = False
+        self.under_load_threshold = under_load_threshold
+        self._initiation_window_start = 0.0
+        self._initiations_in_window = 0
+        self._under_load_until = float("-inf")
+        self.cookie_replies_sent = 0
+
+    def __repr__(self) -> str:
+        public = crypto.encode_key(self.static.public)
+        return f"<Device public={public[:8]}... peers={len(self.peers)}>"
+
+    # ---- configuration -------------------------------------------------------------------------------
+    def add_peer(self, public_key: bytes, *, preshared_key: bytes | None = None,
+                 allowed_ips: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+                 endpoint: tuple[str, int] | None = None, persistent_keepalive: float | None = None) -> Peer:
+        if len(public_key) != 32:
+            raise ValueError("a peer's public key is 32 bytes")
+        try:
+            precomputed = self.static.dh(public_key)
+        except ValueError:
+            precomputed = bytes(32)  # a low-order key: no handshake with it can ever authenticate
+        peer = Peer(public_key, preshared_key=preshared_key, allowed_ips=tuple(allowed_ips), endpoint=endpoint,
+                    persistent_keepalive=persistent_keepalive, precomputed_ss=precomputed, timers=self.timers,
+                    max_queued=self.max_queued_per_peer)
+        self.peers[public_key] = peer
+        for net in peer.allowed_ips:
+            table = self._routes4 if net.version == 4 else self._routes6
+            table.append((net.prefixlen, int(net.network_address), int(net.netmask), peer))
+            table.sort(key=lambda route: -route[0])
+        self._route_cache.clear()
+        return peer
+
+    def peer(self, public_key: bytes) -> Peer:
+        return self.peers[public_key]
+
+    # ---- outputs --------------------------------------------------------------------------------------
+    def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
+        out, self._out = self._out, []
+        return out
+
+    def packets_received(self) -> list[bytes]:
+        packets, self._in = self._in, []
+        return packets
+
+    def events(self) -> list[object]:
+        events, self._events = self._events, []
+        return events
+
+    def _event(self, event: object) -> None:
+        if len(self._events) < MAX_QUEUED_EVENTS:
+            self._events.append(event)
+
+    # ---- routing ---------------------------------------------------------------------------------------
+    def route(self, packet: bytes | memoryview) -> Peer | None:
+        """The peer whose AllowedIPs hold the packet's destination, by longest prefix."""
+        if not packet:
+            return None
+        version = packet[0] >> 4
+        if version == 4 and len(packet) >= 20:
+            dst = bytes(packet[16:20])
+        elif version == 6 and len(packet) >= 40:
+            dst = bytes(packet[24:40])
+        else:
+            return None
+        cached = self._route_cache.get(dst, False)
+        if cached is not False:
+            return cached  # type: ignore[return-value]
+        found = self._lookup(dst)
+        if len(self._route_cache) > 4096:
+            self._route_cache.clear()
+        self._route_cache[dst] = found
+        return found
+
+    def _lookup(self, address: bytes) -> Peer | None:
+        value = int.from_bytes(address, "big")
+        table = self._routes4 if len(address) == 4 else self._routes6
+        for _, network, mask, peer in table:
+            if value & mask == network:
+                return peer
+        return None
+
+    @staticmethod
+    def _source(packet: bytes) -> bytes | None:
+        version = packet[0] >> 4
+        if version == 4 and len(packet) >= 20:
+            return packet[12:16]
+        if version == 6 and len(packet) >= 40:
+            return packet[8:24]
+        return None
+
+    # ---- sending ---------------------------------------------------------------------------------------
+    def send_packet(self, ip_packet: bytes, now: float) -> bool:
+        peer = self.route(ip_packet)
+        if peer is None:
+            self.drops["no_route"] += 1
+            return False
+        keypair = peer.current
+        if peer.usable(keypair, now):
+            self._encrypt_and_send(peer, keypair, ip_packet, now)  # type: ignore[arg-type]
+            timers = self.timers
+            if keypair.initiator and (now - keypair.created >= timers.rekey_after_time  # type: ignore[union-attr]
+                                      or keypair.send_counter >= timers.rekey_after_messages):  # type: ignore[union-attr]
+                self._initiate(peer, now, retry=False)
+        else:
+            if not peer.stage(bytes(ip_packet)):
+                self.drops["queue_full"] += 1
+            self._initiate(peer, now, retry=False)
+        return True
+
+    def _encrypt_and_send(self, peer: Peer, keypair: Keypair, packet: bytes, now: float) -> None:
+        if peer.endpoint is None:
+            self.drops["no_endpoint"] += 1
+            return
+        pad = -len(packet) % 16
+        if pad:
+            packet = bytes(packet) + bytes(pad)
+        counter = keypair.send_counter
+        keypair.send_counter = counter + 1
+        sealed = keypair.send_aead.encrypt(_NONCE_PREFIX + counter.to_bytes(8, "little"), packet, None)
+        self._out.append((TRANSPORT_HEADER.pack(TRANSPORT, keypair.remote_index, counter) + sealed, peer.endpoint))
+        peer.tx_bytes += len(sealed) + 16
+        peer.tx_packets += 1
+        peer.last_send = now
+        # Any packet sent satisfies the keepalive obligation; data (not keepalives) wants an answer.
+        peer.keepalive_at = None
+        if packet and peer.new_handshake_at is None:
+            peer.new_handshake_at = now + self.timers.keepalive_timeout + self.timers.rekey_timeout
+        if peer.persistent_keepalive:
+            peer.persistent_at = now + peer.persistent_keepalive
+
+    def _send_keepalive(self, peer: Peer, now: float) -> None:
+        if peer.usable(peer.current, now):
+            peer.keepalives_sent += 1
+            self._encrypt_and_send(peer, peer.current, b"", now)  # type: ignore[arg-type]
+        elif peer.current is not None or peer.staged:
+            self._initiate(peer, now, retry=False)
+
+    def initiate_handshake(self, public_key: bytes, now: float) -> None:
+        """Start a handshake now unless a session exists or one is already in flight."""
+        peer = self.peers[public_key]
+        if not peer.has_session(now):
+            self._initiate(peer, now, retry=False)
+
+    def _initiate(self, peer: Peer, now: float, *, retry: bool) -> None:
+        if not retry:
+            if peer.retransmit_at is not None:
+                return  # one is in flight; its retransmissions carry on
+            if peer.last_handshake_sent is not None and now - peer.last_handshake_sent < self.timers.rekey_timeout:
+                return
+            peer.handshake_attempts = 0
+        if peer.endpoint is None:
+            self.drops["no_endpoint"] += 1
+            return
+        if peer.handshake is not None:
+            self._indices.pop(peer.handshake.sender_index, None)
+        index = self._new_index()
+        wall = self.wall_clock() if self.wall_clock else now
+        message, state = create_initiation(self.static, peer.public_key, index, wall, peer.precomputed_ss)
+        state.sent_at = now
+        peer.handshake = state
+        self._indices[index] = (peer, None)
+        self._out.append((peer.cookies.add_macs(message, INITIATION_MAC1_AT, now), peer.endpoint))
+        peer.handshake_initiations_sent += 1
+        peer.last_handshake_sent = now
+        peer.last_send = now
+        jitter = int.from_bytes(self.rng(2), "big") / 65535 * self.timers.rekey_timeout_jitter
+        peer.retransmit_at = now + self.timers.rekey_timeout + jitter
+
+    def _new_index(self) -> int:
+        while True:
+            index = int.from_bytes(self.rng(4), "little")
+            if index not in self._indices:
+                return index
+
+    # ---- receiving -------------------------------------------------------------------------------------
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        try:
+            kind = message_type(data)
+            if kind == TRANSPORT:
+                self._receive_transport(data, addr, now)
+            elif kind == INITIATION:
+                self._receive_initiation(data, addr, now)
+            elif kind == RESPONSE:
+                self._receive_response(data, addr, now)
+            elif kind == COOKIE_REPLY:
+                self._receive_cookie_reply(data, now)
+            else:
+                self.drops["unknown_type" if len(data) >= 4 else "short"] += 1
+        except Exception:  # an input we did not foresee must never reach the caller as an exception
+            self.drops["internal_error"] += 1
+
+    def _receive_transport(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        if len(data) < TRANSPORT_MIN_LEN:
+            self.drops["short"] += 1
+            return
+        _, receiver, counter = TRANSPORT_HEADER.unpack_from(data)
+        entry = self._indices.get(receiver)
+        if entry is None or entry[1] is None:
+            self.drops["unknown_receiver_index"] += 1
+            return
+        peer, keypair = entry
+        timers = self.timers
+        if now - keypair.created >= timers.reject_after_time or counter >= timers.reject_after_messages:
+            self.drops["expired_keypair"] += 1
+            return
+        if not keypair.replay.check(counter):
+            self.drops["replay"] += 1
+            return
+        try:
+            plain = keypair.receive_aead.decrypt(_NONCE_PREFIX + data[8:16], data[16:], None)
+        except InvalidTag:
+            self.drops["decrypt_failed"] += 1
+            return
+        if not keypair.replay.record(counter):
+            self.drops["replay"] += 1
+            return
+        if keypair is peer.next:
+            self._confirm_next(peer, keypair, now)
+        self._authenticated_from(peer, addr, now, len(data))
+        if (keypair is peer.current and keypair.initiator and not peer.rekey_requested_by_receive
+                and now - keypair.created >= timers.reject_after_time - timers.keepalive_timeout
+                - timers.rekey_timeout):
+            peer.rekey_requested_by_receive = True
+            self._initiate(peer, now, retry=False)
+        if not plain:
+            return  # a keepalive
+        if peer.keepalive_at is None:
+            peer.keepalive_at = now + timers.keepalive_timeout
+        packet = self._trim(plain)
+        if packet is None:
+            self.drops["malformed_inner"] += 1
+            return
+        source = self._source(packet)
+        if source is None or self._lookup(source) is not peer:
+            self.drops["allowed_ips"] += 1
+            return
+        if len(self._in) >= MAX_QUEUED_PACKETS:
+            self.drops["receive_queue_full"] += 1
+            return
+        self._in.append(packet)
+
+    @staticmethod
+    def _trim(plain: bytes) -> bytes | None:
+        """Cut the padding off using the inner IP header's own length."""
+        version = plain[0] >> 4
+        if version == 4 and len(plain) >= 20:
+            length = int.from_bytes(plain[2:4], "big")
+        elif version == 6 and len(plain) >= 40:
+            length = int.from_bytes(plain[4:6], "big") + 40
+        else:
+            return None
+        if length > len(plain) or length < 20:
+            return None
+        return plain if length == len(plain) else plain[:length]
+
+    def _authenticated_from(self, peer: Peer, addr: tuple[str, int], now: float, size: int) -> None:
+        peer.last_receive = now
+        peer.rx_bytes += size
+        peer.rx_packets += 1
+        peer.new_handshake_at = None  # the peer answered
+        if peer.persistent_keepalive:
+            peer.persistent_at = now + peer.persistent_keepalive
+        if peer.endpoint != addr:
+            peer.endpoint = addr
+            self._event(PeerEndpointChanged(peer.public_key, addr))
+
+    def _confirm_next(self, peer: Peer, keypair: Keypair, now: float) -> None:
+        """As responder, the initiator's first transport packet under the new keys confirms them."""
+        self._retire(peer.previous)
+        peer.previous, peer.current, peer.next = peer.current, keypair, None
+        peer.handshakes += 1
+        peer.last_handshake_time = now
+        peer.rekey_requested_by_receive = False
+        peer.zero_keys_at = now + 3 * self.timers.reject_after_time
+        self._event(HandshakeCompleted(peer.public_key, None, False))
+        self._flush_staged(peer, now)
+
+    def _retire(self, keypair: Keypair | None) -> None:
+        if keypair is not None:
+            self._indices.pop(keypair.local_index, None)
+
+    def _under_load(self, now: float) -> bool:
+        if self.force_under_load:
+            return True
+        if now - self._initiation_window_start >= 1.0:
+            self._initiation_window_start, self._initiations_in_window = now, 0
+        self._initiations_in_window += 1
+        if self._initiations_in_window > self.under_load_threshold:
+            self._under_load_until = now + 1.0
+        return now < self._under_load_until
+
+    def _receive_initiation(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        msg = parse_initiation(data)
+        if msg is None:
+            self.drops["malformed_handshake"] += 1
+            return
+        if not self.cookies.mac1_ok(data, INITIATION_MAC1_AT):
+            self.drops["bad_mac1"] += 1
+            return
+        if self._under_load(now) and not self.cookies.mac2_ok(data, INITIATION_MAC2_AT, addr, now):
+            self._out.append((self.cookies.cookie_reply(data, INITIATION_MAC1_AT, msg.sender, addr, now), addr))
+            self.cookie_replies_sent += 1
+            return
+        consumed = consume_initiation(self.static, msg)
+        if consumed is None:
+            self.drops["handshake_failed"] += 1
+            return
+        peer = self.peers.get(consumed.peer_public)
+        if peer is None:
+            self.drops["unknown_peer"] += 1
+            return
+        if not timestamp_newer(consumed.timestamp, peer.last_initiation_timestamp):
+            self.drops["replayed_initiation"] += 1
+            return
+        if (peer.last_initiation_received is not None
+                and now - peer.last_initiation_received < MIN_INITIATION_INTERVAL):
+            self.drops["initiation_flood"] += 1
+            return
+        peer.last_initiation_timestamp = consumed.timestamp
+        peer.last_initiation_received = now
+        index = self._new_index()
+        response, keys = create_response(consumed, index, peer.preshared_key)
+        keypair = Keypair(keys.send, keys.receive, initiator=False, local_index=index,
+                          remote_index=keys.remote_index, created=now)
+        self._retire(peer.next)
+        peer.next = keypair
+        self._indices[index] = (peer, keypair)
+        self._authenticated_from(peer, addr, now, len(data))
+        self._out.append((peer.cookies.add_macs(response, RESPONSE_MAC1_AT, now), addr))
+        peer.last_send = now
+
+    def _receive_response(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        msg = parse_response(data)
+        if msg is None:
+            self.drops["malformed_handshake"] += 1
+            return
+        if not self.cookies.mac1_ok(data, RESPONSE_MAC1_AT):
+            self.drops["bad_mac1"] += 1
+            return
+        if self._under_load(now) and not self.cookies.mac2_ok(data, RESPONSE_MAC2_AT, addr, now):
+            self._out.append((self.cookies.cookie_reply(data, RESPONSE_MAC1_AT, msg.sender, addr, now), addr))
+            self.cookie_replies_sent += 1
+            return
+        entry = self._indices.get(msg.receiver)
+        if entry is None or entry[1] is not None or entry[0].handshake is None:
+            self.drops["unknown_receiver_index"] += 1
+            return
+        peer = entry[0]
+        state = peer.handshake
+        assert state is not None
+        keys = consume_response(state, self.static, msg, peer.preshared_key)
+        if keys is None:
+            self.drops["handshake_failed"] += 1
+            return
+        keypair = Keypair(keys.send, keys.receive, initiator=True, local_index=keys.local_index,
+                          remote_index=keys.remote_index, created=now)
+        peer.handshake = None
+        self._retire(peer.previous)
+        self._retire(peer.next)
+        peer.previous, peer.current, peer.next = peer.current, keypair, None
+        self._indices[keypair.local_index] = (peer, keypair)
+        peer.handshakes += 1
+        peer.handshake_attempts = 0
+        peer.retransmit_at = None
+        peer.last_handshake_time = now
+        peer.rekey_requested_by_receive = False
+        peer.zero_keys_at = now + 3 * self.timers.reject_after_time
+        self._authenticated_from(peer, addr, now, len(data))
+        self._event(HandshakeCompleted(peer.public_key, now - state.sent_at, True))
+        # The responder may only send once it has heard from us under the new keys: give it that now.
+        if not self._flush_staged(peer, now):
+            self._send_keepalive(peer, now)
+
+    def _flush_staged(self, peer: Peer, now: float) -> bool:
+        if not peer.staged or not peer.usable(peer.current, now):
+            return False
+        staged, peer.staged = peer.staged, type(peer.staged)()
+        for packet in staged:
+            self._encrypt_and_send(peer, peer.current, packet, now)  # type: ignore[arg-type]
+        return True
+
+    def _receive_cookie_reply(self, data: bytes, now: float) -> None:
+        msg = parse_cookie_reply(data)
+        if msg is None:
+            self.drops["malformed_cookie_reply"] += 1
+            return
+        entry = self._indices.get(msg.receiver)
+        if entry is None:
+            self.drops["unknown_receiver_index"] += 1
+            return
+        if not entry[0].cookies.consume_reply(msg.nonce, msg.encrypted_cookie, now):
+            self.drops["bad_cookie_reply"] += 1
+
+    # ---- timers -----------------------------------------------------------------------------------------
+    def next_timer(self) -> float | None:
+        deadlines = [d for d in (peer.next_deadline() for peer in self.peers.values()) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def handle_timers(self, now: float) -> None:
+        timers = self.timers
+        for peer in self.peers.values():
+            if peer.retransmit_at is not None and now >= peer.retransmit_at:
+                if peer.handshake_attempts >= timers.max_handshake_attempts:
+                    peer.retransmit_at = None
+                    attempts = peer.handshake_attempts + 1
+                    peer.handshake_attempts = 0
+                    if peer.staged:
+                        self.drops["handshake_gave_up"] += len(peer.staged)
+                        peer.staged.clear()
+                    if peer.handshake is not None:
+                        self._indices.pop(peer.handshake.sender_index, None)
+                        peer.handshake = None
+                    if peer.zero_keys_at is None:
+                        peer.zero_keys_at = now + 3 * timers.reject_after_time
+                    self._event(HandshakeAttemptsExhausted(peer.public_key, attempts))
+                else:
+                    peer.handshake_attempts += 1
+                    peer.retransmit_at = None
+                    self._initiate(peer, now, retry=True)
+            if peer.new_handshake_at is not None and now >= peer.new_handshake_at:
+                peer.new_handshake_at = None
+                # Data went out and nothing came back: the session may be dead on the other side.
+                peer.last_handshake_sent = None
+                self._initiate(peer, now, retry=False)
+            if peer.keepalive_at is not None and now >= peer.keepalive_at:
+                peer.keepalive_at = None
+                self._send_keepalive(peer, now)
+            if peer.persistent_at is not None and now >= peer.persistent_at:
+                peer.persistent_at = None
+                self._send_keepalive(peer, now)
+                if peer.persistent_keepalive and peer.persistent_at is None:
+                    peer.persistent_at = now + peer.persistent_keepalive
+            if peer.zero_keys_at is not None and now >= peer.zero_keys_at:
+                peer.zero_keys_at = None
+                for keypair in (peer.previous, peer.current, peer.next):
+                    self._retire(keypair)
+                peer.previous = peer.current = peer.next = None
+                if peer.handshake is not None:
+                    self._indices.pop(peer.handshake.sender_index, None)
+                    peer.handshake = None
+
+    # ---- introspection ------------------------------------------------------------------------------------
+    def stats(self) -> dict[str, object]:
+        peers = {}
+        for peer in self.peers.values():
+            entry = peer.stats()
+            if peer.current is not None:
+                entry["session_created"] = peer.current.created
+            peers[peer.public_key_b64] = entry
+        return {"peers": peers, "drops": dict(self.drops), "cookie_replies_sent": self.cookie_replies_sent}

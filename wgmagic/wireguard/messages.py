@@ -1,0 +1,99 @@
+"""The four WireGuard message formats (whitepaper section 5.4): parse and build, nothing else.
+
+Parsers return None for anything malformed; the caller counts the drop. Integers are little-endian.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+INITIATION, RESPONSE, COOKIE_REPLY, TRANSPORT = 1, 2, 3, 4
+INITIATION_LEN, RESPONSE_LEN, COOKIE_REPLY_LEN, TRANSPORT_HEADER_LEN = 148, 92, 64, 16
+TRANSPORT_MIN_LEN = TRANSPORT_HEADER_LEN + 16
+
+_INITIATION = struct.Struct("<I I 32s 48s 28s 16s 16s")
+_RESPONSE = struct.Struct("<I I I 32s 16s 16s 16s")
+_COOKIE_REPLY = struct.Struct("<I I 24s 32s")
+TRANSPORT_HEADER = struct.Struct("<I I Q")
+
+# Offsets of mac1 and mac2: each MAC covers the message up to its own start.
+INITIATION_MAC1_AT, INITIATION_MAC2_AT = 116, 132
+RESPONSE_MAC1_AT, RESPONSE_MAC2_AT = 60, 76
+
+
+class Initiation(NamedTuple):
+    sender: int
+    ephemeral: bytes
+    static: bytes
+    timestamp: bytes
+    mac1: bytes
+    mac2: bytes
+
+
+class Response(NamedTuple):
+    sender: int
+    receiver: int
+    ephemeral: bytes
+    empty: bytes
+    mac1: bytes
+    mac2: bytes
+
+
+class CookieReply(NamedTuple):
+    receiver: int
+    nonce: bytes
+    encrypted_cookie: bytes
+
+
+def message_type(data: bytes) -> int | None:
+    """The type of a datagram if its 4-byte header is well formed (type 1..4, three zero bytes)."""
+    if len(data) < 4 or data[1] or data[2] or data[3] or not 1 <= data[0] <= 4:
+        return None
+    return data[0]
+
+
+def parse_initiation(data: bytes) -> Initiation | None:
+    if len(data) != INITIATION_LEN or message_type(data) != INITIATION:
+        return None
+    _, sender, ephemeral, static, timestamp, mac1, mac2 = _INITIATION.unpack(data)
+    return Initiation(sender, ephemeral, static, timestamp, mac1, mac2)
+
+
+def build_initiation(sender: int, ephemeral: bytes, static: bytes, timestamp: bytes) -> bytearray:
+    """The message with zeroed MACs; the cookie layer fills them in."""
+    return bytearray(_INITIATION.pack(INITIATION, sender, ephemeral, static, timestamp, bytes(16), bytes(16)))
+
+
+def parse_response(data: bytes) -> Response | None:
+    if len(data) != RESPONSE_LEN or message_type(data) != RESPONSE:
+        return None
+    _, sender, receiver, ephemeral, empty, mac1, mac2 = _RESPONSE.unpack(data)
+    return Response(sender, receiver, ephemeral, empty, mac1, mac2)
+
+
+def build_response(sender: int, receiver: int, ephemeral: bytes, empty: bytes) -> bytearray:
+    return bytearray(_RESPONSE.pack(RESPONSE, sender, receiver, ephemeral, empty, bytes(16), bytes(16)))
+
+
+def parse_cookie_reply(data: bytes) -> CookieReply | None:
+    if len(data) != COOKIE_REPLY_LEN or message_type(data) != COOKIE_REPLY:
+        return None
+    _, receiver, nonce, encrypted = _COOKIE_REPLY.unpack(data)
+    return CookieReply(receiver, nonce, encrypted)
+
+
+def build_cookie_reply(receiver: int, nonce: bytes, encrypted_cookie: bytes) -> bytes:
+    return _COOKIE_REPLY.pack(COOKIE_REPLY, receiver, nonce, encrypted_cookie)
+
+
+def parse_transport_header(data: bytes | memoryview) -> tuple[int, int] | None:
+    """(receiver index, counter) of a transport data message, or None."""
+    if len(data) < TRANSPORT_MIN_LEN or data[0] != TRANSPORT or data[1] or data[2] or data[3]:
+        return None
+    _, receiver, counter = TRANSPORT_HEADER.unpack_from(data)
+    return receiver, counter
+
+
+def build_transport_header(receiver: int, counter: int) -> bytes:
+    return TRANSPORT_HEADER.pack(TRANSPORT, receiver, counter)

@@ -1,0 +1,127 @@
+"""One peer's protocol state: keypairs (previous/current/next), handshake in flight, timers, staged packets.
+
+Timers are absolute deadlines (None when not armed), following wireguard-go's timers.go: the device fires
+the ones that are due in `handle_timers(now)`.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+from collections import deque
+from dataclasses import dataclass
+
+from wgmagic.wireguard.cookie import CookieGenerator
+from wgmagic.wireguard.handshake import InitiatorState
+from wgmagic.wireguard.keypair import Keypair
+from wgmagic.wireguard.timers import Timers
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class HandshakeCompleted:
+    peer_public_key: bytes
+    rtt: float | None
+    initiator: bool
+
+
+@dataclass(frozen=True)
+class HandshakeAttemptsExhausted:
+    peer_public_key: bytes
+    attempts: int
+
+
+@dataclass(frozen=True)
+class PeerEndpointChanged:
+    peer_public_key: bytes
+    endpoint: tuple[str, int]
+
+
+class Peer:
+    def __init__(self, public_key: bytes, *, preshared_key: bytes | None, allowed_ips: tuple[IPNetwork, ...],
+                 endpoint: tuple[str, int] | None, persistent_keepalive: float | None, precomputed_ss: bytes,
+                 timers: Timers, max_queued: int) -> None:
+        self.public_key = public_key
+        self._psk = preshared_key
+        self.allowed_ips = allowed_ips
+        self.endpoint = endpoint
+        self.persistent_keepalive = persistent_keepalive or None
+        self.precomputed_ss = precomputed_ss
+        self.timers = timers
+        self.cookies = CookieGenerator(public_key, timers.cookie_refresh_time)
+        self.handshake: InitiatorState | None = None
+        self.previous: Keypair | None = None
+        self.current: Keypair | None = None
+        self.next: Keypair | None = None
+        self.staged: deque[bytes] = deque()
+        self.max_queued = max_queued
+        self.last_initiation_timestamp: bytes | None = None
+        self.last_initiation_received: float | None = None
+        self.handshake_attempts = 0
+        self.last_handshake_sent: float | None = None
+        self.last_handshake_time: float | None = None
+        self.last_receive: float | None = None
+        self.last_send: float | None = None
+        self.rekey_requested_by_receive = False
+        # timers (absolute deadlines)
+        self.retransmit_at: float | None = None
+        self.keepalive_at: float | None = None
+        self.new_handshake_at: float | None = None
+        self.zero_keys_at: float | None = None
+        self.persistent_at: float | None = None
+        # counters
+        self.rx_bytes = self.tx_bytes = self.rx_packets = self.tx_packets = 0
+        self.handshakes = 0
+        self.handshake_initiations_sent = 0
+        self.keepalives_sent = 0
+
+    @property
+    def preshared_key(self) -> bytes | None:
+        return self._psk
+
+    @property
+    def public_key_b64(self) -> str:
+        return base64.b64encode(self.public_key).decode()
+
+    def __repr__(self) -> str:
+        return (f"<Peer {self.public_key_b64[:8]}... endpoint={self.endpoint} "
+                f"session={'yes' if self.current else 'no'}>")
+
+    def usable(self, keypair: Keypair | None, now: float) -> bool:
+        return (keypair is not None and now - keypair.created < self.timers.reject_after_time
+                and keypair.send_counter < self.timers.reject_after_messages)
+
+    def has_session(self, now: float) -> bool:
+        return self.usable(self.current, now)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for d in (self.retransmit_at, self.keepalive_at, self.new_handshake_at, self.zero_keys_at,
+                                 self.persistent_at) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def stage(self, packet: bytes) -> bool:
+        """Keep a packet until a session exists; the oldest goes when the queue is full (False then)."""
+        dropped = len(self.staged) >= self.max_queued
+        if dropped:
+            self.staged.popleft()
+        self.staged.append(packet)
+        return not dropped
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "endpoint": self.endpoint,
+            "last_handshake": self.last_handshake_time,
+            "last_receive": self.last_receive,
+            "last_send": self.last_send,
+            "rx_bytes": self.rx_bytes,
+            "tx_bytes": self.tx_bytes,
+            "rx_packets": self.rx_packets,
+            "tx_packets": self.tx_packets,
+            "handshakes": self.handshakes,
+            "rekeys": max(0, self.handshakes - 1),
+            "handshake_initiations_sent": self.handshake_initiations_sent,
+            "keepalives_sent": self.keepalives_sent,
+            "staged": len(self.staged),
+            "session_age": None,
+        }
