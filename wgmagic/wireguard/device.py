@@ -199,11 +199,12 @@ class Device:
         if peer.persistent_keepalive:
             peer.persistent_at = now + peer.persistent_keepalive
 
-    def _send_keepalive(self, peer: Peer, now: float) -> None:
+    def _send_keepalive(self, peer: Peer, now: float, *, persistent: bool = False) -> None:
         if peer.usable(peer.current, now):
             peer.keepalives_sent += 1
             self._encrypt_and_send(peer, peer.current, b"", now)  # type: ignore[arg-type]
-        elif peer.current is not None or peer.staged:
+        elif persistent:
+            # A persistent keepalive exists to keep a path open, so it brings a session up to do so.
             self._initiate(peer, now, retry=False)
 
     def initiate_handshake(self, public_key: bytes, now: float) -> None:
@@ -498,7 +499,7 @@ class Device:
                 self._send_keepalive(peer, now)
             if peer.persistent_at is not None and now >= peer.persistent_at:
                 peer.persistent_at = None
-                self._send_keepalive(peer, now)
+                self._send_keepalive(peer, now, persistent=True)
                 if peer.persistent_keepalive and peer.persistent_at is None:
                     peer.persistent_at = now + peer.persistent_keepalive
             if peer.zero_keys_at is not None and now >= peer.zero_keys_at:
