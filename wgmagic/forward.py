@@ -130,7 +130,7 @@ class Forward:
             relay = SocketRelay(self.engine, client, conn, on_done=self.relays.discard,
                                 on_failed=self._on_failed)
             self.relays.add(relay)
-            self.engine.pump(now)
+            self.engine.pump_conn(conn, now)
 
     def _on_failed(self, relay: SocketRelay, error: BaseException) -> None:
         self.failed += 1

@@ -321,7 +321,7 @@ class _SocksClient:
         relay = SocketRelay(engine, sock, conn, on_done=self.server.relays.discard, on_connected=connected,
                             on_failed=failed)
         self.server.relays.add(relay)
-        engine.pump()
+        engine.pump_conn(conn)
 
     def close(self) -> None:
         if self.closed:

@@ -55,7 +55,7 @@ class Engine:
                  loop: asyncio.AbstractEventLoop, timers: Timers | None = None) -> None:
         self.config = config
         self.loop = loop
-        self.device = Device(config.interface.private_key, timers=timers or Timers())
+        self.device = Device(config.interface.private_key, timers=timers or Timers(), wall_clock=time.time)
         self.peers: dict[bytes, PeerRuntime] = {}
         for peer in config.peers:
             endpoint = endpoints.get(peer.public_key)
@@ -285,6 +285,7 @@ class Engine:
 
     def _stream_event(self, kind: str, event: Any, handler: Any) -> None:
         handler.tcp_event(kind, event)
+        self.stack.wake(handler.conn)
         if kind == "TcpClosed" and handler.forget_after_close():
             self.streams.pop(id(handler.conn), None)
 
@@ -325,6 +326,11 @@ class Engine:
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(fn, *args)
 
+    def pump_conn(self, conn: Any, now: float | None = None) -> None:
+        """After the user side touched a connection (sent, read, closed): send what it now has to say."""
+        self.stack.wake(conn)
+        self.pump(now)
+
     def register_stream(self, conn: Any, handler: Any) -> None:
         self.streams[id(conn)] = handler
 
@@ -333,7 +339,7 @@ class Engine:
         now = time.monotonic()
         conn = self.stack.tcp_connect(address, port, now, timeout=timeout)
         buffers = StreamBuffers(conn, self.post, label)
-        buffers.on_update = self.pump
+        buffers.on_update = lambda: self.pump_conn(conn)
         self.streams[id(conn)] = buffers
         self.pump(now)
         return buffers

@@ -97,7 +97,7 @@ class SocketRelay:
             if self.connected:
                 self.conn.shutdown_write(now)
             self._maybe_finish()
-        self.engine.pump(now)
+        self.engine.pump_conn(self.conn, now)
 
     def _pull_remote(self) -> None:
         if self.done:
@@ -139,7 +139,7 @@ class SocketRelay:
             if self.conn.eof and not self.conn.recv_available():
                 self.remote_eof = True
             self._maybe_finish()
-        self.engine.pump()
+        self.engine.pump_conn(self.conn)
 
     def _on_local_writable(self) -> None:
         self._flush_local()

@@ -1,0 +1,408 @@
+"""The user-space IP stack's demultiplexer: packets in -> ICMP, UDP sockets, TCP connections; and back out.
+
+Sans-I/O: the runtime feeds inner IP packets from the tunnel with `receive_packet(packet, now)` and sends
+what `packets_to_send(now)` returns. Connections and sockets live in tables keyed by raw address bytes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import struct
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from wgmagic.netstack.wire import icmp
+from wgmagic.netstack.wire.checksum import transport_checksum
+from wgmagic.netstack.wire.ip import (
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    PROTO_TCP,
+    PROTO_UDP,
+    IPv4Builder,
+    build_ipv6,
+    parse,
+)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+_UDP = struct.Struct("!HHHH")
+_PORTS = struct.Struct("!HH")
+EPHEMERAL_LOW, EPHEMERAL_HIGH = 49152, 65535
+MAX_EVENTS = 65536
+UDP_QUEUE = 256
+
+
+@dataclass(frozen=True)
+class EchoReply:
+    src: IPAddress
+    ident: int
+    seq: int
+    payload: bytes
+    now: float
+
+
+@dataclass(frozen=True)
+class IcmpUnreachable:
+    src: IPAddress
+    kind: str  # "unreachable", "port_unreachable", "too_big"
+    mtu: int | None
+
+
+@dataclass(frozen=True)
+class UdpReadable:
+    sock: UdpSocket
+
+
+def _address(raw: bytes) -> IPAddress:
+    return ipaddress.IPv4Address(raw) if len(raw) == 4 else ipaddress.IPv6Address(raw)
+
+
+class UdpSocket:
+    def __init__(self, stack: Stack, local: bytes, port: int) -> None:
+        self.stack = stack
+        self.local = local
+        self.port = port
+        self.queue: deque[tuple[bytes, tuple[IPAddress, int]]] = deque()
+        self.dropped = 0
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<UdpSocket {_address(self.local)}:{self.port}>"
+
+    def sendto(self, data: bytes, target: tuple[IPAddress, int], now: float) -> None:
+        if self.closed:
+            raise OSError(9, "UDP socket closed")
+        dst = target[0].packed
+        if len(dst) != len(self.local):
+            raise OSError(97, "address family mismatch")
+        limit = self.stack.path_mtu(dst) - (28 if len(dst) == 4 else 48)
+        if len(data) > limit:
+            raise OSError(90, f"datagram of {len(data)} bytes exceeds the path MTU payload of {limit}")
+        segment = bytearray(_UDP.pack(self.port, target[1], 8 + len(data), 0) + data)
+        checksum = transport_checksum(self.local, dst, PROTO_UDP, segment) or 0xFFFF
+        segment[6:8] = checksum.to_bytes(2, "big")
+        self.stack._emit(self.local, dst, PROTO_UDP, bytes(segment))
+
+    def recvfrom(self) -> tuple[bytes, tuple[IPAddress, int]] | None:
+        return self.queue.popleft() if self.queue else None
+
+    def close(self) -> None:
+        self.closed = True
+        self.stack._udp.pop((self.local, self.port), None)
+
+
+class Stack:
+    def __init__(self, addresses: Sequence[IPInterface], *, mtu: int = 1420,
+                 rng: Callable[[int], bytes] = os.urandom, tcp_options: Any = None,
+                 verify_checksums: bool = False) -> None:
+        self.addresses = list(addresses)
+        self._local = {a.ip.packed for a in self.addresses}
+        self.local_v4 = next((a.ip.packed for a in self.addresses if a.version == 4), None)
+        self.local_v6 = next((a.ip.packed for a in self.addresses if a.version == 6), None)
+        self.mtu = mtu
+        self.rng = rng
+        self.tcp_options = tcp_options
+        # WireGuard's AEAD already authenticated every inbound byte, as Linux's driver assumes when it marks
+        # decrypted packets CHECKSUM_UNNECESSARY; verifying again costs microseconds per packet.
+        self.verify_checksums = verify_checksums
+        self._v4 = IPv4Builder()
+        self._out: list[bytes] = []
+        self._events: list[object] = []
+        self.drops: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()
+        self._udp: dict[tuple[bytes, int], UdpSocket] = {}
+        self.tcp: dict[tuple[bytes, int, bytes, int], Any] = {}  # (local, lport, remote, rport) -> connection
+        self._listeners: dict[int, Any] = {}
+        self._pmtu: dict[bytes, int] = {}
+        self._next_port = EPHEMERAL_LOW + int.from_bytes(rng(2), "big") % (EPHEMERAL_HIGH - EPHEMERAL_LOW)
+        self._active: set[Any] = set()  # connections that may have segments to send
+
+    def __repr__(self) -> str:
+        return f"<Stack {', '.join(str(a) for a in self.addresses)} tcp={len(self.tcp)}>"
+
+    # ---- outputs ------------------------------------------------------------------------------------
+    def events(self) -> list[object]:
+        events, self._events = self._events, []
+        return events
+
+    def _event(self, event: object) -> None:
+        if len(self._events) < MAX_EVENTS:
+            self._events.append(event)
+        else:
+            self.drops["event_queue_full"] += 1
+
+    def _emit(self, src: bytes, dst: bytes, proto: int, payload: bytes) -> None:
+        if len(src) == 4:
+            self._out.append(self._v4.build(src, dst, proto, payload))
+        else:
+            self._out.append(build_ipv6(src, dst, proto, payload))
+        self.counters["packets_out"] += 1
+
+    def packets_to_send(self, now: float) -> list[bytes]:
+        if self._active:
+            active, self._active = self._active, set()
+            for conn in active:
+                self._collect(conn, now)
+        out, self._out = self._out, []
+        return out
+
+    def _collect(self, conn: Any, now: float) -> None:
+        local, remote = conn.local, conn.remote
+        src, dst = local[0].packed, remote[0].packed
+        for segment in conn.segments_to_send(now):
+            self._emit(src, dst, PROTO_TCP, segment)
+        for event in conn.events() if hasattr(conn, "events") else ():
+            self._event(event)
+        if conn.is_finished():
+            self.tcp.pop((src, local[1], dst, remote[1]), None)
+
+    def path_mtu(self, dst: bytes) -> int:
+        return self._pmtu.get(dst, self.mtu)
+
+    # ---- input --------------------------------------------------------------------------------------
+    def receive_packet(self, packet: bytes | memoryview, now: float) -> None:
+        try:
+            self._receive(packet, now)
+        except Exception:  # a case nobody foresaw must not reach the runtime as an exception
+            self.drops["internal_error"] += 1
+
+    def _receive(self, packet: bytes | memoryview, now: float) -> None:
+        parsed = parse(packet, self.verify_checksums)
+        if isinstance(parsed, str):
+            self.drops[parsed] += 1
+            return
+        version, src, dst, proto, payload, _ttl = parsed
+        if dst not in self._local:
+            self.drops["not_for_us"] += 1
+            return
+        self.counters["packets_in"] += 1
+        if proto == PROTO_TCP:
+            self._receive_tcp(src, dst, payload, now)
+        elif proto == PROTO_UDP:
+            self._receive_udp(version, src, dst, payload, packet)
+        elif (proto == PROTO_ICMP and version == 4) or (proto == PROTO_ICMPV6 and version == 6):
+            self._receive_icmp(version, src, dst, payload, now)
+        else:
+            self.drops["unknown_protocol"] += 1
+
+    def _receive_icmp(self, version: int, src: bytes, dst: bytes, message: memoryview, now: float) -> None:
+        if len(message) < 8:
+            self.drops["malformed_icmp"] += 1
+            return
+        if self.verify_checksums and not icmp.checksum_ok(version, message, src, dst):
+            self.drops["bad_checksum"] += 1
+            return
+        kind, code, _, ident, seq = icmp.ICMP_HEADER.unpack_from(message)
+        request = icmp.V4_ECHO_REQUEST if version == 4 else icmp.V6_ECHO_REQUEST
+        reply = icmp.V4_ECHO_REPLY if version == 4 else icmp.V6_ECHO_REPLY
+        if kind == request:
+            answer = icmp.build_echo(version, False, ident, seq, bytes(message[8:]), dst, src)
+            self._emit(dst, src, PROTO_ICMP if version == 4 else PROTO_ICMPV6, answer)
+        elif kind == reply:
+            self._event(EchoReply(_address(src), ident, seq, bytes(message[8:]), now))
+        elif version == 4 and kind == icmp.V4_UNREACHABLE:
+            mtu = int.from_bytes(message[6:8], "big") if code == icmp.V4_CODE_FRAG_NEEDED else None
+            what = ("too_big" if code == icmp.V4_CODE_FRAG_NEEDED else
+                    "port_unreachable" if code == icmp.V4_CODE_PORT_UNREACHABLE else "unreachable")
+            self._icmp_error(src, what, mtu, message[8:], now)
+        elif version == 6 and kind in (icmp.V6_UNREACHABLE, icmp.V6_TOO_BIG):
+            mtu = int.from_bytes(message[4:8], "big") if kind == icmp.V6_TOO_BIG else None
+            what = ("too_big" if kind == icmp.V6_TOO_BIG else
+                    "port_unreachable" if code == icmp.V6_CODE_PORT_UNREACHABLE else "unreachable")
+            self._icmp_error(src, what, mtu, message[8:], now)
+        else:
+            self.drops["icmp_ignored"] += 1
+
+    def _icmp_error(self, reporter: bytes, what: str, mtu: int | None, quoted: memoryview, now: float) -> None:
+        inner = parse(quoted, False) if len(quoted) >= 20 else "short"
+        # The quote may be cut short, so read the header by hand rather than trusting its length fields.
+        if isinstance(inner, str):
+            if len(quoted) >= 28 and quoted[0] >> 4 == 4:
+                ihl = (quoted[0] & 0x0F) * 4
+                proto, src, dst, ports = quoted[9], bytes(quoted[12:16]), bytes(quoted[16:20]), quoted[ihl:ihl + 4]
+            elif len(quoted) >= 44 and quoted[0] >> 4 == 6:
+                proto, src, dst, ports = quoted[6], bytes(quoted[8:24]), bytes(quoted[24:40]), quoted[40:44]
+            else:
+                self.drops["malformed_icmp"] += 1
+                return
+        else:
+            _, src, dst, proto, body, _ = inner
+            ports = body[:4]
+        if what == "too_big" and mtu:
+            floor = 576 if len(dst) == 4 else 1280
+            self._pmtu[dst] = max(floor, min(mtu, self.path_mtu(dst)))
+        self._event(IcmpUnreachable(_address(reporter), what, mtu))
+        if proto == PROTO_TCP and len(ports) == 4:
+            sport, dport = _PORTS.unpack(bytes(ports))
+            conn = self.tcp.get((src, sport, dst, dport))
+            if conn is not None:
+                conn.icmp_error(what, now, mtu=self._pmtu.get(dst))
+                self._active.add(conn)
+
+    def _receive_udp(self, version: int, src: bytes, dst: bytes, segment: memoryview, packet: Any) -> None:
+        if len(segment) < 8:
+            self.drops["malformed_udp"] += 1
+            return
+        sport, dport, length, _checksum = _UDP.unpack_from(segment)
+        if length < 8 or length > len(segment):
+            self.drops["malformed_udp"] += 1
+            return
+        sock = self._udp.get((dst, dport))
+        if sock is None:
+            self.drops["udp_no_socket"] += 1
+            quoted = bytes(packet)[:576 if version == 4 else 1232]
+            if version == 4:
+                error = icmp.build_error(4, icmp.V4_UNREACHABLE, icmp.V4_CODE_PORT_UNREACHABLE, 0, quoted)
+                self._emit(dst, src, PROTO_ICMP, error)
+            else:
+                error = icmp.build_error(6, icmp.V6_UNREACHABLE, icmp.V6_CODE_PORT_UNREACHABLE, 0, quoted, dst, src)
+                self._emit(dst, src, PROTO_ICMPV6, error)
+            return
+        if len(sock.queue) >= UDP_QUEUE:
+            sock.dropped += 1
+            self.drops["udp_queue_full"] += 1
+            return
+        sock.queue.append((bytes(segment[8:length]), (_address(src), sport)))
+        self._event(UdpReadable(sock))
+
+    def _receive_tcp(self, src: bytes, dst: bytes, segment: memoryview, now: float) -> None:
+        if len(segment) < 20:
+            self.drops["malformed_tcp"] += 1
+            return
+        sport, dport = _PORTS.unpack_from(segment)
+        conn = self.tcp.get((dst, dport, src, sport))
+        if conn is not None:
+            conn.receive_segment(segment, now)
+            self._active.add(conn)
+            return
+        from wgmagic.netstack.tcp import connection as tcp
+
+        listener = self._listeners.get(dport)
+        if listener is not None and (listener.local_ip is None or listener.local_ip.packed == dst):
+            local, remote = (_address(dst), dport), (_address(src), sport)
+            new = listener.offer(local, remote, segment, now)
+            if new is not None:
+                self.tcp[(dst, dport, src, sport)] = new
+                self._active.add(new)
+                return
+        reset = tcp.reset_for((_address(dst), dport), (_address(src), sport), segment)
+        if reset is not None:
+            self._emit(dst, src, PROTO_TCP, reset)
+        self.drops["tcp_no_connection"] += 1
+
+    # ---- timers -------------------------------------------------------------------------------------
+    def next_timer(self) -> float | None:
+        best = None
+        for conn in self.tcp.values():
+            deadline = conn.next_timer()
+            if deadline is not None and (best is None or deadline < best):
+                best = deadline
+        return best
+
+    def handle_timers(self, now: float) -> None:
+        for conn in list(self.tcp.values()):
+            deadline = conn.next_timer()
+            if deadline is not None and deadline <= now:
+                conn.handle_timer(now)
+                self._active.add(conn)
+
+    # ---- user API ------------------------------------------------------------------------------------
+    def send_echo(self, dst: IPAddress, ident: int, seq: int, payload: bytes, now: float) -> None:
+        src = self._source_for(dst)
+        version = dst.version
+        message = icmp.build_echo(version, True, ident, seq, payload, src, dst.packed)
+        self._emit(src, dst.packed, PROTO_ICMP if version == 4 else PROTO_ICMPV6, message)
+
+    def _source_for(self, dst: IPAddress) -> bytes:
+        src = self.local_v4 if dst.version == 4 else self.local_v6
+        if src is None:
+            raise OSError(101, f"no IPv{dst.version} Address in the tunnel's [Interface] to reach {dst} from")
+        return src
+
+    def udp_open(self, local_port: int | None = None, family: int = 4) -> UdpSocket:
+        local = self.local_v4 if family == 4 else self.local_v6
+        if local is None:
+            raise OSError(101, f"no IPv{family} Address in the tunnel's [Interface]")
+        port = local_port or self._ephemeral_port(lambda p: (local, p) not in self._udp)
+        if (local, port) in self._udp:
+            raise OSError(98, f"UDP port {port} is in use")
+        sock = UdpSocket(self, local, port)
+        self._udp[(local, port)] = sock
+        return sock
+
+    def _ephemeral_port(self, free: Callable[[int], bool]) -> int:
+        span = EPHEMERAL_HIGH - EPHEMERAL_LOW + 1
+        for _ in range(span):
+            port = self._next_port
+            self._next_port = EPHEMERAL_LOW + (port - EPHEMERAL_LOW + 1) % span
+            if free(port):
+                return port
+        raise OSError(99, "no free ephemeral port")
+
+    def tcp_connect(self, dst: IPAddress, port: int, now: float, *, timeout: float = 15.0) -> Any:
+        from wgmagic.netstack.tcp.connection import TcpConnection
+
+        src = self._source_for(dst)
+        remote = dst.packed
+        # Never reuse a 4-tuple still in the table, TIME_WAIT included.
+        local_port = self._ephemeral_port(lambda p: (src, p, remote, port) not in self.tcp)
+        mss = self.path_mtu(remote) - (40 if dst.version == 4 else 60)
+        conn = TcpConnection.connect((_address(src), local_port), (dst, port), now, options=self.tcp_options,
+                                     rng=self.rng, mss=mss, timeout=timeout)
+        self.tcp[(src, local_port, remote, port)] = conn
+        self._active.add(conn)
+        return conn
+
+    def tcp_listen(self, port: int, local_ip: IPAddress | None = None, backlog: int = 128) -> TcpListener:
+        if port in self._listeners:
+            raise OSError(98, f"TCP port {port} is already listening")
+        listener = TcpListener(self, port, local_ip, backlog)
+        self._listeners[port] = listener
+        return listener
+
+    def wake(self, conn: Any) -> None:
+        """The user side changed a connection (sent, read, closed): collect its segments on the next pull."""
+        self._active.add(conn)
+
+    def stats(self) -> dict[str, object]:
+        return {"connections": len(self.tcp), "drops": dict(self.drops), **self.counters}
+
+
+@dataclass(frozen=True)
+class TcpAccepted:
+    listener: TcpListener
+
+
+class TcpListener:
+    def __init__(self, stack: Stack, port: int, local_ip: IPAddress | None, backlog: int) -> None:
+        self.stack = stack
+        self.port = port
+        self.local_ip = local_ip
+        self.backlog = backlog
+        self.pending: deque[Any] = deque()
+        self.closed = False
+
+    def offer(self, local: tuple[IPAddress, int], remote: tuple[IPAddress, int], segment: memoryview,
+              now: float) -> Any:
+        from wgmagic.netstack.tcp.connection import TcpConnection
+
+        if self.closed or len(self.pending) >= self.backlog:
+            self.stack.drops["listen_backlog_full"] += 1
+            return None
+        mss = self.stack.path_mtu(remote[0].packed) - (40 if remote[0].version == 4 else 60)
+        conn = TcpConnection.accept_syn(local, remote, segment, now, options=self.stack.tcp_options,
+                                        rng=self.stack.rng, mss=mss)
+        if conn is not None:
+            self.pending.append(conn)
+            self.stack._event(TcpAccepted(self))
+        return conn
+
+    def accept(self) -> Any:
+        return self.pending.popleft() if self.pending else None
+
+    def close(self) -> None:
+        self.closed = True
+        self.stack._listeners.pop(self.port, None)
