@@ -1,0 +1,346 @@
+"""The real-peer test bed: a wireguard-go peer in a network namespace with PostgreSQL, dnsmasq and TCP
+services behind it, a wireguard-go reference client with a TUN in a second namespace, and fault knobs.
+
+Addresses (only these): 198.18.0.0/24 and fd77:6d61:6769:6300::/64.
+  198.18.0.1 / ::1  the peer's services (on the namespace's lo, so they survive a peer restart)
+  198.18.0.2 / ::2  wgmagic's client;  198.18.0.3 / ::3  the reference client (kernel TCP)
+
+Tip that works on these machines: wireguard-go is started in the root namespace, so its UDP socket listens on
+the host's loopback, configured with `wg set`, then only its interface is moved into the namespace.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+
+PREFIX = "wgmt"
+STATE_FILE = Path("/run/wgmagic-testbed.json")
+REPO = Path(__file__).resolve().parents[2]
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+NET4, NET6 = "198.18.0.0/24", "fd77:6d61:6769:6300::/64"
+PEER4, PEER6 = "198.18.0.1", "fd77:6d61:6769:6300::1"
+CLIENT4, CLIENT6 = "198.18.0.2", "fd77:6d61:6769:6300::2"
+REF4, REF6 = "198.18.0.3", "fd77:6d61:6769:6300::3"
+MTU = 1420
+
+
+def keypair() -> tuple[str, str]:
+    private = X25519PrivateKey.generate()
+    raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return base64.b64encode(raw).decode(), base64.b64encode(public).decode()
+
+
+def run(*args: str, check: bool = True, ns: str | None = None, **kwargs) -> subprocess.CompletedProcess:
+    command = (["ip", "netns", "exec", ns] if ns else []) + list(args)
+    return subprocess.run(command, check=check, capture_output=True, text=True, **kwargs)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"test bed: timed out waiting for {what}")
+
+
+@dataclass
+class Relay:
+    endpoint: str
+    process: subprocess.Popen
+
+    def stop(self) -> dict:
+        self.process.send_signal(signal.SIGTERM)
+        out, _ = self.process.communicate(timeout=10)
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        return json.loads(lines[-1]) if lines else {}
+
+
+class TestBed:
+    __test__ = False  # not a pytest class
+
+    def __init__(self) -> None:
+        self.id = secrets.token_hex(3)
+        self.ns = f"{PREFIX}-{self.id}"
+        self.ref_ns = f"{PREFIX}r-{self.id}"
+        self.peer_if = f"{PREFIX}p{self.id}"
+        self.ref_if = f"{PREFIX}r{self.id}"
+        self.dir = Path(tempfile.mkdtemp(prefix=f"wgmagic-bed-{self.id}-"))
+        os.chmod(self.dir, 0o755)  # postgres must traverse it
+        self.port = free_udp_port()
+        self.peer_private, self.peer_public = keypair()
+        self.client_private, self.client_public = keypair()
+        self.ref_private, self.ref_public = keypair()
+        self.db_password = secrets.token_urlsafe(16)
+        self.processes: list[subprocess.Popen] = []
+        self.peer_process: subprocess.Popen | None = None
+        self.postgres: subprocess.Popen | None = None
+        self.up_ = False
+
+    # ---- bring up ----------------------------------------------------------------------------------
+    def up(self) -> TestBed:
+        try:
+            self._write_keys()
+            run("ip", "netns", "add", self.ns)
+            run("ip", "netns", "add", self.ref_ns)
+            for ns in (self.ns, self.ref_ns):
+                run("ip", "link", "set", "lo", "up", ns=ns)
+            # This kernel has no dummy interfaces: the services' addresses live on the namespace's loopback.
+            run("ip", "addr", "add", f"{PEER4}/32", "dev", "lo", ns=self.ns)
+            run("ip", "addr", "add", f"{PEER6}/128", "dev", "lo", ns=self.ns)
+            self._start_peer()
+            self._start_reference()
+            self._start_services()
+            self._start_dns()
+            self._start_postgres()
+            self.up_ = True
+            return self
+        except BaseException:
+            self.down()
+            raise
+
+    def _write_keys(self) -> None:
+        for name, value in (("peer.key", self.peer_private), ("ref.key", self.ref_private)):
+            path = self.dir / name
+            path.write_text(value + "\n")
+            path.chmod(0o600)
+
+    def _start_wireguard_go(self, interface: str) -> subprocess.Popen:
+        # A killed wireguard-go leaves its control socket behind; a stale one would look like a ready daemon.
+        Path(f"/var/run/wireguard/{interface}.sock").unlink(missing_ok=True)
+        env = {**os.environ, "WG_PROCESS_FOREGROUND": "1", "LOG_LEVEL": "error"}
+        log = open(self.dir / f"{interface}.log", "w")  # noqa: SIM115 (lives as long as the process)
+        process = subprocess.Popen(["wireguard-go", "-f", interface], env=env, stdout=log, stderr=log,
+                                   start_new_session=True)
+        wait_for(lambda: Path(f"/var/run/wireguard/{interface}.sock").exists() or process.poll() is not None,
+                 10, f"wireguard-go {interface}")
+        if process.poll() is not None:
+            raise RuntimeError(f"wireguard-go {interface} exited: {(self.dir / f'{interface}.log').read_text()}")
+        return process
+
+    def _start_peer(self) -> None:
+        self.peer_process = self._start_wireguard_go(self.peer_if)
+        run("wg", "set", self.peer_if, "listen-port", str(self.port), "private-key", str(self.dir / "peer.key"),
+            "peer", self.client_public, "allowed-ips", f"{CLIENT4}/32,{CLIENT6}/128",
+            "peer", self.ref_public, "allowed-ips", f"{REF4}/32,{REF6}/128")
+        run("ip", "link", "set", self.peer_if, "netns", self.ns)
+        run("ip", "link", "set", self.peer_if, "mtu", str(MTU), "up", ns=self.ns)
+        for client in (CLIENT4, REF4):
+            run("ip", "route", "add", f"{client}/32", "dev", self.peer_if, ns=self.ns)
+        for client in (CLIENT6, REF6):
+            run("ip", "-6", "route", "add", f"{client}/128", "dev", self.peer_if, "src", PEER6, ns=self.ns)
+
+    def _start_reference(self) -> None:
+        process = self._start_wireguard_go(self.ref_if)
+        self.processes.append(process)
+        run("wg", "set", self.ref_if, "private-key", str(self.dir / "ref.key"), "peer", self.peer_public,
+            "endpoint", f"127.0.0.1:{self.port}", "allowed-ips", f"{NET4},{NET6}")
+        run("ip", "link", "set", self.ref_if, "netns", self.ref_ns)
+        run("ip", "addr", "add", f"{REF4}/32", "dev", self.ref_if, ns=self.ref_ns)
+        run("ip", "addr", "add", f"{REF6}/128", "dev", self.ref_if, "nodad", ns=self.ref_ns)
+        run("ip", "link", "set", self.ref_if, "mtu", str(MTU), "up", ns=self.ref_ns)
+        run("ip", "route", "add", NET4, "dev", self.ref_if, ns=self.ref_ns)
+        run("ip", "-6", "route", "add", NET6, "dev", self.ref_if, ns=self.ref_ns)
+
+    def _spawn(self, args: list[str], name: str, ns: str | None = None, ready: str | None = None,
+               **kwargs) -> subprocess.Popen:
+        command = (["ip", "netns", "exec", ns] if ns else []) + args
+        log = open(self.dir / f"{name}.log", "w")  # noqa: SIM115
+        process = subprocess.Popen(command, stdout=subprocess.PIPE if ready else log, stderr=log, text=True,
+                                   start_new_session=True, **kwargs)
+        self.processes.append(process)
+        if ready:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            if ready not in line:
+                raise RuntimeError(f"test bed: {name} did not start: {(self.dir / f'{name}.log').read_text()}")
+        return process
+
+    def _start_services(self) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self._spawn([sys.executable, "-m", "tests.testbed.services", PEER4, PEER6], "services", ns=self.ns,
+                    ready="ready", env=env, cwd=REPO)
+
+    def _start_dns(self) -> None:
+        big = ",".join(f'"{c * 200}"' for c in "abcd")  # > 512 bytes: forces truncation over UDP
+        self._spawn(["dnsmasq", "-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces",
+                     f"--listen-address={PEER4}", f"--listen-address={PEER6}", "--port=53", "--user=root",
+                     f"--pid-file={self.dir / 'dnsmasq.pid'}", "--local=/internal/",
+                     f"--host-record=db.internal,{PEER4},{PEER6}", f"--host-record=bulk.internal,{PEER4}",
+                     f"--host-record=v6only.internal,{PEER6}", f"--txt-record=big.internal,{big}"],
+                    "dnsmasq", ns=self.ns)
+        wait_for(lambda: (self.dir / "dnsmasq.pid").exists() or self.processes[-1].poll() is not None, 10,
+                 "dnsmasq")
+        if self.processes[-1].poll() is not None:
+            raise RuntimeError(f"dnsmasq exited: {(self.dir / 'dnsmasq.log').read_text()}")
+
+    def _start_postgres(self) -> None:
+        data = self.dir / "pgdata"
+        data.mkdir()
+        shutil.chown(data, "postgres", "postgres")
+        pwfile = self.dir / "pgpass.txt"
+        pwfile.write_text("postgres-setup\n")
+        shutil.chown(pwfile, "postgres", "postgres")
+        pwfile.chmod(0o600)
+        run("runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
+            "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}", cwd="/")
+        with open(data / "pg_hba.conf", "a") as hba:
+            hba.write("host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n")
+        self.postgres = self._spawn(
+            ["runuser", "-u", "postgres", "--", str(PG_BIN / "postgres"), "-D", str(data),
+             "-c", f"listen_addresses={PEER4},{PEER6}", "-c", f"unix_socket_directories={data}", "-c", "port=5432",
+             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+            "postgres", ns=self.ns, cwd="/")
+        wait_for(lambda: (data / ".s.PGSQL.5432").exists() or self.postgres.poll() is not None, 30, "postgres")
+        if self.postgres.poll() is not None:
+            raise RuntimeError(f"postgres exited: {(self.dir / 'postgres.log').read_text()[-2000:]}")
+        self.psql_admin(f"CREATE ROLE app LOGIN PASSWORD '{self.db_password}'")
+        self.psql_admin("CREATE DATABASE app OWNER app")  # not inside the role's transaction: psql -c makes one
+        self.psql_admin("CREATE TABLE measurements (id int PRIMARY KEY, sensor text, value float8, "
+                        "taken timestamptz); INSERT INTO measurements SELECT i, 's' || (i % 5), i * 1.5, "
+                        "'2026-01-01'::timestamptz + i * interval '1 hour' FROM generate_series(1, 100) i; "
+                        "ALTER TABLE measurements OWNER TO app;", database="app")
+
+    def psql_admin(self, sql: str, database: str = "postgres") -> str:
+        result = run("runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h",
+                     str(self.dir / "pgdata"), "-d", database, "-At", "-c", sql, cwd="/")
+        return result.stdout
+
+    def ensure_big_table(self, rows: int = 1_000_000) -> None:
+        self.psql_admin(
+            "CREATE TABLE IF NOT EXISTS big (id int, x float8, label text, at timestamptz, flag bool); "
+            f"INSERT INTO big SELECT i, i * 0.5, 'row ' || i, '2026-01-01'::timestamptz + i * interval '1 second', "
+            f"i % 2 = 0 FROM generate_series(1, {rows}) i WHERE NOT EXISTS (SELECT 1 FROM big LIMIT 1); "
+            "ALTER TABLE big OWNER TO app;", database="app")
+
+    # ---- what tests use ----------------------------------------------------------------------------
+    def client_config(self, endpoint: str | None = None) -> str:
+        return (f"[Interface]\nPrivateKey = {self.client_private}\nAddress = {CLIENT4}/32, {CLIENT6}/128\n"
+                f"DNS = {PEER4}, internal\nMTU = {MTU}\n\n"
+                f"[Peer]\nPublicKey = {self.peer_public}\nEndpoint = {endpoint or f'127.0.0.1:{self.port}'}\n"
+                f"AllowedIPs = {NET4}, {NET6}\n")
+
+    def dsn(self, host: str = "db.internal") -> str:
+        return f"postgresql://app:{self.db_password}@{host}:5432/app"
+
+    def peer_transfer(self) -> tuple[int, int]:
+        """(bytes the peer received from our client, bytes it sent to it), as `wg show` reports them."""
+        out = run("wg", "show", self.peer_if, "transfer", ns=self.ns).stdout
+        for line in out.splitlines():
+            key, rx, tx = line.split("\t")
+            if key == self.client_public:
+                return int(rx), int(tx)
+        return 0, 0
+
+    def peer_latest_handshake_age(self) -> float:
+        out = run("wg", "show", self.peer_if, "latest-handshakes", ns=self.ns).stdout
+        for line in out.splitlines():
+            key, stamp = line.split("\t")
+            if key == self.client_public and int(stamp):
+                return time.time() - int(stamp)
+        return float("inf")
+
+    def run_in_reference(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        return run(*args, ns=self.ref_ns, check=check, timeout=timeout)
+
+    def run_in_peer(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        return run(*args, ns=self.ns, check=check, timeout=timeout)
+
+    def kill_peer(self) -> None:
+        if self.peer_process and self.peer_process.poll() is None:
+            self.peer_process.kill()
+            self.peer_process.wait(10)
+        wait_for(lambda: run("ip", "link", "show", self.peer_if, ns=self.ns, check=False).returncode != 0, 10,
+                 "the peer interface to vanish")
+
+    def restart_peer(self) -> None:
+        self._start_peer()
+
+    def set_peer_mtu(self, mtu: int) -> None:
+        run("ip", "link", "set", self.peer_if, "mtu", str(mtu), ns=self.ns)
+
+    def suppress_icmp_too_big(self, on: bool = True) -> None:
+        """Drop the peer side's ICMP 'fragmentation needed' / 'packet too big': an MTU black hole."""
+        run("nft", "delete", "table", "inet", "wgmagic_bed", ns=self.ns, check=False)
+        if on:
+            rules = ("table inet wgmagic_bed { chain out { type filter hook output priority 0; "
+                     "icmp type destination-unreachable icmp code frag-needed drop; "
+                     "icmpv6 type packet-too-big drop; } }")
+            run("nft", rules, ns=self.ns)
+
+    @contextlib.contextmanager
+    def relay(self, *, seed: int = 1, up: dict | None = None, down: dict | None = None,
+              **both: float) -> Iterator[Relay]:
+        """A UDP impairment relay in front of the peer; settings apply to both directions unless given apart."""
+        settings = {"seed": seed, "up": {**both, **(up or {})}, "down": {**both, **(down or {})}}
+        port = free_udp_port()
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        process = subprocess.Popen([sys.executable, "-m", "tests.testbed.relay", str(port), str(self.port),
+                                    json.dumps(settings)], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        assert process.stdout is not None
+        if "ready" not in process.stdout.readline():
+            raise RuntimeError("the impairment relay did not start")
+        relay = Relay(f"127.0.0.1:{port}", process)
+        try:
+            yield relay
+        finally:
+            relay.stop()
+
+    # ---- tear down ---------------------------------------------------------------------------------
+    def down(self) -> None:
+        for process in [*self.processes, self.peer_process]:
+            if process is not None and process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                with contextlib.suppress(Exception):
+                    process.wait(5)
+        for ns in (self.ns, self.ref_ns):
+            run("ip", "netns", "del", ns, check=False)
+        for interface in (self.peer_if, self.ref_if):
+            run("ip", "link", "del", interface, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.up_ = False
+
+
+def clean_leftovers() -> list[str]:
+    """Remove whatever earlier (crashed) runs left behind, found by name prefix."""
+    removed = []
+    for line in run("ip", "netns", "list", check=False).stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        if name.startswith(f"{PREFIX}-") or name.startswith(f"{PREFIX}r-"):
+            run("ip", "netns", "pids", name, check=False)
+            for pid in run("ip", "netns", "pids", name, check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            run("ip", "netns", "del", name, check=False)
+            removed.append(name)
+    run("pkill", "-KILL", "-f", f"wireguard-go -f {PREFIX}", check=False)
+    for path in Path(tempfile.gettempdir()).glob("wgmagic-bed-*"):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(str(path))
+    return removed

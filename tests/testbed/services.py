@@ -1,0 +1,114 @@
+"""Small TCP services the test bed runs inside the peer's namespace (one process, a thread per connection).
+
+  bulk source  9000: read an 8-byte big-endian N, send N bytes of the known stream, close
+  echo         9001: send back whatever arrives
+  sink         9002: read to EOF, answer the 64-character hex sha256 of what arrived, close
+  http         8080: a tiny HTTP server (for SOCKS tests)
+Port 9009 stays closed on purpose.
+Usage: python -m tests.testbed.services ADDRESS [ADDRESS ...]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import socket
+import socketserver
+import struct
+import sys
+import threading
+
+from tests.testbed.streams import iter_stream
+
+BULK, ECHO, SINK, HTTP = 9000, 9001, 9002, 8080
+
+
+def _bulk(conn: socket.socket) -> None:
+    header = b""
+    while len(header) < 8:
+        piece = conn.recv(8 - len(header))
+        if not piece:
+            return
+        header += piece
+    (size,) = struct.unpack("!Q", header)
+    for chunk in iter_stream(size):
+        conn.sendall(chunk)
+
+
+def _echo(conn: socket.socket) -> None:
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            return
+        conn.sendall(data)
+
+
+def _sink(conn: socket.socket) -> None:
+    digest = hashlib.sha256()
+    buffer = bytearray(1 << 20)
+    while True:
+        n = conn.recv_into(buffer)
+        if not n:
+            break
+        digest.update(memoryview(buffer)[:n])
+    conn.sendall(digest.hexdigest().encode())
+
+
+HANDLERS = {BULK: _bulk, ECHO: _echo, SINK: _sink}
+
+
+def _serve(listener: socket.socket, handler) -> None:
+    while True:
+        conn, _ = listener.accept()
+
+        def run(conn: socket.socket = conn) -> None:
+            with conn:
+                try:
+                    handler(conn)
+                except OSError:
+                    pass
+
+        threading.Thread(target=run, daemon=True).start()
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"hello from the private network\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+
+
+class _HTTPServer6(_HTTPServer):
+    address_family = socket.AF_INET6
+
+
+def main(addresses: list[str]) -> None:
+    threads = []
+    for address in addresses:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        for port, handler in HANDLERS.items():
+            listener = socket.socket(family, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((address, port))
+            listener.listen(512)
+            threads.append(threading.Thread(target=_serve, args=(listener, handler), daemon=True))
+        server_class = _HTTPServer6 if family == socket.AF_INET6 else _HTTPServer
+        server = server_class((address, HTTP), _Hello)
+        threads.append(threading.Thread(target=server.serve_forever, daemon=True))
+    for thread in threads:
+        thread.start()
+    print("ready", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
