@@ -53,7 +53,7 @@ def test_cli_ping_answers_and_peer_counts_transfer(testbed, config_file, host):
 
 
 def test_rekey_loses_nothing(testbed):
-    timers = Timers(rekey_after_time=3.0)
+    timers = Timers(rekey_after_time=3.0, rekey_timeout=1.0)
     with connect(testbed.client_config(), timers=timers) as tunnel:
         replies = tunnel.ping(PEER_V4, 400, interval=0.05, timeout=1.0)
         stats = tunnel.stats()
