@@ -154,10 +154,10 @@ class Stack:
         src, dst = local[0].packed, remote[0].packed
         for segment in conn.segments_to_send(now):
             self._emit(src, dst, PROTO_TCP, segment)
-        for event in conn.events() if hasattr(conn, "events") else ():
+        for event in conn.events():
             self._event(event)
-        if conn.is_finished():
-            self.tcp.pop((src, local[1], dst, remote[1]), None)
+        if conn.is_finished() and self.tcp.pop((src, local[1], dst, remote[1]), None) is not None:
+            self.counters["tcp_retransmits_closed"] += conn.retransmits
 
     def path_mtu(self, dst: bytes) -> int:
         return self._pmtu.get(dst, self.mtu)

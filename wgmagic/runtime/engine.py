@@ -351,6 +351,14 @@ class Engine:
                 return
         raise NoRouteError(f"{address} is not inside any peer's AllowedIPs; add it to AllowedIPs in the config")
 
+    def tcp_stats(self) -> dict[str, int]:
+        """Totals over live connections, plus what the runtime's socket buffers hold for them."""
+        conns = list(self.stack.tcp.values())
+        buffered = sum(c.stats()["buffered"] for c in conns)
+        buffered += sum(len(h.rbuf) + len(h.wbuf) for h in self.streams.values() if hasattr(h, "rbuf"))
+        return {"connections": len(conns), "buffered_bytes": buffered,
+                "retransmits": sum(c.retransmits for c in conns) + self.stack.counters["tcp_retransmits_closed"]}
+
     def handshake_age(self) -> float | None:
         """Seconds since the most recent handshake with any peer."""
         now = time.monotonic()

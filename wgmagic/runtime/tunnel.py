@@ -309,6 +309,7 @@ class Tunnel:
             "device_drops": dict(engine.device.drops),
             "stack_drops": dict(engine.stack.drops),
             "connections": len(engine.streams),
+            "tcp": engine.tcp_stats(),
             "handshake_age": engine.handshake_age(),
             "handshake_rtt": next((p.last_handshake_rtt for p in engine.peers.values()
                                    if p.last_handshake_rtt is not None), None),

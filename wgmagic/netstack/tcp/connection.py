@@ -1,0 +1,876 @@
+"""One TCP connection (RFC 9293), sans-I/O.
+
+Sequence numbers are kept as unbounded integers internally (unwrapped against the nearest known point), so
+comparisons are plain `<`; only the wire sees them modulo 2**32. Loss recovery: SACK scoreboard with
+RFC 6675-style hole retransmission, NewReno when SACK is not negotiated, RTO per RFC 6298; congestion
+control is CUBIC (RFC 9438) by default, Reno on request.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any
+
+from wgmagic.netstack.tcp.congestion import Cubic, Reno
+from wgmagic.netstack.wire import tcp as wire
+from wgmagic.netstack.wire.tcp import ACK, FIN, HEADER, PSH, RST, SYN
+
+Address = tuple[IPv4Address | IPv6Address, int]
+M32 = 0xFFFFFFFF
+OUR_WSCALE = 7
+
+
+@dataclass
+class TcpOptions:
+    recv_buffer: int = 4 * 1024 * 1024
+    send_buffer: int = 4 * 1024 * 1024
+    delayed_ack: float = 0.040
+    rto_min: float = 0.200
+    rto_initial: float = 1.0
+    rto_max: float = 60.0
+    max_retries: int = 15  # like tcp_retries2
+    time_wait: float = 2.0
+    congestion: str = "cubic"
+    verify_checksums: bool = False
+    timestamps: bool = True
+    sack: bool = True
+    keepalive_idle: float | None = None
+    keepalive_interval: float = 75.0
+    keepalive_count: int = 9
+    max_out_of_order_ranges: int = 512
+
+
+DEFAULT_OPTIONS = TcpOptions()
+
+
+@dataclass(frozen=True, eq=False)
+class TcpConnected:
+    conn: TcpConnection
+
+
+@dataclass(frozen=True, eq=False)
+class TcpReadable:
+    conn: TcpConnection
+
+
+@dataclass(frozen=True, eq=False)
+class TcpWritable:
+    conn: TcpConnection
+
+
+@dataclass(frozen=True, eq=False)
+class TcpClosed:
+    conn: TcpConnection
+    error: BaseException | None
+
+
+def _isn(local: Address, remote: Address, now: float, secret: bytes) -> int:
+    """RFC 6528: a keyed hash of the 4-tuple plus a 4-microsecond clock."""
+    material = local[0].packed + local[1].to_bytes(2, "big") + remote[0].packed + remote[1].to_bytes(2, "big")
+    offset = int.from_bytes(hashlib.blake2s(material, key=secret, digest_size=4).digest(), "big")
+    return (offset + int(now * 250_000)) & M32
+
+
+def _unwrap(wire_value: int, near: int) -> int:
+    """The integer closest to `near` whose low 32 bits are `wire_value`."""
+    delta = (wire_value - near) & M32
+    if delta >= 0x80000000:
+        delta -= 0x100000000
+    return near + delta
+
+
+class TcpConnection:
+    def __init__(self, local: Address, remote: Address, now: float, *, options: TcpOptions | None,
+                 rng: Callable[[int], bytes], mss: int) -> None:
+        self.local = local
+        self.remote = remote
+        self.opts = options or DEFAULT_OPTIONS
+        self._src, self._dst = local[0].packed, remote[0].packed
+        self.state = "CLOSED"
+        self.error: BaseException | None = None
+        self.iss = _isn(local, remote, now, rng(16))
+        self.our_mss = max(536, mss)
+        self.send_mss = 536
+        self.snd_una = self.snd_nxt = self.iss
+        self.snd_max = self.iss  # highest sequence ever sent (+1)
+        self.snd_wnd = 0
+        self.snd_wscale = 0
+        self.rcv_wscale = 0
+        self.rcv_nxt = 0
+        self.irs = 0
+        self.ts_ok = False
+        self.sack_ok = False
+        self.ts_recent = 0
+        self.ts_offset = int.from_bytes(rng(4), "big")
+        # send side: bytes from sbuf_seq on (unacknowledged and unsent)
+        self.sbuf = bytearray()
+        self.sbuf_seq = self.iss + 1
+        self.fin_queued = False
+        self.fin_seq: int | None = None
+        # receive side
+        self.rbuf = bytearray()
+        self.ooo: dict[int, bytes] = {}  # start seq -> bytes, non-overlapping, above rcv_nxt
+        self.ooo_bytes = 0
+        self.fin_received_seq: int | None = None
+        self.eof = False
+        self.last_advertised_right = 0
+        # acks
+        self.ack_now = False
+        self.unacked_segments = 0
+        self.delack_at: float | None = None
+        # timing
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.rto = self.opts.rto_initial
+        self.rto_at: float | None = None
+        self.retries = 0
+        self.timed_seq: int | None = None  # Karn: one segment timed when no timestamps
+        self.timed_at = 0.0
+        self.persist_at: float | None = None
+        self.persist_backoff = 0
+        self.time_wait_at: float | None = None
+        self.connect_deadline: float | None = None
+        self.keepalive_at: float | None = None
+        self.keepalive_probes = 0
+        self.last_receive = now
+        self.syn_sent_at = now
+        # congestion
+        self.cc = (Reno if self.opts.congestion == "reno" else Cubic)(self.send_mss)
+        self.dupacks = 0
+        self.in_recovery = False
+        self.recover = 0
+        self.sacked: list[tuple[int, int]] = []  # merged, sorted, above snd_una
+        self.retransmitted_to = 0  # in recovery: holes below this were already resent
+        # output
+        self._out: list[bytes] = []
+        self._events: list[object] = []
+        self._readable = self._writable = False
+        self._was_full = False
+        # counters
+        self.retransmits = 0
+        self.bytes_sent = self.bytes_received = 0
+        self.segments_in = self.segments_out = 0
+        self.drops = 0
+
+    def __repr__(self) -> str:
+        return (f"<TcpConnection {self.local[0]}:{self.local[1]} -> {self.remote[0]}:{self.remote[1]} "
+                f"{self.state}>")
+
+    # ---- opening --------------------------------------------------------------------------------------
+    @classmethod
+    def connect(cls, local: Address, remote: Address, now: float, *, options: TcpOptions | None = None,
+                rng: Callable[[int], bytes] = os.urandom, mss: int = 1380, timeout: float = 15.0) -> TcpConnection:
+        conn = cls(local, remote, now, options=options, rng=rng, mss=mss)
+        conn.state = "SYN_SENT"
+        conn.connect_deadline = now + timeout
+        conn._send_syn(now)
+        return conn
+
+    @classmethod
+    def accept_syn(cls, local: Address, remote: Address, segment: memoryview | bytes, now: float, *,
+                   options: TcpOptions | None = None, rng: Callable[[int], bytes] = os.urandom,
+                   mss: int = 1380) -> TcpConnection | None:
+        if len(segment) < 20:
+            return None
+        _, _, seq, _, offset, flags, window, _, _ = HEADER.unpack_from(segment)
+        if flags & (SYN | ACK | RST | FIN) != SYN:
+            return None
+        opts = wire.parse_options(segment[20:(offset >> 4) * 4])
+        if opts is None:
+            return None
+        conn = cls(local, remote, now, options=options, rng=rng, mss=mss)
+        conn.state = "SYN_RECEIVED"
+        conn.irs = seq
+        conn.rcv_nxt = seq + 1
+        conn._take_syn_options(opts, window)
+        conn.connect_deadline = now + 75.0
+        conn._send_syn(now)
+        return conn
+
+    def _take_syn_options(self, opts: wire.Options, window: int) -> None:
+        self.send_mss = max(88, min(opts.mss or 536, self.our_mss))
+        self.cc = (Reno if self.opts.congestion == "reno" else Cubic)(self.send_mss)
+        if opts.wscale is not None:
+            self.snd_wscale = opts.wscale
+            self.rcv_wscale = OUR_WSCALE
+        self.ts_ok = self.opts.timestamps and opts.ts is not None
+        if self.ts_ok:
+            self.ts_recent = opts.ts[0]  # type: ignore[index]
+        self.sack_ok = self.opts.sack and opts.sack_ok
+        self.snd_wnd = window  # never scaled in a SYN
+
+    def _send_syn(self, now: float) -> None:
+        flags = SYN | (ACK if self.state == "SYN_RECEIVED" else 0)
+        syn_side = self.state == "SYN_SENT"
+        options = wire.build_options(
+            mss=self.our_mss,
+            wscale=OUR_WSCALE if (syn_side or self.rcv_wscale) else None,
+            sack_ok=self.opts.sack and (syn_side or self.sack_ok),
+            ts=(self._tsval(now), self.ts_recent) if (syn_side and self.opts.timestamps) or self.ts_ok else None)
+        window = min(self.opts.recv_buffer, 0xFFFF)
+        ack = self.rcv_nxt if flags & ACK else 0
+        self._out.append(wire.build_segment(self._src, self._dst, self.local[1], self.remote[1], self.iss, ack,
+                                            flags, window, options))
+        self.snd_nxt = self.snd_max = self.iss + 1
+        self.syn_sent_at = now
+        if self.rto_at is None:
+            self.rto_at = now + self.rto
+
+    # ---- user side ------------------------------------------------------------------------------------
+    def send(self, data: bytes | memoryview) -> int:
+        if self.state not in ("SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "CLOSE_WAIT") or self.fin_queued:
+            if self.error:
+                raise self.error
+            raise BrokenPipeError(errno.EPIPE, "the connection is closed for sending")
+        room = self.send_space()
+        if room <= 0:
+            self._was_full = True
+            return 0
+        n = min(room, len(data))
+        self.sbuf += data[:n]  # a copy: the caller may reuse its buffer
+        if n < len(data):
+            self._was_full = True
+        return n
+
+    def send_space(self) -> int:
+        return self.opts.send_buffer - len(self.sbuf)
+
+    def recv(self, max_bytes: int) -> bytes:
+        if not self.rbuf:
+            return b""
+        data = bytes(self.rbuf[:max_bytes])
+        del self.rbuf[:max_bytes]
+        # Reading opened the window: tell the peer when that is worth a segment (RFC 9293 3.8.6.2.2).
+        if self.state in ("ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2"):
+            grown = self.rcv_nxt + self._window_bytes() - self.last_advertised_right
+            nearly_closed = self.last_advertised_right - self.rcv_nxt < self.send_mss
+            worth_it = min(self.opts.recv_buffer // 2, 32 * self.send_mss)
+            if grown >= worth_it or (nearly_closed and grown >= self.send_mss):
+                self.ack_now = True
+        return data
+
+    def recv_available(self) -> int:
+        return len(self.rbuf)
+
+    def shutdown_write(self, now: float) -> None:
+        if self.state in ("ESTABLISHED", "CLOSE_WAIT", "SYN_RECEIVED"):
+            self.fin_queued = True
+        elif self.state == "SYN_SENT":
+            self._finish(None)
+
+    def close(self, now: float) -> None:
+        if self.state in ("SYN_SENT", "CLOSED", "LISTEN"):
+            self._finish(None)
+            return
+        if self.rbuf and not self.eof:
+            self.abort(now)  # unread data: RFC 9293 says reset, as Linux does
+            return
+        self.shutdown_write(now)
+
+    def abort(self, now: float) -> None:
+        if self.state not in ("CLOSED", "TIME_WAIT", "SYN_SENT"):
+            self._out.append(self._segment(RST | ACK, self.snd_nxt, now))
+        self._finish(ConnectionAbortedError(errno.ECONNABORTED, "connection aborted"))
+
+    def is_finished(self) -> bool:
+        return self.state == "CLOSED"
+
+    # ---- events ----------------------------------------------------------------------------------------
+    def events(self) -> list[object]:
+        if self._readable:
+            self._readable = False
+            self._events.append(TcpReadable(self))
+        if self._writable:
+            self._writable = False
+            self._events.append(TcpWritable(self))
+        events, self._events = self._events, []
+        return events
+
+    def _finish(self, error: BaseException | None) -> None:
+        if self.state == "CLOSED":
+            return
+        self.state = "CLOSED"
+        if error is not None and self.error is None:
+            self.error = error
+        self.rto_at = self.persist_at = self.delack_at = self.time_wait_at = self.keepalive_at = None
+        self.eof = True
+        self._events.append(TcpClosed(self, self.error))
+
+    # ---- helpers ------------------------------------------------------------------------------------------
+    def _tsval(self, now: float) -> int:
+        return (int(now * 1000) + self.ts_offset) & M32
+
+    def _window_bytes(self) -> int:
+        free = self.opts.recv_buffer - len(self.rbuf) - self.ooo_bytes
+        return max(0, min(free, 0xFFFF << self.rcv_wscale))
+
+    def _segment(self, flags: int, seq: int, now: float, payload: bytes | memoryview = b"",
+                 sack: bool = False) -> bytes:
+        window = self._window_bytes()
+        if flags & ACK:
+            self.last_advertised_right = self.rcv_nxt + window
+        blocks: tuple[tuple[int, int], ...] = ()
+        if sack and self.sack_ok and self.ooo:
+            blocks = tuple(((s & M32), (s + len(d)) & M32) for s, d in sorted(self.ooo.items())[:3])
+        options = b""
+        if self.ts_ok or blocks:
+            options = wire.build_options(ts=(self._tsval(now), self.ts_recent) if self.ts_ok else None, sack=blocks)
+        self.segments_out += 1
+        return wire.build_segment(self._src, self._dst, self.local[1], self.remote[1], seq, self.rcv_nxt,
+                                  flags, window >> self.rcv_wscale, options, payload)
+
+    def _options_len(self) -> int:
+        return 12 if self.ts_ok else 0
+
+    # ---- input -----------------------------------------------------------------------------------------
+    def receive_segment(self, segment: memoryview | bytes, now: float) -> None:
+        try:
+            self._receive(segment, now)
+        except Exception:
+            self.drops += 1
+
+    def _receive(self, segment: memoryview | bytes, now: float) -> None:
+        if len(segment) < 20:
+            self.drops += 1
+            return
+        if self.opts.verify_checksums and not wire.checksum_ok(self._dst, self._src, segment):
+            self.drops += 1
+            return
+        _, _, seq_w, ack_w, offset, flags, window, _, _ = HEADER.unpack_from(segment)
+        header_len = (offset >> 4) * 4
+        if header_len < 20 or header_len > len(segment):
+            self.drops += 1
+            return
+        opts = wire.parse_options(segment[20:header_len]) if header_len > 20 else wire.NO_OPTIONS
+        if opts is None:
+            self.drops += 1
+            return
+        payload = segment[header_len:]
+        self.segments_in += 1
+        self.last_receive = now
+        if self.state == "SYN_SENT":
+            self._receive_syn_sent(seq_w, ack_w, flags, window, opts, now)
+            return
+        if self.state == "CLOSED":
+            return
+        seq = _unwrap(seq_w, self.rcv_nxt)
+        # Acceptability (RFC 9293 3.10.7.4) against the window we advertised.
+        wnd = max(self.last_advertised_right - self.rcv_nxt, 0)
+        seg_len = len(payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        if seg_len == 0:
+            acceptable = (seq == self.rcv_nxt) if wnd == 0 else self.rcv_nxt <= seq < self.rcv_nxt + wnd + 1
+        else:
+            acceptable = wnd > 0 and (self.rcv_nxt <= seq < self.rcv_nxt + wnd
+                                      or self.rcv_nxt <= seq + seg_len - 1 < self.rcv_nxt + wnd)
+            if not acceptable and seq < self.rcv_nxt <= seq + seg_len - 1:
+                acceptable = True  # partially old: the new part is usable
+        if flags & RST:
+            self._receive_rst(seq, now)
+            return
+        if not acceptable:
+            self.ack_now = True  # old duplicate or beyond the window: answer with our state
+            return
+        if flags & SYN:
+            if self.state == "SYN_RECEIVED" and seq == self.irs:
+                self.ack_now = True  # a retransmitted SYN: our SYN-ACK went missing; RTO resends it
+                return
+            self.ack_now = True  # RFC 5961 4.2: challenge ACK
+            return
+        if not flags & ACK:
+            return
+        if self.ts_ok and opts.ts is not None and seq <= self.rcv_nxt:
+            self.ts_recent = opts.ts[0]
+        if self.state == "SYN_RECEIVED":
+            ack = _unwrap(ack_w, self.snd_una)
+            if not self.snd_una < ack <= self.snd_max:
+                self._out.append(wire.build_segment(self._src, self._dst, self.local[1], self.remote[1], ack_w, 0,
+                                                    RST, 0))
+                return
+            self._established(now)
+        self._process_ack(ack_w, window, opts, now, len(payload) > 0 or bool(flags & FIN))
+        if self.state == "CLOSED":
+            return
+        if payload:
+            self._receive_data(seq, payload, now)
+        if flags & FIN:
+            fin_seq = seq + len(payload)
+            if self.fin_received_seq is None:
+                self.fin_received_seq = fin_seq
+            self.ack_now = True
+        self._maybe_consume_fin(now)
+
+    def _receive_syn_sent(self, seq_w: int, ack_w: int, flags: int, window: int, opts: wire.Options,
+                          now: float) -> None:
+        if flags & ACK:
+            ack = _unwrap(ack_w, self.snd_una)
+            if ack != self.iss + 1:
+                if not flags & RST:
+                    self._out.append(wire.build_segment(self._src, self._dst, self.local[1], self.remote[1],
+                                                        ack_w, 0, RST, 0))
+                return
+            if flags & RST:
+                self._finish(ConnectionRefusedError(errno.ECONNREFUSED, "connection refused"))
+                return
+        elif flags & RST:
+            return
+        if not flags & SYN:
+            return
+        self.irs = seq_w
+        self.rcv_nxt = seq_w + 1
+        self._take_syn_options(opts, window)
+        if flags & ACK:
+            self.snd_una = self.iss + 1
+            self.sbuf_seq = self.snd_una
+            if self.retries == 0:  # Karn: only a SYN that was never resent gives a sample
+                self._rtt_sample(now - self.syn_sent_at, now)
+            self._established(now)
+            self.ack_now = True
+        else:
+            self.state = "SYN_RECEIVED"  # simultaneous open
+            self._send_syn(now)
+
+    def _established(self, now: float) -> None:
+        self.state = "ESTABLISHED"
+        self.snd_una = max(self.snd_una, self.iss + 1)
+        self.sbuf_seq = self.snd_una
+        self.rto_at = None
+        self.retries = 0
+        self.connect_deadline = None
+        self.rto = max(self.rto, self.opts.rto_min) if self.srtt is None else self.rto
+        if self.srtt is None:
+            self.rto = self.opts.rto_initial
+        self._events.append(TcpConnected(self))
+        self._writable = True
+        if self.opts.keepalive_idle:
+            self.keepalive_at = now + self.opts.keepalive_idle
+
+    def _receive_rst(self, seq: int, now: float) -> None:
+        if seq == self.rcv_nxt or (self.state == "SYN_RECEIVED" and seq == self.irs + 1):
+            if self.state in ("TIME_WAIT", "LAST_ACK", "CLOSING"):
+                self._finish(None)
+            else:
+                self._finish(ConnectionResetError(errno.ECONNRESET, "connection reset by peer"))
+        elif self.rcv_nxt <= seq < self.last_advertised_right:
+            self.ack_now = True  # RFC 5961 3.2: in window but not exact: challenge ACK
+
+    def _rtt_sample(self, sample: float | None, now: float) -> None:
+        if sample is None or sample < 0:
+            return
+        if self.srtt is None:
+            self.srtt, self.rttvar = sample, sample / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
+            self.srtt = 0.875 * self.srtt + 0.125 * sample
+        self.rto = min(self.opts.rto_max, max(self.opts.rto_min, self.srtt + max(0.001, 4 * self.rttvar)))
+
+    def _process_ack(self, ack_w: int, window: int, opts: wire.Options, now: float, carries_data: bool) -> None:
+        ack = _unwrap(ack_w, self.snd_una)
+        if ack > self.snd_max:
+            self.ack_now = True  # acks something we never sent
+            return
+        new_window = window << self.snd_wscale
+        if opts.sack and self.sack_ok:
+            self._update_scoreboard(opts.sack)
+        if ack > self.snd_una:
+            acked = ack - self.snd_una
+            # RTT: from the echoed timestamp, else from the one timed segment (never a retransmitted one).
+            if self.ts_ok and opts.ts is not None and opts.ts[1]:
+                self._rtt_sample(((self._tsval(now) - opts.ts[1]) & M32) / 1000.0, now)
+            elif self.timed_seq is not None and ack > self.timed_seq:
+                self._rtt_sample(now - self.timed_at, now)
+                self.timed_seq = None
+            data_acked = acked
+            if self.fin_seq is not None and ack > self.fin_seq:
+                data_acked -= 1
+            drop = min(data_acked, len(self.sbuf))
+            if drop:
+                del self.sbuf[:drop]
+                self.sbuf_seq += drop
+                if self._was_full:
+                    self._was_full = False
+                    self._writable = True
+            self.snd_una = ack
+            if self.snd_nxt < ack:
+                self.snd_nxt = ack
+            self.sacked = [(s, e) for s, e in self.sacked if e > ack]
+            if self.sacked and self.sacked[0][0] < ack:
+                self.sacked[0] = (ack, self.sacked[0][1])
+            self.retries = 0
+            self.dupacks = 0
+            if self.in_recovery:
+                if ack >= self.recover:
+                    self.in_recovery = False
+                    self.cc.exit_recovery()
+                else:
+                    self.retransmitted_to = max(self.retransmitted_to, ack)
+                    if not self.sack_ok:
+                        self._retransmit_one(self.snd_una, now)  # NewReno partial ACK
+            else:
+                self.cc.on_ack(acked, now, self.srtt)
+            self.rto_at = now + self.rto if self.snd_una < self.snd_max else None
+            self.persist_backoff = 0
+            self._after_ack_state(now)
+        elif ack == self.snd_una and self.snd_una < self.snd_max and not carries_data \
+                and new_window == self.snd_wnd:
+            self.dupacks += 1
+            if self.dupacks == 3 and not self.in_recovery:
+                self._enter_recovery(now)
+            elif self.in_recovery and not self.sack_ok:
+                self.cc.inflate()
+        self.snd_wnd = new_window
+        if self.snd_wnd == 0 and self._unsent() and self.snd_una == self.snd_nxt and self.persist_at is None:
+            self.persist_at = now + self.rto
+        elif self.snd_wnd:
+            self.persist_at = None
+
+    def _after_ack_state(self, now: float) -> None:
+        if self.fin_seq is not None and self.snd_una > self.fin_seq:
+            if self.state == "FIN_WAIT_1":
+                self.state = "FIN_WAIT_2"
+            elif self.state == "CLOSING":
+                self._enter_time_wait(now)
+            elif self.state == "LAST_ACK":
+                self._finish(None)
+
+    def _update_scoreboard(self, blocks: tuple[tuple[int, int], ...]) -> None:
+        ranges = list(self.sacked)
+        for left_w, right_w in blocks:
+            left, right = _unwrap(left_w, self.snd_una), _unwrap(right_w, self.snd_una)
+            if self.snd_una < right <= self.snd_max and left < right:
+                ranges.append((max(left, self.snd_una), right))
+        ranges.sort()
+        merged: list[tuple[int, int]] = []
+        for start, end in ranges:
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        self.sacked = merged[-64:]
+
+    def _enter_recovery(self, now: float) -> None:
+        self.in_recovery = True
+        self.recover = self.snd_max
+        self.cc.on_loss(self._flight(), now)
+        self.retransmitted_to = self.snd_una
+        self._retransmit_one(self.snd_una, now)
+
+    def _sacked_bytes(self) -> int:
+        return sum(e - s for s, e in self.sacked)
+
+    def _flight(self) -> int:
+        return self.snd_nxt - self.snd_una
+
+    def _retransmit_one(self, seq: int, now: float) -> int:
+        """Resend the segment at seq (data from the send buffer); returns the bytes resent."""
+        offset = seq - self.sbuf_seq
+        if offset < 0:
+            return 0
+        size = min(self.send_mss - self._options_len(), len(self.sbuf) - offset)
+        if size > 0:
+            end = seq + size
+            for start, stop in self.sacked:  # don't resend what the peer holds
+                if start <= seq < stop:
+                    return 0
+                if seq < start < end:
+                    end = start
+                    size = end - seq
+            self._out.append(self._segment(ACK | PSH, seq, now, memoryview(self.sbuf)[offset:offset + size]))
+            self.retransmits += 1
+            self.timed_seq = None
+            self.ack_now = False
+            if self.rto_at is None:
+                self.rto_at = now + self.rto
+            return size
+        if self.fin_seq is not None and seq == self.fin_seq:
+            self._out.append(self._segment(FIN | ACK, seq, now))
+            self.retransmits += 1
+            return 1
+        return 0
+
+    def _receive_data(self, seq: int, payload: memoryview | bytes, now: float) -> None:
+        if self.fin_received_seq is not None or self.state not in ("ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2"):
+            return
+        if seq < self.rcv_nxt:
+            payload = payload[self.rcv_nxt - seq:]
+            seq = self.rcv_nxt
+        room = self.last_advertised_right - seq
+        if room <= 0:
+            self.ack_now = True
+            return
+        if len(payload) > room:
+            payload = payload[:room]
+        if seq == self.rcv_nxt:
+            self.rbuf += payload
+            self.rcv_nxt += len(payload)
+            self.bytes_received += len(payload)
+            if self.ooo:
+                self._drain_out_of_order()
+                self.ack_now = True
+            self._readable = True
+            self.unacked_segments += 1
+            if self.unacked_segments >= 2:
+                self.ack_now = True
+            elif self.delack_at is None:
+                self.delack_at = now + self.opts.delayed_ack
+        else:
+            self._store_out_of_order(seq, bytes(payload))
+            self.ack_now = True  # a hole: duplicate ACK with SACK at once, so the sender recovers fast
+
+    def _store_out_of_order(self, seq: int, data: bytes) -> None:
+        end = seq + len(data)
+        for start in sorted(self.ooo):
+            existing = self.ooo[start]
+            stop = start + len(existing)
+            if stop <= seq or start >= end:
+                continue
+            # Merge overlapping ranges into one.
+            del self.ooo[start]
+            self.ooo_bytes -= len(existing)
+            if start < seq:
+                data = existing[:seq - start] + data
+                seq = start
+            if stop > end:
+                data = data + existing[end - start:]
+                end = stop
+        if len(self.ooo) >= self.opts.max_out_of_order_ranges:
+            self.drops += 1
+            return
+        self.ooo[seq] = data
+        self.ooo_bytes += len(data)
+
+    def _drain_out_of_order(self) -> None:
+        while self.ooo:
+            start = min(self.ooo)
+            if start > self.rcv_nxt:
+                break
+            data = self.ooo.pop(start)
+            self.ooo_bytes -= len(data)
+            skip = self.rcv_nxt - start
+            if skip < len(data):
+                fresh = data[skip:]
+                self.rbuf += fresh
+                self.rcv_nxt += len(fresh)
+                self.bytes_received += len(fresh)
+
+    def _maybe_consume_fin(self, now: float) -> None:
+        if self.fin_received_seq is None or self.rcv_nxt != self.fin_received_seq or self.eof:
+            return
+        self.rcv_nxt += 1
+        self.eof = True
+        self._readable = True
+        self.ack_now = True
+        if self.state in ("ESTABLISHED", "SYN_RECEIVED"):
+            self.state = "CLOSE_WAIT"
+        elif self.state == "FIN_WAIT_1":
+            if self.fin_seq is not None and self.snd_una > self.fin_seq:
+                self._enter_time_wait(now)
+            else:
+                self.state = "CLOSING"
+        elif self.state == "FIN_WAIT_2":
+            self._enter_time_wait(now)
+
+    def _enter_time_wait(self, now: float) -> None:
+        self.state = "TIME_WAIT"
+        self.rto_at = self.persist_at = self.keepalive_at = None
+        self.time_wait_at = now + self.opts.time_wait
+        self._events.append(TcpClosed(self, None))
+
+    # ---- ICMP ---------------------------------------------------------------------------------------
+    def icmp_error(self, kind: str, now: float, mtu: int | None = None) -> None:
+        if kind == "too_big" and mtu:
+            header = 40 if self.local[0].version == 4 else 60
+            new_mss = max(536 if self.local[0].version == 4 else 1220, mtu - header)
+            if new_mss < self.send_mss:
+                self.send_mss = new_mss
+                self.cc.mss = new_mss
+                self.snd_nxt = self.snd_una  # resend what was too big, in the new size
+        elif self.state == "SYN_SENT":
+            if kind == "port_unreachable":
+                self._finish(ConnectionRefusedError(errno.ECONNREFUSED, "connection refused (ICMP port unreachable)"))
+            elif self.retries >= 1:
+                self._finish(OSError(errno.EHOSTUNREACH, "no route to host (ICMP unreachable)"))
+
+    # ---- output -------------------------------------------------------------------------------------
+    def _unsent(self) -> int:
+        return len(self.sbuf) - (self.snd_nxt - self.sbuf_seq)
+
+    def segments_to_send(self, now: float) -> list[bytes]:
+        if self.state in ("ESTABLISHED", "CLOSE_WAIT", "FIN_WAIT_1", "CLOSING", "LAST_ACK"):
+            if self.in_recovery and self.sack_ok:
+                self._retransmit_holes(now)
+            self._send_data(now)
+        if self.ack_now or (self.delack_at is not None and now >= self.delack_at):
+            if self.state not in ("CLOSED", "SYN_SENT"):
+                self._out.append(self._segment(ACK, self.snd_nxt, now, sack=True))
+            self.ack_now = False
+            self.delack_at = None
+            self.unacked_segments = 0
+        out, self._out = self._out, []
+        if out:
+            self.ack_now = False
+            self.delack_at = None
+            self.unacked_segments = 0
+        return out
+
+    def _retransmit_holes(self, now: float) -> None:
+        if not self.sacked:
+            return
+        highest = self.sacked[-1][1]
+        budget = self.cc.cwnd - (self._flight() - self._sacked_bytes())
+        seq = max(self.retransmitted_to, self.snd_una)
+        while seq < highest and budget > 0:
+            hole_end = next((s for s, e in self.sacked if s > seq), highest)
+            inside = next((e for s, e in self.sacked if s <= seq < e), None)
+            if inside is not None:
+                seq = inside
+                continue
+            sent = self._retransmit_one(seq, now)
+            if not sent:
+                break
+            seq += sent
+            budget -= sent
+            if seq >= hole_end:
+                seq = hole_end
+        self.retransmitted_to = seq
+
+    def _send_data(self, now: float) -> None:
+        mss = self.send_mss - self._options_len()
+        sbuf = self.sbuf
+        view = memoryview(sbuf)
+        while True:
+            unsent = len(sbuf) - (self.snd_nxt - self.sbuf_seq)
+            in_flight = self.snd_nxt - self.snd_una
+            window_room = self.snd_wnd - in_flight
+            pipe = in_flight - self._sacked_bytes() if self.sacked else in_flight
+            cwnd_room = self.cc.cwnd - pipe
+            if unsent > 0:
+                size = min(mss, unsent, window_room, cwnd_room)
+                if size <= 0:
+                    break
+                if size < mss and size < unsent and in_flight:
+                    break  # avoid silly small segments while waiting for the window to reopen
+                offset = self.snd_nxt - self.sbuf_seq
+                seq = self.snd_nxt
+                flags = ACK | (PSH if size == unsent else 0)
+                self._out.append(self._segment(flags, seq, now, view[offset:offset + size]))
+                if seq < self.snd_max:
+                    self.retransmits += 1
+                else:
+                    self.bytes_sent += size
+                    if self.timed_seq is None and not self.ts_ok:
+                        self.timed_seq, self.timed_at = seq, now
+                self.snd_nxt += size
+                self.snd_max = max(self.snd_max, self.snd_nxt)
+                if self.rto_at is None:
+                    self.rto_at = now + self.rto
+                continue
+            if self.fin_queued and self.fin_seq is None:
+                self.fin_seq = self.snd_nxt
+                self._out.append(self._segment(FIN | ACK, self.snd_nxt, now))
+                self.snd_nxt += 1
+                self.snd_max = max(self.snd_max, self.snd_nxt)
+                self.state = {"ESTABLISHED": "FIN_WAIT_1", "CLOSE_WAIT": "LAST_ACK",
+                              "SYN_RECEIVED": "FIN_WAIT_1"}.get(self.state, self.state)
+                if self.rto_at is None:
+                    self.rto_at = now + self.rto
+            elif self.fin_seq is not None and self.snd_nxt == self.fin_seq and self.snd_nxt < self.snd_max:
+                self._out.append(self._segment(FIN | ACK, self.snd_nxt, now))  # after a go-back on RTO
+                self.snd_nxt += 1
+            break
+
+    # ---- timers -------------------------------------------------------------------------------------
+    def next_timer(self) -> float | None:
+        deadlines = [d for d in (self.rto_at, self.delack_at, self.persist_at, self.time_wait_at,
+                                 self.connect_deadline, self.keepalive_at) if d is not None]
+        if self.ack_now:
+            return 0.0
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        if self.connect_deadline is not None and now >= self.connect_deadline:
+            self._finish(TimeoutError(errno.ETIMEDOUT, "connection timed out"))
+            return
+        if self.time_wait_at is not None and now >= self.time_wait_at:
+            self.time_wait_at = None
+            self.state = "CLOSED"
+            return
+        if self.rto_at is not None and now >= self.rto_at:
+            self._on_rto(now)
+        if self.persist_at is not None and now >= self.persist_at:
+            self._on_persist(now)
+        if self.keepalive_at is not None and now >= self.keepalive_at:
+            self._on_keepalive(now)
+
+    def _on_rto(self, now: float) -> None:
+        self.retries += 1
+        if self.retries > self.opts.max_retries:
+            self._finish(TimeoutError(errno.ETIMEDOUT, "connection timed out (no acknowledgement)"))
+            return
+        self.rto = min(self.opts.rto_max, self.rto * 2)
+        self.rto_at = now + self.rto
+        self.timed_seq = None
+        if self.state in ("SYN_SENT", "SYN_RECEIVED"):
+            self._send_syn(now)
+            self.rto_at = now + self.rto
+            if self.connect_deadline is not None:
+                self.rto_at = min(self.rto_at, self.connect_deadline)
+            return
+        self.cc.on_timeout(self._flight(), now)
+        self.in_recovery = False
+        self.dupacks = 0
+        self.sacked = []  # RFC 6675: after an RTO the scoreboard may be stale (peer reneging)
+        self.snd_nxt = self.snd_una  # go back: resend from the first unacknowledged byte
+        if self.fin_seq is not None and self.snd_una == self.fin_seq:
+            self._out.append(self._segment(FIN | ACK, self.fin_seq, now))
+            self.snd_nxt = self.fin_seq + 1
+        self.retransmits += 1
+
+    def _on_persist(self, now: float) -> None:
+        self.persist_at = None
+        if self.snd_wnd == 0 and self._unsent():
+            # A zero-window probe: one old byte (seq snd_una - 1) makes the peer answer with its window.
+            self._out.append(self._segment(ACK, self.snd_una - 1, now))
+            self.persist_backoff += 1
+            self.persist_at = now + min(self.opts.rto_max, self.rto * (2 ** min(self.persist_backoff, 6)))
+
+    def _on_keepalive(self, now: float) -> None:
+        idle = now - self.last_receive
+        if self.opts.keepalive_idle is None:
+            self.keepalive_at = None
+            return
+        if idle < self.opts.keepalive_idle:
+            self.keepalive_probes = 0
+            self.keepalive_at = self.last_receive + self.opts.keepalive_idle
+            return
+        if self.keepalive_probes >= self.opts.keepalive_count:
+            self._finish(TimeoutError(errno.ETIMEDOUT, "connection timed out (keepalive)"))
+            return
+        self.keepalive_probes += 1
+        self._out.append(self._segment(ACK, self.snd_una - 1, now))
+        self.keepalive_at = now + self.opts.keepalive_interval
+
+    def stats(self) -> dict[str, Any]:
+        return {"state": self.state, "srtt": self.srtt, "rto": self.rto, "cwnd": self.cc.cwnd,
+                "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
+                "retransmits": self.retransmits, "buffered": len(self.rbuf) + self.ooo_bytes + len(self.sbuf),
+                "send_window": self.snd_wnd}
+
+
+def reset_for(local: Address, remote: Address, segment: memoryview | bytes) -> bytes | None:
+    """RFC 9293 3.10.7.1: the RST that answers a segment for no connection (never one for a RST)."""
+    if len(segment) < 20:
+        return None
+    _, _, seq, ack, offset, flags, _, _, _ = HEADER.unpack_from(segment)
+    if flags & RST:
+        return None
+    src, dst = local[0].packed, remote[0].packed
+    if flags & ACK:
+        return wire.build_segment(src, dst, local[1], remote[1], ack, 0, RST, 0)
+    header_len = (offset >> 4) * 4
+    seg_len = max(0, len(segment) - header_len) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+    return wire.build_segment(src, dst, local[1], remote[1], 0, (seq + seg_len) & M32, RST | ACK, 0)

@@ -1,0 +1,98 @@
+"""TCP header and options (RFC 9293, 7323, 2018): parse and build, nothing else."""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from wgmagic.netstack.wire.checksum import transport_checksum
+
+HEADER = struct.Struct("!HHIIBBHHH")
+FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+PROTO_TCP = 6
+OPT_END, OPT_NOP, OPT_MSS, OPT_WSCALE, OPT_SACK_OK, OPT_SACK, OPT_TS = 0, 1, 2, 3, 4, 5, 8
+_TS_FAST = struct.Struct("!BBBBII")  # NOP NOP TS(10): the only option Linux puts on established segments
+_TS_FAST_PREFIX = bytes((OPT_NOP, OPT_NOP, OPT_TS, 10))
+_TS = struct.Struct("!II")
+
+
+class Options(NamedTuple):
+    mss: int | None = None
+    wscale: int | None = None
+    sack_ok: bool = False
+    ts: tuple[int, int] | None = None  # (TSval, TSecr)
+    sack: tuple[tuple[int, int], ...] = ()
+
+
+NO_OPTIONS = Options()
+
+
+def parse_options(data: bytes | memoryview) -> Options | None:
+    """None when the options are malformed (a length running past the end, a zero length)."""
+    if len(data) == 12 and bytes(data[:4]) == _TS_FAST_PREFIX:
+        return Options(ts=_TS.unpack_from(data, 4))
+    mss = wscale = ts = None
+    sack_ok = False
+    sack: list[tuple[int, int]] = []
+    i, end = 0, len(data)
+    while i < end:
+        kind = data[i]
+        if kind == OPT_END:
+            break
+        if kind == OPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= end:
+            return None
+        length = data[i + 1]
+        if length < 2 or i + length > end:
+            return None
+        body = data[i + 2:i + length]
+        if kind == OPT_MSS and length == 4:
+            mss = int.from_bytes(body, "big")
+        elif kind == OPT_WSCALE and length == 3:
+            wscale = min(body[0], 14)
+        elif kind == OPT_SACK_OK and length == 2:
+            sack_ok = True
+        elif kind == OPT_TS and length == 10:
+            ts = _TS.unpack(bytes(body))
+        elif kind == OPT_SACK and (length - 2) % 8 == 0:
+            for j in range(0, length - 2, 8):
+                sack.append(_TS.unpack(bytes(body[j:j + 8])))
+        i += length
+    return Options(mss, wscale, sack_ok, ts, tuple(sack[:4]))
+
+
+def build_options(*, mss: int | None = None, wscale: int | None = None, sack_ok: bool = False,
+                  ts: tuple[int, int] | None = None, sack: tuple[tuple[int, int], ...] = ()) -> bytes:
+    out = bytearray()
+    if mss is not None:
+        out += struct.pack("!BBH", OPT_MSS, 4, mss)
+    if sack_ok:
+        out += bytes((OPT_SACK_OK, 2))
+    if ts is not None:
+        out += _TS_FAST.pack(OPT_NOP, OPT_NOP, OPT_TS, 10, ts[0], ts[1])
+    if wscale is not None:
+        out += bytes((OPT_NOP, OPT_WSCALE, 3, wscale))
+    if sack:
+        blocks = sack[:3 if ts is not None else 4]
+        out += bytes((OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * len(blocks)))
+        for left, right in blocks:
+            out += _TS.pack(left, right)
+    while len(out) % 4:
+        out.append(OPT_NOP)
+    return bytes(out)
+
+
+def build_segment(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int, window: int,
+                  options: bytes = b"", payload: bytes | memoryview = b"") -> bytes:
+    offset = (20 + len(options)) // 4
+    header = HEADER.pack(sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, offset << 4, flags,
+                         min(window, 0xFFFF), 0, 0)
+    segment = header + options + bytes(payload)
+    checksum = transport_checksum(src, dst, PROTO_TCP, segment)
+    return segment[:16] + checksum.to_bytes(2, "big") + segment[18:]
+
+
+def checksum_ok(src: bytes, dst: bytes, segment: bytes | memoryview) -> bool:
+    return transport_checksum(src, dst, PROTO_TCP, segment) == 0
