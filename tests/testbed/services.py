@@ -33,6 +33,19 @@ def _bulk(conn: socket.socket) -> None:
     (size,) = struct.unpack("!Q", header)
     for chunk in iter_stream(size):
         conn.sendall(chunk)
+    _linger(conn)
+
+
+def _linger(conn: socket.socket) -> None:
+    """Half-close and wait for the client's EOF before closing.
+
+    Closing with unacknowledged data would orphan the socket, and the kernel may reset orphans under memory
+    pressure (many parallel transfers): the client would then wait for data that will never come.
+    """
+    conn.shutdown(socket.SHUT_WR)
+    conn.settimeout(120)
+    while conn.recv(65536):
+        pass
 
 
 def _echo(conn: socket.socket) -> None:
@@ -52,6 +65,7 @@ def _sink(conn: socket.socket) -> None:
             break
         digest.update(memoryview(buffer)[:n])
     conn.sendall(digest.hexdigest().encode())
+    _linger(conn)
 
 
 HANDLERS = {BULK: _bulk, ECHO: _echo, SINK: _sink}

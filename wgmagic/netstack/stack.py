@@ -32,6 +32,10 @@ _UDP = struct.Struct("!HHHH")
 _PORTS = struct.Struct("!HH")
 EPHEMERAL_LOW, EPHEMERAL_HIGH = 49152, 65535
 MAX_EVENTS = 65536
+# What all connections together may advertise: enough for full speed on one connection, and a bound on
+# what many parallel transfers can have in flight towards one UDP socket.
+SHARED_RECEIVE_BUDGET = 16 * 1024 * 1024
+MIN_CONNECTION_WINDOW = 128 * 1024
 UDP_QUEUE = 256
 
 
@@ -287,6 +291,7 @@ class Stack:
             if new is not None:
                 self.tcp[(dst, dport, src, sport)] = new
                 self._active.add(new)
+                self._share_window(new)
                 return
         reset = tcp.reset_for((_address(dst), dport), (_address(src), sport), segment)
         if reset is not None:
@@ -354,7 +359,15 @@ class Stack:
                                      rng=self.rng, mss=mss, timeout=timeout)
         self.tcp[(src, local_port, remote, port)] = conn
         self._active.add(conn)
+        self._share_window(conn)
         return conn
+
+    def _share_window(self, conn: Any) -> None:
+        cap = max(MIN_CONNECTION_WINDOW, SHARED_RECEIVE_BUDGET // max(1, len(self.tcp)))
+        conn.window_cap = min(conn.opts.recv_buffer, cap)
+        if len(self.tcp) % 16 == 0:  # now and then, bring the others in line with the new share
+            for other in self.tcp.values():
+                other.window_cap = min(other.opts.recv_buffer, cap)
 
     def tcp_listen(self, port: int, local_ip: IPAddress | None = None, backlog: int = 128) -> TcpListener:
         if port in self._listeners:

@@ -26,7 +26,7 @@ from wgmagic.wireguard.device import Device
 from wgmagic.wireguard.timers import Timers
 
 RECV_BATCH = 512
-SOCKET_BUFFER = 4 * 1024 * 1024
+SOCKET_BUFFER = 16 * 1024 * 1024
 
 
 def _normalize(addr: tuple[Any, ...]) -> tuple[str, int]:
@@ -93,9 +93,12 @@ class Engine:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.bind(("0.0.0.0", port))
             self._dual_stack = False
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        for option, forced in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # 33/32: SO_*BUFFORCE
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, forced, SOCKET_BUFFER)  # beyond rmem_max; needs CAP_NET_ADMIN
+            except OSError:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
         sock.setblocking(False)
         return sock
 

@@ -119,6 +119,7 @@ class TcpConnection:
         self.fin_received_seq: int | None = None
         self.eof = False
         self.last_advertised_right = 0
+        self.window_cap = self.opts.recv_buffer  # lowered by the stack when many connections share it
         # acks
         self.ack_now = False
         self.unacked_segments = 0
@@ -306,8 +307,14 @@ class TcpConnection:
         return (int(now * 1000) + self.ts_offset) & M32
 
     def _window_bytes(self) -> int:
-        free = self.opts.recv_buffer - len(self.rbuf) - self.ooo_bytes
-        return max(0, min(free, 0xFFFF << self.rcv_wscale))
+        held = len(self.rbuf) + self.ooo_bytes
+        free = self.opts.recv_buffer - held
+        # The stack shares one receive budget among its connections (as Linux's tcp_mem does), so many
+        # parallel transfers cannot together invite more than the UDP socket and the loop can absorb. The
+        # right edge never moves left, though (RFC 9293 3.8.6.2.1): a lowered cap applies as data is read.
+        capped = min(free, self.window_cap - held)
+        promised = self.last_advertised_right - self.rcv_nxt
+        return max(0, min(max(capped, promised), free, 0xFFFF << self.rcv_wscale))
 
     def _segment(self, flags: int, seq: int, now: float, payload: bytes | memoryview = b"",
                  sack: bool = False) -> bytes:
