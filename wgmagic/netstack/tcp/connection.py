@@ -600,8 +600,13 @@ class TcpConnection:
         return 0
 
     def _receive_data(self, seq: int, payload: memoryview | bytes, now: float) -> None:
-        if self.fin_received_seq is not None or self.state not in ("ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2"):
+        if self.state not in ("ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2"):
             return
+        if self.fin_received_seq is not None:
+            # A FIN seen out of order ends the stream there; holes before it still get filled.
+            if seq >= self.fin_received_seq:
+                return
+            payload = payload[:self.fin_received_seq - seq]
         if seq < self.rcv_nxt:
             payload = payload[self.rcv_nxt - seq:]
             seq = self.rcv_nxt
