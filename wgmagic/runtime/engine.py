@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
+import os
 import socket
 import time
 from collections import Counter
@@ -19,7 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wgmagic.config import WireGuardConfig
-from wgmagic.errors import HandshakeTimeoutError, NoRouteError, TunnelClosedError
+from wgmagic.errors import (
+    DNSTimeoutError,
+    HandshakeTimeoutError,
+    NameNotFoundError,
+    NoRouteError,
+    TunnelClosedError,
+)
 from wgmagic.netstack.stack import Stack
 from wgmagic.runtime.streams import StreamBuffers
 from wgmagic.wireguard.device import Device
@@ -73,6 +80,8 @@ class Engine:
         self.event_handlers: list[Callable[[object], bool]] = []
         # id(TcpConnection) -> what consumes its events: a socket's StreamBuffers, or a forward's relay.
         self.streams: dict[int, Any] = {}
+        self._udp_waiters: dict[int, tuple[Any, Any, asyncio.Future[bytes]]] = {}
+        self._dns_cache: dict[str, tuple[float, tuple[Any, ...]]] = {}
         self.closed = False
         self.started_at = time.monotonic()
 
@@ -270,6 +279,9 @@ class Engine:
                 peer.resolved_endpoint = event.endpoint  # type: ignore[attr-defined]
         for event in stack_events:
             kind = type(event).__name__
+            if kind == "UdpReadable":
+                self._udp_readable(event.sock)  # type: ignore[attr-defined]
+                continue
             if kind == "EchoReply":
                 key = (event.src.packed if hasattr(event.src, "packed") else bytes(event.src),  # type: ignore[attr-defined]
                        event.ident, event.seq)  # type: ignore[attr-defined]
@@ -377,6 +389,114 @@ class Engine:
             if last is not None and now - last <= window:
                 return True
         return False
+
+    async def resolve_async(self, name: str, timeout: float = 2.0, attempts: int = 2) -> list[Any]:
+        """Resolve through the tunnel's DNS servers: A then AAAA, search domains, TCP when truncated."""
+        from wgmagic.netstack import dns as stub
+
+        interface = self.config.interface
+        if not interface.dns_servers:
+            raise NameNotFoundError(f"cannot resolve {name!r}: the config has no DNS = server for the tunnel")
+        cached = self._dns_cache.get(name)
+        if cached and cached[0] > time.monotonic():
+            return list(cached[1])
+        failures: list[str] = []
+        for candidate in stub.candidates(name, interface.dns_search):
+            found: list[Any] = []
+            nxdomain = False
+            for rdtype in ("A", "AAAA"):
+                answer = await self._dns_query(candidate, rdtype, timeout, attempts)
+                if answer is None:
+                    failures.append("timeout")
+                    continue
+                if answer.rcode == "NXDOMAIN":
+                    nxdomain = True
+                    break
+                if answer.rcode != "NOERROR":
+                    failures.append(answer.rcode)
+                found.extend(answer.addresses)
+            if found:
+                self._dns_cache[name] = (time.monotonic() + 30.0, tuple(found))
+                if len(self._dns_cache) > 256:
+                    self._dns_cache.pop(next(iter(self._dns_cache)))
+                return found
+            if nxdomain:
+                continue
+        servers = ", ".join(str(s) for s in interface.dns_servers)
+        if failures and all(f == "timeout" for f in failures):
+            raise DNSTimeoutError(f"the tunnel's DNS server ({servers}) did not answer for {name!r}; "
+                                  "check that DNS = is inside the peer's AllowedIPs and the server runs")
+        raise NameNotFoundError(f"{name!r} not found by the tunnel's DNS ({servers})")
+
+    async def _dns_query(self, name: str, rdtype: str, timeout: float, attempts: int) -> Any:
+        from wgmagic.netstack import dns as stub
+
+        for attempt in range(attempts):
+            for server in self.config.interface.dns_servers:
+                query_id = int.from_bytes(os.urandom(2), "big")
+                try:
+                    sock = self.stack.udp_open(family=server.version)
+                except OSError:
+                    continue
+                waiter: asyncio.Future[bytes] = self.loop.create_future()
+                self._udp_waiters[id(sock)] = (sock, server, waiter)
+                try:
+                    sock.sendto(stub.build_query(name, rdtype, query_id), (server, 53), time.monotonic())
+                    self.pump()
+                    try:
+                        data = await asyncio.wait_for(waiter, timeout * (attempt + 1))
+                    except asyncio.TimeoutError:
+                        continue
+                finally:
+                    self._udp_waiters.pop(id(sock), None)
+                    sock.close()
+                answer = stub.parse_answer(data)
+                if answer is None or answer.query_id != query_id or answer.question != name.lower():
+                    self.counters["dns_mismatched"] += 1
+                    continue
+                if answer.truncated:
+                    answer = await self._dns_query_tcp(server, name, rdtype, timeout) or answer
+                return answer
+        return None
+
+    async def _dns_query_tcp(self, server: Any, name: str, rdtype: str, timeout: float) -> Any:
+        from wgmagic.netstack import dns as stub
+
+        buffers = self.open_stream(server, 53, timeout, f"DNS {server}:53")
+        try:
+            deadline = time.monotonic() + timeout
+            while not buffers.connected.is_set():
+                if time.monotonic() > deadline:
+                    return None
+                await asyncio.sleep(0.01)
+            if buffers.error is not None:
+                return None
+            query_id = int.from_bytes(os.urandom(2), "big")
+            buffers.wbuf += stub.frame_tcp(stub.build_query(name, rdtype, query_id))
+            buffers.loop_push()
+            self.pump_conn(buffers.conn)
+            while time.monotonic() < deadline:
+                message = stub.unframe_tcp(bytes(buffers.rbuf))
+                if message is not None:
+                    return stub.parse_answer(message)
+                if buffers.eof:
+                    return None
+                await asyncio.sleep(0.01)
+            return None
+        finally:
+            buffers.request_close()
+
+    def _udp_readable(self, sock: Any) -> None:
+        entry = self._udp_waiters.get(id(sock))
+        while True:
+            item = sock.recvfrom()
+            if item is None:
+                return
+            data, (source, port) = item
+            if entry is None or source != entry[1] or port != 53 or entry[2].done():
+                self.counters["dns_unexpected_source"] += 1
+                continue
+            entry[2].set_result(data)
 
     def send_echo(self, dst: ipaddress.IPv4Address | ipaddress.IPv6Address, ident: int, seq: int,
                   payload: bytes) -> asyncio.Future[float]:

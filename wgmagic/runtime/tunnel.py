@@ -19,7 +19,6 @@ from wgmagic.config import WireGuardConfig, load_config
 from wgmagic.errors import (
     EndpointUnresolvableError,
     HandshakeTimeoutError,
-    NameNotFoundError,
     PeerNotRespondingError,
     TunnelClosedError,
 )
@@ -266,8 +265,9 @@ class Tunnel:
         return addresses[0]
 
     def resolve(self, name: str, timeout: float = 5.0) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-        """Resolve a name through the tunnel's DNS servers (never the host's resolver)."""
-        raise NameNotFoundError(f"cannot resolve {name!r}: DNS through the tunnel is not available yet")
+        """Resolve a name through the tunnel's DNS servers (never the host's resolver); IPv4 first."""
+        self._check_open()
+        return self._thread.run(self._engine.resolve_async(name), timeout=timeout * 4 + 5)
 
     # ---- introspection ------------------------------------------------------------------------------------
     def stats(self) -> dict[str, object]:
