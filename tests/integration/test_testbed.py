@@ -12,7 +12,7 @@ from tests.testbed.streams import stream_sha256
 
 pytestmark = pytest.mark.integration
 
-BULK_CHECK = f"""
+BULK_CHECK = """
 import hashlib, socket, struct, sys
 sock = socket.create_connection((sys.argv[1], 9000))
 sock.sendall(struct.pack('!Q', 1 << 20))

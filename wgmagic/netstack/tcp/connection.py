@@ -157,6 +157,7 @@ class TcpConnection:
         self.bytes_sent = self.bytes_received = 0
         self.segments_in = self.segments_out = 0
         self.drops = 0
+        self.internal_errors = 0
 
     def __repr__(self) -> str:
         return (f"<TcpConnection {self.local[0]}:{self.local[1]} -> {self.remote[0]}:{self.remote[1]} "
@@ -338,8 +339,8 @@ class TcpConnection:
     def receive_segment(self, segment: memoryview | bytes, now: float) -> None:
         try:
             self._receive(segment, now)
-        except Exception:
-            self.drops += 1
+        except Exception:  # never into the runtime; counted apart so tests can tell bugs from bad input
+            self.internal_errors += 1
 
     def _receive(self, segment: memoryview | bytes, now: float) -> None:
         if len(segment) < 20:
@@ -530,9 +531,16 @@ class TcpConnection:
             elif self.in_recovery and not self.sack_ok:
                 self.cc.inflate()
         self.snd_wnd = new_window
-        if self.snd_wnd == 0 and self._unsent() and self.snd_una == self.snd_nxt and self.persist_at is None:
-            self.persist_at = now + self.rto
-        elif self.snd_wnd:
+        if self.snd_wnd == 0:
+            # The peer is alive and says "full": that is flow control, not loss. Stop the retransmission
+            # clock (what went past the window is resent once it opens) and probe with the persist timer.
+            self.retries = 0
+            if self.snd_nxt > self.snd_una and not self.in_recovery:
+                self.snd_nxt = self.snd_una
+                self.rto_at = None
+            if (self._unsent() or self.snd_nxt < self.snd_max) and self.persist_at is None:
+                self.persist_at = now + self.rto
+        else:
             self.persist_at = None
 
     def _after_ack_state(self, now: float) -> None:
@@ -844,7 +852,7 @@ class TcpConnection:
 
     def _on_persist(self, now: float) -> None:
         self.persist_at = None
-        if self.snd_wnd == 0 and self._unsent():
+        if self.snd_wnd == 0 and (self._unsent() or self.snd_nxt < self.snd_max):
             # A zero-window probe: one old byte (seq snd_una - 1) makes the peer answer with its window.
             self._out.append(self._segment(ACK, self.snd_una - 1, now))
             self.persist_backoff += 1

@@ -1,0 +1,210 @@
+"""TCP driven in-process: two connections over a seeded lossy, reordering, duplicating link, a fake clock."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wgmagic.netstack.dns import candidates, parse_answer
+from wgmagic.netstack.tcp.connection import TcpClosed, TcpConnection, TcpOptions, reset_for
+from wgmagic.netstack.wire import tcp as wire
+
+A = (ipaddress.ip_address("198.18.0.2"), 50000)
+B = (ipaddress.ip_address("198.18.0.1"), 9000)
+OPTS = TcpOptions(verify_checksums=True)
+
+
+class Link:
+    def __init__(self, loss=0.0, reorder=0.0, duplicate=0.0, seed=1, delay=0.005):
+        self.rng = random.Random(seed)
+        self.loss, self.reorder, self.duplicate, self.delay = loss, reorder, duplicate, delay
+        self.now = 0.0
+        self.queue: list[tuple[float, int, TcpConnection, bytes]] = []
+        self.order = 0
+
+    def carry(self, src: TcpConnection, dst: TcpConnection) -> None:
+        for segment in src.segments_to_send(self.now):
+            if self.rng.random() < self.loss:
+                continue
+            copies = 2 if self.rng.random() < self.duplicate else 1
+            for _ in range(copies):
+                extra = 0.02 if self.rng.random() < self.reorder else 0.0
+                self.order += 1
+                self.queue.append((self.now + self.delay + extra + self.rng.random() * 0.001, self.order, dst,
+                                   segment))
+
+    def step(self, conns: tuple[TcpConnection, TcpConnection]) -> bool:
+        a, b = conns
+        self.carry(a, b)
+        self.carry(b, a)
+        self.queue.sort()
+        deadlines = [t for t in (a.next_timer(), b.next_timer()) if t is not None]
+        candidates_ = ([self.queue[0][0]] if self.queue else []) + deadlines
+        if not candidates_:
+            return False
+        self.now = max(self.now, min(candidates_))
+        while self.queue and self.queue[0][0] <= self.now:
+            _, _, dst, segment = self.queue.pop(0)
+            dst.receive_segment(memoryview(segment), self.now)
+        for conn in conns:
+            deadline = conn.next_timer()
+            if deadline is not None and deadline <= self.now:
+                conn.handle_timer(self.now)
+        return True
+
+
+def open_pair(link: Link) -> tuple[TcpConnection, TcpConnection]:
+    client = TcpConnection.connect(A, B, link.now, options=OPTS, rng=random.Random(2).randbytes, mss=1380)
+    (syn,) = client.segments_to_send(link.now)
+    server = TcpConnection.accept_syn(B, A, memoryview(syn), link.now, options=OPTS,
+                                      rng=random.Random(3).randbytes, mss=1380)
+    assert server is not None
+    for _ in range(50):
+        link.step((client, server))
+        if client.state == server.state == "ESTABLISHED":
+            break
+    return client, server
+
+
+def transfer(link: Link, size: int) -> tuple[TcpConnection, TcpConnection, bytes]:
+    client, server = open_pair(link)
+    data = random.Random(5).randbytes(size)
+    sent, got = 0, bytearray()
+    for _ in range(2_000_000):
+        if sent < size:
+            sent += client.send(memoryview(data)[sent:sent + 65536])
+        got += server.recv(1 << 20)
+        if len(got) == size:
+            break
+        if not link.step((client, server)):
+            break
+    return client, server, bytes(got) == data and bytes(got)
+
+
+@pytest.mark.parametrize(("loss", "reorder", "duplicate"), [(0, 0, 0), (0.03, 0.1, 0.01), (0.1, 0.0, 0.0)])
+def test_transfer_is_exact_over_a_bad_link(loss, reorder, duplicate):
+    link = Link(loss, reorder, duplicate, seed=11)
+    client, _server, ok = transfer(link, 2 << 20)
+    assert ok
+    if loss:
+        assert client.retransmits > 0
+        assert link.now < 60  # recovered by SACK/fast retransmit, not a crawl of RTOs
+
+
+def test_handshake_negotiates_options():
+    client, server = open_pair(Link())
+    assert client.ts_ok and client.sack_ok and client.snd_wscale == 7 and server.snd_wscale == 7
+    assert client.send_mss == 1380
+
+
+def test_close_both_ways_and_time_wait():
+    link = Link()
+    client, server = open_pair(link)
+    client.send(b"bye")
+    client.shutdown_write(link.now)
+    for _ in range(20):
+        link.step((client, server))
+    assert server.recv(10) == b"bye" and server.eof and server.state == "CLOSE_WAIT"
+    assert client.state == "FIN_WAIT_2"
+    server.close(link.now)
+    closed_at = link.now
+    states = set()
+    for _ in range(20):
+        link.step((client, server))
+        states.add(client.state)
+    assert server.is_finished() and server.error is None
+    assert "TIME_WAIT" in states and client.is_finished() and client.error is None
+    assert link.now - closed_at >= client.opts.time_wait
+
+
+def test_rst_exact_resets_in_window_challenges():
+    link = Link()
+    client, _server = open_pair(link)
+    seq = client.rcv_nxt
+    near = wire.build_segment(B[0].packed, A[0].packed, B[1], A[1], seq + 100, 0, wire.RST, 0)
+    client.receive_segment(near, link.now)
+    assert client.state == "ESTABLISHED" and client.ack_now  # challenge ACK (RFC 5961)
+    client.segments_to_send(link.now)
+    exact = wire.build_segment(B[0].packed, A[0].packed, B[1], A[1], seq, 0, wire.RST, 0)
+    client.receive_segment(exact, link.now)
+    assert client.state == "CLOSED" and isinstance(client.error, ConnectionResetError)
+    assert any(isinstance(e, TcpClosed) for e in client.events())
+
+
+def test_refused_and_timeout():
+    client = TcpConnection.connect(A, B, 0.0, options=OPTS, mss=1380, timeout=3.0)
+    (syn,) = client.segments_to_send(0.0)
+    rst = reset_for(B, A, syn)
+    client.receive_segment(rst, 0.01)
+    assert isinstance(client.error, ConnectionRefusedError)
+    lonely = TcpConnection.connect(A, B, 0.0, options=OPTS, mss=1380, timeout=3.0)
+    now, syns = 0.0, 0
+    while not lonely.is_finished() and now < 10:
+        syns += len(lonely.segments_to_send(now))
+        now = lonely.next_timer() or now + 0.1
+        lonely.handle_timer(now)
+    assert isinstance(lonely.error, TimeoutError) and 2 <= syns <= 4 and now == pytest.approx(3.0)
+
+
+def test_zero_window_then_reopen():
+    link = Link()
+    client, server = open_pair(link)
+    server.opts = TcpOptions(recv_buffer=64 * 1024, verify_checksums=True)
+    server.window_cap = 64 * 1024
+    data = bytes(300 * 1024)
+    sent = 0
+    for _ in range(2000):
+        sent += client.send(memoryview(data)[sent:])
+        link.step((client, server))
+    assert server.recv_available() <= 64 * 1024  # the window closed instead of memory growing
+    assert sent < len(data) or client.snd_una - client.iss < len(data)
+    got = 0
+    for _ in range(20000):
+        got += len(server.recv(1 << 20))
+        sent += client.send(memoryview(data)[sent:])
+        if got == len(data):
+            break
+        link.step((client, server))
+    assert got == len(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=60))
+def test_option_parser_never_raises(data):
+    wire.parse_options(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 255), st.integers(0, 65535),
+       st.binary(max_size=40), st.sampled_from(["ESTABLISHED", "SYN_SENT", "FIN_WAIT_1", "CLOSE_WAIT"]))
+def test_arbitrary_segments_never_raise(seq, ack, flags, window, payload, state):
+    link = Link()
+    client, _server = open_pair(link)
+    if state == "SYN_SENT":
+        client = TcpConnection.connect(A, B, 0.0, options=OPTS, mss=1380)
+    elif state == "FIN_WAIT_1":
+        client.shutdown_write(0.0)
+        client.segments_to_send(0.0)
+    elif state == "CLOSE_WAIT":
+        client.state = "CLOSE_WAIT"
+    header = struct.pack("!HHIIBBHHH", B[1], A[1], seq, ack, 0x50, flags, window, 0, 0)
+    client.receive_segment(header + payload, 1.0)
+    client.segments_to_send(1.0)
+    assert client.internal_errors == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_dns_answer_parser_never_raises(data):
+    parse_answer(data)
+
+
+def test_search_list_follows_ndots():
+    assert candidates("db", ("internal",)) == ["db.internal.", "db."]
+    assert candidates("db.internal", ("internal",)) == ["db.internal.", "db.internal.internal."]
+    assert candidates("x.", ("internal",)) == ["x."]
