@@ -116,6 +116,7 @@ class TcpConnection:
         self.rbuf = bytearray()
         self.ooo: dict[int, bytes] = {}  # start seq -> bytes, non-overlapping, above rcv_nxt
         self.ooo_bytes = 0
+        self.last_ooo = 0  # start of the range that took the latest out-of-order segment (first SACK block)
         self.fin_received_seq: int | None = None
         self.eof = False
         self.last_advertised_right = 0
@@ -324,7 +325,12 @@ class TcpConnection:
             self.last_advertised_right = self.rcv_nxt + window
         blocks: tuple[tuple[int, int], ...] = ()
         if sack and self.sack_ok and self.ooo:
-            blocks = tuple(((s & M32), (s + len(d)) & M32) for s, d in sorted(self.ooo.items())[:3])
+            # RFC 2018: the block holding the latest segment first, then the others, newest (highest) first.
+            starts = sorted(self.ooo, reverse=True)
+            if self.last_ooo in self.ooo:
+                starts.remove(self.last_ooo)
+                starts.insert(0, self.last_ooo)
+            blocks = tuple((start & M32, (start + len(self.ooo[start])) & M32) for start in starts[:3])
         options = b""
         if self.ts_ok or blocks:
             options = wire.build_options(ts=(self._tsval(now), self.ts_recent) if self.ts_ok else None, sack=blocks)
@@ -646,8 +652,8 @@ class TcpConnection:
         for start in sorted(self.ooo):
             existing = self.ooo[start]
             stop = start + len(existing)
-            if stop <= seq or start >= end:
-                continue
+            if stop < seq or start > end:
+                continue  # neither overlapping nor touching: adjacent ranges merge, so ranges are real holes
             # Merge overlapping ranges into one.
             del self.ooo[start]
             self.ooo_bytes -= len(existing)
@@ -662,6 +668,7 @@ class TcpConnection:
             return
         self.ooo[seq] = data
         self.ooo_bytes += len(data)
+        self.last_ooo = seq
 
     def _drain_out_of_order(self) -> None:
         while self.ooo:
