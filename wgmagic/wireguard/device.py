@@ -361,17 +361,24 @@ class Device:
             self._under_load_until = now + 1.0
         return now < self._under_load_until
 
+    def _passes_macs(self, data: bytes, mac1_at: int, mac2_at: int, sender: int, addr: tuple[str, int],
+                     now: float) -> bool:
+        """mac1 always; under load, a valid mac2 too, else the sender gets a cookie reply instead."""
+        if not self.cookies.mac1_ok(data, mac1_at):
+            self.drops["bad_mac1"] += 1
+            return False
+        if self._under_load(now) and not self.cookies.mac2_ok(data, mac2_at, addr, now):
+            self._out.append((self.cookies.cookie_reply(data, mac1_at, sender, addr, now), addr))
+            self.cookie_replies_sent += 1
+            return False
+        return True
+
     def _receive_initiation(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         msg = parse_initiation(data)
         if msg is None:
             self.drops["malformed_handshake"] += 1
             return
-        if not self.cookies.mac1_ok(data, INITIATION_MAC1_AT):
-            self.drops["bad_mac1"] += 1
-            return
-        if self._under_load(now) and not self.cookies.mac2_ok(data, INITIATION_MAC2_AT, addr, now):
-            self._out.append((self.cookies.cookie_reply(data, INITIATION_MAC1_AT, msg.sender, addr, now), addr))
-            self.cookie_replies_sent += 1
+        if not self._passes_macs(data, INITIATION_MAC1_AT, INITIATION_MAC2_AT, msg.sender, addr, now):
             return
         consumed = consume_initiation(self.static, msg)
         if consumed is None:
@@ -406,12 +413,7 @@ class Device:
         if msg is None:
             self.drops["malformed_handshake"] += 1
             return
-        if not self.cookies.mac1_ok(data, RESPONSE_MAC1_AT):
-            self.drops["bad_mac1"] += 1
-            return
-        if self._under_load(now) and not self.cookies.mac2_ok(data, RESPONSE_MAC2_AT, addr, now):
-            self._out.append((self.cookies.cookie_reply(data, RESPONSE_MAC1_AT, msg.sender, addr, now), addr))
-            self.cookie_replies_sent += 1
+        if not self._passes_macs(data, RESPONSE_MAC1_AT, RESPONSE_MAC2_AT, msg.sender, addr, now):
             return
         entry = self._indices.get(msg.receiver)
         if entry is None or entry[1] is not None or entry[0].handshake is None:
