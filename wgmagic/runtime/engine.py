@@ -230,8 +230,10 @@ class Engine:
         return (host, port)
 
     def _reschedule(self) -> None:
-        deadlines = [d for d in (self.device.next_timer(), self.stack.next_timer()) if d is not None]
-        deadline = min(deadlines) if deadlines else None
+        deadline = self.device.next_timer()
+        stack_deadline = self.stack.next_timer()
+        if stack_deadline is not None and (deadline is None or stack_deadline < deadline):
+            deadline = stack_deadline
         if deadline == self._timer_deadline and self._timer is not None:
             return
         if self._timer is not None:

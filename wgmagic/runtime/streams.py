@@ -38,6 +38,7 @@ class StreamBuffers:
         self.eof = False
         self.error: BaseException | None = None
         self.pull_posted = False
+        self.conn_has_more = False  # the connection holds bytes rbuf had no room for: reading should pull
         self.push_posted = False
         self.close_requested = False
         self.write_shut = False
@@ -57,7 +58,8 @@ class StreamBuffers:
                 if data:
                     self.rbuf += data
                     moved = True
-            if conn.eof and not conn.recv_available() and not self.eof:
+            self.conn_has_more = conn.recv_available() > 0
+            if conn.eof and not self.conn_has_more and not self.eof:
                 self.eof = True
                 moved = True
             if moved:
@@ -134,7 +136,10 @@ class StreamBuffers:
             n = min(len(target), len(self.rbuf))
             target[:n] = self.rbuf[:n]
             del self.rbuf[:n]
-            wake = not self.pull_posted and not self.eof and len(self.rbuf) < READ_BUFFER // 2
+            # Only a connection holding back bytes needs the loop: otherwise the window is already open and
+            # a wake-up per read would cost a thread hand-off for nothing.
+            wake = (self.conn_has_more and not self.pull_posted and not self.eof
+                    and len(self.rbuf) < READ_BUFFER // 2)
             if wake:
                 self.pull_posted = True
         if wake:

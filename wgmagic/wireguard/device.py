@@ -467,8 +467,12 @@ class Device:
 
     # ---- timers -----------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
-        deadlines = [d for d in (peer.next_deadline() for peer in self.peers.values()) if d is not None]
-        return min(deadlines) if deadlines else None
+        best = None
+        for peer in self.peers.values():
+            deadline = peer.next_deadline()
+            if deadline is not None and (best is None or deadline < best):
+                best = deadline
+        return best
 
     def handle_timers(self, now: float) -> None:
         timers = self.timers

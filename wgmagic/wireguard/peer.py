@@ -96,9 +96,12 @@ class Peer:
         return self.usable(self.current, now)
 
     def next_deadline(self) -> float | None:
-        deadlines = [d for d in (self.retransmit_at, self.keepalive_at, self.new_handshake_at, self.zero_keys_at,
-                                 self.persistent_at) if d is not None]
-        return min(deadlines) if deadlines else None
+        best = None
+        for deadline in (self.retransmit_at, self.keepalive_at, self.new_handshake_at, self.zero_keys_at,
+                         self.persistent_at):
+            if deadline is not None and (best is None or deadline < best):
+                best = deadline
+        return best
 
     def stage(self, packet: bytes) -> bool:
         """Keep a packet until a session exists; the oldest goes when the queue is full (False then)."""

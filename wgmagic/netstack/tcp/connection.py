@@ -812,11 +812,14 @@ class TcpConnection:
 
     # ---- timers -------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
-        deadlines = [d for d in (self.rto_at, self.delack_at, self.persist_at, self.time_wait_at,
-                                 self.connect_deadline, self.keepalive_at) if d is not None]
         if self.ack_now:
             return 0.0
-        return min(deadlines) if deadlines else None
+        best = None
+        for deadline in (self.rto_at, self.delack_at, self.persist_at, self.time_wait_at, self.connect_deadline,
+                         self.keepalive_at):
+            if deadline is not None and (best is None or deadline < best):
+                best = deadline
+        return best
 
     def handle_timer(self, now: float) -> None:
         if self.connect_deadline is not None and now >= self.connect_deadline:
