@@ -20,6 +20,14 @@ from typing import Any
 from wgmagic.runtime.relay import SocketRelay
 
 BACKLOG = 256
+POSTGRES_PORTS = frozenset({5432, 6432})
+CONNECT_TIMEOUT = 15.0  # seconds a forwarded connection may take to reach its target through the tunnel
+
+
+def postgres_error_response(message: str) -> bytes:
+    """A protocol-3 ErrorResponse (FATAL, SQLSTATE 08001) that libpq reports as the connection's error."""
+    fields = b"SFATAL\x00VFATAL\x00C08001\x00M" + message.encode("utf-8", "replace") + b"\x00\x00"
+    return b"E" + (len(fields) + 4).to_bytes(4, "big") + fields
 
 
 @dataclass
@@ -122,7 +130,7 @@ class Forward:
             now = time.monotonic()
             try:
                 conn = self.engine.stack.tcp_connect(self.spec.remote_address, self.spec.remote_port, now,
-                                                     timeout=15.0)
+                                                     timeout=CONNECT_TIMEOUT)
             except OSError:
                 self.failed += 1
                 client.close()
@@ -134,6 +142,27 @@ class Forward:
 
     def _on_failed(self, relay: SocketRelay, error: BaseException) -> None:
         self.failed += 1
+        if self.spec.remote_port in POSTGRES_PORTS:
+            # libpq shows a server's ErrorResponse to the user verbatim, so a driver behind this forward
+            # learns why instead of "server closed the connection unexpectedly".
+            reason = self._failure_reason(error)
+            with contextlib.suppress(OSError):
+                for _ in range(16):  # unread input would turn our close into a reset
+                    if not relay.local.recv(65536):
+                        break
+            with contextlib.suppress(OSError):
+                relay.local.send(postgres_error_response(reason))
+
+    def _failure_reason(self, error: BaseException) -> str:
+        target = f"{self.spec.remote_host}:{self.spec.remote_port}"
+        if isinstance(error, ConnectionRefusedError):
+            return f"wgmagic: {target} refused the connection (reached through the tunnel): nothing listens there"
+        if isinstance(error, TimeoutError) and self.engine.peer_silent_since(time.monotonic() - CONNECT_TIMEOUT):
+            return (f"wgmagic: could not reach {target}: the WireGuard peer is not answering (nothing came back "
+                    "from it while connecting); it may be down or unreachable, and the tunnel keeps retrying")
+        if isinstance(error, TimeoutError):
+            return f"wgmagic: connecting to {target} through the tunnel timed out: the host did not answer"
+        return f"wgmagic: connecting to {target} through the tunnel failed: {error}"
 
     def close_on_loop(self) -> None:
         if self.closed:

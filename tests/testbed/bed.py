@@ -30,6 +30,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
+from tests.testbed.tls import write_ca_and_server_cert
+
 PREFIX = "wgmt"
 STATE_FILE = Path("/run/wgmagic-testbed.json")
 REPO = Path(__file__).resolve().parents[2]
@@ -92,6 +94,7 @@ class TestBed:
         self.ref_if = f"{PREFIX}r{self.id}"
         self.dir = Path(tempfile.mkdtemp(prefix=f"wgmagic-bed-{self.id}-"))
         os.chmod(self.dir, 0o755)  # postgres must traverse it
+        (self.dir / "owner.pid").write_text(str(os.getpid()))  # clean_leftovers() spares beds in use
         self.port = free_udp_port()
         self.peer_private, self.peer_public = keypair()
         self.client_private, self.client_public = keypair()
@@ -100,6 +103,7 @@ class TestBed:
         self.processes: list[subprocess.Popen] = []
         self.peer_process: subprocess.Popen | None = None
         self.postgres: subprocess.Popen | None = None
+        self.ca_file: Path | None = None
         self.up_ = False
 
     # ---- bring up ----------------------------------------------------------------------------------
@@ -209,11 +213,16 @@ class TestBed:
         pwfile.chmod(0o600)
         run("runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
             "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}", cwd="/")
+        # TLS with a certificate for the private name, signed by a CA only the tests trust (verify-full).
+        self.ca_file, cert, key = write_ca_and_server_cert(self.dir, ["db.internal"], [PEER4, PEER6])
+        for path in (cert, key):
+            shutil.chown(path, "postgres", "postgres")
         with open(data / "pg_hba.conf", "a") as hba:
             hba.write("host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n")
         self.postgres = self._spawn(
             ["runuser", "-u", "postgres", "--", str(PG_BIN / "postgres"), "-D", str(data),
              "-c", f"listen_addresses={PEER4},{PEER6}", "-c", f"unix_socket_directories={data}", "-c", "port=5432",
+             "-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}",
              "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
             "postgres", ns=self.ns, cwd="/")
         wait_for(lambda: (data / ".s.PGSQL.5432").exists() or self.postgres.poll() is not None, 30, "postgres")
@@ -327,20 +336,34 @@ class TestBed:
         self.up_ = False
 
 
+def _owner_alive(bed_id: str) -> bool:
+    """Whether the process that built bed `bed_id` still runs (then the bed is in use, not a leftover)."""
+    for owner in Path(tempfile.gettempdir()).glob(f"wgmagic-bed-{bed_id}-*/owner.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(owner.read_text())
+            if pid != os.getpid() and Path(f"/proc/{pid}").exists():
+                return True
+    return False
+
+
 def clean_leftovers() -> list[str]:
-    """Remove whatever earlier (crashed) runs left behind, found by name prefix."""
+    """Remove whatever earlier (crashed) runs left behind, found by name prefix; beds in use are kept."""
     removed = []
     for line in run("ip", "netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
-        if name.startswith(f"{PREFIX}-") or name.startswith(f"{PREFIX}r-"):
-            run("ip", "netns", "pids", name, check=False)
-            for pid in run("ip", "netns", "pids", name, check=False).stdout.split():
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            run("ip", "netns", "del", name, check=False)
-            removed.append(name)
-    run("pkill", "-KILL", "-f", f"wireguard-go -f {PREFIX}", check=False)
+        if not (name.startswith(f"{PREFIX}-") or name.startswith(f"{PREFIX}r-")):
+            continue
+        bed_id = name.split("-", 1)[1]
+        if _owner_alive(bed_id):
+            continue
+        for pid in run("ip", "netns", "pids", name, check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        run("ip", "netns", "del", name, check=False)
+        run("pkill", "-KILL", "-f", f"wireguard-go -f {PREFIX}[pr]{bed_id}", check=False)
+        removed.append(name)
     for path in Path(tempfile.gettempdir()).glob("wgmagic-bed-*"):
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(str(path))
+        if not _owner_alive(path.name.split("-")[2]):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
     return removed

@@ -383,6 +383,26 @@ class Engine:
         known = [t for t in times if t is not None]
         return now - max(known) if known else None
 
+    def peer_silent_since(self, since: float) -> bool:
+        """True when no peer has sent anything since `since` although a live one would have by now.
+
+        A WireGuard peer that receives our packets and has nothing to send back still answers with a
+        keepalive within KEEPALIVE_TIMEOUT, and a handshake initiation is answered within a round trip; so
+        silence for longer than that while we were sending means the peer is down or unreachable.
+        """
+        now = time.monotonic()
+        waited = now - since
+        for stats in self.device.stats().get("peers", {}).values():
+            last_receive, last_send = stats.get("last_receive"), stats.get("last_send")
+            if last_receive is not None and last_receive >= since:
+                return False
+            if last_send is None or last_send < since:
+                continue
+            patience = self.device.timers.keepalive_timeout + 1.0
+            if waited >= patience or last_send - (last_receive or since) >= patience:
+                return True
+        return False
+
     def peer_recently_answered(self, window: float) -> bool:
         """Whether any peer completed a handshake or sent data within `window` seconds."""
         now = time.monotonic()

@@ -174,6 +174,10 @@ class SocketRelay:
         if self.on_done:
             self.on_done(self)
 
+    def loop_failed(self, error: BaseException) -> None:
+        """The tunnel is going away: the local side sees its connection closed."""
+        self.close()
+
     def close(self) -> None:
         """Close both sides now (a forward is being closed)."""
         if not self.done:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import ipaddress
 import itertools
 import os
@@ -24,7 +25,6 @@ from wgmagic.errors import (
 )
 from wgmagic.runtime.engine import Engine
 from wgmagic.runtime.loop import LoopThread
-from wgmagic.runtime.streams import TunnelSocket
 from wgmagic.wireguard.timers import Timers
 
 if TYPE_CHECKING:
@@ -170,35 +170,88 @@ class Tunnel:
             return None
 
     # ---- TCP ----------------------------------------------------------------------------------------------
-    def open_connection(self, host: str, port: int, timeout: float | None = 15.0) -> TunnelSocket:
-        """A blocking, socket-like TCP connection to host:port through the tunnel.
+    def open_connection(self, host: str, port: int, timeout: float | None = 15.0) -> socket.socket:
+        """A connected TCP socket to host:port through the tunnel, for drivers that take a socket.
 
-        `timeout` bounds the connect and becomes the socket's timeout (None: connect waits up to 60 s and the
-        socket blocks).
+        It is a real socket (one end of a socketpair whose other end the tunnel's loop relays), so `ssl`
+        can wrap it, `select` can watch it and pg8000's `sock=` takes it. `timeout` bounds the connect and
+        becomes the socket's timeout (None: connect waits up to 60 s and the socket blocks).
         """
+        connect_timeout = 60.0 if timeout is None else timeout
+        ours, outcome = self._start_relay(host, port, connect_timeout)
+        try:
+            try:
+                outcome.result(connect_timeout + 2.0)
+            except concurrent.futures.TimeoutError:
+                raise self._connect_timeout(host, port, connect_timeout) from None
+            except BaseException as exc:
+                raise self._connect_error(host, port, connect_timeout, exc) from None
+        except BaseException:
+            ours.close()
+            raise
+        ours.settimeout(timeout)
+        return ours
+
+    async def open_connection_async(self, host: str, port: int, timeout: float = 15.0, *,
+                                    limit: int = 2**16) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """asyncio streams to host:port through the tunnel, for the caller's own event loop."""
+        ours, outcome = await asyncio.to_thread(self._start_relay, host, port, timeout)
+        try:
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(outcome), timeout + 2.0)
+            except TimeoutError:
+                raise self._connect_timeout(host, port, timeout) from None
+            except BaseException as exc:
+                raise self._connect_error(host, port, timeout, exc) from None
+            return await asyncio.open_connection(sock=ours, limit=limit)
+        except BaseException:
+            ours.close()
+            raise
+
+    def _start_relay(self, host: str, port: int,
+                     timeout: float) -> tuple[socket.socket, concurrent.futures.Future[None]]:
+        """Start connecting; the tunnel's loop relays the far end of a socketpair once connected."""
+        from wgmagic.runtime.relay import SocketRelay
+
         self._check_open()
         address = self.resolve_address(host)
         self._route_check(address)
-        connect_timeout = 60.0 if timeout is None else timeout
-        label = f"{host}:{port} through tunnel {self.name!r}"
-        buffers = self._thread.call(self._engine.open_stream, address, port, connect_timeout, label)
-        deadline = time.monotonic() + connect_timeout + 2.0
-        while not buffers.connected.wait(0.2):  # short waits so Ctrl-C is seen
-            if time.monotonic() > deadline:
-                buffers.request_close()
-                raise self._connect_timeout(host, port, connect_timeout)
-        error = buffers.error
-        if error is not None:
-            buffers.request_close()
-            if isinstance(error, ConnectionRefusedError):
-                raise ConnectionRefusedError(
-                    f"{host}:{port} refused the connection (reached through tunnel {self.name!r}): "
-                    "nothing listens on that port, or a firewall rejects it") from None
-            if isinstance(error, TimeoutError):
-                raise self._connect_timeout(host, port, connect_timeout) from None
-            raise error
-        sockname = self._thread.call(lambda: buffers.conn.local)
-        return TunnelSocket(buffers, (str(address), port), (str(sockname[0]), sockname[1]), timeout)
+        ours, theirs = socket.socketpair()
+        outcome: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def settle(error: BaseException | None) -> None:
+            if not outcome.done():
+                if error is None:
+                    outcome.set_result(None)
+                else:
+                    outcome.set_exception(error)
+
+        def start() -> None:
+            now = time.monotonic()
+            try:
+                conn = self._engine.stack.tcp_connect(address, port, now, timeout=timeout)
+            except BaseException:
+                theirs.close()
+                raise
+            SocketRelay(self._engine, theirs, conn, on_connected=lambda _relay: settle(None),
+                        on_failed=lambda _relay, error: settle(error))
+            self._engine.pump_conn(conn, now)
+
+        try:
+            self._thread.call(start)
+        except BaseException:
+            ours.close()
+            raise
+        return ours, outcome
+
+    def _connect_error(self, host: str, port: int, timeout: float, error: BaseException) -> BaseException:
+        if isinstance(error, ConnectionRefusedError):
+            return ConnectionRefusedError(
+                f"{host}:{port} refused the connection (reached through tunnel {self.name!r}): "
+                "nothing listens on that port, or a firewall rejects it")
+        if isinstance(error, TimeoutError):
+            return self._connect_timeout(host, port, timeout)
+        return error
 
     def forward(self, target: str, local: str | int | None = None) -> Forward:
         """Listen locally and relay each connection to `target` ("db.internal:5432") through the tunnel.
@@ -247,8 +300,8 @@ class Tunnel:
         return server
 
     def _connect_timeout(self, host: str, port: int, timeout: float) -> TimeoutError:
-        answered = self._thread.call(self._engine.peer_recently_answered, timeout + 5.0)
-        if not answered:
+        since = time.monotonic() - timeout
+        if self._thread.call(self._engine.peer_silent_since, since):
             return PeerNotRespondingError(
                 f"connecting to {host}:{port} timed out after {timeout:g} s: the WireGuard peer is not "
                 f"answering (no handshake or data from it recently); it may be down or unreachable")

@@ -148,6 +148,16 @@ class TcpConnection:
         self.recover = 0
         self.sacked: list[tuple[int, int]] = []  # merged, sorted, above snd_una
         self.retransmitted_to = 0  # in recovery: holes below this were already resent
+        # Reordering tolerance (the idea of RACK, RFC 8985): a hole is declared lost only after a reordering
+        # window, which widens each time a recovery proves spurious (Eifel detection, RFC 3522, undoes it).
+        self.min_rtt: float | None = None
+        self.reo_wnd_mult = 1
+        self.loss_suspect_at: float | None = None
+        self.suspect_una = 0
+        self.recovery_tsval: int | None = None
+        self.recovery_una = 0
+        self.cc_undo: dict | None = None
+        self.spurious_recoveries = 0
         # output
         self._out: list[bytes] = []
         self._events: list[object] = []
@@ -475,6 +485,8 @@ class TcpConnection:
     def _rtt_sample(self, sample: float | None, now: float) -> None:
         if sample is None or sample < 0:
             return
+        if self.min_rtt is None or sample < self.min_rtt:
+            self.min_rtt = sample
         if self.srtt is None:
             self.srtt, self.rttvar = sample, sample / 2
         else:
@@ -508,6 +520,10 @@ class TcpConnection:
                 if self._was_full:
                     self._was_full = False
                     self._writable = True
+            if self.recovery_tsval is not None and ack > self.recovery_una:
+                self._check_spurious(opts)
+            if self.loss_suspect_at is not None and ack > self.suspect_una:
+                self.loss_suspect_at = None  # the hole filled in time: it was reordering
             self.snd_una = ack
             if self.snd_nxt < ack:
                 self.snd_nxt = ack
@@ -532,10 +548,11 @@ class TcpConnection:
         elif ack == self.snd_una and self.snd_una < self.snd_max and not carries_data \
                 and new_window == self.snd_wnd:
             self.dupacks += 1
-            if self.dupacks == 3 and not self.in_recovery:
-                self._enter_recovery(now)
-            elif self.in_recovery and not self.sack_ok:
+            if self.in_recovery and not self.sack_ok:
                 self.cc.inflate()
+        if not self.in_recovery and self.loss_suspect_at is None and self.snd_una < self.snd_max and (
+                self.dupacks >= 3 or (self.sacked and self._sacked_bytes() >= 3 * self.send_mss)):
+            self._suspect_loss(now)
         self.snd_wnd = new_window
         if self.snd_wnd == 0:
             # The peer is alive and says "full": that is flow control, not loss. Stop the retransmission
@@ -573,9 +590,39 @@ class TcpConnection:
                 merged.append((start, end))
         self.sacked = merged[-64:]
 
+    def _reorder_window(self) -> float:
+        if self.min_rtt is None or self.srtt is None:
+            return 0.0
+        return min(self.reo_wnd_mult * self.min_rtt / 4, self.srtt)
+
+    def _suspect_loss(self, now: float) -> None:
+        window = self._reorder_window()
+        if window < 0.0005:
+            self._enter_recovery(now)
+            return
+        self.loss_suspect_at = now + window
+        self.suspect_una = self.snd_una
+
+    def _check_spurious(self, opts: wire.Options) -> None:
+        """The first ACK past the resent segment echoes the original's timestamp if the original arrived."""
+        sent_tsval, self.recovery_tsval = self.recovery_tsval, None
+        if opts.ts is None or sent_tsval is None or self.cc_undo is None:
+            return
+        age = (sent_tsval - opts.ts[1]) & M32
+        if 0 < age < 1 << 31:
+            self.spurious_recoveries += 1
+            self.cc.__dict__.update(self.cc_undo)
+            self.in_recovery = False
+            self.reo_wnd_mult = min(self.reo_wnd_mult * 2, 64)
+        self.cc_undo = None
+
     def _enter_recovery(self, now: float) -> None:
+        self.loss_suspect_at = None
         self.in_recovery = True
         self.recover = self.snd_max
+        self.cc_undo = dict(self.cc.__dict__)
+        self.recovery_tsval = self._tsval(now) if self.ts_ok else None
+        self.recovery_una = self.snd_una
         self.cc.on_loss(self._flight(), now)
         self.retransmitted_to = self.snd_una
         self._retransmit_one(self.snd_una, now)
@@ -816,7 +863,7 @@ class TcpConnection:
             return 0.0
         best = None
         for deadline in (self.rto_at, self.delack_at, self.persist_at, self.time_wait_at, self.connect_deadline,
-                         self.keepalive_at):
+                         self.keepalive_at, self.loss_suspect_at):
             if deadline is not None and (best is None or deadline < best):
                 best = deadline
         return best
@@ -829,6 +876,10 @@ class TcpConnection:
             self.time_wait_at = None
             self.state = "CLOSED"
             return
+        if self.loss_suspect_at is not None and now >= self.loss_suspect_at:
+            self.loss_suspect_at = None
+            if not self.in_recovery and self.snd_una == self.suspect_una and self.snd_una < self.snd_max:
+                self._enter_recovery(now)
         if self.rto_at is not None and now >= self.rto_at:
             self._on_rto(now)
         if self.persist_at is not None and now >= self.persist_at:
@@ -852,6 +903,7 @@ class TcpConnection:
             return
         self.cc.on_timeout(self._flight(), now)
         self.in_recovery = False
+        self.loss_suspect_at = self.recovery_tsval = self.cc_undo = None
         self.dupacks = 0
         self.sacked = []  # RFC 6675: after an RTO the scoreboard may be stale (peer reneging)
         self.snd_nxt = self.snd_una  # go back: resend from the first unacknowledged byte
