@@ -162,6 +162,8 @@ class Stack:
             self._event(event)
         if conn.is_finished() and self.tcp.pop((src, local[1], dst, remote[1]), None) is not None:
             self.counters["tcp_retransmits_closed"] += conn.retransmits
+            self.counters["tcp_bytes_in_closed"] += conn.bytes_received
+            self.counters["tcp_bytes_out_closed"] += conn.bytes_sent
 
     def path_mtu(self, dst: bytes) -> int:
         return self._pmtu.get(dst, self.mtu)

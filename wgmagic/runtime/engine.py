@@ -84,11 +84,17 @@ class Engine:
         self._dns_cache: dict[str, tuple[float, tuple[Any, ...]]] = {}
         self.closed = False
         self.started_at = time.monotonic()
+        self.last_echo: tuple[float, float] | None = None  # (when, rtt) of the newest answered ICMP echo
+        self._echo_sent: dict[tuple[bytes, int, int], float] = {}
+        from wgmagic.runtime.metrics import MetricsRecorder
+
+        self.metrics = MetricsRecorder(self)
 
     # ---- lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:
         self.sock = self._make_socket()
         self.loop.add_reader(self.sock.fileno(), self._on_readable)
+        self.metrics.start()
         self.pump()
 
     def _make_socket(self) -> socket.socket:
@@ -115,6 +121,7 @@ class Engine:
         if self.closed:
             return
         self.closed = True
+        self.metrics.stop()
         if self._timer:
             self._timer.cancel()
         for fut in list(self._echo_waiters.values()):
@@ -288,8 +295,12 @@ class Engine:
                 key = (event.src.packed if hasattr(event.src, "packed") else bytes(event.src),  # type: ignore[attr-defined]
                        event.ident, event.seq)  # type: ignore[attr-defined]
                 fut = self._echo_waiters.pop(key, None)
+                answered = time.monotonic()
+                sent = self._echo_sent.pop(key, None)
+                if sent is not None:
+                    self.last_echo = (answered, answered - sent)
                 if fut is not None and not fut.done():
-                    fut.set_result(time.monotonic())
+                    fut.set_result(answered)
                 continue
             conn = getattr(event, "conn", None)
             buffers = self.streams.get(id(conn)) if conn is not None else None
@@ -382,6 +393,9 @@ class Engine:
         times = [self.device.peer(key).last_handshake_time for key in self.peers]
         known = [t for t in times if t is not None]
         return now - max(known) if known else None
+
+    def last_handshake_rtt(self) -> float | None:
+        return next((p.last_handshake_rtt for p in self.peers.values() if p.last_handshake_rtt is not None), None)
 
     def peer_silent_since(self, since: float) -> bool:
         """True when no peer has sent anything since `since` although a live one would have by now.
@@ -525,8 +539,9 @@ class Engine:
         fut: asyncio.Future[float] = self.loop.create_future()
         key = (dst.packed, ident, seq)
         self._echo_waiters[key] = fut
-        fut.add_done_callback(lambda _f: self._echo_waiters.pop(key, None))
+        fut.add_done_callback(lambda _f: (self._echo_waiters.pop(key, None), self._echo_sent.pop(key, None)))
         now = time.monotonic()
+        self._echo_sent[key] = now
         self.stack.send_echo(dst, ident, seq, payload, now)
         self.pump(now)
         return fut

@@ -79,6 +79,7 @@ class SocketRelay:
     def _on_local_readable(self) -> None:
         space = self.conn.send_space()
         if space <= 0:
+            self.conn.send(b"")  # marks the connection full, so it raises TcpWritable once acks free room
             self._read_local(False)  # resume on TcpWritable
             return
         try:

@@ -352,20 +352,31 @@ class Tunnel:
         lines.append(f"  dns: {', '.join(str(a) for a in self.config.interface.dns_servers) or '(none)'}")
         return "\n".join(lines)
 
+    def history(self, window: float | None = None) -> list[dict[str, object]]:
+        """Samples taken about 10 times a second (the last 10 minutes at most; `window` seconds if given):
+        flat records, so `pandas.DataFrame(tunnel.history())` gives one column per measure."""
+        self._check_open()
+        return self._thread.call(self._engine.metrics.history, window)
+
     def _snapshot(self) -> dict[str, object]:
+        from wgmagic.runtime.metrics import totals
+
         engine = self._engine
         return {
             "name": self.name,
             "local_port": engine.local_port,
+            "totals": totals(engine),
             "counters": dict(engine.counters),
             "device": engine.device.stats(),
             "device_drops": dict(engine.device.drops),
             "stack_drops": dict(engine.stack.drops),
             "connections": len(engine.streams),
             "tcp": engine.tcp_stats(),
+            "tcp_connections": [{"remote": f"{c.remote[0]}:{c.remote[1]}", "state": c.state, **c.stats()}
+                                for c in engine.stack.tcp.values()],
             "handshake_age": engine.handshake_age(),
-            "handshake_rtt": next((p.last_handshake_rtt for p in engine.peers.values()
-                                   if p.last_handshake_rtt is not None), None),
+            "handshake_rtt": engine.last_handshake_rtt(),
+            "icmp_rtt": engine.last_echo[1] if engine.last_echo else None,
         }
 
 

@@ -1,0 +1,121 @@
+"""Counters and the bounded history ring of a tunnel, sampled on its loop thread.
+
+Everything here is read from the live engine (the WireGuard device, the stack and its connections): what the
+tunnel did, not an estimate. A sample is a flat dict so `pandas.DataFrame(tunnel.history())` just works.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+SAMPLE_INTERVAL = 0.1  # seconds: about 10 samples a second
+HISTORY_SECONDS = 600.0  # the ring holds the last 10 minutes
+
+
+def totals(engine: Any) -> dict[str, Any]:
+    """Counters since the tunnel started (loop thread)."""
+    device_stats = engine.device.stats()
+    peers = device_stats["peers"].values()
+    stack = engine.stack
+    conns = list(stack.tcp.values())
+    established = [c for c in conns if c.state == "ESTABLISHED"]
+    srtts = [c.srtt for c in established if c.srtt is not None]
+    drops = {f"wireguard.{k}": v for k, v in device_stats["drops"].items()}
+    drops.update({f"ip.{k}": v for k, v in stack.drops.items()})
+    counters = engine.counters
+    return {
+        "udp_rx_bytes": counters["udp_rx_bytes"],
+        "udp_tx_bytes": counters["udp_tx_bytes"],
+        "udp_rx_datagrams": counters["udp_rx_datagrams"],
+        "udp_tx_datagrams": counters["udp_tx_datagrams"],
+        "wg_rx_bytes": sum(p["rx_bytes"] for p in peers),
+        "wg_tx_bytes": sum(p["tx_bytes"] for p in peers),
+        "wg_rx_packets": sum(p["rx_packets"] for p in peers),
+        "wg_tx_packets": sum(p["tx_packets"] for p in peers),
+        "handshakes": sum(p["handshakes"] for p in peers),
+        "rekeys": sum(p["rekeys"] for p in peers),
+        "handshake_initiations_sent": sum(p["handshake_initiations_sent"] for p in peers),
+        "keepalives_sent": sum(p["keepalives_sent"] for p in peers),
+        "ip_packets_in": stack.counters["packets_in"],
+        "ip_packets_out": stack.counters["packets_out"],
+        "tcp_bytes_in": sum(c.bytes_received for c in conns) + stack.counters["tcp_bytes_in_closed"],
+        "tcp_bytes_out": sum(c.bytes_sent for c in conns) + stack.counters["tcp_bytes_out_closed"],
+        "tcp_retransmits": sum(c.retransmits for c in conns) + stack.counters["tcp_retransmits_closed"],
+        "tcp_connections": len(conns),
+        "tcp_established": len(established),
+        "tcp_srtt": sum(srtts) / len(srtts) if srtts else None,
+        "drops": sum(drops.values()),
+        "drops_by_reason": drops,
+    }
+
+
+class MetricsRecorder:
+    """Takes a sample every SAMPLE_INTERVAL on the loop thread into a ring of HISTORY_SECONDS."""
+
+    def __init__(self, engine: Any, interval: float = SAMPLE_INTERVAL, seconds: float = HISTORY_SECONDS) -> None:
+        self.engine = engine
+        self.interval = interval
+        self.samples: deque[dict[str, Any]] = deque(maxlen=max(1, int(seconds / interval)))
+        self._previous: tuple[float, dict[str, Any]] | None = None
+        self._handle: Any = None
+        self._last_echo_seen: float | None = None
+
+    def start(self) -> None:
+        self._handle = self.engine.loop.call_later(self.interval, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        if self.engine.closed:
+            return
+        self.sample()
+        self._handle = self.engine.loop.call_later(self.interval, self._tick)
+
+    def sample(self) -> dict[str, Any]:
+        now = time.monotonic()
+        current = totals(self.engine)
+        record: dict[str, Any] = {"time": time.time()}
+        if self._previous is not None:
+            then, before = self._previous
+            span = max(now - then, 1e-6)
+            rate = {key: (current[key] - before[key]) / span
+                    for key in ("udp_rx_bytes", "udp_tx_bytes", "tcp_bytes_in", "tcp_bytes_out", "tcp_retransmits")}
+        else:
+            rate = dict.fromkeys(("udp_rx_bytes", "udp_tx_bytes", "tcp_bytes_in", "tcp_bytes_out",
+                                  "tcp_retransmits"), 0.0)
+        self._previous = (now, current)
+        echo = self.engine.last_echo  # (when, rtt) of the newest ICMP echo answered
+        fresh_echo = echo is not None and echo[0] != self._last_echo_seen
+        if echo is not None:
+            self._last_echo_seen = echo[0]
+        record.update({
+            "rx_bytes_per_s": rate["udp_rx_bytes"],
+            "tx_bytes_per_s": rate["udp_tx_bytes"],
+            "tcp_in_bytes_per_s": rate["tcp_bytes_in"],
+            "tcp_out_bytes_per_s": rate["tcp_bytes_out"],
+            "retransmits_per_s": rate["tcp_retransmits"],
+            "rx_bytes": current["udp_rx_bytes"],
+            "tx_bytes": current["udp_tx_bytes"],
+            "tcp_retransmits": current["tcp_retransmits"],
+            "connections": current["tcp_connections"],
+            "drops": current["drops"],
+            "handshakes": current["handshakes"],
+            "handshake_age": self.engine.handshake_age(),
+            "handshake_rtt": self.engine.last_handshake_rtt(),
+            "icmp_rtt": echo[1] if fresh_echo else None,
+            "tcp_srtt": current["tcp_srtt"],
+        })
+        self.samples.append(record)
+        return record
+
+    def history(self, window: float | None = None) -> list[dict[str, Any]]:
+        records = list(self.samples)
+        if window is not None and records:
+            cutoff = records[-1]["time"] - window
+            records = [r for r in records if r["time"] >= cutoff]
+        return records
