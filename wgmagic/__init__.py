@@ -5,6 +5,43 @@ Import is cheap on purpose: the heavy parts (pandas, matplotlib, ipywidgets, dri
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["Tunnel", "__version__", "connect", "load_ipython_extension", "unload_ipython_extension"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("connect", "Tunnel"):
+        from wgmagic.runtime import tunnel
+
+        return getattr(tunnel, name)
+    raise AttributeError(f"module 'wgmagic' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """%load_ext wgmagic: registers %wg and %%wgsql."""
+    from wgmagic.magics import WireGuardMagics, capture_transformer
+
+    magics = WireGuardMagics(ipython)
+    ipython.register_magics(magics)
+    if capture_transformer not in ipython.input_transformers_cleanup:
+        ipython.input_transformers_cleanup.append(capture_transformer)
+    ipython._wgmagic = magics  # unload finds the instance (and the tunnels it opened) here
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """%unload_ext wgmagic: closes the tunnels and connections the magics opened."""
+    magics = getattr(ipython, "_wgmagic", None)
+    if magics is None:
+        return
+    magics.close_all()
+    from wgmagic.magics import capture_transformer
+
+    if capture_transformer in ipython.input_transformers_cleanup:
+        ipython.input_transformers_cleanup.remove(capture_transformer)
+    for kind in ("line", "cell"):
+        for name in ("wg", "wgsql"):
+            ipython.magics_manager.magics[kind].pop(name, None)
+    del ipython._wgmagic

@@ -70,7 +70,7 @@ def upload(tun, host: str, size: int, progress: Progress | None = None) -> tuple
     local = hashlib.sha256()
     with tun.open_connection(host, SINK, timeout=60) as sock:
         sent = 0
-        for chunk in streams.iter_stream(size):
+        for chunk in streams.iter_stream(size, 64 * 1024):  # small pieces: progress is seen often
             local.update(chunk)
             sock.sendall(chunk)
             progress.tick()

@@ -1,0 +1,142 @@
+"""The SQL text layer: statements and parameters, connection strings, error layout (no database needed)."""
+
+from __future__ import annotations
+
+import string
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wgmagic.sql.connstr import DsnError, parse_dsn
+from wgmagic.sql.messages import classify_connection_failure, format_server_error
+from wgmagic.sql.parameters import UnknownParameterError, split_statements
+
+NS = {"name": "O'Brien", "n": 3, "payload": "'; DROP TABLE t; --"}
+
+
+def one(cell: str):
+    statements = split_statements(cell, NS)
+    assert len(statements) == 1
+    return statements[0]
+
+
+@pytest.mark.parametrize("cell", [
+    "SELECT 1::int",
+    "SELECT arr[1:2] FROM t",
+    "SELECT ':name' AS s",
+    "SELECT E'\\':name' AS s",
+    "SELECT \":name\" FROM t",
+    "SELECT $$ :name {name} $$",
+    "SELECT $tag$ :name $tag$",
+    "SELECT 1 -- :name\n",
+    "SELECT /* :name /* nested {name} */ */ 1",
+    "SELECT '{name}'",
+    "SELECT now()::timestamp(0)",
+    "SELECT 10 % 3",
+])
+def test_colons_and_braces_that_are_not_parameters(cell):
+    statement = one(cell)
+    assert statement.params is None and statement.sql == cell
+
+
+def test_parameters_become_driver_placeholders():
+    statement = one("SELECT * FROM t WHERE a = :name AND b = {n} AND c LIKE 'x%' AND d = :payload")
+    assert statement.sql == "SELECT * FROM t WHERE a = %(name)s AND b = %(n)s AND c LIKE 'x%%' AND d = %(payload)s"
+    assert statement.params == {"name": "O'Brien", "n": 3, "payload": NS["payload"]}
+    assert "DROP" not in statement.sql
+
+
+def test_escaped_colon_and_unknown_names():
+    assert one("SELECT '\\:x', \\:name").sql.endswith(":name")
+    with pytest.raises(UnknownParameterError, match=":missing"):
+        split_statements("SELECT :missing", NS)
+    with pytest.raises(UnknownParameterError, match=r"\{missing\}"):
+        split_statements("SELECT {missing}", NS)
+
+
+def test_statements_split_on_semicolons_outside_literals():
+    statements = split_statements("SELECT ';'; -- only a comment;\n; CREATE FUNCTION f() RETURNS int AS $$ "
+                                  "SELECT 1; $$ LANGUAGE sql;\n/* c */", NS)
+    assert len(statements) == 2
+    assert statements[0].text.strip() == "SELECT ';';"
+    assert statements[1].text.strip().startswith("CREATE FUNCTION") and "SELECT 1; $$" in statements[1].text
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=string.printable + "$ü€", max_size=200))
+def test_any_cell_text_splits_or_names_a_missing_variable(cell):
+    try:
+        statements = split_statements(cell, NS)
+    except UnknownParameterError:
+        return
+    for statement in statements:
+        assert any(c not in " \t\r\n\f\v" for c in statement.text)
+        if statement.params:
+            assert set(statement.params) <= set(NS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_without_a_namespace_nothing_is_bound(cell):
+    for statement in split_statements(cell, None):
+        assert statement.params is None and statement.sql == statement.text
+
+
+def test_dsn_parsing_and_masking():
+    dsn = parse_dsn("postgresql://app:s3cr%40t@db.internal:5433/app?sslmode=verify-full")
+    assert (dsn.user, dsn.password, dsn.host, dsn.port, dsn.database) == ("app", "s3cr@t", "db.internal", 5433, "app")
+    assert "s3cr" not in repr(dsn) + str(dsn) + dsn.masked()
+    assert dsn.options["sslmode"] == "verify-full"
+    kwargs = dsn.libpq_kwargs({"host": "db.internal", "hostaddr": "127.0.0.1", "port": "40000"})
+    assert kwargs["hostaddr"] == "127.0.0.1" and kwargs["host"] == "db.internal" and kwargs["password"] == "s3cr@t"
+    assert parse_dsn("mysql+pymysql://u:p@h/d").sqlalchemy_url(host="127.0.0.1", port=1) == "mysql+pymysql://u:p@127.0.0.1:1/d"
+    keywords = parse_dsn("host=db.internal user=app password='it\\'s x' dbname=app")
+    assert keywords.host == "db.internal" and "it" not in keywords.masked().split("@")[0].split(":")[-1]
+    with pytest.raises(DsnError):
+        parse_dsn("not a dsn")
+
+
+password_text = st.text(alphabet=string.ascii_letters + string.digits + "!$&'()*+,;=-._~", min_size=6, max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(password_text)
+def test_no_repr_or_error_shows_the_password(password):
+    password = "Zq9" + password  # never a piece of the surrounding message
+    dsn = parse_dsn(f"postgresql://app:{password}@db.internal/app")
+    assert password not in repr(dsn) + str(dsn) + dsn.masked()
+    error = classify_connection_failure(ValueError(f"failed for postgresql://app:{password}@db.internal/app"),
+                                        host="db.internal", port=5432)
+    assert password not in str(error)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=120))
+def test_any_text_parses_or_raises_dsn_error(text):
+    try:
+        parse_dsn(text)
+    except DsnError:
+        pass
+
+
+def _error(message, position=None, hint=None, detail=None):
+    diag = SimpleNamespace(message_primary=message, severity="ERROR", statement_position=position,
+                           message_hint=hint, message_detail=detail, context=None)
+    return SimpleNamespace(diag=diag)
+
+
+def test_server_error_layout_like_psql():
+    sql = "SELECT id,\n  nocolumn FROM t"
+    text = format_server_error(_error('column "nocolumn" does not exist', str(sql.index("nocolumn") + 1),
+                                      hint="Perhaps you meant id."), sql)
+    assert text.splitlines() == ['ERROR:  column "nocolumn" does not exist', "LINE 2:   nocolumn FROM t",
+                                 "          ^", "HINT:  Perhaps you meant id."]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300), st.integers(min_value=-5, max_value=400))
+def test_caret_never_fails(sql, position):
+    text = format_server_error(_error("boom", str(position) if position >= 0 else None), sql)
+    assert text.startswith("ERROR:  boom")

@@ -1,0 +1,441 @@
+"""The IPython magics: `%wg` (tunnels, forwards, diagnostics) and `%%wgsql` (SQL into DataFrames).
+
+Both are thin: tunnels come from wgmagic.runtime.tunnel, SQL from wgmagic.sql. Argument text is never
+variable-expanded by IPython (a `$` in a password or a `{` in a config would be mangled, and expanded text
+would land in the history); `{var}` and `$var` are looked up here instead, where a secret stays a value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import os
+import re
+import shlex
+import sys
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
+
+from wgmagic.errors import ConfigError, WgMagicError
+
+PRIVATE_KEY_ENV = "WGMAGIC_PRIVATE_KEY"
+DEFAULT_DISPLAY_LIMIT = 50
+_VARIABLE = re.compile(r"^(?:\{\s*([A-Za-z_][\w.]*)\s*\}|\$([A-Za-z_]\w*))$")
+_CAPTURE = re.compile(r"^\s*([A-Za-z_]\w*)\s*<<\s*(.*)$")
+_CAPTURE_BEFORE = re.compile(r"^\s*([A-Za-z_]\w*)\s*<<\s*%%wgsql\b(.*)$")
+
+
+def capture_transformer(lines: list[str]) -> list[str]:
+    """`VAR << %%wgsql ...` on a cell's first line becomes `%%wgsql VAR << ...` (IPython needs %% first)."""
+    if lines:
+        match = _CAPTURE_BEFORE.match(lines[0])
+        if match:
+            return [f"%%wgsql {match.group(1)} <<{match.group(2)}\n", *lines[1:]]
+    return lines
+
+
+class _HelpShown(Exception):
+    """argparse printed --help: nothing more to do."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports mistakes as IPython UsageErrors instead of exiting the kernel."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        if message:
+            print(message, file=sys.stderr)
+        raise _HelpShown
+
+
+def _wg_parser() -> _Parser:
+    parser = _Parser(prog="%wg", description="User-mode WireGuard tunnels in this kernel.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    p = sub.add_parser("connect", help="bring up a tunnel (returns after the first handshake)")
+    p.add_argument("config", help="a wg-quick file, or {var} / $var holding wg-quick text")
+    p.add_argument("--name", help="a name for the tunnel (default: from the file name, or wg0, wg1, ...)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the handshake")
+    p = sub.add_parser("status", help="endpoint, handshake age, bytes, forwards and connections")
+    p.add_argument("name", nargs="?")
+    p = sub.add_parser("disconnect", help="close a tunnel, its forwards and its SQL connections")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--all", action="store_true", help="close every tunnel")
+    p = sub.add_parser("forward", help="relay a local listener to HOST:PORT through the tunnel")
+    p.add_argument("target", help="HOST:PORT on the private network")
+    p.add_argument("--local", help="PORT or HOST:PORT on loopback, or unix:DIR (default: a private Unix socket)")
+    p.add_argument("--tunnel")
+    p = sub.add_parser("socks", help="a SOCKS5 proxy on loopback into the tunnel")
+    p.add_argument("port", nargs="?", type=int, default=1080)
+    p.add_argument("--tunnel")
+    p = sub.add_parser("ping", help="ICMP echo through the tunnel")
+    p.add_argument("host")
+    p.add_argument("-c", "--count", type=int, default=4)
+    p.add_argument("--tunnel")
+    p = sub.add_parser("resolve", help="look a name up in the tunnel's DNS")
+    p.add_argument("name")
+    p.add_argument("--tunnel")
+    sub.add_parser("connections", help="the %%wgsql connections (passwords masked)")
+    return parser
+
+
+def _wgsql_parser() -> _Parser:
+    parser = _Parser(prog="%%wgsql", description="Run SQL through the tunnel; rows come back as a DataFrame.")
+    parser.add_argument("target", nargs="?", help="a DSN (postgresql://user@db.internal/app) or an alias")
+    parser.add_argument("--alias", "-A", help="name this connection for later cells")
+    parser.add_argument("-o", "--out", help="also store the DataFrame in this variable")
+    parser.add_argument("--tunnel", help="the tunnel to go through (default: the current one)")
+    parser.add_argument("--limit", type=int, default=None, help="rows to display (the DataFrame holds all)")
+    parser.add_argument("--close", action="store_true", help="close this connection (no SQL is run)")
+    parser.add_argument("--no-tunnel", action="store_true", help="connect directly, not through a tunnel")
+    return parser
+
+
+@magics_class
+class WireGuardMagics(Magics):
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.tunnels: dict[str, Any] = {}
+        self.current_tunnel: str | None = None
+        self.connections: dict[str, Any] = {}
+        self.current_connection: str | None = None
+        self.display_limit = DEFAULT_DISPLAY_LIMIT
+
+    # ---- %wg ---------------------------------------------------------------------------------------------
+    @no_var_expand
+    @line_magic
+    def wg(self, line: str) -> Any:
+        """User-mode WireGuard: %wg connect CONFIG | status | disconnect | forward | socks | ping | resolve |
+        connections. `%wg COMMAND --help` for each."""
+        try:
+            args = _wg_parser().parse_args(shlex.split(line))
+        except _HelpShown:
+            return None
+        except ValueError as exc:
+            raise UsageError(f"%wg: {exc}") from None
+        if args.command is None:
+            _wg_parser().print_help()
+            return None
+        handler = getattr(self, f"_wg_{args.command}")
+        try:
+            return handler(args)
+        except WgMagicError as exc:
+            raise _short(exc) from None
+
+    def _wg_connect(self, args: argparse.Namespace) -> Any:
+        from wgmagic.config import parse_config
+        from wgmagic.runtime.tunnel import connect
+
+        text, source = self._config_text(args.config)
+        try:
+            config = parse_config(text, source=source)
+        except ConfigError as exc:
+            if exc.key != "PrivateKey":
+                raise
+            key = os.environ.get(PRIVATE_KEY_ENV) or getpass.getpass(
+                f"PrivateKey for {source} (or set {PRIVATE_KEY_ENV}): ")
+            config = parse_config(_with_private_key(text, key.strip()), source=source)
+        name = args.name or _default_name(source, self.tunnels)
+        if name in self.tunnels and not self.tunnels[name].closed:
+            self.tunnels[name].close()
+        tunnel = connect(config, name=name, timeout=args.timeout)
+        self.tunnels[name] = tunnel
+        self.current_tunnel = name
+        rtt = tunnel.stats().get("handshake_rtt")
+        shown = f" (handshake {rtt * 1000:.1f} ms)" if isinstance(rtt, float) else ""
+        print(f"wgmagic: tunnel {name!r} is up{shown}")
+        return None
+
+    def _config_text(self, argument: str) -> tuple[str, str]:
+        match = _VARIABLE.match(argument.strip())
+        if match:
+            name = match.group(1) or match.group(2)
+            value = self._lookup(name)
+            if isinstance(value, os.PathLike):
+                value = os.fspath(value)
+            if not isinstance(value, str):
+                raise UsageError(f"%wg connect: {name} holds a {type(value).__name__}, not wg-quick text or a path")
+            argument = value
+            if "\n" in value or "[" in value:
+                return value, f"${name}"
+        path = os.path.expanduser(argument)
+        try:
+            with open(path) as handle:
+                return handle.read(), path
+        except OSError as exc:
+            raise UsageError(f"%wg connect: cannot read {path!r}: {exc.strerror}") from None
+
+    def _lookup(self, dotted: str) -> Any:
+        head, *rest = dotted.split(".")
+        if head not in self.shell.user_ns:
+            raise UsageError(f"no variable named {head!r} in the notebook")
+        value = self.shell.user_ns[head]
+        for part in rest:
+            value = getattr(value, part)
+        return value
+
+    def tunnel(self, name: str | None = None) -> Any:
+        """The named tunnel, or the current one; a UsageError that says what to do when there is none."""
+        name = name or self.current_tunnel
+        if name is None or name not in self.tunnels:
+            if not self.tunnels:
+                raise UsageError("no tunnel is up: run %wg connect CONFIG first")
+            raise UsageError(f"no tunnel named {name!r}; up: {', '.join(self.tunnels)}")
+        tunnel = self.tunnels[name]
+        if tunnel.closed:
+            raise UsageError(f"tunnel {name!r} was disconnected: %wg connect it again")
+        return tunnel
+
+    def _wg_status(self, args: argparse.Namespace) -> Any:
+        from wgmagic.status import TunnelStatus
+
+        names = [args.name] if args.name else list(self.tunnels)
+        if not names:
+            print("wgmagic: no tunnel is up (%wg connect CONFIG)")
+            return None
+        rows = [TunnelStatus.of(self.tunnel(name), self.connections.values()) for name in names]
+        return rows[0] if len(rows) == 1 else TunnelStatus.many(rows)
+
+    def _wg_disconnect(self, args: argparse.Namespace) -> None:
+        names = list(self.tunnels) if args.all else [args.name or self.current_tunnel]
+        if names == [None]:
+            raise UsageError("no tunnel is up")
+        for name in names:
+            if name not in self.tunnels:
+                raise UsageError(f"no tunnel named {name!r}")
+            for alias, conn in list(self.connections.items()):
+                if conn.tunnel_name == name:
+                    conn.close()
+                    del self.connections[alias]
+                    if self.current_connection == alias:
+                        self.current_connection = None
+            self.tunnels.pop(name).close()
+            print(f"wgmagic: tunnel {name!r} closed")
+        if self.current_tunnel not in self.tunnels:
+            self.current_tunnel = next(iter(self.tunnels), None)
+
+    def _wg_forward(self, args: argparse.Namespace) -> Any:
+        local: str | int | None = args.local
+        if isinstance(local, str) and local.isdigit():
+            local = int(local)
+        forward = self.tunnel(args.tunnel).forward(args.target, local=local)
+        params = forward.libpq_params()
+        print(f"wgmagic: {forward.local_address} -> {args.target}; libpq: "
+              + " ".join(f"{k}={v}" for k, v in params.items()))
+        return forward
+
+    def _wg_socks(self, args: argparse.Namespace) -> Any:
+        server = self.tunnel(args.tunnel).socks(args.port)
+        print(f"wgmagic: SOCKS5 on 127.0.0.1:{args.port} (use socks5h:// so names resolve through the tunnel)")
+        return server
+
+    def _wg_ping(self, args: argparse.Namespace) -> None:
+        tunnel = self.tunnel(args.tunnel)
+        address = str(tunnel.resolve_address(args.host))
+        answered = []
+        for reply in tunnel.ping_iter(address, args.count):
+            if reply.rtt is None:
+                print(f"no answer from {address}: icmp_seq={reply.seq}")
+            else:
+                answered.append(reply.rtt * 1000)
+                print(f"{reply.size + 8} bytes from {address}: icmp_seq={reply.seq} time={reply.rtt * 1000:.2f} ms")
+        loss = 100 * (args.count - len(answered)) / max(1, args.count)
+        summary = f"{args.count} sent, {len(answered)} received, {loss:.0f}% loss"
+        if answered:
+            average = sum(answered) / len(answered)
+            summary += f", rtt min/avg/max {min(answered):.2f}/{average:.2f}/{max(answered):.2f} ms"
+        print(summary)
+
+    def _wg_resolve(self, args: argparse.Namespace) -> list[str]:
+        addresses = [str(a) for a in self.tunnel(args.tunnel).resolve(args.name)]
+        print(f"{args.name}: {', '.join(addresses)}")
+        return addresses
+
+    def _wg_connections(self, args: argparse.Namespace) -> Any:
+        from wgmagic.status import ConnectionsTable
+
+        return ConnectionsTable([c.describe() for c in self.connections.values()], self.current_connection)
+
+    # ---- %%wgsql -----------------------------------------------------------------------------------------
+    @no_var_expand
+    @line_cell_magic
+    def wgsql(self, line: str, cell: str | None = None) -> Any:
+        """Run SQL through the tunnel: %%wgsql [VAR <<] [DSN|ALIAS] [--alias A] [-o VAR] [--tunnel N]
+        [--limit N] [--close]. `{name}` and `:name` bind notebook variables as parameters."""
+        capture = _CAPTURE.match(line)
+        target_var = None
+        if capture:
+            target_var, line = capture.group(1), capture.group(2)
+        if cell is None and self._line_is_sql(line):
+            line, cell = "", line  # `%wgsql SELECT ...` (and `x = %wgsql SELECT ...`) on the current connection
+        try:
+            args = _wgsql_parser().parse_args(shlex.split(line))
+        except _HelpShown:
+            return None
+        except ValueError as exc:
+            raise UsageError(f"%%wgsql: {exc}") from None
+        try:
+            return self._wgsql(args, cell or "", target_var)
+        except WgMagicError as exc:
+            raise _short(exc) from None
+
+    def _line_is_sql(self, line: str) -> bool:
+        first = line.strip().split(None, 1)[0] if line.strip() else ""
+        if not first or first.startswith("-") or first in self.connections or _VARIABLE.match(first):
+            return False
+        return "://" not in first and "=" not in first
+
+    def _wgsql(self, args: argparse.Namespace, cell: str, target_var: str | None) -> Any:
+        from wgmagic.sql.parameters import split_statements
+
+        if args.limit is not None and args.limit < 0:
+            raise UsageError("--limit must be 0 or more")
+        conn = self._sql_connection(args)
+        if args.close:
+            conn.close()
+            self.connections.pop(conn.alias, None)
+            if self.current_connection == conn.alias:
+                self.current_connection = next(iter(self.connections), None)
+            print(f"wgmagic: closed connection {conn.alias!r}")
+            return None
+        self.current_connection = conn.alias
+        statements = split_statements(cell, self.shell.user_ns)
+        if not statements:
+            conn.ensure()
+            print(f"wgmagic: connected: {conn.dsn.masked()}")
+            return None
+        with _progress_bar() as progress:
+            results = conn.run(statements, progress=progress)
+        frame = None
+        for result in results:
+            if result.frame is not None:
+                frame = result.frame
+            else:
+                print(_affected(result))
+        if frame is None:
+            return None
+        for name in (args.out, target_var):
+            if name:
+                self.shell.user_ns[name] = frame
+        return self._show(frame, self.display_limit if args.limit is None else args.limit)
+
+    def _show(self, frame: Any, limit: int) -> Any:
+        if len(frame) <= limit:
+            return frame
+        from IPython.display import display
+
+        display(frame.head(limit))
+        print(f"{len(frame):,} rows; showing the first {limit:,} (the whole DataFrame is in _; --limit N or -o VAR)")
+        with contextlib.suppress(Exception):
+            self.shell.displayhook.update_user_ns(frame)  # `_` is the full frame, as if it had been displayed
+        return None
+
+    def _sql_connection(self, args: argparse.Namespace) -> Any:
+        from wgmagic.sql.connection import SqlConnection
+        from wgmagic.sql.connstr import parse_dsn
+
+        target = args.target
+        if target and _VARIABLE.match(target):
+            value = self._lookup(_VARIABLE.match(target).group(1) or _VARIABLE.match(target).group(2))
+            target = str(value)
+        if target is None or ("://" not in target and "=" not in target):
+            alias = target or self.current_connection
+            if alias is None:
+                raise UsageError("no SQL connection yet: start with %%wgsql postgresql://user@host/db")
+            if alias not in self.connections:
+                raise UsageError(f"no connection named {alias!r}; known: {', '.join(self.connections) or 'none'}")
+            conn = self.connections[alias]
+            if args.alias and args.alias != alias:
+                self.connections[args.alias] = self.connections.pop(alias)
+                conn.alias = args.alias
+            return conn
+        dsn = parse_dsn(target)
+        alias = args.alias or dsn.masked()
+        existing = self.connections.get(alias)
+        if existing is not None and existing.dsn.masked() == dsn.masked() and (
+                dsn.password is None or existing.dsn.password == dsn.password):
+            return existing
+        if existing is not None:
+            existing.close()
+        tunnel_name = None if args.no_tunnel else (args.tunnel or self.current_tunnel)
+        if tunnel_name is not None:
+            self.tunnel(tunnel_name)  # fails now, with advice, if that tunnel is not up
+        provider = None if tunnel_name is None else (lambda: self.tunnel(tunnel_name))
+        conn = SqlConnection(dsn, alias, provider, prompt=getpass.getpass)
+        conn.tunnel_name = tunnel_name
+        conn.ensure()  # a connection that cannot open is not kept, and the current one stays current
+        self.connections[alias] = conn
+        return conn
+
+    def close_all(self) -> None:
+        for conn in self.connections.values():
+            conn.close()
+        self.connections.clear()
+        for tunnel in self.tunnels.values():
+            tunnel.close()
+        self.tunnels.clear()
+        self.current_tunnel = self.current_connection = None
+
+
+def _short(exc: BaseException) -> BaseException:
+    """Our errors as one short message in the notebook (IPython honours _render_traceback_)."""
+    if not hasattr(exc, "_render_traceback_"):
+        text = f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(Exception):
+            exc._render_traceback_ = lambda: text.splitlines()  # type: ignore[attr-defined]
+    return exc
+
+
+def _affected(result: Any) -> str:
+    if result.rowcount is not None and result.rowcount >= 0 and result.status.split(" ")[0] in (
+            "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "SELECT", ""):
+        return f"{result.rowcount} row{'s' if result.rowcount != 1 else ''} affected"
+    return result.status or "done"
+
+
+def _with_private_key(text: str, key: str) -> str:
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        if line.strip().lower() == "[interface]":
+            lines.insert(index + 1, f"PrivateKey = {key}")
+            return "\n".join(lines) + "\n"
+    raise ConfigError("has no [Interface] section", key="PrivateKey")
+
+
+def _default_name(source: str, taken: dict[str, Any]) -> str:
+    base = os.path.splitext(os.path.basename(source))[0] if not source.startswith("$") else source[1:]
+    base = re.sub(r"[^\w.-]", "_", base) or "wg"
+    if base not in taken or taken[base].closed:
+        return base
+    index = 1
+    while f"{base}{index}" in taken:
+        index += 1
+    return f"{base}{index}"
+
+
+@contextlib.contextmanager
+def _progress_bar() -> Any:
+    """A progress callback that shows rows and MB received once a result takes more than a second."""
+    bar: list[Any] = []
+
+    def update(rows: int, size: int) -> None:
+        if not bar:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                return
+            bar.append(tqdm(desc="receiving", unit=" rows", leave=False))
+        bar[0].n = rows
+        bar[0].set_postfix_str(f"{size / 1e6:.1f} MB", refresh=False)
+        bar[0].refresh()
+
+    try:
+        yield update
+    finally:
+        if bar:
+            bar[0].close()
+

@@ -1,0 +1,1 @@
+"""SQL over the tunnel: statements and parameters, connection strings, connections, results, messages."""

@@ -1,0 +1,117 @@
+"""Short, actionable messages for SQL errors and connection failures.
+
+A server error reads the way psql prints it (ERROR, LINE with a caret under the position, DETAIL, HINT).
+A connection failure names the stage that failed (handshake, DNS, TCP connect, TLS, authentication) and
+what to check, instead of a driver traceback. No message ever carries a password.
+"""
+
+from __future__ import annotations
+
+from wgmagic.errors import WgMagicError
+from wgmagic.sql.connstr import mask_secrets
+
+
+class SqlError(WgMagicError):
+    """The server rejected a statement; the message is the server's, laid out like psql's."""
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows these lines instead of a traceback
+        return str(self).splitlines()
+
+
+class QueryCancelledError(SqlError):
+    """The query was cancelled on the server (Ctrl-C / interrupt kernel, or statement_timeout)."""
+
+
+class ConnectionStageError(WgMagicError, ConnectionError):
+    """Opening a database connection through the tunnel failed at one named stage."""
+
+    STAGES = ("handshake", "DNS", "TCP connect", "TLS", "authentication", "server")
+
+    def __init__(self, stage: str, message: str, advice: str) -> None:
+        self.stage = stage
+        self.advice = advice
+        super().__init__(f"connection failed at the {stage} stage: {message}\n  check: {advice}")
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+def format_server_error(exc: BaseException, sql: str | None = None) -> str:
+    """psql's layout for a psycopg error: severity and message, LINE and caret, DETAIL, HINT."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    if not primary:
+        return mask_secrets(str(exc).strip() or type(exc).__name__)
+    severity = getattr(diag, "severity", None) or "ERROR"
+    lines = [f"{severity}:  {primary}"]
+    position = getattr(diag, "statement_position", None)
+    if sql and position and str(position).isdigit():
+        lines.extend(_caret_lines(sql, int(position)))
+    for label, attr in (("DETAIL", "message_detail"), ("HINT", "message_hint"), ("CONTEXT", "context")):
+        value = getattr(diag, attr, None)
+        if value:
+            lines.append(f"{label}:  {value}")
+    return mask_secrets("\n".join(lines))
+
+
+def _caret_lines(sql: str, position: int) -> list[str]:
+    """'LINE n: text' and a caret under character `position` (1-based, in characters, as the server counts)."""
+    index = max(0, min(position - 1, len(sql)))
+    line_start = sql.rfind("\n", 0, index) + 1
+    line_end = sql.find("\n", index)
+    line_end = len(sql) if line_end < 0 else line_end
+    number = sql.count("\n", 0, line_start) + 1
+    text = sql[line_start:line_end].replace("\t", " ")
+    prefix = f"LINE {number}: "
+    column = index - line_start
+    # Long lines are cut around the position, as psql does, so the caret stays on screen.
+    if len(text) > 100 and column > 60:
+        cut = column - 50
+        text = "..." + text[cut:]
+        column = column - cut + 3
+    if len(text) > 110:
+        text = text[:107] + "..."
+    return [prefix + text, " " * (len(prefix) + column) + "^"]
+
+
+def classify_connection_failure(exc: BaseException, *, host: str, port: int) -> ConnectionStageError:
+    """Which stage a driver's connection error comes from, judged by the error and its message."""
+    from wgmagic.errors import (
+        DNSTimeoutError,
+        EndpointUnresolvableError,
+        HandshakeTimeoutError,
+        NameNotFoundError,
+        PeerNotRespondingError,
+        TunnelClosedError,
+    )
+
+    text = mask_secrets(str(exc).strip()) or type(exc).__name__
+    lower = text.lower()
+    sqlstate = getattr(exc, "sqlstate", None)
+    where = f"{host}:{port}"
+    if isinstance(exc, (HandshakeTimeoutError, EndpointUnresolvableError, TunnelClosedError)) \
+            or "handshake" in lower:
+        return ConnectionStageError("handshake", text, "the tunnel is up (%wg status), the peer's Endpoint and "
+                                    "PublicKey, and that UDP to it is not blocked")
+    if isinstance(exc, (NameNotFoundError, DNSTimeoutError)):
+        return ConnectionStageError("DNS", text, f"the name {host!r} and the DNS = servers of the WireGuard "
+                                    "config (%wg resolve NAME)")
+    if isinstance(exc, PeerNotRespondingError) or "not answering" in lower:
+        return ConnectionStageError("TCP connect", text, "the WireGuard peer is not answering: is the gateway "
+                                    "up? (%wg status shows the handshake age)")
+    if "refused" in lower or "timed out" in lower or "timeout expired" in lower or "no route" in lower \
+            or isinstance(exc, (ConnectionRefusedError, TimeoutError)):
+        return ConnectionStageError("TCP connect", text, f"that a server listens on {where} and that the peer's "
+                                    "AllowedIPs and firewall let you reach it (%wg ping HOST)")
+    if sqlstate in ("28P01", "28000") or "password" in lower or "authentication" in lower \
+            or "no pg_hba.conf entry" in lower:
+        return ConnectionStageError("authentication", text, "the user name and password (the DSN, PGPASSWORD "
+                                    "or ~/.pgpass) and the server's pg_hba.conf")
+    if "ssl" in lower or "certificate" in lower or "tls" in lower:
+        return ConnectionStageError("TLS", text, "sslmode, sslrootcert (the CA that signed the server's "
+                                    "certificate) and that the certificate names the host you connect to")
+    return ConnectionStageError("server", text, f"the database name and the server's log on {where}")
