@@ -1,0 +1,119 @@
+"""`%%wgsql SELECT * FROM big` into a DataFrame, against what users do today, same run.
+
+  ours        %%wgsql through wgmagic's tunnel, in this process (a real InteractiveShell)
+  (a) today   psycopg straight to the database (no tunnel), pd.DataFrame(cur.fetchall())
+  (b) loader  wgmagic's bulk loader straight to the database (no tunnel): what the tunnel costs
+  (c) JupySQL %sql (autopandas) through the wireguard-go reference client (kernel TCP)
+
+Each figure is the median of --runs runs. Needs root (it brings up the test bed) and jupysql for (c).
+Usage: python -m benchmarks.wgsql [--rows 1000000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+from tests.testbed.bed import PEER4, REPO, TestBed
+
+QUERY = "SELECT * FROM big"
+
+TODAY = r'''
+import json, statistics, sys, time, pandas as pd, psycopg
+times = []
+for _ in range({runs}):
+    start = time.perf_counter()
+    with psycopg.connect({conninfo!r}) as conn, conn.cursor() as cur:
+        cur.execute({query!r})
+        frame = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
+    times.append(time.perf_counter() - start)
+assert len(frame) == {rows}
+print(json.dumps(statistics.median(times)))
+'''
+
+LOADER = r'''
+import json, statistics, sys, time, psycopg
+sys.path.insert(0, {repo!r})
+from wgmagic.sql.results import run_statement
+times = []
+for _ in range({runs}):
+    start = time.perf_counter()
+    with psycopg.connect({conninfo!r}, autocommit=True) as conn:
+        frame = run_statement(conn, {query!r}, None).frame
+    times.append(time.perf_counter() - start)
+assert len(frame) == {rows}
+print(json.dumps(statistics.median(times)))
+'''
+
+JUPYSQL = r'''
+import json, statistics, time
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+shell.run_line_magic("load_ext", "sql")
+shell.run_line_magic("config", "SqlMagic.autopandas = True")
+shell.run_line_magic("config", "SqlMagic.displaylimit = 10")
+shell.run_line_magic("config", "SqlMagic.autolimit = 0")
+shell.user_ns["url"] = {url!r}
+shell.run_line_magic("sql", "{{url}}")
+times = []
+for _ in range({runs}):
+    start = time.perf_counter()
+    frame = shell.run_line_magic("sql", {query!r})
+    times.append(time.perf_counter() - start)
+assert len(frame) == {rows}, len(frame)
+print(json.dumps(statistics.median(times)))
+'''
+
+
+def ours(bed: TestBed, rows: int, runs: int) -> float:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.user_ns.update(config=bed.client_config(), dsn=bed.dsn())
+    shell.run_line_magic("load_ext", "wgmagic")
+    try:
+        assert shell.run_cell("%wg connect {config} --name bench").success
+        assert shell.run_cell("%%wgsql {dsn} --alias bench\nSELECT 1").success
+        times = []
+        for _ in range(runs):
+            shell.run_cell("%wgsql bench --close")  # a fresh connection each run, as the others make
+            start = time.perf_counter()
+            result = shell.run_cell(f"%%wgsql {{dsn}} --alias bench -o frame\n{QUERY}")
+            times.append(time.perf_counter() - start)
+            assert result.success and len(shell.user_ns["frame"]) == rows
+        return statistics.median(times)
+    finally:
+        shell.run_line_magic("unload_ext", "wgmagic")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    bed = TestBed().up()
+    try:
+        bed.ensure_big_table(args.rows)
+        conninfo = f"host={PEER4} port=5432 dbname=app user=app password={bed.db_password} sslmode=disable"
+        fill = {"conninfo": conninfo, "query": QUERY, "rows": args.rows, "runs": args.runs, "repo": str(REPO)}
+        today = json.loads(bed.run_in_peer(sys.executable, "-c", TODAY.format(**fill), timeout=1800).stdout)
+        loader = json.loads(bed.run_in_peer(sys.executable, "-c", LOADER.format(**fill), timeout=1800).stdout)
+        url = f"postgresql+psycopg://app:{bed.db_password}@{PEER4}:5432/app"
+        jupysql = json.loads(bed.run_in_reference(sys.executable, "-c", JUPYSQL.format(url=url, **fill),
+                                                  timeout=1800).stdout)
+        mine = ours(bed, args.rows, args.runs)
+    finally:
+        bed.down()
+    print(f"{QUERY} ({args.rows:,} rows x 5 columns) into a DataFrame, median of {args.runs}:")
+    print(f"  %%wgsql through wgmagic's tunnel       {mine:6.2f} s")
+    print(f"  (a) psycopg fetchall, no tunnel        {today:6.2f} s   ours/(a) = {mine / today:.2f} (target <= 0.75)")
+    print(f"  (b) wgmagic's loader, no tunnel        {loader:6.2f} s   ours/(b) = {mine / loader:.2f} (the tunnel's cost)")
+    print(f"  (c) JupySQL %sql via wireguard-go      {jupysql:6.2f} s   ours/(c) = {mine / jupysql:.2f} (target < 1)")
+
+
+if __name__ == "__main__":
+    main()
