@@ -59,7 +59,7 @@ def ours(bed: TestBed, queries: int, idle: float) -> dict:
         idle_cpu = (_cpu() - cpu_before) / (time.monotonic() - wall_before)
         forward = tunnel.forward("db.internal:5432", local=0)
         params = forward.libpq_params()
-        conninfo = (f"host={params['host']} port={params['port']} dbname=app user=app "
+        conninfo = (f"host={params['host']} hostaddr={params['hostaddr']} port={params['port']} dbname=app user=app "
                     f"password={bed.db_password} sslmode=disable")
         select = namespace["select_one"](conninfo, queries)
         copy = namespace["copy_out"](conninfo)

@@ -31,7 +31,7 @@ for _ in range({runs}):
         frame = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
     times.append(time.perf_counter() - start)
 assert len(frame) == {rows}
-print(json.dumps(statistics.median(times)))
+print("RESULT", json.dumps(statistics.median(times)))
 '''
 
 LOADER = r'''
@@ -45,7 +45,7 @@ for _ in range({runs}):
         frame = run_statement(conn, {query!r}, None).frame
     times.append(time.perf_counter() - start)
 assert len(frame) == {rows}
-print(json.dumps(statistics.median(times)))
+print("RESULT", json.dumps(statistics.median(times)))
 '''
 
 JUPYSQL = r'''
@@ -56,15 +56,14 @@ shell.run_line_magic("load_ext", "sql")
 shell.run_line_magic("config", "SqlMagic.autopandas = True")
 shell.run_line_magic("config", "SqlMagic.displaylimit = 10")
 shell.run_line_magic("config", "SqlMagic.autolimit = 0")
-shell.user_ns["url"] = {url!r}
-shell.run_line_magic("sql", "{{url}}")
+shell.run_line_magic("sql", {url!r})
 times = []
 for _ in range({runs}):
     start = time.perf_counter()
     frame = shell.run_line_magic("sql", {query!r})
     times.append(time.perf_counter() - start)
 assert len(frame) == {rows}, len(frame)
-print(json.dumps(statistics.median(times)))
+print("RESULT", json.dumps(statistics.median(times)))
 '''
 
 
@@ -89,6 +88,10 @@ def ours(bed: TestBed, rows: int, runs: int) -> float:
         shell.run_line_magic("unload_ext", "wgmagic")
 
 
+def _result(stdout: str) -> float:
+    return float(json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[7:]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -100,18 +103,20 @@ def main() -> None:
         bed.ensure_big_table(args.rows)
         conninfo = f"host={PEER4} port=5432 dbname=app user=app password={bed.db_password} sslmode=disable"
         fill = {"conninfo": conninfo, "query": QUERY, "rows": args.rows, "runs": args.runs, "repo": str(REPO)}
-        today = json.loads(bed.run_in_peer(sys.executable, "-c", TODAY.format(**fill), timeout=1800).stdout)
-        loader = json.loads(bed.run_in_peer(sys.executable, "-c", LOADER.format(**fill), timeout=1800).stdout)
+        today = _result(bed.run_in_peer(sys.executable, "-c", TODAY.format(**fill), timeout=1800).stdout)
+        loader = _result(bed.run_in_peer(sys.executable, "-c", LOADER.format(**fill), timeout=1800).stdout)
         url = f"postgresql+psycopg://app:{bed.db_password}@{PEER4}:5432/app"
-        jupysql = json.loads(bed.run_in_reference(sys.executable, "-c", JUPYSQL.format(url=url, **fill),
-                                                  timeout=1800).stdout)
+        done = bed.run_in_reference(sys.executable, "-c", JUPYSQL.format(url=url, **fill), timeout=1800, check=False)
+        if done.returncode:
+            raise SystemExit(f"JupySQL run failed:\n{done.stderr[-3000:]}")
+        jupysql = _result(done.stdout)
         mine = ours(bed, args.rows, args.runs)
     finally:
         bed.down()
     print(f"{QUERY} ({args.rows:,} rows x 5 columns) into a DataFrame, median of {args.runs}:")
     print(f"  %%wgsql through wgmagic's tunnel       {mine:6.2f} s")
     print(f"  (a) psycopg fetchall, no tunnel        {today:6.2f} s   ours/(a) = {mine / today:.2f} (target <= 0.75)")
-    print(f"  (b) wgmagic's loader, no tunnel        {loader:6.2f} s   ours/(b) = {mine / loader:.2f} (the tunnel's cost)")
+    print(f"  (b) wgmagic's loader, no tunnel        {loader:6.2f} s   ours/(b) = {mine / loader:.2f} (tunnel cost)")
     print(f"  (c) JupySQL %sql via wireguard-go      {jupysql:6.2f} s   ours/(c) = {mine / jupysql:.2f} (target < 1)")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,23 +93,12 @@ def _copy_out(conn: Any, sql: str, described: tuple[list[str], list[int]], progr
 
     names, oids = described
     body = sql.strip().rstrip(";").strip()
-    buffer = io.BytesIO()
-    rows = size = 0
     started = time.monotonic()
-    next_report = started + PROGRESS_AFTER
-    with conn.cursor() as cur:
-        with cur.copy(f"COPY ({body}\n) TO STDOUT WITH (FORMAT csv, NULL '\\N')") as copy:
-            for chunk in copy:
-                buffer.write(chunk)
-                size += len(chunk)
-                rows += 1
-                if progress is not None and rows % 4096 == 0 and time.monotonic() >= next_report:
-                    progress(rows, size)
-                    next_report = time.monotonic() + 0.25
-        status = cur.statusmessage or f"COPY {rows}"
+    with conn.cursor() as cur, cur.copy(f"COPY ({body}\n) TO STDOUT WITH (FORMAT csv, NULL '\\N')"):
+        data, rows, status = _read_copy_data(conn, progress, started)
     if progress is not None and time.monotonic() - started >= PROGRESS_AFTER:
-        progress(rows, size)
-    buffer.seek(0)
+        progress(rows, len(data))
+    buffer = io.BytesIO(data)
     dtypes: dict[int, Any] = {}
     for i, oid in enumerate(oids):
         if oid in INT_OIDS:
@@ -121,10 +111,45 @@ def _copy_out(conn: Any, sql: str, described: tuple[list[str], list[int]], progr
         return Result(pd.DataFrame(index=range(rows)), rows, status, bulk=True)
     frame = pd.read_csv(buffer, header=None, names=list(range(len(names))), dtype=dtypes, na_values=["\\N"],
                         keep_default_na=False, quotechar='"', doublequote=True, escapechar=None,
-                        engine="c", low_memory=False)
+                        engine="c")  # low_memory=False doubles the parse time; the dtypes are given anyway
     frame = _normalise(frame, oids, conn, from_text=True)
     frame.columns = names
     return Result(frame, len(frame), status, bulk=True)
+
+
+def _read_copy_data(conn: Any, progress: Progress | None, started: float) -> tuple[bytearray, int, str]:
+    """All CopyData messages of a COPY TO STDOUT, read straight from libpq.
+
+    psycopg's Copy iterator costs about a microsecond of Python per message and a message is one row: for a
+    million rows that was half the time of a query through the tunnel. Here each row costs one libpq call.
+    """
+    import psycopg
+    from psycopg import generators, pq
+
+    pgconn = conn.pgconn
+    data = bytearray()
+    rows = 0
+    next_report = started + PROGRESS_AFTER
+    while True:
+        nbytes, chunk = pgconn.get_copy_data(1)
+        if nbytes > 0:
+            data += chunk
+            rows += 1
+            if progress is not None and not rows & 0xFFF and time.monotonic() >= next_report:
+                progress(rows, len(data))
+                next_report = time.monotonic() + 0.25
+        elif nbytes == 0:  # nothing buffered: wait for the socket (a signal, e.g. Ctrl-C, interrupts the wait)
+            select.select([pgconn.socket], [], [], 0.5)
+            pgconn.consume_input()
+        else:
+            break
+    if nbytes == -2:
+        raise psycopg.OperationalError(pgconn.get_error_message())
+    results = conn.wait(generators.fetch_many(pgconn))
+    if not results or results[-1].status != pq.ExecStatus.COMMAND_OK:
+        raise psycopg.errors.error_from_result(results[-1], encoding=conn.info.encoding) if results else \
+            psycopg.OperationalError("the COPY ended without a result")
+    return data, rows, (results[-1].command_status or b"").decode() or f"COPY {rows}"
 
 
 def _frame_from_rows(rows: list[tuple], names: list[str], oids: list[int]) -> Any:
