@@ -182,7 +182,26 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("config")
     status.add_argument("--handshake-timeout", type=float, default=10.0)
     status.set_defaults(func=_cmd_status)
+
+    doctor = sub.add_parser("doctor", help="check a config and the path through it, step by step, in plain words")
+    doctor.add_argument("config")
+    doctor.add_argument("target", nargs="?", help="HOST:PORT (or HOST) on the private network to check too")
+    doctor.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the handshake (default 5)")
+    doctor.set_defaults(func=_cmd_doctor)
     return parser
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from wgmagic.doctor import MARK, run_doctor
+
+    def show(check: object) -> None:
+        print(f"{MARK[check.verdict]} {check.name}: {check.detail}", flush=True)  # type: ignore[attr-defined]
+        if check.fix:  # type: ignore[attr-defined]
+            print(f"    fix: {check.fix}", flush=True)  # type: ignore[attr-defined]
+
+    report = run_doctor(args.config, target=args.target, timeout=args.timeout, progress=show)
+    print("doctor: all checks passed" if report.healthy else "doctor: problems found")
+    return 0 if report.healthy else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

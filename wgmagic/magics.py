@@ -80,6 +80,23 @@ def _wg_parser() -> _Parser:
     p.add_argument("name")
     p.add_argument("--tunnel")
     sub.add_parser("connections", help="the %%wgsql connections (passwords masked)")
+    p = sub.add_parser("diag", help="a live dashboard: latency, throughput, status, connections")
+    p.add_argument("--window", default="5m", help="history shown: 90s, 5m, 10m (default 5m)")
+    p.add_argument("--tunnel")
+    p.add_argument("--ping", help="host to ping for the ICMP RTT line (default: the first DNS = server)")
+    p.add_argument("--bench", help="HOST:PORT of a bench service for the throughput-test button")
+    p = sub.add_parser("plot", help="the tunnel's history as a static figure (for nbconvert/PDF)")
+    p.add_argument("--window", default="5m")
+    p.add_argument("--tunnel")
+    p.add_argument("--save", help="also write the PNG to this path")
+    p = sub.add_parser("bench", help="throughput down and up, and latency percentiles, through the tunnel")
+    p.add_argument("target", help="HOST:PORT of a bench service (PORT source, PORT+1 echo, PORT+2 sink)")
+    p.add_argument("--seconds", type=float, default=5.0, help="seconds per direction (default 5)")
+    p.add_argument("--tunnel")
+    p = sub.add_parser("doctor", help="check a config and the path, step by step, with causes and fixes")
+    p.add_argument("config", nargs="?", help="a wg-quick file or {var}; default: the current tunnel")
+    p.add_argument("--target", help="HOST:PORT (or HOST) on the private network to check too")
+    p.add_argument("--timeout", type=float, default=5.0)
     return parser
 
 
@@ -104,13 +121,14 @@ class WireGuardMagics(Magics):
         self.connections: dict[str, Any] = {}
         self.current_connection: str | None = None
         self.display_limit = DEFAULT_DISPLAY_LIMIT
+        self.dashboards: list[Any] = []
 
     # ---- %wg ---------------------------------------------------------------------------------------------
     @no_var_expand
     @line_magic
     def wg(self, line: str) -> Any:
         """User-mode WireGuard: %wg connect CONFIG | status | disconnect | forward | socks | ping | resolve |
-        connections. `%wg COMMAND --help` for each."""
+        connections | diag | plot | bench | doctor. `%wg COMMAND --help` for each."""
         try:
             args = _wg_parser().parse_args(shlex.split(line))
         except _HelpShown:
@@ -260,6 +278,65 @@ class WireGuardMagics(Magics):
 
         return ConnectionsTable([c.describe() for c in self.connections.values()], self.current_connection)
 
+    def _wg_diag(self, args: argparse.Namespace) -> Any:
+        from wgmagic.dashboard import Dashboard, parse_window
+
+        try:
+            window = parse_window(args.window)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        tunnel = self.tunnel(args.tunnel)
+        dashboard = Dashboard(tunnel, window=window, ping_target=args.ping, bench_target=args.bench)
+        self.dashboards.append(dashboard)
+        return dashboard.start()
+
+    def _wg_plot(self, args: argparse.Namespace) -> Any:
+        from wgmagic.dashboard import parse_window
+        from wgmagic.plots import PngFigure, history_figure, png
+
+        try:
+            window = parse_window(args.window)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        tunnel = self.tunnel(args.tunnel)
+        figure = PngFigure(png(history_figure(tunnel.history(window), window)), f"tunnel {tunnel.name}")
+        if args.save:
+            figure.save(args.save)
+        return figure
+
+    def _wg_bench(self, args: argparse.Namespace) -> Any:
+        from IPython.display import display
+
+        from wgmagic.bench import bench_figure, run_bench
+        from wgmagic.forward import parse_target
+        from wgmagic.plots import PngFigure, png
+        from wgmagic.status import _Table
+
+        try:
+            host, port = parse_target(args.target)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        tunnel = self.tunnel(args.tunnel)
+        address = str(tunnel.resolve_address(host))
+        bar = _PhaseBar()
+        try:
+            result = run_bench(tunnel, address, port, seconds=args.seconds, progress=bar.update)
+        finally:
+            bar.close()
+        table = _Table()
+        table.rows, table.title = result.rows(), f"wgmagic bench through {tunnel.name} to {args.target}"
+        display(table)
+        display(PngFigure(png(bench_figure(result)), "bench"))
+        return result
+
+    def _wg_doctor(self, args: argparse.Namespace) -> Any:
+        from wgmagic.doctor import run_doctor
+
+        if args.config:
+            text, _ = self._config_text(args.config)
+            return run_doctor(text, target=args.target, timeout=args.timeout)
+        return run_doctor(None, target=args.target, tunnel=self.tunnel(None), timeout=args.timeout)
+
     # ---- %%wgsql -----------------------------------------------------------------------------------------
     @no_var_expand
     @line_cell_magic
@@ -372,6 +449,9 @@ class WireGuardMagics(Magics):
         return conn
 
     def close_all(self) -> None:
+        for dashboard in self.dashboards:
+            dashboard.close()
+        self.dashboards.clear()
         for conn in self.connections.values():
             conn.close()
         self.connections.clear()
@@ -415,6 +495,31 @@ def _default_name(source: str, taken: dict[str, Any]) -> str:
     while f"{base}{index}" in taken:
         index += 1
     return f"{base}{index}"
+
+
+class _PhaseBar:
+    """A tqdm bar per bench phase (download, upload, latency), created lazily."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.phase = ""
+
+    def update(self, phase: str, fraction: float) -> None:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return
+        if phase != self.phase:
+            self.close()
+            self.phase = phase
+            self.bar = tqdm(total=100, desc=phase, leave=False, unit="%")
+        self.bar.n = int(fraction * 100)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 @contextlib.contextmanager

@@ -352,6 +352,34 @@ class Tunnel:
         lines.append(f"  dns: {', '.join(str(a) for a in self.config.interface.dns_servers) or '(none)'}")
         return "\n".join(lines)
 
+    def peer_report(self) -> list[dict[str, object]]:
+        """Per peer: key fingerprint (public), endpoint, handshake age, seconds to the next rekey, traffic."""
+        self._check_open()
+        return self._thread.call(self._peer_report)
+
+    def _peer_report(self) -> list[dict[str, object]]:
+        now = time.monotonic()
+        device = self._engine.device
+        report = []
+        for key in self._engine.peers:
+            peer = device.peer(key)
+            stats = peer.stats()
+            last = stats["last_handshake"]
+            current = getattr(peer, "current", None)
+            rekey = None
+            if current is not None and getattr(current, "initiator", False):
+                rekey = max(0.0, device.timers.rekey_after_time - (now - current.created))
+            endpoint = stats["endpoint"]
+            report.append({
+                "fingerprint": peer.public_key_b64[:8] + "...",
+                "endpoint": f"{endpoint[0]}:{endpoint[1]}" if endpoint else "(none)",
+                "handshake_age": None if last is None else now - last,
+                "next_rekey_in": rekey,
+                "rx_bytes": stats["rx_bytes"], "tx_bytes": stats["tx_bytes"],
+                "rx_packets": stats["rx_packets"], "tx_packets": stats["tx_packets"],
+            })
+        return report
+
     def history(self, window: float | None = None) -> list[dict[str, object]]:
         """Samples taken about 10 times a second (the last 10 minutes at most; `window` seconds if given):
         flat records, so `pandas.DataFrame(tunnel.history())` gives one column per measure."""

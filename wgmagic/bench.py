@@ -1,0 +1,153 @@
+"""`%wg bench`: throughput down and up, and round-trip latency, through the tunnel.
+
+It speaks the small bench protocol of the test bed and of `wgmagic gateway`'s bench service, on three
+consecutive ports: PORT is a bulk source (send an 8-byte big-endian size, receive that many bytes), PORT+1
+echoes bytes back, PORT+2 is a sink (send bytes, half-close, it answers with their SHA-256 in hex).
+Everything measured here is bytes that crossed the tunnel, timed on this side.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Progress = Callable[[str, float], None]  # (phase, fraction done)
+UNLIMITED = 1 << 50
+
+
+@dataclass(repr=False)
+class BenchResult:
+    target: str
+    seconds: float
+    download_bytes: int = 0
+    download_seconds: float = 0.0
+    upload_bytes: int = 0
+    upload_seconds: float = 0.0
+    rtts_ms: list[float] = field(default_factory=list)
+    timeline: list[tuple[str, float, float]] = field(default_factory=list)  # (phase, t, MB/s in that slice)
+
+    def __repr__(self) -> str:
+        p50 = self.percentile(50)
+        rtt = "-" if p50 is None else f"{p50:.3f} ms"
+        return (f"<BenchResult {self.target}: down {self.download_mb_s:.1f} MB/s, up {self.upload_mb_s:.1f} MB/s, "
+                f"round trip p50 {rtt}>")
+
+    @property
+    def download_mb_s(self) -> float:
+        return self.download_bytes / self.download_seconds / 1e6 if self.download_seconds else 0.0
+
+    @property
+    def upload_mb_s(self) -> float:
+        return self.upload_bytes / self.upload_seconds / 1e6 if self.upload_seconds else 0.0
+
+    def percentile(self, p: float) -> float | None:
+        if not self.rtts_ms:
+            return None
+        ordered = sorted(self.rtts_ms)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
+
+    def rows(self) -> list[dict[str, object]]:
+        def ms(value: float | None) -> str:
+            return "-" if value is None else f"{value:.3f} ms"
+        return [
+            {"measure": "download", "result": f"{self.download_mb_s:.1f} MB/s",
+             "detail": f"{self.download_bytes / 1e6:.0f} MB in {self.download_seconds:.1f} s"},
+            {"measure": "upload", "result": f"{self.upload_mb_s:.1f} MB/s",
+             "detail": f"{self.upload_bytes / 1e6:.0f} MB in {self.upload_seconds:.1f} s"},
+            {"measure": "round trip p50", "result": ms(self.percentile(50)), "detail": f"{len(self.rtts_ms)} echoes"},
+            {"measure": "round trip p90", "result": ms(self.percentile(90)), "detail": ""},
+            {"measure": "round trip p99", "result": ms(self.percentile(99)), "detail": ""},
+        ]
+
+
+def run_bench(tunnel: Any, host: str, port: int, seconds: float = 5.0, echoes: int = 500,
+              progress: Progress | None = None) -> BenchResult:
+    result = BenchResult(f"{host}:{port}", seconds)
+    _download(tunnel, host, port, seconds, result, progress)
+    _upload(tunnel, host, port + 2, seconds, result, progress)
+    _echo(tunnel, host, port + 1, echoes, result, progress)
+    return result
+
+
+def _download(tunnel: Any, host: str, port: int, seconds: float, result: BenchResult,
+              progress: Progress | None) -> None:
+    buffer = bytearray(256 * 1024)
+    with tunnel.open_connection(host, port, timeout=15) as sock:
+        sock.settimeout(15)
+        sock.sendall(struct.pack("!Q", UNLIMITED))
+        started = slice_start = time.perf_counter()
+        slice_bytes = 0
+        while True:
+            n = sock.recv_into(buffer)
+            if not n:
+                break
+            result.download_bytes += n
+            slice_bytes += n
+            now = time.perf_counter()
+            if now - slice_start >= 0.25:
+                result.timeline.append(("download", now - started, slice_bytes / (now - slice_start) / 1e6))
+                slice_start, slice_bytes = now, 0
+                if progress is not None:
+                    progress("download", min(1.0, (now - started) / seconds))
+            if now - started >= seconds:
+                break
+        result.download_seconds = time.perf_counter() - started
+
+
+def _upload(tunnel: Any, host: str, port: int, seconds: float, result: BenchResult,
+            progress: Progress | None) -> None:
+    chunk = bytes(256 * 1024)
+    with tunnel.open_connection(host, port, timeout=15) as sock:
+        sock.settimeout(15)
+        started = slice_start = time.perf_counter()
+        slice_bytes = 0
+        while time.perf_counter() - started < seconds:
+            sock.sendall(chunk)
+            result.upload_bytes += len(chunk)
+            slice_bytes += len(chunk)
+            now = time.perf_counter()
+            if now - slice_start >= 0.25:
+                result.timeline.append(("upload", now - started, slice_bytes / (now - slice_start) / 1e6))
+                slice_start, slice_bytes = now, 0
+                if progress is not None:
+                    progress("upload", min(1.0, (now - started) / seconds))
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(64)  # the sink answers once it has read everything: the upload is done when it says so
+        result.upload_seconds = time.perf_counter() - started
+
+
+def _echo(tunnel: Any, host: str, port: int, count: int, result: BenchResult, progress: Progress | None) -> None:
+    with tunnel.open_connection(host, port, timeout=15) as sock:
+        sock.settimeout(15)
+        for index in range(count):
+            started = time.perf_counter()
+            sock.sendall(b"x")
+            if sock.recv(1) != b"x":
+                break
+            result.rtts_ms.append((time.perf_counter() - started) * 1000)
+            if progress is not None and index % 50 == 0:
+                progress("latency", index / count)
+
+
+def bench_figure(result: BenchResult) -> Any:
+    from wgmagic.plots import _figure, _style
+
+    fig = _figure(7.5, 2.8)
+    left, right = fig.subplots(1, 2, width_ratios=[2, 1])
+    for phase, colour in (("download", "#1f77b4"), ("upload", "#ff7f0e")):
+        points = [(t, v) for p, t, v in result.timeline if p == phase]
+        if points:
+            left.plot([t for t, _ in points], [v for _, v in points], "-", color=colour, label=phase)
+    _style(left, f"Throughput through the tunnel to {result.target}", "MB/s")
+    left.set_xlabel("seconds into the phase", color="#222222")
+    left.set_ylim(bottom=0)
+    left.legend(loc="lower right", fontsize=8, frameon=False)
+    if result.rtts_ms:
+        right.hist(result.rtts_ms, bins=40, color="#2ca02c")
+    _style(right, "Round trips", "count")
+    right.set_xlabel("milliseconds", color="#222222")
+    return fig

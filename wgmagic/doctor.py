@@ -1,0 +1,304 @@
+"""`%wg doctor` / `wgmagic doctor`: why a tunnel or a connection fails, in plain words.
+
+Checks run in the order a packet meets the problems: the config, the endpoint's name, the handshake, its
+RTT, DNS through the tunnel, a TCP connect to the target, the path MTU, then loss and RTT over a burst.
+Each gives a verdict (ok, warning, failed, skipped) and, when something is wrong, the likely cause and the fix.
+A failed step stops the steps that depend on it. Nothing here prints a key: peers are named by fingerprint.
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+OK, WARN, FAIL, SKIP = "ok", "warning", "failed", "skipped"
+MARK = {OK: "✔", WARN: "!", FAIL: "✘", SKIP: "-"}
+BURST = 40  # echoes in the loss/RTT burst
+LOSS_WARNING = 0.05
+
+
+@dataclass
+class Check:
+    name: str
+    verdict: str
+    detail: str
+    fix: str = ""
+
+
+@dataclass
+class Report:
+    checks: list[Check] = field(default_factory=list)
+
+    def add(self, name: str, verdict: str, detail: str, fix: str = "") -> Check:
+        check = Check(name, verdict, detail, fix)
+        self.checks.append(check)
+        return check
+
+    def verdict(self, name: str) -> str | None:
+        return next((c.verdict for c in self.checks if c.name == name), None)
+
+    @property
+    def healthy(self) -> bool:
+        return all(c.verdict in (OK, SKIP) for c in self.checks)
+
+    def __str__(self) -> str:
+        lines = []
+        for c in self.checks:
+            lines.append(f"{MARK[c.verdict]} {c.name}: {c.detail}")
+            if c.fix:
+                lines.append(f"    fix: {c.fix}")
+        worst = "all checks passed" if self.healthy else (
+            "problems found" if any(c.verdict == FAIL for c in self.checks) else "warnings")
+        lines.append(f"doctor: {worst}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        colours = {OK: "#2e7d32", WARN: "#b26a00", FAIL: "#c62828", SKIP: "#757575"}
+        rows = "".join(
+            f"<tr><td style='color:{colours[c.verdict]};font-weight:bold'>{c.verdict}</td>"
+            f"<td>{html.escape(c.name)}</td><td>{html.escape(c.detail)}"
+            + (f"<br><i>fix:</i> {html.escape(c.fix)}" if c.fix else "") + "</td></tr>"
+            for c in self.checks)
+        return f"<table><caption>wgmagic doctor</caption>{rows}</table>"
+
+
+def run_doctor(config_source: Any, *, target: str | None = None, tunnel: Any = None,
+               timeout: float = 5.0, progress: Callable[[Check], None] | None = None) -> Report:
+    """Diagnose `config_source` (a path, wg-quick text or parsed config), optionally toward `target`
+    ("db.internal:5432"). An already open `tunnel` is used as is; otherwise one is opened and closed here."""
+    from wgmagic.config import load_config
+    from wgmagic.errors import ConfigError
+
+    report = Report()
+
+    def add(name: str, verdict: str, detail: str, fix: str = "") -> Check:
+        check = report.add(name, verdict, detail, fix)
+        if progress is not None:
+            progress(check)
+        return check
+
+    try:
+        config = tunnel.config if tunnel is not None else load_config(config_source)
+    except ConfigError as exc:
+        add("config", FAIL, str(exc), "correct that line of the wg-quick file (keys are 44-character base64)")
+        return report
+    host, port = _split_target(target)
+    _check_config(config, host, add)
+    if report.verdict("config") == FAIL:
+        return report
+    _check_endpoint(config, add)
+    if report.verdict("endpoint") == FAIL:
+        return report
+    own = tunnel is None
+    if own:
+        from wgmagic.errors import WgMagicError
+        from wgmagic.runtime.tunnel import connect
+
+        started = time.monotonic()
+        try:
+            tunnel = connect(config, name=f"doctor-{int(started * 1000) % 100000}", timeout=timeout)
+        except WgMagicError as exc:
+            _handshake_failed(str(exc), add)
+            return report
+    try:
+        rtt = tunnel.wait_handshake(timeout=timeout)
+        add("handshake", OK, "the peer answered the handshake")
+        _check_rtt(rtt, add)
+        address = _check_dns(tunnel, config, host, add)
+        if address is not None and port is not None:
+            _check_tcp(tunnel, address, port, add)
+        probe = address or _probe_address(config)
+        if probe is not None:
+            _check_mtu(tunnel, config, probe, add)
+            _check_burst(tunnel, probe, add)
+        else:
+            add("path MTU", SKIP, "no address to probe (give a target, or DNS = in the config)")
+    except Exception as exc:  # the handshake stopped answering mid-way, mostly
+        _handshake_failed(str(exc), add)
+    finally:
+        if own:
+            tunnel.close()
+    return report
+
+
+def _split_target(target: str | None) -> tuple[str | None, int | None]:
+    if not target:
+        return None, None
+    from wgmagic.forward import parse_target
+
+    if target.rsplit(":", 1)[-1].isdigit() and (":" not in target.strip("[]") or target.startswith("[")
+                                                   or target.count(":") == 1):
+        return parse_target(target)
+    return target.strip("[]"), None
+
+
+def _check_config(config: Any, host: str | None, add: Callable[..., Check]) -> None:
+    networks = [net for peer in config.peers for net in peer.allowed_ips]
+    problems, warnings = [], []
+    if not config.peers:
+        problems.append("there is no [Peer] section")
+    for peer in config.peers:
+        if not peer.allowed_ips:
+            problems.append(f"peer {peer.public_key_b64[:8]}... has no AllowedIPs: nothing would be routed to it")
+    for server in config.interface.dns_servers:
+        if not any(server in net for net in networks if net.version == server.version):
+            problems.append(f"the DNS server {server} is outside every AllowedIPs, so DNS cannot go through "
+                            "the tunnel")
+    if host is not None:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            address = None
+        if address is not None and not any(address in net for net in networks if net.version == address.version):
+            problems.append(f"the target {address} is outside every AllowedIPs ({', '.join(map(str, networks))})")
+    for interface in config.interface.addresses:
+        if not any(interface.ip in net for net in networks if net.version == interface.version):
+            warnings.append(f"this side's Address {interface.ip} is outside the peer's AllowedIPs (fine for a "
+                            "gateway that NATs; otherwise replies cannot be routed back)")
+    if problems:
+        add("config", FAIL, "; ".join(problems), "add the missing network to the peer's AllowedIPs (or fix the "
+            "address you are trying to reach)")
+    elif warnings:
+        add("config", WARN, "; ".join(warnings))
+    else:
+        add("config", OK, f"{len(config.peers)} peer(s), AllowedIPs {', '.join(map(str, networks))}")
+
+
+def _check_endpoint(config: Any, add: Callable[..., Check]) -> None:
+    for peer in config.peers:
+        if not peer.endpoint:
+            add("endpoint", WARN, f"peer {peer.public_key_b64[:8]}... has no Endpoint: it must contact us first")
+            continue
+        name, port = peer.endpoint
+        try:
+            infos = socket.getaddrinfo(name, port, type=socket.SOCK_DGRAM)
+        except socket.gaierror as exc:
+            add("endpoint", FAIL, f"{name} does not resolve on this machine ({exc.strerror})",
+                "check the Endpoint's spelling and this machine's DNS")
+            return
+        add("endpoint", OK, f"{name}:{port} is {infos[0][4][0]}")
+
+
+def _handshake_failed(message: str, add: Callable[..., Check]) -> None:
+    if "port unreachable" in message or "nothing is listening" in message:
+        add("handshake", FAIL, "nothing listens at the endpoint: its host answered 'port unreachable'",
+            "check the Endpoint's port, and that WireGuard is running on the peer")
+    else:
+        add("handshake", FAIL, "the peer never answered the handshake",
+            "most often the peer's PublicKey in this config is wrong, or this client's key is not configured on "
+            "the peer; else the Endpoint host or port is wrong, UDP is blocked on this network, or this machine's "
+            "clock is far behind (the peer rejects old handshake timestamps)")
+
+
+def _check_rtt(rtt: float | None, add: Callable[..., Check]) -> None:
+    if rtt is None:
+        add("handshake RTT", SKIP, "the session was already up: no fresh measurement")
+    elif rtt > 0.3:
+        add("handshake RTT", WARN, f"{rtt * 1000:.0f} ms: a long way, every query pays it at least once",
+            "use a gateway nearer to this machine, or batch queries")
+    else:
+        add("handshake RTT", OK, f"{rtt * 1000:.1f} ms")
+
+
+def _check_dns(tunnel: Any, config: Any, host: str | None, add: Callable[..., Check]) -> Any:
+    from wgmagic.errors import DNSTimeoutError, NameNotFoundError
+
+    if host is None:
+        add("DNS", SKIP, "no target name to look up")
+        return None
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if not config.interface.dns_servers:
+        add("DNS", FAIL, f"{host} is a name but the config has no DNS = server for the tunnel",
+            "add DNS = <the private resolver> to [Interface], or use an address")
+        return None
+    try:
+        addresses = tunnel.resolve(host)
+    except NameNotFoundError:
+        add("DNS", FAIL, f"the tunnel's DNS says {host} does not exist",
+            "check the name (and the search domains in DNS =); `%wg resolve NAME` tries one")
+        return None
+    except DNSTimeoutError:
+        add("DNS", FAIL, "the tunnel's DNS servers did not answer",
+            "check that the DNS = address runs a resolver reachable through the peer")
+        return None
+    add("DNS", OK, f"{host} is {', '.join(map(str, addresses))}")
+    return addresses[0]
+
+
+def _check_tcp(tunnel: Any, address: Any, port: int, add: Callable[..., Check]) -> None:
+    started = time.monotonic()
+    try:
+        tunnel.open_connection(str(address), port, timeout=5).close()
+    except ConnectionRefusedError:
+        add("TCP connect", FAIL, f"{address}:{port} refused the connection: nothing listens on that port",
+            "check the port, and that the server listens on the private address (listen_addresses)")
+        return
+    except TimeoutError:
+        add("TCP connect", FAIL, f"no answer from {address}:{port} within 5 s",
+            "a firewall on the private network drops it, or nothing is at that address")
+        return
+    except OSError as exc:
+        add("TCP connect", FAIL, f"{address}:{port}: {exc}", "check the address and the peer's routes")
+        return
+    add("TCP connect", OK, f"{address}:{port} accepted in {(time.monotonic() - started) * 1000:.1f} ms")
+
+
+def _probe_address(config: Any) -> Any:
+    servers = list(config.interface.dns_servers)
+    return servers[0] if servers else None
+
+
+def _echo(tunnel: Any, address: Any, size: int, timeout: float = 1.0) -> float | None:
+    replies = tunnel.ping(str(address), 1, timeout=timeout, size=size)
+    return replies[0].rtt if replies else None
+
+
+def _check_mtu(tunnel: Any, config: Any, address: Any, add: Callable[..., Check]) -> None:
+    overhead = 28 if ipaddress.ip_address(str(address)).version == 4 else 48  # IP + ICMP headers
+    mtu = config.interface.mtu or 1420
+    # Several tries each: on a lossy path one lost echo must not pass for an MTU problem.
+    small = next((rtt for rtt in (_echo(tunnel, address, 56) for _ in range(5)) if rtt is not None), None)
+    if small is None:
+        add("path MTU", SKIP, f"{address} does not answer ICMP echo at all, so the MTU cannot be probed")
+        return
+    full = mtu - overhead
+    if any(_echo(tunnel, address, full) is not None for _ in range(6)):
+        add("path MTU", OK, f"packets of the full tunnel MTU ({mtu} bytes) reach {address} and come back")
+        return
+    low, high = 56, full  # low passes, high does not
+    while high - low > 8:
+        middle = (low + high) // 2
+        if any(_echo(tunnel, address, middle, timeout=0.7) is not None for _ in range(3)):
+            low = middle
+        else:
+            high = middle
+    suggested = low + overhead
+    add("path MTU", FAIL, f"small packets pass but {mtu}-byte ones vanish without an ICMP 'too big': an MTU black "
+        f"hole; the largest that passed was {suggested} bytes",
+        f"set MTU = {suggested - suggested % 8} in [Interface] (or lower the MTU on the path)")
+
+
+def _check_burst(tunnel: Any, address: Any, add: Callable[..., Check]) -> None:
+    rtts = [reply.rtt for reply in tunnel.ping(str(address), BURST, interval=0.02, timeout=0.5)]
+    answered = sorted(r * 1000 for r in rtts if r is not None)
+    loss = 1 - len(answered) / BURST
+    if not answered:
+        add("loss and RTT", FAIL, f"none of {BURST} echoes came back", "the path stopped working: re-run doctor")
+        return
+    p50 = answered[len(answered) // 2]
+    detail = f"{loss:.0%} loss over {BURST} echoes, RTT p50 {p50:.2f} ms, max {answered[-1]:.2f} ms"
+    if loss > LOSS_WARNING:
+        add("loss and RTT", WARN, detail, "queries will stall on retransmissions: look for a congested or "
+            "lossy link (Wi-Fi, VPN in a VPN), or a shaping rule on the path")
+    else:
+        add("loss and RTT", OK, detail)

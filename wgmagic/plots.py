@@ -1,0 +1,129 @@
+"""Plots of a tunnel's measured history, drawn with matplotlib's object API (Figure + Agg).
+
+Never pyplot: these run on the dashboard's updater thread, where pyplot's global state and GUI backends must
+not be touched. The figures carry their own light background and dark ink, so a PNG reads the same in light
+and dark notebook themes.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+INK = "#222222"
+GRID = "#d9d9d9"
+COLOURS = {"handshake_rtt": "#1f77b4", "icmp_rtt": "#d62728", "tcp_srtt": "#2ca02c",
+           "rx_bytes_per_s": "#1f77b4", "tx_bytes_per_s": "#ff7f0e"}
+LABELS = {"handshake_rtt": "handshake RTT", "icmp_rtt": "ICMP echo RTT", "tcp_srtt": "TCP smoothed RTT",
+          "rx_bytes_per_s": "in (received)", "tx_bytes_per_s": "out (sent)"}
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, facecolor="white", layout="constrained")
+    return fig
+
+
+def _style(ax: Any, title: str, ylabel: str) -> None:
+    ax.set_facecolor("white")
+    ax.set_title(title, color=INK, fontsize=11)
+    ax.set_xlabel("seconds ago", color=INK)
+    ax.set_ylabel(ylabel, color=INK)
+    ax.tick_params(colors=INK)
+    ax.grid(True, color=GRID, linewidth=0.6)
+    for spine in ax.spines.values():
+        spine.set_color(GRID)
+
+
+def _series(records: list[dict[str, Any]], key: str, scale: float) -> tuple[list[float], list[float]]:
+    if not records:
+        return [], []
+    end = records[-1]["time"]
+    xs, ys = [], []
+    for record in records:
+        value = record.get(key)
+        if value is not None:
+            xs.append(record["time"] - end)
+            ys.append(value * scale)
+    return xs, ys
+
+
+def latency_figure(records: list[dict[str, Any]], window: float, width: float = 7.0, height: float = 2.6) -> Any:
+    fig = _figure(width, height)
+    ax = fig.subplots()
+    for key in ("handshake_rtt", "icmp_rtt", "tcp_srtt"):
+        xs, ys = _series(records, key, 1000.0)
+        if xs:
+            style = "o" if key == "icmp_rtt" else "-"
+            ax.plot(xs, ys, style, color=COLOURS[key], label=LABELS[key], markersize=3, linewidth=1.4)
+    _style(ax, "Tunnel latency", "milliseconds")
+    ax.set_xlim(-window, 0)
+    ax.set_ylim(bottom=0)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", fontsize=8, frameon=False, labelcolor=INK)
+    return fig
+
+
+def throughput_figure(records: list[dict[str, Any]], window: float, width: float = 7.0,
+                      height: float = 2.6) -> Any:
+    fig = _figure(width, height)
+    ax = fig.subplots()
+    for key in ("rx_bytes_per_s", "tx_bytes_per_s"):
+        xs, ys = _series(records, key, 1e-6)
+        ax.plot(xs, ys, "-", color=COLOURS[key], label=LABELS[key], linewidth=1.4)
+    _style(ax, "Tunnel throughput (WireGuard UDP)", "MB/s")
+    ax.set_xlim(-window, 0)
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper left", fontsize=8, frameon=False, labelcolor=INK)
+    return fig
+
+
+def history_figure(records: list[dict[str, Any]], window: float) -> Any:
+    """Latency above throughput in one figure: `%wg plot`, for nbconvert/PDF and frontends without widgets."""
+    fig = _figure(7.5, 5.2)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for key in ("handshake_rtt", "icmp_rtt", "tcp_srtt"):
+        xs, ys = _series(records, key, 1000.0)
+        if xs:
+            top.plot(xs, ys, "o" if key == "icmp_rtt" else "-", color=COLOURS[key], label=LABELS[key],
+                     markersize=3, linewidth=1.4)
+    _style(top, "Tunnel latency", "milliseconds")
+    for key in ("rx_bytes_per_s", "tx_bytes_per_s"):
+        xs, ys = _series(records, key, 1e-6)
+        bottom.plot(xs, ys, "-", color=COLOURS[key], label=LABELS[key], linewidth=1.4)
+    _style(bottom, "Tunnel throughput (WireGuard UDP)", "MB/s")
+    for ax in (top, bottom):
+        ax.set_xlim(-window, 0)
+        ax.set_ylim(bottom=0)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", fontsize=8, frameon=False, labelcolor=INK)
+    return fig
+
+
+def png(fig: Any) -> bytes:
+    """The figure as PNG bytes, rendered by Agg (safe on any thread)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    canvas.print_png(buffer)
+    return buffer.getvalue()
+
+
+class PngFigure:
+    """A PNG that notebooks display as an image (and nbconvert keeps): what `%wg plot` and `%wg bench` return."""
+
+    def __init__(self, data: bytes, title: str = "") -> None:
+        self.data = data
+        self.title = title
+
+    def _repr_png_(self) -> bytes:
+        return self.data
+
+    def __repr__(self) -> str:
+        return f"<{self.title or 'figure'}: PNG, {len(self.data):,} bytes>"
+
+    def save(self, path: str) -> None:
+        with open(path, "wb") as handle:
+            handle.write(self.data)
