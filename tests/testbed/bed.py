@@ -297,10 +297,10 @@ class TestBed:
         """Drop the peer side's ICMP 'fragmentation needed' / 'packet too big': an MTU black hole."""
         run("nft", "delete", "table", "inet", "wgmagic_bed", ns=self.ns, check=False)
         if on:
-            rules = ("table inet wgmagic_bed { chain out { type filter hook output priority 0; "
-                     "icmp type destination-unreachable icmp code frag-needed drop; "
-                     "icmpv6 type packet-too-big drop; } }")
-            run("nft", rules, ns=self.ns)
+            rules = ("table inet wgmagic_bed {\n chain out {\n  type filter hook output priority 0;\n"
+                     "  icmp type destination-unreachable icmp code frag-needed drop\n"
+                     "  icmpv6 type packet-too-big drop\n }\n}\n")
+            run("nft", "-f", "-", ns=self.ns, input=rules)
 
     @contextlib.contextmanager
     def relay(self, *, seed: int = 1, up: dict | None = None, down: dict | None = None,

@@ -114,8 +114,22 @@ class Engine:
             except OSError:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        # ICMP errors ("port unreachable") reach an unconnected UDP socket only with IP_RECVERR: without it a
+        # wrong endpoint port looks exactly like a wrong key (silence). Each error is then drained below.
+        for level, option in ((socket.IPPROTO_IP, getattr(socket, "IP_RECVERR", 11)),
+                              (socket.IPPROTO_IPV6, getattr(socket, "IPV6_RECVERR", 25))):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(level, option, 1)
         sock.setblocking(False)
         return sock
+
+    @staticmethod
+    def _drain_error_queue(sock: socket.socket) -> None:
+        for _ in range(64):  # bounded: the queue is, too (by the receive buffer)
+            try:
+                sock.recvmsg(1, 1024, getattr(socket, "MSG_ERRQUEUE", 0x2000))
+            except OSError:
+                return
 
     def close(self) -> None:
         if self.closed:
@@ -164,6 +178,7 @@ class Engine:
                 self.counters["endpoint_refused"] += 1
                 for peer in self.peers.values():
                     peer.endpoint_refused = True
+                self._drain_error_queue(sock)
                 continue
             except OSError:
                 self.counters["socket_error"] += 1
