@@ -9,7 +9,22 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Tunnel", "__version__", "connect", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["Tunnel", "__version__", "connect", "get_tunnel", "load_ipython_extension", "unload_ipython_extension"]
+
+
+def get_tunnel(name: str | None = None) -> Any:
+    """An open tunnel of this process by name (as `%wg connect --name` gave it), or the only/newest one."""
+    from wgmagic.runtime.tunnel import open_tunnels
+
+    tunnels = open_tunnels()
+    if name is not None:
+        for tunnel in tunnels:
+            if tunnel.name == name:
+                return tunnel
+        raise LookupError(f"no open tunnel named {name!r}; open: {', '.join(t.name for t in tunnels) or 'none'}")
+    if not tunnels:
+        raise LookupError("no tunnel is open: %wg connect CONFIG (or wgmagic.connect(CONFIG)) first")
+    return tunnels[-1]
 
 
 def __getattr__(name: str) -> Any:

@@ -196,6 +196,13 @@ class WireGuardMagics(Magics):
             value = getattr(value, part)
         return value
 
+    def _value(self, text: str | None) -> str | None:
+        """An argument, or the value of the `{var}` / `$var` it names."""
+        if text is None:
+            return None
+        match = _VARIABLE.match(text.strip())
+        return str(self._lookup(match.group(1) or match.group(2))) if match else text
+
     def tunnel(self, name: str | None = None) -> Any:
         """The named tunnel, or the current one; a UsageError that says what to do when there is none."""
         name = name or self.current_tunnel
@@ -240,7 +247,7 @@ class WireGuardMagics(Magics):
         local: str | int | None = args.local
         if isinstance(local, str) and local.isdigit():
             local = int(local)
-        forward = self.tunnel(args.tunnel).forward(args.target, local=local)
+        forward = self.tunnel(args.tunnel).forward(self._value(args.target) or "", local=local)
         params = forward.libpq_params()
         print(f"wgmagic: {forward.local_address} -> {args.target}; libpq: "
               + " ".join(f"{k}={v}" for k, v in params.items()))
@@ -253,7 +260,7 @@ class WireGuardMagics(Magics):
 
     def _wg_ping(self, args: argparse.Namespace) -> None:
         tunnel = self.tunnel(args.tunnel)
-        address = str(tunnel.resolve_address(args.host))
+        address = str(tunnel.resolve_address(self._value(args.host) or ""))
         answered = []
         for reply in tunnel.ping_iter(address, args.count):
             if reply.rtt is None:
@@ -269,7 +276,7 @@ class WireGuardMagics(Magics):
         print(summary)
 
     def _wg_resolve(self, args: argparse.Namespace) -> list[str]:
-        addresses = [str(a) for a in self.tunnel(args.tunnel).resolve(args.name)]
+        addresses = [str(a) for a in self.tunnel(args.tunnel).resolve(self._value(args.name) or "")]
         print(f"{args.name}: {', '.join(addresses)}")
         return addresses
 
@@ -286,7 +293,8 @@ class WireGuardMagics(Magics):
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         tunnel = self.tunnel(args.tunnel)
-        dashboard = Dashboard(tunnel, window=window, ping_target=args.ping, bench_target=args.bench)
+        dashboard = Dashboard(tunnel, window=window, ping_target=self._value(args.ping),
+                              bench_target=self._value(args.bench))
         self.dashboards.append(dashboard)
         return dashboard.start()
 
@@ -313,7 +321,7 @@ class WireGuardMagics(Magics):
         from wgmagic.status import _Table
 
         try:
-            host, port = parse_target(args.target)
+            host, port = parse_target(self._value(args.target) or "")
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         tunnel = self.tunnel(args.tunnel)
@@ -334,8 +342,8 @@ class WireGuardMagics(Magics):
 
         if args.config:
             text, _ = self._config_text(args.config)
-            return run_doctor(text, target=args.target, timeout=args.timeout)
-        return run_doctor(None, target=args.target, tunnel=self.tunnel(None), timeout=args.timeout)
+            return run_doctor(text, target=self._value(args.target), timeout=args.timeout)
+        return run_doctor(None, target=self._value(args.target), tunnel=self.tunnel(None), timeout=args.timeout)
 
     # ---- %%wgsql -----------------------------------------------------------------------------------------
     @no_var_expand

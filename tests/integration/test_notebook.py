@@ -1,4 +1,4 @@
-"""notebooks/quickstart.ipynb runs headless (nbclient, a real kernel) against the test bed (issue 5)."""
+"""Every notebook in notebooks/ runs headless (nbclient, a real kernel) against the test bed."""
 
 from __future__ import annotations
 
@@ -11,23 +11,80 @@ from nbclient import NotebookClient
 
 pytestmark = pytest.mark.integration
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+# Appended to diagnostics.ipynb for the test only: read the live widgets twice while traffic flows.
+PROBE = """
+import json, threading, time
+import wgmagic
+tunnel = wgmagic.get_tunnel("diag")
+first = dash.rx_bytes.value
+%wg bench {bench_target} --seconds 1
+time.sleep(2 * dash.interval + 0.5)
+second = dash.rx_bytes.value
+actual = tunnel.stats()["totals"]["udp_rx_bytes"]
+print("PROBE " + json.dumps({"first": first, "second": second, "actual": actual, "redraws": dash.redraws,
+                              "alive": dash.alive}))
+"""
 
 
-def test_quickstart_runs_against_the_test_bed(testbed, tmp_path, monkeypatch):
+def _run(path: Path, tmp_path: Path, extra: str | None = None):
+    notebook = nbformat.read(path, as_version=4)
+    if extra:
+        notebook.cells.append(nbformat.v4.new_code_cell(extra))
+    NotebookClient(notebook, timeout=180, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    return notebook
+
+
+@pytest.fixture
+def environment(testbed, tmp_path, monkeypatch):
     config = tmp_path / "wg0.conf"
     config.write_text(testbed.client_config())
     config.chmod(0o600)
     monkeypatch.setenv("WGMAGIC_CONFIG", str(config))
     monkeypatch.setenv("WGMAGIC_DSN", "postgresql://app@db.internal:5432/app")
+    monkeypatch.setenv("WGMAGIC_BENCH", "198.18.0.1:9000")
     monkeypatch.setenv("PGPASSWORD", testbed.db_password)
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-                   ).execute()
-    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert any("image/png" in o.get("data", {}) for o in outputs), "the chart was not drawn"
-    assert any("text/html" in o.get("data", {}) and "mean_value" in o["data"]["text/html"] for o in outputs)
-    text = json.dumps(outputs)
+    return testbed
+
+
+def _outputs(notebook):
+    return [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+
+
+def _no_errors_no_secrets(notebook, testbed):
+    outputs = _outputs(notebook)
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert not errors, errors
+    text = json.dumps(outputs) + json.dumps(notebook.metadata)
     for secret in (testbed.db_password, testbed.client_private):
         assert secret not in text
+    return outputs
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")))
+def test_every_notebook_runs_headless(environment, tmp_path, name):
+    notebook = _run(NOTEBOOKS / name, tmp_path)
+    outputs = _no_errors_no_secrets(notebook, environment)
+    if name == "quickstart.ipynb":
+        assert any("image/png" in o.get("data", {}) for o in outputs), "the chart was not drawn"
+        assert any("text/html" in o.get("data", {}) and "mean_value" in o["data"]["text/html"] for o in outputs)
+
+
+def test_diagnostics_widgets_hold_live_numbers(environment, tmp_path):
+    notebook = _run(NOTEBOOKS / "diagnostics.ipynb", tmp_path, PROBE)
+    outputs = _no_errors_no_secrets(notebook, environment)
+    line = next(o["text"] for o in outputs if o.get("name") == "stdout" and "PROBE " in o.get("text", ""))
+    probe = json.loads(line.split("PROBE ", 1)[1].splitlines()[0])
+    print(probe)
+    assert probe["alive"] and probe["redraws"] >= 3
+    assert probe["second"] > probe["first"] + 1_000_000  # the bench's bytes arrived in the widget
+    assert probe["second"] <= probe["actual"] <= probe["second"] + 200_000  # and match the tunnel's counter
+    state = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    numbers = {model["state"].get("description"): model["state"].get("value") for model in state.values()
+               if model.get("model_name") == "IntTextModel"}
+    assert numbers.get("rx bytes", 0) > 0 and numbers.get("handshakes", 0) >= 1
+    images = [m for m in state.values() if m.get("model_name") == "ImageModel"]
+    assert len(images) == 2
+    assert any("doctor" in json.dumps(o) for o in outputs)
