@@ -63,6 +63,9 @@ def ours(mib: int, echoes: int, bed: TestBed) -> dict:
         after = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         echo = namespace["echo"](make, echoes)
+        from wgmagic.bench import run_bench
+
+        bench = run_bench(tunnel, PEER4, 9000, seconds=max(1.0, mib / 100))  # what %wg bench reports
         rss_before = _rss_mib()
         sockets = [tunnel.open_connection(PEER4, 9001, timeout=30) for _ in range(200)]
         for sock in sockets:
@@ -71,7 +74,8 @@ def ours(mib: int, echoes: int, bed: TestBed) -> dict:
         rss_200 = _rss_mib()
         for sock in sockets:
             sock.close()
-    return {"down": down, "up": up, "echo": echo, "cpu_per_gib": cpu / (2 * mib / 1024),
+    return {"down": down, "up": up, "echo": echo, "bench": (bench.download_mb_s, bench.upload_mb_s),
+            "cpu_per_gib": cpu / (2 * mib / 1024),
             "rss_before_200": rss_before, "rss_with_200": rss_200}
 
 
@@ -101,6 +105,9 @@ def main() -> None:
           f"ratio {mine['up'] / ref['up']:.2f}")
     print(f"echo RTT p50/p99: wgmagic {mine['echo'][0]:.3f}/{mine['echo'][1]:.3f} ms, reference "
           f"{ref['echo'][0]:.3f}/{ref['echo'][1]:.3f} ms, p50 difference {mine['echo'][0] - ref['echo'][0]:+.3f} ms")
+    bench_down, bench_up = mine["bench"]
+    print(f"%wg bench: down {bench_down:.1f} MB/s ({bench_down / mine['down']:.2f} of the download above), "
+          f"up {bench_up:.1f} MB/s ({bench_up / mine['up']:.2f} of the upload above)")
     print(f"wgmagic CPU: {mine['cpu_per_gib']:.1f} s per GiB moved (this process, all threads)")
     print(f"wgmagic RSS: {mine['rss_before_200']:.0f} MiB before, {mine['rss_with_200']:.0f} MiB with 200 open "
           f"connections")
