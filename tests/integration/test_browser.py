@@ -1,0 +1,121 @@
+"""A real browser: JupyterLab driven by Playwright (Debian's chromium) runs diagnostics.ipynb (issue 6).
+
+It waits until the dashboard's plot is drawn and then redrawn with new data, and saves a screenshot as a test
+artifact (tests/artifacts/dashboard.png; README's docs/dashboard.png is a copy of one).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = REPO / "tests" / "artifacts"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def jupyterlab(testbed, tmp_path):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Debian's chromium is missing: run scripts/install-system-deps")
+    root = tmp_path / "lab"
+    root.mkdir()
+    shutil.copy(REPO / "notebooks" / "diagnostics.ipynb", root)
+    config = tmp_path / "wg0.conf"
+    config.write_text(testbed.client_config())
+    config.chmod(0o600)
+    settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "WGMAGIC_CONFIG": str(config), "WGMAGIC_BENCH": "198.18.0.1:9000",
+           "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"), "JUPYTER_DATA_DIR": str(tmp_path / "jupyter-data"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"), "PYTHONPATH": str(REPO),
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings")}
+    log = open(tmp_path / "lab.log", "w")  # noqa: SIM115 (closed below)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
+         f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.news_url=",
+         "--ServerApp.disable_check_xsrf=True"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None:
+                break
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail(f"JupyterLab did not start: {(tmp_path / 'lab.log').read_text()[-2000:]}")
+    try:
+        yield f"{base}/lab/tree/diagnostics.ipynb?token={token}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def _dashboard_image_sources(page) -> list[str]:
+    return page.eval_on_selector_all("img.widget-image", "els => els.map(e => e.src)")
+
+
+def test_dashboard_draws_and_redraws_in_jupyterlab(jupyterlab):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1600})
+            page.goto(jupyterlab)
+            page.wait_for_selector(".jp-Notebook", timeout=60_000)
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
+                                   ".jp-Toolbar-kernelStatus:has-text('Idle')", timeout=60_000, state="attached")
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_text("Run All Cells", exact=True).click()
+            page.wait_for_selector("img.widget-image", timeout=90_000)
+            deadline = time.monotonic() + 60
+            first: list[str] = []
+            while time.monotonic() < deadline and not any(src.startswith("blob:") for src in first):
+                first = _dashboard_image_sources(page)
+                time.sleep(0.5)
+            assert any(src.startswith("blob:") for src in first), "the dashboard's plots were never drawn"
+            redrawn = False
+            while time.monotonic() < deadline:
+                time.sleep(0.5)
+                now = _dashboard_image_sources(page)
+                if now and now != first:
+                    redrawn = True
+                    break
+            assert redrawn, "the dashboard's plots were never redrawn"
+            page.locator(".jupyter-widgets.widget-vbox").first.scroll_into_view_if_needed()
+            time.sleep(1.5)  # let the throughput test's traffic show up in a redraw
+            page.locator(".jupyter-widgets.widget-vbox").first.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+            page.screenshot(path=str(ARTIFACTS / "jupyterlab.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
