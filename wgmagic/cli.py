@@ -183,12 +183,61 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--handshake-timeout", type=float, default=10.0)
     status.set_defaults(func=_cmd_status)
 
+    gateway = sub.add_parser("gateway", help="be the other end: a rootless WireGuard responder relaying to local "
+                             "services")
+    gateway.add_argument("config", help="wg-quick file: [Interface] with ListenPort and Address, one [Peer] per client")
+    gateway.add_argument("--expose", action="append", default=[], metavar="[ADDR:]PORT=HOST:PORT",
+                         help="relay tunnel TCP to ADDR:PORT on to HOST:PORT here (repeatable)")
+    gateway.add_argument("--name", action="append", default=[], metavar="NAME=ADDR[,ADDR]",
+                         help="answer DNS for NAME on the tunnel addresses (repeatable)")
+    gateway.add_argument("-q", "--quiet", action="store_true", help="no live status line")
+    gateway.set_defaults(func=_cmd_gateway)
+
     doctor = sub.add_parser("doctor", help="check a config and the path through it, step by step, in plain words")
     doctor.add_argument("config")
     doctor.add_argument("target", nargs="?", help="HOST:PORT (or HOST) on the private network to check too")
     doctor.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the handshake (default 5)")
     doctor.set_defaults(func=_cmd_doctor)
     return parser
+
+
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    from wgmagic.gateway import Gateway, parse_expose, parse_name
+
+    if not args.expose:
+        raise ValueError("nothing to expose: give at least one --expose [ADDR:]PORT=HOST:PORT")
+    exposes = [parse_expose(spec) for spec in args.expose]
+    names = dict(parse_name(spec) for spec in args.name)
+    stop = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    gateway = Gateway(args.config, exposes, names, timers=timers_from_environment())
+    try:
+        print(f"gateway listening on UDP port {gateway.listen_port}", flush=True)
+        for expose in exposes:
+            print(f"exposing {expose}", flush=True)
+        for name, addresses in names.items():
+            print(f"answering DNS: {name} -> {', '.join(map(str, addresses))}", flush=True)
+        print("gateway up; Ctrl-C to stop", flush=True)
+        last = 0.0
+        while not stop:
+            time.sleep(0.25)
+            if args.quiet or time.monotonic() - last < 1.0:
+                continue
+            last = time.monotonic()
+            if sys.stdout.isatty():
+                print("\r" + gateway.status_line(), end="", flush=True)
+    finally:
+        if not args.quiet and sys.stdout.isatty():
+            print()
+        gateway.close()
+    print("gateway closed", flush=True)
+    return 0
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:

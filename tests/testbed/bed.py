@@ -304,12 +304,13 @@ class TestBed:
 
     @contextlib.contextmanager
     def relay(self, *, seed: int = 1, up: dict | None = None, down: dict | None = None,
-              **both: float) -> Iterator[Relay]:
+              target_port: int | None = None, **both: float) -> Iterator[Relay]:
         """A UDP impairment relay in front of the peer; settings apply to both directions unless given apart."""
         settings = {"seed": seed, "up": {**both, **(up or {})}, "down": {**both, **(down or {})}}
         port = free_udp_port()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        process = subprocess.Popen([sys.executable, "-m", "tests.testbed.relay", str(port), str(self.port),
+        process = subprocess.Popen([sys.executable, "-m", "tests.testbed.relay", str(port),
+                                    str(target_port or self.port),
                                     json.dumps(settings)], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
         assert process.stdout is not None
         if "ready" not in process.stdout.readline():

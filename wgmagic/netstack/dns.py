@@ -15,6 +15,7 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdata
 import dns.rdatatype
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -73,3 +74,35 @@ def unframe_tcp(buffer: bytes) -> bytes | None:
         return None
     (length,) = _LENGTH.unpack_from(buffer)
     return buffer[2:2 + length] if len(buffer) >= 2 + length else None
+
+
+def answer_query(data: bytes, names: dict[str, tuple[IPAddress, ...]], ttl: int = 30) -> bytes | None:
+    """A responder's reply to one query (the gateway's `--name` map): A/AAAA for names it knows, an empty
+    answer for a known name without that family, NXDOMAIN otherwise. None for anything not a plain query."""
+    try:
+        query = dns.message.from_wire(data, ignore_trailing=True)
+    except (dns.exception.DNSException, ValueError, IndexError):
+        return None
+    if query.flags & dns.flags.QR or len(query.question) != 1 or query.opcode() != 0:
+        return None
+    question = query.question[0]
+    response = dns.message.make_response(query)
+    response.flags |= dns.flags.AA
+    name = question.name.to_text().lower()
+    known = names.get(name) if name.endswith(".") else None
+    if known is None:
+        response.set_rcode(dns.rcode.NXDOMAIN)
+    else:
+        wanted = {dns.rdatatype.A: 4, dns.rdatatype.AAAA: 6}.get(question.rdtype)
+        matching = [a for a in known if a.version == wanted]
+        if matching:
+            rrset = response.find_rrset(response.answer, question.name, question.rdclass, question.rdtype,
+                                        create=True)
+            for address in matching:
+                rrset.add(dns.rdata.from_text(question.rdclass, question.rdtype, str(address)), ttl)
+    try:
+        return response.to_wire(max_size=512)
+    except dns.exception.TooBig:
+        response.flags |= dns.flags.TC
+        response.answer.clear()
+        return response.to_wire()

@@ -399,6 +399,8 @@ class TcpListener:
         self.backlog = backlog
         self.pending: deque[Any] = deque()
         self.closed = False
+        # Asked once per new SYN, before any answer: False refuses it (a gateway whose local target is down).
+        self.admit: Callable[[tuple[IPAddress, int], tuple[IPAddress, int]], bool] | None = None
 
     def offer(self, local: tuple[IPAddress, int], remote: tuple[IPAddress, int], segment: memoryview,
               now: float) -> Any:
@@ -407,6 +409,10 @@ class TcpListener:
         if self.closed or len(self.pending) >= self.backlog:
             self.stack.drops["listen_backlog_full"] += 1
             return None
+        is_syn = len(segment) > 13 and segment[13] & 0x12 == 0x02
+        if self.admit is not None and is_syn and not self.admit(local, remote):
+            self.stack.drops["listen_refused"] += 1
+            return None  # the stack answers with a reset: the peer sees "connection refused"
         mss = self.stack.path_mtu(remote[0].packed) - (40 if remote[0].version == 4 else 60)
         conn = TcpConnection.accept_syn(local, remote, segment, now, options=self.stack.tcp_options,
                                         rng=self.stack.rng, mss=mss)

@@ -78,6 +78,7 @@ class Engine:
         self._timer_deadline: float | None = None
         self._echo_waiters: dict[tuple[bytes, int, int], asyncio.Future[float]] = {}
         self.event_handlers: list[Callable[[object], bool]] = []
+        self.udp_handlers: dict[int, Callable[[Any], None]] = {}  # id(stack UDP socket) -> reader (gateway DNS)
         # id(TcpConnection) -> what consumes its events: a socket's StreamBuffers, or a forward's relay.
         self.streams: dict[int, Any] = {}
         self._udp_waiters: dict[int, tuple[Any, Any, asyncio.Future[bytes]]] = {}
@@ -538,6 +539,10 @@ class Engine:
             buffers.request_close()
 
     def _udp_readable(self, sock: Any) -> None:
+        handler = self.udp_handlers.get(id(sock))
+        if handler is not None:
+            handler(sock)
+            return
         entry = self._udp_waiters.get(id(sock))
         while True:
             item = sock.recvfrom()
