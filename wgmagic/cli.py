@@ -193,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("-q", "--quiet", action="store_true", help="no live status line")
     gateway.set_defaults(func=_cmd_gateway)
 
+    demo = sub.add_parser("demo", help="a local PostgreSQL behind a local rootless gateway, and the quickstart "
+                          "notebook connected to it")
+    demo.add_argument("--headless", action="store_true",
+                      help="execute the notebook and write it (and an HTML copy) instead of opening JupyterLab")
+    demo.add_argument("--output-dir", help="where the demo's files go (default ./wgmagic-demo)")
+    demo.set_defaults(func=lambda args: __import__("wgmagic.demo").demo.main(args.headless, args.output_dir))
+
     doctor = sub.add_parser("doctor", help="check a config and the path through it, step by step, in plain words")
     doctor.add_argument("config")
     doctor.add_argument("target", nargs="?", help="HOST:PORT (or HOST) on the private network to check too")
