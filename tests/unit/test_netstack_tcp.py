@@ -173,6 +173,37 @@ def test_zero_window_then_reopen():
     assert got == len(data)
 
 
+def test_lost_window_update_is_repeated_until_data_flows():
+    link = Link()
+    client, server = open_pair(link)
+    server.opts = TcpOptions(recv_buffer=64 * 1024, verify_checksums=True)
+    server.window_cap = 64 * 1024
+    data = bytes(200 * 1024)
+    sent = 0
+    for _ in range(2000):
+        sent += client.send(memoryview(data)[sent:])
+        link.step((client, server))
+    assert server.last_advertised_right - server.rcv_nxt < server.send_mss  # the window is closed
+    server.recv(1 << 20)  # the reader drains it: a window update goes out ...
+    lost = server.segments_to_send(link.now)  # ... and is lost
+    assert lost and server.window_update_at is not None
+    link.now = server.window_update_at  # nothing arrives; the repeat is due
+    server.handle_timer(link.now)
+    repeated = server.segments_to_send(link.now)
+    assert repeated, "the window update was not repeated"
+    for segment in repeated:
+        client.receive_segment(memoryview(segment), link.now)
+    assert client.snd_wnd >= server.send_mss  # the sender learned the window without waiting for a probe
+    got = 0
+    for _ in range(20000):
+        got += len(server.recv(1 << 20))
+        sent += client.send(memoryview(data)[sent:])
+        if client.snd_una - client.iss - 1 >= len(data) and not server.recv_available():
+            break
+        link.step((client, server))
+    assert server.window_update_at is None or server.rcv_nxt != server.window_update_nxt
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=60))
 def test_option_parser_never_raises(data):

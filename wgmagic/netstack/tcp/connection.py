@@ -120,6 +120,10 @@ class TcpConnection:
         self.fin_received_seq: int | None = None
         self.eof = False
         self.last_advertised_right = 0
+        self.window_reopened = False  # a read reopened a (nearly) closed window: repeat the update until data
+        self.window_update_at: float | None = None
+        self.window_update_nxt = 0
+        self.window_update_tries = 0
         self.window_cap = self.opts.recv_buffer  # lowered by the stack when many connections share it
         # acks
         self.ack_now = False
@@ -265,6 +269,8 @@ class TcpConnection:
             worth_it = min(self.opts.recv_buffer // 2, 32 * self.send_mss)
             if grown >= worth_it or (nearly_closed and grown >= self.send_mss):
                 self.ack_now = True
+                if nearly_closed:
+                    self.window_reopened = True
         return data
 
     def recv_available(self) -> int:
@@ -781,6 +787,8 @@ class TcpConnection:
         if self.ack_now or (self.delack_at is not None and now >= self.delack_at):
             if self.state not in ("CLOSED", "SYN_SENT"):
                 self._out.append(self._segment(ACK, self.snd_nxt, now, sack=True))
+                if self.window_reopened:
+                    self._arm_window_update(now)
             self.ack_now = False
             self.delack_at = None
             self.unacked_segments = 0
@@ -863,7 +871,7 @@ class TcpConnection:
             return 0.0
         best = None
         for deadline in (self.rto_at, self.delack_at, self.persist_at, self.time_wait_at, self.connect_deadline,
-                         self.keepalive_at, self.loss_suspect_at):
+                         self.keepalive_at, self.loss_suspect_at, self.window_update_at):
             if deadline is not None and (best is None or deadline < best):
                 best = deadline
         return best
@@ -884,6 +892,8 @@ class TcpConnection:
             self._on_rto(now)
         if self.persist_at is not None and now >= self.persist_at:
             self._on_persist(now)
+        if self.window_update_at is not None and now >= self.window_update_at:
+            self._on_window_update(now)
         if self.keepalive_at is not None and now >= self.keepalive_at:
             self._on_keepalive(now)
 
@@ -911,6 +921,26 @@ class TcpConnection:
             self._out.append(self._segment(FIN | ACK, self.fin_seq, now))
             self.snd_nxt = self.fin_seq + 1
         self.retransmits += 1
+
+    def _arm_window_update(self, now: float) -> None:
+        # A window update that reopens a closed window is a lone pure ACK: if it is lost, the sender only
+        # learns of the window from its next zero-window probe, and Linux backs those off to tens of seconds.
+        # So repeat it (a few times, backing off) until data arrives again. Harmless to the sender: with no
+        # data in flight a repeated ACK is not a duplicate ACK.
+        self.window_reopened = False
+        self.window_update_nxt = self.rcv_nxt
+        self.window_update_tries = 0
+        self.window_update_at = now + max(self.rto, self.opts.rto_min)
+
+    def _on_window_update(self, now: float) -> None:
+        self.window_update_at = None
+        if self.rcv_nxt != self.window_update_nxt or self.state not in ("ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2"):
+            return  # data came: the sender knows the window
+        if self.last_advertised_right - self.rcv_nxt < self.send_mss or self.window_update_tries >= 4:
+            return
+        self.window_update_tries += 1
+        self.ack_now = True
+        self.window_update_at = now + max(self.rto, self.opts.rto_min) * (2 ** self.window_update_tries)
 
     def _on_persist(self, now: float) -> None:
         self.persist_at = None
