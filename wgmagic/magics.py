@@ -255,7 +255,9 @@ class WireGuardMagics(Magics):
 
     def _wg_socks(self, args: argparse.Namespace) -> Any:
         server = self.tunnel(args.tunnel).socks(args.port)
-        print(f"wgmagic: SOCKS5 on 127.0.0.1:{args.port} (use socks5h:// so names resolve through the tunnel)")
+        host, port = server.address[:2]
+        print(f"wgmagic: SOCKS5 on {host}:{port} (socks5h:// or curl --socks5-hostname: names resolve through "
+              "the tunnel)")
         return server
 
     def _wg_ping(self, args: argparse.Namespace) -> None:

@@ -46,6 +46,11 @@ def environment(testbed, tmp_path, monkeypatch):
     monkeypatch.setenv("WGMAGIC_DSN", "postgresql://app@db.internal:5432/app")
     monkeypatch.setenv("WGMAGIC_BENCH", "198.18.0.1:9000")
     monkeypatch.setenv("PGPASSWORD", testbed.db_password)
+    config6 = tmp_path / "fly-6pn.conf"
+    config6.write_text(testbed.client_config(ipv6_only=True))
+    config6.chmod(0o600)
+    monkeypatch.setenv("WGMAGIC_CONFIG6", str(config6))
+    monkeypatch.setenv("WGMAGIC_CA", str(testbed.ca_file))
     return testbed
 
 
@@ -67,6 +72,11 @@ def _no_errors_no_secrets(notebook, testbed):
 def test_every_notebook_runs_headless(environment, tmp_path, name):
     notebook = _run(NOTEBOOKS / name, tmp_path)
     outputs = _no_errors_no_secrets(notebook, environment)
+    if name == "fly-style-private-network.ipynb":
+        text = json.dumps(outputs)
+        assert "fd77:6d61:6769:6300::1" in text and "198.18.0.1" not in text  # IPv6 only
+        assert "TLSv1.3" in text or "TLSv1.2" in text  # TLS, verified (verify-full would have refused)
+        assert "Hello" in text or "hello" in text  # curl through the SOCKS proxy
     if name == "quickstart.ipynb":
         assert any("image/png" in o.get("data", {}) for o in outputs), "the chart was not drawn"
         assert any("text/html" in o.get("data", {}) and "mean_value" in o["data"]["text/html"] for o in outputs)

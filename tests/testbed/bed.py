@@ -214,7 +214,8 @@ class TestBed:
         run("runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
             "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}", cwd="/")
         # TLS with a certificate for the private name, signed by a CA only the tests trust (verify-full).
-        self.ca_file, cert, key = write_ca_and_server_cert(self.dir, ["db.internal"], [PEER4, PEER6])
+        self.ca_file, cert, key = write_ca_and_server_cert(self.dir, ["db.internal", "v6only.internal"],
+                                                           [PEER4, PEER6])
         for path in (cert, key):
             shutil.chown(path, "postgres", "postgres")
         with open(data / "pg_hba.conf", "a") as hba:
@@ -248,7 +249,12 @@ class TestBed:
             "ALTER TABLE big OWNER TO app;", database="app")
 
     # ---- what tests use ----------------------------------------------------------------------------
-    def client_config(self, endpoint: str | None = None) -> str:
+    def client_config(self, endpoint: str | None = None, *, ipv6_only: bool = False) -> str:
+        if ipv6_only:  # a Fly.io-style 6PN: IPv6 addresses, routes and DNS only
+            return (f"[Interface]\nPrivateKey = {self.client_private}\nAddress = {CLIENT6}/128\n"
+                    f"DNS = {PEER6}, internal\nMTU = {MTU}\n\n"
+                    f"[Peer]\nPublicKey = {self.peer_public}\nEndpoint = {endpoint or f'127.0.0.1:{self.port}'}\n"
+                    f"AllowedIPs = {NET6}\n")
         return (f"[Interface]\nPrivateKey = {self.client_private}\nAddress = {CLIENT4}/32, {CLIENT6}/128\n"
                 f"DNS = {PEER4}, internal\nMTU = {MTU}\n\n"
                 f"[Peer]\nPublicKey = {self.peer_public}\nEndpoint = {endpoint or f'127.0.0.1:{self.port}'}\n"
