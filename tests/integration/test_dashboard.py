@@ -1,0 +1,70 @@
+"""The live dashboard's updater: keeps drawing while a query blocks the main thread, sleeps when paused,
+stops when closed or when the tunnel goes down (issue 6)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def shell(testbed):
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "wgmagic")
+    sh.user_ns.update(dash_config=testbed.client_config(), dash_dsn=testbed.dsn())
+    assert sh.run_cell("%wg connect {dash_config} --name dash").success
+    yield sh
+    sh.run_line_magic("unload_ext", "wgmagic")
+
+
+def _wait(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_dashboard_moves_while_a_query_blocks_then_pauses_and_stops(shell):
+    dash = shell.run_cell("%wg diag --window 1m").result
+    assert _wait(lambda: dash.redraws >= 2)
+    before = dash.redraws
+    assert shell.run_cell("%%wgsql {dash_dsn} --alias dash\nSELECT pg_sleep(2)").success  # the main thread waits
+    assert dash.redraws >= before + 2, "the dashboard froze while a query ran"
+    assert dash.latency_plot.value[:8] == b"\x89PNG\r\n\x1a\n"
+    dash.pause.value = True
+    time.sleep(dash.interval * 2)
+    paused_at = dash.redraws
+    time.sleep(dash.interval * 4)
+    assert dash.redraws == paused_at, "the updater kept working while paused"
+    dash.pause.value = False
+    assert _wait(lambda: dash.redraws > paused_at)
+    dash.close()
+    assert _wait(lambda: not dash.alive), "closing the widget did not stop the updater"
+
+
+def test_dashboard_stops_when_the_tunnel_goes_down(shell):
+    dash = shell.run_cell("%wg diag").result
+    assert _wait(lambda: dash.redraws >= 1)
+    assert shell.run_cell("%wg disconnect dash").success
+    assert _wait(lambda: not dash.alive), "the updater outlived its tunnel"
+    assert "closed" in dash.status.value
+
+
+def test_static_plot_and_history(shell, tmp_path):
+    time.sleep(0.5)
+    figure = shell.run_cell(f"%wg plot --window 1m --save {tmp_path / 'history.png'}").result
+    assert figure._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "history.png").stat().st_size > 5000
+    import pandas as pd
+
+    import wgmagic
+
+    history = pd.DataFrame(wgmagic.get_tunnel("dash").history())
+    assert {"time", "rx_bytes_per_s", "tx_bytes_per_s", "handshake_rtt", "tcp_srtt"} <= set(history.columns)
+    assert len(history) >= 3
