@@ -25,6 +25,9 @@ M32 = 0xFFFFFFFF
 OUR_WSCALE = 7
 
 
+PERSIST_MAX = 5.0  # seconds between zero-window probes at most
+
+
 @dataclass
 class TcpOptions:
     recv_buffer: int = 4 * 1024 * 1024
@@ -948,7 +951,9 @@ class TcpConnection:
             # A zero-window probe: one old byte (seq snd_una - 1) makes the peer answer with its window.
             self._out.append(self._segment(ACK, self.snd_una - 1, now))
             self.persist_backoff += 1
-            self.persist_at = now + min(self.opts.rto_max, self.rto * (2 ** min(self.persist_backoff, 6)))
+            # Capped well below rto_max: a lost window update then costs seconds, not a minute; a probe
+            # every few seconds to a reader that stopped is a few bytes.
+            self.persist_at = now + min(PERSIST_MAX, self.rto * (2 ** min(self.persist_backoff, 6)))
 
     def _on_keepalive(self, now: float) -> None:
         idle = now - self.last_receive
