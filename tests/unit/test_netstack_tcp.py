@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import random
 import struct
 
@@ -239,3 +240,66 @@ def test_search_list_follows_ndots():
     assert candidates("db", ("internal",)) == ["db.internal.", "db."]
     assert candidates("db.internal", ("internal",)) == ["db.internal.", "db.internal.internal."]
     assert candidates("x.", ("internal",)) == ["x."]
+
+
+NO_TS = TcpOptions(verify_checksums=True, timestamps=False)
+
+
+def crafted_pair() -> tuple[TcpConnection, Link]:
+    """A client whose peer we play by hand: no timestamps, so crafted segments need no TS option."""
+    link = Link()
+    client = TcpConnection.connect(A, B, 0.0, options=NO_TS, rng=random.Random(2).randbytes, mss=1380)
+    (syn,) = client.segments_to_send(0.0)
+    server_isn = 5000
+    assert syn
+    synack = wire.build_segment(B[0].packed, A[0].packed, B[1], A[1], server_isn, client.iss + 1,
+                                wire.SYN | wire.ACK, 65535, wire.build_options(mss=1380))
+    client.receive_segment(memoryview(synack), 0.001)
+    client.segments_to_send(0.001)
+    assert client.state == "ESTABLISHED"
+    return client, link
+
+
+def data_segment(client: TcpConnection, offset: int, payload: bytes, flags: int = 0) -> bytes:
+    return wire.build_segment(B[0].packed, A[0].packed, B[1], A[1], client.irs + 1 + offset, client.iss + 1,
+                              wire.ACK | flags, 65535, b"", payload)
+
+
+def test_out_of_order_overlapping_and_old_duplicates_reassemble_exactly():
+    client, _ = crafted_pair()
+    data = bytes(range(256)) * 20  # 5120 bytes
+    pieces = [(3000, 5120), (1000, 2500), (2000, 3500), (0, 1200), (500, 900), (0, 5120)]  # gaps, overlaps, dups
+    for start, end in pieces:
+        client.receive_segment(memoryview(data_segment(client, start, data[start:end])), 0.01)
+    assert client.recv(10_000) == data
+    old = data_segment(client, 0, data[:100])  # an old duplicate after everything arrived
+    client.receive_segment(memoryview(old), 0.02)
+    assert client.recv(10_000) == b"" and client.ack_now  # acknowledged again, nothing delivered twice
+
+
+def test_syn_in_window_gets_a_challenge_ack_not_a_reset():
+    client, _ = crafted_pair()
+    syn = wire.build_segment(B[0].packed, A[0].packed, B[1], A[1], client.rcv_nxt + 10, 0, wire.SYN, 65535)
+    client.receive_segment(memoryview(syn), 0.01)
+    assert client.state == "ESTABLISHED" and client.ack_now  # RFC 5961 4.2
+    far = wire.build_segment(B[0].packed, A[0].packed, B[1], A[1], client.rcv_nxt + (1 << 30), 0, wire.RST, 0)
+    client.segments_to_send(0.01)
+    client.receive_segment(memoryview(far), 0.02)
+    assert client.state == "ESTABLISHED"  # a reset far outside the window is ignored
+
+
+def test_retransmission_timer_backs_off_under_a_fake_clock():
+    client, _ = crafted_pair()
+    client.send(b"x" * 100)
+    first = client.segments_to_send(0.1)
+    assert first
+    times = []
+    now = 0.1
+    for _ in range(4):
+        now = client.next_timer()
+        client.handle_timer(now)
+        if client.segments_to_send(now):
+            times.append(now)
+    gaps = [b - a for a, b in zip([0.1, *times], times, strict=False)]
+    assert all(later >= 1.9 * earlier for earlier, later in itertools.pairwise(gaps)), gaps  # doubling
+    assert gaps[0] >= client.opts.rto_min * 0.99
