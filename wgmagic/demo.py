@@ -114,6 +114,11 @@ class Demo:
         return executed, html_path
 
     def run_jupyterlab(self, notebook: Path) -> int:
+        import importlib.util
+
+        if importlib.util.find_spec("jupyterlab") is None:
+            print("demo: JupyterLab is not installed: pip install 'wgmagic[demo]', or use --headless", flush=True)
+            return 2
         target = self.workdir / notebook.name
         shutil.copy(notebook, target)
         command = [sys.executable, "-m", "jupyterlab", str(target), f"--ServerApp.root_dir={self.workdir}"]
