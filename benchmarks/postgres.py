@@ -14,6 +14,7 @@ import resource
 import sys
 import time
 
+from benchmarks.common import rss_mib
 from tests.testbed.bed import PEER4, REPO, TestBed
 
 CLIENT_LOOPS = r'''
@@ -51,9 +52,9 @@ def ours(bed: TestBed, queries: int, idle: float) -> dict:
     exec(CLIENT_LOOPS, namespace)  # the very same loops as the reference
     import psycopg  # noqa: F401  (loaded before the RSS reading, as a driver would be)
 
-    rss_before = _rss_mib()
+    rss_before = rss_mib()
     with connect(bed.client_config()) as tunnel:
-        rss_connected = _rss_mib()
+        rss_connected = rss_mib()
         cpu_before, wall_before = _cpu(), time.monotonic()
         time.sleep(idle)
         idle_cpu = (_cpu() - cpu_before) / (time.monotonic() - wall_before)
@@ -63,7 +64,7 @@ def ours(bed: TestBed, queries: int, idle: float) -> dict:
                     f"password={bed.db_password} sslmode=disable")
         select = namespace["select_one"](conninfo, queries)
         copy = namespace["copy_out"](conninfo)
-        rss_after = _rss_mib()
+        rss_after = rss_mib()
     return {"select": select, "copy": copy, "idle_cpu": idle_cpu, "rss_before": rss_before,
             "rss_connected": rss_connected, "rss_after_work": rss_after}
 
@@ -71,14 +72,6 @@ def ours(bed: TestBed, queries: int, idle: float) -> dict:
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ import json
 import resource
 import sys
 
+from benchmarks.common import rss_mib
 from tests.testbed.bed import PEER4, REPO, TestBed
 from wgmagic.runtime.tunnel import connect
 
@@ -66,25 +67,17 @@ def ours(mib: int, echoes: int, bed: TestBed) -> dict:
         from wgmagic.bench import run_bench
 
         bench = run_bench(tunnel, PEER4, 9000, seconds=max(1.0, mib / 100))  # what %wg bench reports
-        rss_before = _rss_mib()
+        rss_before = rss_mib()
         sockets = [tunnel.open_connection(PEER4, 9001, timeout=30) for _ in range(200)]
         for sock in sockets:
             sock.sendall(b"x")
             sock.recv(1)
-        rss_200 = _rss_mib()
+        rss_200 = rss_mib()
         for sock in sockets:
             sock.close()
     return {"down": down, "up": up, "echo": echo, "bench": (bench.download_mb_s, bench.upload_mb_s),
             "cpu_per_gib": cpu / (2 * mib / 1024),
             "rss_before_200": rss_before, "rss_with_200": rss_200}
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main() -> None:

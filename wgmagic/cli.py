@@ -8,8 +8,9 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from wgmagic.errors import WgMagicError
 
@@ -93,18 +94,29 @@ def _parse_dynamic_spec(spec: str) -> tuple[str, int]:
         raise WgMagicError(f"-D {spec}: expected [bind:]port") from None
 
 
+def _stop_on_signals() -> threading.Event:
+    """An event set by Ctrl-C or SIGTERM: long-running commands end cleanly instead of dying mid-write."""
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    return stopping
+
+
+def _show_status_until(stopping: threading.Event, status_line: Callable[[], str], quiet: bool) -> None:
+    """A live one-line status on a terminal (once a second) until `stopping` is set."""
+    live = not quiet and sys.stdout.isatty()
+    while not stopping.wait(1.0):
+        if live:
+            print("\r" + status_line(), end="", flush=True)
+    if live:
+        print()
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     from wgmagic.runtime.tunnel import connect
 
     tunnel = connect(args.config, timeout=args.handshake_timeout, timers=timers_from_environment())
-    stop = False
-
-    def on_signal(*_: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = _stop_on_signals()
     try:
         for spec in args.local:
             bind, port, target = _parse_local_spec(spec)
@@ -116,13 +128,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
             server = tunnel.socks(port=port, host=bind)
             print(f"SOCKS5 proxy on {server.address[0]}:{server.address[1]}", flush=True)
         print("tunnel up; Ctrl-C to stop", flush=True)
-        while not stop:
-            time.sleep(0.5 if not args.quiet else 1.0)
-            if not args.quiet and sys.stdout.isatty():
-                print("\r" + tunnel.status_line(), end="", flush=True)
+        _show_status_until(stopping, tunnel.status_line, args.quiet)
     finally:
-        if not args.quiet and sys.stdout.isatty():
-            print()
         tunnel.close()
     print("tunnel closed", flush=True)
     return 0
@@ -215,14 +222,7 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         raise ValueError("nothing to expose: give at least one --expose [ADDR:]PORT=HOST:PORT")
     exposes = [parse_expose(spec) for spec in args.expose]
     names = dict(parse_name(spec) for spec in args.name)
-    stop = False
-
-    def on_signal(*_: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = _stop_on_signals()
     gateway = Gateway(args.config, exposes, names, timers=timers_from_environment())
     try:
         print(f"gateway listening on UDP port {gateway.listen_port}", flush=True)
@@ -231,17 +231,8 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         for name, addresses in names.items():
             print(f"answering DNS: {name} -> {', '.join(map(str, addresses))}", flush=True)
         print("gateway up; Ctrl-C to stop", flush=True)
-        last = 0.0
-        while not stop:
-            time.sleep(0.25)
-            if args.quiet or time.monotonic() - last < 1.0:
-                continue
-            last = time.monotonic()
-            if sys.stdout.isatty():
-                print("\r" + gateway.status_line(), end="", flush=True)
+        _show_status_until(stopping, gateway.status_line, args.quiet)
     finally:
-        if not args.quiet and sys.stdout.isatty():
-            print()
         gateway.close()
     print("gateway closed", flush=True)
     return 0

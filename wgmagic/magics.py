@@ -288,12 +288,9 @@ class WireGuardMagics(Magics):
         return ConnectionsTable([c.describe() for c in self.connections.values()], self.current_connection)
 
     def _wg_diag(self, args: argparse.Namespace) -> Any:
-        from wgmagic.dashboard import Dashboard, parse_window
+        from wgmagic.dashboard import Dashboard
 
-        try:
-            window = parse_window(args.window)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        window = _window(args.window)
         tunnel = self.tunnel(args.tunnel)
         dashboard = Dashboard(tunnel, window=window, ping_target=self._value(args.ping),
                               bench_target=self._value(args.bench))
@@ -301,13 +298,9 @@ class WireGuardMagics(Magics):
         return dashboard.start()
 
     def _wg_plot(self, args: argparse.Namespace) -> Any:
-        from wgmagic.dashboard import parse_window
         from wgmagic.plots import PngFigure, history_figure, png
 
-        try:
-            window = parse_window(args.window)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        window = _window(args.window)
         tunnel = self.tunnel(args.tunnel)
         figure = PngFigure(png(history_figure(tunnel.history(window), window)), f"tunnel {tunnel.name}")
         if args.save:
@@ -469,6 +462,15 @@ class WireGuardMagics(Magics):
             tunnel.close()
         self.tunnels.clear()
         self.current_tunnel = self.current_connection = None
+
+
+def _window(text: str) -> float:
+    from wgmagic.dashboard import parse_window
+
+    try:
+        return parse_window(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _short(exc: BaseException) -> BaseException:

@@ -152,16 +152,22 @@ def test_refused_and_timeout():
     assert isinstance(lonely.error, TimeoutError) and 2 <= syns <= 4 and now == pytest.approx(3.0)
 
 
-def test_zero_window_then_reopen():
+def fill_a_small_window(size: int) -> tuple[Link, TcpConnection, TcpConnection, bytes, int]:
+    """A server with a 64 KiB receive buffer that nobody reads, and a client with `size` bytes to send."""
     link = Link()
     client, server = open_pair(link)
     server.opts = TcpOptions(recv_buffer=64 * 1024, verify_checksums=True)
     server.window_cap = 64 * 1024
-    data = bytes(300 * 1024)
+    data = bytes(size)
     sent = 0
     for _ in range(2000):
         sent += client.send(memoryview(data)[sent:])
         link.step((client, server))
+    return link, client, server, data, sent
+
+
+def test_zero_window_then_reopen():
+    link, client, server, data, sent = fill_a_small_window(300 * 1024)
     assert server.recv_available() <= 64 * 1024  # the window closed instead of memory growing
     assert sent < len(data) or client.snd_una - client.iss < len(data)
     got = 0
@@ -175,15 +181,7 @@ def test_zero_window_then_reopen():
 
 
 def test_lost_window_update_is_repeated_until_data_flows():
-    link = Link()
-    client, server = open_pair(link)
-    server.opts = TcpOptions(recv_buffer=64 * 1024, verify_checksums=True)
-    server.window_cap = 64 * 1024
-    data = bytes(200 * 1024)
-    sent = 0
-    for _ in range(2000):
-        sent += client.send(memoryview(data)[sent:])
-        link.step((client, server))
+    link, client, server, data, sent = fill_a_small_window(200 * 1024)
     assert server.last_advertised_right - server.rcv_nxt < server.send_mss  # the window is closed
     server.recv(1 << 20)  # the reader drains it: a window update goes out ...
     lost = server.segments_to_send(link.now)  # ... and is lost

@@ -333,8 +333,10 @@ class Tunnel:
         counters = snap["counters"]
         age = snap.get("handshake_age")
         shown = "no handshake yet" if age is None else f"handshake {age:.0f}s ago"
-        return (f"{self.name}: {shown} | rx {_human(counters.get('udp_rx_bytes', 0))} "
-                f"tx {_human(counters.get('udp_tx_bytes', 0))} | connections {snap['connections']}")
+        from wgmagic.status import human_bytes
+
+        return (f"{self.name}: {shown} | rx {human_bytes(counters.get('udp_rx_bytes', 0))} "
+                f"tx {human_bytes(counters.get('udp_tx_bytes', 0))} | connections {snap['connections']}")
 
     def status_report(self, handshake_seconds: float | None = None) -> str:
         snap = self.stats()
@@ -406,14 +408,6 @@ class Tunnel:
             "handshake_rtt": engine.last_handshake_rtt(),
             "icmp_rtt": engine.last_echo[1] if engine.last_echo else None,
         }
-
-
-def _human(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} GiB"
 
 
 def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | None = None,
