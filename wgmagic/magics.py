@@ -208,8 +208,10 @@ class WireGuardMagics(Magics):
         name = name or self.current_tunnel
         if name is None or name not in self.tunnels:
             if not self.tunnels:
-                raise UsageError("no tunnel is up: run %wg connect CONFIG first")
-            raise UsageError(f"no tunnel named {name!r}; up: {', '.join(self.tunnels)}")
+                again = f" --name {name}" if name else ""
+                raise UsageError(f"no tunnel is up: run %wg connect CONFIG{again} first")
+            raise UsageError(f"no tunnel named {name!r} (up: {', '.join(self.tunnels)}): "
+                             f"%wg connect CONFIG --name {name} brings it back")
         tunnel = self.tunnels[name]
         if tunnel.closed:
             raise UsageError(f"tunnel {name!r} was disconnected: %wg connect it again")
@@ -232,12 +234,11 @@ class WireGuardMagics(Magics):
         for name in names:
             if name not in self.tunnels:
                 raise UsageError(f"no tunnel named {name!r}")
-            for alias, conn in list(self.connections.items()):
+            # SQL connections through it are closed but kept: once `%wg connect --name` brings the tunnel
+            # back, their next cell reconnects by itself (as after any flap).
+            for conn in self.connections.values():
                 if conn.tunnel_name == name:
                     conn.close()
-                    del self.connections[alias]
-                    if self.current_connection == alias:
-                        self.current_connection = None
             self.tunnels.pop(name).close()
             print(f"wgmagic: tunnel {name!r} closed")
         if self.current_tunnel not in self.tunnels:

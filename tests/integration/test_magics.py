@@ -278,6 +278,19 @@ def test_missing_private_key_from_environment_and_disconnect(connected, testbed,
     assert "closed" in out and "keyless" not in connected._wgmagic.tunnels
 
 
+def test_sql_connection_survives_the_tunnel_going_down_and_up(connected, capsys):
+    result, out = run(connected, "%wg disconnect bed", capsys)
+    assert result.success, out
+    result, out = run(connected, "%%wgsql main\nSELECT 1 AS v", capsys)
+    assert not result.success and "%wg connect" in out and "Traceback" not in out  # says what to do
+    assert connected.run_cell("%wg connect {bed_config} --name bed").success
+    conn = connected._wgmagic.connections["main"]
+    before = conn.reconnects
+    result, out = run(connected, "%%wgsql main\nSELECT 8 AS v", capsys)
+    assert result.success, out
+    assert result.result["v"][0] == 8 and conn.reconnects == before + 1
+
+
 def test_handshake_failure_is_short(connected, testbed, capsys):
     dead = testbed.client_config(endpoint="127.0.0.1:9")  # discard port: nothing answers
     connected.user_ns["dead"] = dead

@@ -47,6 +47,7 @@ class SqlConnection:
         self.raw: Any = None  # psycopg.Connection or sqlalchemy Connection
         self._engine: Any = None
         self.reconnects = 0
+        self.opened = False  # opened at least once: a later open is a reconnect
         self.tunnel_name: str | None = None
 
     # ---- description (never the password) ------------------------------------------------------------
@@ -80,10 +81,11 @@ class SqlConnection:
         tunnel = self._tunnel() if self._tunnel is not None else None
         if self.is_usable() and (tunnel is None or tunnel is self._forward_tunnel):
             return
-        if self.raw is not None:
+        if self.opened:
             self.reconnects += 1
         self._drop()
         self._open(tunnel)
+        self.opened = True
 
     def _open(self, tunnel: Any) -> None:
         host, port = self.dsn.host, self.dsn.port or 5432
