@@ -73,29 +73,41 @@ def run_bench(tunnel: Any, host: str, port: int, seconds: float = 5.0, echoes: i
     return result
 
 
+class _Phase:
+    """Bytes of one direction: totals, a 0.25 s throughput timeline, and progress reports."""
+
+    def __init__(self, name: str, seconds: float, result: BenchResult, progress: Progress | None) -> None:
+        self.name, self.seconds, self.result, self.progress = name, seconds, result, progress
+        self.started = self.slice_start = time.perf_counter()
+        self.slice_bytes = self.total = 0
+
+    def add(self, count: int) -> float:
+        """Count `count` bytes; returns the seconds since the phase started."""
+        self.total += count
+        self.slice_bytes += count
+        now = time.perf_counter()
+        if now - self.slice_start >= 0.25:
+            rate = self.slice_bytes / (now - self.slice_start) / 1e6
+            self.result.timeline.append((self.name, now - self.started, rate))
+            self.slice_start, self.slice_bytes = now, 0
+            if self.progress is not None:
+                self.progress(self.name, min(1.0, (now - self.started) / self.seconds))
+        return now - self.started
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
 def _download(tunnel: Any, host: str, port: int, seconds: float, result: BenchResult,
               progress: Progress | None) -> None:
     buffer = bytearray(256 * 1024)
     with tunnel.open_connection(host, port, timeout=15) as sock:
         sock.settimeout(15)
         sock.sendall(struct.pack("!Q", UNLIMITED))
-        started = slice_start = time.perf_counter()
-        slice_bytes = 0
-        while True:
-            n = sock.recv_into(buffer)
-            if not n:
-                break
-            result.download_bytes += n
-            slice_bytes += n
-            now = time.perf_counter()
-            if now - slice_start >= 0.25:
-                result.timeline.append(("download", now - started, slice_bytes / (now - slice_start) / 1e6))
-                slice_start, slice_bytes = now, 0
-                if progress is not None:
-                    progress("download", min(1.0, (now - started) / seconds))
-            if now - started >= seconds:
-                break
-        result.download_seconds = time.perf_counter() - started
+        phase = _Phase("download", seconds, result, progress)
+        while (n := sock.recv_into(buffer)) and phase.add(n) < seconds:
+            pass
+        result.download_bytes, result.download_seconds = phase.total, phase.elapsed()
 
 
 def _upload(tunnel: Any, host: str, port: int, seconds: float, result: BenchResult,
@@ -103,21 +115,13 @@ def _upload(tunnel: Any, host: str, port: int, seconds: float, result: BenchResu
     chunk = bytes(256 * 1024)
     with tunnel.open_connection(host, port, timeout=15) as sock:
         sock.settimeout(15)
-        started = slice_start = time.perf_counter()
-        slice_bytes = 0
-        while time.perf_counter() - started < seconds:
+        phase = _Phase("upload", seconds, result, progress)
+        while phase.elapsed() < seconds:
             sock.sendall(chunk)
-            result.upload_bytes += len(chunk)
-            slice_bytes += len(chunk)
-            now = time.perf_counter()
-            if now - slice_start >= 0.25:
-                result.timeline.append(("upload", now - started, slice_bytes / (now - slice_start) / 1e6))
-                slice_start, slice_bytes = now, 0
-                if progress is not None:
-                    progress("upload", min(1.0, (now - started) / seconds))
+            phase.add(len(chunk))
         sock.shutdown(socket.SHUT_WR)
         sock.recv(64)  # the sink answers once it has read everything: the upload is done when it says so
-        result.upload_seconds = time.perf_counter() - started
+        result.upload_bytes, result.upload_seconds = phase.total, phase.elapsed()
 
 
 def _echo(tunnel: Any, host: str, port: int, count: int, result: BenchResult, progress: Progress | None) -> None:

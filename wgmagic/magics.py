@@ -53,6 +53,16 @@ class _Parser(argparse.ArgumentParser):
         raise _HelpShown
 
 
+def _parse(parser: _Parser, line: str) -> argparse.Namespace | None:
+    """The magic's arguments, or None once --help has been printed."""
+    try:
+        return parser.parse_args(shlex.split(line))
+    except _HelpShown:
+        return None
+    except ValueError as exc:  # shlex: an unclosed quote
+        raise UsageError(f"{parser.prog}: {exc}") from None
+
+
 def _wg_parser() -> _Parser:
     parser = _Parser(prog="%wg", description="User-mode WireGuard tunnels in this kernel.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
@@ -129,12 +139,9 @@ class WireGuardMagics(Magics):
     def wg(self, line: str) -> Any:
         """User-mode WireGuard: %wg connect CONFIG | status | disconnect | forward | socks | ping | resolve |
         connections | diag | plot | bench | doctor. `%wg COMMAND --help` for each."""
-        try:
-            args = _wg_parser().parse_args(shlex.split(line))
-        except _HelpShown:
+        args = _parse(_wg_parser(), line)
+        if args is None:
             return None
-        except ValueError as exc:
-            raise UsageError(f"%wg: {exc}") from None
         if args.command is None:
             _wg_parser().print_help()
             return None
@@ -353,12 +360,9 @@ class WireGuardMagics(Magics):
             target_var, line = capture.group(1), capture.group(2)
         if cell is None and self._line_is_sql(line):
             line, cell = "", line  # `%wgsql SELECT ...` (and `x = %wgsql SELECT ...`) on the current connection
-        try:
-            args = _wgsql_parser().parse_args(shlex.split(line))
-        except _HelpShown:
+        args = _parse(_wgsql_parser(), line)
+        if args is None:
             return None
-        except ValueError as exc:
-            raise UsageError(f"%%wgsql: {exc}") from None
         try:
             return self._wgsql(args, cell or "", target_var)
         except WgMagicError as exc:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wgmagic.sql.connstr import Dsn
+from wgmagic.sql.connstr import Dsn, mask_secrets
 from wgmagic.sql.messages import (
     ConnectionStageError,
     QueryCancelledError,
@@ -25,7 +25,7 @@ from wgmagic.sql.messages import (
     format_server_error,
 )
 from wgmagic.sql.parameters import Statement
-from wgmagic.sql.results import Progress, Result, run_statement
+from wgmagic.sql.results import Progress, Result, is_row_query, run_statement
 
 CONNECT_TIMEOUT = 15  # seconds, libpq's connect_timeout unless the DSN sets one
 _TLS_MODES = {"require", "verify-ca", "verify-full"}
@@ -166,17 +166,10 @@ class SqlConnection:
         self._drop()
 
     # ---- running a cell ------------------------------------------------------------------------------
-    def run(self, statements: list[Statement], *, progress: Progress | None = None,
-            on_result: Callable[[Statement, Result], None] | None = None) -> list[Result]:
+    def run(self, statements: list[Statement], *, progress: Progress | None = None) -> list[Result]:
         """Run the statements in order; stop at the first error (raised as SqlError, with psql's layout)."""
         self.ensure()
-        results: list[Result] = []
-        for index, statement in enumerate(statements):
-            result = self._run_one(statement, progress, retry=index == 0)
-            results.append(result)
-            if on_result is not None:
-                on_result(statement, result)
-        return results
+        return [self._run_one(statement, progress, retry=index == 0) for index, statement in enumerate(statements)]
 
     def _run_one(self, statement: Statement, progress: Progress | None, *, retry: bool) -> Result:
         if not self.uses_psycopg:
@@ -198,7 +191,7 @@ class SqlConnection:
             if self.raw.broken or self.raw.closed:
                 # The server or the path went away. A read-only first statement of a cell is retried once on
                 # a fresh connection; anything else is not re-run (it may have taken effect), as psql does.
-                stale = retry and idle_before and _read_only(statement.sql)
+                stale = retry and idle_before and is_row_query(statement.sql)
                 self.ensure()
                 if stale:
                     return self._run_one(statement, progress, retry=False)
@@ -323,14 +316,6 @@ def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _read_only(sql: str) -> bool:
-    from wgmagic.sql.results import is_row_query
-
-    return is_row_query(sql)
-
-
 def _first_line(exc: BaseException) -> str:
-    from wgmagic.sql.connstr import mask_secrets
-
     text = str(exc).strip().splitlines()
     return mask_secrets(text[0]) if text else type(exc).__name__

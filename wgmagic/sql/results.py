@@ -165,8 +165,6 @@ def _frame_from_rows(rows: list[tuple], names: list[str], oids: list[int]) -> An
 
 def _normalise(frame: Any, oids: list[int], conn: Any, *, from_text: bool) -> Any:
     """One dtype per PostgreSQL type, the same for both paths."""
-    import pandas as pd
-
     for i, oid in enumerate(oids):
         col = frame[i]
         if oid in INT_OIDS:
@@ -193,7 +191,6 @@ def _normalise(frame: Any, oids: list[int], conn: Any, *, from_text: bool) -> An
             frame[i] = _unit(_timedeltas(frame[i]), "timedelta64[us]")
         elif oid not in INT_OIDS | FLOAT_OIDS | {BOOL_OID, TIMESTAMPTZ_OID, TIMESTAMP_OID, DATE_OID}:
             frame[i] = frame[i].astype(object).where(frame[i].notna(), None)
-    _ = pd
     return frame
 
 
