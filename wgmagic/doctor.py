@@ -96,6 +96,10 @@ def run_doctor(config_source: Any, *, target: str | None = None, tunnel: Any = N
     _check_endpoint(config, add)
     if report.verdict("endpoint") == FAIL:
         return report
+    if tunnel is None:
+        from wgmagic.runtime.tunnel import find_twin
+
+        tunnel = find_twin(config)  # a second tunnel with the same key would steal the first one's traffic
     own = tunnel is None
     if own:
         from wgmagic.errors import WgMagicError
@@ -293,7 +297,10 @@ def _check_burst(tunnel: Any, address: Any, add: Callable[..., Check]) -> None:
     answered = sorted(r * 1000 for r in rtts if r is not None)
     loss = 1 - len(answered) / BURST
     if not answered:
-        add("loss and RTT", FAIL, f"none of {BURST} echoes came back", "the path stopped working: re-run doctor")
+        add("loss and RTT", FAIL, f"none of {BURST} echoes came back",
+            "the path stopped working, or another client with this same private key (another notebook, a "
+            "`wgmagic up`, wg-quick elsewhere) spoke to the peer since, and the peer now answers it: "
+            "give each client its own key, then re-run doctor")
         return
     p50 = answered[len(answered) // 2]
     detail = f"{loss:.0%} loss over {BURST} echoes, RTT p50 {p50:.2f} ms, max {answered[-1]:.2f} ms"

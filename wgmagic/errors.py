@@ -36,6 +36,10 @@ class HandshakeTimeoutError(TunnelError, TimeoutError):
     """The peer never answered the handshake."""
 
 
+class TunnelConflictError(TunnelError):
+    """Another open tunnel in this process already speaks to the same peer with the same private key."""
+
+
 class PeerNotRespondingError(TunnelError, TimeoutError):
     """The peer stopped answering: data sent into the tunnel gets no reply."""
 

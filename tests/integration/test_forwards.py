@@ -105,7 +105,7 @@ def test_socks5_rejects_bad_requests_and_keeps_serving(testbed, tunnel):
 
 def test_psql_through_wgmagic_up(testbed, tmp_path):
     config = tmp_path / "client.conf"
-    config.write_text(testbed.client_config())
+    config.write_text(testbed.client_config(identity=4))  # its own key: the module's tunnel stays up meanwhile
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -136,7 +136,7 @@ def test_closing_the_tunnel_releases_threads_and_descriptors(testbed):
 
     time.sleep(0.2)
     threads_before, fds_before = snapshot()
-    tun = connect(testbed.client_config())
+    tun = connect(testbed.client_config(identity=2))  # the module's tunnel is up with identity 0
     forward = tun.forward("db.internal:5432", local=0)
     sock = tun.open_connection("198.18.0.1", 9001, timeout=10)
     sock.sendall(b"x")

@@ -266,12 +266,14 @@ def test_password_prompt_and_pgpassword(connected, testbed, monkeypatch, capsys)
 
 
 def test_missing_private_key_from_environment_and_disconnect(connected, testbed, monkeypatch, capsys):
-    text = "\n".join(line for line in testbed.client_config().splitlines() if not line.startswith("PrivateKey"))
+    config = testbed.client_config(identity=2)  # the module's tunnel 'bed' is up with identity 0
+    text = "\n".join(line for line in config.splitlines() if not line.startswith("PrivateKey"))
     connected.user_ns["keyless"] = text
-    monkeypatch.setenv("WGMAGIC_PRIVATE_KEY", testbed.client_private)
+    private = testbed.clients[2][0]
+    monkeypatch.setenv("WGMAGIC_PRIVATE_KEY", private)
     result, out = run(connected, "%wg connect $keyless --name keyless", capsys)
     assert result.success, out
-    assert testbed.client_private not in out
+    assert private not in out
     result, out = run(connected, "%wg resolve db.internal --tunnel keyless", capsys)
     assert "198.18.0.1" in out
     result, out = run(connected, "%wg disconnect keyless", capsys)
@@ -292,12 +294,21 @@ def test_sql_connection_survives_the_tunnel_going_down_and_up(connected, capsys)
 
 
 def test_handshake_failure_is_short(connected, testbed, capsys):
-    dead = testbed.client_config(endpoint="127.0.0.1:9")  # discard port: nothing answers
+    dead = testbed.client_config(endpoint="127.0.0.1:9", identity=3)  # discard port: nothing answers
     connected.user_ns["dead"] = dead
     result, out = run(connected, "%wg connect {dead} --name dead --timeout 2", capsys)
     assert not result.success
     assert "HandshakeTimeoutError" in out and "Traceback" not in out
+    assert testbed.clients[3][0] not in out
+
+
+def test_same_key_twice_is_refused_with_what_to_do(connected, testbed, capsys):
+    connected.user_ns["twin"] = testbed.client_config()  # what the tunnel 'bed' already uses
+    result, out = run(connected, "%wg connect {twin} --name twin", capsys)
+    assert not result.success and "Traceback" not in out
+    assert "TunnelConflictError" in out and "'bed'" in out and "%wg disconnect bed" in out
     assert testbed.client_private not in out
+    assert "twin" not in connected._wgmagic.tunnels
 
 
 def test_unload_closes_what_it_opened(testbed):

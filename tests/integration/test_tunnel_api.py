@@ -109,7 +109,7 @@ def test_closing_the_tunnel_while_queries_run(testbed):
 
     time.sleep(0.2)
     threads_before, fds_before = wgmagic_threads(), set(os.listdir("/proc/self/fd"))
-    tun = connect(testbed.client_config())
+    tun = connect(testbed.client_config(identity=2))  # the module's tunnel is up with identity 0
     forward = tun.forward("db.internal:5432")
     params = forward.libpq_params()
     started = threading.Barrier(6)
@@ -138,7 +138,7 @@ def test_closing_the_tunnel_while_queries_run(testbed):
 
 
 def test_peer_outage_fails_clearly_and_recovers_by_itself(testbed):
-    with connect(testbed.client_config()) as tun:
+    with connect(testbed.client_config(identity=3)) as tun:
         forward = tun.forward("db.internal:5432")
         params = {**forward.libpq_params(), "user": "app", "password": testbed.db_password, "dbname": "app"}
         with psycopg.connect(**params) as conn:

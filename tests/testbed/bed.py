@@ -4,6 +4,8 @@ services behind it, a wireguard-go reference client with a TUN in a second names
 Addresses (only these): 198.18.0.0/24 and fd77:6d61:6769:6300::/64.
   198.18.0.1 / ::1  the peer's services (on the namespace's lo, so they survive a peer restart)
   198.18.0.2 / ::2  wgmagic's client;  198.18.0.3 / ::3  the reference client (kernel TCP)
+  198.18.0.11.. / ::b..  more client identities, one per tunnel a test keeps up beside another: a WireGuard
+                    peer follows only the last sender of a key, so two tunnels never share one
 
 Tip that works on these machines: wireguard-go is started in the root namespace, so its UDP socket listens on
 the host's loopback, configured with `wg set`, then only its interface is moved into the namespace.
@@ -41,6 +43,13 @@ NET4, NET6 = "198.18.0.0/24", "fd77:6d61:6769:6300::/64"
 PEER4, PEER6 = "198.18.0.1", "fd77:6d61:6769:6300::1"
 CLIENT4, CLIENT6 = "198.18.0.2", "fd77:6d61:6769:6300::2"
 REF4, REF6 = "198.18.0.3", "fd77:6d61:6769:6300::3"
+IDENTITIES = 6  # client keys the peer knows; identity 0 has CLIENT4/CLIENT6
+
+
+def client_addresses(identity: int) -> tuple[str, str]:
+    if identity == 0:
+        return CLIENT4, CLIENT6
+    return f"198.18.0.{10 + identity}", f"fd77:6d61:6769:6300::{10 + identity:x}"
 MTU = 1420
 
 
@@ -97,7 +106,8 @@ class TestBed:
         (self.dir / "owner.pid").write_text(str(os.getpid()))  # clean_leftovers() spares beds in use
         self.port = free_udp_port()
         self.peer_private, self.peer_public = keypair()
-        self.client_private, self.client_public = keypair()
+        self.clients = [keypair() for _ in range(IDENTITIES)]  # (private, public) per identity
+        self.client_private, self.client_public = self.clients[0]
         self.ref_private, self.ref_public = keypair()
         self.db_password = secrets.token_urlsafe(16)
         self.processes: list[subprocess.Popen] = []
@@ -149,15 +159,18 @@ class TestBed:
 
     def _start_peer(self) -> None:
         self.peer_process = self._start_wireguard_go(self.peer_if)
+        peers: list[str] = []
+        addresses = [client_addresses(k) for k in range(IDENTITIES)]
+        for (_, public), (v4, v6) in zip(self.clients, addresses, strict=True):
+            peers += ["peer", public, "allowed-ips", f"{v4}/32,{v6}/128"]
         run("wg", "set", self.peer_if, "listen-port", str(self.port), "private-key", str(self.dir / "peer.key"),
-            "peer", self.client_public, "allowed-ips", f"{CLIENT4}/32,{CLIENT6}/128",
-            "peer", self.ref_public, "allowed-ips", f"{REF4}/32,{REF6}/128")
+            *peers, "peer", self.ref_public, "allowed-ips", f"{REF4}/32,{REF6}/128")
         run("ip", "link", "set", self.peer_if, "netns", self.ns)
         run("ip", "link", "set", self.peer_if, "mtu", str(MTU), "up", ns=self.ns)
-        for client in (CLIENT4, REF4):
-            run("ip", "route", "add", f"{client}/32", "dev", self.peer_if, ns=self.ns)
-        for client in (CLIENT6, REF6):
-            run("ip", "-6", "route", "add", f"{client}/128", "dev", self.peer_if, "src", PEER6, ns=self.ns)
+        for v4, _ in [*addresses, (REF4, REF6)]:
+            run("ip", "route", "add", f"{v4}/32", "dev", self.peer_if, ns=self.ns)
+        for _, v6 in [*addresses, (REF4, REF6)]:
+            run("ip", "-6", "route", "add", f"{v6}/128", "dev", self.peer_if, "src", PEER6, ns=self.ns)
 
     def _start_reference(self) -> None:
         process = self._start_wireguard_go(self.ref_if)
@@ -249,13 +262,16 @@ class TestBed:
             "ALTER TABLE big OWNER TO app;", database="app")
 
     # ---- what tests use ----------------------------------------------------------------------------
-    def client_config(self, endpoint: str | None = None, *, ipv6_only: bool = False) -> str:
+    def client_config(self, endpoint: str | None = None, *, ipv6_only: bool = False, identity: int = 0) -> str:
+        """wg-quick text for client `identity`; tunnels that are up at the same time need different ones."""
+        private = self.clients[identity][0]
+        v4, v6 = client_addresses(identity)
         if ipv6_only:  # a Fly.io-style 6PN: IPv6 addresses, routes and DNS only
-            return (f"[Interface]\nPrivateKey = {self.client_private}\nAddress = {CLIENT6}/128\n"
+            return (f"[Interface]\nPrivateKey = {private}\nAddress = {v6}/128\n"
                     f"DNS = {PEER6}, internal\nMTU = {MTU}\n\n"
                     f"[Peer]\nPublicKey = {self.peer_public}\nEndpoint = {endpoint or f'127.0.0.1:{self.port}'}\n"
                     f"AllowedIPs = {NET6}\n")
-        return (f"[Interface]\nPrivateKey = {self.client_private}\nAddress = {CLIENT4}/32, {CLIENT6}/128\n"
+        return (f"[Interface]\nPrivateKey = {private}\nAddress = {v4}/32, {v6}/128\n"
                 f"DNS = {PEER4}, internal\nMTU = {MTU}\n\n"
                 f"[Peer]\nPublicKey = {self.peer_public}\nEndpoint = {endpoint or f'127.0.0.1:{self.port}'}\n"
                 f"AllowedIPs = {NET4}, {NET6}\n")
@@ -263,20 +279,20 @@ class TestBed:
     def dsn(self, host: str = "db.internal") -> str:
         return f"postgresql://app:{self.db_password}@{host}:5432/app"
 
-    def peer_transfer(self) -> tuple[int, int]:
+    def peer_transfer(self, identity: int = 0) -> tuple[int, int]:
         """(bytes the peer received from our client, bytes it sent to it), as `wg show` reports them."""
         out = run("wg", "show", self.peer_if, "transfer", ns=self.ns).stdout
         for line in out.splitlines():
             key, rx, tx = line.split("\t")
-            if key == self.client_public:
+            if key == self.clients[identity][1]:
                 return int(rx), int(tx)
         return 0, 0
 
-    def peer_latest_handshake_age(self) -> float:
+    def peer_latest_handshake_age(self, identity: int = 0) -> float:
         out = run("wg", "show", self.peer_if, "latest-handshakes", ns=self.ns).stdout
         for line in out.splitlines():
             key, stamp = line.split("\t")
-            if key == self.client_public and int(stamp):
+            if key == self.clients[identity][1] and int(stamp):
                 return time.time() - int(stamp)
         return float("inf")
 

@@ -22,6 +22,7 @@ from wgmagic.errors import (
     HandshakeTimeoutError,
     PeerNotRespondingError,
     TunnelClosedError,
+    TunnelConflictError,
 )
 from wgmagic.runtime.engine import Engine
 from wgmagic.runtime.loop import LoopThread
@@ -57,16 +58,58 @@ def _resolve_endpoint(host: str, port: int) -> tuple[str, int]:
     return address, port
 
 
+def find_twin(config: WireGuardConfig) -> Tunnel | None:
+    """The open tunnel of this process with the same private key to one of the same peers, if any."""
+    with _registry_lock:
+        return _twin_of(config)
+
+
+def _twin_of(config: WireGuardConfig) -> Tunnel | None:
+    peers = {p.public_key for p in config.peers}
+    for other in _open_tunnels.values():
+        if other._closed or other.config.interface.private_key != config.interface.private_key:
+            continue
+        if peers & {p.public_key for p in other.config.peers}:
+            return other
+    return None
+
+
+def _refuse_twin(config: WireGuardConfig) -> None:
+    """Two tunnels with one key to one peer take each other's traffic: refuse the second (registry lock held).
+
+    A WireGuard peer knows one endpoint per public key and moves it to whichever sender it last authenticated
+    (roaming), so the older tunnel's next keepalive or handshake silently steals the newer one's replies.
+    """
+    other = _twin_of(config)
+    if other is not None:
+        raise TunnelConflictError(
+            f"tunnel {other.name!r} is already up with this private key to the same peer; a WireGuard peer "
+            "answers only the one of two such tunnels that spoke last, so both would lose traffic. "
+            f"Use that tunnel (wgmagic.get_tunnel({other.name!r})), or close it first "
+            f"(%wg disconnect {other.name}, or tunnel.close())")
+
+
 class Tunnel:
     """One tunnel: its own loop thread, UDP socket, WireGuard device and IP stack."""
 
     def __init__(self, config: WireGuardConfig, *, name: str | None = None, timers: Timers | None = None) -> None:
         self.config = config
         self.name = name or f"wg{next(_names)}"
+        self._closed = False
+        with _registry_lock:
+            _refuse_twin(config)
+            _open_tunnels[self.name] = self  # reserved now, so a concurrent connect sees it
+        try:
+            self._start(config, timers)
+        except BaseException:
+            self._closed = True
+            self._unregister()
+            raise
+
+    def _start(self, config: WireGuardConfig, timers: Timers | None) -> None:
         endpoints = {p.public_key: _resolve_endpoint(*p.endpoint) if p.endpoint else None for p in config.peers}
         self._thread = LoopThread(self.name)
         self._engine = Engine(config, endpoints, loop=self._thread.loop, timers=timers)
-        self._closed = False
         self._ident = os.getpid() & 0xFFFF
         self._seq = itertools.count(1)
         self._forwards: list[Forward] = []
@@ -77,8 +120,6 @@ class Tunnel:
         except BaseException:
             self._thread.stop()
             raise
-        with _registry_lock:
-            _open_tunnels[self.name] = self
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -119,8 +160,12 @@ class Tunnel:
             except (TimeoutError, TunnelClosedError):
                 pass
         self._thread.stop()
+        self._unregister()
+
+    def _unregister(self) -> None:
         with _registry_lock:
-            _open_tunnels.pop(self.name, None)
+            if _open_tunnels.get(self.name) is self:
+                del _open_tunnels[self.name]
 
     @property
     def closed(self) -> bool:

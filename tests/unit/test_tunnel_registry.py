@@ -1,0 +1,46 @@
+"""One key, one peer, one tunnel per process: a second one would take the first one's replies at the peer.
+
+No peer is needed: a Tunnel starts its engine without waiting for a handshake, and the endpoint is a loopback
+port nobody answers on.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.testbed.bed import keypair
+from wgmagic.errors import TunnelConflictError
+from wgmagic.runtime.tunnel import Tunnel, find_twin
+
+
+def _config(private: str, peer_public: str, port: int) -> str:
+    return (f"[Interface]\nPrivateKey = {private}\nAddress = 198.18.9.2/32\n\n"
+            f"[Peer]\nPublicKey = {peer_public}\nEndpoint = 127.0.0.1:{port}\nAllowedIPs = 198.18.9.0/24\n")
+
+
+@pytest.fixture
+def silent_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def test_second_tunnel_with_same_key_and_peer_is_refused(silent_port):
+    from wgmagic.config import load_config
+
+    ours, _ = keypair()
+    _, peer = keypair()
+    config = _config(ours, peer, silent_port)
+    with Tunnel(load_config(config), name="first") as first:
+        with pytest.raises(TunnelConflictError) as caught:
+            Tunnel(load_config(config), name="second")
+        assert "'first'" in str(caught.value) and ours not in str(caught.value)
+        assert find_twin(load_config(config)) is first
+        other_key, _ = keypair()
+        with Tunnel(load_config(_config(other_key, peer, silent_port)), name="third") as third:
+            assert not third.closed
+    assert find_twin(load_config(config)) is None
+    with Tunnel(load_config(config), name="again"):  # closing the first frees the key
+        pass
