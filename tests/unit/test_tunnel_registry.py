@@ -7,6 +7,9 @@ port nobody answers on.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,4 +46,27 @@ def test_second_tunnel_with_same_key_and_peer_is_refused(silent_port):
             assert not third.closed
     assert find_twin(load_config(config)) is None
     with Tunnel(load_config(config), name="again"):  # closing the first frees the key
+        pass
+
+
+def test_another_process_holding_the_key_is_named(silent_port, tmp_path):
+    from wgmagic.config import load_config
+
+    ours, _ = keypair()
+    _, peer = keypair()
+    config = _config(ours, peer, silent_port)
+    path = tmp_path / "wg.conf"
+    path.write_text(config)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, wgmagic.runtime.tunnel as t, wgmagic.config as c\n"
+         f"tun = t.Tunnel(c.load_config({str(path)!r}))\nprint('up', flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "up"
+        with pytest.raises(TunnelConflictError) as caught:
+            Tunnel(load_config(config), name="here")
+        assert f"process {holder.pid}" in str(caught.value) and ours not in str(caught.value)
+    finally:
+        holder.communicate("", timeout=10)
+    with Tunnel(load_config(config), name="after"):  # the holder exited: its lock went with it
         pass

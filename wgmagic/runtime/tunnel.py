@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import hashlib
 import ipaddress
 import itertools
 import os
 import socket
+import tempfile
 import threading
 import time
 import weakref
@@ -89,6 +91,47 @@ def _refuse_twin(config: WireGuardConfig) -> None:
             f"(%wg disconnect {other.name}, or tunnel.close())")
 
 
+def _claim_key(config: WireGuardConfig) -> list[int]:
+    """The same refusal across this user's processes (two notebooks, a notebook and `wgmagic up`): an advisory
+    lock per (our public key, peer) in a private directory, released by close() or by the process dying."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: only the in-process check applies
+        return []
+    from wgmagic.wireguard.crypto import public_key
+
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    directory = os.path.join(base, f"wgmagic-{os.getuid()}")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError:
+        return []
+    ours = public_key(config.interface.private_key)
+    held: list[int] = []
+    for peer in config.peers:
+        name = hashlib.blake2s(ours + peer.public_key, digest_size=12).hexdigest()
+        try:
+            fd = os.open(os.path.join(directory, f"{name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            for other in held:
+                os.close(other)
+            raise TunnelConflictError(
+                f"process {owner} already has a tunnel up with this private key to peer "
+                f"{peer.public_key_b64[:8]}... (another notebook, or `wgmagic up`); a WireGuard peer answers only "
+                "the one that spoke last, so both would lose traffic. Close that one, or give this client its "
+                "own key (a [Peer] entry of its own on the server)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        held.append(fd)
+    return held
+
+
 class Tunnel:
     """One tunnel: its own loop thread, UDP socket, WireGuard device and IP stack."""
 
@@ -96,10 +139,12 @@ class Tunnel:
         self.config = config
         self.name = name or f"wg{next(_names)}"
         self._closed = False
+        self._key_locks: list[int] = []
         with _registry_lock:
             _refuse_twin(config)
             _open_tunnels[self.name] = self  # reserved now, so a concurrent connect sees it
         try:
+            self._key_locks = _claim_key(config)
             self._start(config, timers)
         except BaseException:
             self._closed = True
@@ -163,6 +208,9 @@ class Tunnel:
         self._unregister()
 
     def _unregister(self) -> None:
+        for fd in self._key_locks:
+            os.close(fd)  # releases the flock
+        self._key_locks = []
         with _registry_lock:
             if _open_tunnels.get(self.name) is self:
                 del _open_tunnels[self.name]
