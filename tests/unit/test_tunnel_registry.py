@@ -42,6 +42,8 @@ def test_second_tunnel_with_same_key_and_peer_is_refused(silent_port):
         assert "'first'" in str(caught.value) and ours not in str(caught.value)
         assert find_twin(load_config(config)) is first
         other_key, _ = keypair()
+        with pytest.raises(TunnelConflictError, match="named 'first'"):
+            Tunnel(load_config(_config(other_key, peer, silent_port)), name="first")
         with Tunnel(load_config(_config(other_key, peer, silent_port)), name="third") as third:
             assert not third.closed
     assert find_twin(load_config(config)) is None

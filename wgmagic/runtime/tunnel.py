@@ -13,7 +13,6 @@ import socket
 import tempfile
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -35,7 +34,9 @@ if TYPE_CHECKING:
     from wgmagic.socks5 import Socks5Server
 
 _names = itertools.count(1)
-_open_tunnels: weakref.WeakValueDictionary[str, Tunnel] = weakref.WeakValueDictionary()
+# Strong references: an open tunnel runs a thread and holds a socket until close(), referenced or not, so it
+# stays findable (get_tunnel, the one-key check) and the atexit hook still closes it.
+_open_tunnels: dict[str, Tunnel] = {}
 _registry_lock = threading.Lock()
 
 
@@ -141,6 +142,9 @@ class Tunnel:
         self._closed = False
         self._key_locks: list[int] = []
         with _registry_lock:
+            if self.name in _open_tunnels:
+                raise TunnelConflictError(f"a tunnel named {self.name!r} is already open: close it, or choose "
+                                          "another name")
             _refuse_twin(config)
             _open_tunnels[self.name] = self  # reserved now, so a concurrent connect sees it
         try:
