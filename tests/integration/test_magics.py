@@ -150,6 +150,31 @@ def test_parameters_are_bound_never_pasted(connected, capsys):
     assert not result.success and "nosuchvariable" in out and "Traceback" not in out
 
 
+def test_any_sqlalchemy_url_a_pure_python_driver(connected, testbed, capsys):
+    pytest.importorskip("pg8000")
+    sh = connected
+    sh.user_ns["pure_dsn"] = testbed.dsn().replace("postgresql://", "postgresql+pg8000://")
+    sh.user_ns["payload"] = "'; DROP TABLE measurements; --"
+    sh.user_ns["limit"] = 5
+    result, out = run(sh, "%%wgsql {pure_dsn} --alias pure\n"
+                          "SELECT :payload AS body, '10:30 {x} 100%' AS lit, 2::int AS cast_ok, "
+                          "(ARRAY[1,2,3])[2:3] AS sl, count(*) AS n FROM measurements WHERE id <= {limit}", capsys)
+    assert result.success, out
+    assert testbed.db_password not in out
+    row = result.result.iloc[0]
+    assert row["body"] == sh.user_ns["payload"] and row["lit"] == "10:30 {x} 100%"
+    assert row["cast_ok"] == 2 and list(row["sl"]) == [2, 3] and row["n"] == 5
+    result, out = run(sh, "%%wgsql pure\nSELECT '50%' AS pct, 'a:b' AS colon", capsys)  # no parameters: verbatim
+    assert result.success, out
+    assert result.result["pct"][0] == "50%" and result.result["colon"][0] == "a:b"
+    result, out = run(sh, "%%wgsql pure\nUPDATE measurements SET value = value WHERE id <= 3", capsys)
+    assert "3 rows affected" in out
+    result, out = run(sh, "%wg connections", capsys)
+    assert "pg8000" in out and testbed.db_password not in out
+    run(sh, "%wgsql pure --close", capsys)
+    run(sh, "%%wgsql main\nSELECT 1", capsys)
+
+
 def test_types_match_psql(connected, testbed):
     sh = connected
     testbed.psql_admin(TYPED, database="app")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 from types import SimpleNamespace
 
@@ -46,6 +47,9 @@ def test_parameters_become_driver_placeholders():
     assert statement.sql == "SELECT * FROM t WHERE a = %(name)s AND b = %(n)s AND c LIKE 'x%%' AND d = %(payload)s"
     assert statement.params == {"name": "O'Brien", "n": 3, "payload": NS["payload"]}
     assert "DROP" not in statement.sql
+    # SQLAlchemy's text() form: our binds as :name, every other colon escaped (the cast below stays a cast)
+    cast = one("SELECT x::int, 'a:b' FROM t WHERE a = :name")
+    assert cast.bind_sql == "SELECT x\\:\\:int, 'a\\:b' FROM t WHERE a = :name"
 
 
 def test_escaped_colon_and_unknown_names():
@@ -75,6 +79,8 @@ def test_any_cell_text_splits_or_names_a_missing_variable(cell):
         assert any(c not in " \t\r\n\f\v" for c in statement.text)
         if statement.params:
             assert set(statement.params) <= set(NS)
+            # every bind in the text() form is one of ours; every other colon is escaped
+            assert set(re.findall(r"(?<!\\):(\w+)", statement.bind_sql)) <= set(statement.params)
 
 
 @settings(max_examples=200, deadline=None)

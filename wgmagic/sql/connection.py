@@ -214,7 +214,10 @@ class SqlConnection:
         import sqlalchemy
 
         try:
-            cursor = self.raw.exec_driver_sql(statement.sql, statement.params or ())
+            if statement.params:
+                cursor = self.raw.execute(sqlalchemy.text(statement.bind_sql), statement.params)
+            else:
+                cursor = self.raw.exec_driver_sql(statement.sql)  # verbatim: no paramstyle applies
         except KeyboardInterrupt:
             self._drop()
             raise QueryCancelledError("Query interrupted; the connection was closed (this driver cannot cancel "

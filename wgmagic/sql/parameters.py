@@ -34,6 +34,9 @@ class Statement:
     text: str  # what the user wrote (escapes resolved), for messages
     sql: str  # what the driver gets: placeholders as %(name)s and % doubled when there are parameters
     params: dict[str, object] | None = field(default=None)
+    # For SQLAlchemy's text(), which renders each driver's own paramstyle: placeholders as :name and every
+    # other colon escaped, so casts, slices and literals are never taken for binds.
+    bind_sql: str = ""
 
 
 def split_statements(cell: str, namespace: Mapping[str, object] | None = None) -> list[Statement]:
@@ -49,6 +52,7 @@ def split_statements(cell: str, namespace: Mapping[str, object] | None = None) -
             statements.append(Statement(shown, shown))
             continue
         sql_parts: list[str] = []
+        bind_parts: list[str] = []
         params: dict[str, object] = {}
         for kind, value, style in pieces:
             if kind == "param":
@@ -56,9 +60,11 @@ def split_statements(cell: str, namespace: Mapping[str, object] | None = None) -
                     raise UnknownParameterError(value, style)
                 params[value] = namespace[value]
                 sql_parts.append(f"%({value})s")
+                bind_parts.append(f":{value}")
             else:
                 sql_parts.append(value.replace("%", "%%"))
-        statements.append(Statement(shown, "".join(sql_parts), params))
+                bind_parts.append(value.replace(":", "\\:"))
+        statements.append(Statement(shown, "".join(sql_parts), params, "".join(bind_parts)))
     return statements
 
 
