@@ -6,6 +6,7 @@ port nobody answers on.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -72,3 +73,17 @@ def test_another_process_holding_the_key_is_named(silent_port, tmp_path):
         holder.communicate("", timeout=10)
     with Tunnel(load_config(config), name="after"):  # the holder exited: its lock went with it
         pass
+
+
+def test_a_lock_directory_open_to_others_is_not_used(silent_port, tmp_path, monkeypatch):
+    from wgmagic.config import load_config
+    from wgmagic.runtime import tunnel as tunnel_module
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    planted = tmp_path / f"wgmagic-{os.getuid()}"
+    planted.mkdir(mode=0o777)
+    planted.chmod(0o777)  # as if another user had made it first in a shared /tmp
+    ours, _ = keypair()
+    _, peer = keypair()
+    assert tunnel_module._claim_key(load_config(_config(ours, peer, silent_port))) == []
+    assert list(planted.iterdir()) == []

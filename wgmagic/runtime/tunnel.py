@@ -10,6 +10,7 @@ import ipaddress
 import itertools
 import os
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -105,14 +106,19 @@ def _claim_key(config: WireGuardConfig) -> list[int]:
     directory = os.path.join(base, f"wgmagic-{os.getuid()}")
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        info = os.lstat(directory)
     except OSError:
+        return []
+    # In a shared /tmp the directory may be someone else's (planted to hold our locks or to point a lock file at
+    # a file of ours): use it only if it is a real directory, ours, and closed to others.
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
         return []
     ours = public_key(config.interface.private_key)
     held: list[int] = []
     for peer in config.peers:
         name = hashlib.blake2s(ours + peer.public_key, digest_size=12).hexdigest()
         try:
-            fd = os.open(os.path.join(directory, f"{name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(os.path.join(directory, f"{name}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError:
             continue
         try:
