@@ -7,7 +7,6 @@ executed and written out (the executed notebook and an HTML copy). Ctrl-C stops 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import ipaddress
 import os
@@ -18,20 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+from wgmagic.wireguard.crypto import generate_keypair
 
 GATEWAY4, GATEWAY6 = "198.18.77.1", "fd77:6d61:6769:7700::1"
 CLIENT4, CLIENT6 = "198.18.77.2", "fd77:6d61:6769:7700::2"
 NET4, NET6 = "198.18.77.0/24", "fd77:6d61:6769:7700::/64"
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-
-
-def _keypair() -> tuple[str, str]:
-    key = X25519PrivateKey.generate()
-    private = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return base64.b64encode(private).decode(), base64.b64encode(public).decode()
 
 
 def _free_udp_port() -> int:
@@ -56,8 +47,8 @@ class Demo:
         self.workdir.mkdir(parents=True, exist_ok=True)
         print("demo: starting a local PostgreSQL with sample data ...", flush=True)
         self.postgres = LocalPostgres().start()
-        gateway_private, gateway_public = _keypair()
-        client_private, client_public = _keypair()
+        gateway_private, gateway_public = generate_keypair()
+        client_private, client_public = generate_keypair()
         port = _free_udp_port()
         gateway_config = (f"[Interface]\nPrivateKey = {gateway_private}\nListenPort = {port}\n"
                           f"Address = {GATEWAY4}/32, {GATEWAY6}/128\n\n"

@@ -13,7 +13,6 @@ the host's loopback, configured with `wg set`, then only its interface is moved 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -29,10 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
-
 from tests.testbed.tls import write_ca_and_server_cert
+from wgmagic.wireguard.crypto import generate_keypair as keypair
 
 PREFIX = "wgmt"
 STATE_FILE = Path("/run/wgmagic-testbed.json")
@@ -51,13 +48,6 @@ def client_addresses(identity: int) -> tuple[str, str]:
         return CLIENT4, CLIENT6
     return f"198.18.0.{10 + identity}", f"fd77:6d61:6769:6300::{10 + identity:x}"
 MTU = 1420
-
-
-def keypair() -> tuple[str, str]:
-    private = X25519PrivateKey.generate()
-    raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return base64.b64encode(raw).decode(), base64.b64encode(public).decode()
 
 
 def run(*args: str, check: bool = True, ns: str | None = None, **kwargs) -> subprocess.CompletedProcess:

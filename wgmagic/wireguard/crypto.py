@@ -112,6 +112,12 @@ def public_key(private: bytes) -> bytes:
     return StaticKey(private).public
 
 
+def generate_keypair() -> tuple[str, str]:
+    """A new (private, public) pair in WireGuard's base64, as `wg genkey` and `wg pubkey` print them."""
+    private = generate_private_key()
+    return base64.b64encode(private).decode(), base64.b64encode(public_key(private)).decode()
+
+
 def dh_generate() -> tuple[X25519PrivateKey, bytes]:
     private = X25519PrivateKey.generate()
     return private, private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
