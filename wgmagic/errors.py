@@ -37,7 +37,8 @@ class HandshakeTimeoutError(TunnelError, TimeoutError):
 
 
 class TunnelConflictError(TunnelError):
-    """Another open tunnel in this process already speaks to the same peer with the same private key."""
+    """Another open tunnel (in this process or another of this user's) already speaks to the same peer with
+    the same private key, or already has the name asked for."""
 
 
 class PeerNotRespondingError(TunnelError, TimeoutError):
