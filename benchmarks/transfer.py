@@ -64,7 +64,7 @@ def ours(mib: int, echoes: int, bed: TestBed) -> dict:
         after = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         echo = namespace["echo"](make, echoes)
-        from wgmagic.bench import run_bench
+        from wgmagic.tools.bench import run_bench
 
         bench = run_bench(tunnel, PEER4, 9000)  # what %wg bench reports, with its default 5 s per direction
         rss_before = rss_mib()

@@ -37,7 +37,7 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ipython: Any) -> None:
     """%load_ext wgmagic: registers %wg and %%wgsql."""
-    from wgmagic.magics import WireGuardMagics, capture_transformer
+    from wgmagic.notebook.magics import WireGuardMagics, capture_transformer
 
     magics = WireGuardMagics(ipython)
     ipython.register_magics(magics)
@@ -52,7 +52,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     if magics is None:
         return
     magics.close_all()
-    from wgmagic.magics import capture_transformer
+    from wgmagic.notebook.magics import capture_transformer
 
     if capture_transformer in ipython.input_transformers_cleanup:
         ipython.input_transformers_cleanup.remove(capture_transformer)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from wgmagic.errors import WgMagicError
+from wgmagic.notebook.status import gateway_status_line, tunnel_status_line, tunnel_status_report
 
 
 def timers_from_environment() -> object | None:
@@ -128,7 +129,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             server = tunnel.socks(port=port, host=bind)
             print(f"SOCKS5 proxy on {server.address[0]}:{server.address[1]}", flush=True)
         print("tunnel up; Ctrl-C to stop", flush=True)
-        _show_status_until(stopping, tunnel.status_line, args.quiet)
+        _show_status_until(stopping, lambda: tunnel_status_line(tunnel), args.quiet)
     finally:
         tunnel.close()
     print("tunnel closed", flush=True)
@@ -150,7 +151,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with connect(args.config, timeout=args.handshake_timeout) as tunnel:
         elapsed = time.monotonic() - started
-        print(tunnel.status_report(handshake_seconds=elapsed))
+        print(tunnel_status_report(tunnel, handshake_seconds=elapsed))
     return 0
 
 
@@ -205,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--headless", action="store_true",
                       help="execute the notebook and write it (and an HTML copy) instead of opening JupyterLab")
     demo.add_argument("--output-dir", help="where the demo's files go (default ./wgmagic-demo)")
-    demo.set_defaults(func=lambda args: __import__("wgmagic.demo").demo.main(args.headless, args.output_dir))
+    demo.set_defaults(func=lambda args: _demo(args))
 
     doctor = sub.add_parser("doctor", help="check a config and the path through it, step by step, in plain words")
     doctor.add_argument("config")
@@ -216,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
-    from wgmagic.gateway import Gateway, parse_expose, parse_name
+    from wgmagic.runtime.services.gateway import Gateway, parse_expose, parse_name
 
     if not args.expose:
         raise ValueError("nothing to expose: give at least one --expose [ADDR:]PORT=HOST:PORT")
@@ -231,7 +232,7 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         for name, addresses in names.items():
             print(f"answering DNS: {name} -> {', '.join(map(str, addresses))}", flush=True)
         print("gateway up; Ctrl-C to stop", flush=True)
-        _show_status_until(stopping, gateway.status_line, args.quiet)
+        _show_status_until(stopping, lambda: gateway_status_line(gateway), args.quiet)
     finally:
         gateway.close()
     print("gateway closed", flush=True)
@@ -239,7 +240,7 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from wgmagic.doctor import MARK, run_doctor
+    from wgmagic.tools.doctor import MARK, run_doctor
 
     def show(check: object) -> None:
         print(f"{MARK[check.verdict]} {check.name}: {check.detail}", flush=True)  # type: ignore[attr-defined]
@@ -269,3 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _demo(args):
+    from wgmagic.demo.run import main as demo_main
+
+    return demo_main(args.headless, args.output_dir)

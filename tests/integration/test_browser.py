@@ -86,6 +86,19 @@ def _dashboard_image_sources(page) -> list[str]:
     return page.eval_on_selector_all("img.widget-image", "els => els.map(e => e.src)")
 
 
+def _accept_dialogs(page) -> None:
+    """A modal the front end raised while the kernel was starting (a kernel choice, a "kernel busy" notice)
+    would swallow the next click: accept each, saying what it was."""
+    for dialog in page.query_selector_all(".jp-Dialog"):
+        print("dismissing a dialog:", " ".join(dialog.inner_text().split())[:200])
+        button = dialog.query_selector(".jp-Dialog-button.jp-mod-accept") or dialog.query_selector("button")
+        if button is not None:
+            button.click()
+        else:
+            page.keyboard.press("Escape")
+        page.wait_for_timeout(500)
+
+
 def test_dashboard_draws_and_redraws_in_the_browser(jupyterlab):
     from playwright.sync_api import sync_playwright
 
@@ -101,6 +114,7 @@ def test_dashboard_draws_and_redraws_in_the_browser(jupyterlab):
                                    ".jp-Toolbar-kernelStatus:has-text('Idle')", timeout=60_000, state="attached")
             # Run All can land before the kernel is ready (then nothing runs): try again, up to three times.
             for attempt in range(3):
+                _accept_dialogs(page)
                 page.get_by_role("menuitem", name="Run", exact=True).click()
                 page.get_by_text("Run All Cells", exact=True).click()
                 try:

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.testbed.bed import free_udp_port
-from wgmagic.doctor import FAIL, OK, WARN, run_doctor
+from wgmagic.tools.doctor import FAIL, OK, WARN, run_doctor
 
 pytestmark = pytest.mark.integration
 

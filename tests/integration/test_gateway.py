@@ -19,8 +19,8 @@ import pytest
 
 from tests.testbed import streams
 from tests.testbed.bed import REF4, REF6, REPO, free_udp_port, keypair, run
-from wgmagic.gateway import Gateway, parse_expose, parse_name
-from wgmagic.localdb import LocalPostgres
+from wgmagic.demo.localdb import LocalPostgres
+from wgmagic.runtime.services.gateway import Gateway, parse_expose, parse_name
 from wgmagic.runtime.tunnel import connect
 
 pytestmark = pytest.mark.integration

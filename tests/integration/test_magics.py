@@ -273,12 +273,13 @@ def test_connection_failures_name_the_stage(connected, testbed, tmp_path, capsys
 
 
 def test_password_prompt_and_pgpassword(connected, testbed, monkeypatch, capsys):
-    import wgmagic.magics
+    import wgmagic.notebook.magics
 
     asked: list[str] = []
     monkeypatch.delenv("PGPASSWORD", raising=False)
     monkeypatch.setenv("PGPASSFILE", "/nonexistent")
-    monkeypatch.setattr(wgmagic.magics.getpass, "getpass", lambda prompt: asked.append(prompt) or testbed.db_password)
+    monkeypatch.setattr(wgmagic.notebook.magics.getpass, "getpass",
+                        lambda prompt: asked.append(prompt) or testbed.db_password)
     result, out = run(connected, "%%wgsql postgresql://app@db.internal/app --alias prompted\nSELECT 3 AS v", capsys)
     assert result.success, out
     assert len(asked) == 1 and testbed.db_password not in asked[0] + out

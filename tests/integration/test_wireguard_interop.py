@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from wgmagic.notebook.status import tunnel_status_report
 from wgmagic.runtime.tunnel import connect
 from wgmagic.wireguard.timers import Timers
 
@@ -122,7 +123,7 @@ def test_no_private_key_in_repr_stats_or_logs(testbed, caplog):
     text = testbed.client_config()
     with caplog.at_level("DEBUG"), connect(text) as tunnel:
         tunnel.ping(PEER_V4, 1)
-        seen = repr(tunnel) + repr(tunnel.stats()) + repr(tunnel.config) + tunnel.status_report()
+        seen = repr(tunnel) + repr(tunnel.stats()) + repr(tunnel.config) + tunnel_status_report(tunnel)
     seen += caplog.text
     for secret in private_key_forms(text):
         assert secret not in seen

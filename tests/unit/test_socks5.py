@@ -3,7 +3,7 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wgmagic.socks5 import (
+from wgmagic.runtime.services.socks import (
     REP_ADDRESS_TYPE_NOT_SUPPORTED,
     REP_COMMAND_NOT_SUPPORTED,
     Connect,

@@ -31,8 +31,8 @@ from wgmagic.runtime.loop import LoopThread
 from wgmagic.wireguard.timers import Timers
 
 if TYPE_CHECKING:
-    from wgmagic.forward import Forward
-    from wgmagic.socks5 import Socks5Server
+    from wgmagic.runtime.services.forward import Forward
+    from wgmagic.runtime.services.socks import Socks5Server
 
 _names = itertools.count(1)
 # Strong references: an open tunnel runs a thread and holds a socket until close(), referenced or not, so it
@@ -362,7 +362,7 @@ class Tunnel:
         local=None: a Unix socket in a fresh 0700 directory (see Forward.libpq_params()); local=PORT or
         "HOST:PORT" or "unix:/dir": TCP on that loopback address and port (0: any free port), or that directory.
         """
-        from wgmagic.forward import Forward, ForwardSpec, parse_target
+        from wgmagic.runtime.services.forward import Forward, ForwardSpec, parse_target
 
         self._check_open()
         host, port = parse_target(target)
@@ -395,7 +395,7 @@ class Tunnel:
     def socks(self, port: int = 1080, host: str = "127.0.0.1",
               credentials: tuple[str, str] | None = None) -> Socks5Server:
         """A SOCKS5 proxy on loopback whose CONNECTs (names resolved through the tunnel) use this tunnel."""
-        from wgmagic.socks5 import Socks5Server
+        from wgmagic.runtime.services.socks import Socks5Server
 
         self._check_open()
         server = self._thread.call(Socks5Server, self._engine, self._engine.resolve_async, host, port, credentials)
@@ -429,33 +429,6 @@ class Tunnel:
     def stats(self) -> dict[str, object]:
         self._check_open()
         return self._thread.call(self._snapshot)
-
-    def status_line(self) -> str:
-        """One line for a live terminal status: handshake age, bytes each way, open connections."""
-        snap = self.stats()
-        counters = snap["counters"]
-        age = snap.get("handshake_age")
-        shown = "no handshake yet" if age is None else f"handshake {age:.0f}s ago"
-        from wgmagic.status import human_bytes
-
-        return (f"{self.name}: {shown} | rx {human_bytes(counters.get('udp_rx_bytes', 0))} "
-                f"tx {human_bytes(counters.get('udp_tx_bytes', 0))} | connections {snap['connections']}")
-
-    def status_report(self, handshake_seconds: float | None = None) -> str:
-        snap = self.stats()
-        lines = [f"tunnel {self.name}"]
-        for peer in self.config.peers:
-            where = f"{peer.endpoint[0]}:{peer.endpoint[1]}" if peer.endpoint else "(no endpoint)"
-            lines.append(f"  peer {peer.public_key_b64[:8]}... endpoint {where}")
-            lines.append(f"    allowed ips: {', '.join(str(n) for n in peer.allowed_ips) or '(none)'}")
-        if handshake_seconds is not None:
-            lines.append(f"  handshake completed in {handshake_seconds * 1000:.1f} ms")
-        rtt = snap.get("handshake_rtt")
-        if rtt is not None:
-            lines.append(f"  handshake rtt {rtt * 1000:.2f} ms")
-        lines.append(f"  addresses: {', '.join(str(a) for a in self.config.interface.addresses)}")
-        lines.append(f"  dns: {', '.join(str(a) for a in self.config.interface.dns_servers) or '(none)'}")
-        return "\n".join(lines)
 
     def peer_report(self) -> list[dict[str, object]]:
         """Per peer: key fingerprint (public), endpoint, handshake age, seconds to the next rekey, traffic."""

@@ -37,7 +37,7 @@ class Expose:
 
 def parse_expose(text: str) -> Expose:
     """'5432=127.0.0.1:5432', '198.18.0.1:5432=localhost:5432' or '[fd00::1]:80=127.0.0.1:8080'."""
-    from wgmagic.forward import parse_target
+    from wgmagic.runtime.services.forward import parse_target
 
     listen, sep, target = text.partition("=")
     if not sep:
@@ -177,14 +177,6 @@ class Gateway:
         snapshot.update(accepted=self.accepted, refused=self.refused, dns_answered=self.dns_answered,
                         open_relays=len(self.relays))
         return snapshot
-
-    def status_line(self) -> str:
-        snap = self.stats()
-        totals = snap["totals"]
-        peers = sum(1 for p in self.tunnel.peer_report() if p["handshake_age"] is not None)
-        return (f"gateway :{self.listen_port} | peers with a session {peers} | connections {snap['open_relays']} "
-                f"(accepted {self.accepted}) | rx {totals['udp_rx_bytes']:,} B tx {totals['udp_tx_bytes']:,} B | "
-                f"cookie replies {snap['device'].get('cookie_replies_sent', 0)}")
 
     def close(self) -> None:
         if self.tunnel.closed:

@@ -22,7 +22,7 @@ from wgmagic.wireguard.crypto import generate_keypair
 GATEWAY4, GATEWAY6 = "198.18.77.1", "fd77:6d61:6769:7700::1"
 CLIENT4, CLIENT6 = "198.18.77.2", "fd77:6d61:6769:7700::2"
 NET4, NET6 = "198.18.77.0/24", "fd77:6d61:6769:7700::/64"
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def _free_udp_port() -> int:
@@ -41,8 +41,8 @@ class Demo:
         self.config_path = workdir / "wg-demo.conf"
 
     def start(self) -> Demo:
-        from wgmagic.gateway import Gateway, parse_expose
-        from wgmagic.localdb import LocalPostgres
+        from wgmagic.demo.localdb import LocalPostgres
+        from wgmagic.runtime.services.gateway import Gateway, parse_expose
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         print("demo: starting a local PostgreSQL with sample data ...", flush=True)

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from wgmagic.forward import warn_if_exposed
 from wgmagic.runtime.relay import SocketRelay
+from wgmagic.runtime.services.forward import warn_if_exposed
 
 VERSION = 5
 NO_AUTH, USER_PASS, NO_ACCEPTABLE = 0x00, 0x02, 0xFF

@@ -19,6 +19,45 @@ def human_bytes(count: float) -> str:
     return f"{count:.1f} GiB"
 
 
+def tunnel_status_line(tunnel: Any) -> str:
+    """One line for a live terminal status (`wgmagic up`): handshake age, bytes each way, open connections."""
+    snap = tunnel.stats()
+    counters = snap["counters"]
+    age = snap.get("handshake_age")
+    shown = "no handshake yet" if age is None else f"handshake {age:.0f}s ago"
+    return (f"{tunnel.name}: {shown} | rx {human_bytes(counters.get('udp_rx_bytes', 0))} "
+            f"tx {human_bytes(counters.get('udp_tx_bytes', 0))} | connections {snap['connections']}")
+
+
+def tunnel_status_report(tunnel: Any, handshake_seconds: float | None = None) -> str:
+    """`wgmagic status`: peers (public key fingerprint, endpoint, AllowedIPs), handshake time and RTT,
+    addresses and DNS servers. No secret: keys are shown by their public fingerprint only."""
+    snap = tunnel.stats()
+    lines = [f"tunnel {tunnel.name}"]
+    for peer in tunnel.config.peers:
+        where = f"{peer.endpoint[0]}:{peer.endpoint[1]}" if peer.endpoint else "(no endpoint)"
+        lines.append(f"  peer {peer.public_key_b64[:8]}... endpoint {where}")
+        lines.append(f"    allowed ips: {', '.join(str(n) for n in peer.allowed_ips) or '(none)'}")
+    if handshake_seconds is not None:
+        lines.append(f"  handshake completed in {handshake_seconds * 1000:.1f} ms")
+    rtt = snap.get("handshake_rtt")
+    if rtt is not None:
+        lines.append(f"  handshake rtt {rtt * 1000:.2f} ms")
+    lines.append(f"  addresses: {', '.join(str(a) for a in tunnel.config.interface.addresses)}")
+    lines.append(f"  dns: {', '.join(str(a) for a in tunnel.config.interface.dns_servers) or '(none)'}")
+    return "\n".join(lines)
+
+
+def gateway_status_line(gateway: Any) -> str:
+    """One line for `wgmagic gateway`'s live terminal status."""
+    snap = gateway.stats()
+    totals = snap["totals"]
+    peers = sum(1 for p in gateway.tunnel.peer_report() if p["handshake_age"] is not None)
+    return (f"gateway :{gateway.listen_port} | peers with a session {peers} | connections {snap['open_relays']} "
+            f"(accepted {gateway.accepted}) | rx {totals['udp_rx_bytes']:,} B tx {totals['udp_tx_bytes']:,} B | "
+            f"cookie replies {snap['device'].get('cookie_replies_sent', 0)}")
+
+
 class _Table:
     rows: list[dict[str, object]]
     title: str

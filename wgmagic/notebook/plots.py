@@ -127,3 +127,22 @@ class PngFigure:
     def save(self, path: str) -> None:
         with open(path, "wb") as handle:
             handle.write(self.data)
+
+
+def bench_figure(result: Any) -> Any:
+    """Throughput over time and the round-trip histogram of a `tools.bench.BenchResult`."""
+    fig = _figure(7.5, 2.8)
+    left, right = fig.subplots(1, 2, width_ratios=[2, 1])
+    for phase, colour in (("download", "#1f77b4"), ("upload", "#ff7f0e")):
+        points = [(t, v) for p, t, v in result.timeline if p == phase]
+        if points:
+            left.plot([t for t, _ in points], [v for _, v in points], "-", color=colour, label=phase)
+    _style(left, f"Throughput through the tunnel to {result.target}", "MB/s")
+    left.set_xlabel("seconds into the phase", color="#222222")
+    left.set_ylim(bottom=0)
+    left.legend(loc="lower right", fontsize=8, frameon=False)
+    if result.rtts_ms:
+        right.hist(result.rtts_ms, bins=40, color="#2ca02c")
+    _style(right, "Round trips", "count")
+    right.set_xlabel("milliseconds", color="#222222")
+    return fig

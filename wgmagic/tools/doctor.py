@@ -135,7 +135,7 @@ def run_doctor(config_source: Any, *, target: str | None = None, tunnel: Any = N
 def _split_target(target: str | None) -> tuple[str | None, int | None]:
     if not target:
         return None, None
-    from wgmagic.forward import parse_target
+    from wgmagic.runtime.services.forward import parse_target
 
     if target.rsplit(":", 1)[-1].isdigit() and (":" not in target.strip("[]") or target.startswith("[")
                                                    or target.count(":") == 1):

@@ -14,8 +14,8 @@ import threading
 import time
 from typing import Any
 
-from wgmagic.plots import latency_figure, png, throughput_figure
-from wgmagic.status import human_bytes
+from wgmagic.notebook.plots import latency_figure, png, throughput_figure
+from wgmagic.notebook.status import human_bytes
 
 WINDOWS = [("1 min", 60.0), ("5 min", 300.0), ("10 min", 600.0)]
 PING_EVERY = 1.0  # seconds between ICMP echoes to the ping target
@@ -209,8 +209,8 @@ class Dashboard:
         threading.Thread(target=self._bench, args=(target,), name="wgmagic-bench", daemon=True).start()
 
     def _bench(self, target: str) -> None:
-        from wgmagic.bench import run_bench
-        from wgmagic.forward import parse_target
+        from wgmagic.runtime.services.forward import parse_target
+        from wgmagic.tools.bench import run_bench
 
         try:
             host, port = parse_target(target)

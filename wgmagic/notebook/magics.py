@@ -225,7 +225,7 @@ class WireGuardMagics(Magics):
         return tunnel
 
     def _wg_status(self, args: argparse.Namespace) -> Any:
-        from wgmagic.status import TunnelStatus
+        from wgmagic.notebook.status import TunnelStatus
 
         names = [args.name] if args.name else list(self.tunnels)
         if not names:
@@ -291,12 +291,12 @@ class WireGuardMagics(Magics):
         return addresses
 
     def _wg_connections(self, args: argparse.Namespace) -> Any:
-        from wgmagic.status import ConnectionsTable
+        from wgmagic.notebook.status import ConnectionsTable
 
         return ConnectionsTable([c.describe() for c in self.connections.values()], self.current_connection)
 
     def _wg_diag(self, args: argparse.Namespace) -> Any:
-        from wgmagic.dashboard import Dashboard
+        from wgmagic.notebook.dashboard import Dashboard
 
         window = _window(args.window)
         tunnel = self.tunnel(args.tunnel)
@@ -306,7 +306,7 @@ class WireGuardMagics(Magics):
         return dashboard.start()
 
     def _wg_plot(self, args: argparse.Namespace) -> Any:
-        from wgmagic.plots import PngFigure, history_figure, png
+        from wgmagic.notebook.plots import PngFigure, history_figure, png
 
         window = _window(args.window)
         tunnel = self.tunnel(args.tunnel)
@@ -318,10 +318,10 @@ class WireGuardMagics(Magics):
     def _wg_bench(self, args: argparse.Namespace) -> Any:
         from IPython.display import display
 
-        from wgmagic.bench import bench_figure, run_bench
-        from wgmagic.forward import parse_target
-        from wgmagic.plots import PngFigure, png
-        from wgmagic.status import _Table
+        from wgmagic.notebook.plots import PngFigure, bench_figure, png
+        from wgmagic.notebook.status import _Table
+        from wgmagic.runtime.services.forward import parse_target
+        from wgmagic.tools.bench import run_bench
 
         try:
             host, port = parse_target(self._value(args.target) or "")
@@ -341,7 +341,7 @@ class WireGuardMagics(Magics):
         return result
 
     def _wg_doctor(self, args: argparse.Namespace) -> Any:
-        from wgmagic.doctor import run_doctor
+        from wgmagic.tools.doctor import run_doctor
 
         if args.config:
             text, _ = self._config_text(args.config)
@@ -470,7 +470,7 @@ class WireGuardMagics(Magics):
 
 
 def _window(text: str) -> float:
-    from wgmagic.dashboard import parse_window
+    from wgmagic.notebook.dashboard import parse_window
 
     try:
         return parse_window(text)

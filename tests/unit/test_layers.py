@@ -1,0 +1,129 @@
+"""The package's imports point down only (docs/layers.md): a layer never imports one above it, and no two
+modules import each other, directly or round a longer loop. Imports inside functions and under TYPE_CHECKING
+count too: deferring an import hides a cycle, it does not remove it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "wgmagic"
+
+# Lowest first. A module may import its own layer and the layers below it. Within one layer, only the
+# cycle check applies. Keep in step with docs/layers.md.
+LAYERS: list[tuple[str, ...]] = [
+    ("wgmagic.errors",),
+    ("wgmagic.addresses", "wgmagic.config", "wgmagic.platform"),
+    ("wgmagic.wireguard", "wgmagic.netstack", "wgmagic.proto"),
+    ("wgmagic.runtime",),
+    ("wgmagic.sql",),
+    ("wgmagic.tools",),
+    ("wgmagic.notebook",),
+    ("wgmagic.demo",),
+    ("wgmagic.cli", "wgmagic.__main__"),
+    ("wgmagic",),  # the package's own __init__: the extension hook and the lazy public names
+]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def rank(module: str) -> int:
+    best, best_len = None, -1
+    for index, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_len:
+                best, best_len = index, len(prefix)
+    assert best is not None, f"{module} belongs to no layer: add it to LAYERS and docs/layers.md"
+    return best
+
+
+def imports_of(module: str) -> set[str]:
+    path = MODULES[module]
+    tree = ast.parse(path.read_text(), str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+        else:
+            continue
+        for name in names:
+            while name and name not in MODULES:
+                name = name.rpartition(".")[0]
+            if name.startswith("wgmagic") and name != module:
+                found.add(name)
+    return found
+
+
+GRAPH = {module: imports_of(module) for module in MODULES}
+
+
+def test_every_module_has_a_layer() -> None:
+    for module in MODULES:
+        rank(module)
+
+
+def test_imports_point_down() -> None:
+    upward = sorted(f"{m} -> {i}" for m, targets in GRAPH.items() for i in targets
+                    if i != "wgmagic" and rank(i) > rank(m) and not m.startswith(i + "."))
+    assert not upward, "imports that point up a layer:\n  " + "\n  ".join(upward)
+
+
+def test_no_import_cycles() -> None:
+    # Package __init__ modules re-export their submodules' names; an edge from a submodule to its own
+    # package's __init__ is not a dependency on a sibling, so it is left out of the cycle search.
+    graph = {m: {i for i in targets if not m.startswith(i + ".")} for m, targets in GRAPH.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    counter = [0]
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    assert not cycles, "import cycles:\n  " + "\n  ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_nothing_at_the_top_that_belongs_to_a_layer() -> None:
+    top = {p.stem for p in PACKAGE.glob("*.py")}
+    allowed = {"__init__", "__main__", "addresses", "cli", "config", "errors", "platform"}
+    assert top <= allowed, f"modules at the top that belong to a layer: {sorted(top - allowed)}"

@@ -1,0 +1,1 @@
+"""The notebook edge: the IPython magics, their argument parsing, status text, the dashboard and plots."""

@@ -1,0 +1,1 @@
+"""Tools on top of a tunnel: the plain-words doctor and the throughput bench."""
