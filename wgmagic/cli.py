@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from wgmagic import __version__
 from wgmagic.errors import WgMagicError
 from wgmagic.notebook.status import gateway_status_line, tunnel_status_line, tunnel_status_report
 
@@ -157,6 +158,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wgmagic", description="User-mode WireGuard and TCP/IP, no root needed.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ping = sub.add_parser("ping", help="ICMP echo through the tunnel, like ping")

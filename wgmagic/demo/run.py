@@ -22,7 +22,6 @@ from wgmagic.wireguard.crypto import generate_keypair
 GATEWAY4, GATEWAY6 = "198.18.77.1", "fd77:6d61:6769:7700::1"
 CLIENT4, CLIENT6 = "198.18.77.2", "fd77:6d61:6769:7700::2"
 NET4, NET6 = "198.18.77.0/24", "fd77:6d61:6769:7700::/64"
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def _free_udp_port() -> int:
@@ -128,21 +127,25 @@ class Demo:
 
 
 def main(headless: bool, output_dir: str | None, notebook: str = "quickstart.ipynb") -> int:
-    path = NOTEBOOKS / notebook
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run the demo from a checkout of wgmagic")
+    """Run the demo: `headless` executes `notebook` (package data of wgmagic.demo) and writes it out with an
+    HTML copy under `output_dir` (default ./wgmagic-demo); otherwise opens it in JupyterLab. Returns an exit
+    status."""
+    from importlib.resources import as_file, files
+
     workdir = Path(output_dir or "wgmagic-demo").resolve()
+
     demo = Demo(workdir)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         demo.start()
-        if headless:
-            started = time.monotonic()
-            executed, html_path = demo.run_headless(path)
-            print(f"demo: executed {notebook} in {time.monotonic() - started:.1f} s: {executed} and {html_path}",
-                  flush=True)
-            return 0
-        return demo.run_jupyterlab(path)
+        with as_file(files("wgmagic.demo") / notebook) as path:
+            if headless:
+                started = time.monotonic()
+                executed, html_path = demo.run_headless(path)
+                print(f"demo: executed {notebook} in {time.monotonic() - started:.1f} s: {executed} and "
+                      f"{html_path}", flush=True)
+                return 0
+            return demo.run_jupyterlab(path)
     except KeyboardInterrupt:
         return 130
     finally:
