@@ -7,29 +7,29 @@ import errno
 import os
 import socket
 from collections import Counter
-from types import SimpleNamespace
 
 import pytest
 
-from wgmagic.runtime.engine import GSO_MAX_SEGMENTS, Engine, _gso_run_end
+from wgmagic.runtime.transport import GSO_MAX_SEGMENTS, UdpTransport, gso_run_end
 
-pytestmark = pytest.mark.skipif(os.uname().sysname != "Linux", reason="UDP_SEGMENT is Linux's")
+pytestmark = pytest.mark.skipif(not hasattr(socket, "SOL_UDP") or os.uname().sysname != "Linux",
+                                reason="UDP_SEGMENT is Linux's")
 
 
-def _sender(sock: object) -> SimpleNamespace:
-    fake = SimpleNamespace(sock=sock, _sendto_cache={}, _gso=True, counters=Counter())
-    fake._sockaddr = lambda addr: addr
-    return fake
+def _sender(sock: object) -> UdpTransport:
+    transport = UdpTransport(None, 0, None, None, None, Counter())  # type: ignore[arg-type]
+    transport.sock, transport.gso = sock, True  # type: ignore[assignment]
+    return transport
 
 
 def test_runs_stop_at_another_address_a_larger_or_a_shorter_datagram():
     a, b = ("127.0.0.1", 1), ("127.0.0.1", 2)
     datagrams = [(b"x" * 100, a)] * 3 + [(b"y" * 40, a), (b"z" * 100, a), (b"z" * 100, b), (b"w" * 200, b)]
-    assert _gso_run_end(datagrams, 0) == 4  # three full ones and the shorter one that ends the run
-    assert _gso_run_end(datagrams, 4) == 5  # the next one goes elsewhere
-    assert _gso_run_end(datagrams, 5) == 6  # the next one is larger
+    assert gso_run_end(datagrams, 0) == 4  # three full ones and the shorter one that ends the run
+    assert gso_run_end(datagrams, 4) == 5  # the next one goes elsewhere
+    assert gso_run_end(datagrams, 5) == 6  # the next one is larger
     many = [(b"q" * 1452, a)] * 100
-    assert _gso_run_end(many, 0) == GSO_MAX_SEGMENTS
+    assert gso_run_end(many, 0) == GSO_MAX_SEGMENTS
 
 
 def test_segmented_sends_arrive_as_the_same_datagrams():
@@ -41,10 +41,10 @@ def test_segmented_sends_arrive_as_the_same_datagrams():
         target = receiver.getsockname()
         datagrams = [(bytes([i % 256]) * 1452, target) for i in range(100)] + [(b"tail", target)]
         fake = _sender(sender)
-        Engine._send_datagrams(fake, datagrams)  # type: ignore[arg-type]
+        fake.send(datagrams)
         got = [receiver.recv(2048) for _ in datagrams]
         assert got == [data for data, _ in datagrams]
-        assert fake._gso and fake.counters["udp_tx_datagrams"] == len(datagrams)
+        assert fake.gso and fake.counters["udp_tx_datagrams"] == len(datagrams)
 
 
 class _NoOffload:
@@ -68,6 +68,6 @@ def test_falls_back_to_one_call_per_datagram():
         target = receiver.getsockname()
         datagrams = [(b"%04d" % i * 100, target) for i in range(20)]
         fake = _sender(_NoOffload(sender))
-        Engine._send_datagrams(fake, datagrams)  # type: ignore[arg-type]
+        fake.send(datagrams)
         assert [receiver.recv(2048) for _ in datagrams] == [data for data, _ in datagrams]
-        assert not fake._gso and fake.counters["gso_unavailable"] == 1
+        assert not fake.gso and fake.counters["gso_unavailable"] == 1

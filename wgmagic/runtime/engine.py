@@ -1,19 +1,17 @@
 """The tunnel's engine: the WireGuard device, the IP stack and the UDP socket, driven on the loop thread.
 
 Everything here runs on the tunnel's loop thread only; `Tunnel` (tunnel.py) is the thread-safe face. The hot
-path is `_on_readable` -> `pump`: drain the UDP socket until it would block, hand the whole batch through the
-device and the stack, then let the stack answer once for the batch (one ACK for many segments).
+path: the transport (transport.py) drains the UDP socket into the device until it would block, then calls
+`pump` once: the whole batch goes through the device and the stack, and the stack answers once for the batch
+(one ACK for many segments).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import ipaddress
 import os
-import socket
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,23 +28,9 @@ from wgmagic.errors import (
 )
 from wgmagic.netstack.stack import Stack
 from wgmagic.runtime.streams import StreamBuffers
+from wgmagic.runtime.transport import UdpTransport
 from wgmagic.wireguard.device import Device
 from wgmagic.wireguard.timers import Timers
-
-RECV_BATCH = 512
-# UDP generic segmentation offload (Linux 4.18+): one sendmsg carries a run of equal-sized datagrams to one
-# address and the kernel cuts them apart, instead of one system call each. A batch stays under 64 KiB.
-UDP_SEGMENT = 103
-GSO_MAX_SEGMENTS = 44
-GSO_MAX_BYTES = 65000
-SOCKET_BUFFER = 16 * 1024 * 1024
-
-
-def _normalize(addr: tuple[Any, ...]) -> tuple[str, int]:
-    host = addr[0]
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return host, addr[1]
 
 
 @dataclass
@@ -78,8 +62,8 @@ class Engine:
             self.peers[peer.public_key] = PeerRuntime(peer.public_key, peer.endpoint, endpoint)
         self.stack = Stack(config.interface.addresses, mtu=config.mtu)
         self.counters: Counter[str] = Counter()
-        self.sock: socket.socket | None = None
-        self._sendto_cache: dict[tuple[str, int], tuple[Any, ...]] = {}
+        self.transport = UdpTransport(loop, config.interface.listen_port or 0, self.device.receive_datagram,
+                                      self.pump, self._endpoint_refused, self.counters)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._echo_waiters: dict[tuple[bytes, int, int], asyncio.Future[float]] = {}
@@ -90,7 +74,6 @@ class Engine:
         self._udp_waiters: dict[int, tuple[Any, Any, asyncio.Future[bytes]]] = {}
         self._dns_cache: dict[str, tuple[float, tuple[Any, ...]]] = {}
         self.closed = False
-        self._gso = hasattr(socket, "SOL_UDP") and os.uname().sysname == "Linux"
         self.started_at = time.monotonic()
         self.last_echo: tuple[float, float] | None = None  # (when, rtt) of the newest answered ICMP echo
         self._echo_sent: dict[tuple[bytes, int, int], float] = {}
@@ -100,44 +83,9 @@ class Engine:
 
     # ---- lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:
-        self.sock = self._make_socket()
-        self.loop.add_reader(self.sock.fileno(), self._on_readable)
+        self.transport.open()
         self.metrics.start()
         self.pump()
-
-    def _make_socket(self) -> socket.socket:
-        port = self.config.interface.listen_port or 0
-        try:
-            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            sock.bind(("::", port))
-            self._dual_stack = True
-        except OSError:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.bind(("0.0.0.0", port))
-            self._dual_stack = False
-        for option, forced in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # 33/32: SO_*BUFFORCE
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, forced, SOCKET_BUFFER)  # beyond rmem_max; needs CAP_NET_ADMIN
-            except OSError:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-        # ICMP errors ("port unreachable") reach an unconnected UDP socket only with IP_RECVERR: without it a
-        # wrong endpoint port looks exactly like a wrong key (silence). Each error is then drained below.
-        for level, option in ((socket.IPPROTO_IP, getattr(socket, "IP_RECVERR", 11)),
-                              (socket.IPPROTO_IPV6, getattr(socket, "IPV6_RECVERR", 25))):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(level, option, 1)
-        sock.setblocking(False)
-        return sock
-
-    @staticmethod
-    def _drain_error_queue(sock: socket.socket) -> None:
-        for _ in range(64):  # bounded: the queue is, too (by the receive buffer)
-            try:
-                sock.recvmsg(1, 1024, getattr(socket, "MSG_ERRQUEUE", 0x2000))
-            except OSError:
-                return
 
     def close(self) -> None:
         if self.closed:
@@ -160,42 +108,17 @@ class Engine:
         for handler in list(self.event_handlers):
             with contextlib.suppress(Exception):
                 handler(TunnelClosedError("the tunnel was closed"))
-        if self.sock is not None:
-            with contextlib.suppress(Exception):
-                self.loop.remove_reader(self.sock.fileno())
-            self.sock.close()
+        self.transport.close()
 
     @property
     def local_port(self) -> int:
-        return self.sock.getsockname()[1] if self.sock else 0
+        return self.transport.local_port
 
-    # ---- the hot path -----------------------------------------------------------------------------------
-    def _on_readable(self) -> None:
-        sock = self.sock
-        if sock is None:
-            return
-        now = time.monotonic()
-        receive = self.device.receive_datagram
-        for _ in range(RECV_BATCH):
-            try:
-                data, addr = sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                break
-            except ConnectionRefusedError:
-                # ICMP port unreachable for something we sent: nothing listens at the endpoint.
-                self.counters["endpoint_refused"] += 1
-                for peer in self.peers.values():
-                    peer.endpoint_refused = True
-                self._drain_error_queue(sock)
-                continue
-            except OSError:
-                self.counters["socket_error"] += 1
-                break
-            self.counters["udp_rx_datagrams"] += 1
-            self.counters["udp_rx_bytes"] += len(data)
-            receive(data, _normalize(addr), now)
-        self.pump(now)
+    def _endpoint_refused(self) -> None:
+        for peer in self.peers.values():
+            peer.endpoint_refused = True
 
+    # ---- the hot path: transport.receive -> device -> stack -> device -> transport.send ---------------
     def pump(self, now: float | None = None) -> None:
         """Move everything that is ready between the device, the stack and the socket."""
         if self.closed:
@@ -220,66 +143,10 @@ class Engine:
             datagrams = device.datagrams_to_send()
             if datagrams:
                 moved = True
-                self._send_datagrams(datagrams)
+                self.transport.send(datagrams)
             if not moved:
                 break
         self._reschedule()
-
-    def _send_datagrams(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
-        sock = self.sock
-        if sock is None:
-            return
-        cache = self._sendto_cache
-        sent = dropped = size = 0
-        count = len(datagrams)
-        i = 0
-        while i < count:
-            data, addr = datagrams[i]
-            target = cache.get(addr)
-            if target is None:
-                target = self._sockaddr(addr)
-                if len(cache) > 64:
-                    cache.clear()
-                cache[addr] = target
-            end = i + 1
-            if self._gso:
-                end = _gso_run_end(datagrams, i)
-            try:
-                if end - i > 1:
-                    run = [d for d, _ in datagrams[i:end]]
-                    try:
-                        sock.sendmsg(run, [(socket.SOL_UDP, UDP_SEGMENT, len(data).to_bytes(2, sys.byteorder))], 0,
-                                     target)
-                    except OSError as exc:
-                        if exc.errno not in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
-                            raise
-                        # No segmentation offload on this kernel or route: one datagram per call from now on.
-                        self._gso = False
-                        self.counters["gso_unavailable"] += 1
-                        continue
-                    sent += end - i
-                    size += sum(len(d) for d in run)
-                else:
-                    sock.sendto(data, target)
-                    sent += 1
-                    size += len(data)
-            except (BlockingIOError, InterruptedError):
-                dropped += end - i  # the kernel's buffer is full: UDP semantics, the protocols above recover
-            except ConnectionRefusedError:
-                self.counters["endpoint_refused"] += 1
-            except OSError as exc:
-                self.counters[f"sendto_{errno.errorcode.get(exc.errno or 0, 'error')}"] += 1
-            i = end
-        self.counters["udp_tx_datagrams"] += sent
-        self.counters["udp_tx_bytes"] += size
-        if dropped:
-            self.counters["udp_tx_dropped"] += dropped
-
-    def _sockaddr(self, addr: tuple[str, int]) -> tuple[Any, ...]:
-        host, port = addr
-        if self._dual_stack and ipaddress.ip_address(host).version == 4:
-            return (f"::ffff:{host}", port, 0, 0)
-        return (host, port)
 
     def _reschedule(self) -> None:
         deadline = self.device.next_timer()
@@ -594,22 +461,3 @@ class Engine:
         self.stack.send_echo(dst, ident, seq, payload, now)
         self.pump(now)
         return fut
-
-
-def _gso_run_end(datagrams: list[tuple[bytes, tuple[str, int]]], start: int) -> int:
-    """End of the run from `start` that one segmented send can carry: same address, same size (the last one
-    may be shorter), within the kernel's limits."""
-    first, addr = datagrams[start]
-    size = len(first)
-    total = size
-    end = start + 1
-    limit = min(len(datagrams), start + GSO_MAX_SEGMENTS)
-    while end < limit:
-        data, other = datagrams[end]
-        if other != addr or len(data) > size or total + len(data) > GSO_MAX_BYTES:
-            break
-        total += len(data)
-        end += 1
-        if len(data) < size:
-            break
-    return end

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from wgmagic import platform
 from wgmagic.config import WireGuardConfig, load_config
 from wgmagic.errors import (
     EndpointUnresolvableError,
@@ -96,10 +97,10 @@ def _refuse_twin(config: WireGuardConfig) -> None:
 def _claim_key(config: WireGuardConfig) -> list[int]:
     """The same refusal across this user's processes (two notebooks, a notebook and `wgmagic up`): an advisory
     lock per (our public key, peer) in a private directory, released by close() or by the process dying."""
-    try:
-        import fcntl
-    except ImportError:  # not on POSIX: only the in-process check applies
+    if not platform.enabled("flock"):  # no flock here: only the in-process check applies
         return []
+    import fcntl
+
     from wgmagic.wireguard.crypto import public_key
 
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()

@@ -1,0 +1,204 @@
+"""How the tunnel's WireGuard datagrams reach the peer: one swappable piece of the runtime.
+
+`UdpTransport` is the plain one: a dual-stack UDP socket on the loop thread, drained in batches, with
+segmented sends (UDP_SEGMENT, Linux's GSO) where the kernel takes them. A transport that carries the same
+datagrams another way (a WebSocket, for networks that block UDP) offers the same four things: `open()`,
+`send(datagrams)`, `close()` and `local_port`, and hands what it receives to `receive(data, addr, now)` then
+calls `after_batch(now)` once per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from wgmagic import platform
+
+RECV_BATCH = 512
+# A segmented send carries a run of equal-sized datagrams to one address; the kernel cuts them apart. A
+# batch stays under 64 KiB and 44 segments (what one sendmsg may hold on the kernels we know).
+GSO_MAX_SEGMENTS = 44
+GSO_MAX_BYTES = 65000
+SOCKET_BUFFER = 16 * 1024 * 1024
+
+Receive = Callable[[bytes, tuple[str, int], float], None]
+
+
+def normalize_address(addr: tuple[Any, ...]) -> tuple[str, int]:
+    """(host, port) from a socket address; IPv4-mapped IPv6 (::ffff:a.b.c.d) becomes plain IPv4."""
+    host = addr[0]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, addr[1]
+
+
+class UdpTransport:
+    """The tunnel's UDP socket (loop thread only).
+
+    listen_port: 0 for any free port (a client), or the gateway's ListenPort. `receive(data, (host, port),
+    now)` is called for each datagram and `after_batch(now)` once a batch has been read; `on_refused()` when
+    the kernel reports ICMP port unreachable for something we sent. Counters (`udp_rx_*`, `udp_tx_*`,
+    `gso_unavailable`, `endpoint_refused`, `sendto_<errno>`) go into `counters`.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, listen_port: int, receive: Receive,
+                 after_batch: Callable[[float], None], on_refused: Callable[[], None],
+                 counters: Counter[str]) -> None:
+        self.loop = loop
+        self.listen_port = listen_port
+        self.receive = receive
+        self.after_batch = after_batch
+        self.on_refused = on_refused
+        self.counters = counters
+        self.sock: socket.socket | None = None
+        self.dual_stack = False
+        self.gso = platform.enabled("udp_gso")
+        self._sendto_cache: dict[tuple[str, int], tuple[Any, ...]] = {}
+
+    def __repr__(self) -> str:
+        return f"<UdpTransport port={self.local_port} gso={self.gso}>"
+
+    def open(self) -> None:
+        """Bind the socket (raises OSError with the port when the bind fails) and start reading."""
+        try:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            try:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                sock.bind(("::", self.listen_port))
+            except OSError:
+                sock.close()
+                raise
+            self.dual_stack = True
+        except OSError:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.bind(("0.0.0.0", self.listen_port))
+            except OSError as exc:
+                sock.close()
+                raise OSError(exc.errno, f"cannot bind the tunnel's UDP port {self.listen_port}: "
+                                         f"{exc.strerror}") from None
+            self.dual_stack = False
+        platform.tune_udp_socket(sock, SOCKET_BUFFER)
+        sock.setblocking(False)
+        self.sock = sock
+        self.loop.add_reader(sock.fileno(), self._on_readable)
+
+    def close(self) -> None:
+        if self.sock is None:
+            return
+        try:
+            self.loop.remove_reader(self.sock.fileno())
+        except Exception:  # the loop may be closing already
+            pass
+        self.sock.close()
+        self.sock = None
+
+    @property
+    def local_port(self) -> int:
+        return self.sock.getsockname()[1] if self.sock else 0
+
+    def _on_readable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        now = time.monotonic()
+        receive, counters = self.receive, self.counters
+        for _ in range(RECV_BATCH):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionRefusedError:
+                # ICMP port unreachable for something we sent: nothing listens at the endpoint.
+                counters["endpoint_refused"] += 1
+                self.on_refused()
+                platform.drain_error_queue(sock)
+                continue
+            except OSError:
+                counters["socket_error"] += 1
+                break
+            counters["udp_rx_datagrams"] += 1
+            counters["udp_rx_bytes"] += len(data)
+            receive(data, normalize_address(addr), now)
+        self.after_batch(now)
+
+    def send(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
+        """Send (datagram, (host, port)) pairs; a full kernel buffer drops (UDP semantics, counted)."""
+        sock = self.sock
+        if sock is None:
+            return
+        cache = self._sendto_cache
+        sent = dropped = size = 0
+        count = len(datagrams)
+        i = 0
+        while i < count:
+            data, addr = datagrams[i]
+            target = cache.get(addr)
+            if target is None:
+                target = self._sockaddr(addr)
+                if len(cache) > 64:
+                    cache.clear()
+                cache[addr] = target
+            end = gso_run_end(datagrams, i) if self.gso else i + 1
+            try:
+                if end - i > 1:
+                    run = [d for d, _ in datagrams[i:end]]
+                    try:
+                        sock.sendmsg(run, [(socket.SOL_UDP, platform.UDP_SEGMENT,
+                                            len(data).to_bytes(2, sys.byteorder))], 0, target)
+                    except OSError as exc:
+                        if exc.errno not in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                            raise
+                        # No segmentation offload on this kernel or route: one datagram per call from now on.
+                        self.gso = False
+                        self.counters["gso_unavailable"] += 1
+                        continue
+                    sent += end - i
+                    size += sum(len(d) for d in run)
+                else:
+                    sock.sendto(data, target)
+                    sent += 1
+                    size += len(data)
+            except (BlockingIOError, InterruptedError):
+                dropped += end - i  # the kernel's buffer is full: UDP semantics, the protocols above recover
+            except ConnectionRefusedError:
+                self.counters["endpoint_refused"] += 1
+            except OSError as exc:
+                self.counters[f"sendto_{errno.errorcode.get(exc.errno or 0, 'error')}"] += 1
+            i = end
+        self.counters["udp_tx_datagrams"] += sent
+        self.counters["udp_tx_bytes"] += size
+        if dropped:
+            self.counters["udp_tx_dropped"] += dropped
+
+    def _sockaddr(self, addr: tuple[str, int]) -> tuple[Any, ...]:
+        host, port = addr
+        if self.dual_stack and ipaddress.ip_address(host).version == 4:
+            return (f"::ffff:{host}", port, 0, 0)
+        return (host, port)
+
+
+def gso_run_end(datagrams: list[tuple[bytes, tuple[str, int]]], start: int) -> int:
+    """End of the run from `start` that one segmented send can carry: same address, same size (the last one
+    may be shorter), within the kernel's limits."""
+    first, addr = datagrams[start]
+    size = len(first)
+    total = size
+    end = start + 1
+    limit = min(len(datagrams), start + GSO_MAX_SEGMENTS)
+    while end < limit:
+        data, other = datagrams[end]
+        if other != addr or len(data) > size or total + len(data) > GSO_MAX_BYTES:
+            break
+        total += len(data)
+        end += 1
+        if len(data) < size:
+            break
+    return end
