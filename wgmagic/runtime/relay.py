@@ -339,6 +339,7 @@ class SocketRelay:
     def _abort(self) -> None:
         self.conn.abort(time.monotonic())
         self._finish()
+        self.engine.pump_conn(self.conn)  # the RST leaves now
 
     def _reset_local(self) -> None:
         """Reset the local side once the client has taken what we already sent it (a TCP reset discards the
