@@ -17,7 +17,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from tests.testbed.bed import PEER4, PEER6
-from wgmagic.errors import NoRouteError
+from wgmagic.errors import MessageTooLongError, NoRouteError
 from wgmagic.runtime import tunnel as tunnel_module
 from wgmagic.runtime.relay import HappyEyeballs
 from wgmagic.runtime.tunnel import connect
@@ -160,7 +160,7 @@ def test_pinging_a_family_the_tunnel_has_no_address_for_is_no_route_and_leaves_n
 def test_a_1300_byte_ping_on_mtu_576_is_refused_clearly(testbed):
     text = testbed.client_config(identity=1).replace("MTU = 1420", "MTU = 576")
     with connect(text) as tun:
-        with pytest.raises(OSError, match=r"message too long: .*1300 data bytes.*MTU is 576.*at most 548"):
+        with pytest.raises(MessageTooLongError, match=r"message too long: .*1300 data bytes.*MTU is 576.*at most 548"):
             tun.ping(PEER4, 1, size=1300)
         assert tun.ping(PEER4, 1, size=548, timeout=5)[0].rtt is not None  # the largest that fits
 

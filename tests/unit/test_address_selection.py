@@ -96,3 +96,16 @@ def test_equal_addresses_keep_the_resolver_order_rule_10(resolved):
     # All in one /64 with the source: rules 2-9 tie (rule 9 is capped at 64 bits), so rule 10 keeps the order.
     assume_same_64 = [a for a in resolved if int(a) >> 64 == int(A("fd77:6d61:6769:6300::")) >> 64]
     assert select_destinations(assume_same_64, **V6_ONLY) == assume_same_64
+
+
+def test_the_endpoint_name_keeps_the_system_resolver_order(monkeypatch):
+    import socket
+
+    from wgmagic.runtime import tunnel
+
+    answers = [(socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("fd00::7%eth0", 51820, 0, 2)),
+               (socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("198.18.0.7", 51820)),
+               (socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("fd00::7", 51820, 0, 0))]
+    monkeypatch.setattr(tunnel.socket, "getaddrinfo", lambda *args, **kwargs: list(answers))
+    # getaddrinfo already applied RFC 6724 and /etc/gai.conf: no family is moved ahead of the other.
+    assert tunnel._resolve_endpoint("wg.example", 51820) == [("fd00::7", 51820), ("198.18.0.7", 51820)]

@@ -24,6 +24,7 @@ from wgmagic.config import WireGuardConfig, load_config
 from wgmagic.errors import (
     EndpointUnresolvableError,
     HandshakeTimeoutError,
+    MessageTooLongError,
     PeerNotRespondingError,
     TunnelClosedError,
     TunnelConflictError,
@@ -259,15 +260,15 @@ class Tunnel:
 
         host: an address, or a name resolved through the tunnel (the first address the tunnel can route).
         size: payload bytes (ping's -s). Raises NoRouteError when the tunnel cannot reach the host, and
-        OSError(EMSGSIZE) when the echo would not fit the tunnel's MTU: nothing here fragments (as
-        `ping -M do` refuses with "message too long").
+        MessageTooLongError (an OSError, EMSGSIZE) when the echo would not fit the tunnel's MTU: nothing here
+        fragments (as `ping -M do` refuses with "message too long").
         """
         self._check_open()
         address = self.resolve_addresses(host)[0]
         header = 20 if address.version == 4 else 40
         mtu = self.config.mtu
         if size < 0 or header + 8 + size > mtu:
-            raise OSError(errno.EMSGSIZE, f"message too long: a ping with {size} data bytes is a "
+            raise MessageTooLongError(errno.EMSGSIZE, f"message too long: a ping with {size} data bytes is a "
                           f"{header + 8 + size}-byte IPv{address.version} packet and the tunnel's MTU is {mtu} "
                           f"(wgmagic does not fragment); use a size of at most {mtu - header - 8}")
         payload = bytes(i & 0xFF for i in range(size))
@@ -468,9 +469,10 @@ class Tunnel:
 
     async def _resolve_routable_async(self, host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
         """resolve_addresses on the loop thread (for the SOCKS5 server's domain-name CONNECTs)."""
-        usable = self._engine.select_addresses(await self._engine.resolve_async(host))
+        addresses = await self._engine.resolve_async(host)
+        usable = self._engine.select_addresses(addresses)
         if not usable:
-            raise self._engine.no_route(host, await self._engine.resolve_async(host))
+            raise self._engine.no_route(host, addresses)
         return usable
 
     def resolve(self, name: str, timeout: float = 5.0) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
