@@ -393,6 +393,10 @@ class Tunnel:
 
         local=None: a Unix socket in a fresh 0700 directory (see Forward.libpq_params()); local=PORT or
         "HOST:PORT" or "unix:/dir": TCP on that loopback address and port (0: any free port), or that directory.
+        When TMPDIR is too long for a socket path (sun_path: 107 bytes), the default directory is made in
+        $XDG_RUNTIME_DIR or /tmp, and failing those the forward listens on 127.0.0.1 with a warning; a named
+        directory that is too long raises wgmagic.forward.SocketPathError. Each connection tries the target's
+        routable addresses in turn (resolve_addresses, RFC 8305); NoRouteError when it has none.
         """
         from wgmagic.forward import Forward, ForwardSpec, parse_target
 
