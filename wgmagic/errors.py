@@ -59,3 +59,7 @@ class NameNotFoundError(TunnelError, OSError):
 
 class DNSTimeoutError(TunnelError, TimeoutError):
     """The tunnel's DNS servers did not answer in time."""
+
+
+class MessageTooLongError(TunnelError, OSError):
+    """A packet would not fit the tunnel's MTU and nothing fragments it (errno EMSGSIZE, as `ping -M do`)."""

@@ -3,6 +3,8 @@
   bulk source  9000: read an 8-byte big-endian N, send N bytes of the known stream, close
   echo         9001: send back whatever arrives
   sink         9002: read to EOF, answer the 64-character hex sha256 of what arrived, close
+  reset        9003: read an 8-byte N, send N bytes of the known stream, wait until they are acknowledged,
+                     then reset the connection (close with SO_LINGER 0: RST)
   http         8080: a tiny HTTP server (for SOCKS tests)
 Port 9009 stays closed on purpose.
 Usage: python -m tests.testbed.services ADDRESS [ADDRESS ...]
@@ -21,6 +23,7 @@ import threading
 from tests.testbed.streams import iter_stream
 
 BULK, ECHO, SINK, HTTP = 9000, 9001, 9002, 8080
+RESET = 9003
 
 
 def _bulk(conn: socket.socket) -> None:
@@ -68,7 +71,29 @@ def _sink(conn: socket.socket) -> None:
     _linger(conn)
 
 
-HANDLERS = {BULK: _bulk, ECHO: _echo, SINK: _sink}
+def _reset(conn: socket.socket) -> None:
+    import fcntl
+    import time
+
+    header = b""
+    while len(header) < 8:
+        piece = conn.recv(8 - len(header))
+        if not piece:
+            return
+        header += piece
+    for chunk in iter_stream(struct.unpack("!Q", header)[0]):
+        conn.sendall(chunk)
+    unacked = bytearray(4)
+    for _ in range(3000):  # a reset discards unacknowledged bytes: let the client have all N first
+        fcntl.ioctl(conn.fileno(), 0x5411, unacked)  # SIOCOUTQ
+        if not int.from_bytes(unacked, sys.byteorder):
+            break
+        time.sleep(0.01)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+
+
+HANDLERS = {BULK: _bulk, ECHO: _echo, SINK: _sink, RESET: _reset}
 
 
 def _serve(listener: socket.socket, handler) -> None:

@@ -40,6 +40,10 @@ class PeerRuntime:
     public_key: bytes
     configured_endpoint: tuple[str, int] | None
     resolved_endpoint: tuple[str, int] | None
+    # The Endpoint name's addresses in the system resolver's order; the device uses one at a time.
+    endpoint_candidates: list[tuple[str, int]] = field(default_factory=list)
+    endpoint_index: int = 0
+    endpoint_quick_moves: int = 0  # moves on "port unreachable" since the last timed one (bounded: no storm)
     handshake_waiters: list[asyncio.Future[float | None]] = field(default_factory=list)
     last_handshake_rtt: float | None = None
     handshakes: int = 0
@@ -48,18 +52,21 @@ class PeerRuntime:
 
 
 class Engine:
-    def __init__(self, config: WireGuardConfig, endpoints: dict[bytes, tuple[str, int] | None], *,
+    def __init__(self, config: WireGuardConfig, endpoints: dict[bytes, Any], *,
                  loop: asyncio.AbstractEventLoop, timers: Timers | None = None) -> None:
         self.config = config
         self.loop = loop
         self.device = Device(config.interface.private_key, timers=timers or Timers(), wall_clock=time.time)
         self.peers: dict[bytes, PeerRuntime] = {}
         for peer in config.peers:
-            endpoint = endpoints.get(peer.public_key)
+            # endpoints: per peer, one (host, port) or a list of them (the Endpoint name's addresses in order).
+            given = endpoints.get(peer.public_key)
+            candidates = list(given) if isinstance(given, list) else ([given] if given else [])
+            endpoint = candidates[0] if candidates else None
             self.device.add_peer(peer.public_key, preshared_key=peer.preshared_key,
                                  allowed_ips=peer.allowed_ips, endpoint=endpoint,
                                  persistent_keepalive=peer.persistent_keepalive)
-            self.peers[peer.public_key] = PeerRuntime(peer.public_key, peer.endpoint, endpoint)
+            self.peers[peer.public_key] = PeerRuntime(peer.public_key, peer.endpoint, endpoint, candidates)
         self.stack = Stack(config.interface.addresses, mtu=config.mtu)
         self.counters: Counter[str] = Counter()
         self.transport = UdpTransport(loop, config.interface.listen_port or 0, self.device.receive_datagram,
@@ -97,6 +104,7 @@ class Engine:
         for fut in list(self._echo_waiters.values()):
             if not fut.done():
                 fut.set_exception(TunnelClosedError("the tunnel was closed"))
+                fut.exception()  # marks it retrieved: a ping no longer waiting must not leave a warning behind
         for peer in self.peers.values():
             for fut in peer.handshake_waiters:
                 if not fut.done():
@@ -115,8 +123,10 @@ class Engine:
         return self.transport.local_port
 
     def _endpoint_refused(self) -> None:
+        """ICMP port unreachable for something we sent: nothing listens at the endpoint."""
         for peer in self.peers.values():
             peer.endpoint_refused = True
+        self._next_endpoint_if_unanswered(time.monotonic(), refused=True)
 
     # ---- the hot path: transport.receive -> device -> stack -> device -> transport.send ---------------
     def pump(self, now: float | None = None) -> None:
@@ -167,9 +177,41 @@ class Engine:
         self._timer = None
         self._timer_deadline = None
         now = time.monotonic()
+        self._next_endpoint_if_unanswered(now)
         self.device.handle_timers(now)
         self.stack.handle_timers(now)
         self.pump(now)
+
+    def _next_endpoint_if_unanswered(self, now: float, refused: bool = False) -> None:
+        """Move a peer whose Endpoint name has several addresses to the next one when a handshake to the
+        current one went unanswered (its retransmission is due: REKEY_TIMEOUT passed) or was refused (ICMP
+        port unreachable), and resend the initiation there; the system resolver's order decides which first.
+        A peer with a session, or one that roamed (an authenticated packet moved its endpoint), stays put."""
+        for runtime in self.peers.values():
+            if len(runtime.endpoint_candidates) < 2:
+                continue
+            peer = self.device.peer(runtime.public_key)
+            if peer.has_session(now) or peer.retransmit_at is None:
+                continue
+            if not refused and now < peer.retransmit_at:
+                continue
+            quick = refused and runtime.endpoint_quick_moves < len(runtime.endpoint_candidates) - 1
+            if refused and not quick:
+                continue  # every address refused in a row: wait for the timed retransmission
+            if peer.endpoint != runtime.endpoint_candidates[runtime.endpoint_index]:
+                continue  # roamed
+            runtime.endpoint_index = (runtime.endpoint_index + 1) % len(runtime.endpoint_candidates)
+            peer.endpoint = runtime.endpoint_candidates[runtime.endpoint_index]
+            runtime.resolved_endpoint = peer.endpoint
+            runtime.endpoint_refused = False
+            self.counters["endpoint_next_address"] += 1
+            if quick:
+                runtime.endpoint_quick_moves += 1
+                peer.retransmit_at = now  # resend to the next address now, not after REKEY_TIMEOUT
+            else:
+                runtime.endpoint_quick_moves = 0
+        if refused:
+            self.device.handle_timers(now)
 
     # ---- events ---------------------------------------------------------------------------------------
     def _dispatch(self, device_events: list[object], stack_events: list[object]) -> None:
@@ -235,7 +277,9 @@ class Engine:
         key = PeerConfig(peer.public_key).public_key_b64
         where = peer.configured_endpoint
         shown = f"{where[0]}:{where[1]}" if where else "(no Endpoint configured)"
-        if peer.resolved_endpoint and where and peer.resolved_endpoint[0] != where[0]:
+        if len(peer.endpoint_candidates) > 1:
+            shown += f" (tried {', '.join(host for host, _ in peer.endpoint_candidates)})"
+        elif peer.resolved_endpoint and where and peer.resolved_endpoint[0] != where[0]:
             shown += f" ({peer.resolved_endpoint[0]})"
         if peer.endpoint_refused:
             causes = ("nothing is listening on that UDP port (the host answered 'port unreachable'): check the "
@@ -285,11 +329,28 @@ class Engine:
         return buffers
 
     def check_route(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
-        """Raise NoRouteError unless some peer's AllowedIPs cover the address (cryptokey routing)."""
-        for peer in self.config.peers:
-            if any(address in net for net in peer.allowed_ips):
-                return
-        raise NoRouteError(f"{address} is not inside any peer's AllowedIPs; add it to AllowedIPs in the config")
+        """Raise NoRouteError unless some peer's AllowedIPs cover the address (cryptokey routing) and the
+        [Interface] has an Address of its family to send from."""
+        if not self.select_addresses([address]):
+            raise self.no_route(str(address), [address])
+
+    @property
+    def allowed_ips(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [net for peer in self.config.peers for net in peer.allowed_ips]
+
+    def select_addresses(self, addresses: list[Any]) -> list[Any]:
+        """The addresses this tunnel can reach, in connection order (RFC 6724 section 6, RFC 8305 section 4);
+        see wgmagic.runtime.addresses.select_destinations. Pure: safe from any thread."""
+        from wgmagic.runtime.addresses import select_destinations
+
+        return select_destinations(addresses, sources=self.config.interface.addresses,
+                                   allowed_ips=self.allowed_ips)
+
+    def no_route(self, name: str, addresses: list[Any]) -> NoRouteError:
+        from wgmagic.runtime.addresses import describe_no_route
+
+        return NoRouteError(describe_no_route(name, addresses, sources=self.config.interface.addresses,
+                                              allowed_ips=self.allowed_ips))
 
     def tcp_stats(self) -> dict[str, int]:
         """Totals over live connections, plus what the runtime's socket buffers hold for them."""
@@ -452,12 +513,14 @@ class Engine:
 
     def send_echo(self, dst: ipaddress.IPv4Address | ipaddress.IPv6Address, ident: int, seq: int,
                   payload: bytes) -> asyncio.Future[float]:
+        now = time.monotonic()
+        # Send first: a request that cannot leave (no Address of that family) raises here, before a waiter
+        # exists that nobody would ever collect.
+        self.stack.send_echo(dst, ident, seq, payload, now)
         fut: asyncio.Future[float] = self.loop.create_future()
         key = (dst.packed, ident, seq)
         self._echo_waiters[key] = fut
         fut.add_done_callback(lambda _f: (self._echo_waiters.pop(key, None), self._echo_sent.pop(key, None)))
-        now = time.monotonic()
         self._echo_sent[key] = now
-        self.stack.send_echo(dst, ident, seq, payload, now)
         self.pump(now)
         return fut

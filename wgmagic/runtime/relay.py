@@ -4,24 +4,186 @@ Forwards and the SOCKS server hand each accepted local socket to a `SocketRelay`
 lock: the loop reads the local socket only while the tunnel connection has send space, and pulls from the
 tunnel connection only while the local socket takes the bytes, so either side's slowness closes the other's
 window instead of growing a buffer.
+
+A reset stays a reset: when the far end resets the tunnel connection (RST), the local client first gets the
+bytes that arrived before it, then a reset of its own (a TCP socket closed with SO_LINGER 0; a Unix socket
+closed with unread input, the only reset AF_UNIX has), never a clean end of stream that would make a
+truncated transfer look complete. A local client that resets its socket makes the relay reset the tunnel
+connection in turn.
+
+`HappyEyeballs` makes the connection attempts for a name with several addresses (RFC 8305 section 5).
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
+import errno
 import socket
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 CHUNK = 256 * 1024
+CONNECTION_ATTEMPT_DELAY = 0.25  # seconds; RFC 8305 section 8's recommended default
+RESET_DRAIN_PATIENCE = 10.0  # seconds without progress after which a reset no longer waits for the client
+_SIOCOUTQ = 0x5411  # TIOCOUTQ: bytes in a socket's send queue not yet acknowledged (TCP) or read (Unix)
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+def _unsent(sock: socket.socket) -> int:
+    try:
+        import fcntl
+
+        out = array.array("i", [0])
+        fcntl.ioctl(sock.fileno(), _SIOCOUTQ, out)
+        return out[0]
+    except (ImportError, OSError):
+        return 0
+
+
+def reset_socket(sock: socket.socket, wake_peer: Callable[[], None] | None = None) -> None:
+    """Close `sock` so that its peer sees ECONNRESET rather than end of stream.
+
+    TCP: SO_LINGER with a zero timeout makes close() send RST. AF_UNIX has no RST: Linux reports
+    ECONNRESET to the peer of a stream socket closed with unread input (unix_release_sock), so `wake_peer`,
+    when given, writes a byte into `sock` from the other end first (a socketpair whose both ends we hold).
+    """
+    try:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+        elif wake_peer is not None:
+            wake_peer()
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+class _Attempt:
+    """Stands in engine.streams for one connection attempt until it connects or fails."""
+
+    def __init__(self, owner: HappyEyeballs, conn: Any, index: int) -> None:
+        self.owner = owner
+        self.conn = conn
+        self.index = index
+
+    def tcp_event(self, kind: str, event: Any) -> None:
+        self.owner._attempt_event(self, kind, event)
+
+    def forget_after_close(self) -> bool:
+        return True
+
+    def loop_failed(self, error: BaseException) -> None:
+        self.owner._give_up(error)
+
+
+class HappyEyeballs:
+    """Connect to `port` at the first of `addresses` that answers (RFC 8305 section 5), on the loop thread.
+
+    addresses: in preference order (wgmagic.runtime.addresses.select_destinations). One attempt starts now;
+    the next starts after `delay` seconds (Connection Attempt Delay, 250 ms) or as soon as the previous one
+    fails, whichever is first; the first to connect wins and the others are reset. `on_connected(conn)` gets
+    the connected TcpConnection (its events then go to whoever registers for it, e.g. a SocketRelay made with
+    connected=True); `on_failed(error)` gets the error of the most preferred address once all have failed
+    (ConnectionRefusedError, TimeoutError, ConnectionResetError, OSError). `timeout` (seconds) bounds each
+    attempt.
+    """
+
+    def __init__(self, engine: Any, addresses: Sequence[Any], port: int, timeout: float,
+                 on_connected: Callable[[Any], None], on_failed: Callable[[BaseException], None], *,
+                 delay: float = CONNECTION_ATTEMPT_DELAY) -> None:
+        self.engine = engine
+        self.addresses = list(addresses)
+        self.port = port
+        self.timeout = timeout
+        self.on_connected = on_connected
+        self.on_failed = on_failed
+        self.delay = delay
+        self.attempts: list[_Attempt] = []
+        self.errors: list[tuple[int, BaseException]] = []
+        self.next_index = 0
+        self.timer: Any = None
+        self.done = False
+        self.winner: Any = None
+        self._start_next()
+
+    def _start_next(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        while not self.done and self.next_index < len(self.addresses):
+            index = self.next_index
+            self.next_index += 1
+            now = time.monotonic()
+            try:
+                conn = self.engine.stack.tcp_connect(self.addresses[index], self.port, now, timeout=self.timeout)
+            except OSError as exc:
+                self.errors.append((index, exc))
+                continue
+            attempt = _Attempt(self, conn, index)
+            self.attempts.append(attempt)
+            self.engine.register_stream(conn, attempt)
+            self.engine.pump_conn(conn, now)
+            if not self.done and self.next_index < len(self.addresses) and self.timer is None:
+                self.timer = self.engine.loop.call_later(self.delay, self._start_next)
+            return
+        if not self.done and not self.attempts:
+            self._give_up(None)
+
+    def _attempt_event(self, attempt: _Attempt, kind: str, event: Any) -> None:
+        if attempt not in self.attempts:
+            return
+        if kind == "TcpConnected":
+            self.done = True
+            self.winner = attempt.conn
+            self._cancel_others(keep=attempt)
+            self.engine.streams.pop(id(attempt.conn), None)
+            self.on_connected(attempt.conn)
+        elif kind == "TcpClosed":
+            self.attempts.remove(attempt)
+            error = getattr(event, "error", None) or ConnectionResetError(errno.ECONNRESET, "connection closed")
+            self.errors.append((attempt.index, error))
+            if not self.done:
+                self._start_next()
+
+    def _cancel_others(self, keep: _Attempt | None = None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        now = time.monotonic()
+        for other in self.attempts:
+            if other is keep:
+                continue
+            self.engine.streams.pop(id(other.conn), None)
+            other.conn.abort(now)
+            self.engine.stack.wake(other.conn)
+        self.attempts = [keep] if keep is not None else []
+
+    def _give_up(self, error: BaseException | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        self._cancel_others()
+        if error is None:
+            error = min(self.errors, key=lambda item: item[0])[1] if self.errors else OSError(
+                errno.ENETUNREACH, "no address to connect to")
+        self.on_failed(error)
+
+    def close(self) -> None:
+        """Stop trying (the listener that asked is closing)."""
+        if not self.done:
+            self.done = True
+            self._cancel_others()
 
 
 class SocketRelay:
     def __init__(self, engine: Any, local: socket.socket, conn: Any,
                  on_done: Callable[[SocketRelay], None] | None = None,
                  on_connected: Callable[[SocketRelay], None] | None = None,
-                 on_failed: Callable[[SocketRelay, BaseException], None] | None = None) -> None:
+                 on_failed: Callable[[SocketRelay, BaseException], None] | None = None, *,
+                 connected: bool = False, wake_local_peer: Callable[[], None] | None = None) -> None:
         self.engine = engine
         self.loop = engine.loop
         self.local = local
@@ -38,8 +200,14 @@ class SocketRelay:
         self.done = False
         self.bytes_up = 0
         self.bytes_down = 0
+        self.wake_local_peer = wake_local_peer  # see reset_socket
+        self.resetting = False
+        self.reset_waited_since = 0.0
+        self.reset_unsent = -1
         local.setblocking(False)
         engine.register_stream(conn, self)
+        if connected:  # HappyEyeballs already saw TcpConnected
+            self.tcp_event("TcpConnected", None)
 
     # ---- engine interface ------------------------------------------------------------------------------
     def tcp_event(self, kind: str, event: Any) -> None:
@@ -56,11 +224,17 @@ class SocketRelay:
             error = getattr(event, "error", None)
             if error is not None and not self.connected and self.on_failed:
                 self.on_failed(self, error)
+            if error is not None and self.connected:
+                # Deliver what arrived before the reset, then reset the local side.
+                self.resetting = True
             self._pull_remote()
             self.remote_eof = True
-            if error is not None:
+            if error is not None and not self.connected:
                 self.pending.clear()
-            self._maybe_finish(force=error is not None)
+            if self.resetting:
+                self._flush_local()
+            else:
+                self._maybe_finish(force=error is not None)
 
     def forget_after_close(self) -> bool:
         return self.done
@@ -87,7 +261,8 @@ class SocketRelay:
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            data = b""
+            self._abort()  # the local client reset its connection: reset the tunnel's, too
+            return
         now = time.monotonic()
         if data:
             self.bytes_up += len(data)
@@ -115,6 +290,8 @@ class SocketRelay:
         self._flush_local()
 
     def _flush_local(self) -> None:
+        if self.done:
+            return
         while self.pending:
             try:
                 sent = self.local.send(self.pending)
@@ -149,6 +326,10 @@ class SocketRelay:
     def _maybe_finish(self, force: bool = False) -> None:
         if self.done:
             return
+        if self.resetting:
+            if not self.pending:
+                self._reset_local()
+            return
         if self.remote_eof and not self.pending:
             with contextlib.suppress(OSError):
                 self.local.shutdown(socket.SHUT_WR)
@@ -158,17 +339,37 @@ class SocketRelay:
     def _abort(self) -> None:
         self.conn.abort(time.monotonic())
         self._finish()
+        self.engine.pump_conn(self.conn)  # the RST leaves now
 
-    def _finish(self) -> None:
+    def _reset_local(self) -> None:
+        """Reset the local side once the client has taken what we already sent it (a TCP reset discards the
+        sender's unacknowledged bytes); give up waiting after RESET_DRAIN_PATIENCE seconds without progress."""
         if self.done:
             return
-        self.done = True
         self._read_local(False)
+        unsent = _unsent(self.local) if self.local.family != socket.AF_UNIX else 0
+        now = time.monotonic()
+        if unsent:
+            if unsent != self.reset_unsent:
+                self.reset_unsent, self.reset_waited_since = unsent, now
+            if now - self.reset_waited_since < RESET_DRAIN_PATIENCE:
+                self.loop.call_later(0.02, self._reset_local)
+                return
+        self._finish(reset=True)
+
+    def _finish(self, reset: bool = False) -> None:
+        if self.done:
+            return
+        self._read_local(False)
+        self.done = True
         if self.writing_local:
             self.loop.remove_writer(self.local.fileno())
             self.writing_local = False
-        with contextlib.suppress(OSError):
-            self.local.close()
+        if reset:
+            reset_socket(self.local, self.wake_local_peer)
+        else:
+            with contextlib.suppress(OSError):
+                self.local.close()
         if self.conn.state not in ("CLOSED", "TIME_WAIT"):
             self.conn.close(time.monotonic())
         self.engine.streams.pop(id(self.conn), None)
@@ -176,11 +377,12 @@ class SocketRelay:
             self.on_done(self)
 
     def loop_failed(self, error: BaseException) -> None:
-        """The tunnel is going away: the local side sees its connection closed."""
+        """The tunnel is going away: the local side sees its connection reset (whatever was in flight is
+        lost, so a clean end of stream would be a lie)."""
         self.close()
 
     def close(self) -> None:
-        """Close both sides now (a forward is being closed)."""
+        """Reset both sides now (a forward is being closed)."""
         if not self.done:
             self.conn.abort(time.monotonic())
-            self._finish()
+            self._finish(reset=True)

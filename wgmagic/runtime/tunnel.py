@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import errno
 import hashlib
 import ipaddress
 import itertools
@@ -14,6 +15,7 @@ import stat
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,6 +25,7 @@ from wgmagic.config import WireGuardConfig, load_config
 from wgmagic.errors import (
     EndpointUnresolvableError,
     HandshakeTimeoutError,
+    MessageTooLongError,
     PeerNotRespondingError,
     TunnelClosedError,
     TunnelConflictError,
@@ -50,17 +53,25 @@ class PingReply:
     rtt: float | None  # seconds; None when the echo timed out
 
 
-def _resolve_endpoint(host: str, port: int) -> tuple[str, int]:
+def _resolve_endpoint(host: str, port: int) -> list[tuple[str, int]]:
+    """The peer Endpoint's addresses in the order the system's resolver gives them (getaddrinfo applies
+    RFC 6724 and /etc/gai.conf), each once; the engine tries the next when handshakes to one go unanswered."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except socket.gaierror as exc:
         raise EndpointUnresolvableError(
             f"the peer's Endpoint {host}:{port} does not resolve on this machine ({exc.strerror}); "
             "check the host name, or use an IP address") from None
-    # Prefer IPv4 as wg-quick's resolver effectively does for dual-stack names on most hosts.
-    infos.sort(key=lambda info: info[0] != socket.AF_INET)
-    address = infos[0][4][0]
-    return address, port
+    addresses: list[tuple[str, int]] = []
+    for family, _type, _proto, _name, sockaddr in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        candidate = (str(sockaddr[0]).partition("%")[0] if family == socket.AF_INET6 else sockaddr[0], port)
+        if candidate not in addresses:
+            addresses.append(candidate)
+    if not addresses:
+        raise EndpointUnresolvableError(f"the peer's Endpoint {host}:{port} has no IPv4 or IPv6 address")
+    return addresses
 
 
 def find_twin(config: WireGuardConfig) -> Tunnel | None:
@@ -163,7 +174,7 @@ class Tunnel:
             raise
 
     def _start(self, config: WireGuardConfig, timers: Timers | None) -> None:
-        endpoints = {p.public_key: _resolve_endpoint(*p.endpoint) if p.endpoint else None for p in config.peers}
+        endpoints = {p.public_key: _resolve_endpoint(*p.endpoint) if p.endpoint else [] for p in config.peers}
         self._thread = LoopThread(self.name)
         self._engine = Engine(config, endpoints, loop=self._thread.loop, timers=timers)
         self._ident = os.getpid() & 0xFFFF
@@ -246,10 +257,21 @@ class Tunnel:
 
     def ping_iter(self, host: str, count: int = 4, *, interval: float = 1.0, timeout: float = 2.0,
                   size: int = 56) -> Iterator[PingReply]:
-        """Send `count` ICMP echo requests through the tunnel, yielding one PingReply per request."""
+        """Send `count` ICMP echo requests through the tunnel, yielding one PingReply per request.
+
+        host: an address, or a name resolved through the tunnel (the first address the tunnel can route).
+        size: payload bytes (ping's -s). Raises NoRouteError when the tunnel cannot reach the host, and
+        MessageTooLongError (an OSError, EMSGSIZE) when the echo would not fit the tunnel's MTU: nothing here
+        fragments (as `ping -M do` refuses with "message too long").
+        """
         self._check_open()
-        address = ipaddress.ip_address(host)
-        self._route_check(address)
+        address = self.resolve_addresses(host)[0]
+        header = 20 if address.version == 4 else 40
+        mtu = self.config.mtu
+        if size < 0 or header + 8 + size > mtu:
+            raise MessageTooLongError(errno.EMSGSIZE, f"message too long: a ping with {size} data bytes is a "
+                          f"{header + 8 + size}-byte IPv{address.version} packet and the tunnel's MTU is {mtu} "
+                          f"(wgmagic does not fragment); use a size of at most {mtu - header - 8}")
         payload = bytes(i & 0xFF for i in range(size))
         for index in range(count):
             started = time.monotonic()
@@ -314,12 +336,14 @@ class Tunnel:
 
     def _start_relay(self, host: str, port: int,
                      timeout: float) -> tuple[socket.socket, concurrent.futures.Future[None]]:
-        """Start connecting; the tunnel's loop relays the far end of a socketpair once connected."""
-        from wgmagic.runtime.relay import SocketRelay
+        """Start connecting; the tunnel's loop relays the far end of a socketpair once connected.
+
+        A name is tried at each address the tunnel can route, RFC 8305 style (see resolve_addresses).
+        """
+        from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
 
         self._check_open()
-        address = self.resolve_address(host)
-        self._route_check(address)
+        addresses = self.resolve_addresses(host)
         ours, theirs = socket.socketpair()
         outcome: concurrent.futures.Future[None] = concurrent.futures.Future()
 
@@ -330,16 +354,24 @@ class Tunnel:
                 else:
                     outcome.set_exception(error)
 
+        def wake_ours() -> None:
+            # AF_UNIX has no RST: a byte left unread in `theirs` makes its close reach `ours` as ECONNRESET.
+            ours.send(b"\0", socket.MSG_DONTWAIT)
+
+        def connected(conn: object) -> None:
+            SocketRelay(self._engine, theirs, conn, on_connected=lambda _relay: settle(None), connected=True,
+                        wake_local_peer=wake_ours)
+
+        def failed(error: BaseException) -> None:
+            theirs.close()
+            settle(error)
+
         def start() -> None:
-            now = time.monotonic()
             try:
-                conn = self._engine.stack.tcp_connect(address, port, now, timeout=timeout)
+                HappyEyeballs(self._engine, addresses, port, timeout, connected, failed)
             except BaseException:
                 theirs.close()
                 raise
-            SocketRelay(self._engine, theirs, conn, on_connected=lambda _relay: settle(None),
-                        on_failed=lambda _relay, error: settle(error))
-            self._engine.pump_conn(conn, now)
 
         try:
             self._thread.call(start)
@@ -362,14 +394,17 @@ class Tunnel:
 
         local=None: a Unix socket in a fresh 0700 directory (see Forward.libpq_params()); local=PORT or
         "HOST:PORT" or "unix:/dir": TCP on that loopback address and port (0: any free port), or that directory.
+        When TMPDIR is too long for a socket path (sun_path: 107 bytes), the default directory is made in
+        $XDG_RUNTIME_DIR or /tmp, and failing those the forward listens on 127.0.0.1 with a warning; a named
+        directory that is too long raises services.forward.SocketPathError. Each connection tries the target's
+        routable addresses in turn (resolve_addresses, RFC 8305); NoRouteError when it has none.
         """
         from wgmagic.runtime.services.forward import Forward, ForwardSpec, parse_target
 
         self._check_open()
         host, port = parse_target(target)
-        address = self.resolve_address(host)
-        self._route_check(address)
-        spec = ForwardSpec(host, port, address, "unix")
+        addresses = self.resolve_addresses(host)
+        spec = ForwardSpec(host, port, addresses[0], "unix", remote_addresses=tuple(addresses))
         if isinstance(local, int):
             spec.local_kind, spec.bind_port = "tcp", local
         elif isinstance(local, str) and local.startswith("unix:"):
@@ -381,6 +416,9 @@ class Tunnel:
             spec.bind_port = int(bind_port or 0)
         forward = self._thread.call(Forward, self._engine, spec)
         self._forwards.append(forward)
+        if spec.fallback_reason:
+            warnings.warn(f"{spec.fallback_reason}; this forward listens on TCP {spec.bind_host} instead, where "
+                          "other local users can connect to it too", stacklevel=2)
         return forward
 
     def close_forward(self, forward: Forward) -> None:
@@ -399,7 +437,7 @@ class Tunnel:
         from wgmagic.runtime.services.socks import Socks5Server
 
         self._check_open()
-        server = self._thread.call(Socks5Server, self._engine, self._engine.resolve_async, host, port, credentials)
+        server = self._thread.call(Socks5Server, self._engine, self._resolve_routable_async, host, port, credentials)
         self._socks_servers.append(server)
         return server
 
@@ -414,15 +452,37 @@ class Tunnel:
             "the host may be down, or a firewall drops the connection")
 
     def resolve_address(self, host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        """The address a connection to `host` tries first (see resolve_addresses)."""
+        return self.resolve_addresses(host)[0]
+
+    def resolve_addresses(self, host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        """The addresses of `host` (a literal, or a name resolved through the tunnel's DNS) that this tunnel can
+        reach -- inside a peer's AllowedIPs, of a family the [Interface] has an Address of -- in the order
+        connections try them: RFC 6724 section 6 destination order, families interleaved (RFC 8305 section 4).
+
+        Raises NoRouteError ("no route to ...", with each address's reason) when none is usable, and the
+        resolver's NameNotFoundError / DNSTimeoutError.
+        """
         try:
-            return ipaddress.ip_address(host.strip("[]"))
+            addresses = [ipaddress.ip_address(host.strip("[]"))]
         except ValueError:
-            pass
-        addresses = self.resolve(host)
-        return addresses[0]
+            addresses = self.resolve(host)
+        usable = self._engine.select_addresses(addresses)
+        if not usable:
+            raise self._engine.no_route(host.strip("[]"), addresses)
+        return usable
+
+    async def _resolve_routable_async(self, host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        """resolve_addresses on the loop thread (for the SOCKS5 server's domain-name CONNECTs)."""
+        addresses = await self._engine.resolve_async(host)
+        usable = self._engine.select_addresses(addresses)
+        if not usable:
+            raise self._engine.no_route(host, addresses)
+        return usable
 
     def resolve(self, name: str, timeout: float = 5.0) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-        """Resolve a name through the tunnel's DNS servers (never the host's resolver); IPv4 first."""
+        """Resolve a name through the tunnel's DNS servers (never the host's resolver): the A answers, then
+        the AAAA answers. What a connection tries, and in which order, is resolve_addresses'."""
         self._check_open()
         return self._thread.run(self._engine.resolve_async(name), timeout=timeout * 4 + 5)
 

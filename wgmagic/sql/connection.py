@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from wgmagic.errors import NoRouteError, TunnelError
 from wgmagic.sql.connstr import Dsn, mask_secrets
 from wgmagic.sql.messages import (
     ConnectionStageError,
@@ -93,13 +94,24 @@ class SqlConnection:
         if tunnel is not None and host and not host.startswith("/"):
             self.tunnel_name = tunnel.name
             try:
-                if not _is_address(host):
-                    tunnel.resolve(host)  # the DNS stage on its own, so its failure is named as such
-                tls = self.dsn.options.get("sslmode") in _TLS_MODES or not self.uses_psycopg
-                self._forward = tunnel.forward(f"{_bracket(host)}:{port}", local=0 if tls else None)
-                self._forward_tunnel = tunnel
+                # The DNS stage on its own, so its failure is named as such; then which of the addresses the
+                # tunnel can route (none: "no route", at the TCP connect stage, not the server's fault).
+                tunnel.resolve_addresses(host)
+            except NoRouteError as exc:
+                raise ConnectionStageError("TCP connect", str(exc), "the peer's AllowedIPs and the [Interface] "
+                                           "Address families of the WireGuard config") from None
             except Exception as exc:
                 raise classify_connection_failure(exc, host=host, port=port) from None
+            tls = self.dsn.options.get("sslmode") in _TLS_MODES or not self.uses_psycopg
+            try:
+                self._forward = tunnel.forward(f"{_bracket(host)}:{port}", local=0 if tls else None)
+            except (TunnelError, ValueError) as exc:
+                raise classify_connection_failure(exc, host=host, port=port) from None
+            except OSError as exc:
+                raise ConnectionStageError("local forward", mask_secrets(str(exc)), "the local listener wgmagic "
+                                           "opens for the driver (TMPDIR, $XDG_RUNTIME_DIR, /tmp, free "
+                                           "loopback ports)") from None
+            self._forward_tunnel = tunnel
             forward_params = self._forward.libpq_params()
         try:
             if self.uses_psycopg:

@@ -2,6 +2,11 @@
 
 The default listener is a Unix socket in a fresh 0700 directory, so other users of a shared machine cannot
 reach the private network through it; TCP on 127.0.0.1 is there for tools that need a port.
+
+A Unix socket's path must fit sun_path (108 bytes with its NUL, unix(7)); a long TMPDIR (HPC schedulers,
+JupyterHub spawners) does not leave room for ".../wgmagic-XXXXXXXX/.s.PGSQL.5432". The default directory is
+then made in $XDG_RUNTIME_DIR, else in /tmp, and if no short private directory can be had the forward listens
+on loopback TCP with a warning. A directory made for a forward is removed with it, also when listening fails.
 """
 
 from __future__ import annotations
@@ -17,11 +22,35 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from wgmagic.runtime.relay import SocketRelay
+from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
 
 BACKLOG = 256
 POSTGRES_PORTS = frozenset({5432, 6432})
 CONNECT_TIMEOUT = 15.0  # seconds a forwarded connection may take to reach its target through the tunnel
+SUN_PATH_MAX = 107  # bytes of a Unix socket path, without the terminating NUL (Linux sun_path is 108)
+
+
+class SocketPathError(OSError):
+    """No directory short enough for a Unix socket (the sun_path limit) could be made."""
+
+
+def _short_private_directory(socket_name: str) -> str | None:
+    """A fresh 0700 directory in which `socket_name` fits sun_path: under tempfile's directory (TMPDIR),
+    else $XDG_RUNTIME_DIR, else /tmp; None when none fits or can be made. Directories tried and not used are
+    removed."""
+    bases: list[str] = []
+    for base in (tempfile.gettempdir(), os.environ.get("XDG_RUNTIME_DIR") or "", "/tmp"):
+        if base and base not in bases:
+            bases.append(base)
+    for base in bases:
+        # mkdtemp's name is prefix + 8 characters; check before making anything.
+        if len(os.fsencode(os.path.join(base, "wgmagic-XXXXXXXX", socket_name))) > SUN_PATH_MAX:
+            continue
+        try:
+            return tempfile.mkdtemp(prefix="wgmagic-", dir=base)  # created 0700
+        except OSError:
+            continue
+    return None
 
 
 def postgres_error_response(message: str) -> bytes:
@@ -40,6 +69,8 @@ class ForwardSpec:
     bind_port: int = 0
     socket_dir: str | None = None
     owns_socket_dir: bool = False  # only a directory wgmagic made itself is chmod-ed and removed
+    remote_addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()  # in connection order
+    fallback_reason: str | None = None  # why a default Unix-socket forward listens on TCP instead
 
 
 def warn_if_exposed(host: str, what: str) -> None:
@@ -81,6 +112,9 @@ class Forward:
         self.engine = engine
         self.spec = spec
         self.relays: set[SocketRelay] = set()
+        self.connecting: set[HappyEyeballs] = set()
+        if not spec.remote_addresses:
+            spec.remote_addresses = (spec.remote_address,)
         self.accepted = 0
         self.failed = 0
         self.closed = False
@@ -90,28 +124,59 @@ class Forward:
     def _listen(self) -> tuple[socket.socket, Any]:
         spec = self.spec
         if spec.local_kind == "unix":
-            if spec.socket_dir is None:
-                spec.socket_dir = tempfile.mkdtemp(prefix="wgmagic-")  # created 0700
-                spec.owns_socket_dir = True
-            directory = spec.socket_dir
-            # libpq looks for DIR/.s.PGSQL.PORT, so name the socket that way: host=DIR port=PORT then works.
-            path = os.path.join(directory, f".s.PGSQL.{spec.remote_port}")
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            named = spec.socket_dir is not None
+            try:
+                return self._listen_unix()
+            except SocketPathError as exc:
+                if named:
+                    raise  # the user chose the directory: say why it cannot be used
+                # Tunnel.forward warns, on the caller's thread, with this reason.
+                spec.local_kind, spec.socket_dir, spec.fallback_reason = "tcp", None, str(exc)
+        warn_if_exposed(spec.bind_host, "a forward")
+        family = socket.AF_INET6 if ":" in spec.bind_host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((spec.bind_host, spec.bind_port))
+            sock.listen(BACKLOG)
+        except BaseException:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return sock, sock.getsockname()[:2]
+
+    def _listen_unix(self) -> tuple[socket.socket, Any]:
+        spec = self.spec
+        # libpq looks for DIR/.s.PGSQL.PORT, so name the socket that way: host=DIR port=PORT then works.
+        name = f".s.PGSQL.{spec.remote_port}"
+        if spec.socket_dir is None:
+            directory = _short_private_directory(name)
+            if directory is None:
+                raise SocketPathError(
+                    f"no directory short enough for a Unix socket: TMPDIR ({tempfile.gettempdir()}) is "
+                    f"{len(os.fsencode(tempfile.gettempdir()))} bytes long, and a socket path may have at most "
+                    f"{SUN_PATH_MAX} (sun_path); $XDG_RUNTIME_DIR and /tmp were not usable either")
+            spec.socket_dir, spec.owns_socket_dir = directory, True
+        path = os.path.join(spec.socket_dir, name)
+        if len(os.fsencode(path)) > SUN_PATH_MAX:
+            raise SocketPathError(f"the Unix socket path {path} is {len(os.fsencode(path))} bytes long, more than "
+                                  f"the {SUN_PATH_MAX} a socket path may have (sun_path): choose a shorter "
+                                  "directory (unix:DIR) or a TCP forward")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             sock.bind(path)
             os.chmod(path, 0o600)
-            address: Any = path
-        else:
-            warn_if_exposed(spec.bind_host, "a forward")
-            family = socket.AF_INET6 if ":" in spec.bind_host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((spec.bind_host, spec.bind_port))
-            address = sock.getsockname()[:2]
-        sock.listen(BACKLOG)
+            sock.listen(BACKLOG)
+        except BaseException:
+            sock.close()
+            if spec.owns_socket_dir:
+                shutil.rmtree(spec.socket_dir, ignore_errors=True)
+                spec.socket_dir, spec.owns_socket_dir = None, False
+            raise
         sock.setblocking(False)
-        return sock, address
+        return sock, path
 
     # ---- loop thread ---------------------------------------------------------------------------------
     def _on_accept(self) -> None:
@@ -127,31 +192,41 @@ class Forward:
             if self.spec.local_kind == "tcp":
                 with contextlib.suppress(OSError):
                     client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            now = time.monotonic()
-            try:
-                conn = self.engine.stack.tcp_connect(self.spec.remote_address, self.spec.remote_port, now,
-                                                     timeout=CONNECT_TIMEOUT)
-            except OSError:
-                self.failed += 1
-                client.close()
-                continue
-            relay = SocketRelay(self.engine, client, conn, on_done=self.relays.discard,
-                                on_failed=self._on_failed)
-            self.relays.add(relay)
-            self.engine.pump_conn(conn, now)
+            self._connect(client)
 
-    def _on_failed(self, relay: SocketRelay, error: BaseException) -> None:
+    def _connect(self, client: socket.socket) -> None:
+        attempt: HappyEyeballs | None = None
+
+        def connected(conn: Any) -> None:
+            self.connecting.discard(attempt)  # type: ignore[arg-type]
+            relay = SocketRelay(self.engine, client, conn, on_done=self.relays.discard, connected=True)
+            if not relay.done:
+                self.relays.add(relay)
+
+        def failed(error: BaseException) -> None:
+            self.connecting.discard(attempt)  # type: ignore[arg-type]
+            self._on_failed(client, error)
+            with contextlib.suppress(OSError):
+                client.close()
+
+        attempt = HappyEyeballs(self.engine, self.spec.remote_addresses, self.spec.remote_port, CONNECT_TIMEOUT,
+                                connected, failed)
+        if not attempt.done:
+            self.connecting.add(attempt)
+
+    def _on_failed(self, client: socket.socket, error: BaseException) -> None:
         self.failed += 1
         if self.spec.remote_port in POSTGRES_PORTS:
             # libpq shows a server's ErrorResponse to the user verbatim, so a driver behind this forward
             # learns why instead of "server closed the connection unexpectedly".
             reason = self._failure_reason(error)
             with contextlib.suppress(OSError):
+                client.setblocking(False)
                 for _ in range(16):  # unread input would turn our close into a reset
-                    if not relay.local.recv(65536):
+                    if not client.recv(65536):
                         break
             with contextlib.suppress(OSError):
-                relay.local.send(postgres_error_response(reason))
+                client.send(postgres_error_response(reason))
 
     def _failure_reason(self, error: BaseException) -> str:
         target = f"{self.spec.remote_host}:{self.spec.remote_port}"
@@ -171,6 +246,9 @@ class Forward:
         with contextlib.suppress(Exception):
             self.engine.loop.remove_reader(self.listener.fileno())
         self.listener.close()
+        for attempt in list(self.connecting):
+            attempt.close()
+        self.connecting.clear()
         for relay in list(self.relays):
             relay.close()
         self.relays.clear()

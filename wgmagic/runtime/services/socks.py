@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from wgmagic.runtime.relay import SocketRelay
+from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
 from wgmagic.runtime.services.forward import warn_if_exposed
 
 VERSION = 5
@@ -34,6 +34,7 @@ REP_ADDRESS_TYPE_NOT_SUPPORTED = 8
 
 MAX_NEGOTIATION_BYTES = 1024  # greeting + auth + request are each < 520 bytes; more is a misbehaving client
 NEGOTIATION_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 15.0  # seconds a CONNECT may take to reach its target through the tunnel
 
 
 def reply(code: int, bound: tuple[str, int] | None = None) -> bytes:
@@ -246,6 +247,7 @@ class _SocksClient:
         self.sock = sock
         sock.setblocking(False)
         self.negotiation = Socks5Negotiation(server.credentials)
+        self.attempt: HappyEyeballs | None = None
         self.closed = False
         self.loop.add_reader(sock.fileno(), self._on_readable)
         self.timeout = self.loop.call_later(NEGOTIATION_TIMEOUT, self.close)
@@ -278,32 +280,32 @@ class _SocksClient:
                 self.sock.send(data)  # a few bytes into an empty socket buffer: never partial in practice
 
     async def _connect(self, request: Connect) -> None:
+        """Resolve (a domain name through the tunnel's DNS, keeping the addresses the tunnel can route, in
+        RFC 6724 order) and connect RFC 8305 style; reply, then relay."""
         engine = self.server.engine
         try:
             try:
-                address = ipaddress.ip_address(request.host)
+                addresses = [ipaddress.ip_address(request.host)]
             except ValueError:
                 addresses = await self.server.resolver(request.host)
-                address = addresses[0]
-        except Exception:
-            self._send(reply(REP_HOST_UNREACHABLE))
+        except Exception as exc:
+            from wgmagic.errors import NoRouteError
+
+            self._send(reply(REP_NETWORK_UNREACHABLE if isinstance(exc, NoRouteError) else REP_HOST_UNREACHABLE))
             self.server.counters["rejected"] += 1
             self.close()
             return
         if self.closed:
             return
-        try:
-            engine.check_route(address)
-            conn = engine.stack.tcp_connect(address, request.port, time.monotonic(), timeout=15.0)
-        except Exception:
+        addresses = engine.select_addresses(addresses)
+        if not addresses:
             self._send(reply(REP_NETWORK_UNREACHABLE))
+            self.server.counters["rejected"] += 1
             self.close()
             return
-        self.timeout.cancel()
-        self.server.clients.discard(self)
         sock = self.sock
 
-        def connected(relay: SocketRelay) -> None:
+        def on_relay_connected(relay: SocketRelay) -> None:
             local = relay.conn.local
             self.server.counters["connected"] += 1
             with contextlib.suppress(OSError):
@@ -312,22 +314,38 @@ class _SocksClient:
             if early:
                 relay.conn.send(early)
 
-        def failed(relay: SocketRelay, error: BaseException) -> None:
+        def connected(conn: Any) -> None:
+            self.attempt = None
+            if self.closed:  # negotiation timed out meanwhile
+                conn.abort(time.monotonic())
+                engine.pump_conn(conn)
+                return
+            self.timeout.cancel()
+            self.server.clients.discard(self)
+            relay = SocketRelay(engine, sock, conn, on_done=self.server.relays.discard,
+                                on_connected=on_relay_connected, connected=True)
+            if not relay.done:
+                self.server.relays.add(relay)
+
+        def failed(error: BaseException) -> None:
+            self.attempt = None
             code = next((c for t, c in ERROR_REPLIES.items() if isinstance(error, t)), REP_HOST_UNREACHABLE)
             self.server.counters["rejected"] += 1
-            with contextlib.suppress(OSError):
-                sock.send(reply(code))
+            self._send(reply(code))
+            self.close()
 
-        relay = SocketRelay(engine, sock, conn, on_done=self.server.relays.discard, on_connected=connected,
-                            on_failed=failed)
-        self.server.relays.add(relay)
-        engine.pump_conn(conn)
+        self.timeout.cancel()
+        self.timeout = self.loop.call_later(CONNECT_TIMEOUT + NEGOTIATION_TIMEOUT, self.close)
+        self.attempt = HappyEyeballs(engine, addresses, request.port, CONNECT_TIMEOUT, connected, failed)
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
         self.timeout.cancel()
+        if self.attempt is not None:
+            self.attempt.close()
+            self.attempt = None
         with contextlib.suppress(Exception):
             self.loop.remove_reader(self.sock.fileno())
         with contextlib.suppress(OSError):
