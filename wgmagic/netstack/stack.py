@@ -1,7 +1,9 @@
 """The user-space IP stack's demultiplexer: packets in -> ICMP, UDP sockets, TCP connections; and back out.
 
-Sans-I/O: the runtime feeds inner IP packets from the tunnel with `receive_packet(packet, now)` and sends
-what `packets_to_send(now)` returns. Connections and sockets live in tables keyed by raw address bytes.
+Sans-I/O: the runtime feeds inner IP packets from the tunnel with `receive_packet(packet, now)`, then pulls
+`events()` (every event that input produced, TCP connections' included) and `packets_to_send(now)`.
+Connections and sockets live in tables keyed by raw address bytes. IPv4 (RFC 791), IPv6 (RFC 8200), ICMP
+(RFC 792, RFC 4443), UDP (RFC 768), TCP (RFC 9293, in `tcp/`).
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import os
 import struct
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from wgmagic.netstack.events import EchoReply, IcmpUnreachable, NetstackEvent, TcpAccepted, UdpReadable
+from wgmagic.netstack.tcp.config import TcpConfig
+from wgmagic.netstack.tcp.connection import TcpConnection, reset_for
+from wgmagic.netstack.tcp.listener import TcpListener
 from wgmagic.netstack.wire import icmp
 from wgmagic.netstack.wire.checksum import transport_checksum
 from wgmagic.netstack.wire.ip import (
@@ -38,26 +43,9 @@ SHARED_RECEIVE_BUDGET = 16 * 1024 * 1024
 MIN_CONNECTION_WINDOW = 128 * 1024
 UDP_QUEUE = 256
 
+IcmpKind = icmp.IcmpKind
 
-@dataclass(frozen=True)
-class EchoReply:
-    src: IPAddress
-    ident: int
-    seq: int
-    payload: bytes
-    now: float
-
-
-@dataclass(frozen=True)
-class IcmpUnreachable:
-    src: IPAddress
-    kind: str  # "unreachable", "port_unreachable", "too_big"
-    mtu: int | None
-
-
-@dataclass(frozen=True)
-class UdpReadable:
-    sock: UdpSocket
+__all__ = ["EchoReply", "IcmpUnreachable", "Stack", "TcpAccepted", "TcpListener", "UdpReadable", "UdpSocket"]
 
 
 def _address(raw: bytes) -> IPAddress:
@@ -100,7 +88,7 @@ class UdpSocket:
 
 class Stack:
     def __init__(self, addresses: Sequence[IPInterface], *, mtu: int = 1420,
-                 rng: Callable[[int], bytes] = os.urandom, tcp_options: Any = None,
+                 rng: Callable[[int], bytes] = os.urandom, tcp_options: TcpConfig | None = None,
                  verify_checksums: bool = False) -> None:
         self.addresses = list(addresses)
         self._local = {a.ip.packed for a in self.addresses}
@@ -114,25 +102,34 @@ class Stack:
         self.verify_checksums = verify_checksums
         self._v4 = IPv4Builder()
         self._out: list[bytes] = []
-        self._events: list[object] = []
+        self._events: list[NetstackEvent] = []
         self.drops: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
         self._udp: dict[tuple[bytes, int], UdpSocket] = {}
-        self.tcp: dict[tuple[bytes, int, bytes, int], Any] = {}  # (local, lport, remote, rport) -> connection
-        self._listeners: dict[int, Any] = {}
+        self.tcp: dict[tuple[bytes, int, bytes, int], TcpConnection] = {}  # (local, lport, remote, rport) -> connection
+        self._listeners: dict[int, TcpListener] = {}
         self._pmtu: dict[bytes, int] = {}
         self._next_port = EPHEMERAL_LOW + int.from_bytes(rng(2), "big") % (EPHEMERAL_HIGH - EPHEMERAL_LOW)
-        self._active: set[Any] = set()  # connections that may have segments to send
+        self._active: set[TcpConnection] = set()  # connections that may have segments to send
 
     def __repr__(self) -> str:
         return f"<Stack {', '.join(str(a) for a in self.addresses)} tcp={len(self.tcp)}>"
 
     # ---- outputs ------------------------------------------------------------------------------------
-    def events(self) -> list[object]:
+    def events(self) -> list[NetstackEvent]:
+        """Every event since the last call, drained: the stack's own (EchoReply, IcmpUnreachable, UdpReadable,
+        TcpAccepted) and those of the TCP connections that inputs or timers touched since (TcpConnected,
+        TcpReadable, TcpWritable, TcpClosed), so an event raised while a segment is received reaches the caller
+        in the same round. Bounded: past MAX_EVENTS queued, events are dropped and counted."""
+        if self._active:
+            for conn in self._active:
+                if conn._events or conn._readable or conn._writable:
+                    for event in conn.events():
+                        self._event(event)
         events, self._events = self._events, []
         return events
 
-    def _event(self, event: object) -> None:
+    def _event(self, event: NetstackEvent) -> None:
         if len(self._events) < MAX_EVENTS:
             self._events.append(event)
         else:
@@ -211,18 +208,18 @@ class Stack:
             self._event(EchoReply(_address(src), ident, seq, bytes(message[8:]), now))
         elif version == 4 and kind == icmp.V4_UNREACHABLE:
             mtu = int.from_bytes(message[6:8], "big") if code == icmp.V4_CODE_FRAG_NEEDED else None
-            what = ("too_big" if code == icmp.V4_CODE_FRAG_NEEDED else
-                    "port_unreachable" if code == icmp.V4_CODE_PORT_UNREACHABLE else "unreachable")
+            what = (IcmpKind.TOO_BIG if code == icmp.V4_CODE_FRAG_NEEDED else
+                    IcmpKind.PORT_UNREACHABLE if code == icmp.V4_CODE_PORT_UNREACHABLE else IcmpKind.UNREACHABLE)
             self._icmp_error(src, what, mtu, message[8:], now)
         elif version == 6 and kind in (icmp.V6_UNREACHABLE, icmp.V6_TOO_BIG):
             mtu = int.from_bytes(message[4:8], "big") if kind == icmp.V6_TOO_BIG else None
-            what = ("too_big" if kind == icmp.V6_TOO_BIG else
-                    "port_unreachable" if code == icmp.V6_CODE_PORT_UNREACHABLE else "unreachable")
+            what = (IcmpKind.TOO_BIG if kind == icmp.V6_TOO_BIG else
+                    IcmpKind.PORT_UNREACHABLE if code == icmp.V6_CODE_PORT_UNREACHABLE else IcmpKind.UNREACHABLE)
             self._icmp_error(src, what, mtu, message[8:], now)
         else:
             self.drops["icmp_ignored"] += 1
 
-    def _icmp_error(self, reporter: bytes, what: str, mtu: int | None, quoted: memoryview, now: float) -> None:
+    def _icmp_error(self, reporter: bytes, what: IcmpKind, mtu: int | None, quoted: memoryview, now: float) -> None:
         inner = parse(quoted, False) if len(quoted) >= 20 else "short"
         # The quote may be cut short, so read the header by hand rather than trusting its length fields.
         if isinstance(inner, str):
@@ -237,7 +234,7 @@ class Stack:
         else:
             _, src, dst, proto, body, _ = inner
             ports = body[:4]
-        if what == "too_big" and mtu:
+        if what == IcmpKind.TOO_BIG and mtu:
             floor = 576 if len(dst) == 4 else 1280
             self._pmtu[dst] = max(floor, min(mtu, self.path_mtu(dst)))
         self._event(IcmpUnreachable(_address(reporter), what, mtu))
@@ -284,8 +281,6 @@ class Stack:
             conn.receive_segment(segment, now)
             self._active.add(conn)
             return
-        from wgmagic.netstack.tcp import connection as tcp
-
         listener = self._listeners.get(dport)
         if listener is not None and (listener.local_ip is None or listener.local_ip.packed == dst):
             local, remote = (_address(dst), dport), (_address(src), sport)
@@ -295,7 +290,7 @@ class Stack:
                 self._active.add(new)
                 self._share_window(new)
                 return
-        reset = tcp.reset_for((_address(dst), dport), (_address(src), sport), segment)
+        reset = reset_for((_address(dst), dport), (_address(src), sport), segment)
         if reset is not None:
             self._emit(dst, src, PROTO_TCP, reset)
         self.drops["tcp_no_connection"] += 1
@@ -350,8 +345,6 @@ class Stack:
         raise OSError(99, "no free ephemeral port")
 
     def tcp_connect(self, dst: IPAddress, port: int, now: float, *, timeout: float = 15.0) -> Any:
-        from wgmagic.netstack.tcp.connection import TcpConnection
-
         src = self._source_for(dst)
         remote = dst.packed
         # Never reuse a 4-tuple still in the table, TIME_WAIT included.
@@ -385,45 +378,3 @@ class Stack:
     def stats(self) -> dict[str, object]:
         return {"connections": len(self.tcp), "drops": dict(self.drops), **self.counters}
 
-
-@dataclass(frozen=True)
-class TcpAccepted:
-    listener: TcpListener
-
-
-class TcpListener:
-    def __init__(self, stack: Stack, port: int, local_ip: IPAddress | None, backlog: int) -> None:
-        self.stack = stack
-        self.port = port
-        self.local_ip = local_ip
-        self.backlog = backlog
-        self.pending: deque[Any] = deque()
-        self.closed = False
-        # Asked once per new SYN, before any answer: False refuses it (a gateway whose local target is down).
-        self.admit: Callable[[tuple[IPAddress, int], tuple[IPAddress, int]], bool] | None = None
-
-    def offer(self, local: tuple[IPAddress, int], remote: tuple[IPAddress, int], segment: memoryview,
-              now: float) -> Any:
-        from wgmagic.netstack.tcp.connection import TcpConnection
-
-        if self.closed or len(self.pending) >= self.backlog:
-            self.stack.drops["listen_backlog_full"] += 1
-            return None
-        is_syn = len(segment) > 13 and segment[13] & 0x12 == 0x02
-        if self.admit is not None and is_syn and not self.admit(local, remote):
-            self.stack.drops["listen_refused"] += 1
-            return None  # the stack answers with a reset: the peer sees "connection refused"
-        mss = self.stack.path_mtu(remote[0].packed) - (40 if remote[0].version == 4 else 60)
-        conn = TcpConnection.accept_syn(local, remote, segment, now, options=self.stack.tcp_options,
-                                        rng=self.stack.rng, mss=mss)
-        if conn is not None:
-            self.pending.append(conn)
-            self.stack._event(TcpAccepted(self))
-        return conn
-
-    def accept(self) -> Any:
-        return self.pending.popleft() if self.pending else None
-
-    def close(self) -> None:
-        self.closed = True
-        self.stack._listeners.pop(self.port, None)

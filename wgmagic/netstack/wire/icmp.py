@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from enum import Enum
 
 from wgmagic.netstack.wire.checksum import internet_checksum, transport_checksum
 from wgmagic.netstack.wire.ip import PROTO_ICMPV6
@@ -12,6 +13,22 @@ V4_ECHO_REPLY, V4_UNREACHABLE, V4_ECHO_REQUEST = 0, 3, 8
 V4_CODE_PORT_UNREACHABLE, V4_CODE_FRAG_NEEDED = 3, 4
 V6_UNREACHABLE, V6_TOO_BIG, V6_ECHO_REQUEST, V6_ECHO_REPLY = 1, 2, 128, 129
 V6_CODE_PORT_UNREACHABLE = 4
+
+
+class IcmpKind(str, Enum):
+    """The kinds of ICMP error the stack tells apart; a str, so comparisons with the plain names still hold.
+
+    UNREACHABLE: any destination unreachable (ICMPv4 type 3, ICMPv6 type 1) but a port's; PORT_UNREACHABLE:
+    code 3 (v4, RFC 792) or 4 (v6, RFC 4443 3.1); TOO_BIG: fragmentation needed (v4 code 4, RFC 1191) or
+    packet too big (ICMPv6 type 2, RFC 4443 3.2).
+    """
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+    UNREACHABLE = "unreachable"
+    PORT_UNREACHABLE = "port_unreachable"
+    TOO_BIG = "too_big"
 
 
 def build_echo(version: int, request: bool, ident: int, seq: int, payload: bytes, src: bytes = b"",
