@@ -39,6 +39,7 @@ from wgmagic.netstack.tcp.state import (
     TIME_WAIT,
     TcpState,
 )
+from wgmagic.netstack.tcp.timers import KeepaliveAction, KeepaliveTimer, PersistTimer, WindowUpdateTimer
 from wgmagic.netstack.wire import tcp as wire
 from wgmagic.netstack.wire.icmp import IcmpKind
 from wgmagic.netstack.wire.tcp import ACK, FIN, HEADER, PSH, RST, SYN
@@ -50,8 +51,6 @@ Address = tuple[IPv4Address | IPv6Address, int]
 M32 = 0xFFFFFFFF
 OUR_WSCALE = 7
 
-
-PERSIST_MAX = 5.0  # seconds between zero-window probes at most
 _FIN_STATE = {ESTABLISHED: FIN_WAIT_1, CLOSE_WAIT: LAST_ACK, SYN_RECEIVED: FIN_WAIT_1}
 
 
@@ -110,9 +109,7 @@ class TcpConnection:
         self.eof = False
         self.last_advertised_right = 0
         self.window_reopened = False  # a read reopened a (nearly) closed window: repeat the update until data
-        self.window_update_at: float | None = None
-        self.window_update_nxt = 0
-        self.window_update_tries = 0
+        self.window_update = WindowUpdateTimer()
         self.window_cap = self.opts.recv_buffer  # lowered by the stack when many connections share it
         # acks
         self.ack_now = False
@@ -122,12 +119,10 @@ class TcpConnection:
         self.rtt = RttEstimator(self.opts)
         self.rto_at: float | None = None
         self.retries = 0
-        self.persist_at: float | None = None
-        self.persist_backoff = 0
+        self.persist = PersistTimer()
         self.time_wait_at: float | None = None
         self.connect_deadline: float | None = None
-        self.keepalive_at: float | None = None
-        self.keepalive_probes = 0
+        self.keepalive = KeepaliveTimer(self.opts)
         self.last_receive = now
         self.syn_sent_at = now
         # congestion
@@ -160,6 +155,16 @@ class TcpConnection:
     def rto(self) -> float:
         """The current retransmission timeout in seconds (RFC 6298)."""
         return self.rtt.rto
+
+    @property
+    def window_update_at(self) -> float | None:
+        """When the window update that reopened the receive window is due again (seconds), or None."""
+        return self.window_update.at
+
+    @property
+    def window_update_nxt(self) -> int:
+        """RCV.NXT when that window update went out (a repeat stops once data moved it)."""
+        return self.window_update.rcv_nxt
 
     @property
     def in_recovery(self) -> bool:
@@ -309,7 +314,7 @@ class TcpConnection:
         self.state = CLOSED
         if error is not None and self.error is None:
             self.error = error
-        self.rto_at = self.persist_at = self.delack_at = self.time_wait_at = self.keepalive_at = None
+        self.rto_at = self.persist.at = self.delack_at = self.time_wait_at = self.keepalive.at = None
         self.eof = True
         self._events.append(TcpClosed(self, self.error))
 
@@ -462,8 +467,7 @@ class TcpConnection:
         self.rtt.reset_after_handshake()
         self._events.append(TcpConnected(self))
         self._writable = True
-        if self.opts.keepalive_idle:
-            self.keepalive_at = now + self.opts.keepalive_idle
+        self.keepalive.start(now)
 
     def _receive_rst(self, seq: int, now: float) -> None:
         if seq == self.rcv_nxt or (self.state == SYN_RECEIVED and seq == self.irs + 1):
@@ -524,7 +528,7 @@ class TcpConnection:
             else:
                 self.cc.on_ack(acked, now, rtt.srtt)
             self.rto_at = now + rtt.rto if self.snd_una < self.snd_max else None
-            self.persist_backoff = 0
+            self.persist.backoff = 0
             self._after_ack_state(now)
         elif ack == self.snd_una and self.snd_una < self.snd_max and not carries_data \
                 and new_window == self.snd_wnd:
@@ -543,10 +547,10 @@ class TcpConnection:
             if self.snd_nxt > self.snd_una and not recovery.active:
                 self.snd_nxt = self.snd_una
                 self.rto_at = None
-            if (self._unsent() or self.snd_nxt < self.snd_max) and self.persist_at is None:
-                self.persist_at = now + rtt.rto
+            if self._unsent() or self.snd_nxt < self.snd_max:
+                self.persist.arm(now, rtt.rto)
         else:
-            self.persist_at = None
+            self.persist.at = None
 
     def _after_ack_state(self, now: float) -> None:
         if self.fin_seq is not None and self.snd_una > self.fin_seq:
@@ -650,7 +654,7 @@ class TcpConnection:
 
     def _enter_time_wait(self, now: float) -> None:
         self.state = TIME_WAIT
-        self.rto_at = self.persist_at = self.keepalive_at = None
+        self.rto_at = self.persist.at = self.keepalive.at = None
         self.time_wait_at = now + self.opts.time_wait
         self._events.append(TcpClosed(self, None))
 
@@ -765,8 +769,8 @@ class TcpConnection:
         if self.ack_now:
             return 0.0
         best = None
-        for deadline in (self.rto_at, self.delack_at, self.persist_at, self.time_wait_at, self.connect_deadline,
-                         self.keepalive_at, self.recovery.suspect_at, self.window_update_at):
+        for deadline in (self.rto_at, self.delack_at, self.persist.at, self.time_wait_at, self.connect_deadline,
+                         self.keepalive.at, self.recovery.suspect_at, self.window_update.at):
             if deadline is not None and (best is None or deadline < best):
                 best = deadline
         return best
@@ -786,11 +790,11 @@ class TcpConnection:
                 self._enter_recovery(now)
         if self.rto_at is not None and now >= self.rto_at:
             self._on_rto(now)
-        if self.persist_at is not None and now >= self.persist_at:
+        if self.persist.at is not None and now >= self.persist.at:
             self._on_persist(now)
-        if self.window_update_at is not None and now >= self.window_update_at:
+        if self.window_update.at is not None and now >= self.window_update.at:
             self._on_window_update(now)
-        if self.keepalive_at is not None and now >= self.keepalive_at:
+        if self.keepalive.at is not None and now >= self.keepalive.at:
             self._on_keepalive(now)
 
     def _on_rto(self, now: float) -> None:
@@ -816,50 +820,27 @@ class TcpConnection:
         self.retransmits += 1
 
     def _arm_window_update(self, now: float) -> None:
-        # A window update that reopens a closed window is a lone pure ACK: if it is lost, the sender only
-        # learns of the window from its next zero-window probe, and Linux backs those off to tens of seconds.
-        # So repeat it (a few times, backing off) until data arrives again. Harmless to the sender: with no
-        # data in flight a repeated ACK is not a duplicate ACK.
         self.window_reopened = False
-        self.window_update_nxt = self.rcv_nxt
-        self.window_update_tries = 0
-        self.window_update_at = now + max(self.rtt.rto, self.opts.rto_min)
+        self.window_update.arm(now, self.rcv_nxt, max(self.rtt.rto, self.opts.rto_min))
 
     def _on_window_update(self, now: float) -> None:
-        self.window_update_at = None
-        if self.rcv_nxt != self.window_update_nxt or self.state not in RECEIVING:
-            return  # data came: the sender knows the window
-        if self.last_advertised_right - self.rcv_nxt < self.send_mss or self.window_update_tries >= 4:
-            return
-        self.window_update_tries += 1
-        self.ack_now = True
-        self.window_update_at = now + max(self.rtt.rto, self.opts.rto_min) * (2 ** self.window_update_tries)
+        still_needed = self.state in RECEIVING and self.last_advertised_right - self.rcv_nxt >= self.send_mss
+        if self.window_update.fire(now, self.rcv_nxt, still_needed, max(self.rtt.rto, self.opts.rto_min)):
+            self.ack_now = True
 
     def _on_persist(self, now: float) -> None:
-        self.persist_at = None
+        self.persist.at = None
         if self.snd_wnd == 0 and (self._unsent() or self.snd_nxt < self.snd_max):
             # A zero-window probe: one old byte (seq snd_una - 1) makes the peer answer with its window.
             self._out.append(self._segment(ACK, self.snd_una - 1, now))
-            self.persist_backoff += 1
-            # Capped well below rto_max: a lost window update then costs seconds, not a minute; a probe
-            # every few seconds to a reader that stopped is a few bytes.
-            self.persist_at = now + min(PERSIST_MAX, self.rtt.rto * (2 ** min(self.persist_backoff, 6)))
+            self.persist.probed(now, self.rtt.rto)
 
     def _on_keepalive(self, now: float) -> None:
-        idle = now - self.last_receive
-        if self.opts.keepalive_idle is None:
-            self.keepalive_at = None
-            return
-        if idle < self.opts.keepalive_idle:
-            self.keepalive_probes = 0
-            self.keepalive_at = self.last_receive + self.opts.keepalive_idle
-            return
-        if self.keepalive_probes >= self.opts.keepalive_count:
+        action = self.keepalive.fire(now, self.last_receive)
+        if action is KeepaliveAction.DEAD:
             self._finish(TimeoutError(errno.ETIMEDOUT, "connection timed out (keepalive)"))
-            return
-        self.keepalive_probes += 1
-        self._out.append(self._segment(ACK, self.snd_una - 1, now))
-        self.keepalive_at = now + self.opts.keepalive_interval
+        elif action is KeepaliveAction.PROBE:
+            self._out.append(self._segment(ACK, self.snd_una - 1, now))
 
     def stats(self) -> dict[str, Any]:
         return {"state": self.state, "srtt": self.rtt.srtt, "rto": self.rtt.rto, "cwnd": self.cc.cwnd,
