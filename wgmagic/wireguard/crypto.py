@@ -7,7 +7,6 @@ so HChaCha20 is derived from a ChaCha20 keystream block (see hchacha20).
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import struct
@@ -18,7 +17,6 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 KEY_LEN = 32
-TAG_LEN = 16
 _SIGMA = struct.unpack("<4I", b"expand 32-byte k")
 _WORDS16 = struct.Struct("<16I")
 _NONCE = struct.Struct("<4xQ")
@@ -46,10 +44,6 @@ def kdf(key: bytes, data: bytes, n: int) -> list[bytes]:
         previous = hmac_(prk, previous + bytes((i,)))
         outputs.append(previous)
     return outputs
-
-
-def counter_nonce(counter: int) -> bytes:
-    return _NONCE.pack(counter)
 
 
 def aead_encrypt(key: bytes, counter: int, plaintext: bytes, aad: bytes) -> bytes:
@@ -125,16 +119,6 @@ def dh_generate() -> tuple[X25519PrivateKey, bytes]:
 
 def dh(private: X25519PrivateKey, public: bytes) -> bytes:
     return private.exchange(X25519PublicKey.from_public_bytes(public))
-
-
-def decode_key(text: str) -> bytes:
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != KEY_LEN:
-        raise ValueError("not 32 bytes of base64")
-    return raw
 
 
 def encode_key(raw: bytes) -> str:

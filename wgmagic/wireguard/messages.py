@@ -85,15 +85,3 @@ def parse_cookie_reply(data: bytes) -> CookieReply | None:
 
 def build_cookie_reply(receiver: int, nonce: bytes, encrypted_cookie: bytes) -> bytes:
     return _COOKIE_REPLY.pack(COOKIE_REPLY, receiver, nonce, encrypted_cookie)
-
-
-def parse_transport_header(data: bytes | memoryview) -> tuple[int, int] | None:
-    """(receiver index, counter) of a transport data message, or None."""
-    if len(data) < TRANSPORT_MIN_LEN or data[0] != TRANSPORT or data[1] or data[2] or data[3]:
-        return None
-    _, receiver, counter = TRANSPORT_HEADER.unpack_from(data)
-    return receiver, counter
-
-
-def build_transport_header(receiver: int, counter: int) -> bytes:
-    return TRANSPORT_HEADER.pack(TRANSPORT, receiver, counter)
