@@ -53,6 +53,9 @@ def _address(raw: bytes) -> IPAddress:
 
 
 class UdpSocket:
+    """A UDP socket bound to (local address, port) on a `Stack` (RFC 768). Received datagrams queue up to
+    UDP_QUEUE (more are dropped and counted); each raises `UdpReadable`."""
+
     def __init__(self, stack: Stack, local: bytes, port: int) -> None:
         self.stack = stack
         self.local = local
@@ -65,6 +68,8 @@ class UdpSocket:
         return f"<UdpSocket {_address(self.local)}:{self.port}>"
 
     def sendto(self, data: bytes, target: tuple[IPAddress, int], now: float) -> None:
+        """Send one datagram to (ip, port) at `now`. Raises OSError: closed (EBADF), address family mismatch
+        (EAFNOSUPPORT) or larger than the path MTU allows (EMSGSIZE; no fragmentation)."""
         if self.closed:
             raise OSError(9, "UDP socket closed")
         dst = target[0].packed
@@ -79,14 +84,21 @@ class UdpSocket:
         self.stack._emit(self.local, dst, PROTO_UDP, bytes(segment))
 
     def recvfrom(self) -> tuple[bytes, tuple[IPAddress, int]] | None:
+        """The oldest queued (data, (ip, port)), or None."""
         return self.queue.popleft() if self.queue else None
 
     def close(self) -> None:
+        """Unbind; later datagrams to the port get ICMP port unreachable."""
         self.closed = True
         self.stack._udp.pop((self.local, self.port), None)
 
 
 class Stack:
+    """The IP stack of one tunnel: `addresses` are the interface's (their IPs are ours), `mtu` the tunnel's
+    (bytes), `rng(n) -> n bytes` the randomness (ports, ISNs), `tcp_options` a `TcpConfig` for every connection.
+    `verify_checksums` checks inbound checksums (off: WireGuard's AEAD already authenticated the bytes). Bad
+    input is counted in `drops` by reason and never raises."""
+
     def __init__(self, addresses: Sequence[IPInterface], *, mtu: int = 1420,
                  rng: Callable[[int], bytes] = os.urandom, tcp_options: TcpConfig | None = None,
                  verify_checksums: bool = False) -> None:
@@ -143,6 +155,8 @@ class Stack:
         self.counters["packets_out"] += 1
 
     def packets_to_send(self, now: float) -> list[bytes]:
+        """IP packets to send into the tunnel, drained: what inputs, timers and the user's calls produced since the
+        last call (each touched TCP connection's segments are collected here)."""
         if self._active:
             active, self._active = self._active, set()
             for conn in active:
@@ -163,10 +177,13 @@ class Stack:
             self.counters["tcp_bytes_out_closed"] += conn.bytes_sent
 
     def path_mtu(self, dst: bytes) -> int:
+        """The MTU in bytes towards `dst` (raw address): lowered by ICMP too-big (RFC 1191, RFC 8201), else the
+        tunnel's."""
         return self._pmtu.get(dst, self.mtu)
 
     # ---- input --------------------------------------------------------------------------------------
     def receive_packet(self, packet: bytes | memoryview, now: float) -> None:
+        """One inner IP packet from the tunnel at `now` (seconds). Never raises; drops are counted in `drops`."""
         try:
             self._receive(packet, now)
         except Exception:  # a case nobody foresaw must not reach the runtime as an exception
@@ -297,6 +314,7 @@ class Stack:
 
     # ---- timers -------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
+        """The earliest deadline of any TCP connection (seconds, the caller's clock), or None."""
         best = None
         for conn in self.tcp.values():
             deadline = conn.next_timer()
@@ -305,6 +323,7 @@ class Stack:
         return best
 
     def handle_timers(self, now: float) -> None:
+        """Fire every TCP timer due at `now`; their segments and events come out of the next pulls."""
         for conn in list(self.tcp.values()):
             deadline = conn.next_timer()
             if deadline is not None and deadline <= now:
@@ -313,6 +332,8 @@ class Stack:
 
     # ---- user API ------------------------------------------------------------------------------------
     def send_echo(self, dst: IPAddress, ident: int, seq: int, payload: bytes, now: float) -> None:
+        """Send an ICMP echo request (RFC 792 / RFC 4443 4.1) to `dst`; the answer is an `EchoReply` event.
+        Raises OSError (ENETUNREACH) when the interface has no address of that family."""
         src = self._source_for(dst)
         version = dst.version
         message = icmp.build_echo(version, True, ident, seq, payload, src, dst.packed)
@@ -325,6 +346,8 @@ class Stack:
         return src
 
     def udp_open(self, local_port: int | None = None, family: int = 4) -> UdpSocket:
+        """A new UDP socket on our IPv`family` address and `local_port` (None: an ephemeral port, 49152-65535).
+        Raises OSError: no address of that family (ENETUNREACH), port in use (EADDRINUSE)."""
         local = self.local_v4 if family == 4 else self.local_v6
         if local is None:
             raise OSError(101, f"no IPv{family} Address in the tunnel's [Interface]")
@@ -345,6 +368,9 @@ class Stack:
         raise OSError(99, "no free ephemeral port")
 
     def tcp_connect(self, dst: IPAddress, port: int, now: float, *, timeout: float = 15.0) -> Any:
+        """Open a TCP connection to (dst, port) at `now` (RFC 9293 3.5): the SYN goes out with the next
+        `packets_to_send`; `timeout` seconds for the handshake. The MSS follows the path MTU. Raises OSError when
+        there is no source address of that family or no free ephemeral port."""
         src = self._source_for(dst)
         remote = dst.packed
         # Never reuse a 4-tuple still in the table, TIME_WAIT included.
@@ -365,6 +391,8 @@ class Stack:
                 other.window_cap = min(other.opts.recv_buffer, cap)
 
     def tcp_listen(self, port: int, local_ip: IPAddress | None = None, backlog: int = 128) -> TcpListener:
+        """Listen on TCP `port` (on `local_ip` only, or any of ours); at most `backlog` connections wait for
+        `accept`. Raises OSError (EADDRINUSE) if the port already listens."""
         if port in self._listeners:
             raise OSError(98, f"TCP port {port} is already listening")
         listener = TcpListener(self, port, local_ip, backlog)
@@ -376,5 +404,6 @@ class Stack:
         self._active.add(conn)
 
     def stats(self) -> dict[str, object]:
+        """{"connections": int, "drops": {reason: count}, plus the counters (packets_in, packets_out, ...)}."""
         return {"connections": len(self.tcp), "drops": dict(self.drops), **self.counters}
 

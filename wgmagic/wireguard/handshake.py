@@ -86,6 +86,9 @@ def create_initiation(static: crypto.StaticKey, peer_public: bytes, sender_index
 
 @dataclass
 class ConsumedInitiation:
+    """A decrypted initiation (responder side): the initiator's static public key, its TAI64N timestamp, its
+    index and ephemeral, and the chaining key and hash to continue with (never shown in a repr)."""
+
     peer_public: bytes
     timestamp: bytes
     remote_index: int

@@ -65,10 +65,12 @@ class Peer:
 
     @property
     def preshared_key(self) -> bytes | None:
+        """The 32-byte preshared key, or None (whitepaper 5.2); never shown in a repr."""
         return self._psk
 
     @property
     def public_key_b64(self) -> str:
+        """The peer's public key in WireGuard's base64."""
         return base64.b64encode(self.public_key).decode()
 
     def __repr__(self) -> str:

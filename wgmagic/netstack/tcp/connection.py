@@ -180,6 +180,9 @@ class TcpConnection:
     @classmethod
     def connect(cls, local: Address, remote: Address, now: float, *, options: TcpConfig | None = None,
                 rng: Callable[[int], bytes] = os.urandom, mss: int = 1380, timeout: float = 15.0) -> TcpConnection:
+        """Active open (RFC 9293 3.5) from `local` to `remote` at `now`: the connection in SYN_SENT with its SYN
+        queued. `mss` is what we accept (path MTU minus headers); the handshake must finish within `timeout`
+        seconds, else it closes with TimeoutError."""
         conn = cls(local, remote, now, options=options, rng=rng, mss=mss)
         conn.state = SYN_SENT
         conn.connect_deadline = now + timeout
@@ -190,6 +193,8 @@ class TcpConnection:
     def accept_syn(cls, local: Address, remote: Address, segment: memoryview | bytes, now: float, *,
                    options: TcpConfig | None = None, rng: Callable[[int], bytes] = os.urandom,
                    mss: int = 1380) -> TcpConnection | None:
+        """Passive open: the connection in SYN_RECEIVED answering `segment` (a whole TCP segment, IP header
+        stripped) with a SYN-ACK, or None if it is not a plain SYN or its options are malformed."""
         if len(segment) < 20:
             return None
         _, _, seq, _, offset, flags, window, _, _ = HEADER.unpack_from(segment)
@@ -238,6 +243,9 @@ class TcpConnection:
 
     # ---- user side ------------------------------------------------------------------------------------
     def send(self, data: bytes | memoryview) -> int:
+        """Queue bytes to send; returns how many the bounded send buffer took (0 when full: a `TcpWritable` event
+        follows once acks free room). Raises BrokenPipeError after shutdown_write/close, or the connection's
+        error once it failed."""
         if self.state not in CAN_SEND or self.fin_queued:
             if self.error:
                 raise self.error
@@ -253,9 +261,12 @@ class TcpConnection:
         return n
 
     def send_space(self) -> int:
+        """Free room in the send buffer, bytes."""
         return self.opts.send_buffer - len(self.sbuf)
 
     def recv(self, max_bytes: int) -> bytes:
+        """Up to `max_bytes` received bytes (b"" if none; see `eof` for the peer's FIN). Reading may reopen the
+        window: a window update is then sent (RFC 9293 3.8.6.2.2)."""
         if not self.rbuf:
             return b""
         data = bytes(self.rbuf[:max_bytes])
@@ -272,15 +283,18 @@ class TcpConnection:
         return data
 
     def recv_available(self) -> int:
+        """Bytes received and not yet read."""
         return len(self.rbuf)
 
     def shutdown_write(self, now: float) -> None:
+        """Send FIN after the buffered data (half-close, RFC 9293 3.6); closes at once in SYN_SENT."""
         if self.state in (ESTABLISHED, CLOSE_WAIT, SYN_RECEIVED):
             self.fin_queued = True
         elif self.state == SYN_SENT:
             self._finish(None)
 
     def close(self, now: float) -> None:
+        """Close both ways: FIN after buffered data, or RST if unread data remains (RFC 9293 3.6, as Linux)."""
         if self.state in (SYN_SENT, CLOSED, LISTEN):
             self._finish(None)
             return
@@ -290,15 +304,18 @@ class TcpConnection:
         self.shutdown_write(now)
 
     def abort(self, now: float) -> None:
+        """Reset the connection (RST, RFC 9293 3.6); it closes with ConnectionAbortedError."""
         if self.state not in (CLOSED, TIME_WAIT, SYN_SENT):
             self._out.append(self._segment(RST | ACK, self.snd_nxt, now))
         self._finish(ConnectionAbortedError(errno.ECONNABORTED, "connection aborted"))
 
     def is_finished(self) -> bool:
+        """CLOSED (TIME_WAIT over): the stack may forget the 4-tuple."""
         return self.state == CLOSED
 
     # ---- events ----------------------------------------------------------------------------------------
     def events(self) -> list[object]:
+        """Events since the last call, drained: TcpConnected, TcpReadable, TcpWritable, TcpClosed."""
         if self._readable:
             self._readable = False
             self._events.append(TcpReadable(self))
@@ -352,6 +369,8 @@ class TcpConnection:
 
     # ---- input -----------------------------------------------------------------------------------------
     def receive_segment(self, segment: memoryview | bytes, now: float) -> None:
+        """One TCP segment (header + payload, IP stripped) at `now` (RFC 9293 3.10.7). Never raises: bad
+        segments count in `drops`, unforeseen failures in `internal_errors`."""
         try:
             self._receive(segment, now)
         except Exception:  # never into the runtime; counted apart so tests can tell bugs from bad input
@@ -660,6 +679,9 @@ class TcpConnection:
 
     # ---- ICMP ---------------------------------------------------------------------------------------
     def icmp_error(self, kind: IcmpKind | str, now: float, mtu: int | None = None) -> None:
+        """An ICMP error about this connection (RFC 5927 guidance): TOO_BIG lowers the MSS to `mtu` (path MTU
+        discovery, RFC 1191 / RFC 8201) and resends; in SYN_SENT, port unreachable refuses the connection and
+        other unreachables fail it after a retry (ECONNREFUSED / EHOSTUNREACH)."""
         if kind == IcmpKind.TOO_BIG and mtu:
             header = 40 if self.local[0].version == 4 else 60
             new_mss = max(536 if self.local[0].version == 4 else 1220, mtu - header)
@@ -678,6 +700,8 @@ class TcpConnection:
         return len(self.sbuf) - (self.snd_nxt - self.sbuf_seq)
 
     def segments_to_send(self, now: float) -> list[bytes]:
+        """TCP segments to send now (checksums filled in), drained: data and FIN as the windows allow,
+        retransmissions, and a (delayed) ACK."""
         if self.state in SENDING:
             if self.recovery.active and self.sack_ok:
                 self._retransmit_holes(now)
@@ -766,6 +790,7 @@ class TcpConnection:
 
     # ---- timers -------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
+        """The earliest deadline (seconds, the caller's clock; 0.0 when an ACK is due at once), or None."""
         if self.ack_now:
             return 0.0
         best = None
@@ -776,6 +801,8 @@ class TcpConnection:
         return best
 
     def handle_timer(self, now: float) -> None:
+        """Fire whatever is due at `now`: connect deadline, TIME_WAIT end, the loss-suspicion window, RTO,
+        persist, window update, keep-alive."""
         if self.connect_deadline is not None and now >= self.connect_deadline:
             self._finish(TimeoutError(errno.ETIMEDOUT, "connection timed out"))
             return
@@ -843,6 +870,8 @@ class TcpConnection:
             self._out.append(self._segment(ACK, self.snd_una - 1, now))
 
     def stats(self) -> dict[str, Any]:
+        """{"state", "srtt" (s), "rto" (s), "cwnd" (bytes), "bytes_sent", "bytes_received", "retransmits",
+        "buffered" (bytes held in all buffers), "send_window" (bytes)}."""
         return {"state": self.state, "srtt": self.rtt.srtt, "rto": self.rtt.rto, "cwnd": self.cc.cwnd,
                 "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
                 "retransmits": self.retransmits, "buffered": len(self.rbuf) + self.reassembly.held + len(self.sbuf),

@@ -33,6 +33,8 @@ class IcmpKind(str, Enum):
 
 def build_echo(version: int, request: bool, ident: int, seq: int, payload: bytes, src: bytes = b"",
                dst: bytes = b"") -> bytes:
+    """An ICMP echo request or reply (RFC 792; RFC 4443 4.1-4.2) with its checksum; for IPv6, `src`/`dst`
+    (raw addresses) are needed for the pseudo-header."""
     if version == 4:
         kind = V4_ECHO_REQUEST if request else V4_ECHO_REPLY
     else:
@@ -54,6 +56,7 @@ def build_error(version: int, kind: int, code: int, rest: int, quoted: bytes, sr
 
 
 def checksum_ok(version: int, message: bytes | memoryview, src: bytes, dst: bytes) -> bool:
+    """Whether an ICMP message's checksum verifies (IPv6: over the pseudo-header, RFC 4443 2.3)."""
     if version == 4:
         return internet_checksum(message) == 0
     return transport_checksum(src, dst, PROTO_ICMPV6, message) == 0
