@@ -69,7 +69,8 @@ class TcpConnection:
     the checksum filled in; the stack adds the IP header) and `events()`. The user side is `send`, `recv`,
     `shutdown_write`, `close`, `abort`. It composes the machines kept in their own modules: `rtt`
     (RttEstimator, RFC 6298), `reassembly` (Reassembly, out-of-order data and SACK blocks), `scoreboard`
-    (SackScoreboard, RFC 6675) and `recovery` (LossRecovery), `cc` (Reno or Cubic).
+    (SackScoreboard, RFC 6675) and `recovery` (LossRecovery), `persist`, `keepalive` and `window_update`
+    (tcp/timers.py), `cc` (Reno or Cubic).
 
     `state` is a `TcpState` (a str). Sizes are bytes, times seconds. Never raises from `receive_segment` or
     `handle_timer`: bad input is counted in `drops`, bugs in `internal_errors`.
