@@ -34,6 +34,8 @@ def candidates(name: str, search: tuple[str, ...], ndots: int = 1) -> list[str]:
 
 
 def build_query(name: str, rdtype: str, query_id: int) -> bytes:
+    """A DNS query for `name` (an absolute or relative name) of `rdtype` ("A", "AAAA", ...) with the given
+    16-bit id, as wire bytes (RFC 1035 4.1); recursion desired."""
     message = dns.message.make_query(name, rdtype)
     message.id = query_id
     return message.to_wire()
@@ -41,6 +43,9 @@ def build_query(name: str, rdtype: str, query_id: int) -> bytes:
 
 @dataclass(frozen=True)
 class Answer:
+    """What a response says: its id, rcode ("NOERROR", "NXDOMAIN", ...), the TC bit (RFC 1035 4.1.1),
+    the A/AAAA addresses in the answer section, and the question's name."""
+
     query_id: int
     rcode: str  # "NOERROR", "NXDOMAIN", "SERVFAIL", ...
     truncated: bool
@@ -70,6 +75,8 @@ def frame_tcp(query: bytes) -> bytes:
 
 
 def unframe_tcp(buffer: bytes) -> bytes | None:
+    """The first DNS message of a TCP stream buffer (two-byte length prefix, RFC 1035 4.2.2), or None until
+    it is complete."""
     if len(buffer) < 2:
         return None
     (length,) = _LENGTH.unpack_from(buffer)

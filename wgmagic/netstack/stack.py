@@ -1,7 +1,9 @@
 """The user-space IP stack's demultiplexer: packets in -> ICMP, UDP sockets, TCP connections; and back out.
 
-Sans-I/O: the runtime feeds inner IP packets from the tunnel with `receive_packet(packet, now)` and sends
-what `packets_to_send(now)` returns. Connections and sockets live in tables keyed by raw address bytes.
+Sans-I/O: the runtime feeds inner IP packets from the tunnel with `receive_packet(packet, now)`, then pulls
+`events()` (every event that input produced, TCP connections' included) and `packets_to_send(now)`.
+Connections and sockets live in tables keyed by raw address bytes. IPv4 (RFC 791), IPv6 (RFC 8200), ICMP
+(RFC 792, RFC 4443), UDP (RFC 768), TCP (RFC 9293, in `tcp/`).
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import os
 import struct
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from wgmagic.netstack.events import EchoReply, IcmpUnreachable, NetstackEvent, TcpAccepted, UdpReadable
+from wgmagic.netstack.tcp.config import TcpConfig
+from wgmagic.netstack.tcp.connection import TcpConnection, reset_for
+from wgmagic.netstack.tcp.listener import TcpListener
 from wgmagic.netstack.wire import icmp
 from wgmagic.netstack.wire.checksum import transport_checksum
 from wgmagic.netstack.wire.ip import (
@@ -38,26 +43,9 @@ SHARED_RECEIVE_BUDGET = 16 * 1024 * 1024
 MIN_CONNECTION_WINDOW = 128 * 1024
 UDP_QUEUE = 256
 
+IcmpKind = icmp.IcmpKind
 
-@dataclass(frozen=True)
-class EchoReply:
-    src: IPAddress
-    ident: int
-    seq: int
-    payload: bytes
-    now: float
-
-
-@dataclass(frozen=True)
-class IcmpUnreachable:
-    src: IPAddress
-    kind: str  # "unreachable", "port_unreachable", "too_big"
-    mtu: int | None
-
-
-@dataclass(frozen=True)
-class UdpReadable:
-    sock: UdpSocket
+__all__ = ["EchoReply", "IcmpUnreachable", "Stack", "TcpAccepted", "TcpListener", "UdpReadable", "UdpSocket"]
 
 
 def _address(raw: bytes) -> IPAddress:
@@ -65,6 +53,9 @@ def _address(raw: bytes) -> IPAddress:
 
 
 class UdpSocket:
+    """A UDP socket bound to (local address, port) on a `Stack` (RFC 768). Received datagrams queue up to
+    UDP_QUEUE (more are dropped and counted); each raises `UdpReadable`."""
+
     def __init__(self, stack: Stack, local: bytes, port: int) -> None:
         self.stack = stack
         self.local = local
@@ -77,6 +68,8 @@ class UdpSocket:
         return f"<UdpSocket {_address(self.local)}:{self.port}>"
 
     def sendto(self, data: bytes, target: tuple[IPAddress, int], now: float) -> None:
+        """Send one datagram to (ip, port) at `now`. Raises OSError: closed (EBADF), address family mismatch
+        (EAFNOSUPPORT) or larger than the path MTU allows (EMSGSIZE; no fragmentation)."""
         if self.closed:
             raise OSError(9, "UDP socket closed")
         dst = target[0].packed
@@ -91,16 +84,23 @@ class UdpSocket:
         self.stack._emit(self.local, dst, PROTO_UDP, bytes(segment))
 
     def recvfrom(self) -> tuple[bytes, tuple[IPAddress, int]] | None:
+        """The oldest queued (data, (ip, port)), or None."""
         return self.queue.popleft() if self.queue else None
 
     def close(self) -> None:
+        """Unbind; later datagrams to the port get ICMP port unreachable."""
         self.closed = True
         self.stack._udp.pop((self.local, self.port), None)
 
 
 class Stack:
+    """The IP stack of one tunnel: `addresses` are the interface's (their IPs are ours), `mtu` the tunnel's
+    (bytes), `rng(n) -> n bytes` the randomness (ports, ISNs), `tcp_options` a `TcpConfig` for every connection.
+    `verify_checksums` checks inbound checksums (off: WireGuard's AEAD already authenticated the bytes). Bad
+    input is counted in `drops` by reason and never raises."""
+
     def __init__(self, addresses: Sequence[IPInterface], *, mtu: int = 1420,
-                 rng: Callable[[int], bytes] = os.urandom, tcp_options: Any = None,
+                 rng: Callable[[int], bytes] = os.urandom, tcp_options: TcpConfig | None = None,
                  verify_checksums: bool = False) -> None:
         self.addresses = list(addresses)
         self._local = {a.ip.packed for a in self.addresses}
@@ -114,25 +114,34 @@ class Stack:
         self.verify_checksums = verify_checksums
         self._v4 = IPv4Builder()
         self._out: list[bytes] = []
-        self._events: list[object] = []
+        self._events: list[NetstackEvent] = []
         self.drops: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
         self._udp: dict[tuple[bytes, int], UdpSocket] = {}
-        self.tcp: dict[tuple[bytes, int, bytes, int], Any] = {}  # (local, lport, remote, rport) -> connection
-        self._listeners: dict[int, Any] = {}
+        self.tcp: dict[tuple[bytes, int, bytes, int], TcpConnection] = {}  # (local, lport, remote, rport) -> connection
+        self._listeners: dict[int, TcpListener] = {}
         self._pmtu: dict[bytes, int] = {}
         self._next_port = EPHEMERAL_LOW + int.from_bytes(rng(2), "big") % (EPHEMERAL_HIGH - EPHEMERAL_LOW)
-        self._active: set[Any] = set()  # connections that may have segments to send
+        self._active: set[TcpConnection] = set()  # connections that may have segments to send
 
     def __repr__(self) -> str:
         return f"<Stack {', '.join(str(a) for a in self.addresses)} tcp={len(self.tcp)}>"
 
     # ---- outputs ------------------------------------------------------------------------------------
-    def events(self) -> list[object]:
+    def events(self) -> list[NetstackEvent]:
+        """Every event since the last call, drained: the stack's own (EchoReply, IcmpUnreachable, UdpReadable,
+        TcpAccepted) and those of the TCP connections that inputs or timers touched since (TcpConnected,
+        TcpReadable, TcpWritable, TcpClosed), so an event raised while a segment is received reaches the caller
+        in the same round. Bounded: past MAX_EVENTS queued, events are dropped and counted."""
+        if self._active:
+            for conn in self._active:
+                if conn._events or conn._readable or conn._writable:
+                    for event in conn.events():
+                        self._event(event)
         events, self._events = self._events, []
         return events
 
-    def _event(self, event: object) -> None:
+    def _event(self, event: NetstackEvent) -> None:
         if len(self._events) < MAX_EVENTS:
             self._events.append(event)
         else:
@@ -146,6 +155,8 @@ class Stack:
         self.counters["packets_out"] += 1
 
     def packets_to_send(self, now: float) -> list[bytes]:
+        """IP packets to send into the tunnel, drained: what inputs, timers and the user's calls produced since the
+        last call (each touched TCP connection's segments are collected here)."""
         if self._active:
             active, self._active = self._active, set()
             for conn in active:
@@ -166,10 +177,13 @@ class Stack:
             self.counters["tcp_bytes_out_closed"] += conn.bytes_sent
 
     def path_mtu(self, dst: bytes) -> int:
+        """The MTU in bytes towards `dst` (raw address): lowered by ICMP too-big (RFC 1191, RFC 8201), else the
+        tunnel's."""
         return self._pmtu.get(dst, self.mtu)
 
     # ---- input --------------------------------------------------------------------------------------
     def receive_packet(self, packet: bytes | memoryview, now: float) -> None:
+        """One inner IP packet from the tunnel at `now` (seconds). Never raises; drops are counted in `drops`."""
         try:
             self._receive(packet, now)
         except Exception:  # a case nobody foresaw must not reach the runtime as an exception
@@ -211,18 +225,18 @@ class Stack:
             self._event(EchoReply(_address(src), ident, seq, bytes(message[8:]), now))
         elif version == 4 and kind == icmp.V4_UNREACHABLE:
             mtu = int.from_bytes(message[6:8], "big") if code == icmp.V4_CODE_FRAG_NEEDED else None
-            what = ("too_big" if code == icmp.V4_CODE_FRAG_NEEDED else
-                    "port_unreachable" if code == icmp.V4_CODE_PORT_UNREACHABLE else "unreachable")
+            what = (IcmpKind.TOO_BIG if code == icmp.V4_CODE_FRAG_NEEDED else
+                    IcmpKind.PORT_UNREACHABLE if code == icmp.V4_CODE_PORT_UNREACHABLE else IcmpKind.UNREACHABLE)
             self._icmp_error(src, what, mtu, message[8:], now)
         elif version == 6 and kind in (icmp.V6_UNREACHABLE, icmp.V6_TOO_BIG):
             mtu = int.from_bytes(message[4:8], "big") if kind == icmp.V6_TOO_BIG else None
-            what = ("too_big" if kind == icmp.V6_TOO_BIG else
-                    "port_unreachable" if code == icmp.V6_CODE_PORT_UNREACHABLE else "unreachable")
+            what = (IcmpKind.TOO_BIG if kind == icmp.V6_TOO_BIG else
+                    IcmpKind.PORT_UNREACHABLE if code == icmp.V6_CODE_PORT_UNREACHABLE else IcmpKind.UNREACHABLE)
             self._icmp_error(src, what, mtu, message[8:], now)
         else:
             self.drops["icmp_ignored"] += 1
 
-    def _icmp_error(self, reporter: bytes, what: str, mtu: int | None, quoted: memoryview, now: float) -> None:
+    def _icmp_error(self, reporter: bytes, what: IcmpKind, mtu: int | None, quoted: memoryview, now: float) -> None:
         inner = parse(quoted, False) if len(quoted) >= 20 else "short"
         # The quote may be cut short, so read the header by hand rather than trusting its length fields.
         if isinstance(inner, str):
@@ -237,7 +251,7 @@ class Stack:
         else:
             _, src, dst, proto, body, _ = inner
             ports = body[:4]
-        if what == "too_big" and mtu:
+        if what == IcmpKind.TOO_BIG and mtu:
             floor = 576 if len(dst) == 4 else 1280
             self._pmtu[dst] = max(floor, min(mtu, self.path_mtu(dst)))
         self._event(IcmpUnreachable(_address(reporter), what, mtu))
@@ -284,8 +298,6 @@ class Stack:
             conn.receive_segment(segment, now)
             self._active.add(conn)
             return
-        from wgmagic.netstack.tcp import connection as tcp
-
         listener = self._listeners.get(dport)
         if listener is not None and (listener.local_ip is None or listener.local_ip.packed == dst):
             local, remote = (_address(dst), dport), (_address(src), sport)
@@ -295,13 +307,14 @@ class Stack:
                 self._active.add(new)
                 self._share_window(new)
                 return
-        reset = tcp.reset_for((_address(dst), dport), (_address(src), sport), segment)
+        reset = reset_for((_address(dst), dport), (_address(src), sport), segment)
         if reset is not None:
             self._emit(dst, src, PROTO_TCP, reset)
         self.drops["tcp_no_connection"] += 1
 
     # ---- timers -------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
+        """The earliest deadline of any TCP connection (seconds, the caller's clock), or None."""
         best = None
         for conn in self.tcp.values():
             deadline = conn.next_timer()
@@ -310,6 +323,7 @@ class Stack:
         return best
 
     def handle_timers(self, now: float) -> None:
+        """Fire every TCP timer due at `now`; their segments and events come out of the next pulls."""
         for conn in list(self.tcp.values()):
             deadline = conn.next_timer()
             if deadline is not None and deadline <= now:
@@ -318,6 +332,8 @@ class Stack:
 
     # ---- user API ------------------------------------------------------------------------------------
     def send_echo(self, dst: IPAddress, ident: int, seq: int, payload: bytes, now: float) -> None:
+        """Send an ICMP echo request (RFC 792 / RFC 4443 4.1) to `dst`; the answer is an `EchoReply` event.
+        Raises OSError (ENETUNREACH) when the interface has no address of that family."""
         src = self._source_for(dst)
         version = dst.version
         message = icmp.build_echo(version, True, ident, seq, payload, src, dst.packed)
@@ -330,6 +346,8 @@ class Stack:
         return src
 
     def udp_open(self, local_port: int | None = None, family: int = 4) -> UdpSocket:
+        """A new UDP socket on our IPv`family` address and `local_port` (None: an ephemeral port, 49152-65535).
+        Raises OSError: no address of that family (ENETUNREACH), port in use (EADDRINUSE)."""
         local = self.local_v4 if family == 4 else self.local_v6
         if local is None:
             raise OSError(101, f"no IPv{family} Address in the tunnel's [Interface]")
@@ -350,8 +368,9 @@ class Stack:
         raise OSError(99, "no free ephemeral port")
 
     def tcp_connect(self, dst: IPAddress, port: int, now: float, *, timeout: float = 15.0) -> Any:
-        from wgmagic.netstack.tcp.connection import TcpConnection
-
+        """Open a TCP connection to (dst, port) at `now` (RFC 9293 3.5): the SYN goes out with the next
+        `packets_to_send`; `timeout` seconds for the handshake. The MSS follows the path MTU. Raises OSError when
+        there is no source address of that family or no free ephemeral port."""
         src = self._source_for(dst)
         remote = dst.packed
         # Never reuse a 4-tuple still in the table, TIME_WAIT included.
@@ -372,6 +391,8 @@ class Stack:
                 other.window_cap = min(other.opts.recv_buffer, cap)
 
     def tcp_listen(self, port: int, local_ip: IPAddress | None = None, backlog: int = 128) -> TcpListener:
+        """Listen on TCP `port` (on `local_ip` only, or any of ours); at most `backlog` connections wait for
+        `accept`. Raises OSError (EADDRINUSE) if the port already listens."""
         if port in self._listeners:
             raise OSError(98, f"TCP port {port} is already listening")
         listener = TcpListener(self, port, local_ip, backlog)
@@ -383,47 +404,6 @@ class Stack:
         self._active.add(conn)
 
     def stats(self) -> dict[str, object]:
+        """{"connections": int, "drops": {reason: count}, plus the counters (packets_in, packets_out, ...)}."""
         return {"connections": len(self.tcp), "drops": dict(self.drops), **self.counters}
 
-
-@dataclass(frozen=True)
-class TcpAccepted:
-    listener: TcpListener
-
-
-class TcpListener:
-    def __init__(self, stack: Stack, port: int, local_ip: IPAddress | None, backlog: int) -> None:
-        self.stack = stack
-        self.port = port
-        self.local_ip = local_ip
-        self.backlog = backlog
-        self.pending: deque[Any] = deque()
-        self.closed = False
-        # Asked once per new SYN, before any answer: False refuses it (a gateway whose local target is down).
-        self.admit: Callable[[tuple[IPAddress, int], tuple[IPAddress, int]], bool] | None = None
-
-    def offer(self, local: tuple[IPAddress, int], remote: tuple[IPAddress, int], segment: memoryview,
-              now: float) -> Any:
-        from wgmagic.netstack.tcp.connection import TcpConnection
-
-        if self.closed or len(self.pending) >= self.backlog:
-            self.stack.drops["listen_backlog_full"] += 1
-            return None
-        is_syn = len(segment) > 13 and segment[13] & 0x12 == 0x02
-        if self.admit is not None and is_syn and not self.admit(local, remote):
-            self.stack.drops["listen_refused"] += 1
-            return None  # the stack answers with a reset: the peer sees "connection refused"
-        mss = self.stack.path_mtu(remote[0].packed) - (40 if remote[0].version == 4 else 60)
-        conn = TcpConnection.accept_syn(local, remote, segment, now, options=self.stack.tcp_options,
-                                        rng=self.stack.rng, mss=mss)
-        if conn is not None:
-            self.pending.append(conn)
-            self.stack._event(TcpAccepted(self))
-        return conn
-
-    def accept(self) -> Any:
-        return self.pending.popleft() if self.pending else None
-
-    def close(self) -> None:
-        self.closed = True
-        self.stack._listeners.pop(self.port, None)

@@ -34,6 +34,8 @@ class CookieChecker:
         return "<CookieChecker>"
 
     def mac1_ok(self, message: bytes, mac1_at: int) -> bool:
+        """Whether the message's mac1 (at byte `mac1_at`) is MAC(HASH(LABEL_MAC1 || our public), message before
+        it) (whitepaper 5.4.4)."""
         expected = crypto.mac(self.mac1_key, message[:mac1_at])
         return hmac.compare_digest(expected, message[mac1_at:mac1_at + 16])
 
@@ -43,6 +45,8 @@ class CookieChecker:
         return crypto.mac(self._secret, _source_bytes(source))
 
     def mac2_ok(self, message: bytes, mac2_at: int, source: tuple[str, int], now: float) -> bool:
+        """Whether the message's mac2 is keyed with the cookie we would give `source` (ip, port) now; False when
+        no live secret exists (whitepaper 5.4.4, 5.4.7)."""
         if now - self._secret_born >= self.refresh:
             return False  # no live secret: no cookie we gave out can still be valid
         cookie = crypto.mac(self._secret, _source_bytes(source))
@@ -51,6 +55,9 @@ class CookieChecker:
 
     def cookie_reply(self, message: bytes, mac1_at: int, sender_index: int, source: tuple[str, int],
                      now: float) -> bytes:
+        """A cookie reply message (type 3) for a handshake message from `source`: the cookie encrypted with
+        XChaCha20-Poly1305 under HASH(LABEL_COOKIE || our public), with the message's mac1 as associated data
+        (whitepaper 5.4.7)."""
         from wgmagic.wireguard.messages import build_cookie_reply
 
         nonce = self.rng(24)
@@ -74,6 +81,8 @@ class CookieGenerator:
         return f"<CookieGenerator cookie={'held' if self._cookie else 'none'}>"
 
     def add_macs(self, message: bytearray, mac1_at: int, now: float) -> bytes:
+        """Fill mac1 (and mac2 while a cookie from the peer is younger than `refresh` seconds) into `message` at
+        `mac1_at`; returns the finished bytes (whitepaper 5.4.4)."""
         mac1 = crypto.mac(self.mac1_key, bytes(message[:mac1_at]))
         message[mac1_at:mac1_at + 16] = mac1
         self.last_mac1 = mac1
@@ -82,6 +91,8 @@ class CookieGenerator:
         return bytes(message)
 
     def consume_reply(self, nonce: bytes, encrypted_cookie: bytes, now: float) -> bool:
+        """Decrypt a cookie reply against the last mac1 we sent; True and the cookie is kept if it authenticates
+        (whitepaper 5.4.7)."""
         if self.last_mac1 is None:
             return False
         try:

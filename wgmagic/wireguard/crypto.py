@@ -7,7 +7,6 @@ so HChaCha20 is derived from a ChaCha20 keystream block (see hchacha20).
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import struct
@@ -18,13 +17,13 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 KEY_LEN = 32
-TAG_LEN = 16
 _SIGMA = struct.unpack("<4I", b"expand 32-byte k")
 _WORDS16 = struct.Struct("<16I")
 _NONCE = struct.Struct("<4xQ")
 
 
 def hash_(data: bytes) -> bytes:
+    """HASH(data): BLAKE2s-256 (whitepaper 5.4)."""
     return hashlib.blake2s(data).digest()
 
 
@@ -34,6 +33,7 @@ def mac(key: bytes, data: bytes) -> bytes:
 
 
 def hmac_(key: bytes, data: bytes) -> bytes:
+    """HMAC(key, data) with BLAKE2s-256 (RFC 2104)."""
     return hmac.new(key, data, hashlib.blake2s).digest()
 
 
@@ -48,11 +48,9 @@ def kdf(key: bytes, data: bytes, n: int) -> list[bytes]:
     return outputs
 
 
-def counter_nonce(counter: int) -> bytes:
-    return _NONCE.pack(counter)
-
-
 def aead_encrypt(key: bytes, counter: int, plaintext: bytes, aad: bytes) -> bytes:
+    """AEAD(key, counter, plaintext, aad): ChaCha20-Poly1305 (RFC 8439) with the 64-bit little-endian
+    counter as nonce (whitepaper 5.4); returns ciphertext || 16-byte tag."""
     return ChaCha20Poly1305(key).encrypt(_NONCE.pack(counter), plaintext, aad)
 
 
@@ -77,11 +75,13 @@ def hchacha20(key: bytes, nonce16: bytes) -> bytes:
 
 
 def xaead_encrypt(key: bytes, nonce24: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """XAEAD: XChaCha20-Poly1305 (draft-irtf-cfrg-xchacha 2.3) with a 24-byte nonce; ciphertext || tag."""
     subkey = hchacha20(key, nonce24[:16])
     return ChaCha20Poly1305(subkey).encrypt(bytes(4) + nonce24[16:], plaintext, aad)
 
 
 def xaead_decrypt(key: bytes, nonce24: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    """The inverse of xaead_encrypt; raises cryptography.exceptions.InvalidTag when authentication fails."""
     subkey = hchacha20(key, nonce24[:16])
     return ChaCha20Poly1305(subkey).decrypt(bytes(4) + nonce24[16:], ciphertext, aad)
 
@@ -98,6 +98,7 @@ class StaticKey:
         self.public = self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
     def dh(self, public: bytes) -> bytes:
+        """X25519 with a peer's 32-byte public key (RFC 7748). Raises ValueError for a low-order point."""
         return self._private.exchange(X25519PublicKey.from_public_bytes(public))
 
     def __repr__(self) -> str:
@@ -105,10 +106,12 @@ class StaticKey:
 
 
 def generate_private_key() -> bytes:
+    """32 random bytes as an X25519 private key (what `wg genkey` makes, before base64)."""
     return X25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
 
 
 def public_key(private: bytes) -> bytes:
+    """The 32-byte X25519 public key of a private key."""
     return StaticKey(private).public
 
 
@@ -119,23 +122,16 @@ def generate_keypair() -> tuple[str, str]:
 
 
 def dh_generate() -> tuple[X25519PrivateKey, bytes]:
+    """A fresh ephemeral X25519 key pair: (private key object, 32-byte public key)."""
     private = X25519PrivateKey.generate()
     return private, private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 def dh(private: X25519PrivateKey, public: bytes) -> bytes:
+    """X25519 of an ephemeral private key with a 32-byte public key. Raises ValueError for a low-order point."""
     return private.exchange(X25519PublicKey.from_public_bytes(public))
 
 
-def decode_key(text: str) -> bytes:
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != KEY_LEN:
-        raise ValueError("not 32 bytes of base64")
-    return raw
-
-
 def encode_key(raw: bytes) -> str:
+    """A 32-byte key in WireGuard's base64 form."""
     return base64.b64encode(raw).decode()

@@ -1,7 +1,8 @@
 """A WireGuard device, sans-I/O: many peers, dispatch by receiver index, cryptokey routing, timers.
 
 Inputs: receive_datagram(data, addr, now), send_packet(ip_packet, now), handle_timers(now).
-Outputs (drained by the caller): datagrams_to_send(), packets_received(), events().
+Outputs (drained by the caller): datagrams_to_send(), packets_received(), events() (`WireGuardEvent`s).
+The whitepaper's sections: messages 5.4, cryptokey routing 2.1 (`allowedips.py`), timers 6, cookies 5.4.7.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from collections.abc import Callable, Iterable
 from cryptography.exceptions import InvalidTag
 
 from wgmagic.wireguard import crypto
+from wgmagic.wireguard.allowedips import AllowedIPs
 from wgmagic.wireguard.cookie import CookieChecker
+from wgmagic.wireguard.events import HandshakeAttemptsExhausted, HandshakeCompleted, PeerEndpointChanged, WireGuardEvent
 from wgmagic.wireguard.handshake import (
     consume_initiation,
     consume_response,
@@ -39,7 +42,7 @@ from wgmagic.wireguard.messages import (
     parse_initiation,
     parse_response,
 )
-from wgmagic.wireguard.peer import HandshakeAttemptsExhausted, HandshakeCompleted, Peer, PeerEndpointChanged
+from wgmagic.wireguard.peer import Peer
 from wgmagic.wireguard.timers import Timers
 
 _NONCE_PREFIX = bytes(4)
@@ -51,6 +54,15 @@ MIN_INITIATION_INTERVAL = 1 / 50
 
 
 class Device:
+    """One WireGuard interface: our static key, its peers, and the protocol state between them.
+
+    `private_key`: 32 raw bytes (ValueError otherwise). `timers`: the whitepaper's constants (shrink them in
+    tests). `rng(n) -> n bytes` supplies indices, jitter, ephemeral keys and cookie secrets. `wall_clock()`
+    gives the TAI64N timestamp's wall time (seconds since the epoch; default: `now`). Under more than
+    `under_load_threshold` initiations a second, handshakes must carry a valid mac2 (whitepaper 5.3).
+    Never raises from `receive_datagram` or `handle_timers`: bad input is counted in `drops`.
+    """
+
     def __init__(self, private_key: bytes, *, timers: Timers | None = None,
                  rng: Callable[[int], bytes] = os.urandom, max_queued_per_peer: int = 1024,
                  wall_clock: Callable[[], float] | None = None, under_load_threshold: int = 512) -> None:
@@ -62,12 +74,10 @@ class Device:
         self.cookies = CookieChecker(self.static.public, rng, self.timers.cookie_refresh_time)
         self.peers: dict[bytes, Peer] = {}
         self._indices: dict[int, tuple[Peer, Keypair | None]] = {}  # None: a handshake we initiated
-        self._routes4: list[tuple[int, int, int, Peer]] = []  # (prefixlen, network int, mask, peer)
-        self._routes6: list[tuple[int, int, int, Peer]] = []
-        self._route_cache: dict[bytes, Peer | None] = {}
+        self.allowed_ips: AllowedIPs[Peer] = AllowedIPs()
         self._out: list[tuple[bytes, tuple[str, int]]] = []
         self._in: list[bytes] = []
-        self._events: list[object] = []
+        self._events: list[WireGuardEvent] = []
         self.drops: Counter[str] = Counter()
         self.force_under_load = False
         self.under_load_threshold = under_load_threshold
@@ -84,6 +94,8 @@ class Device:
     def add_peer(self, public_key: bytes, *, preshared_key: bytes | None = None,
                  allowed_ips: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
                  endpoint: tuple[str, int] | None = None, persistent_keepalive: float | None = None) -> Peer:
+        """Add a peer by its 32-byte public key (ValueError otherwise); `endpoint` is an already-resolved
+        (ip, port); `persistent_keepalive` in seconds (None or 0: off). Its AllowedIPs join the routing table."""
         if len(public_key) != 32:
             raise ValueError("a peer's public key is 32 bytes")
         try:
@@ -95,35 +107,37 @@ class Device:
                     max_queued=self.max_queued_per_peer)
         self.peers[public_key] = peer
         for net in peer.allowed_ips:
-            table = self._routes4 if net.version == 4 else self._routes6
-            table.append((net.prefixlen, int(net.network_address), int(net.netmask), peer))
-            table.sort(key=lambda route: -route[0])
-        self._route_cache.clear()
+            self.allowed_ips.insert(net, peer)
         return peer
 
     def peer(self, public_key: bytes) -> Peer:
+        """The peer with this public key (KeyError if none)."""
         return self.peers[public_key]
 
     # ---- outputs --------------------------------------------------------------------------------------
     def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
+        """UDP payloads to send and where to, drained."""
         out, self._out = self._out, []
         return out
 
     def packets_received(self) -> list[bytes]:
+        """Decrypted inner IP packets that passed cryptokey routing, drained (at most MAX_QUEUED_PACKETS)."""
         packets, self._in = self._in, []
         return packets
 
-    def events(self) -> list[object]:
+    def events(self) -> list[WireGuardEvent]:
+        """Events since the last call, drained (at most MAX_QUEUED_EVENTS kept)."""
         events, self._events = self._events, []
         return events
 
-    def _event(self, event: object) -> None:
+    def _event(self, event: WireGuardEvent) -> None:
         if len(self._events) < MAX_QUEUED_EVENTS:
             self._events.append(event)
 
     # ---- routing ---------------------------------------------------------------------------------------
     def route(self, packet: bytes | memoryview) -> Peer | None:
-        """The peer whose AllowedIPs hold the packet's destination, by longest prefix."""
+        """The peer whose AllowedIPs hold the IP packet's destination, by longest prefix (whitepaper 2.1);
+        None for no match or a packet too short to carry a destination."""
         if not packet:
             return None
         version = packet[0] >> 4
@@ -133,22 +147,7 @@ class Device:
             dst = bytes(packet[24:40])
         else:
             return None
-        cached = self._route_cache.get(dst, False)
-        if cached is not False:
-            return cached  # type: ignore[return-value]
-        found = self._lookup(dst)
-        if len(self._route_cache) > 4096:
-            self._route_cache.clear()
-        self._route_cache[dst] = found
-        return found
-
-    def _lookup(self, address: bytes) -> Peer | None:
-        value = int.from_bytes(address, "big")
-        table = self._routes4 if len(address) == 4 else self._routes6
-        for _, network, mask, peer in table:
-            if value & mask == network:
-                return peer
-        return None
+        return self.allowed_ips.routes(dst)
 
     @staticmethod
     def _source(packet: bytes) -> bytes | None:
@@ -161,6 +160,8 @@ class Device:
 
     # ---- sending ---------------------------------------------------------------------------------------
     def send_packet(self, ip_packet: bytes, now: float) -> bool:
+        """Encrypt an IP packet to the peer its destination routes to; without a session, queue it (bounded,
+        oldest dropped) and start a handshake. False if no peer's AllowedIPs hold the destination (counted)."""
         peer = self.route(ip_packet)
         if peer is None:
             self.drops["no_route"] += 1
@@ -227,7 +228,8 @@ class Device:
             self._indices.pop(peer.handshake.sender_index, None)
         index = self._new_index()
         wall = self.wall_clock() if self.wall_clock else now
-        message, state = create_initiation(self.static, peer.public_key, index, wall, peer.precomputed_ss)
+        message, state = create_initiation(self.static, peer.public_key, index, wall, peer.precomputed_ss,
+                                           ephemeral=self.rng(32))
         state.sent_at = now
         peer.handshake = state
         self._indices[index] = (peer, None)
@@ -246,6 +248,8 @@ class Device:
 
     # ---- receiving -------------------------------------------------------------------------------------
     def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        """One UDP payload from `addr` at `now`: a handshake message, cookie reply or transport message
+        (whitepaper 5.4). Never raises; what fails is counted in `drops` by reason."""
         try:
             kind = message_type(data)
             if kind == TRANSPORT:
@@ -303,7 +307,7 @@ class Device:
             self.drops["malformed_inner"] += 1
             return
         source = self._source(packet)
-        if source is None or self._lookup(source) is not peer:
+        if source is None or self.allowed_ips.routes(bytes(source)) is not peer:
             self.drops["allowed_ips"] += 1
             return
         if len(self._in) >= MAX_QUEUED_PACKETS:
@@ -338,14 +342,22 @@ class Device:
 
     def _confirm_next(self, peer: Peer, keypair: Keypair, now: float) -> None:
         """As responder, the initiator's first transport packet under the new keys confirms them."""
+        self._install_keypair(peer, keypair, now)
+        self._event(HandshakeCompleted(peer.public_key, None, False))
+        self._flush_staged(peer, now)
+
+    def _install_keypair(self, peer: Peer, keypair: Keypair, now: float) -> None:
+        """Make `keypair` the peer's current one (whitepaper 5.4.2 and 6.1): the current becomes previous,
+        the old previous and any unconfirmed next are retired, the zero-keys timer restarts."""
         self._retire(peer.previous)
+        if peer.next is not keypair:
+            self._retire(peer.next)
         peer.previous, peer.current, peer.next = peer.current, keypair, None
+        self._indices[keypair.local_index] = (peer, keypair)
         peer.handshakes += 1
         peer.last_handshake_time = now
         peer.rekey_requested_by_receive = False
         peer.zero_keys_at = now + 3 * self.timers.reject_after_time
-        self._event(HandshakeCompleted(peer.public_key, None, False))
-        self._flush_staged(peer, now)
 
     def _retire(self, keypair: Keypair | None) -> None:
         if keypair is not None:
@@ -398,9 +410,8 @@ class Device:
         peer.last_initiation_timestamp = consumed.timestamp
         peer.last_initiation_received = now
         index = self._new_index()
-        response, keys = create_response(consumed, index, peer.preshared_key)
-        keypair = Keypair(keys.send, keys.receive, initiator=False, local_index=index,
-                          remote_index=keys.remote_index, created=now)
+        response, keys = create_response(consumed, index, peer.preshared_key, ephemeral=self.rng(32))
+        keypair = Keypair.from_session(keys, initiator=False, created=now)
         self._retire(peer.next)
         peer.next = keypair
         self._indices[index] = (peer, keypair)
@@ -426,19 +437,11 @@ class Device:
         if keys is None:
             self.drops["handshake_failed"] += 1
             return
-        keypair = Keypair(keys.send, keys.receive, initiator=True, local_index=keys.local_index,
-                          remote_index=keys.remote_index, created=now)
+        keypair = Keypair.from_session(keys, initiator=True, created=now)
         peer.handshake = None
-        self._retire(peer.previous)
-        self._retire(peer.next)
-        peer.previous, peer.current, peer.next = peer.current, keypair, None
-        self._indices[keypair.local_index] = (peer, keypair)
-        peer.handshakes += 1
+        self._install_keypair(peer, keypair, now)
         peer.handshake_attempts = 0
         peer.retransmit_at = None
-        peer.last_handshake_time = now
-        peer.rekey_requested_by_receive = False
-        peer.zero_keys_at = now + 3 * self.timers.reject_after_time
         self._authenticated_from(peer, addr, now, len(data))
         self._event(HandshakeCompleted(peer.public_key, now - state.sent_at, True))
         # The responder may only send once it has heard from us under the new keys: give it that now.
@@ -467,6 +470,7 @@ class Device:
 
     # ---- timers -----------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
+        """The earliest deadline of any peer's timers (seconds, the caller's clock), or None."""
         best = None
         for peer in self.peers.values():
             deadline = peer.next_deadline()
@@ -475,6 +479,7 @@ class Device:
         return best
 
     def handle_timers(self, now: float) -> None:
+        """Fire every peer timer due at `now` (whitepaper 6: retransmit, keepalive, new handshake, zero keys)."""
         timers = self.timers
         for peer in self.peers.values():
             if peer.retransmit_at is not None and now >= peer.retransmit_at:
@@ -519,6 +524,8 @@ class Device:
 
     # ---- introspection ------------------------------------------------------------------------------------
     def stats(self) -> dict[str, object]:
+        """{"peers": {public key base64: Peer.stats() + session_created}, "drops": {reason: count},
+        "cookie_replies_sent": int}."""
         peers = {}
         for peer in self.peers.values():
             entry = peer.stats()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from wgmagic.wireguard import crypto
 from wgmagic.wireguard.messages import Initiation, Response, build_initiation, build_response
@@ -25,6 +26,7 @@ _TAI64_EPOCH = 2**62
 
 
 def tai64n(wall_seconds: float) -> bytes:
+    """The 12-byte TAI64N label of `wall_seconds` (seconds since the Unix epoch), whitepaper 5.4.2."""
     seconds = int(wall_seconds)
     nanos = int((wall_seconds - seconds) * 1e9)
     return struct.pack(">QI", _TAI64_EPOCH + seconds, nanos)
@@ -43,17 +45,33 @@ class InitiatorState:
 
 @dataclass
 class SessionKeys:
+    """A completed handshake's transport keys (32 bytes each, whitepaper 5.4.5) and the two indices."""
+
     send: bytes = field(repr=False)
     receive: bytes = field(repr=False)
     local_index: int = 0
     remote_index: int = 0
 
 
+def _ephemeral(private: bytes | None) -> tuple[X25519PrivateKey, bytes]:
+    if private is None:
+        return crypto.dh_generate()
+    key = X25519PrivateKey.from_private_bytes(private)
+    return key, key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
 def create_initiation(static: crypto.StaticKey, peer_public: bytes, sender_index: int,
-                      wall_seconds: float, precomputed_ss: bytes) -> tuple[bytearray, InitiatorState]:
+                      wall_seconds: float, precomputed_ss: bytes, *, ephemeral: bytes | None = None
+                      ) -> tuple[bytearray, InitiatorState]:
+    """The handshake initiation (whitepaper 5.4.2) to `peer_public` (32 bytes), with mac1/mac2 zeroed (the
+    caller adds them, `cookie.CookieGenerator.add_macs`), and the state to keep for the response.
+
+    `precomputed_ss` is DH(our static, peer static); `ephemeral` the 32-byte ephemeral private key (the
+    caller's randomness; None: generated here); `wall_seconds` the wall clock for the TAI64N timestamp.
+    """
     ck = INITIAL_CHAIN
     h = crypto.hash_(INITIAL_HASH + peer_public)
-    e_priv, e_pub = crypto.dh_generate()
+    e_priv, e_pub = _ephemeral(ephemeral)
     ck = crypto.kdf(ck, e_pub, 1)[0]
     h = crypto.hash_(h + e_pub)
     ck, key = crypto.kdf(ck, crypto.dh(e_priv, peer_public), 2)
@@ -68,6 +86,9 @@ def create_initiation(static: crypto.StaticKey, peer_public: bytes, sender_index
 
 @dataclass
 class ConsumedInitiation:
+    """A decrypted initiation (responder side): the initiator's static public key, its TAI64N timestamp, its
+    index and ephemeral, and the chaining key and hash to continue with (never shown in a repr)."""
+
     peer_public: bytes
     timestamp: bytes
     remote_index: int
@@ -77,7 +98,8 @@ class ConsumedInitiation:
 
 
 def consume_initiation(static: crypto.StaticKey, msg: Initiation) -> ConsumedInitiation | None:
-    """Decrypt an initiation addressed to us; None if it does not authenticate."""
+    """Decrypt an initiation addressed to us (whitepaper 5.4.2, responder side); None if it does not
+    authenticate. mac1 is the caller's to check first (`cookie.CookieChecker.mac1_ok`)."""
     try:
         ck = INITIAL_CHAIN
         h = crypto.hash_(INITIAL_HASH + static.public)
@@ -94,10 +116,13 @@ def consume_initiation(static: crypto.StaticKey, msg: Initiation) -> ConsumedIni
     return ConsumedInitiation(peer_public, timestamp, msg.sender, msg.ephemeral, ck, h)
 
 
-def create_response(consumed: ConsumedInitiation, sender_index: int, psk: bytes | None
-                    ) -> tuple[bytearray, SessionKeys]:
+def create_response(consumed: ConsumedInitiation, sender_index: int, psk: bytes | None, *,
+                    ephemeral: bytes | None = None) -> tuple[bytearray, SessionKeys]:
+    """The handshake response (whitepaper 5.4.3) to a consumed initiation, with mac1/mac2 zeroed, and the
+    session's keys (responder's view: `send` is the responder-to-initiator key). `psk`: 32 bytes or None
+    (all zeros); `ephemeral`: the 32-byte ephemeral private key (None: generated here)."""
     ck, h = consumed.chaining_key, consumed.hash
-    e_priv, e_pub = crypto.dh_generate()
+    e_priv, e_pub = _ephemeral(ephemeral)
     ck = crypto.kdf(ck, e_pub, 1)[0]
     h = crypto.hash_(h + e_pub)
     ck = crypto.kdf(ck, crypto.dh(e_priv, consumed.remote_ephemeral), 1)[0]
@@ -113,6 +138,8 @@ def create_response(consumed: ConsumedInitiation, sender_index: int, psk: bytes 
 
 def consume_response(state: InitiatorState, static: crypto.StaticKey, msg: Response,
                      psk: bytes | None) -> SessionKeys | None:
+    """Finish the handshake as initiator (whitepaper 5.4.3); the session keys, or None if the response does
+    not authenticate (wrong keys, wrong psk, low-order ephemeral)."""
     try:
         ck, h = state.chaining_key, state.hash
         ck = crypto.kdf(ck, msg.ephemeral, 1)[0]

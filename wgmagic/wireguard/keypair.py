@@ -1,8 +1,13 @@
-"""Transport keys of one session: counters, the replay window, one AEAD object per direction."""
+"""Transport keys of one session (whitepaper 5.4.5-5.4.6): counters, the replay window, one AEAD per direction."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+if TYPE_CHECKING:
+    from wgmagic.wireguard.handshake import SessionKeys
 
 # wireguard-go and Linux keep a ring of 128 64-bit blocks and accept counters within 127 blocks of the newest.
 REPLAY_WINDOW = 8192 - 64
@@ -27,6 +32,7 @@ class ReplayWindow:
         return behind < REPLAY_WINDOW and not (self.bits >> behind) & 1
 
     def record(self, counter: int) -> bool:
+        """Record an authenticated counter; False if it was seen or is too old (then drop the packet)."""
         if not self.started:
             self.started, self.newest, self.bits = True, counter, 1
             return True
@@ -43,6 +49,10 @@ class ReplayWindow:
 
 
 class Keypair:
+    """One session's transport keys: `send_aead` / `receive_aead` (ChaCha20-Poly1305 with the session's
+    keys, whitepaper 5.4.6), the next send counter, the receive replay window, our and the peer's index,
+    and `created` (seconds, the caller's clock; the session expires REJECT_AFTER_TIME later)."""
+
     __slots__ = ("created", "initiator", "local_index", "receive_aead", "remote_index", "replay", "send_aead",
                  "send_counter")
 
@@ -56,6 +66,12 @@ class Keypair:
         self.local_index = local_index
         self.remote_index = remote_index
         self.created = created
+
+    @classmethod
+    def from_session(cls, keys: SessionKeys, *, initiator: bool, created: float) -> Keypair:
+        """The keypair of a completed handshake's `SessionKeys` (whitepaper 5.4.5)."""
+        return cls(keys.send, keys.receive, initiator=initiator, local_index=keys.local_index,
+                   remote_index=keys.remote_index, created=created)
 
     def __repr__(self) -> str:
         role = "initiator" if self.initiator else "responder"

@@ -23,6 +23,8 @@ RESPONSE_MAC1_AT, RESPONSE_MAC2_AT = 60, 76
 
 
 class Initiation(NamedTuple):
+    """Handshake initiation, type 1, 148 bytes (whitepaper 5.4.2); integers little-endian."""
+
     sender: int
     ephemeral: bytes
     static: bytes
@@ -32,6 +34,8 @@ class Initiation(NamedTuple):
 
 
 class Response(NamedTuple):
+    """Handshake response, type 2, 92 bytes (whitepaper 5.4.3)."""
+
     sender: int
     receiver: int
     ephemeral: bytes
@@ -41,6 +45,8 @@ class Response(NamedTuple):
 
 
 class CookieReply(NamedTuple):
+    """Cookie reply, type 3, 64 bytes (whitepaper 5.4.7)."""
+
     receiver: int
     nonce: bytes
     encrypted_cookie: bytes
@@ -54,6 +60,7 @@ def message_type(data: bytes) -> int | None:
 
 
 def parse_initiation(data: bytes) -> Initiation | None:
+    """The fields of a 148-byte initiation, or None if the length or header is wrong."""
     if len(data) != INITIATION_LEN or message_type(data) != INITIATION:
         return None
     _, sender, ephemeral, static, timestamp, mac1, mac2 = _INITIATION.unpack(data)
@@ -66,6 +73,7 @@ def build_initiation(sender: int, ephemeral: bytes, static: bytes, timestamp: by
 
 
 def parse_response(data: bytes) -> Response | None:
+    """The fields of a 92-byte response, or None if the length or header is wrong."""
     if len(data) != RESPONSE_LEN or message_type(data) != RESPONSE:
         return None
     _, sender, receiver, ephemeral, empty, mac1, mac2 = _RESPONSE.unpack(data)
@@ -73,10 +81,12 @@ def parse_response(data: bytes) -> Response | None:
 
 
 def build_response(sender: int, receiver: int, ephemeral: bytes, empty: bytes) -> bytearray:
+    """A response with mac1/mac2 zeroed (the caller fills them)."""
     return bytearray(_RESPONSE.pack(RESPONSE, sender, receiver, ephemeral, empty, bytes(16), bytes(16)))
 
 
 def parse_cookie_reply(data: bytes) -> CookieReply | None:
+    """The fields of a 64-byte cookie reply, or None if the length or header is wrong."""
     if len(data) != COOKIE_REPLY_LEN or message_type(data) != COOKIE_REPLY:
         return None
     _, receiver, nonce, encrypted = _COOKIE_REPLY.unpack(data)
@@ -84,16 +94,5 @@ def parse_cookie_reply(data: bytes) -> CookieReply | None:
 
 
 def build_cookie_reply(receiver: int, nonce: bytes, encrypted_cookie: bytes) -> bytes:
+    """A 64-byte cookie reply to the sender of index `receiver`."""
     return _COOKIE_REPLY.pack(COOKIE_REPLY, receiver, nonce, encrypted_cookie)
-
-
-def parse_transport_header(data: bytes | memoryview) -> tuple[int, int] | None:
-    """(receiver index, counter) of a transport data message, or None."""
-    if len(data) < TRANSPORT_MIN_LEN or data[0] != TRANSPORT or data[1] or data[2] or data[3]:
-        return None
-    _, receiver, counter = TRANSPORT_HEADER.unpack_from(data)
-    return receiver, counter
-
-
-def build_transport_header(receiver: int, counter: int) -> bytes:
-    return TRANSPORT_HEADER.pack(TRANSPORT, receiver, counter)

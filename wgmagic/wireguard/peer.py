@@ -9,36 +9,23 @@ from __future__ import annotations
 import base64
 import ipaddress
 from collections import deque
-from dataclasses import dataclass
 
 from wgmagic.wireguard.cookie import CookieGenerator
+from wgmagic.wireguard.events import HandshakeAttemptsExhausted, HandshakeCompleted, PeerEndpointChanged
 from wgmagic.wireguard.handshake import InitiatorState
 from wgmagic.wireguard.keypair import Keypair
 from wgmagic.wireguard.timers import Timers
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-
-@dataclass(frozen=True)
-class HandshakeCompleted:
-    peer_public_key: bytes
-    rtt: float | None
-    initiator: bool
-
-
-@dataclass(frozen=True)
-class HandshakeAttemptsExhausted:
-    peer_public_key: bytes
-    attempts: int
-
-
-@dataclass(frozen=True)
-class PeerEndpointChanged:
-    peer_public_key: bytes
-    endpoint: tuple[str, int]
+__all__ = ["HandshakeAttemptsExhausted", "HandshakeCompleted", "Peer", "PeerEndpointChanged"]
 
 
 class Peer:
+    """One peer's state (whitepaper 6): its keypairs (previous, current, next), the handshake in flight,
+    absolute timer deadlines (seconds, None when not armed), packets staged until a session exists (at most
+    `max_queued`, oldest dropped), and counters. Made by `Device.add_peer`; the preshared key never shows."""
+
     def __init__(self, public_key: bytes, *, preshared_key: bytes | None, allowed_ips: tuple[IPNetwork, ...],
                  endpoint: tuple[str, int] | None, persistent_keepalive: float | None, precomputed_ss: bytes,
                  timers: Timers, max_queued: int) -> None:
@@ -78,10 +65,12 @@ class Peer:
 
     @property
     def preshared_key(self) -> bytes | None:
+        """The 32-byte preshared key, or None (whitepaper 5.2); never shown in a repr."""
         return self._psk
 
     @property
     def public_key_b64(self) -> str:
+        """The peer's public key in WireGuard's base64."""
         return base64.b64encode(self.public_key).decode()
 
     def __repr__(self) -> str:
@@ -89,13 +78,16 @@ class Peer:
                 f"session={'yes' if self.current else 'no'}>")
 
     def usable(self, keypair: Keypair | None, now: float) -> bool:
+        """Whether `keypair` may still send: younger than REJECT_AFTER_TIME, under REJECT_AFTER_MESSAGES."""
         return (keypair is not None and now - keypair.created < self.timers.reject_after_time
                 and keypair.send_counter < self.timers.reject_after_messages)
 
     def has_session(self, now: float) -> bool:
+        """Whether the current keypair is usable at `now`."""
         return self.usable(self.current, now)
 
     def next_deadline(self) -> float | None:
+        """The earliest armed timer of this peer (seconds), or None."""
         best = None
         for deadline in (self.retransmit_at, self.keepalive_at, self.new_handshake_at, self.zero_keys_at,
                          self.persistent_at):
@@ -112,6 +104,7 @@ class Peer:
         return not dropped
 
     def stats(self) -> dict[str, object]:
+        """Counters and times of this peer (bytes, packets, seconds on the caller's clock)."""
         return {
             "endpoint": self.endpoint,
             "last_handshake": self.last_handshake_time,

@@ -1,23 +1,31 @@
-"""The protocol's constants (whitepaper section 6.1), gathered so tests can shrink them."""
+"""The protocol's timer and counter limits (whitepaper section 6.1), gathered so tests can shrink them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wgmagic.wireguard import constants as c
+
 
 @dataclass(frozen=True)
 class Timers:
-    rekey_after_messages: int = 2**60
-    reject_after_messages: int = 2**64 - 2**13 - 1
-    rekey_after_time: float = 120.0
-    reject_after_time: float = 180.0
-    rekey_attempt_time: float = 90.0
-    rekey_timeout: float = 5.0
-    keepalive_timeout: float = 10.0
-    cookie_refresh_time: float = 120.0
-    # Retries of a handshake get up to this much random extra delay, so peers do not retry in lockstep.
-    rekey_timeout_jitter: float = 1 / 3
+    """The whitepaper's constants (6.1) as one frozen value; the defaults are `wireguard/constants.py`'s.
+
+    Times are seconds, message limits are counts. `rekey_timeout_jitter` is the largest random extra delay
+    (seconds) added to a handshake retry (6.4), so peers do not retry in lockstep.
+    """
+
+    rekey_after_messages: int = c.REKEY_AFTER_MESSAGES
+    reject_after_messages: int = c.REJECT_AFTER_MESSAGES
+    rekey_after_time: float = c.REKEY_AFTER_TIME
+    reject_after_time: float = c.REJECT_AFTER_TIME
+    rekey_attempt_time: float = c.REKEY_ATTEMPT_TIME
+    rekey_timeout: float = c.REKEY_TIMEOUT
+    keepalive_timeout: float = c.KEEPALIVE_TIMEOUT
+    cookie_refresh_time: float = c.COOKIE_REFRESH_TIME
+    rekey_timeout_jitter: float = c.REKEY_TIMEOUT_JITTER
 
     @property
     def max_handshake_attempts(self) -> int:
+        """Initiations sent before giving up: REKEY_ATTEMPT_TIME / REKEY_TIMEOUT (whitepaper 6.4), at least 1."""
         return max(1, int(self.rekey_attempt_time / self.rekey_timeout))

@@ -10,6 +10,9 @@ INITIAL_WINDOW_SEGMENTS = 10
 
 
 class Reno:
+    """Reno congestion control in bytes (RFC 5681): slow start with byte counting (RFC 3465, L = 2 MSS),
+    congestion avoidance of one MSS per window, halving on loss; IW10 (RFC 6928)."""
+
     def __init__(self, mss: int) -> None:
         self.mss = mss
         self.cwnd = INITIAL_WINDOW_SEGMENTS * mss
@@ -17,6 +20,7 @@ class Reno:
         self._avoid_credit = 0
 
     def on_ack(self, acked: int, now: float, srtt: float | None) -> None:
+        """`acked` new bytes were acknowledged outside recovery at `now` (seconds; `srtt` may be None)."""
         if self.cwnd < self.ssthresh:
             self.cwnd += min(acked, 2 * self.mss * max(1, acked // self.mss))  # slow start, counting bytes
         else:
@@ -26,16 +30,20 @@ class Reno:
                 self.cwnd += self.mss
 
     def on_loss(self, flight: int, now: float) -> None:
+        """Fast retransmit starts with `flight` bytes outstanding: ssthresh = max(flight / 2, 2 MSS) (RFC 5681 3.2)."""
         self.ssthresh = max(flight // 2, 2 * self.mss)
         self.cwnd = self.ssthresh + 3 * self.mss
 
     def inflate(self) -> None:
+        """A duplicate ACK during NewReno recovery: one more MSS may go out (RFC 6582 3.2)."""
         self.cwnd += self.mss
 
     def exit_recovery(self) -> None:
+        """The recovery point was acknowledged: deflate to ssthresh (RFC 6582 3.2 step 3)."""
         self.cwnd = self.ssthresh
 
     def on_timeout(self, flight: int, now: float) -> None:
+        """An RTO fired with `flight` bytes outstanding: back to one MSS (RFC 5681 3.1)."""
         self.ssthresh = max(flight // 2, 2 * self.mss)
         self.cwnd = self.mss
 
@@ -55,6 +63,8 @@ class Cubic(Reno):
         self._now = 0.0
 
     def on_ack(self, acked: int, now: float, srtt: float | None) -> None:
+        """`acked` new bytes acknowledged at `now`: slow start below ssthresh, else the cubic function of the
+        time since the last loss (RFC 9438 4.2), never below the Reno-friendly estimate (4.3)."""
         self._now = now
         if self.cwnd < self.ssthresh:
             super().on_ack(acked, now, srtt)
@@ -79,6 +89,7 @@ class Cubic(Reno):
             self.cwnd += int(self.mss * (acked / self.mss) / (100 * segments))
 
     def on_loss(self, flight: int, now: float) -> None:
+        """A loss with `flight` bytes outstanding: W_max and K recomputed, cwnd times BETA (RFC 9438 4.6-4.7)."""
         segments = self.cwnd / self.mss
         self.w_max = segments
         self.ssthresh = max(int(self.cwnd * self.BETA), 2 * self.mss)
@@ -86,12 +97,15 @@ class Cubic(Reno):
         self.epoch = None
 
     def inflate(self) -> None:
-        pass
+        """Nothing: CUBIC keeps its reduced window through recovery instead of inflating it."""
 
     def exit_recovery(self) -> None:
+        """The recovery point was acknowledged: cwnd = max(ssthresh, 2 MSS) (RFC 9438 4.6)."""
         self.cwnd = max(self.ssthresh, 2 * self.mss)
 
     def on_timeout(self, flight: int, now: float) -> None:
+        """An RTO: W_max remembered, ssthresh = BETA * cwnd, cwnd one MSS, the cubic epoch restarts
+        (RFC 9438 4.8)."""
         self.w_max = self.cwnd / self.mss
         self.ssthresh = max(int(self.cwnd * self.BETA), 2 * self.mss)
         self.cwnd = self.mss

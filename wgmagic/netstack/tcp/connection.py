@@ -12,64 +12,46 @@ import errno
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
+from wgmagic.netstack.events import TcpClosed, TcpConnected, TcpReadable, TcpWritable
+from wgmagic.netstack.tcp.config import DEFAULT_CONFIG, DEFAULT_OPTIONS, TcpConfig, TcpOptions
 from wgmagic.netstack.tcp.congestion import Cubic, Reno
+from wgmagic.netstack.tcp.reassembly import Reassembly
+from wgmagic.netstack.tcp.recovery import LossRecovery, SackScoreboard
+from wgmagic.netstack.tcp.recovery import unwrap as _unwrap
+from wgmagic.netstack.tcp.rtt import RttEstimator
+from wgmagic.netstack.tcp.state import (
+    CAN_SEND,
+    CLOSE_WAIT,
+    CLOSED,
+    CLOSING,
+    ESTABLISHED,
+    FIN_WAIT_1,
+    FIN_WAIT_2,
+    LAST_ACK,
+    LISTEN,
+    RECEIVING,
+    SENDING,
+    SYN_RECEIVED,
+    SYN_SENT,
+    TIME_WAIT,
+    TcpState,
+)
+from wgmagic.netstack.tcp.timers import KeepaliveAction, KeepaliveTimer, PersistTimer, WindowUpdateTimer
 from wgmagic.netstack.wire import tcp as wire
+from wgmagic.netstack.wire.icmp import IcmpKind
 from wgmagic.netstack.wire.tcp import ACK, FIN, HEADER, PSH, RST, SYN
+
+__all__ = ["DEFAULT_OPTIONS", "TcpClosed", "TcpConfig", "TcpConnected", "TcpConnection", "TcpOptions",
+           "TcpReadable", "TcpState", "TcpWritable", "reset_for"]
 
 Address = tuple[IPv4Address | IPv6Address, int]
 M32 = 0xFFFFFFFF
 OUR_WSCALE = 7
 
-
-PERSIST_MAX = 5.0  # seconds between zero-window probes at most
-
-
-@dataclass
-class TcpOptions:
-    recv_buffer: int = 4 * 1024 * 1024
-    send_buffer: int = 4 * 1024 * 1024
-    delayed_ack: float = 0.040
-    rto_min: float = 0.200
-    rto_initial: float = 1.0
-    rto_max: float = 60.0
-    max_retries: int = 15  # like tcp_retries2
-    time_wait: float = 2.0
-    congestion: str = "cubic"
-    verify_checksums: bool = False
-    timestamps: bool = True
-    sack: bool = True
-    keepalive_idle: float | None = None
-    keepalive_interval: float = 75.0
-    keepalive_count: int = 9
-    max_out_of_order_ranges: int = 512
-
-
-DEFAULT_OPTIONS = TcpOptions()
-
-
-@dataclass(frozen=True, eq=False)
-class TcpConnected:
-    conn: TcpConnection
-
-
-@dataclass(frozen=True, eq=False)
-class TcpReadable:
-    conn: TcpConnection
-
-
-@dataclass(frozen=True, eq=False)
-class TcpWritable:
-    conn: TcpConnection
-
-
-@dataclass(frozen=True, eq=False)
-class TcpClosed:
-    conn: TcpConnection
-    error: BaseException | None
+_FIN_STATE = {ESTABLISHED: FIN_WAIT_1, CLOSE_WAIT: LAST_ACK, SYN_RECEIVED: FIN_WAIT_1}
 
 
 def _isn(local: Address, remote: Address, now: float, secret: bytes) -> int:
@@ -79,22 +61,28 @@ def _isn(local: Address, remote: Address, now: float, secret: bytes) -> int:
     return (offset + int(now * 250_000)) & M32
 
 
-def _unwrap(wire_value: int, near: int) -> int:
-    """The integer closest to `near` whose low 32 bits are `wire_value`."""
-    delta = (wire_value - near) & M32
-    if delta >= 0x80000000:
-        delta -= 0x100000000
-    return near + delta
-
-
 class TcpConnection:
-    def __init__(self, local: Address, remote: Address, now: float, *, options: TcpOptions | None,
+    """One TCP connection (RFC 9293), sans-I/O: segments in, segments and events out, time passed in.
+
+    Build it with `connect` (active open) or `accept_syn` (passive open). Feed it `receive_segment(segment,
+    now)` and `handle_timer(now)` when `next_timer()` is due; pull `segments_to_send(now)` (TCP segments with
+    the checksum filled in; the stack adds the IP header) and `events()`. The user side is `send`, `recv`,
+    `shutdown_write`, `close`, `abort`. It composes the machines kept in their own modules: `rtt`
+    (RttEstimator, RFC 6298), `reassembly` (Reassembly, out-of-order data and SACK blocks), `scoreboard`
+    (SackScoreboard, RFC 6675) and `recovery` (LossRecovery), `persist`, `keepalive` and `window_update`
+    (tcp/timers.py), `cc` (Reno or Cubic).
+
+    `state` is a `TcpState` (a str). Sizes are bytes, times seconds. Never raises from `receive_segment` or
+    `handle_timer`: bad input is counted in `drops`, bugs in `internal_errors`.
+    """
+
+    def __init__(self, local: Address, remote: Address, now: float, *, options: TcpConfig | None,
                  rng: Callable[[int], bytes], mss: int) -> None:
         self.local = local
         self.remote = remote
-        self.opts = options or DEFAULT_OPTIONS
+        self.opts = options or DEFAULT_CONFIG
         self._src, self._dst = local[0].packed, remote[0].packed
-        self.state = "CLOSED"
+        self.state: TcpState = CLOSED
         self.error: BaseException | None = None
         self.iss = _isn(local, remote, now, rng(16))
         self.our_mss = max(536, mss)
@@ -117,54 +105,31 @@ class TcpConnection:
         self.fin_seq: int | None = None
         # receive side
         self.rbuf = bytearray()
-        self.ooo: dict[int, bytes] = {}  # start seq -> bytes, non-overlapping, above rcv_nxt
-        self.ooo_bytes = 0
-        self.last_ooo = 0  # start of the range that took the latest out-of-order segment (first SACK block)
+        self.reassembly = Reassembly(self.opts.max_out_of_order_ranges)
         self.fin_received_seq: int | None = None
         self.eof = False
         self.last_advertised_right = 0
         self.window_reopened = False  # a read reopened a (nearly) closed window: repeat the update until data
-        self.window_update_at: float | None = None
-        self.window_update_nxt = 0
-        self.window_update_tries = 0
+        self.window_update = WindowUpdateTimer()
         self.window_cap = self.opts.recv_buffer  # lowered by the stack when many connections share it
         # acks
         self.ack_now = False
         self.unacked_segments = 0
         self.delack_at: float | None = None
         # timing
-        self.srtt: float | None = None
-        self.rttvar = 0.0
-        self.rto = self.opts.rto_initial
+        self.rtt = RttEstimator(self.opts)
         self.rto_at: float | None = None
         self.retries = 0
-        self.timed_seq: int | None = None  # Karn: one segment timed when no timestamps
-        self.timed_at = 0.0
-        self.persist_at: float | None = None
-        self.persist_backoff = 0
+        self.persist = PersistTimer()
         self.time_wait_at: float | None = None
         self.connect_deadline: float | None = None
-        self.keepalive_at: float | None = None
-        self.keepalive_probes = 0
+        self.keepalive = KeepaliveTimer(self.opts)
         self.last_receive = now
         self.syn_sent_at = now
         # congestion
         self.cc = (Reno if self.opts.congestion == "reno" else Cubic)(self.send_mss)
-        self.dupacks = 0
-        self.in_recovery = False
-        self.recover = 0
-        self.sacked: list[tuple[int, int]] = []  # merged, sorted, above snd_una
-        self.retransmitted_to = 0  # in recovery: holes below this were already resent
-        # Reordering tolerance (the idea of RACK, RFC 8985): a hole is declared lost only after a reordering
-        # window, which widens each time a recovery proves spurious (Eifel detection, RFC 3522, undoes it).
-        self.min_rtt: float | None = None
-        self.reo_wnd_mult = 1
-        self.loss_suspect_at: float | None = None
-        self.suspect_una = 0
-        self.recovery_tsval: int | None = None
-        self.recovery_una = 0
-        self.cc_undo: dict | None = None
-        self.spurious_recoveries = 0
+        self.scoreboard = SackScoreboard()
+        self.recovery = LossRecovery()
         # output
         self._out: list[bytes] = []
         self._events: list[object] = []
@@ -181,20 +146,56 @@ class TcpConnection:
         return (f"<TcpConnection {self.local[0]}:{self.local[1]} -> {self.remote[0]}:{self.remote[1]} "
                 f"{self.state}>")
 
+    # ---- read-only views kept for callers that read them (runtime metrics, tests) ---------------------
+    @property
+    def srtt(self) -> float | None:
+        """The smoothed RTT in seconds (RFC 6298), None before the first sample."""
+        return self.rtt.srtt
+
+    @property
+    def rto(self) -> float:
+        """The current retransmission timeout in seconds (RFC 6298)."""
+        return self.rtt.rto
+
+    @property
+    def window_update_at(self) -> float | None:
+        """When the window update that reopened the receive window is due again (seconds), or None."""
+        return self.window_update.at
+
+    @property
+    def window_update_nxt(self) -> int:
+        """RCV.NXT when that window update went out (a repeat stops once data moved it)."""
+        return self.window_update.rcv_nxt
+
+    @property
+    def in_recovery(self) -> bool:
+        """In a fast-recovery episode (RFC 6675 section 5)."""
+        return self.recovery.active
+
+    @property
+    def spurious_recoveries(self) -> int:
+        """Recovery episodes undone as spurious (RFC 3522)."""
+        return self.recovery.spurious
+
     # ---- opening --------------------------------------------------------------------------------------
     @classmethod
-    def connect(cls, local: Address, remote: Address, now: float, *, options: TcpOptions | None = None,
+    def connect(cls, local: Address, remote: Address, now: float, *, options: TcpConfig | None = None,
                 rng: Callable[[int], bytes] = os.urandom, mss: int = 1380, timeout: float = 15.0) -> TcpConnection:
+        """Active open (RFC 9293 3.5) from `local` to `remote` at `now`: the connection in SYN_SENT with its SYN
+        queued. `mss` is what we accept (path MTU minus headers); the handshake must finish within `timeout`
+        seconds, else it closes with TimeoutError."""
         conn = cls(local, remote, now, options=options, rng=rng, mss=mss)
-        conn.state = "SYN_SENT"
+        conn.state = SYN_SENT
         conn.connect_deadline = now + timeout
         conn._send_syn(now)
         return conn
 
     @classmethod
     def accept_syn(cls, local: Address, remote: Address, segment: memoryview | bytes, now: float, *,
-                   options: TcpOptions | None = None, rng: Callable[[int], bytes] = os.urandom,
+                   options: TcpConfig | None = None, rng: Callable[[int], bytes] = os.urandom,
                    mss: int = 1380) -> TcpConnection | None:
+        """Passive open: the connection in SYN_RECEIVED answering `segment` (a whole TCP segment, IP header
+        stripped) with a SYN-ACK, or None if it is not a plain SYN or its options are malformed."""
         if len(segment) < 20:
             return None
         _, _, seq, _, offset, flags, window, _, _ = HEADER.unpack_from(segment)
@@ -204,7 +205,7 @@ class TcpConnection:
         if opts is None:
             return None
         conn = cls(local, remote, now, options=options, rng=rng, mss=mss)
-        conn.state = "SYN_RECEIVED"
+        conn.state = SYN_RECEIVED
         conn.irs = seq
         conn.rcv_nxt = seq + 1
         conn._take_syn_options(opts, window)
@@ -225,8 +226,8 @@ class TcpConnection:
         self.snd_wnd = window  # never scaled in a SYN
 
     def _send_syn(self, now: float) -> None:
-        flags = SYN | (ACK if self.state == "SYN_RECEIVED" else 0)
-        syn_side = self.state == "SYN_SENT"
+        flags = SYN | (ACK if self.state == SYN_RECEIVED else 0)
+        syn_side = self.state == SYN_SENT
         options = wire.build_options(
             mss=self.our_mss,
             wscale=OUR_WSCALE if (syn_side or self.rcv_wscale) else None,
@@ -239,11 +240,14 @@ class TcpConnection:
         self.snd_nxt = self.snd_max = self.iss + 1
         self.syn_sent_at = now
         if self.rto_at is None:
-            self.rto_at = now + self.rto
+            self.rto_at = now + self.rtt.rto
 
     # ---- user side ------------------------------------------------------------------------------------
     def send(self, data: bytes | memoryview) -> int:
-        if self.state not in ("SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "CLOSE_WAIT") or self.fin_queued:
+        """Queue bytes to send; returns how many the bounded send buffer took (0 when full: a `TcpWritable` event
+        follows once acks free room). Raises BrokenPipeError after shutdown_write/close, or the connection's
+        error once it failed."""
+        if self.state not in CAN_SEND or self.fin_queued:
             if self.error:
                 raise self.error
             raise BrokenPipeError(errno.EPIPE, "the connection is closed for sending")
@@ -258,15 +262,18 @@ class TcpConnection:
         return n
 
     def send_space(self) -> int:
+        """Free room in the send buffer, bytes."""
         return self.opts.send_buffer - len(self.sbuf)
 
     def recv(self, max_bytes: int) -> bytes:
+        """Up to `max_bytes` received bytes (b"" if none; see `eof` for the peer's FIN). Reading may reopen the
+        window: a window update is then sent (RFC 9293 3.8.6.2.2)."""
         if not self.rbuf:
             return b""
         data = bytes(self.rbuf[:max_bytes])
         del self.rbuf[:max_bytes]
         # Reading opened the window: tell the peer when that is worth a segment (RFC 9293 3.8.6.2.2).
-        if self.state in ("ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2"):
+        if self.state in RECEIVING:
             grown = self.rcv_nxt + self._window_bytes() - self.last_advertised_right
             nearly_closed = self.last_advertised_right - self.rcv_nxt < self.send_mss
             worth_it = min(self.opts.recv_buffer // 2, 32 * self.send_mss)
@@ -277,16 +284,19 @@ class TcpConnection:
         return data
 
     def recv_available(self) -> int:
+        """Bytes received and not yet read."""
         return len(self.rbuf)
 
     def shutdown_write(self, now: float) -> None:
-        if self.state in ("ESTABLISHED", "CLOSE_WAIT", "SYN_RECEIVED"):
+        """Send FIN after the buffered data (half-close, RFC 9293 3.6); closes at once in SYN_SENT."""
+        if self.state in (ESTABLISHED, CLOSE_WAIT, SYN_RECEIVED):
             self.fin_queued = True
-        elif self.state == "SYN_SENT":
+        elif self.state == SYN_SENT:
             self._finish(None)
 
     def close(self, now: float) -> None:
-        if self.state in ("SYN_SENT", "CLOSED", "LISTEN"):
+        """Close both ways: FIN after buffered data, or RST if unread data remains (RFC 9293 3.6, as Linux)."""
+        if self.state in (SYN_SENT, CLOSED, LISTEN):
             self._finish(None)
             return
         if self.rbuf and not self.eof:
@@ -295,15 +305,18 @@ class TcpConnection:
         self.shutdown_write(now)
 
     def abort(self, now: float) -> None:
-        if self.state not in ("CLOSED", "TIME_WAIT", "SYN_SENT"):
+        """Reset the connection (RST, RFC 9293 3.6); it closes with ConnectionAbortedError."""
+        if self.state not in (CLOSED, TIME_WAIT, SYN_SENT):
             self._out.append(self._segment(RST | ACK, self.snd_nxt, now))
         self._finish(ConnectionAbortedError(errno.ECONNABORTED, "connection aborted"))
 
     def is_finished(self) -> bool:
-        return self.state == "CLOSED"
+        """CLOSED (TIME_WAIT over): the stack may forget the 4-tuple."""
+        return self.state == CLOSED
 
     # ---- events ----------------------------------------------------------------------------------------
     def events(self) -> list[object]:
+        """Events since the last call, drained: TcpConnected, TcpReadable, TcpWritable, TcpClosed."""
         if self._readable:
             self._readable = False
             self._events.append(TcpReadable(self))
@@ -314,12 +327,12 @@ class TcpConnection:
         return events
 
     def _finish(self, error: BaseException | None) -> None:
-        if self.state == "CLOSED":
+        if self.state == CLOSED:
             return
-        self.state = "CLOSED"
+        self.state = CLOSED
         if error is not None and self.error is None:
             self.error = error
-        self.rto_at = self.persist_at = self.delack_at = self.time_wait_at = self.keepalive_at = None
+        self.rto_at = self.persist.at = self.delack_at = self.time_wait_at = self.keepalive.at = None
         self.eof = True
         self._events.append(TcpClosed(self, self.error))
 
@@ -328,7 +341,7 @@ class TcpConnection:
         return (int(now * 1000) + self.ts_offset) & M32
 
     def _window_bytes(self) -> int:
-        held = len(self.rbuf) + self.ooo_bytes
+        held = len(self.rbuf) + self.reassembly.held
         free = self.opts.recv_buffer - held
         # The stack shares one receive budget among its connections (as Linux's tcp_mem does), so many
         # parallel transfers cannot together invite more than the UDP socket and the loop can absorb. The
@@ -343,13 +356,8 @@ class TcpConnection:
         if flags & ACK:
             self.last_advertised_right = self.rcv_nxt + window
         blocks: tuple[tuple[int, int], ...] = ()
-        if sack and self.sack_ok and self.ooo:
-            # RFC 2018: the block holding the latest segment first, then the others, newest (highest) first.
-            starts = sorted(self.ooo, reverse=True)
-            if self.last_ooo in self.ooo:
-                starts.remove(self.last_ooo)
-                starts.insert(0, self.last_ooo)
-            blocks = tuple((start & M32, (start + len(self.ooo[start])) & M32) for start in starts[:3])
+        if sack and self.sack_ok and self.reassembly.ranges:
+            blocks = self.reassembly.sack_blocks()
         options = b""
         if self.ts_ok or blocks:
             options = wire.build_options(ts=(self._tsval(now), self.ts_recent) if self.ts_ok else None, sack=blocks)
@@ -362,6 +370,8 @@ class TcpConnection:
 
     # ---- input -----------------------------------------------------------------------------------------
     def receive_segment(self, segment: memoryview | bytes, now: float) -> None:
+        """One TCP segment (header + payload, IP stripped) at `now` (RFC 9293 3.10.7). Never raises: bad
+        segments count in `drops`, unforeseen failures in `internal_errors`."""
         try:
             self._receive(segment, now)
         except Exception:  # never into the runtime; counted apart so tests can tell bugs from bad input
@@ -386,10 +396,10 @@ class TcpConnection:
         payload = segment[header_len:]
         self.segments_in += 1
         self.last_receive = now
-        if self.state == "SYN_SENT":
+        if self.state == SYN_SENT:
             self._receive_syn_sent(seq_w, ack_w, flags, window, opts, now)
             return
-        if self.state == "CLOSED":
+        if self.state == CLOSED:
             return
         seq = _unwrap(seq_w, self.rcv_nxt)
         # Acceptability (RFC 9293 3.10.7.4) against the window we advertised.
@@ -409,7 +419,7 @@ class TcpConnection:
             self.ack_now = True  # old duplicate or beyond the window: answer with our state
             return
         if flags & SYN:
-            if self.state == "SYN_RECEIVED" and seq == self.irs:
+            if self.state == SYN_RECEIVED and seq == self.irs:
                 self.ack_now = True  # a retransmitted SYN: our SYN-ACK went missing; RTO resends it
                 return
             self.ack_now = True  # RFC 5961 4.2: challenge ACK
@@ -418,7 +428,7 @@ class TcpConnection:
             return
         if self.ts_ok and opts.ts is not None and seq <= self.rcv_nxt:
             self.ts_recent = opts.ts[0]
-        if self.state == "SYN_RECEIVED":
+        if self.state == SYN_RECEIVED:
             ack = _unwrap(ack_w, self.snd_una)
             if not self.snd_una < ack <= self.snd_max:
                 self._out.append(wire.build_segment(self._src, self._dst, self.local[1], self.remote[1], ack_w, 0,
@@ -426,7 +436,7 @@ class TcpConnection:
                 return
             self._established(now)
         self._process_ack(ack_w, window, opts, now, len(payload) > 0 or bool(flags & FIN))
-        if self.state == "CLOSED":
+        if self.state == CLOSED:
             return
         if payload:
             self._receive_data(seq, payload, now)
@@ -460,48 +470,33 @@ class TcpConnection:
             self.snd_una = self.iss + 1
             self.sbuf_seq = self.snd_una
             if self.retries == 0:  # Karn: only a SYN that was never resent gives a sample
-                self._rtt_sample(now - self.syn_sent_at, now)
+                self.rtt.sample(now - self.syn_sent_at)
             self._established(now)
             self.ack_now = True
         else:
-            self.state = "SYN_RECEIVED"  # simultaneous open
+            self.state = SYN_RECEIVED  # simultaneous open
             self._send_syn(now)
 
     def _established(self, now: float) -> None:
-        self.state = "ESTABLISHED"
+        self.state = ESTABLISHED
         self.snd_una = max(self.snd_una, self.iss + 1)
         self.sbuf_seq = self.snd_una
         self.rto_at = None
         self.retries = 0
         self.connect_deadline = None
-        self.rto = max(self.rto, self.opts.rto_min) if self.srtt is None else self.rto
-        if self.srtt is None:
-            self.rto = self.opts.rto_initial
+        self.rtt.reset_after_handshake()
         self._events.append(TcpConnected(self))
         self._writable = True
-        if self.opts.keepalive_idle:
-            self.keepalive_at = now + self.opts.keepalive_idle
+        self.keepalive.start(now)
 
     def _receive_rst(self, seq: int, now: float) -> None:
-        if seq == self.rcv_nxt or (self.state == "SYN_RECEIVED" and seq == self.irs + 1):
-            if self.state in ("TIME_WAIT", "LAST_ACK", "CLOSING"):
+        if seq == self.rcv_nxt or (self.state == SYN_RECEIVED and seq == self.irs + 1):
+            if self.state in (TIME_WAIT, LAST_ACK, CLOSING):
                 self._finish(None)
             else:
                 self._finish(ConnectionResetError(errno.ECONNRESET, "connection reset by peer"))
         elif self.rcv_nxt <= seq < self.last_advertised_right:
             self.ack_now = True  # RFC 5961 3.2: in window but not exact: challenge ACK
-
-    def _rtt_sample(self, sample: float | None, now: float) -> None:
-        if sample is None or sample < 0:
-            return
-        if self.min_rtt is None or sample < self.min_rtt:
-            self.min_rtt = sample
-        if self.srtt is None:
-            self.srtt, self.rttvar = sample, sample / 2
-        else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
-            self.srtt = 0.875 * self.srtt + 0.125 * sample
-        self.rto = min(self.opts.rto_max, max(self.opts.rto_min, self.srtt + max(0.001, 4 * self.rttvar)))
 
     def _process_ack(self, ack_w: int, window: int, opts: wire.Options, now: float, carries_data: bool) -> None:
         ack = _unwrap(ack_w, self.snd_una)
@@ -509,16 +504,16 @@ class TcpConnection:
             self.ack_now = True  # acks something we never sent
             return
         new_window = window << self.snd_wscale
+        rtt, recovery, scoreboard = self.rtt, self.recovery, self.scoreboard
         if opts.sack and self.sack_ok:
-            self._update_scoreboard(opts.sack)
+            scoreboard.update(opts.sack, self.snd_una, self.snd_max)
         if ack > self.snd_una:
             acked = ack - self.snd_una
             # RTT: from the echoed timestamp, else from the one timed segment (never a retransmitted one).
             if self.ts_ok and opts.ts is not None and opts.ts[1]:
-                self._rtt_sample(((self._tsval(now) - opts.ts[1]) & M32) / 1000.0, now)
-            elif self.timed_seq is not None and ack > self.timed_seq:
-                self._rtt_sample(now - self.timed_at, now)
-                self.timed_seq = None
+                rtt.sample(((self._tsval(now) - opts.ts[1]) & M32) / 1000.0)
+            elif rtt.timed_seq is not None:
+                rtt.on_ack(ack, now)
             data_acked = acked
             if self.fin_seq is not None and ack > self.fin_seq:
                 data_acked -= 1
@@ -529,115 +524,68 @@ class TcpConnection:
                 if self._was_full:
                     self._was_full = False
                     self._writable = True
-            if self.recovery_tsval is not None and ack > self.recovery_una:
-                self._check_spurious(opts)
-            if self.loss_suspect_at is not None and ack > self.suspect_una:
-                self.loss_suspect_at = None  # the hole filled in time: it was reordering
+            if recovery.recovery_tsval is not None and ack > recovery.recovery_una:
+                undo = recovery.check_spurious(opts.ts)
+                if undo is not None:
+                    self.cc.__dict__.update(undo)
+            if recovery.suspect_at is not None and ack > recovery.suspect_una:
+                recovery.suspect_at = None  # the hole filled in time: it was reordering
             self.snd_una = ack
             if self.snd_nxt < ack:
                 self.snd_nxt = ack
-            self.sacked = [(s, e) for s, e in self.sacked if e > ack]
-            if self.sacked and self.sacked[0][0] < ack:
-                self.sacked[0] = (ack, self.sacked[0][1])
+            if scoreboard.blocks:
+                scoreboard.advance(ack)
             self.retries = 0
-            self.dupacks = 0
-            if self.in_recovery:
-                if ack >= self.recover:
-                    self.in_recovery = False
+            recovery.dupacks = 0
+            if recovery.active:
+                if ack >= recovery.recover:
+                    recovery.active = False
                     self.cc.exit_recovery()
                 else:
-                    self.retransmitted_to = max(self.retransmitted_to, ack)
+                    recovery.retransmitted_to = max(recovery.retransmitted_to, ack)
                     if not self.sack_ok:
                         self._retransmit_one(self.snd_una, now)  # NewReno partial ACK
             else:
-                self.cc.on_ack(acked, now, self.srtt)
-            self.rto_at = now + self.rto if self.snd_una < self.snd_max else None
-            self.persist_backoff = 0
+                self.cc.on_ack(acked, now, rtt.srtt)
+            self.rto_at = now + rtt.rto if self.snd_una < self.snd_max else None
+            self.persist.backoff = 0
             self._after_ack_state(now)
         elif ack == self.snd_una and self.snd_una < self.snd_max and not carries_data \
                 and new_window == self.snd_wnd:
-            self.dupacks += 1
-            if self.in_recovery and not self.sack_ok:
+            recovery.dupacks += 1
+            if recovery.active and not self.sack_ok:
                 self.cc.inflate()
-        if not self.in_recovery and self.loss_suspect_at is None and self.snd_una < self.snd_max and (
-                self.dupacks >= 3 or (self.sacked and self._sacked_bytes() >= 3 * self.send_mss)):
-            self._suspect_loss(now)
+        if (not recovery.active and recovery.suspect_at is None and self.snd_una < self.snd_max
+                and (recovery.dupacks >= 3 or (scoreboard.blocks and scoreboard.sacked_bytes() >= 3 * self.send_mss))
+                and recovery.suspect(now, self.snd_una, rtt)):
+            self._enter_recovery(now)
         self.snd_wnd = new_window
         if self.snd_wnd == 0:
             # The peer is alive and says "full": that is flow control, not loss. Stop the retransmission
             # clock (what went past the window is resent once it opens) and probe with the persist timer.
             self.retries = 0
-            if self.snd_nxt > self.snd_una and not self.in_recovery:
+            if self.snd_nxt > self.snd_una and not recovery.active:
                 self.snd_nxt = self.snd_una
                 self.rto_at = None
-            if (self._unsent() or self.snd_nxt < self.snd_max) and self.persist_at is None:
-                self.persist_at = now + self.rto
+            if self._unsent() or self.snd_nxt < self.snd_max:
+                self.persist.arm(now, rtt.rto)
         else:
-            self.persist_at = None
+            self.persist.at = None
 
     def _after_ack_state(self, now: float) -> None:
         if self.fin_seq is not None and self.snd_una > self.fin_seq:
-            if self.state == "FIN_WAIT_1":
-                self.state = "FIN_WAIT_2"
-            elif self.state == "CLOSING":
+            if self.state == FIN_WAIT_1:
+                self.state = FIN_WAIT_2
+            elif self.state == CLOSING:
                 self._enter_time_wait(now)
-            elif self.state == "LAST_ACK":
+            elif self.state == LAST_ACK:
                 self._finish(None)
 
-    def _update_scoreboard(self, blocks: tuple[tuple[int, int], ...]) -> None:
-        ranges = list(self.sacked)
-        for left_w, right_w in blocks:
-            left, right = _unwrap(left_w, self.snd_una), _unwrap(right_w, self.snd_una)
-            if self.snd_una < right <= self.snd_max and left < right:
-                ranges.append((max(left, self.snd_una), right))
-        ranges.sort()
-        merged: list[tuple[int, int]] = []
-        for start, end in ranges:
-            if merged and start <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-            else:
-                merged.append((start, end))
-        self.sacked = merged[-64:]
-
-    def _reorder_window(self) -> float:
-        if self.min_rtt is None or self.srtt is None:
-            return 0.0
-        return min(self.reo_wnd_mult * self.min_rtt / 4, self.srtt)
-
-    def _suspect_loss(self, now: float) -> None:
-        window = self._reorder_window()
-        if window < 0.0005:
-            self._enter_recovery(now)
-            return
-        self.loss_suspect_at = now + window
-        self.suspect_una = self.snd_una
-
-    def _check_spurious(self, opts: wire.Options) -> None:
-        """The first ACK past the resent segment echoes the original's timestamp if the original arrived."""
-        sent_tsval, self.recovery_tsval = self.recovery_tsval, None
-        if opts.ts is None or sent_tsval is None or self.cc_undo is None:
-            return
-        age = (sent_tsval - opts.ts[1]) & M32
-        if 0 < age < 1 << 31:
-            self.spurious_recoveries += 1
-            self.cc.__dict__.update(self.cc_undo)
-            self.in_recovery = False
-            self.reo_wnd_mult = min(self.reo_wnd_mult * 2, 64)
-        self.cc_undo = None
-
     def _enter_recovery(self, now: float) -> None:
-        self.loss_suspect_at = None
-        self.in_recovery = True
-        self.recover = self.snd_max
-        self.cc_undo = dict(self.cc.__dict__)
-        self.recovery_tsval = self._tsval(now) if self.ts_ok else None
-        self.recovery_una = self.snd_una
+        self.recovery.begin(self.snd_una, self.snd_max, dict(self.cc.__dict__),
+                            self._tsval(now) if self.ts_ok else None)
         self.cc.on_loss(self._flight(), now)
-        self.retransmitted_to = self.snd_una
         self._retransmit_one(self.snd_una, now)
-
-    def _sacked_bytes(self) -> int:
-        return sum(e - s for s, e in self.sacked)
 
     def _flight(self) -> int:
         return self.snd_nxt - self.snd_una
@@ -650,7 +598,7 @@ class TcpConnection:
         size = min(self.send_mss - self._options_len(), len(self.sbuf) - offset)
         if size > 0:
             end = seq + size
-            for start, stop in self.sacked:  # don't resend what the peer holds
+            for start, stop in self.scoreboard.blocks:  # don't resend what the peer holds
                 if start <= seq < stop:
                     return 0
                 if seq < start < end:
@@ -658,10 +606,10 @@ class TcpConnection:
                     size = end - seq
             self._out.append(self._segment(ACK | PSH, seq, now, memoryview(self.sbuf)[offset:offset + size]))
             self.retransmits += 1
-            self.timed_seq = None
+            self.rtt.timed_seq = None
             self.ack_now = False
             if self.rto_at is None:
-                self.rto_at = now + self.rto
+                self.rto_at = now + self.rtt.rto
             return size
         if self.fin_seq is not None and seq == self.fin_seq:
             self._out.append(self._segment(FIN | ACK, seq, now))
@@ -670,7 +618,7 @@ class TcpConnection:
         return 0
 
     def _receive_data(self, seq: int, payload: memoryview | bytes, now: float) -> None:
-        if self.state not in ("ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2"):
+        if self.state not in RECEIVING:
             return
         if self.fin_received_seq is not None:
             # A FIN seen out of order ends the stream there; holes before it still get filled.
@@ -690,8 +638,11 @@ class TcpConnection:
             self.rbuf += payload
             self.rcv_nxt += len(payload)
             self.bytes_received += len(payload)
-            if self.ooo:
-                self._drain_out_of_order()
+            if self.reassembly.ranges:
+                for fresh in self.reassembly.drain(self.rcv_nxt):
+                    self.rbuf += fresh
+                    self.rcv_nxt += len(fresh)
+                    self.bytes_received += len(fresh)
                 self.ack_now = True
             self._readable = True
             self.unacked_segments += 1
@@ -700,45 +651,9 @@ class TcpConnection:
             elif self.delack_at is None:
                 self.delack_at = now + self.opts.delayed_ack
         else:
-            self._store_out_of_order(seq, bytes(payload))
+            if not self.reassembly.store(seq, bytes(payload)):
+                self.drops += 1
             self.ack_now = True  # a hole: duplicate ACK with SACK at once, so the sender recovers fast
-
-    def _store_out_of_order(self, seq: int, data: bytes) -> None:
-        end = seq + len(data)
-        for start in sorted(self.ooo):
-            existing = self.ooo[start]
-            stop = start + len(existing)
-            if stop < seq or start > end:
-                continue  # neither overlapping nor touching: adjacent ranges merge, so ranges are real holes
-            # Merge overlapping ranges into one.
-            del self.ooo[start]
-            self.ooo_bytes -= len(existing)
-            if start < seq:
-                data = existing[:seq - start] + data
-                seq = start
-            if stop > end:
-                data = data + existing[end - start:]
-                end = stop
-        if len(self.ooo) >= self.opts.max_out_of_order_ranges:
-            self.drops += 1
-            return
-        self.ooo[seq] = data
-        self.ooo_bytes += len(data)
-        self.last_ooo = seq
-
-    def _drain_out_of_order(self) -> None:
-        while self.ooo:
-            start = min(self.ooo)
-            if start > self.rcv_nxt:
-                break
-            data = self.ooo.pop(start)
-            self.ooo_bytes -= len(data)
-            skip = self.rcv_nxt - start
-            if skip < len(data):
-                fresh = data[skip:]
-                self.rbuf += fresh
-                self.rcv_nxt += len(fresh)
-                self.bytes_received += len(fresh)
 
     def _maybe_consume_fin(self, now: float) -> None:
         if self.fin_received_seq is None or self.rcv_nxt != self.fin_received_seq or self.eof:
@@ -747,33 +662,36 @@ class TcpConnection:
         self.eof = True
         self._readable = True
         self.ack_now = True
-        if self.state in ("ESTABLISHED", "SYN_RECEIVED"):
-            self.state = "CLOSE_WAIT"
-        elif self.state == "FIN_WAIT_1":
+        if self.state in (ESTABLISHED, SYN_RECEIVED):
+            self.state = CLOSE_WAIT
+        elif self.state == FIN_WAIT_1:
             if self.fin_seq is not None and self.snd_una > self.fin_seq:
                 self._enter_time_wait(now)
             else:
-                self.state = "CLOSING"
-        elif self.state == "FIN_WAIT_2":
+                self.state = CLOSING
+        elif self.state == FIN_WAIT_2:
             self._enter_time_wait(now)
 
     def _enter_time_wait(self, now: float) -> None:
-        self.state = "TIME_WAIT"
-        self.rto_at = self.persist_at = self.keepalive_at = None
+        self.state = TIME_WAIT
+        self.rto_at = self.persist.at = self.keepalive.at = None
         self.time_wait_at = now + self.opts.time_wait
         self._events.append(TcpClosed(self, None))
 
     # ---- ICMP ---------------------------------------------------------------------------------------
-    def icmp_error(self, kind: str, now: float, mtu: int | None = None) -> None:
-        if kind == "too_big" and mtu:
+    def icmp_error(self, kind: IcmpKind | str, now: float, mtu: int | None = None) -> None:
+        """An ICMP error about this connection (RFC 5927 guidance): TOO_BIG lowers the MSS to `mtu` (path MTU
+        discovery, RFC 1191 / RFC 8201) and resends; in SYN_SENT, port unreachable refuses the connection and
+        other unreachables fail it after a retry (ECONNREFUSED / EHOSTUNREACH)."""
+        if kind == IcmpKind.TOO_BIG and mtu:
             header = 40 if self.local[0].version == 4 else 60
             new_mss = max(536 if self.local[0].version == 4 else 1220, mtu - header)
             if new_mss < self.send_mss:
                 self.send_mss = new_mss
                 self.cc.mss = new_mss
                 self.snd_nxt = self.snd_una  # resend what was too big, in the new size
-        elif self.state == "SYN_SENT":
-            if kind == "port_unreachable":
+        elif self.state == SYN_SENT:
+            if kind == IcmpKind.PORT_UNREACHABLE:
                 self._finish(ConnectionRefusedError(errno.ECONNREFUSED, "connection refused (ICMP port unreachable)"))
             elif self.retries >= 1:
                 self._finish(OSError(errno.EHOSTUNREACH, "no route to host (ICMP unreachable)"))
@@ -783,12 +701,14 @@ class TcpConnection:
         return len(self.sbuf) - (self.snd_nxt - self.sbuf_seq)
 
     def segments_to_send(self, now: float) -> list[bytes]:
-        if self.state in ("ESTABLISHED", "CLOSE_WAIT", "FIN_WAIT_1", "CLOSING", "LAST_ACK"):
-            if self.in_recovery and self.sack_ok:
+        """TCP segments to send now (checksums filled in), drained: data and FIN as the windows allow,
+        retransmissions, and a (delayed) ACK."""
+        if self.state in SENDING:
+            if self.recovery.active and self.sack_ok:
                 self._retransmit_holes(now)
             self._send_data(now)
         if self.ack_now or (self.delack_at is not None and now >= self.delack_at):
-            if self.state not in ("CLOSED", "SYN_SENT"):
+            if self.state not in (CLOSED, SYN_SENT):
                 self._out.append(self._segment(ACK, self.snd_nxt, now, sack=True))
                 if self.window_reopened:
                     self._arm_window_update(now)
@@ -803,14 +723,15 @@ class TcpConnection:
         return out
 
     def _retransmit_holes(self, now: float) -> None:
-        if not self.sacked:
+        scoreboard, recovery = self.scoreboard, self.recovery
+        if not scoreboard.blocks:
             return
-        highest = self.sacked[-1][1]
-        budget = self.cc.cwnd - (self._flight() - self._sacked_bytes())
-        seq = max(self.retransmitted_to, self.snd_una)
+        highest = scoreboard.blocks[-1][1]
+        budget = self.cc.cwnd - (self._flight() - scoreboard.sacked_bytes())
+        seq = max(recovery.retransmitted_to, self.snd_una)
         while seq < highest and budget > 0:
-            hole_end = next((s for s, e in self.sacked if s > seq), highest)
-            inside = next((e for s, e in self.sacked if s <= seq < e), None)
+            hole_end = scoreboard.next_block_after(seq, highest)
+            inside = scoreboard.covering(seq)
             if inside is not None:
                 seq = inside
                 continue
@@ -821,17 +742,18 @@ class TcpConnection:
             budget -= sent
             if seq >= hole_end:
                 seq = hole_end
-        self.retransmitted_to = seq
+        recovery.retransmitted_to = seq
 
     def _send_data(self, now: float) -> None:
         mss = self.send_mss - self._options_len()
         sbuf = self.sbuf
         view = memoryview(sbuf)
+        scoreboard = self.scoreboard
         while True:
             unsent = len(sbuf) - (self.snd_nxt - self.sbuf_seq)
             in_flight = self.snd_nxt - self.snd_una
             window_room = self.snd_wnd - in_flight
-            pipe = in_flight - self._sacked_bytes() if self.sacked else in_flight
+            pipe = in_flight - scoreboard.sacked_bytes() if scoreboard.blocks else in_flight
             cwnd_room = self.cc.cwnd - pipe
             if unsent > 0:
                 size = min(mss, unsent, window_room, cwnd_room)
@@ -847,22 +769,21 @@ class TcpConnection:
                     self.retransmits += 1
                 else:
                     self.bytes_sent += size
-                    if self.timed_seq is None and not self.ts_ok:
-                        self.timed_seq, self.timed_at = seq, now
+                    if not self.ts_ok:
+                        self.rtt.start_timing(seq, now)
                 self.snd_nxt += size
                 self.snd_max = max(self.snd_max, self.snd_nxt)
                 if self.rto_at is None:
-                    self.rto_at = now + self.rto
+                    self.rto_at = now + self.rtt.rto
                 continue
             if self.fin_queued and self.fin_seq is None:
                 self.fin_seq = self.snd_nxt
                 self._out.append(self._segment(FIN | ACK, self.snd_nxt, now))
                 self.snd_nxt += 1
                 self.snd_max = max(self.snd_max, self.snd_nxt)
-                self.state = {"ESTABLISHED": "FIN_WAIT_1", "CLOSE_WAIT": "LAST_ACK",
-                              "SYN_RECEIVED": "FIN_WAIT_1"}.get(self.state, self.state)
+                self.state = _FIN_STATE.get(self.state, self.state)
                 if self.rto_at is None:
-                    self.rto_at = now + self.rto
+                    self.rto_at = now + self.rtt.rto
             elif self.fin_seq is not None and self.snd_nxt == self.fin_seq and self.snd_nxt < self.snd_max:
                 self._out.append(self._segment(FIN | ACK, self.snd_nxt, now))  # after a go-back on RTO
                 self.snd_nxt += 1
@@ -870,34 +791,38 @@ class TcpConnection:
 
     # ---- timers -------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
+        """The earliest deadline (seconds, the caller's clock; 0.0 when an ACK is due at once), or None."""
         if self.ack_now:
             return 0.0
         best = None
-        for deadline in (self.rto_at, self.delack_at, self.persist_at, self.time_wait_at, self.connect_deadline,
-                         self.keepalive_at, self.loss_suspect_at, self.window_update_at):
+        for deadline in (self.rto_at, self.delack_at, self.persist.at, self.time_wait_at, self.connect_deadline,
+                         self.keepalive.at, self.recovery.suspect_at, self.window_update.at):
             if deadline is not None and (best is None or deadline < best):
                 best = deadline
         return best
 
     def handle_timer(self, now: float) -> None:
+        """Fire whatever is due at `now`: connect deadline, TIME_WAIT end, the loss-suspicion window, RTO,
+        persist, window update, keep-alive."""
         if self.connect_deadline is not None and now >= self.connect_deadline:
             self._finish(TimeoutError(errno.ETIMEDOUT, "connection timed out"))
             return
         if self.time_wait_at is not None and now >= self.time_wait_at:
             self.time_wait_at = None
-            self.state = "CLOSED"
+            self.state = CLOSED
             return
-        if self.loss_suspect_at is not None and now >= self.loss_suspect_at:
-            self.loss_suspect_at = None
-            if not self.in_recovery and self.snd_una == self.suspect_una and self.snd_una < self.snd_max:
+        recovery = self.recovery
+        if recovery.suspect_at is not None and now >= recovery.suspect_at:
+            recovery.suspect_at = None
+            if not recovery.active and self.snd_una == recovery.suspect_una and self.snd_una < self.snd_max:
                 self._enter_recovery(now)
         if self.rto_at is not None and now >= self.rto_at:
             self._on_rto(now)
-        if self.persist_at is not None and now >= self.persist_at:
+        if self.persist.at is not None and now >= self.persist.at:
             self._on_persist(now)
-        if self.window_update_at is not None and now >= self.window_update_at:
+        if self.window_update.at is not None and now >= self.window_update.at:
             self._on_window_update(now)
-        if self.keepalive_at is not None and now >= self.keepalive_at:
+        if self.keepalive.at is not None and now >= self.keepalive.at:
             self._on_keepalive(now)
 
     def _on_rto(self, now: float) -> None:
@@ -905,20 +830,17 @@ class TcpConnection:
         if self.retries > self.opts.max_retries:
             self._finish(TimeoutError(errno.ETIMEDOUT, "connection timed out (no acknowledgement)"))
             return
-        self.rto = min(self.opts.rto_max, self.rto * 2)
-        self.rto_at = now + self.rto
-        self.timed_seq = None
-        if self.state in ("SYN_SENT", "SYN_RECEIVED"):
+        self.rtt.back_off()
+        self.rto_at = now + self.rtt.rto
+        if self.state in (SYN_SENT, SYN_RECEIVED):
             self._send_syn(now)
-            self.rto_at = now + self.rto
+            self.rto_at = now + self.rtt.rto
             if self.connect_deadline is not None:
                 self.rto_at = min(self.rto_at, self.connect_deadline)
             return
         self.cc.on_timeout(self._flight(), now)
-        self.in_recovery = False
-        self.loss_suspect_at = self.recovery_tsval = self.cc_undo = None
-        self.dupacks = 0
-        self.sacked = []  # RFC 6675: after an RTO the scoreboard may be stale (peer reneging)
+        self.recovery.on_timeout()
+        self.scoreboard.clear()
         self.snd_nxt = self.snd_una  # go back: resend from the first unacknowledged byte
         if self.fin_seq is not None and self.snd_una == self.fin_seq:
             self._out.append(self._segment(FIN | ACK, self.fin_seq, now))
@@ -926,55 +848,34 @@ class TcpConnection:
         self.retransmits += 1
 
     def _arm_window_update(self, now: float) -> None:
-        # A window update that reopens a closed window is a lone pure ACK: if it is lost, the sender only
-        # learns of the window from its next zero-window probe, and Linux backs those off to tens of seconds.
-        # So repeat it (a few times, backing off) until data arrives again. Harmless to the sender: with no
-        # data in flight a repeated ACK is not a duplicate ACK.
         self.window_reopened = False
-        self.window_update_nxt = self.rcv_nxt
-        self.window_update_tries = 0
-        self.window_update_at = now + max(self.rto, self.opts.rto_min)
+        self.window_update.arm(now, self.rcv_nxt, max(self.rtt.rto, self.opts.rto_min))
 
     def _on_window_update(self, now: float) -> None:
-        self.window_update_at = None
-        if self.rcv_nxt != self.window_update_nxt or self.state not in ("ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2"):
-            return  # data came: the sender knows the window
-        if self.last_advertised_right - self.rcv_nxt < self.send_mss or self.window_update_tries >= 4:
-            return
-        self.window_update_tries += 1
-        self.ack_now = True
-        self.window_update_at = now + max(self.rto, self.opts.rto_min) * (2 ** self.window_update_tries)
+        still_needed = self.state in RECEIVING and self.last_advertised_right - self.rcv_nxt >= self.send_mss
+        if self.window_update.fire(now, self.rcv_nxt, still_needed, max(self.rtt.rto, self.opts.rto_min)):
+            self.ack_now = True
 
     def _on_persist(self, now: float) -> None:
-        self.persist_at = None
+        self.persist.at = None
         if self.snd_wnd == 0 and (self._unsent() or self.snd_nxt < self.snd_max):
             # A zero-window probe: one old byte (seq snd_una - 1) makes the peer answer with its window.
             self._out.append(self._segment(ACK, self.snd_una - 1, now))
-            self.persist_backoff += 1
-            # Capped well below rto_max: a lost window update then costs seconds, not a minute; a probe
-            # every few seconds to a reader that stopped is a few bytes.
-            self.persist_at = now + min(PERSIST_MAX, self.rto * (2 ** min(self.persist_backoff, 6)))
+            self.persist.probed(now, self.rtt.rto)
 
     def _on_keepalive(self, now: float) -> None:
-        idle = now - self.last_receive
-        if self.opts.keepalive_idle is None:
-            self.keepalive_at = None
-            return
-        if idle < self.opts.keepalive_idle:
-            self.keepalive_probes = 0
-            self.keepalive_at = self.last_receive + self.opts.keepalive_idle
-            return
-        if self.keepalive_probes >= self.opts.keepalive_count:
+        action = self.keepalive.fire(now, self.last_receive)
+        if action is KeepaliveAction.DEAD:
             self._finish(TimeoutError(errno.ETIMEDOUT, "connection timed out (keepalive)"))
-            return
-        self.keepalive_probes += 1
-        self._out.append(self._segment(ACK, self.snd_una - 1, now))
-        self.keepalive_at = now + self.opts.keepalive_interval
+        elif action is KeepaliveAction.PROBE:
+            self._out.append(self._segment(ACK, self.snd_una - 1, now))
 
     def stats(self) -> dict[str, Any]:
-        return {"state": self.state, "srtt": self.srtt, "rto": self.rto, "cwnd": self.cc.cwnd,
+        """{"state", "srtt" (s), "rto" (s), "cwnd" (bytes), "bytes_sent", "bytes_received", "retransmits",
+        "buffered" (bytes held in all buffers), "send_window" (bytes)}."""
+        return {"state": self.state, "srtt": self.rtt.srtt, "rto": self.rtt.rto, "cwnd": self.cc.cwnd,
                 "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
-                "retransmits": self.retransmits, "buffered": len(self.rbuf) + self.ooo_bytes + len(self.sbuf),
+                "retransmits": self.retransmits, "buffered": len(self.rbuf) + self.reassembly.held + len(self.sbuf),
                 "send_window": self.snd_wnd}
 
 

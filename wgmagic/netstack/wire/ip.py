@@ -21,6 +21,10 @@ Parsed = tuple[int, bytes, bytes, int, memoryview, int]
 
 
 def parse(packet: bytes | memoryview, verify_checksum: bool = True) -> Parsed | str:
+    """Validate an IPv4 (RFC 791) or IPv6 (RFC 8200) packet: (version, src, dst, protocol, payload, hop limit),
+    with IPv6 extension headers walked (at most 8) and the payload cut to the header's length; or a drop
+    reason string ("empty", "bad_version", "malformed_ipv4", "malformed_ipv6", "bad_checksum", "fragment",
+    "no_next_header", "too_many_extension_headers"). Never raises."""
     if not packet:
         return "empty"
     version = packet[0] >> 4
@@ -82,6 +86,7 @@ class IPv4Builder:
         self.identification = 0
 
     def build(self, src: bytes, dst: bytes, proto: int, payload: bytes, ttl: int = DEFAULT_TTL) -> bytes:
+        """An IPv4 header (DF set, a new identification, `ttl`) followed by `payload` (RFC 791)."""
         self.identification = (self.identification + 1) & 0xFFFF
         header = IPV4_HEADER.pack(0x45, 0, 20 + len(payload), self.identification, 0x4000, ttl, proto, 0, src, dst)
         checksum = internet_checksum(header)
@@ -89,4 +94,5 @@ class IPv4Builder:
 
 
 def build_ipv6(src: bytes, dst: bytes, next_header: int, payload: bytes, hop_limit: int = DEFAULT_TTL) -> bytes:
+    """An IPv6 header (RFC 8200 3) followed by `payload`."""
     return IPV6_HEADER.pack(6 << 28, len(payload), next_header, hop_limit, src, dst) + payload

@@ -17,6 +17,9 @@ _TS = struct.Struct("!II")
 
 
 class Options(NamedTuple):
+    """TCP options of one segment: MSS (RFC 9293 3.2), window scale (RFC 7323 2), SACK-permitted and SACK
+    blocks (RFC 2018), timestamps (TSval, TSecr; RFC 7323 3). Sequence values as on the wire (mod 2**32)."""
+
     mss: int | None = None
     wscale: int | None = None
     sack_ok: bool = False
@@ -65,6 +68,8 @@ def parse_options(data: bytes | memoryview) -> Options | None:
 
 def build_options(*, mss: int | None = None, wscale: int | None = None, sack_ok: bool = False,
                   ts: tuple[int, int] | None = None, sack: tuple[tuple[int, int], ...] = ()) -> bytes:
+    """The options bytes (padded to 4) in the order Linux writes them; at most 3 SACK blocks with timestamps,
+    4 without (RFC 2018 3)."""
     out = bytearray()
     if mss is not None:
         out += struct.pack("!BBH", OPT_MSS, 4, mss)
@@ -86,6 +91,8 @@ def build_options(*, mss: int | None = None, wscale: int | None = None, sack_ok:
 
 def build_segment(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int, window: int,
                   options: bytes = b"", payload: bytes | memoryview = b"") -> bytes:
+    """A TCP segment from `src` to `dst` (raw addresses, for the checksum's pseudo-header): header,
+    `options` (already padded) and `payload`; seq/ack are taken mod 2**32, window capped at 65535."""
     offset = (20 + len(options)) // 4
     header = HEADER.pack(sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, offset << 4, flags,
                          min(window, 0xFFFF), 0, 0)
@@ -95,4 +102,5 @@ def build_segment(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack:
 
 
 def checksum_ok(src: bytes, dst: bytes, segment: bytes | memoryview) -> bool:
+    """Whether the segment's checksum verifies against the pseudo-header (RFC 9293 3.1)."""
     return transport_checksum(src, dst, PROTO_TCP, segment) == 0
