@@ -11,14 +11,13 @@ import os
 import resource
 import socket
 import struct
-import subprocess
-import sys
 import time
 
 import pytest
 
 from tests.testbed import streams
-from tests.testbed.bed import REF4, REF6, REPO, free_udp_port, keypair, run
+from tests.testbed.bed import REF4, REF6, keypair, run
+from tests.testbed.local import closed_tcp_port, loopback_services
 from wgmagic.gateway import Gateway, parse_expose, parse_name
 from wgmagic.localdb import LocalPostgres
 from wgmagic.runtime.tunnel import connect
@@ -33,20 +32,10 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def local_services():
-    """The bulk/echo/sink services on this machine's loopback: the gateway's local targets."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "tests.testbed.services", "127.0.0.1"], env=env, cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", 9001), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield
-    process.terminate()
-    process.wait(10)
+    """The bulk/echo/sink services on this machine's loopback (ports the kernel chose): the gateway's targets,
+    and a port of ours that refuses connections."""
+    with loopback_services("127.0.0.1") as ports, closed_tcp_port("127.0.0.1") as closed:
+        yield {**ports, "closed": closed}
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +48,19 @@ def postgres():
 def gateway(testbed, local_services, postgres):
     gw_private, gw_public = keypair()
     client_private, client_public = keypair()
-    port = free_udp_port()
-    config = (f"[Interface]\nPrivateKey = {gw_private}\nListenPort = {port}\nAddress = {GW4}/32, {GW6}/128\n\n"
+    config = (f"[Interface]\nPrivateKey = {gw_private}\nAddress = {GW4}/32, {GW6}/128\n\n"
               f"[Peer]\nPublicKey = {client_public}\nAllowedIPs = {CL4}/32, {CL6}/128\n\n"
               f"[Peer]\nPublicKey = {testbed.ref_public}\nAllowedIPs = {REF4}/32, {REF6}/128\n")
-    exposes = [parse_expose(f"5432=127.0.0.1:{postgres.port}"), parse_expose("9000=127.0.0.1:9000"),
-               parse_expose("9001=127.0.0.1:9001"), parse_expose("9002=127.0.0.1:9002"),
-               parse_expose("9009=127.0.0.1:1")]  # nothing listens there: refused
+    # The tunnel side's ports (9000...) are on the gateway's own tunnel addresses; the local side's are the
+    # kernel's choice.
+    exposes = [parse_expose(f"5432=127.0.0.1:{postgres.port}"),
+               parse_expose(f"9000=127.0.0.1:{local_services['bulk']}"),
+               parse_expose(f"9001=127.0.0.1:{local_services['echo']}"),
+               parse_expose(f"9002=127.0.0.1:{local_services['sink']}"),
+               parse_expose(f"9009=127.0.0.1:{local_services['closed']}")]  # ours, not listening: refused
     names = dict([parse_name(f"db.internal={GW4},{GW6}")])
-    gw = Gateway(config, exposes, names)
+    gw = Gateway(config, exposes, names)  # no ListenPort: the kernel picks the UDP port
+    port = gw.listen_port
     gw.client_config = lambda endpoint=None: (  # type: ignore[attr-defined]
         f"[Interface]\nPrivateKey = {client_private}\nAddress = {CL4}/32, {CL6}/128\nDNS = {GW4}\n\n"
         f"[Peer]\nPublicKey = {gw_public}\nEndpoint = {endpoint or f'127.0.0.1:{port}'}\n"
