@@ -37,6 +37,10 @@ MAX_EVENTS = 65536
 SHARED_RECEIVE_BUDGET = 16 * 1024 * 1024
 MIN_CONNECTION_WINDOW = 128 * 1024
 UDP_QUEUE = 256
+# What a listener's `admit` hook may answer besides True (answer the SYN now) and False (refuse it with a
+# reset): hold the SYN unanswered until the listener's owner calls `TcpListener.settle` (a gateway connecting
+# to its local target first, as a forwarder that completes the handshake only once it knows the outcome).
+DEFER = "defer"
 
 
 @dataclass(frozen=True)
@@ -290,10 +294,10 @@ class Stack:
         if listener is not None and (listener.local_ip is None or listener.local_ip.packed == dst):
             local, remote = (_address(dst), dport), (_address(src), sport)
             new = listener.offer(local, remote, segment, now)
+            if new is DEFER:
+                return  # held unanswered until the listener's owner settles it
             if new is not None:
-                self.tcp[(dst, dport, src, sport)] = new
-                self._active.add(new)
-                self._share_window(new)
+                self._adopt((dst, dport, src, sport), new)
                 return
         reset = tcp.reset_for((_address(dst), dport), (_address(src), sport), segment)
         if reset is not None:
@@ -364,6 +368,11 @@ class Stack:
         self._share_window(conn)
         return conn
 
+    def _adopt(self, key: tuple[bytes, int, bytes, int], conn: Any) -> None:
+        self.tcp[key] = conn
+        self._active.add(conn)
+        self._share_window(conn)
+
     def _share_window(self, conn: Any) -> None:
         cap = max(MIN_CONNECTION_WINDOW, SHARED_RECEIVE_BUDGET // max(1, len(self.tcp)))
         conn.window_cap = min(conn.opts.recv_buffer, cap)
@@ -399,27 +408,69 @@ class TcpListener:
         self.backlog = backlog
         self.pending: deque[Any] = deque()
         self.closed = False
-        # Asked once per new SYN, before any answer: False refuses it (a gateway whose local target is down).
-        self.admit: Callable[[tuple[IPAddress, int], tuple[IPAddress, int]], bool] | None = None
+        # Asked once per new SYN, before any answer: True answers it, False refuses it with a reset (a gateway
+        # whose local target is down), DEFER holds it unanswered until settle() (the target is connecting).
+        self.admit: Callable[[tuple[IPAddress, int], tuple[IPAddress, int]], bool | str] | None = None
+        # SYNs held by DEFER, (local, remote) -> the SYN segment; they count against the backlog. Their owner
+        # settles each one; a retransmitted SYN meanwhile is absorbed, not offered again.
+        self.held: dict[tuple[tuple[IPAddress, int], tuple[IPAddress, int]], bytes] = {}
 
     def offer(self, local: tuple[IPAddress, int], remote: tuple[IPAddress, int], segment: memoryview,
               now: float) -> Any:
-        from wgmagic.netstack.tcp.connection import TcpConnection
-
-        if self.closed or len(self.pending) >= self.backlog:
+        """A segment for no connection, to this listener's port: the new connection, DEFER, or None (the
+        stack then answers as for no connection: a reset unless the segment is one)."""
+        is_syn = len(segment) > 13 and segment[13] & 0x12 == 0x02
+        if is_syn and (local, remote) in self.held:
+            self.stack.counters["tcp_syn_held_again"] += 1
+            return DEFER
+        if self.closed or len(self.pending) + len(self.held) >= self.backlog:
             self.stack.drops["listen_backlog_full"] += 1
             return None
-        is_syn = len(segment) > 13 and segment[13] & 0x12 == 0x02
-        if self.admit is not None and is_syn and not self.admit(local, remote):
-            self.stack.drops["listen_refused"] += 1
-            return None  # the stack answers with a reset: the peer sees "connection refused"
-        mss = self.stack.path_mtu(remote[0].packed) - (40 if remote[0].version == 4 else 60)
-        conn = TcpConnection.accept_syn(local, remote, segment, now, options=self.stack.tcp_options,
-                                        rng=self.stack.rng, mss=mss)
+        if self.admit is not None and is_syn:
+            verdict = self.admit(local, remote)
+            if verdict is DEFER:
+                self.held[(local, remote)] = bytes(segment)
+                self.stack.counters["tcp_syn_deferred"] += 1
+                return DEFER
+            if not verdict:
+                self.stack.drops["listen_refused"] += 1
+                return None  # the stack answers with a reset: the peer sees "connection refused"
+        conn = self._connection(local, remote, segment, now)
         if conn is not None:
             self.pending.append(conn)
             self.stack._event(TcpAccepted(self))
         return conn
+
+    def _connection(self, local: tuple[IPAddress, int], remote: tuple[IPAddress, int],
+                    segment: memoryview | bytes, now: float) -> Any:
+        from wgmagic.netstack.tcp.connection import TcpConnection
+
+        mss = self.stack.path_mtu(remote[0].packed) - (40 if remote[0].version == 4 else 60)
+        return TcpConnection.accept_syn(local, remote, segment, now, options=self.stack.tcp_options,
+                                        rng=self.stack.rng, mss=mss)
+
+    def settle(self, local: tuple[IPAddress, int], remote: tuple[IPAddress, int], accept: bool,
+               now: float) -> Any:
+        """Answer a SYN that `admit` deferred. accept=True answers it with a SYN-ACK (RFC 9293 3.10.7.2) and
+        returns the new connection, in SYN-RECEIVED, to the caller (it is not queued for accept()); False
+        answers a reset, so the peer sees "connection refused". Returns None when refused, when no such SYN is
+        held, or when the listener has closed or the 4-tuple is taken meanwhile (then it resets too)."""
+        segment = self.held.pop((local, remote), None)
+        if segment is None:
+            return None
+        key = (local[0].packed, local[1], remote[0].packed, remote[1])
+        if accept and not self.closed and key not in self.stack.tcp:
+            conn = self._connection(local, remote, segment, now)
+            if conn is not None:
+                self.stack._adopt(key, conn)
+                return conn
+        from wgmagic.netstack.tcp.connection import reset_for
+
+        self.stack.drops["listen_refused"] += 1
+        reset = reset_for(local, remote, segment)
+        if reset is not None:
+            self.stack._emit(key[0], key[2], PROTO_TCP, reset)
+        return None
 
     def accept(self) -> Any:
         return self.pending.popleft() if self.pending else None
