@@ -173,3 +173,107 @@ def test_handshake_flood_gets_cookies_while_sessions_keep_working(gateway):
         print(f"flood: 10,000 initiations in {elapsed:.1f} s, {cookies} cookie replies, max RSS +{grown:.0f} MiB")
         assert cookies > 1000
         assert grown < 64
+
+
+def _own_gateway(exposes, **kwargs):
+    """A gateway of the test's own (fresh keys, kernel-chosen UDP port) and the wg-quick text of its client."""
+    gw_private, gw_public = keypair()
+    client_private, client_public = keypair()
+    config = (f"[Interface]\nPrivateKey = {gw_private}\nAddress = {GW4}/32, {GW6}/128\n\n"
+              f"[Peer]\nPublicKey = {client_public}\nAllowedIPs = {CL4}/32, {CL6}/128\n")
+    gw = Gateway(config, exposes, name=f"gateway-{os.urandom(3).hex()}", **kwargs)
+    client = (f"[Interface]\nPrivateKey = {client_private}\nAddress = {CL4}/32, {CL6}/128\n\n"
+              f"[Peer]\nPublicKey = {gw_public}\nEndpoint = 127.0.0.1:{gw.listen_port}\nAllowedIPs = {NET4}, {NET6}\n")
+    return gw, client
+
+
+def _slow_target():
+    """A local target whose connect() hangs until the test lets it through, with real packets: a listener whose
+    accept queue (listen(0)) is full holds one connection nobody accepted yet, so the kernel drops every new SYN
+    to it; accepting that one makes room, and the next SYN gets through."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    filler = socket.create_connection(listener.getsockname(), timeout=5)
+    return listener, filler
+
+
+def _wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_a_slow_local_target_holds_its_syn_and_stalls_no_one_else(local_services):
+    """Issue 12: the gateway connects to a local target without blocking its loop. While one peer's SYN waits
+    for a target that does not answer, pings and another connection through the same gateway are served."""
+    import threading
+
+    listener, filler = _slow_target()
+    slow_port = listener.getsockname()[1]
+    gw, client = _own_gateway([parse_expose(f"9003=127.0.0.1:{slow_port}"),
+                               parse_expose(f"9001=127.0.0.1:{local_services['echo']}")], connect_timeout=60)
+    outcome: dict[str, object] = {}
+    try:
+        with connect(client) as tunnel:
+            def slow_connect() -> None:
+                try:
+                    outcome["sock"] = tunnel.open_connection(GW4, 9003, timeout=60)
+                except Exception as exc:  # reported by the assertions below
+                    outcome["error"] = exc
+
+            worker = threading.Thread(target=slow_connect)
+            worker.start()
+            _wait_until(lambda: gw.stats()["connecting"] == 1, 10, "the gateway to hold the SYN")
+            rtts = [reply.rtt for reply in tunnel.ping_iter(GW4, 50, interval=0.0, timeout=5)]
+            with tunnel.open_connection(GW4, 9001, timeout=10) as other:
+                for i in range(20):
+                    other.sendall(struct.pack("!I", i))
+                    assert other.recv(4) == struct.pack("!I", i)
+            # All of that happened while the slow connect was still pending, on both sides.
+            assert gw.stats()["connecting"] == 1 and worker.is_alive() and not outcome
+            answered = [rtt for rtt in rtts if rtt is not None]
+            print(f"during a held SYN: {len(answered)}/50 pings answered, max RTT {max(answered) * 1000:.2f} ms, "
+                  f"median {sorted(answered)[len(answered) // 2] * 1000:.2f} ms; 20 echo round trips on a second "
+                  "connection")
+            assert len(answered) >= 20
+            # Let the target accept: the held SYN is answered with a SYN-ACK and the connection carries data.
+            listener.accept()[0].close()
+            worker.join(60)
+            assert "error" not in outcome, outcome.get("error")
+            with outcome["sock"] as sock, listener.accept()[0] as target:  # type: ignore[union-attr]
+                sock.sendall(b"hello")
+                assert target.recv(5) == b"hello"
+                target.sendall(b"world")
+                assert sock.recv(5) == b"world"
+            assert gw.stats()["connecting"] == 0
+    finally:
+        gw.close()
+        filler.close()
+        listener.close()
+
+
+def test_a_local_target_that_never_answers_gets_the_peer_a_reset_after_the_timeout(local_services):
+    listener, filler = _slow_target()
+    gw, client = _own_gateway([parse_expose(f"9003=127.0.0.1:{listener.getsockname()[1]}")], connect_timeout=1.0)
+    try:
+        with connect(client) as tunnel:
+            with pytest.raises(ConnectionRefusedError):
+                tunnel.open_connection(GW4, 9003, timeout=30)
+            stats = gw.stats()
+            assert stats["refused"] == 1 and stats["connecting"] == 0
+            assert stats["counters"]["gateway_local_connect_timeouts"] == 1
+    finally:
+        gw.close()
+        filler.close()
+        listener.close()
+
+
+def test_target_host_names_resolve_once_at_start_with_a_clear_error():
+    from wgmagic.gateway import resolve_target
+
+    addresses = resolve_target(parse_expose("80=localhost:8080"))
+    assert addresses and all(sockaddr[1] == 8080 for _, sockaddr in addresses)
+    with pytest.raises(ValueError, match=r"nothere\.invalid.*does not resolve"):
+        _own_gateway([parse_expose("80=nothere.invalid:8080")])
