@@ -32,7 +32,6 @@ from tests.testbed.tls import write_ca_and_server_cert
 from wgmagic.wireguard.crypto import generate_keypair as keypair
 
 PREFIX = "wgmt"
-STATE_FILE = Path("/run/wgmagic-testbed.json")
 REPO = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -319,15 +318,17 @@ class TestBed:
               target_port: int | None = None, **both: float) -> Iterator[Relay]:
         """A UDP impairment relay in front of the peer; settings apply to both directions unless given apart."""
         settings = {"seed": seed, "up": {**both, **(up or {})}, "down": {**both, **(down or {})}}
-        port = free_udp_port()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        process = subprocess.Popen([sys.executable, "-m", "tests.testbed.relay", str(port),
-                                    str(target_port or self.port),
-                                    json.dumps(settings)], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        process = subprocess.Popen([sys.executable, "-m", "tests.testbed.relay", "0", str(target_port or self.port),
+                                    json.dumps(settings)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, env=env, cwd=REPO)
         assert process.stdout is not None
-        if "ready" not in process.stdout.readline():
-            raise RuntimeError("the impairment relay did not start")
-        relay = Relay(f"127.0.0.1:{port}", process)
+        word, _, port = process.stdout.readline().partition(" ")
+        if word != "ready" or not port.strip().isdigit():
+            process.kill()
+            _, stderr = process.communicate(timeout=10)
+            raise RuntimeError(f"the impairment relay did not start: {stderr.strip() or 'no output'}")
+        relay = Relay(f"127.0.0.1:{port.strip()}", process)
         try:
             yield relay
         finally:
