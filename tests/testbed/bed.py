@@ -93,7 +93,7 @@ class TestBed:
         self.dir = Path(tempfile.mkdtemp(prefix=f"wgmagic-bed-{self.id}-"))
         os.chmod(self.dir, 0o755)  # postgres must traverse it
         (self.dir / "owner.pid").write_text(str(os.getpid()))  # clean_leftovers() spares beds in use
-        self.port = free_udp_port()
+        self.port = 0  # the peer's UDP port on the host's loopback: the kernel's choice, read back once it is up
         self.peer_private, self.peer_public = keypair()
         self.clients = [keypair() for _ in range(IDENTITIES)]  # (private, public) per identity
         self.client_private, self.client_public = self.clients[0]
@@ -152,14 +152,24 @@ class TestBed:
         addresses = [client_addresses(k) for k in range(IDENTITIES)]
         for (_, public), (v4, v6) in zip(self.clients, addresses, strict=True):
             peers += ["peer", public, "allowed-ips", f"{v4}/32,{v6}/128"]
+        # First start: listen-port 0, wireguard-go binds a port the kernel picks when the link comes up. A restart
+        # must listen where the clients already send (the port is ours until the old process died).
         run("wg", "set", self.peer_if, "listen-port", str(self.port), "private-key", str(self.dir / "peer.key"),
             *peers, "peer", self.ref_public, "allowed-ips", f"{REF4}/32,{REF6}/128")
         run("ip", "link", "set", self.peer_if, "netns", self.ns)
         run("ip", "link", "set", self.peer_if, "mtu", str(MTU), "up", ns=self.ns)
+        wanted = self.port
+        wait_for(lambda: self._listen_port() not in (0, None) and (not wanted or self._listen_port() == wanted),
+                 10, f"wireguard-go {self.peer_if} to listen on UDP port {wanted or '(any)'} of 127.0.0.1")
+        self.port = self._listen_port() or 0
         for v4, _ in [*addresses, (REF4, REF6)]:
             run("ip", "route", "add", f"{v4}/32", "dev", self.peer_if, ns=self.ns)
         for _, v6 in [*addresses, (REF4, REF6)]:
             run("ip", "-6", "route", "add", f"{v6}/128", "dev", self.peer_if, "src", PEER6, ns=self.ns)
+
+    def _listen_port(self) -> int | None:
+        out = run("wg", "show", self.peer_if, "listen-port", ns=self.ns, check=False).stdout.strip()
+        return int(out) if out.isdigit() else None
 
     def _start_reference(self) -> None:
         process = self._start_wireguard_go(self.ref_if)
