@@ -99,7 +99,7 @@ class LocalConnect:
     deadline: float  # time.monotonic() seconds
     sock: socket.socket | None = None
     timer: Any = None
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # errno names of the addresses that failed
 
 
 class Gateway:
@@ -161,7 +161,7 @@ class Gateway:
         attempt = LocalConnect(listener, local, remote, list(self.targets[expose]),
                                time.monotonic() + self.connect_timeout)
         if not self._connect_next(attempt):
-            self.refused += 1
+            self._count_refusal(attempt)
             return False
         self._connecting[(local, remote)] = attempt
         attempt.timer = self.engine.loop.call_at(attempt.deadline, self._timed_out, attempt)
@@ -174,7 +174,7 @@ class Gateway:
             try:
                 sock = socket.socket(family, socket.SOCK_STREAM)
             except OSError as exc:
-                attempt.errors.append(str(exc))
+                attempt.errors.append(errno.errorcode.get(exc.errno or 0, "error"))
                 continue
             sock.setblocking(False)
             code = sock.connect_ex(address)
@@ -204,9 +204,17 @@ class Gateway:
 
     def _timed_out(self, attempt: LocalConnect) -> None:
         attempt.timer = None
+        attempt.errors.append("timeout")
         self.engine.counters["gateway_local_connect_timeouts"] += 1
         self._drop_socket(attempt)
         self._settle(attempt, False)
+
+    def _count_refusal(self, attempt: LocalConnect) -> None:
+        """A peer's connection refused: counted, with why each address of the target failed (for stats())."""
+        self.refused += 1
+        for reason in attempt.errors:
+            if reason != "timeout":
+                self.engine.counters[f"gateway_local_connect_{reason}"] += 1
 
     def _drop_socket(self, attempt: LocalConnect) -> None:
         if attempt.sock is not None:
@@ -226,7 +234,7 @@ class Gateway:
         conn = attempt.listener.settle(attempt.local, attempt.remote, connected, now)
         if conn is None:
             self._drop_socket(attempt)
-            self.refused += 1
+            self._count_refusal(attempt)
         else:
             local, attempt.sock = attempt.sock, None
             assert local is not None

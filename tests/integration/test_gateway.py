@@ -105,6 +105,7 @@ def test_wgmagic_client_through_the_gateway(gateway, postgres):
             assert db.execute("SELECT count(*) FROM measurements").fetchone()[0] == 2000
         with pytest.raises(ConnectionRefusedError):
             tunnel.open_connection(GW4, 9009, timeout=10)
+        assert gateway.stats()["counters"]["gateway_local_connect_ECONNREFUSED"] >= 1  # why, for the operator
         with tunnel.open_connection(GW4, 9001, timeout=10) as sock:
             for i in range(200):
                 sock.sendall(struct.pack("!I", i))
