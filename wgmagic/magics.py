@@ -45,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports mistakes as IPython UsageErrors instead of exiting the kernel."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
+        raise UsageError(scrub(f"{self.prog}: {message}\n{self.format_usage().strip()}"))
 
     def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
         if message:
@@ -146,10 +146,7 @@ class WireGuardMagics(Magics):
             _wg_parser().print_help()
             return None
         handler = getattr(self, f"_wg_{args.command}")
-        try:
-            return handler(args)
-        except WgMagicError as exc:
-            raise _short(exc) from None
+        return _guarded(f"%wg {args.command}", handler, args)
 
     def _wg_connect(self, args: argparse.Namespace) -> Any:
         from wgmagic.config import parse_config
@@ -164,6 +161,8 @@ class WireGuardMagics(Magics):
             key = os.environ.get(PRIVATE_KEY_ENV) or getpass.getpass(
                 f"PrivateKey for {source} (or set {PRIVATE_KEY_ENV}): ")
             config = parse_config(_with_private_key(text, key.strip()), source=source)
+        if not config.peers:
+            raise ConfigError("has no [Peer] section: there is nothing to connect to", source=source)
         name = args.name or _default_name(source, self.tunnels)
         if name in self.tunnels and not self.tunnels[name].closed:
             self.tunnels[name].close()
@@ -182,17 +181,19 @@ class WireGuardMagics(Magics):
             value = self._lookup(name)
             if isinstance(value, os.PathLike):
                 value = os.fspath(value)
+            if isinstance(value, (bytes, bytearray)):
+                from wgmagic.config import decode_config_bytes
+
+                return decode_config_bytes(bytes(value), source=f"${name}"), f"${name}"
             if not isinstance(value, str):
                 raise UsageError(f"%wg connect: {name} holds a {type(value).__name__}, not wg-quick text or a path")
             argument = value
             if "\n" in value or "[" in value:
                 return value, f"${name}"
+        from wgmagic.config import read_config_file
+
         path = os.path.expanduser(argument)
-        try:
-            with open(path) as handle:
-                return handle.read(), path
-        except OSError as exc:
-            raise UsageError(f"%wg connect: cannot read {path!r}: {exc.strerror}") from None
+        return read_config_file(path), path
 
     def _lookup(self, dotted: str) -> Any:
         head, *rest = dotted.split(".")
@@ -200,7 +201,10 @@ class WireGuardMagics(Magics):
             raise UsageError(f"no variable named {head!r} in the notebook")
         value = self.shell.user_ns[head]
         for part in rest:
-            value = getattr(value, part)
+            try:
+                value = getattr(value, part)
+            except AttributeError:
+                raise UsageError(f"{head}: no attribute {part!r} (in {{{dotted}}})") from None
         return value
 
     def _value(self, text: str | None) -> str | None:
@@ -360,13 +364,10 @@ class WireGuardMagics(Magics):
             target_var, line = capture.group(1), capture.group(2)
         if cell is None and self._line_is_sql(line):
             line, cell = "", line  # `%wgsql SELECT ...` (and `x = %wgsql SELECT ...`) on the current connection
-        args = _parse(_wgsql_parser(), line)
+        args = _parse(_wgsql_parser(), _keyword_dsn_as_one_argument(line))
         if args is None:
             return None
-        try:
-            return self._wgsql(args, cell or "", target_var)
-        except WgMagicError as exc:
-            raise _short(exc) from None
+        return _guarded("%%wgsql", self._wgsql, args, cell or "", target_var)
 
     def _line_is_sql(self, line: str) -> bool:
         first = line.strip().split(None, 1)[0] if line.strip() else ""
@@ -478,13 +479,76 @@ def _window(text: str) -> float:
         raise UsageError(str(exc)) from None
 
 
+def _guarded(what: str, handler: Any, *args: Any) -> Any:
+    """Run a magic's handler so that every failure reaches the notebook as one short message with no secret
+    in it: our own errors as they are (masked), usage mistakes as UsageError, and anything unexpected (an
+    OSError from a bind, a ValueError from a library) as a WgMagicError naming the command."""
+    try:
+        return handler(*args)
+    except UsageError as exc:
+        raise UsageError(scrub(str(exc))) from None
+    except WgMagicError as exc:
+        raise _short(exc) from None
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()
+        error = WgMagicError(f"{what}: {type(exc).__name__}" + (f": {detail[0]}" if detail else ""))
+        raise _short(error) from None
+
+
+_KEY_SHAPED = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=(?![A-Za-z0-9+/=])")
+_USERINFO = re.compile(r"(?<![\w/])([^\s:/@'\"]+:)([^\s@'\"]+)(@)")
+
+
+def scrub(text: str) -> str:
+    """`text` with every secret-shaped part masked: URL and keyword passwords (connstr.mask_secrets),
+    user:password@host without a scheme, and anything shaped like a WireGuard key (44 characters of base64:
+    a private key pasted in the wrong place must not be echoed)."""
+    from wgmagic.sql.connstr import mask_secrets
+
+    text = mask_secrets(text)
+    text = _USERINFO.sub(lambda m: m.group(1) + "***" + m.group(3), text)
+    return _KEY_SHAPED.sub("<key>", text)
+
+
 def _short(exc: BaseException) -> BaseException:
-    """Our errors as one short message in the notebook (IPython honours _render_traceback_)."""
+    """Our errors as one short message in the notebook (IPython honours _render_traceback_), secrets masked."""
+    message = str(exc)
+    masked = scrub(message)
+    if masked != message:
+        with contextlib.suppress(Exception):
+            exc.args = (masked,)
     if not hasattr(exc, "_render_traceback_"):
-        text = f"{type(exc).__name__}: {exc}"
+        text = f"{type(exc).__name__}: {masked}"
         with contextlib.suppress(Exception):
             exc._render_traceback_ = lambda: text.splitlines()  # type: ignore[attr-defined]
     return exc
+
+
+_KEYWORD_ARGUMENT = re.compile(r"^[A-Za-z_]\w*=")
+_OPTIONS_WITH_VALUES = {"--alias", "-A", "-o", "--out", "--tunnel", "--limit"}
+
+
+def _keyword_dsn_as_one_argument(line: str) -> str:
+    """`%%wgsql host=db user=app password=x --alias a`: the libpq keyword=value words become one DSN argument
+    (as libpq reads a conninfo string), so they are not taken for stray arguments and echoed back."""
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        return line  # an unclosed quote: _parse reports it
+    keywords = [index for index, word in enumerate(words) if _KEYWORD_ARGUMENT.match(word)
+                and not (index > 0 and words[index - 1] in _OPTIONS_WITH_VALUES)]
+    if len(keywords) < 1:
+        return line
+    conninfo = " ".join(_conninfo_word(words[index]) for index in keywords)
+    rest = [shlex.quote(word) for index, word in enumerate(words) if index not in keywords]
+    return " ".join([shlex.quote(conninfo), *rest])
+
+
+def _conninfo_word(word: str) -> str:
+    key, _, value = word.partition("=")
+    if value and not re.search(r"[\s'\\]", value):
+        return f"{key}={value}"
+    return f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _affected(result: Any) -> str:

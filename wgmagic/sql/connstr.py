@@ -17,8 +17,13 @@ DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 14
                  "cockroachdb": 26257, "clickhouse": 9000, "redshift": 5439}
 _SCHEME_ALIASES = {"postgres": "postgresql", "pgsql": "postgresql", "psql": "postgresql"}
 _KEYWORD = re.compile(r"\s*([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE)
-_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+# user:password@ in a URL: the password runs to the last @ of the word (as urlsplit reads userinfo), so a
+# raw @ or / inside it is masked too.
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(\S*)(@)", re.IGNORECASE)
+# password=..., sslpassword=..., PGPASSWORD=..., PWD=... (ODBC), also URL-encoded (%3D) and in a query string.
+_KEYWORD_PASSWORD = re.compile(r"(\b(?:ssl|pg)?(?:password|passwd|pwd)\s*(?:=|%3D)\s*)('(?:[^'\\]|\\.)*'|[^\s&;]+)",
+                               re.IGNORECASE)
+SECRET_OPTIONS = frozenset({"password", "sslpassword", "passwd", "pwd"})  # never shown, wherever they appear
 
 
 class DsnError(WgMagicError, ValueError):
@@ -50,7 +55,7 @@ class Dsn:
     def options(self) -> dict[str, str]:
         return dict(self.query)
 
-    def _url(self, password: str | None) -> str:
+    def _url(self, password: str | None, *, masked: bool = True) -> str:
         scheme = self.dialect + (f"+{self.driver}" if self.driver else "")
         auth = ""
         if self.user is not None:
@@ -63,7 +68,9 @@ class Dsn:
             host = f"[{host}]"
         port = f":{self.port}" if self.port else ""
         database = "/" + quote(self.database, safe="") if self.database else ""
-        query = "?" + "&".join(f"{quote(k, safe='')}={quote(v, safe='/')}" for k, v in self.query) if self.query else ""
+        query = "?" + "&".join(
+            f"{quote(k, safe='')}={'***' if masked and k.lower() in SECRET_OPTIONS else quote(v, safe='/')}"
+            for k, v in self.query) if self.query else ""
         return f"{scheme}://{auth}{host}{port}{database}{query}"
 
     def masked(self) -> str:
@@ -73,7 +80,7 @@ class Dsn:
     def sqlalchemy_url(self, *, host: str | None = None, port: int | None = None) -> str:
         """For create_engine: the password included (it is for the driver, never for display)."""
         target = replace(self, host=host or self.host, port=port or self.port)
-        return target._url(quote(self.password, safe="") if self.password is not None else None)
+        return target._url(quote(self.password, safe="") if self.password is not None else None, masked=False)
 
     def with_password(self, password: str | None) -> Dsn:
         return replace(self, password=password)
@@ -124,14 +131,17 @@ def _parse_url(text: str) -> Dsn:
     query = tuple(parse_qsl(parts.query, keep_blank_values=True))
     host = parts.hostname
     options = dict(query)
+    password = unquote(parts.password) if parts.password is not None else None
+    if dialect == "postgresql" and "password" in options:  # libpq: a query parameter overrides the userinfo
+        password = options["password"]
+        query = tuple((k, v) for k, v in query if k != "password")
     if not host and "host" in options:  # postgresql:///app?host=/tmp/dir
         host = options["host"]
         query = tuple((k, v) for k, v in query if k != "host")
     database = unquote(parts.path[1:]) if parts.path.startswith("/") and len(parts.path) > 1 else None
     return Dsn(dialect=dialect, driver=driver or None,
                user=unquote(parts.username) if parts.username is not None else None,
-               password=unquote(parts.password) if parts.password is not None else None,
-               host=host, port=port or DEFAULT_PORTS.get(dialect), database=database, query=query)
+               password=password, host=host, port=port or DEFAULT_PORTS.get(dialect), database=database, query=query)
 
 
 def _parse_keywords(text: str) -> Dsn:
