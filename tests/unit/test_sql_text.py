@@ -162,8 +162,10 @@ def test_caret_never_fails(sql, position):
     ("SELECT arr[1;2]; SELECT 3", ["SELECT arr[1;", "2];", " SELECT 3"]),  # psql does not count brackets
     ("SELECT E'\\';'; SELECT 2", ["SELECT E'\\';';", " SELECT 2"]),
     ("SELECT '\\'; SELECT 2", ["SELECT '\\';", " SELECT 2"]),  # standard_conforming_strings: no escapes
-    ("SELECT 'a'\n';'; SELECT 3", ["SELECT 'a'\n';';", " SELECT 3"]),  # a literal continued over a newline
-    ("SELECT E'a'\n'\\';'; SELECT 3", ["SELECT E'a'\n'\\';';", " SELECT 3"]),  # ... keeps its escapes
+    ("SELECT 'a'\n';'; SELECT 3", ["SELECT 'a'\n';';", " SELECT 3"]),
+    # psql scans line by line: across a \n, E'a' and '\' are two literals, the second without escapes ...
+    ("SELECT E'a'\n'\\';'; SELECT 3", ["SELECT E'a'\n'\\';", "'; SELECT 3"]),
+    ("SELECT E'a'\r'\\';'; SELECT 3", ["SELECT E'a'\r'\\';';", " SELECT 3"]),  # ... across a bare \r, one
     ("SELECT U&'d\\0061t;a'; SELECT 2", ["SELECT U&'d\\0061t;a';", " SELECT 2"]),
     ("SELECT B'01', X'ff;'; x", ["SELECT B'01', X'ff;';", " x"]),
     ('SELECT "a;""b"; x', ['SELECT "a;""b";', " x"]),

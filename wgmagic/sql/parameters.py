@@ -101,8 +101,11 @@ _NUMBER = re.compile(
     rf"(?:0[xX](?:_?[0-9A-Fa-f])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+"
     rf"|(?:{_DIGITS}(?:\.(?!\.)(?:{_DIGITS})?)?|\.{_DIGITS})(?:[Ee][-+]?(?:{_DIGITS})?)?)"
     rf"(?:[A-Za-z_{_NONASCII}][A-Za-z0-9_${_NONASCII}]*)?")  # trailing junk is part of the token
-# After a closing quote: whitespace holding a newline, then another quote, continues the same literal.
-_QUOTE_CONTINUE = re.compile(r"(?:[ \t\f]|--[^\n\r]*)*[\n\r](?:[ \t\n\r\f]+|--[^\n\r]*[\n\r])*'")
+# After a closing quote, whitespace holding a newline and then another quote continue the same literal (SQL's
+# 'a'<newline>'b'). psql feeds its lexer one line at a time, without the \n, so it only ever sees such a
+# continuation across a bare \r; across a \n it sees two literals and may cut between them. We cut where
+# psql cuts.
+_QUOTE_CONTINUE = re.compile(r"(?:[ \t\f]|--[^\n\r]*)*\r(?:[ \t\r\f]+|--[^\n\r]*\r)*'")
 _QUOTE_OR_BACKSLASH = re.compile(r"['\\]")
 _WORD = re.compile(r"[A-Za-z0-9_$]")
 _ROUTINE_WORDS = {"create": "c", "function": "f", "procedure": "p", "or": "o", "replace": "r"}
