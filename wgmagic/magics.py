@@ -53,14 +53,25 @@ class _Parser(argparse.ArgumentParser):
         raise _HelpShown
 
 
-def _parse(parser: _Parser, line: str) -> argparse.Namespace | None:
-    """The magic's arguments, or None once --help has been printed."""
+def _parse(parser: _Parser, line: str, *, may_hold_secrets: tuple[str, ...] = ()) -> argparse.Namespace | None:
+    """The magic's arguments, or None once --help has been printed.
+
+    An argument shaped like a secret (a URL or keyword password, a WireGuard key) is refused unless it is one
+    of `may_hold_secrets` (the DSN): names, targets and paths are echoed in messages, status tables and
+    widgets, so a password pasted into one of them would be shown.
+    """
     try:
-        return parser.parse_args(shlex.split(line))
+        args = parser.parse_args(shlex.split(line))
     except _HelpShown:
         return None
     except ValueError as exc:  # shlex: an unclosed quote
         raise UsageError(f"{parser.prog}: {exc}") from None
+    for name, value in vars(args).items():
+        if isinstance(value, str) and name not in may_hold_secrets and scrub(value) != value:
+            command = f" {args.command}" if getattr(args, "command", None) else ""
+            raise UsageError(f"{parser.prog}{command}: the {name} argument looks like it holds a password or a "
+                             "key: it is neither used nor shown (pass secrets in a {variable} or the DSN)")
+    return args
 
 
 def _wg_parser() -> _Parser:
@@ -364,7 +375,7 @@ class WireGuardMagics(Magics):
             target_var, line = capture.group(1), capture.group(2)
         if cell is None and self._line_is_sql(line):
             line, cell = "", line  # `%wgsql SELECT ...` (and `x = %wgsql SELECT ...`) on the current connection
-        args = _parse(_wgsql_parser(), _keyword_dsn_as_one_argument(line))
+        args = _parse(_wgsql_parser(), _keyword_dsn_as_one_argument(line), may_hold_secrets=("target",))
         if args is None:
             return None
         return _guarded("%%wgsql", self._wgsql, args, cell or "", target_var)
@@ -380,6 +391,8 @@ class WireGuardMagics(Magics):
 
         if args.limit is not None and args.limit < 0:
             raise UsageError("--limit must be 0 or more")
+        if args.out is not None and not args.out.isidentifier():
+            raise UsageError(f"-o/--out takes a Python variable name, not {args.out!r}")
         conn = self._sql_connection(args)
         if args.close:
             conn.close()

@@ -113,8 +113,8 @@ def parse_dsn(text: str) -> Dsn:
         return _parse_url(text)
     if "=" in text:
         return _parse_keywords(text)
-    raise DsnError(f"not a connection string: expected a URL such as postgresql://user@host/db or "
-                   f"key=value pairs, got {mask_secrets(text)[:60]!r}")
+    raise DsnError("not a connection string: expected a URL such as postgresql://user@host/db or key=value "
+                   "pairs (the text is not repeated: it may hold a password)")
 
 
 def _parse_url(text: str) -> Dsn:
@@ -151,9 +151,9 @@ def _parse_keywords(text: str) -> Dsn:
         if text[position:].strip() == "":
             break
         match = _KEYWORD.match(text, position)
-        if not match:
-            raise DsnError(f"cannot read the connection string near {mask_secrets(text[position:])[:30]!r}: "
-                           "expected key=value")
+        if not match:  # the text is not quoted: a key or a password pasted here must not be echoed
+            raise DsnError(f"cannot read the connection string at character {position + 1}: expected key=value "
+                           "pairs such as host=db.internal user=app")
         value = match.group(2)
         if value.startswith("'"):
             value = re.sub(r"\\(.)", r"\1", value[1:-1])
