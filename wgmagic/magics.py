@@ -20,6 +20,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 
 from wgmagic.errors import ConfigError, WgMagicError
+from wgmagic.sql.connstr import mask_all_secrets as scrub
 
 PRIVATE_KEY_ENV = "WGMAGIC_PRIVATE_KEY"
 DEFAULT_DISPLAY_LIMIT = 50
@@ -402,7 +403,8 @@ class WireGuardMagics(Magics):
             print(f"wgmagic: closed connection {conn.alias!r}")
             return None
         self.current_connection = conn.alias
-        statements = split_statements(cell, self.shell.user_ns)
+        statements = split_statements(cell, self.shell.user_ns,
+                                      standard_conforming_strings=_standard_conforming_strings(conn))
         if not statements:
             conn.ensure()
             print(f"wgmagic: connected: {conn.dsn.masked()}")
@@ -483,6 +485,16 @@ class WireGuardMagics(Magics):
         self.current_tunnel = self.current_connection = None
 
 
+def _standard_conforming_strings(conn: Any) -> bool:
+    """The server's standard_conforming_strings as the connection last reported it (on unless it said off):
+    off, backslashes escape inside '...' and the statements are cut accordingly, as psql does."""
+    try:
+        value = conn.raw.info.parameter_status("standard_conforming_strings")
+    except Exception:
+        return True
+    return value not in ("off", b"off")
+
+
 def _window(text: str) -> float:
     from wgmagic.dashboard import parse_window
 
@@ -506,21 +518,6 @@ def _guarded(what: str, handler: Any, *args: Any) -> Any:
         detail = str(exc).strip().splitlines()
         error = WgMagicError(f"{what}: {type(exc).__name__}" + (f": {detail[0]}" if detail else ""))
         raise _short(error) from None
-
-
-_KEY_SHAPED = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=(?![A-Za-z0-9+/=])")
-_USERINFO = re.compile(r"(?<![\w/])([^\s:/@'\"]+:)([^\s@'\"]+)(@)")
-
-
-def scrub(text: str) -> str:
-    """`text` with every secret-shaped part masked: URL and keyword passwords (connstr.mask_secrets),
-    user:password@host without a scheme, and anything shaped like a WireGuard key (44 characters of base64:
-    a private key pasted in the wrong place must not be echoed)."""
-    from wgmagic.sql.connstr import mask_secrets
-
-    text = mask_secrets(text)
-    text = _USERINFO.sub(lambda m: m.group(1) + "***" + m.group(3), text)
-    return _KEY_SHAPED.sub("<key>", text)
 
 
 def _short(exc: BaseException) -> BaseException:

@@ -186,3 +186,21 @@ def test_any_bytes_give_a_config_or_a_config_error(data):
         parse_config(text, source="f.conf")
     except ConfigError as exc:
         assert str(exc).startswith("f.conf")
+
+
+@pytest.mark.parametrize(("data", "words"), [
+    (b"", "no [Interface] section"),
+    (b"\xff\xfe" + f"[Interface]\r\nPrivateKey = {PRIV}\r\n".encode("utf-16-le"), "no [Peer] section"),
+    (bytes(range(256)), "not a text file"),
+])
+def test_the_command_line_reports_config_files_in_one_line(tmp_path, capsys, data, words):
+    from wgmagic.cli import main
+
+    path = tmp_path / "wg0.conf"
+    path.write_bytes(data)
+    for command in ("status", "resolve", "ping"):
+        argv = [command, str(path)] + (["db.internal"] if command != "status" else [])
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1
+    assert main(["status", str(tmp_path)]) == 2 and "is a directory" in capsys.readouterr().err

@@ -174,3 +174,16 @@ def mask_secrets(text: str) -> str:
     """Replace passwords in URLs and password=... pairs found anywhere in `text` with ***."""
     text = _URL_PASSWORD.sub(lambda m: m.group(1) + "***" + m.group(3), text)
     return _KEYWORD_PASSWORD.sub(lambda m: m.group(1) + "***", text)
+
+
+_KEY_SHAPED = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=(?![A-Za-z0-9+/=])")
+_USERINFO = re.compile(r"(?<![\w/])([^\s:/@'\"]+:)([^\s@'\"]+)(@)")
+
+
+def mask_all_secrets(text: str) -> str:
+    """For messages that may quote what a user typed: mask_secrets, plus user:password@host without a scheme,
+    plus anything shaped like a WireGuard key (44 characters of base64 ending in '='), shown as <key>: a
+    private key pasted in the wrong place must not be echoed. Public keys look the same and are masked too."""
+    text = mask_secrets(text)
+    text = _USERINFO.sub(lambda m: m.group(1) + "***" + m.group(3), text)
+    return _KEY_SHAPED.sub("<key>", text)
