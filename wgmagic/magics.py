@@ -285,6 +285,8 @@ class WireGuardMagics(Magics):
         return server
 
     def _wg_ping(self, args: argparse.Namespace) -> None:
+        if args.count < 1:
+            raise UsageError("%wg ping: -c/--count must be 1 or more")
         tunnel = self.tunnel(args.tunnel)
         address = str(tunnel.resolve_address(self._value(args.host) or ""))
         answered = []

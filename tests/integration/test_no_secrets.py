@@ -79,3 +79,29 @@ def test_keyword_dsn_on_the_magic_line_connects(shell, testbed, capsys, caplog):
     assert result.result["v"][0] == 42
     text = capsys.readouterr().out + seen(shell, "%wg connections", capsys, caplog)
     assert "kw" in text and testbed.db_password not in text
+
+
+@pytest.mark.parametrize("line", [
+    "%wg socks 99999", "%wg socks -5", "%wg ping db.internal -c -1", "%wg ping db.internal -c 0",
+    "%wg ping nosuch.internal -c 1", "%wg ping 300.1.1.1 -c 1", "%wg ping 8.8.8.8 -c 1", "%wg resolve ''",
+    "%wg resolve nosuch.internal", "%wg resolve 'a..b'", "%wg forward db.internal:99999", "%wg forward garbage",
+    "%wg forward db.internal:5432 --local 99999", "%wg forward db.internal:5432 --local unix:/nonexistent/dir",
+    "%wg forward db.internal:5432 --local 1.2.3.4:0", "%wg bench garbage", "%wg bench db.internal:1 --seconds 0.2",
+    "%wg plot --save /nonexistent/dir/x.png", "%wg plot --window 0", "%wg diag --window -1", "%wg status nosuch",
+    "%wg disconnect nosuch", "%wg connect /tmp --name x", "%wg connect /dev/null --name x",
+    "%wg connect {sec_bytes} --name x", "%wg connect {sec_nothing} --name x", "%wg connect {nosuchvar}",
+    "%wg connect {sec_config.nosuchattr}", "%wg doctor /tmp --timeout 1", "%wg connect",
+    "%wg ping", "%wg nosuchcommand", "%wg 'unclosed", "%%wgsql --limit -1\nSELECT 1",
+    "%%wgsql -o 'not a name'\nSELECT 1",
+    "%%wgsql nosuchalias\nSELECT 1", "%%wgsql 'postgresql://app@db.internal:notaport/app'\nSELECT 1",
+    "%%wgsql 'host=db.internal port=notaport'\nSELECT 1", "%%wgsql 'postgresql://[::1'\nSELECT 1",
+])
+def test_garbage_arguments_give_one_clean_line(shell, line, capsys, caplog):
+    shell.user_ns.update(sec_bytes=b"\xff\xfe\x00\xd8", sec_nothing=12)
+    result = shell.run_cell(line)
+    text = seen(shell, "None", capsys, caplog)  # what the failed cell printed (seen() reads the capture)
+    error = result.error_before_exec or result.error_in_exec
+    assert error is not None and "Traceback (most recent call last)" not in text, text
+    assert len(str(error).strip().splitlines()) <= 4, str(error)  # a message (and usage), not a dump
+    assert shell.run_cell("%wg status sec").success  # the tunnel is still up
+    capsys.readouterr()
