@@ -101,3 +101,14 @@ def test_random_scripts_cut_like_psql(testbed, script):
     Nothing here can change data: the fragments make no table and name only pg_temp."""
     sent, _ = psql_statements(testbed, script, stop_on_error=False)
     assert meaningful(sent) == meaningful(split_sql(script))
+
+
+def test_cut_follows_the_servers_standard_conforming_strings(shell, testbed):
+    script = "SELECT '\\';' AS x;\nSELECT 2 AS y;\n"
+    sent, _ = psql_statements(testbed, "SET standard_conforming_strings = off;\n" + script, stop_on_error=False)
+    assert meaningful(sent)[1:] == meaningful(split_sql(script, standard_conforming_strings=False))
+    assert shell.run_cell("%%wgsql {split_dsn} --alias split_scs\nSET standard_conforming_strings = off").success
+    result = shell.run_cell("%%wgsql split_scs\n" + script)
+    assert result.success, result.error_in_exec
+    assert result.result["y"][0] == 2
+    assert shell.run_cell("%%wgsql split_scs\nRESET standard_conforming_strings").success
