@@ -213,3 +213,41 @@ def test_split_keeps_all_text_and_never_fails(cell, standard):
 @given(st.text(max_size=300))
 def test_split_any_text(cell):
     assert "".join(split_sql(cell)) == cell
+
+
+@pytest.mark.parametrize("text", [
+    "postgresql://app@db.internal/app?password=Zq9pw&sslmode=require",
+    "postgresql://app:Zq9pw@db.internal/app?sslpassword=Zq9pw",
+    "host=db.internal user=app password=Zq9pw sslpassword=Zq9pw",
+    "host=db.internal user=app password='Zq9pw with space'",
+])
+def test_passwords_in_every_dsn_form_are_never_shown(text):
+    dsn = parse_dsn(text)
+    assert "Zq9pw" not in repr(dsn) + str(dsn) + dsn.masked()
+    assert dsn.password is not None and dsn.password.startswith("Zq9pw")
+    assert dsn.libpq_kwargs()["password"].startswith("Zq9pw")
+
+
+@pytest.mark.parametrize("text", [
+    "postgresql://u:Zq9pw@h/db", "postgresql://u:Zq9p@w@h/db", "postgresql://u:Zq9/pw@h/db", "password=Zq9pw",
+    "PASSWORD = 'Zq9 pw'", "sslpassword=Zq9pw", "PGPASSWORD=Zq9pw", "x?password=Zq9pw&y=1", "PWD%3DZq9pw;",
+    "u:Zq9pw@host", "key " + "A" * 43 + "=",
+])
+def test_mask_all_secrets(text):
+    from wgmagic.sql.connstr import mask_all_secrets
+
+    masked = mask_all_secrets(text)
+    assert "Zq9" not in masked and "A" * 43 not in masked
+
+
+def test_dsn_errors_never_repeat_the_text():
+    for text in ("host=h password=Zq9pw 'broken", "Zq9pw", "host=h port=Zq9pw"):
+        with pytest.raises(DsnError) as info:
+            parse_dsn(text)
+        assert "Zq9pw" not in str(info.value)
+
+
+def test_a_raw_slash_in_a_url_password_is_not_echoed():
+    with pytest.raises(DsnError) as info:
+        parse_dsn("postgresql://u:Zq9/pw@h/db")
+    assert "Zq9" not in str(info.value) and "percent-encoded" in str(info.value)

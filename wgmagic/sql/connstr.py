@@ -121,8 +121,10 @@ def _parse_url(text: str) -> Dsn:
     try:
         parts = urlsplit(text)
         port = parts.port
-    except ValueError as exc:
-        raise DsnError(f"malformed connection URL {mask_secrets(text)!r}: {exc}") from None
+    except ValueError as exc:  # the exception's text may quote a piece of the password (u:pa/ss@h reads "pa")
+        why = "the port is not a number from 0 to 65535" if "port" in str(exc).lower() else "cannot be split"
+        raise DsnError(f"malformed connection URL {mask_secrets(text)!r}: {why} (a / @ : ? or # inside a "
+                       "password must be percent-encoded)") from None
     scheme = parts.scheme.lower()
     if not scheme:
         raise DsnError(f"malformed connection URL {mask_secrets(text)!r}: no scheme")
@@ -163,7 +165,7 @@ def _parse_keywords(text: str) -> Dsn:
     try:
         port = int(port_text) if port_text else 5432
     except ValueError:
-        raise DsnError(f"the port must be a number, not {port_text!r}") from None
+        raise DsnError("the port must be a number (the value is not repeated)") from None
     host = values.pop("host", None) or values.pop("hostaddr", None)
     return Dsn(dialect="postgresql", driver=None, user=values.pop("user", None),
                password=values.pop("password", None), host=host, port=port,
