@@ -92,6 +92,12 @@ Piece = tuple[str, str, str]  # ("sql", text, "") or ("param", name, ":" or "{")
 # lexer works on bytes; every byte of a non-ASCII UTF-8 character is >= 0x80, which the lexer counts as a
 # letter, so any non-ASCII character is a letter here.
 _SPACE = frozenset(" \t\n\r\f\v")
+_NEWLINE = re.compile(r"[\n\r]")
+_SPACES = re.compile(r"[ \t\n\r\f\v]+")
+# Operator and punctuation characters that start nothing the scanner tracks (- and / may start a comment, and
+# are left to the loop), taken a run at a time.
+_INERT = frozenset(",+*%^<>=~!@#&|`?")
+_INERT_RUN = re.compile(r"[,+*%^<>=~!@#&|`?]+")
 _NONASCII = "\x80-\U0010ffff"
 _IDENTIFIER = re.compile(rf"[A-Za-z_{_NONASCII}][A-Za-z0-9_${_NONASCII}]*")
 _DOLLAR_DELIMITER = re.compile(rf"\$(?:[A-Za-z_{_NONASCII}][A-Za-z0-9_{_NONASCII}]*)?\$")
@@ -151,7 +157,7 @@ def _scan(cell: str, standard_conforming_strings: bool = True) -> list[_Scanned]
         c = cell[i]
         nxt = cell[i + 1] if i + 1 < n else ""
         if c in _SPACE:
-            i += 1
+            i = _SPACES.match(cell, i).end()  # type: ignore[union-attr]
             continue
         if c == "-" and nxt == "-":
             i = _line_end(cell, i)
@@ -168,7 +174,9 @@ def _scan(cell: str, standard_conforming_strings: bool = True) -> list[_Scanned]
                 pieces, meaningful, words, brackets, statement_start = [], False, [], 0, i
             continue
         meaningful = True
-        if c == "'":
+        if c in _INERT:
+            i = _INERT_RUN.match(cell, i).end()  # type: ignore[union-attr]
+        elif c == "'":
             i = _string_end(cell, i + 1, escapes=not standard_conforming_strings, doubling=True)
         elif c in "eE" and nxt == "'":
             i = _string_end(cell, i + 2, escapes=True, doubling=True)
@@ -256,8 +264,8 @@ def _is_create_routine(words: list[str]) -> bool:
 
 def _line_end(text: str, i: int) -> int:
     """The end of a -- comment: the next newline (\\n or \\r) is whitespace, not part of it."""
-    ends = [p for p in (text.find("\n", i), text.find("\r", i)) if p >= 0]
-    return min(ends) if ends else len(text)
+    newline = _NEWLINE.search(text, i)
+    return newline.start() if newline else len(text)
 
 
 def _block_comment_end(text: str, i: int) -> int:
