@@ -42,7 +42,7 @@ def _cmd_ping(args: argparse.Namespace) -> int:
     from wgmagic.runtime.tunnel import connect
 
     started = time.monotonic()
-    tunnel = connect(args.config, timeout=args.handshake_timeout, timers=timers_from_environment())
+    tunnel = connect(_client_config(args.config), timeout=args.handshake_timeout, timers=timers_from_environment())
     try:
         peer = tunnel.config.peers[0]
         where = f"{peer.endpoint[0]}:{peer.endpoint[1]}" if peer.endpoint else "?"
@@ -69,6 +69,17 @@ def _cmd_ping(args: argparse.Namespace) -> int:
         return 0 if rtts else 1
     finally:
         tunnel.close()
+
+
+def _client_config(path: str) -> object:
+    """The parsed wg-quick file of a client command; ConfigError (one line, exit 2) when it cannot work."""
+    from wgmagic.config import load_config
+    from wgmagic.errors import ConfigError
+
+    config = load_config(path)
+    if not config.peers:
+        raise ConfigError("has no [Peer] section: there is nothing to connect to", source=config.source)
+    return config
 
 
 def _parse_local_spec(spec: str) -> tuple[str, int, str]:
@@ -117,7 +128,7 @@ def _show_status_until(stopping: threading.Event, status_line: Callable[[], str]
 def _cmd_up(args: argparse.Namespace) -> int:
     from wgmagic.runtime.tunnel import connect
 
-    tunnel = connect(args.config, timeout=args.handshake_timeout, timers=timers_from_environment())
+    tunnel = connect(_client_config(args.config), timeout=args.handshake_timeout, timers=timers_from_environment())
     stopping = _stop_on_signals()
     try:
         for spec in args.local:
@@ -140,7 +151,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 def _cmd_resolve(args: argparse.Namespace) -> int:
     from wgmagic.runtime.tunnel import connect
 
-    with connect(args.config, timeout=args.handshake_timeout) as tunnel:
+    with connect(_client_config(args.config), timeout=args.handshake_timeout) as tunnel:
         for address in tunnel.resolve(args.name):
             print(address)
     return 0
@@ -150,7 +161,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from wgmagic.runtime.tunnel import connect
 
     started = time.monotonic()
-    with connect(args.config, timeout=args.handshake_timeout) as tunnel:
+    with connect(_client_config(args.config), timeout=args.handshake_timeout) as tunnel:
         elapsed = time.monotonic() - started
         print(tunnel_status_report(tunnel, handshake_seconds=elapsed))
     return 0
@@ -268,11 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
-    except WgMagicError as exc:
-        print(f"wgmagic: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError) as exc:
-        print(f"wgmagic: {exc}", file=sys.stderr)
+    except (WgMagicError, OSError, ValueError) as exc:
+        from wgmagic.sql.connstr import mask_all_secrets
+
+        print(f"wgmagic: {mask_all_secrets(str(exc))}", file=sys.stderr)
         return 2
 
 

@@ -154,6 +154,7 @@ def parse_config(text: str, *, source: str = "<string>") -> WireGuardConfig:
     """Parse wg-quick text. Raises ConfigError naming source, line and key; never echoes a secret."""
     if not isinstance(text, str):
         raise ConfigError("configuration must be text", source=source)
+    text = text.removeprefix("\ufeff")  # a byte-order mark read as a character (open() with UTF-8)
     p = _Parser(source)
     interface: dict[str, object] | None = None
     interface_line = 0
@@ -270,18 +271,67 @@ def _parse_value(p: _Parser, in_interface: bool, lower: str, key: str, value: st
 
 
 def load_config(source: str | os.PathLike[str] | WireGuardConfig) -> WireGuardConfig:
-    """A parsed config, a path to a wg-quick file, or wg-quick text itself."""
+    """A parsed config, a path to a wg-quick file, or wg-quick text itself. Raises ConfigError (never
+    OSError or UnicodeDecodeError) for a file that is missing, unreadable or not text."""
     if isinstance(source, WireGuardConfig):
         return source
     if isinstance(source, os.PathLike) or ("\n" not in str(source) and "[" not in str(source)):
-        path = Path(source)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise ConfigError("no such file", source=str(path))
-        except OSError as exc:
-            raise ConfigError(f"cannot be read ({exc.strerror})", source=str(path))
-        except UnicodeDecodeError:
-            raise ConfigError("is not a text file", source=str(path))
-        return parse_config(text, source=str(path))
+        path = str(Path(os.fspath(source)).expanduser())
+        return parse_config(read_config_file(path), source=path)
     return parse_config(str(source))
+
+
+def read_config_file(path: str | os.PathLike[str]) -> str:
+    """The text of a wg-quick file as editors save it (see decode_config_bytes).
+
+    Raises ConfigError naming the file: no such file, a directory, not readable (permissions), not text.
+    """
+    shown = os.fspath(path)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError("no such file", source=shown) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a wg-quick file", source=shown) from None
+    except PermissionError:
+        raise ConfigError("cannot be read: permission denied", source=shown) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot be read ({exc.strerror or type(exc).__name__})", source=shown) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"is larger than {MAX_CONFIG_BYTES // 1024} KiB: not a wg-quick file", source=shown)
+    return decode_config_bytes(data, source=shown)
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a wg-quick file with thousands of peers is still far below this
+
+_BOMS = ((b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xff\xfe\x00\x00", "utf-32-le"), (b"\xef\xbb\xbf", "utf-8"),
+         (b"\xfe\xff", "utf-16-be"), (b"\xff\xfe", "utf-16-le"))
+_NOT_TEXT = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
+def decode_config_bytes(data: bytes, *, source: str = "<bytes>") -> str:
+    """wg-quick text from a file's bytes, as editors save it: UTF-8 with or without a byte-order mark, or
+    UTF-16/UTF-32 (little or big endian) with one, which is what Windows tools write. WireGuard for Windows
+    reads the same. Raises ConfigError("is not a text file ...") for anything else (binary data, another
+    encoding without a mark); the message never quotes the content.
+    """
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            try:
+                text = data[len(bom):].decode(codec)
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"is not a text file: it starts with a {codec.upper()} byte-order mark but "
+                                  f"byte {exc.start + len(bom)} is not {codec.upper()}", source=source) from None
+            break
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"is not a text file: byte {exc.start} is not UTF-8 (save it as UTF-8, or as "
+                              "UTF-16 with a byte-order mark)", source=source) from None
+    bad = _NOT_TEXT.search(text)
+    if bad:
+        raise ConfigError(f"is not a text file: it holds control character U+{ord(bad.group(0)):04X} at "
+                          f"character {bad.start()}", source=source)
+    return text

@@ -1,11 +1,12 @@
 import base64
 import ipaddress
+import os
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wgmagic.config import load_config, parse_config
+from wgmagic.config import decode_config_bytes, load_config, parse_config
 from wgmagic.errors import ConfigError
 
 PRIV = base64.b64encode(bytes(range(32))).decode()
@@ -126,3 +127,80 @@ def test_fuzz_arbitrary_text(text):
         parse_config(text)
     except ConfigError as exc:
         assert PRIV not in str(exc)
+
+
+# ---- files as editors save them -----------------------------------------------------------------------------
+
+MINIMAL = f"[Interface]\r\nPrivateKey = {PRIV}\r\n\r\n[Peer]\r\nPublicKey = {PUB}\r\nEndpoint = 198.18.0.1:51820\r\n"
+
+
+@pytest.mark.parametrize("encoded", [
+    MINIMAL.encode(),
+    b"\xef\xbb\xbf" + MINIMAL.encode(),  # UTF-8 with a byte-order mark (Notepad, many Windows editors)
+    b"\xff\xfe" + MINIMAL.encode("utf-16-le"),  # "Unicode" in Windows tools
+    b"\xfe\xff" + MINIMAL.encode("utf-16-be"),
+    MINIMAL.encode("utf-16"),  # Python's own: a BOM and the machine's order
+    MINIMAL.encode("utf-32"),
+])
+def test_config_files_in_every_unicode_form(tmp_path, encoded):
+    path = tmp_path / "wg0.conf"
+    path.write_bytes(encoded)
+    config = load_config(path)
+    assert config.interface.private_key == bytes(range(32)) and config.peers[0].endpoint == ("198.18.0.1", 51820)
+    assert load_config(str(path)).peers == config.peers
+    assert parse_config("\ufeff" + MINIMAL).peers == config.peers  # a BOM that survived decoding
+
+
+@pytest.mark.parametrize(("data", "words"), [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not a text file"),
+    (b"\x7fELF\x02\x01\x01\x00", "not a text file"),
+    ("[Interface]\nPrivateKey = é\n".encode("latin-1"), "not UTF-8"),
+    (b"\xff\xfe[\x00I\x00\x00\xd8", "not UTF-16"),  # a lone surrogate
+])
+def test_a_file_that_is_not_text_says_so(tmp_path, data, words):
+    path = tmp_path / "wg0.conf"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError, match=words) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_directory_and_unreadable_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "missing.conf")
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+    locked = tmp_path / "locked.conf"
+    locked.write_text(MINIMAL)
+    locked.chmod(0)
+    if os.geteuid() != 0:  # root reads anything
+        with pytest.raises(ConfigError, match="permission denied"):
+            load_config(locked)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=400) | st.text(max_size=200).map(lambda t: MINIMAL.replace("Endpoint", t).encode("utf-16")))
+def test_any_bytes_give_a_config_or_a_config_error(data):
+    try:
+        text = decode_config_bytes(data, source="f.conf")
+        parse_config(text, source="f.conf")
+    except ConfigError as exc:
+        assert str(exc).startswith("f.conf")
+
+
+@pytest.mark.parametrize(("data", "words"), [
+    (b"", "no [Interface] section"),
+    (b"\xff\xfe" + f"[Interface]\r\nPrivateKey = {PRIV}\r\n".encode("utf-16-le"), "no [Peer] section"),
+    (bytes(range(256)), "not a text file"),
+])
+def test_the_command_line_reports_config_files_in_one_line(tmp_path, capsys, data, words):
+    from wgmagic.cli import main
+
+    path = tmp_path / "wg0.conf"
+    path.write_bytes(data)
+    for command in ("status", "resolve", "ping"):
+        argv = [command, str(path)] + (["db.internal"] if command != "status" else [])
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1
+    assert main(["status", str(tmp_path)]) == 2 and "is a directory" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from wgmagic.sql.connstr import DsnError, parse_dsn
 from wgmagic.sql.messages import classify_connection_failure, format_server_error
-from wgmagic.sql.parameters import UnknownParameterError, split_statements
+from wgmagic.sql.parameters import UnknownParameterError, split_sql, split_statements
 
 NS = {"name": "O'Brien", "n": 3, "payload": "'; DROP TABLE t; --"}
 
@@ -146,3 +146,108 @@ def test_server_error_layout_like_psql():
 def test_caret_never_fails(sql, position):
     text = format_server_error(_error("boom", str(position) if position >= 0 else None), sql)
     assert text.startswith("ERROR:  boom")
+
+
+# ---- statement splitting follows psql's lexer (src/fe_utils/psqlscan.l) ---------------------------------------
+
+@pytest.mark.parametrize(("cell", "parts"), [
+    # SQL-standard function bodies: psql counts BEGIN/CASE ... END after CREATE [OR REPLACE] FUNCTION/PROCEDURE
+    ("CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END; SELECT 2",
+     ["CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;", " SELECT 2"]),
+    ("create or replace procedure p() begin atomic select case when true then 1 end; select 2; end;select 3",
+     ["create or replace procedure p() begin atomic select case when true then 1 end; select 2; end;",
+      "select 3"]),
+    ("BEGIN; SELECT CASE WHEN true THEN 1 END; END;", ["BEGIN;", " SELECT CASE WHEN true THEN 1 END;", " END;"]),
+    ("SELECT (1; 2); SELECT 3", ["SELECT (1; 2);", " SELECT 3"]),
+    ("SELECT arr[1;2]; SELECT 3", ["SELECT arr[1;", "2];", " SELECT 3"]),  # psql does not count brackets
+    ("SELECT E'\\';'; SELECT 2", ["SELECT E'\\';';", " SELECT 2"]),
+    ("SELECT '\\'; SELECT 2", ["SELECT '\\';", " SELECT 2"]),  # standard_conforming_strings: no escapes
+    ("SELECT 'a'\n';'; SELECT 3", ["SELECT 'a'\n';';", " SELECT 3"]),
+    # psql scans line by line: across a \n, E'a' and '\' are two literals, the second without escapes ...
+    ("SELECT E'a'\n'\\';'; SELECT 3", ["SELECT E'a'\n'\\';", "'; SELECT 3"]),
+    ("SELECT E'a'\r'\\';'; SELECT 3", ["SELECT E'a'\r'\\';';", " SELECT 3"]),  # ... across a bare \r, one
+    ("SELECT U&'d\\0061t;a'; SELECT 2", ["SELECT U&'d\\0061t;a';", " SELECT 2"]),
+    ("SELECT B'01', X'ff;'; x", ["SELECT B'01', X'ff;';", " x"]),
+    ('SELECT "a;""b"; x', ['SELECT "a;""b";', " x"]),
+    ("SELECT $1; SELECT $a$;$b$;$a$; x", ["SELECT $1;", " SELECT $a$;$b$;$a$;", " x"]),
+    ("SELECT a$b$; x", ["SELECT a$b$;", " x"]),  # $ inside an identifier is no quote
+    ("SELECT 1 /* a /* ; */ ; */; x", ["SELECT 1 /* a /* ; */ ; */;", " x"]),
+    ("SELECT 1 -- ;\n; x", ["SELECT 1 -- ;\n;", " x"]),
+    ("", [""]),
+])
+def test_split_like_psql(cell, parts):
+    assert split_sql(cell) == parts
+
+
+def test_standard_conforming_strings_off():
+    assert split_sql("SELECT '\\';'; x", standard_conforming_strings=False) == ["SELECT '\\';';", " x"]
+
+
+def test_begin_atomic_is_one_statement_with_parameters():
+    statements = split_statements("CREATE FUNCTION pg_temp.f(x int) RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n"
+                                  "  SELECT x + 1;\nEND;\nSELECT pg_temp.f(:n)", NS)
+    assert len(statements) == 2 and statements[0].params is None and statements[1].params == {"n": 3}
+
+
+SQL_ALPHABET = st.sampled_from([
+    " ", "\n", "\t", ";", "'", '"', "$", "$$", "$a$", "E'", "e'", "U&'", "B'", "(", ")", "[", "]", "--", "/*", "*/",
+    "\\", ":", "::", "{n}", ":n", "BEGIN", "END", "CASE", "ATOMIC", "CREATE", "OR", "REPLACE", "FUNCTION",
+    "PROCEDURE", "SELECT", "1", "1e", "x", "é", "€", "''", "\r"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(SQL_ALPHABET, max_size=60).map("".join), st.booleans())
+def test_split_keeps_all_text_and_never_fails(cell, standard):
+    parts = split_sql(cell, standard_conforming_strings=standard)
+    assert "".join(parts) == cell
+    assert parts and all(part for part in parts[:-1])
+    assert all(part.endswith(";") for part in parts[:-1])
+    statements = split_statements(cell, None, standard_conforming_strings=standard)
+    assert len(statements) <= len(parts)
+    # each part, split on its own, is one statement at most (cuts are stable)
+    for part in parts:
+        assert len(split_sql(part, standard_conforming_strings=standard)) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_split_any_text(cell):
+    assert "".join(split_sql(cell)) == cell
+
+
+@pytest.mark.parametrize("text", [
+    "postgresql://app@db.internal/app?password=Zq9pw&sslmode=require",
+    "postgresql://app:Zq9pw@db.internal/app?sslpassword=Zq9pw",
+    "host=db.internal user=app password=Zq9pw sslpassword=Zq9pw",
+    "host=db.internal user=app password='Zq9pw with space'",
+])
+def test_passwords_in_every_dsn_form_are_never_shown(text):
+    dsn = parse_dsn(text)
+    assert "Zq9pw" not in repr(dsn) + str(dsn) + dsn.masked()
+    assert dsn.password is not None and dsn.password.startswith("Zq9pw")
+    assert dsn.libpq_kwargs()["password"].startswith("Zq9pw")
+
+
+@pytest.mark.parametrize("text", [
+    "postgresql://u:Zq9pw@h/db", "postgresql://u:Zq9p@w@h/db", "postgresql://u:Zq9/pw@h/db", "password=Zq9pw",
+    "PASSWORD = 'Zq9 pw'", "sslpassword=Zq9pw", "PGPASSWORD=Zq9pw", "x?password=Zq9pw&y=1", "PWD%3DZq9pw;",
+    "u:Zq9pw@host", "key " + "A" * 43 + "=",
+])
+def test_mask_all_secrets(text):
+    from wgmagic.sql.connstr import mask_all_secrets
+
+    masked = mask_all_secrets(text)
+    assert "Zq9" not in masked and "A" * 43 not in masked
+
+
+def test_dsn_errors_never_repeat_the_text():
+    for text in ("host=h password=Zq9pw 'broken", "Zq9pw", "host=h port=Zq9pw"):
+        with pytest.raises(DsnError) as info:
+            parse_dsn(text)
+        assert "Zq9pw" not in str(info.value)
+
+
+def test_a_raw_slash_in_a_url_password_is_not_echoed():
+    with pytest.raises(DsnError) as info:
+        parse_dsn("postgresql://u:Zq9/pw@h/db")
+    assert "Zq9" not in str(info.value) and "percent-encoded" in str(info.value)

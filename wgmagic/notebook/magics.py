@@ -20,6 +20,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 
 from wgmagic.errors import ConfigError, WgMagicError
+from wgmagic.sql.connstr import mask_all_secrets as scrub
 
 PRIVATE_KEY_ENV = "WGMAGIC_PRIVATE_KEY"
 DEFAULT_DISPLAY_LIMIT = 50
@@ -45,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports mistakes as IPython UsageErrors instead of exiting the kernel."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
+        raise UsageError(scrub(f"{self.prog}: {message}\n{self.format_usage().strip()}"))
 
     def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
         if message:
@@ -53,14 +54,25 @@ class _Parser(argparse.ArgumentParser):
         raise _HelpShown
 
 
-def _parse(parser: _Parser, line: str) -> argparse.Namespace | None:
-    """The magic's arguments, or None once --help has been printed."""
+def _parse(parser: _Parser, line: str, *, may_hold_secrets: tuple[str, ...] = ()) -> argparse.Namespace | None:
+    """The magic's arguments, or None once --help has been printed.
+
+    An argument shaped like a secret (a URL or keyword password, a WireGuard key) is refused unless it is one
+    of `may_hold_secrets` (the DSN): names, targets and paths are echoed in messages, status tables and
+    widgets, so a password pasted into one of them would be shown.
+    """
     try:
-        return parser.parse_args(shlex.split(line))
+        args = parser.parse_args(shlex.split(line))
     except _HelpShown:
         return None
     except ValueError as exc:  # shlex: an unclosed quote
         raise UsageError(f"{parser.prog}: {exc}") from None
+    for name, value in vars(args).items():
+        if isinstance(value, str) and name not in may_hold_secrets and scrub(value) != value:
+            command = f" {args.command}" if getattr(args, "command", None) else ""
+            raise UsageError(f"{parser.prog}{command}: the {name} argument looks like it holds a password or a "
+                             "key: it is neither used nor shown (pass secrets in a {variable} or the DSN)")
+    return args
 
 
 def _wg_parser() -> _Parser:
@@ -146,10 +158,7 @@ class WireGuardMagics(Magics):
             _wg_parser().print_help()
             return None
         handler = getattr(self, f"_wg_{args.command}")
-        try:
-            return handler(args)
-        except WgMagicError as exc:
-            raise _short(exc) from None
+        return _guarded(f"%wg {args.command}", handler, args)
 
     def _wg_connect(self, args: argparse.Namespace) -> Any:
         from wgmagic.config import parse_config
@@ -164,6 +173,8 @@ class WireGuardMagics(Magics):
             key = os.environ.get(PRIVATE_KEY_ENV) or getpass.getpass(
                 f"PrivateKey for {source} (or set {PRIVATE_KEY_ENV}): ")
             config = parse_config(_with_private_key(text, key.strip()), source=source)
+        if not config.peers:
+            raise ConfigError("has no [Peer] section: there is nothing to connect to", source=source)
         name = args.name or _default_name(source, self.tunnels)
         if name in self.tunnels and not self.tunnels[name].closed:
             self.tunnels[name].close()
@@ -182,17 +193,19 @@ class WireGuardMagics(Magics):
             value = self._lookup(name)
             if isinstance(value, os.PathLike):
                 value = os.fspath(value)
+            if isinstance(value, (bytes, bytearray)):
+                from wgmagic.config import decode_config_bytes
+
+                return decode_config_bytes(bytes(value), source=f"${name}"), f"${name}"
             if not isinstance(value, str):
                 raise UsageError(f"%wg connect: {name} holds a {type(value).__name__}, not wg-quick text or a path")
             argument = value
             if "\n" in value or "[" in value:
                 return value, f"${name}"
+        from wgmagic.config import read_config_file
+
         path = os.path.expanduser(argument)
-        try:
-            with open(path) as handle:
-                return handle.read(), path
-        except OSError as exc:
-            raise UsageError(f"%wg connect: cannot read {path!r}: {exc.strerror}") from None
+        return read_config_file(path), path
 
     def _lookup(self, dotted: str) -> Any:
         head, *rest = dotted.split(".")
@@ -200,7 +213,10 @@ class WireGuardMagics(Magics):
             raise UsageError(f"no variable named {head!r} in the notebook")
         value = self.shell.user_ns[head]
         for part in rest:
-            value = getattr(value, part)
+            try:
+                value = getattr(value, part)
+            except AttributeError:
+                raise UsageError(f"{head}: no attribute {part!r} (in {{{dotted}}})") from None
         return value
 
     def _value(self, text: str | None) -> str | None:
@@ -269,6 +285,8 @@ class WireGuardMagics(Magics):
         return server
 
     def _wg_ping(self, args: argparse.Namespace) -> None:
+        if args.count < 1:
+            raise UsageError("%wg ping: -c/--count must be 1 or more")
         tunnel = self.tunnel(args.tunnel)
         address = str(tunnel.resolve_address(self._value(args.host) or ""))
         answered = []
@@ -360,13 +378,10 @@ class WireGuardMagics(Magics):
             target_var, line = capture.group(1), capture.group(2)
         if cell is None and self._line_is_sql(line):
             line, cell = "", line  # `%wgsql SELECT ...` (and `x = %wgsql SELECT ...`) on the current connection
-        args = _parse(_wgsql_parser(), line)
+        args = _parse(_wgsql_parser(), _keyword_dsn_as_one_argument(line), may_hold_secrets=("target",))
         if args is None:
             return None
-        try:
-            return self._wgsql(args, cell or "", target_var)
-        except WgMagicError as exc:
-            raise _short(exc) from None
+        return _guarded("%%wgsql", self._wgsql, args, cell or "", target_var)
 
     def _line_is_sql(self, line: str) -> bool:
         first = line.strip().split(None, 1)[0] if line.strip() else ""
@@ -379,6 +394,8 @@ class WireGuardMagics(Magics):
 
         if args.limit is not None and args.limit < 0:
             raise UsageError("--limit must be 0 or more")
+        if args.out is not None and not args.out.isidentifier():
+            raise UsageError(f"-o/--out takes a Python variable name, not {args.out!r}")
         conn = self._sql_connection(args)
         if args.close:
             conn.close()
@@ -388,7 +405,8 @@ class WireGuardMagics(Magics):
             print(f"wgmagic: closed connection {conn.alias!r}")
             return None
         self.current_connection = conn.alias
-        statements = split_statements(cell, self.shell.user_ns)
+        statements = split_statements(cell, self.shell.user_ns,
+                                      standard_conforming_strings=_standard_conforming_strings(conn))
         if not statements:
             conn.ensure()
             print(f"wgmagic: connected: {conn.dsn.masked()}")
@@ -469,6 +487,16 @@ class WireGuardMagics(Magics):
         self.current_tunnel = self.current_connection = None
 
 
+def _standard_conforming_strings(conn: Any) -> bool:
+    """The server's standard_conforming_strings as the connection last reported it (on unless it said off):
+    off, backslashes escape inside '...' and the statements are cut accordingly, as psql does."""
+    try:
+        value = conn.raw.info.parameter_status("standard_conforming_strings")
+    except Exception:
+        return True
+    return value not in ("off", b"off")
+
+
 def _window(text: str) -> float:
     from wgmagic.notebook.dashboard import parse_window
 
@@ -478,13 +506,61 @@ def _window(text: str) -> float:
         raise UsageError(str(exc)) from None
 
 
+def _guarded(what: str, handler: Any, *args: Any) -> Any:
+    """Run a magic's handler so that every failure reaches the notebook as one short message with no secret
+    in it: our own errors as they are (masked), usage mistakes as UsageError, and anything unexpected (an
+    OSError from a bind, a ValueError from a library) as a WgMagicError naming the command."""
+    try:
+        return handler(*args)
+    except UsageError as exc:
+        raise UsageError(scrub(str(exc))) from None
+    except WgMagicError as exc:
+        raise _short(exc) from None
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()
+        error = WgMagicError(f"{what}: {type(exc).__name__}" + (f": {detail[0]}" if detail else ""))
+        raise _short(error) from None
+
+
 def _short(exc: BaseException) -> BaseException:
-    """Our errors as one short message in the notebook (IPython honours _render_traceback_)."""
+    """Our errors as one short message in the notebook (IPython honours _render_traceback_), secrets masked."""
+    message = str(exc)
+    masked = scrub(message)
+    if masked != message:
+        with contextlib.suppress(Exception):
+            exc.args = (masked,)
     if not hasattr(exc, "_render_traceback_"):
-        text = f"{type(exc).__name__}: {exc}"
+        text = f"{type(exc).__name__}: {masked}"
         with contextlib.suppress(Exception):
             exc._render_traceback_ = lambda: text.splitlines()  # type: ignore[attr-defined]
     return exc
+
+
+_KEYWORD_ARGUMENT = re.compile(r"^[A-Za-z_]\w*=")
+_OPTIONS_WITH_VALUES = {"--alias", "-A", "-o", "--out", "--tunnel", "--limit"}
+
+
+def _keyword_dsn_as_one_argument(line: str) -> str:
+    """`%%wgsql host=db user=app password=x --alias a`: the libpq keyword=value words become one DSN argument
+    (as libpq reads a conninfo string), so they are not taken for stray arguments and echoed back."""
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        return line  # an unclosed quote: _parse reports it
+    keywords = [index for index, word in enumerate(words) if _KEYWORD_ARGUMENT.match(word)
+                and not (index > 0 and words[index - 1] in _OPTIONS_WITH_VALUES)]
+    if len(keywords) < 1:
+        return line
+    conninfo = " ".join(_conninfo_word(words[index]) for index in keywords)
+    rest = [shlex.quote(word) for index, word in enumerate(words) if index not in keywords]
+    return " ".join([shlex.quote(conninfo), *rest])
+
+
+def _conninfo_word(word: str) -> str:
+    key, _, value = word.partition("=")
+    if value and not re.search(r"[\s'\\]", value):
+        return f"{key}={value}"
+    return f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _affected(result: Any) -> str:

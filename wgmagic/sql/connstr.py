@@ -17,8 +17,13 @@ DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 14
                  "cockroachdb": 26257, "clickhouse": 9000, "redshift": 5439}
 _SCHEME_ALIASES = {"postgres": "postgresql", "pgsql": "postgresql", "psql": "postgresql"}
 _KEYWORD = re.compile(r"\s*([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE)
-_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+# user:password@ in a URL: the password runs to the last @ of the word (as urlsplit reads userinfo), so a
+# raw @ or / inside it is masked too.
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(\S*)(@)", re.IGNORECASE)
+# password=..., sslpassword=..., PGPASSWORD=..., PWD=... (ODBC), also URL-encoded (%3D) and in a query string.
+_KEYWORD_PASSWORD = re.compile(r"(\b(?:ssl|pg)?(?:password|passwd|pwd)\s*(?:=|%3D)\s*)('(?:[^'\\]|\\.)*'|[^\s&;]+)",
+                               re.IGNORECASE)
+SECRET_OPTIONS = frozenset({"password", "sslpassword", "passwd", "pwd"})  # never shown, wherever they appear
 
 
 class DsnError(WgMagicError, ValueError):
@@ -50,7 +55,7 @@ class Dsn:
     def options(self) -> dict[str, str]:
         return dict(self.query)
 
-    def _url(self, password: str | None) -> str:
+    def _url(self, password: str | None, *, masked: bool = True) -> str:
         scheme = self.dialect + (f"+{self.driver}" if self.driver else "")
         auth = ""
         if self.user is not None:
@@ -63,7 +68,9 @@ class Dsn:
             host = f"[{host}]"
         port = f":{self.port}" if self.port else ""
         database = "/" + quote(self.database, safe="") if self.database else ""
-        query = "?" + "&".join(f"{quote(k, safe='')}={quote(v, safe='/')}" for k, v in self.query) if self.query else ""
+        query = "?" + "&".join(
+            f"{quote(k, safe='')}={'***' if masked and k.lower() in SECRET_OPTIONS else quote(v, safe='/')}"
+            for k, v in self.query) if self.query else ""
         return f"{scheme}://{auth}{host}{port}{database}{query}"
 
     def masked(self) -> str:
@@ -73,7 +80,7 @@ class Dsn:
     def sqlalchemy_url(self, *, host: str | None = None, port: int | None = None) -> str:
         """For create_engine: the password included (it is for the driver, never for display)."""
         target = replace(self, host=host or self.host, port=port or self.port)
-        return target._url(quote(self.password, safe="") if self.password is not None else None)
+        return target._url(quote(self.password, safe="") if self.password is not None else None, masked=False)
 
     def with_password(self, password: str | None) -> Dsn:
         return replace(self, password=password)
@@ -106,16 +113,18 @@ def parse_dsn(text: str) -> Dsn:
         return _parse_url(text)
     if "=" in text:
         return _parse_keywords(text)
-    raise DsnError(f"not a connection string: expected a URL such as postgresql://user@host/db or "
-                   f"key=value pairs, got {mask_secrets(text)[:60]!r}")
+    raise DsnError("not a connection string: expected a URL such as postgresql://user@host/db or key=value "
+                   "pairs (the text is not repeated: it may hold a password)")
 
 
 def _parse_url(text: str) -> Dsn:
     try:
         parts = urlsplit(text)
         port = parts.port
-    except ValueError as exc:
-        raise DsnError(f"malformed connection URL {mask_secrets(text)!r}: {exc}") from None
+    except ValueError as exc:  # the exception's text may quote a piece of the password (u:pa/ss@h reads "pa")
+        why = "the port is not a number from 0 to 65535" if "port" in str(exc).lower() else "cannot be split"
+        raise DsnError(f"malformed connection URL {mask_secrets(text)!r}: {why} (a / @ : ? or # inside a "
+                       "password must be percent-encoded)") from None
     scheme = parts.scheme.lower()
     if not scheme:
         raise DsnError(f"malformed connection URL {mask_secrets(text)!r}: no scheme")
@@ -124,14 +133,17 @@ def _parse_url(text: str) -> Dsn:
     query = tuple(parse_qsl(parts.query, keep_blank_values=True))
     host = parts.hostname
     options = dict(query)
+    password = unquote(parts.password) if parts.password is not None else None
+    if dialect == "postgresql" and "password" in options:  # libpq: a query parameter overrides the userinfo
+        password = options["password"]
+        query = tuple((k, v) for k, v in query if k != "password")
     if not host and "host" in options:  # postgresql:///app?host=/tmp/dir
         host = options["host"]
         query = tuple((k, v) for k, v in query if k != "host")
     database = unquote(parts.path[1:]) if parts.path.startswith("/") and len(parts.path) > 1 else None
     return Dsn(dialect=dialect, driver=driver or None,
                user=unquote(parts.username) if parts.username is not None else None,
-               password=unquote(parts.password) if parts.password is not None else None,
-               host=host, port=port or DEFAULT_PORTS.get(dialect), database=database, query=query)
+               password=password, host=host, port=port or DEFAULT_PORTS.get(dialect), database=database, query=query)
 
 
 def _parse_keywords(text: str) -> Dsn:
@@ -141,9 +153,9 @@ def _parse_keywords(text: str) -> Dsn:
         if text[position:].strip() == "":
             break
         match = _KEYWORD.match(text, position)
-        if not match:
-            raise DsnError(f"cannot read the connection string near {mask_secrets(text[position:])[:30]!r}: "
-                           "expected key=value")
+        if not match:  # the text is not quoted: a key or a password pasted here must not be echoed
+            raise DsnError(f"cannot read the connection string at character {position + 1}: expected key=value "
+                           "pairs such as host=db.internal user=app")
         value = match.group(2)
         if value.startswith("'"):
             value = re.sub(r"\\(.)", r"\1", value[1:-1])
@@ -153,7 +165,7 @@ def _parse_keywords(text: str) -> Dsn:
     try:
         port = int(port_text) if port_text else 5432
     except ValueError:
-        raise DsnError(f"the port must be a number, not {port_text!r}") from None
+        raise DsnError("the port must be a number (the value is not repeated)") from None
     host = values.pop("host", None) or values.pop("hostaddr", None)
     return Dsn(dialect="postgresql", driver=None, user=values.pop("user", None),
                password=values.pop("password", None), host=host, port=port,
@@ -164,3 +176,16 @@ def mask_secrets(text: str) -> str:
     """Replace passwords in URLs and password=... pairs found anywhere in `text` with ***."""
     text = _URL_PASSWORD.sub(lambda m: m.group(1) + "***" + m.group(3), text)
     return _KEYWORD_PASSWORD.sub(lambda m: m.group(1) + "***", text)
+
+
+_KEY_SHAPED = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=(?![A-Za-z0-9+/=])")
+_USERINFO = re.compile(r"(?<![\w/])([^\s:/@'\"]+:)([^\s@'\"]+)(@)")
+
+
+def mask_all_secrets(text: str) -> str:
+    """For messages that may quote what a user typed: mask_secrets, plus user:password@host without a scheme,
+    plus anything shaped like a WireGuard key (44 characters of base64 ending in '='), shown as <key>: a
+    private key pasted in the wrong place must not be echoed. Public keys look the same and are masked too."""
+    text = mask_secrets(text)
+    text = _USERINFO.sub(lambda m: m.group(1) + "***" + m.group(3), text)
+    return _KEY_SHAPED.sub("<key>", text)
