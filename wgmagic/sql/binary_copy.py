@@ -246,7 +246,7 @@ def decode_column(data: bytes | bytearray, offsets: Any, sizes: Any, oid: int, l
         values[null] = np.timedelta64("NaT")
         return pd.Series(values), True
     if oid in UTF8_TEXT_OIDS and utf8:
-        return _utf8_strings(data, safe, np.maximum(sizes, 0), null), True
+        return _utf8_strings(data, offsets, np.maximum(sizes, 0), null), True
     return _each(data, offsets, sizes, load_one(oid)), False
 
 
@@ -310,64 +310,84 @@ def datetime_stand_in(oid: int, microseconds: int | None = None, text: str | Non
     return _pg_to_iso(microseconds, oid)
 
 
-def _iso_to_pg(text: str, oid: int) -> int | None:
-    import numpy as np
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to a proleptic Gregorian date (astronomical year: 0 is 1 BC); H. Hinnant's
+    algorithm, in Python integers (PostgreSQL's range, 4713 BC to 5874897 AD, is beyond numpy's us)."""
+    year -= month <= 2
+    era = year // 400
+    yoe = year - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
 
+
+def _civil_from_days(days: int) -> tuple[int, int, int]:
+    days += 719468
+    era = days // 146097
+    doe = days - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + (3 if mp < 10 else -9)
+    return yoe + era * 400 + (month <= 2), month, day
+
+
+def _iso_to_pg(text: str, oid: int) -> int | None:
     match = _ISO.match(text)
     if match is None:
         return None
     year, month, day, hour, minute, second, fraction, offset, bc = match.groups()
     astronomical = 1 - int(year) if bc else int(year)
-    base = np.datetime64(f"{astronomical:+07d}-{month}-{day}", "us").astype(np.int64)
-    micros = int(base) - PG_EPOCH_US
+    days = _days_from_civil(astronomical, int(month), int(day)) - PG_EPOCH_DAYS
+    if oid == DATE_OID:
+        return days
+    micros = days * 86_400_000_000
     micros += ((int(hour or 0) * 60 + int(minute or 0)) * 60 + int(second or 0)) * 1_000_000
-    micros += round(float(fraction) * 1_000_000) if fraction else 0
+    micros += int((fraction[1:] + "000000")[:6]) if fraction else 0
     if offset:
         parts = [int(p) for p in offset[1:].split(":")] + [0, 0]
         seconds = parts[0] * 3600 + parts[1] * 60 + parts[2]
         micros -= (1 if offset[0] == "+" else -1) * seconds * 1_000_000
-    if oid == DATE_OID:
-        return micros // 86_400_000_000
     return micros
 
 
 def _pg_to_iso(micros: int, oid: int) -> str:
-    import numpy as np
-
-    stamp = str(np.datetime64(micros + PG_EPOCH_US, "us"))  # [-]YYYY...-MM-DDTHH:MM:SS.ffffff, proleptic
-    negative = stamp.startswith("-")
-    date_part, _, time_part = stamp.lstrip("-+").partition("T")
-    year, month, day = date_part.rsplit("-", 2)
-    astronomical = -int(year) if negative else int(year)
+    days, micros = divmod(micros, 86_400_000_000)
+    astronomical, month, day = _civil_from_days(days + PG_EPOCH_DAYS)
     bc = astronomical <= 0
-    text = f"{(1 - astronomical) if bc else astronomical:04d}-{month}-{day}"
+    text = f"{(1 - astronomical) if bc else astronomical:04d}-{month:02d}-{day:02d}"
     if oid != DATE_OID:
-        clock, _, fraction = time_part.partition(".")
-        fraction = fraction.rstrip("0")
-        text += f" {clock}" + (f".{fraction}" if fraction else "")
+        seconds, fraction = divmod(micros, 1_000_000)
+        minutes, seconds = divmod(seconds, 60)
+        hours, minutes = divmod(minutes, 60)
+        text += f" {hours:02d}:{minutes:02d}:{seconds:02d}"
+        if fraction:
+            text += f".{fraction:06d}".rstrip("0")
         if oid == TIMESTAMPTZ_OID:
             text += "+00"
     return text + (" BC" if bc else "")
 
 
 def interval_stand_in(months: int, days: int, micros: int) -> str:
-    """An interval Python's timedelta cannot hold, as PostgreSQL's default IntervalStyle (postgres) prints it."""
-    parts = []
-    years, mons = divmod(abs(months), 12)
-    sign = -1 if months < 0 else 1
-    for amount, unit in ((sign * years, "year"), (sign * mons, "mon"), (days, "day")):
+    """An interval Python's timedelta cannot hold, as PostgreSQL's default IntervalStyle (postgres) prints it
+    (EncodeInterval in src/backend/utils/adt/datetime.c: a '+' before a positive part after a negative one)."""
+    text, is_zero, is_before = "", True, False
+    years, mons = int(months / 12), months - 12 * int(months / 12)  # C division: truncates toward zero
+    for amount, unit in ((years, "year"), (mons, "mon"), (days, "day")):
         if amount:
-            parts.append(f"{amount} {unit}{'' if abs(amount) == 1 else 's'}")
-    if micros or not parts:
-        negative = micros < 0
+            text += f"{'' if is_zero else ' '}{'+' if is_before and amount > 0 else ''}{amount} {unit}" \
+                    f"{'' if amount == 1 else 's'}"
+            is_before, is_zero = amount < 0, False
+    if is_zero or micros:
         seconds, fraction = divmod(abs(micros), 1_000_000)
         minutes, seconds = divmod(seconds, 60)
         hours, minutes = divmod(minutes, 60)
-        clock = f"{'-' if negative else ''}{hours:02d}:{minutes:02d}:{seconds:02d}"
+        sign = "-" if micros < 0 else ("+" if is_before else "")
+        text += f"{'' if is_zero else ' '}{sign}{hours:02d}:{minutes:02d}:{seconds:02d}"
         if fraction:
-            clock += f".{fraction:06d}".rstrip("0")
-        parts.append(clock)
-    return " ".join(parts)
+            text += f".{fraction:06d}".rstrip("0")
+    return text
 
 
 _INTERVAL = struct.Struct(">qii")
@@ -406,6 +426,39 @@ def guarded_loaders(adapters: Any) -> None:
                                          info.encoding if info is not None else "utf-8")
 
             adapters.register_loader(oid, Guarded)
+    for oid in (114, 3802):  # json, jsonb
+        for fmt in (pq.Format.TEXT, pq.Format.BINARY):
+            adapters.register_loader(oid, type("EncodedJsonLoader", (_encoded_json_loader(),),
+                                               {"format": fmt, "jsonb": oid == 3802 and fmt == pq.Format.BINARY}))
+
+
+_ENCODED_JSON: list[Any] = []
+
+
+def _encoded_json_loader() -> Any:
+    """A JSON loader class that decodes with the session's client encoding (psycopg's own assumes UTF-8: a
+    LATIN1 session's non-ASCII JSON would fail on both paths). Made on first use: psycopg is not imported
+    with wgmagic."""
+    if _ENCODED_JSON:
+        return _ENCODED_JSON[0]
+    import json
+
+    from psycopg.adapt import Loader
+
+    class EncodedJsonLoader(Loader):
+        jsonb = False
+
+        def load(self, data: Any) -> Any:
+            raw = bytes(data)
+            if self.jsonb:
+                if raw[:1] != b"\x01":
+                    raise BulkDecodeError(f"unknown jsonb binary version {raw[:1]!r}")
+                raw = raw[1:]
+            info = getattr(self.connection, "info", None)
+            return json.loads(raw.decode(info.encoding if info is not None else "utf-8"))
+
+    _ENCODED_JSON.append(EncodedJsonLoader)
+    return EncodedJsonLoader
 
 
 def _stand_in(oid: int, data: bytes, binary: bool, encoding: str) -> str:
