@@ -7,6 +7,7 @@
               bed's peer namespace (issue 15's yardstick: ours <= 2.0 x adbc)
   (a) today   psycopg straight to the database (no tunnel), pd.DataFrame(cur.fetchall())
   (b) loader  wgmagic's bulk loader straight to the database (no tunnel): what the tunnel costs
+  (b') old    the old CSV loader straight to the database (no tunnel): the loaders alone
   (c) JupySQL %sql (autopandas) through the wireguard-go reference client (kernel TCP), if installed
 
 Each figure is the median of --runs runs. Needs root (it brings up the test bed) and
@@ -43,7 +44,11 @@ print("RESULT", json.dumps(statistics.median(times)))
 LOADER = r'''
 import json, statistics, sys, time, psycopg
 sys.path.insert(0, {repo!r})
+from wgmagic.sql import results
 from wgmagic.sql.results import run_statement
+if {old}:
+    from benchmarks import text_loader
+    results._copy_out = text_loader._copy_out
 times = []
 for _ in range({runs}):
     start = time.perf_counter()
@@ -132,7 +137,9 @@ def main() -> None:
         conninfo = f"host={PEER4} port=5432 dbname=app user=app password={bed.db_password} sslmode=disable"
         fill = {"conninfo": conninfo, "query": QUERY, "rows": args.rows, "runs": args.runs, "repo": str(REPO)}
         today = _result(bed.run_in_peer(sys.executable, "-c", TODAY.format(**fill), timeout=1800).stdout)
-        loader = _result(bed.run_in_peer(sys.executable, "-c", LOADER.format(**fill), timeout=1800).stdout)
+        loader = _result(bed.run_in_peer(sys.executable, "-c", LOADER.format(old=False, **fill), timeout=1800).stdout)
+        old_loader = _result(bed.run_in_peer(sys.executable, "-c", LOADER.format(old=True, **fill),
+                                             timeout=1800).stdout)
         uri = f"postgresql://app:{bed.db_password}@{PEER4}:5432/app?sslmode=disable"
         adbc = _result(bed.run_in_peer(sys.executable, "-c", ADBC.format(uri=uri, **fill), timeout=1800).stdout)
         url = f"postgresql+psycopg://app:{bed.db_password}@{PEER4}:5432/app"
@@ -152,7 +159,9 @@ def main() -> None:
     print(f"  old: the same with the CSV loader      {old:6.2f} s   ours/old = {mine / old:.2f}")
     print(f"  adbc: ADBC fetch_df, no tunnel         {adbc:6.2f} s   ours/adbc = {mine / adbc:.2f} (issue 15: <= 2.0)")
     print(f"  (a) psycopg fetchall, no tunnel        {today:6.2f} s   ours/(a) = {mine / today:.2f} (target <= 0.75)")
-    print(f"  (b) wgmagic's loader, no tunnel        {loader:6.2f} s   ours/(b) = {mine / loader:.2f} (tunnel cost)")
+    print(f"  (b) wgmagic's loader, no tunnel        {loader:6.2f} s   ours/(b) = {mine / loader:.2f} (tunnel cost); "
+          f"(b)/adbc = {loader / adbc:.2f}")
+    print(f"  (b') the old CSV loader, no tunnel     {old_loader:6.2f} s   (b)/(b') = {loader / old_loader:.2f}")
     if jupysql is None:
         print("  (c) JupySQL %sql via wireguard-go      skipped: jupysql is not installed (pip install -e '.[bench]')")
     else:
