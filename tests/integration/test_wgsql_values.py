@@ -169,6 +169,8 @@ def test_issue_inputs(session):
     bulk, cursor = _both(conn, "SELECT '\\N'::text AS t")
     assert_same(bulk, cursor)
     assert bulk["t"][0] == "\\N"
+    bulk, cursor = _both(conn, "SELECT pg_sleep(0) AS v")  # void
+    assert_same(bulk, cursor)
 
 
 def test_same_session_settings_and_temp_tables(session):

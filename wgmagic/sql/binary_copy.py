@@ -44,8 +44,10 @@ LOADER_OIDS = {
     1000, 1001, 1002, 1003, 1005, 1007, 1009, 1014, 1015, 1016, 1022, 1028, 1182, 1183, 1115, 1185, 1187, 1231,
     2951, 199, 3807, 1041, 651,
 }
-BULK_OIDS = (set(INT_WIDTHS) | set(FLOAT_WIDTHS) | {BOOL_OID, DATE_OID, TIME_OID, TIMESTAMP_OID, TIMESTAMPTZ_OID,
-             INTERVAL_OID} | UTF8_TEXT_OIDS | LOADER_OIDS)
+VOID_OID = 2278  # pg_sleep() and other procedures' results: text '' on the row path
+BULK_OIDS = ({VOID_OID} | set(INT_WIDTHS) | set(FLOAT_WIDTHS)
+             | {BOOL_OID, DATE_OID, TIME_OID, TIMESTAMP_OID, TIMESTAMPTZ_OID, INTERVAL_OID}
+             | UTF8_TEXT_OIDS | LOADER_OIDS)
 GUARDED_OIDS = (DATE_OID, TIME_OID, TIMESTAMP_OID, TIMESTAMPTZ_OID, INTERVAL_OID, 1266)  # 1266: timetz
 
 
@@ -245,6 +247,8 @@ def decode_column(data: bytes | bytearray, offsets: Any, sizes: Any, oid: int, l
         values = (total_days * 86_400_000_000 + micros).astype("timedelta64[us]")
         values[null] = np.timedelta64("NaT")
         return pd.Series(values), True
+    if oid == VOID_OID:  # no loader: psycopg gives the text form, '', on the row path
+        return [None if size < 0 else "" for size in sizes.tolist()], False
     if oid in UTF8_TEXT_OIDS and utf8:
         return _utf8_strings(data, offsets, np.maximum(sizes, 0), null), True
     return _each(data, offsets, sizes, load_one(oid)), False
