@@ -1,17 +1,24 @@
 """`%%wgsql SELECT * FROM big` into a DataFrame, against what users do today, same run.
 
-  ours        %%wgsql through wgmagic's tunnel, in this process (a real InteractiveShell)
+  ours        %%wgsql through wgmagic's tunnel, in this process (a real InteractiveShell): the binary
+              COPY loader
+  old         the same %%wgsql with the CSV COPY loader it had before issue 11 (benchmarks/text_loader.py)
+  adbc        ADBC (adbc-driver-postgresql) straight to the database, no tunnel: cursor.fetch_df() in the
+              bed's peer namespace (issue 15's yardstick: ours <= 2.0 x adbc)
   (a) today   psycopg straight to the database (no tunnel), pd.DataFrame(cur.fetchall())
   (b) loader  wgmagic's bulk loader straight to the database (no tunnel): what the tunnel costs
-  (c) JupySQL %sql (autopandas) through the wireguard-go reference client (kernel TCP)
+  (b') old    the old CSV loader straight to the database (no tunnel): the loaders alone
+  (c) JupySQL %sql (autopandas) through the wireguard-go reference client (kernel TCP), if installed
 
-Each figure is the median of --runs runs. Needs root (it brings up the test bed) and jupysql for (c).
+Each figure is the median of --runs runs. Needs root (it brings up the test bed) and
+`pip install -e '.[bench]'` (adbc-driver-postgresql, jupysql).
 Usage: python -m benchmarks.wgsql [--rows 1000000] [--runs 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -37,12 +44,30 @@ print("RESULT", json.dumps(statistics.median(times)))
 LOADER = r'''
 import json, statistics, sys, time, psycopg
 sys.path.insert(0, {repo!r})
+from wgmagic.sql import results
 from wgmagic.sql.results import run_statement
+if {old}:
+    from benchmarks import text_loader
+    results._copy_out = text_loader._copy_out
 times = []
 for _ in range({runs}):
     start = time.perf_counter()
     with psycopg.connect({conninfo!r}, autocommit=True) as conn:
         frame = run_statement(conn, {query!r}, None).frame
+    times.append(time.perf_counter() - start)
+assert len(frame) == {rows}
+print("RESULT", json.dumps(statistics.median(times)))
+'''
+
+ADBC = r'''
+import json, statistics, time
+import adbc_driver_postgresql.dbapi as adbc
+times = []
+for _ in range({runs}):
+    start = time.perf_counter()
+    with adbc.connect({uri!r}) as conn, conn.cursor() as cur:
+        cur.execute({query!r})
+        frame = cur.fetch_df()
     times.append(time.perf_counter() - start)
 assert len(frame) == {rows}
 print("RESULT", json.dumps(statistics.median(times)))
@@ -67,12 +92,19 @@ print("RESULT", json.dumps(statistics.median(times)))
 '''
 
 
-def ours(bed: TestBed, rows: int, runs: int) -> float:
+def ours(bed: TestBed, rows: int, runs: int, *, text_loader: bool = False) -> float:
     from IPython.core.interactiveshell import InteractiveShell
+
+    from wgmagic.sql import results
 
     shell = InteractiveShell.instance()
     shell.user_ns.update(config=bed.client_config(), dsn=bed.dsn())
     shell.run_line_magic("load_ext", "wgmagic")
+    new_copy_out = results._copy_out
+    if text_loader:
+        from benchmarks import text_loader as old
+
+        results._copy_out = old._copy_out  # the CSV loader, for the comparison only
     try:
         assert shell.run_cell("%wg connect {config} --name bench").success
         assert shell.run_cell("%%wgsql {dsn} --alias bench\nSELECT 1").success
@@ -85,6 +117,7 @@ def ours(bed: TestBed, rows: int, runs: int) -> float:
             assert result.success and len(shell.user_ns["frame"]) == rows
         return statistics.median(times)
     finally:
+        results._copy_out = new_copy_out
         shell.run_line_magic("unload_ext", "wgmagic")
 
 
@@ -104,20 +137,36 @@ def main() -> None:
         conninfo = f"host={PEER4} port=5432 dbname=app user=app password={bed.db_password} sslmode=disable"
         fill = {"conninfo": conninfo, "query": QUERY, "rows": args.rows, "runs": args.runs, "repo": str(REPO)}
         today = _result(bed.run_in_peer(sys.executable, "-c", TODAY.format(**fill), timeout=1800).stdout)
-        loader = _result(bed.run_in_peer(sys.executable, "-c", LOADER.format(**fill), timeout=1800).stdout)
+        loader = _result(bed.run_in_peer(sys.executable, "-c", LOADER.format(old=False, **fill), timeout=1800).stdout)
+        old_loader = _result(bed.run_in_peer(sys.executable, "-c", LOADER.format(old=True, **fill),
+                                             timeout=1800).stdout)
+        uri = f"postgresql://app:{bed.db_password}@{PEER4}:5432/app?sslmode=disable"
+        adbc = _result(bed.run_in_peer(sys.executable, "-c", ADBC.format(uri=uri, **fill), timeout=1800).stdout)
         url = f"postgresql+psycopg://app:{bed.db_password}@{PEER4}:5432/app"
-        done = bed.run_in_reference(sys.executable, "-c", JUPYSQL.format(url=url, **fill), timeout=1800, check=False)
-        if done.returncode:
-            raise SystemExit(f"JupySQL run failed:\n{done.stderr[-3000:]}")
-        jupysql = _result(done.stdout)
+        jupysql: float | None = None
+        if importlib.util.find_spec("sql") is not None:
+            done = bed.run_in_reference(sys.executable, "-c", JUPYSQL.format(url=url, **fill), timeout=1800,
+                                        check=False)
+            if done.returncode:
+                raise SystemExit(f"JupySQL run failed:\n{done.stderr[-3000:]}")
+            jupysql = _result(done.stdout)
         mine = ours(bed, args.rows, args.runs)
+        old = ours(bed, args.rows, args.runs, text_loader=True)
     finally:
         bed.down()
     print(f"{QUERY} ({args.rows:,} rows x 5 columns) into a DataFrame, median of {args.runs}:")
-    print(f"  %%wgsql through wgmagic's tunnel       {mine:6.2f} s")
+    print(f"  %%wgsql through wgmagic's tunnel       {mine:6.2f} s   (binary COPY loader)")
+    print(f"  old: the same with the CSV loader      {old:6.2f} s   ours/old = {mine / old:.2f}")
+    print(f"  adbc: ADBC fetch_df, no tunnel         {adbc:6.2f} s   ours/adbc = {mine / adbc:.2f} (issue 15: <= 2.0)")
     print(f"  (a) psycopg fetchall, no tunnel        {today:6.2f} s   ours/(a) = {mine / today:.2f} (target <= 0.75)")
-    print(f"  (b) wgmagic's loader, no tunnel        {loader:6.2f} s   ours/(b) = {mine / loader:.2f} (tunnel cost)")
-    print(f"  (c) JupySQL %sql via wireguard-go      {jupysql:6.2f} s   ours/(c) = {mine / jupysql:.2f} (target < 1)")
+    print(f"  (b) wgmagic's loader, no tunnel        {loader:6.2f} s   ours/(b) = {mine / loader:.2f} (tunnel cost); "
+          f"(b)/adbc = {loader / adbc:.2f}")
+    print(f"  (b') the old CSV loader, no tunnel     {old_loader:6.2f} s   (b)/(b') = {loader / old_loader:.2f}")
+    if jupysql is None:
+        print("  (c) JupySQL %sql via wireguard-go      skipped: jupysql is not installed (pip install -e '.[bench]')")
+    else:
+        print(f"  (c) JupySQL %sql via wireguard-go      {jupysql:6.2f} s   ours/(c) = {mine / jupysql:.2f} "
+              "(target < 1)")
 
 
 if __name__ == "__main__":

@@ -617,23 +617,12 @@ class _PhaseBar:
 
 @contextlib.contextmanager
 def _progress_bar() -> Any:
-    """A progress callback that shows rows and MB received once a result takes more than a second."""
-    bar: list[Any] = []
+    """A progress callback that shows rows, MB and rows/s once a result takes more than a second."""
+    from wgmagic.sql.progress import RowProgress
 
-    def update(rows: int, size: int) -> None:
-        if not bar:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                return
-            bar.append(tqdm(desc="receiving", unit=" rows", leave=False))
-        bar[0].n = rows
-        bar[0].set_postfix_str(f"{size / 1e6:.1f} MB", refresh=False)
-        bar[0].refresh()
-
+    progress = RowProgress()
     try:
-        yield update
+        yield progress
     finally:
-        if bar:
-            bar[0].close()
+        progress.close()
 

@@ -1,14 +1,15 @@
 """Query results into pandas DataFrames, with the types a pandas user expects.
 
-Big SELECTs take a bulk path: `COPY (query) TO STDOUT` in CSV, parsed by pandas' C reader, with column
-types from a zero-row describe. Other statements, and statements with parameters (COPY cannot take
-them), use an ordinary cursor. Both paths end in the same per-type normalisation, so a column looks the
-same whichever path brought it.
+Big SELECTs take a bulk path: `COPY (query) TO STDOUT (FORMAT binary)` on the same connection (so the
+session's temp tables, settings and transaction are seen), decoded by type (wgmagic.sql.binary_copy), with
+column types from a zero-row describe. Other statements, statements with parameters (COPY cannot take them)
+and results with a column type the binary decoder does not carry use an ordinary cursor. Both paths end in
+the same per-type normalisation, so a column looks the same, value for value and dtype for dtype, whichever
+path brought it.
 """
 
 from __future__ import annotations
 
-import io
 import re
 import select
 import time
@@ -16,7 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from wgmagic.sql.binary_copy import BULK_OIDS, BulkDecodeError, decode_column, field_layout, guarded_loaders
+from wgmagic.sql.messages import SqlError
+
 INT_OIDS = {20, 21, 23, 26}  # int8, int2, int4, oid
+FLOAT4_OID = 700
 FLOAT_OIDS = {700, 701}
 NUMERIC_OID = 1700
 BOOL_OID = 16
@@ -41,6 +46,14 @@ class Result:
 Progress = Callable[[int, int], None]  # (rows, bytes) so far
 
 
+class ClientDecodeError(SqlError):
+    """wgmagic could not turn what the server sent into values: a client-side failure, not a server error."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"wgmagic could not decode the result on this side (the server reported no error; the "
+                         f"statement ran): {detail}")
+
+
 def is_row_query(sql: str) -> bool:
     return bool(_ROWS_QUERY.match(_strip_comments(sql))) and not _LOCKING.search(sql)
 
@@ -59,19 +72,29 @@ def _strip_comments(sql: str) -> str:
 
 def run_statement(conn: Any, sql: str, params: dict[str, object] | None, *, bulk: bool = True,
                   progress: Progress | None = None) -> Result:
-    """Execute one statement on a psycopg connection and bring back its rows, if any."""
+    """Execute one statement on a psycopg connection and bring back its rows, if any.
+
+    bulk=False forces the row (cursor) path; otherwise a parameterless row query whose column types the
+    binary decoder carries takes the COPY path. Raises psycopg.Error for what the server reported and
+    ClientDecodeError for what this side could not decode."""
     if bulk and params is None and is_row_query(sql) and not conn.info.transaction_status:
         described = _describe(conn, sql)
-        if described is not None:
+        if described is not None and all(oid in BULK_OIDS for oid in described[1]):
             return _copy_out(conn, sql, described, progress)
+    import psycopg
+
     with conn.cursor() as cur:
+        guarded_loaders(cur.adapters)
         cur.execute(sql, params) if params is not None else cur.execute(sql)
         status = cur.statusmessage or ""
         if cur.description is None:
             return Result(None, cur.rowcount, status)
         names = [col.name for col in cur.description]
         oids = [col.type_code for col in cur.description]
-        rows = cur.fetchall()
+        try:
+            rows = cur.fetchall()
+        except psycopg.DataError as exc:  # raised by a loader here, after the server sent the rows
+            raise ClientDecodeError(str(exc)) from None
     return Result(_frame_from_rows(rows, names, oids), len(rows), status)
 
 
@@ -90,53 +113,67 @@ def _describe(conn: Any, sql: str) -> tuple[list[str], list[int]] | None:
 
 def _copy_out(conn: Any, sql: str, described: tuple[list[str], list[int]], progress: Progress | None) -> Result:
     import pandas as pd
+    from psycopg import pq
 
     names, oids = described
     body = sql.strip().rstrip(";").strip()
     started = time.monotonic()
-    with conn.cursor() as cur, cur.copy(f"COPY ({body}\n) TO STDOUT WITH (FORMAT csv, NULL '\\N')"):
-        data, rows, status = _read_copy_data(conn, progress, started)
-    if progress is not None and time.monotonic() - started >= PROGRESS_AFTER:
-        progress(rows, len(data))
-    buffer = io.BytesIO(data)
-    dtypes: dict[int, Any] = {}
-    for i, oid in enumerate(oids):
-        if oid in INT_OIDS:
-            dtypes[i] = "Int64"
-        elif oid in FLOAT_OIDS:
-            dtypes[i] = "float64"
-        else:
-            dtypes[i] = object
+    with conn.cursor() as cur:
+        guarded_loaders(cur.adapters)
+        with cur.copy(f"COPY ({body}\n) TO STDOUT (FORMAT binary)"):
+            data, lengths, status = _read_copy_data(conn, progress, started)
+        if progress is not None and time.monotonic() - started >= PROGRESS_AFTER:
+            progress(len(lengths), len(data))
+        utf8 = conn.info.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+
+        def load_one(oid: int) -> Any:
+            return cur.adapters.get_loader(oid, pq.Format.BINARY)(oid, cur).load
+
+        try:
+            offsets, sizes = field_layout(data, lengths, len(names))
+            decoded = [decode_column(data, offsets[i], sizes[i], oid, load_one, utf8) for i, oid in enumerate(oids)]
+        except BulkDecodeError as exc:
+            raise ClientDecodeError(str(exc)) from None
+        except Exception as exc:  # a loader's failure on a value: still this side's, never the server's
+            raise ClientDecodeError(f"{type(exc).__name__}: {exc}") from None
     if not names:
-        return Result(pd.DataFrame(index=range(rows)), rows, status, bulk=True)
-    frame = pd.read_csv(buffer, header=None, names=list(range(len(names))), dtype=dtypes, na_values=["\\N"],
-                        keep_default_na=False, quotechar='"', doublequote=True, escapechar=None,
-                        engine="c")  # low_memory=False doubles the parse time; the dtypes are given anyway
-    frame = _normalise(frame, oids, conn, from_text=True)
+        count = int(status.split()[-1]) if status.split()[-1:] and status.split()[-1].isdigit() else 0
+        return Result(_frame_from_rows([()] * count, [], []), count, status, bulk=True)
+    rows = len(sizes[0])
+    loose = [i for i, (_, final) in enumerate(decoded) if not final]
+    columns = {i: values for i, (values, final) in enumerate(decoded) if final}
+    if loose:
+        objects = pd.DataFrame({k: pd.Series(decoded[i][0], dtype=object) for k, i in enumerate(loose)},
+                               index=range(rows))
+        objects = _normalise(objects, [oids[i] for i in loose])
+        columns.update({i: objects[k] for k, i in enumerate(loose)})
+    frame = pd.DataFrame({i: columns[i].reset_index(drop=True) for i in range(len(names))}, index=range(rows))
     frame.columns = names
-    return Result(frame, len(frame), status, bulk=True)
+    return Result(frame, rows, status, bulk=True)
 
 
-def _read_copy_data(conn: Any, progress: Progress | None, started: float) -> tuple[bytearray, int, str]:
-    """All CopyData messages of a COPY TO STDOUT, read straight from libpq.
+def _read_copy_data(conn: Any, progress: Progress | None, started: float) -> tuple[bytearray, Any, str]:
+    """All CopyData messages of a COPY TO STDOUT, read straight from libpq: (data, message lengths, status).
 
     psycopg's Copy iterator costs about a microsecond of Python per message and a message is one row: for a
     million rows that was half the time of a query through the tunnel. Here each row costs one libpq call.
     """
+    from array import array
+
     import psycopg
     from psycopg import generators, pq
 
     pgconn = conn.pgconn
     data = bytearray()
-    rows = 0
+    lengths = array("q")
     next_report = started + PROGRESS_AFTER
     while True:
         nbytes, chunk = pgconn.get_copy_data(1)
         if nbytes > 0:
             data += chunk
-            rows += 1
-            if progress is not None and not rows & 0xFFF and time.monotonic() >= next_report:
-                progress(rows, len(data))
+            lengths.append(nbytes)
+            if progress is not None and not len(lengths) & 0xFFF and time.monotonic() >= next_report:
+                progress(len(lengths), len(data))
                 next_report = time.monotonic() + 0.25
         elif nbytes == 0:  # nothing buffered: wait for the socket (a signal, e.g. Ctrl-C, interrupts the wait)
             select.select([pgconn.socket], [], [], 0.5)
@@ -149,7 +186,7 @@ def _read_copy_data(conn: Any, progress: Progress | None, started: float) -> tup
     if not results or results[-1].status != pq.ExecStatus.COMMAND_OK:
         raise psycopg.errors.error_from_result(results[-1], encoding=conn.info.encoding) if results else \
             psycopg.OperationalError("the COPY ended without a result")
-    return data, rows, (results[-1].command_status or b"").decode() or f"COPY {rows}"
+    return data, lengths, (results[-1].command_status or b"").decode() or f"COPY {len(lengths)}"
 
 
 def _frame_from_rows(rows: list[tuple], names: list[str], oids: list[int]) -> Any:
@@ -158,66 +195,47 @@ def _frame_from_rows(rows: list[tuple], names: list[str], oids: list[int]) -> An
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
     frame = pd.DataFrame({i: pd.Series(list(col), dtype=object) for i, col in enumerate(columns)},
                          index=range(len(rows)))
-    frame = _normalise(frame, oids, None, from_text=False)
+    frame = _normalise(frame, oids)
     frame.columns = names
     return frame
 
 
-def _normalise(frame: Any, oids: list[int], conn: Any, *, from_text: bool) -> Any:
-    """One dtype per PostgreSQL type, the same for both paths."""
+def _normalise(frame: Any, oids: list[int]) -> Any:
+    """One dtype per PostgreSQL type, from columns of Python values (as psycopg's loaders give them).
+
+    The binary bulk decoder builds the same dtypes directly for the types it decodes without Python objects;
+    the differential test (tests/integration/test_wgsql_values.py) holds the two to each other."""
+    import numpy as np
+
     for i, oid in enumerate(oids):
         col = frame[i]
         if oid in INT_OIDS:
             col = col.astype("Int64")
             frame[i] = col.astype("int64") if not col.isna().any() else col
         elif oid in FLOAT_OIDS:
-            frame[i] = col.astype("float64") if not from_text else col
+            col = col.astype("float64")
+            if oid == FLOAT4_OID:  # the text's shortest decimal back to the server's float4, held exactly
+                col = col.astype(np.float32).astype("float64")
+            frame[i] = col
         elif oid == BOOL_OID:
-            if from_text:
-                col = col.map({"t": True, "f": False})
             col = col.astype("boolean")
             frame[i] = col.astype(bool) if not col.isna().any() else col
         elif oid == TIMESTAMPTZ_OID:
-            col = _datetimes(col, conn, oid, utc=True) if from_text else _objects_to_datetimes(col, utc=True)
-            frame[i] = _unit(col, "datetime64[us, UTC]")
+            frame[i] = _unit(_objects_to_datetimes(col, utc=True), "datetime64[us, UTC]")
         elif oid in (TIMESTAMP_OID, DATE_OID):
-            col = _datetimes(col, conn, oid, utc=False) if from_text else _objects_to_datetimes(col, utc=False)
-            frame[i] = _unit(col, "datetime64[us]")
-        elif oid in TEXT_OIDS:
-            frame[i] = col.astype(object).where(col.notna(), None)
-        elif from_text:
-            frame[i] = _load_each(col, oid, conn)
+            frame[i] = _unit(_objects_to_datetimes(col, utc=False), "datetime64[us]")
         if oid == INTERVAL_OID:
             frame[i] = _unit(_timedeltas(frame[i]), "timedelta64[us]")
         elif oid not in INT_OIDS | FLOAT_OIDS | {BOOL_OID, TIMESTAMPTZ_OID, TIMESTAMP_OID, DATE_OID}:
-            frame[i] = frame[i].astype(object).where(frame[i].notna(), None)
+            frame[i] = col.astype(object)  # NULL is None; a value pandas calls NA (Decimal('NaN')) stays
     return frame
-
-
-def _load_each(col: Any, oid: int, conn: Any) -> Any:
-    """Values of any other type through psycopg's own text loader for that type (exact: Decimal, UUID, ...)."""
-    from psycopg import pq
-
-    loader = conn.adapters.get_loader(oid, pq.Format.TEXT)
-    if loader is None:
-        return col
-    load = loader(oid, conn).load
-    return col.map(lambda value: None if value is None or value != value else load(value.encode()),
-                   na_action=None)
-
-
-def _datetimes(col: Any, conn: Any, oid: int, *, utc: bool) -> Any:
-    import pandas as pd
-
-    try:
-        return pd.to_datetime(col, utc=utc, format="ISO8601")
-    except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
-        return _load_each(col, oid, conn)  # infinity or years pandas cannot hold: Python objects
 
 
 def _objects_to_datetimes(col: Any, *, utc: bool) -> Any:
     import pandas as pd
 
+    if col.map(lambda value: isinstance(value, str)).any():
+        return col  # a stand-in ('infinity', a year Python cannot hold): the column stays Python objects
     try:
         return pd.to_datetime(col, utc=utc)
     except (ValueError, OverflowError, TypeError, pd.errors.OutOfBoundsDatetime):
@@ -227,6 +245,8 @@ def _objects_to_datetimes(col: Any, *, utc: bool) -> Any:
 def _timedeltas(col: Any) -> Any:
     import pandas as pd
 
+    if col.map(lambda value: isinstance(value, str)).any():
+        return col
     try:
         return pd.to_timedelta(col)
     except (ValueError, OverflowError, TypeError):
