@@ -188,13 +188,14 @@ def test_unknown_type_falls_back_to_rows(session):
     assert not frame.bulk and frame.frame["p"][0] == "(1,2)"
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-(2**70), 2**70)
-                    | st.text(st.characters(exclude_characters="\x00", codec="utf-8"), max_size=8),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
-                                                                                max_size=3),
+# PostgreSQL text (and so every jsonb string, keys included) cannot hold NUL: the server refuses \u0000.
+PG_TEXT_CHARS = st.characters(exclude_characters="\x00", codec="utf-8")
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(PG_TEXT_CHARS, max_size=8),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(PG_TEXT_CHARS, max_size=3), inner, max_size=3),
                     max_leaves=6)
 TEXT = st.one_of(st.sampled_from(AWKWARD_TEXT),
-                 st.text(st.characters(exclude_characters="\x00", codec="utf-8"), max_size=20))
+                 st.text(PG_TEXT_CHARS, max_size=20))
 INTERVAL = st.builds(lambda m, d, us: f"{m} mons {d} days {us} microseconds",
                      st.integers(-(2**31) + 1, 2**31 - 1), st.integers(-(2**31) + 1, 2**31 - 1),
                      st.integers(-(10**17), 10**17))
