@@ -125,3 +125,38 @@ def test_wg_expose_magic(testbed, http_server, capsys):
     finally:
         sh.run_cell("%wg disconnect --all")
         sh.run_line_magic("unload_ext", "wgmagic")
+
+
+def test_wgmagic_up_dash_r(testbed, http_server, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    config = tmp_path / "client.conf"
+    config.write_text(testbed.client_config(identity=IDENTITY))
+    port = http_server.server_address[1]
+    process = subprocess.Popen([sys.executable, "-m", "wgmagic.cli", "up", str(config), "-q",
+                                "-R", f"8090:127.0.0.1:{port}"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(2)]
+        assert any("tunnel up" in line for line in lines), lines
+        v4, _ = client_addresses(IDENTITY)
+        assert any(f"{v4}:8090" in line for line in lines), lines
+        result = _curl(testbed, "peer", f"http://{v4}:8090/")
+        assert result.returncode == 0 and result.stdout.encode() == BODY, result.stderr
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=15)
+    assert process.returncode == 0 and "tunnel closed" in out
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("8080:127.0.0.1:8000", "8080=127.0.0.1:8000"),
+    ("198.18.0.2:8080:localhost:8000", "198.18.0.2:8080=localhost:8000"),
+    ("8080=127.0.0.1:8000", "8080=127.0.0.1:8000"),
+])
+def test_dash_r_syntax(spec, expected):
+    from wgmagic.cli import _parse_remote_spec
+
+    assert _parse_remote_spec(spec) == expected

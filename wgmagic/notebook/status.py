@@ -34,8 +34,12 @@ def tunnel_status_report(tunnel: Any, handshake_seconds: float | None = None) ->
     addresses and DNS servers. No secret: keys are shown by their public fingerprint only."""
     snap = tunnel.stats()
     lines = [f"tunnel {tunnel.name}"]
+    in_use = {row["fingerprint"]: row["endpoint"] for row in tunnel.peer_report()}
     for peer in tunnel.config.peers:
         where = f"{peer.endpoint[0]}:{peer.endpoint[1]}" if peer.endpoint else "(no endpoint)"
+        now = in_use.get(peer.public_key_b64[:8] + "...")
+        if now and peer.endpoint and now != where:
+            where += f" ({now})"  # a name, and the address in use
         lines.append(f"  peer {peer.public_key_b64[:8]}... endpoint {where}")
         lines.append(f"    allowed ips: {', '.join(str(n) for n in peer.allowed_ips) or '(none)'}")
     if handshake_seconds is not None:
