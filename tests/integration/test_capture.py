@@ -102,3 +102,16 @@ def test_capture_stops_at_its_bound(testbed, tmp_path):
         assert capture.wait(30) == path
         assert capture.stopped_by == "packets" and capture.written == 25
     assert len(tshark(path, "frame.number")) == 25
+
+
+def test_one_capture_at_a_time_and_close_writes_the_file(testbed, tmp_path):
+    with connect(testbed.client_config(identity=IDENTITY)) as tunnel:
+        capture = tunnel.capture(tmp_path / "first.pcapng")
+        with pytest.raises(RuntimeError, match="already has a capture running"):
+            tunnel.capture(tmp_path / "second.pcapng")
+        assert not (tmp_path / "second.pcapng").exists()
+        assert [r.rtt is not None for r in tunnel.ping(PEER4, 2, interval=0.1)] == [True, True]
+    # closing the tunnel stopped the capture and wrote what it held
+    assert capture.wait(30) == tmp_path / "first.pcapng" and capture.stopped_by == "closed"
+    icmp = tshark(tmp_path / "first.pcapng", "icmp.type", display_filter="icmp")
+    assert sorted(row[0] for row in icmp) == ["0", "0", "8", "8"]

@@ -167,7 +167,12 @@ class Capture:
         # Create the file now (0600: it may hold query data), so a bad path fails here, not at the end.
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.close(fd)
-        tunnel.call_on_loop(self._start)
+        try:
+            tunnel.call_on_loop(self._start)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            raise
 
     def __repr__(self) -> str:
         state = "running" if self.stopped_by is None else f"stopped ({self.stopped_by})"
