@@ -307,12 +307,12 @@ class WireGuardMagics(Magics):
     def _wg_capture(self, args: argparse.Namespace) -> Any:
         tunnel = self.tunnel(args.tunnel)
         if args.stop:
-            running = [c for c in tunnel.captures if c.stopped_by is None]
-            if not running:
-                raise UsageError("no capture is running on this tunnel")
-            path = running[-1].stop()
-            print(f"wgmagic: {running[-1].written} packets written to {path}")
-            return running[-1]
+            if not tunnel.captures:
+                raise UsageError("no capture was started on this tunnel")
+            capture = tunnel.captures[-1]  # running, or stopped by itself (its time or a bound)
+            path = capture.stop()
+            print(f"wgmagic: {capture.written} packets written to {path} (stopped by {capture.stopped_by})")
+            return capture
         try:
             capture = tunnel.capture(self._value(args.file), seconds=args.seconds, max_packets=args.max_packets,
                                      max_bytes=args.max_bytes, payload=args.payload, outer=args.outer)
