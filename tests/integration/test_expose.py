@@ -74,7 +74,11 @@ def test_a_connection_from_outside_allowed_ips_is_refused(testbed, http_server):
     """The reference client (198.18.0.3) is a machine on the private network. A config whose AllowedIPs leave
     it out never lets its packets in (cryptokey routing); an expose with --allow narrower than AllowedIPs
     answers it with a reset."""
-    testbed.enable_forwarding()
+    with testbed.forwarding():
+        _outside_allowed_ips(testbed, http_server)
+
+
+def _outside_allowed_ips(testbed, http_server) -> None:
     v4, _ = client_addresses(IDENTITY)
     port = http_server.server_address[1]
     narrow = testbed.client_config(identity=IDENTITY).replace(

@@ -368,11 +368,21 @@ class TestBed:
     def restart_peer(self) -> None:
         self._start_peer()
 
-    def enable_forwarding(self) -> None:
-        """Let the peer's namespace route between its WireGuard peers (the reference client at REF4 then reaches
-        a client's tunnel address, as another machine on the private network would)."""
-        run("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=self.ns)
-        run("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", ns=self.ns)
+    @contextlib.contextmanager
+    def forwarding(self) -> Iterator[None]:
+        """While inside, the peer's namespace routes between its WireGuard peers (the reference client at REF4
+        then reaches a client's tunnel address, as another machine on the private network would). Restored on
+        exit: with forwarding on, the namespace answers packets to unused addresses with ICMP unreachable
+        instead of dropping them, which other tests rely on."""
+        keys = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
+        before = {key: run("sysctl", "-n", key, ns=self.ns).stdout.strip() for key in keys}
+        try:
+            for key in keys:
+                run("sysctl", "-qw", f"{key}=1", ns=self.ns)
+            yield
+        finally:
+            for key, value in before.items():
+                run("sysctl", "-qw", f"{key}={value}", ns=self.ns, check=False)
 
     def set_peer_mtu(self, mtu: int) -> None:
         run("ip", "link", "set", self.peer_if, "mtu", str(mtu), ns=self.ns)
