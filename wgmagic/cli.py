@@ -99,6 +99,18 @@ def _parse_local_spec(spec: str) -> tuple[str, int, str]:
         raise WgMagicError(f"-L {spec}: ports must be numbers") from None
 
 
+def _parse_remote_spec(spec: str) -> str:
+    """ssh -R syntax, [tunnel_address:]port:host:hostport, or [ADDR:]PORT=HOST:PORT -> the latter."""
+    if "=" in spec:
+        return spec
+    parts = spec.rsplit(":", 3)
+    if len(parts) == 3:
+        return f"{parts[0]}={parts[1]}:{parts[2]}"
+    if len(parts) == 4:
+        return f"{parts[0]}:{parts[1]}={parts[2]}:{parts[3]}"
+    raise WgMagicError(f"-R {spec}: expected [tunnel_address:]port:host:hostport")
+
+
 def _parse_dynamic_spec(spec: str) -> tuple[str, int]:
     bind, sep, port = spec.rpartition(":")
     try:
@@ -136,6 +148,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
             forward = tunnel.forward(target, local=f"{bind}:{port}")
             host, lport = forward.local_address
             print(f"forwarding {host}:{lport} -> {target} through the tunnel", flush=True)
+        for spec in args.remote:
+            exposed = tunnel.expose(_parse_remote_spec(spec))
+            where = ", ".join(f"{a}:{exposed.port}" for a in exposed.addresses)
+            print(f"exposing {exposed.expose.target_host}:{exposed.expose.target_port} on the tunnel at {where}",
+                  flush=True)
         for spec in args.dynamic:
             bind, port = _parse_dynamic_spec(spec)
             server = tunnel.socks(port=port, host=bind)
@@ -193,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("config", help="wg-quick configuration file")
     up.add_argument("-L", dest="local", action="append", default=[], metavar="[bind:]port:host:hostport",
                     help="forward a local TCP port through the tunnel (repeatable)")
+    up.add_argument("-R", dest="remote", action="append", default=[], metavar="[tunnel_address:]port:host:hostport",
+                    help="listen on the tunnel address at port and relay peers' connections to host:hostport on "
+                         "this machine, like ssh -R (repeatable)")
     up.add_argument("-D", dest="dynamic", action="append", default=[], metavar="[bind:]port",
                     help="run a SOCKS5 proxy on this local port (repeatable)")
     up.add_argument("-q", "--quiet", action="store_true", help="no live status line")

@@ -40,6 +40,9 @@ PEER4, PEER6 = "198.18.0.1", "fd77:6d61:6769:6300::1"
 CLIENT4, CLIENT6 = "198.18.0.2", "fd77:6d61:6769:6300::2"
 REF4, REF6 = "198.18.0.3", "fd77:6d61:6769:6300::3"
 IDENTITIES = 6  # client keys the peer knows; identity 0 has CLIENT4/CLIENT6
+# A second peer (TestBed.second_peer(), for tests of several [Peer] sections) guards its own subnet.
+NET4_B, NET6_B = "198.18.1.0/24", "fd77:6d61:6769:6301::/64"
+PEER4_B, PEER6_B = "198.18.1.1", "fd77:6d61:6769:6301::1"
 
 
 def client_addresses(identity: int) -> tuple[str, str]:
@@ -67,6 +70,21 @@ def wait_for(predicate, timeout: float, what: str) -> None:
             return
         time.sleep(0.05)
     raise RuntimeError(f"test bed: timed out waiting for {what}")
+
+
+@dataclass
+class SecondPeer:
+    """A second wireguard-go peer in a namespace of its own, with the bed's TCP services on PEER4_B/PEER6_B
+    (fixed ports, as in the first peer's namespace) and every client identity as its peer."""
+
+    ns: str
+    interface: str
+    public_key: str
+    port: int  # its UDP port on the host's loopback
+
+    def peer_section(self) -> str:
+        return (f"[Peer]\nPublicKey = {self.public_key}\nEndpoint = 127.0.0.1:{self.port}\n"
+                f"AllowedIPs = {NET4_B}, {NET6_B}\n")
 
 
 @dataclass
@@ -103,6 +121,7 @@ class TestBed:
         self.peer_process: subprocess.Popen | None = None
         self.postgres: subprocess.Popen | None = None
         self.ca_file: Path | None = None
+        self.second: SecondPeer | None = None
         self.up_ = False
 
     # ---- bring up ----------------------------------------------------------------------------------
@@ -260,6 +279,44 @@ class TestBed:
             f"i % 2 = 0 FROM generate_series(1, {rows}) i WHERE NOT EXISTS (SELECT 1 FROM big LIMIT 1); "
             "ALTER TABLE big OWNER TO app;", database="app")
 
+    def second_peer(self) -> SecondPeer:
+        """Start (once) a second wireguard-go peer guarding NET4_B/NET6_B in its own namespace, with the bed's
+        services on PEER4_B (echo 9001, http 8080...); torn down with the bed."""
+        if self.second is not None:
+            return self.second
+        ns, interface = f"{PREFIX}b-{self.id}", f"{PREFIX}b{self.id}"
+        private, public = keypair()
+        key_file = self.dir / "second.key"
+        key_file.write_text(private + "\n")
+        key_file.chmod(0o600)
+        run("ip", "netns", "add", ns)
+        self.second = SecondPeer(ns, interface, public, 0)
+        run("ip", "link", "set", "lo", "up", ns=ns)
+        run("ip", "addr", "add", f"{PEER4_B}/32", "dev", "lo", ns=ns)
+        run("ip", "addr", "add", f"{PEER6_B}/128", "dev", "lo", ns=ns)
+        self.processes.append(self._start_wireguard_go(interface))
+        addresses = [client_addresses(k) for k in range(IDENTITIES)]
+        peers: list[str] = []
+        for (_, client_public), (v4, v6) in zip(self.clients, addresses, strict=True):
+            peers += ["peer", client_public, "allowed-ips", f"{v4}/32,{v6}/128"]
+        run("wg", "set", interface, "listen-port", "0", "private-key", str(key_file), *peers)
+        run("ip", "link", "set", interface, "netns", ns)
+        run("ip", "link", "set", interface, "mtu", str(MTU), "up", ns=ns)
+
+        def port() -> int:
+            out = run("wg", "show", interface, "listen-port", ns=ns, check=False).stdout.strip()
+            return int(out) if out.isdigit() else 0
+
+        wait_for(lambda: port() != 0, 10, f"wireguard-go {interface} to listen")
+        self.second.port = port()
+        for v4, v6 in addresses:
+            run("ip", "route", "add", f"{v4}/32", "dev", interface, ns=ns)
+            run("ip", "-6", "route", "add", f"{v6}/128", "dev", interface, "src", PEER6_B, ns=ns)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self._spawn([sys.executable, "-m", "tests.testbed.services", PEER4_B, PEER6_B], "services-b", ns=ns,
+                    ready="ready", env=env, cwd=REPO)
+        return self.second
+
     # ---- what tests use ----------------------------------------------------------------------------
     def client_config(self, endpoint: str | None = None, *, ipv6_only: bool = False, identity: int = 0) -> str:
         """wg-quick text for client `identity`; tunnels that are up at the same time need different ones."""
@@ -311,6 +368,22 @@ class TestBed:
     def restart_peer(self) -> None:
         self._start_peer()
 
+    @contextlib.contextmanager
+    def forwarding(self) -> Iterator[None]:
+        """While inside, the peer's namespace routes between its WireGuard peers (the reference client at REF4
+        then reaches a client's tunnel address, as another machine on the private network would). Restored on
+        exit: with forwarding on, the namespace answers packets to unused addresses with ICMP unreachable
+        instead of dropping them, which other tests rely on."""
+        keys = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
+        before = {key: run("sysctl", "-n", key, ns=self.ns).stdout.strip() for key in keys}
+        try:
+            for key in keys:
+                run("sysctl", "-qw", f"{key}=1", ns=self.ns)
+            yield
+        finally:
+            for key, value in before.items():
+                run("sysctl", "-qw", f"{key}={value}", ns=self.ns, check=False)
+
     def set_peer_mtu(self, mtu: int) -> None:
         run("ip", "link", "set", self.peer_if, "mtu", str(mtu), ns=self.ns)
 
@@ -325,20 +398,22 @@ class TestBed:
 
     @contextlib.contextmanager
     def relay(self, *, seed: int = 1, up: dict | None = None, down: dict | None = None,
-              target_port: int | None = None, **both: float) -> Iterator[Relay]:
-        """A UDP impairment relay in front of the peer; settings apply to both directions unless given apart."""
-        settings = {"seed": seed, "up": {**both, **(up or {})}, "down": {**both, **(down or {})}}
+              target_port: int | None = None, listen: str = "127.0.0.1", listen_port: int = 0,
+              **both: float) -> Iterator[Relay]:
+        """A UDP impairment relay in front of the peer; settings apply to both directions unless given apart.
+        It listens on `listen`:`listen_port` (a loopback address; 0: a port the kernel picks)."""
+        settings = {"seed": seed, "up": {**both, **(up or {})}, "down": {**both, **(down or {})}, "listen": listen}
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        process = subprocess.Popen([sys.executable, "-m", "tests.testbed.relay", "0", str(target_port or self.port),
-                                    json.dumps(settings)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True, env=env, cwd=REPO)
+        process = subprocess.Popen([sys.executable, "-m", "tests.testbed.relay", str(listen_port),
+                                    str(target_port or self.port), json.dumps(settings)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
         assert process.stdout is not None
         word, _, port = process.stdout.readline().partition(" ")
         if word != "ready" or not port.strip().isdigit():
             process.kill()
             _, stderr = process.communicate(timeout=10)
             raise RuntimeError(f"the impairment relay did not start: {stderr.strip() or 'no output'}")
-        relay = Relay(f"127.0.0.1:{port.strip()}", process)
+        relay = Relay(f"{listen}:{port.strip()}", process)
         try:
             yield relay
         finally:
@@ -352,10 +427,12 @@ class TestBed:
                     os.killpg(process.pid, signal.SIGKILL)
                 with contextlib.suppress(Exception):
                     process.wait(5)
-        for ns in (self.ns, self.ref_ns):
+        second = [self.second] if self.second else []
+        for ns in (self.ns, self.ref_ns, *(s.ns for s in second)):
             run("ip", "netns", "del", ns, check=False)
-        for interface in (self.peer_if, self.ref_if):
+        for interface in (self.peer_if, self.ref_if, *(s.interface for s in second)):
             run("ip", "link", "del", interface, check=False)
+        self.second = None
         shutil.rmtree(self.dir, ignore_errors=True)
         self.up_ = False
 
@@ -375,7 +452,7 @@ def clean_leftovers() -> list[str]:
     removed = []
     for line in run("ip", "netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
-        if not (name.startswith(f"{PREFIX}-") or name.startswith(f"{PREFIX}r-")):
+        if not name.startswith((f"{PREFIX}-", f"{PREFIX}r-", f"{PREFIX}b-")):
             continue
         bed_id = name.split("-", 1)[1]
         if _owner_alive(bed_id):
@@ -384,7 +461,7 @@ def clean_leftovers() -> list[str]:
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)
         run("ip", "netns", "del", name, check=False)
-        run("pkill", "-KILL", "-f", f"wireguard-go -f {PREFIX}[pr]{bed_id}", check=False)
+        run("pkill", "-KILL", "-f", f"wireguard-go -f {PREFIX}[prb]{bed_id}", check=False)
         removed.append(name)
     for path in Path(tempfile.gettempdir()).glob("wgmagic-bed-*"):
         if not _owner_alive(path.name.split("-")[2]):

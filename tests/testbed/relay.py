@@ -50,11 +50,12 @@ def run(listen_port: int, target_port: int, settings: dict) -> None:
     rng = random.Random(settings.get("seed", 1))
     up = Direction(**settings.get("up", {}))
     down = Direction(**settings.get("down", {}))
+    listen_host = settings.get("listen", "127.0.0.1")  # another loopback address (127.0.0.2...) if given
     client_side = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        client_side.bind(("127.0.0.1", listen_port))
+        client_side.bind((listen_host, listen_port))
     except OSError as exc:
-        sys.exit(f"relay: cannot bind 127.0.0.1:{listen_port}: {exc.strerror or exc}")
+        sys.exit(f"relay: cannot bind {listen_host}:{listen_port}: {exc.strerror or exc}")
     peer_side = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     peer_side.bind(("127.0.0.1", 0))
     for sock in (client_side, peer_side):

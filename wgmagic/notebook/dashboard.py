@@ -166,8 +166,11 @@ class Dashboard:
         for peer in peers:
             age = peer["handshake_age"]
             rekey = peer["next_rekey_in"]
-            rows += [("peer", f"{peer['fingerprint']} at {peer['endpoint']}"),
+            where = f"{peer['endpoint_name']} ({peer['endpoint']})" if peer.get("endpoint_name") else peer["endpoint"]
+            rows += [("peer", f"{peer['fingerprint']} at {where}"),
+                     ("allowed ips", ", ".join(peer.get("allowed_ips") or []) or "-"),
                      ("last handshake", "never" if age is None else f"{age:.0f} s ago"),
+                     ("peer traffic", f"in {human_bytes(peer['rx_bytes'])}, out {human_bytes(peer['tx_bytes'])}"),
                      ("next rekey", "-" if rekey is None else f"in {rekey:.0f} s")]
         rtt = snap.get("handshake_rtt")
         retrans_rate = records[-1]["retransmits_per_s"] if records else 0.0

@@ -94,6 +94,22 @@ def _wg_parser() -> _Parser:
     p = sub.add_parser("socks", help="a SOCKS5 proxy on loopback into the tunnel")
     p.add_argument("port", nargs="?", type=int, default=1080)
     p.add_argument("--tunnel")
+    p = sub.add_parser("expose", help="listen on the tunnel address and relay to a local port (like ssh -R)")
+    p.add_argument("spec", nargs="?", help="[ADDR:]PORT=HOST:PORT: tunnel port = this machine's HOST:PORT")
+    p.add_argument("--allow", action="append", help="only peers in this network (CIDR; repeatable), besides "
+                   "the peers' AllowedIPs")
+    p.add_argument("--close", metavar="PORT", type=int, help="stop exposing this tunnel port")
+    p.add_argument("--tunnel")
+    p = sub.add_parser("capture", help="capture the tunnel's packets into a pcapng file (Wireshark, tshark)")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds (default: at --stop or a bound)")
+    p.add_argument("--file", help="the pcapng file (default wgmagic-TUNNEL-TIME.pcapng here)")
+    p.add_argument("--payload", action="store_true", help="keep packet payloads (they hold query data); "
+                   "default: cut after the TCP/UDP header")
+    p.add_argument("--outer", action="store_true", help="also the WireGuard UDP datagrams, as interface 1")
+    p.add_argument("--max-packets", type=int, default=100_000, help="stop after this many packets")
+    p.add_argument("--max-bytes", type=int, default=64 * 1024 * 1024, help="stop after this many bytes")
+    p.add_argument("--stop", action="store_true", help="stop the running capture and write its file")
+    p.add_argument("--tunnel")
     p = sub.add_parser("ping", help="ICMP echo through the tunnel")
     p.add_argument("host")
     p.add_argument("-c", "--count", type=int, default=4)
@@ -283,6 +299,45 @@ class WireGuardMagics(Magics):
         print(f"wgmagic: SOCKS5 on {host}:{port} (socks5h:// or curl --socks5-hostname: names resolve through "
               "the tunnel)")
         return server
+
+    def _wg_expose(self, args: argparse.Namespace) -> Any:
+        tunnel = self.tunnel(args.tunnel)
+        if args.close is not None:
+            for exposed in tunnel.exposes:
+                if exposed.port == args.close:
+                    exposed.close()
+                    print(f"wgmagic: tunnel port {args.close} no longer exposed")
+                    return None
+            raise UsageError(f"tunnel port {args.close} is not exposed")
+        if not args.spec:
+            raise UsageError("%wg expose: expected [ADDR:]PORT=HOST:PORT (or --close PORT)")
+        try:
+            exposed = tunnel.expose(self._value(args.spec) or "", allow=args.allow)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        where = ", ".join(f"[{a}]:{exposed.port}" if a.version == 6 else f"{a}:{exposed.port}"
+                          for a in exposed.addresses)
+        print(f"wgmagic: peers reach {exposed.expose.target_host}:{exposed.expose.target_port} at {where}")
+        return exposed
+
+    def _wg_capture(self, args: argparse.Namespace) -> Any:
+        tunnel = self.tunnel(args.tunnel)
+        if args.stop:
+            if not tunnel.captures:
+                raise UsageError("no capture was started on this tunnel")
+            capture = tunnel.captures[-1]  # running, or stopped by itself (its time or a bound)
+            path = capture.stop()
+            print(f"wgmagic: {capture.written} packets written to {path} (stopped by {capture.stopped_by})")
+            return capture
+        try:
+            capture = tunnel.capture(self._value(args.file), seconds=args.seconds, max_packets=args.max_packets,
+                                     max_bytes=args.max_bytes, payload=args.payload, outer=args.outer)
+        except (ValueError, RuntimeError) as exc:
+            raise UsageError(str(exc)) from None
+        until = f"for {args.seconds:g} s" if args.seconds else "until %wg capture --stop"
+        print(f"wgmagic: capturing to {capture.path} {until} (at most {args.max_packets} packets, "
+              f"{args.max_bytes} bytes; {'with' if args.payload else 'no'} payload)")
+        return capture
 
     def _wg_ping(self, args: argparse.Namespace) -> None:
         if args.count < 1:

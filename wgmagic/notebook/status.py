@@ -34,8 +34,12 @@ def tunnel_status_report(tunnel: Any, handshake_seconds: float | None = None) ->
     addresses and DNS servers. No secret: keys are shown by their public fingerprint only."""
     snap = tunnel.stats()
     lines = [f"tunnel {tunnel.name}"]
+    in_use = {row["fingerprint"]: row["endpoint"] for row in tunnel.peer_report()}
     for peer in tunnel.config.peers:
         where = f"{peer.endpoint[0]}:{peer.endpoint[1]}" if peer.endpoint else "(no endpoint)"
+        now = in_use.get(peer.public_key_b64[:8] + "...")
+        if now and peer.endpoint and now != where:
+            where += f" ({now})"  # a name, and the address in use
         lines.append(f"  peer {peer.public_key_b64[:8]}... endpoint {where}")
         lines.append(f"    allowed ips: {', '.join(str(n) for n in peer.allowed_ips) or '(none)'}")
     if handshake_seconds is not None:
@@ -81,10 +85,49 @@ class _Table:
                 f"<tbody>{body}</tbody></table>")
 
 
+def peer_endpoint(peer: dict[str, Any]) -> str:
+    """A peer_report row's endpoint: the address in use, after the configured name when it is one
+    ("db.example.com:51820 (203.0.113.7:51820)")."""
+    name = peer.get("endpoint_name")
+    return f"{name} ({peer['endpoint']})" if name else str(peer["endpoint"])
+
+
+def peer_rows(tunnel: Any, peers: list[dict[str, Any]]) -> list[dict[str, object]]:
+    """One row per peer: key fingerprint, endpoint (name and address), AllowedIPs, handshake age, traffic."""
+    rows: list[dict[str, object]] = []
+    for peer in peers:
+        age = peer["handshake_age"]
+        rows.append({
+            "tunnel": tunnel.name,
+            "peer": peer["fingerprint"],
+            "endpoint": peer_endpoint(peer),
+            "allowed ips": ", ".join(peer.get("allowed_ips") or []) or "-",
+            "handshake": "never" if age is None else f"{age:.0f} s ago",
+            "received": human_bytes(float(peer["rx_bytes"])),
+            "sent": human_bytes(float(peer["tx_bytes"])),
+        })
+    return rows
+
+
+@dataclass(repr=False)
+class _PeersTable(_Table):
+    rows: list[dict[str, object]]
+    title: str = "peers"
+
+
 @dataclass(repr=False)
 class TunnelStatus(_Table):
     rows: list[dict[str, object]]
     title: str = "wgmagic tunnels"
+    peers: list[dict[str, object]] | None = None  # one row per peer (shown below the tunnels)
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        return text + ("\n\n" + repr(_PeersTable(self.peers)) if self.peers else "")
+
+    def _repr_html_(self) -> str:
+        text = super()._repr_html_()
+        return text + (_PeersTable(self.peers)._repr_html_() if self.peers else "")
 
     @classmethod
     def of(cls, tunnel: Any, connections: Iterable[Any] = ()) -> TunnelStatus:
@@ -92,8 +135,9 @@ class TunnelStatus(_Table):
         totals = snap["totals"]
         age = snap.get("handshake_age")
         rtt = snap.get("handshake_rtt")
-        endpoints = ", ".join(f"{p.endpoint[0]}:{p.endpoint[1]}" if p.endpoint else "(none)"
-                              for p in tunnel.config.peers)
+        peers = tunnel.peer_report()
+        endpoints = ", ".join(peer_endpoint(p) for p in peers)
+        exposes = [e.describe() for e in getattr(tunnel, "exposes", [])]
         sql = [c.alias for c in connections if getattr(c, "tunnel_name", None) == tunnel.name]
         return cls([{
             "tunnel": tunnel.name,
@@ -103,14 +147,17 @@ class TunnelStatus(_Table):
             "received": human_bytes(totals["udp_rx_bytes"]),
             "sent": human_bytes(totals["udp_tx_bytes"]),
             "forwards": ", ".join(str(f.local_address) for f in tunnel.forwards) or "-",
+            "exposed": ", ".join(f"{e['listen']} -> {e['target']} ({e['accepted']} accepted, {e['refused']} "
+                                 "refused)" for e in exposes) or "-",
             "tcp connections": totals["tcp_established"],
             "sql connections": ", ".join(sql) or "-",
             "drops": totals["drops"],
-        }])
+        }], peers=peer_rows(tunnel, peers))
 
     @classmethod
     def many(cls, statuses: list[TunnelStatus]) -> TunnelStatus:
-        return cls([row for status in statuses for row in status.rows])
+        return cls([row for status in statuses for row in status.rows],
+                   peers=[row for status in statuses for row in status.peers or []])
 
 
 @dataclass(repr=False)

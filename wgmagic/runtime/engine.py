@@ -87,6 +87,8 @@ class Engine:
         from wgmagic.runtime.metrics import MetricsRecorder
 
         self.metrics = MetricsRecorder(self)
+        # A packet capture's tap (runtime/services/capture.py), or None: pump hands it what crosses the device.
+        self.tap: Any = None
 
     # ---- lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -141,18 +143,24 @@ class Engine:
             packets = device.packets_received()
             if packets:
                 moved = True
+                if self.tap is not None:
+                    self.tap.inner(packets, True, now)
                 for packet in packets:
                     stack.receive_packet(packet, now)
             self._dispatch(device.events(), stack.events())
             outgoing = stack.packets_to_send(now)
             if outgoing:
                 moved = True
+                if self.tap is not None:
+                    self.tap.inner(outgoing, False, now)
                 for packet in outgoing:
                     if not device.send_packet(packet, now):
                         self.counters["no_route"] += 1
             datagrams = device.datagrams_to_send()
             if datagrams:
                 moved = True
+                if self.tap is not None:
+                    self.tap.outer_sent(datagrams, now)
                 self.transport.send(datagrams)
             if not moved:
                 break

@@ -35,6 +35,8 @@ from wgmagic.runtime.loop import LoopThread
 from wgmagic.wireguard.timers import Timers
 
 if TYPE_CHECKING:
+    from wgmagic.runtime.services.capture import Capture
+    from wgmagic.runtime.services.expose import Exposed
     from wgmagic.runtime.services.forward import Forward
     from wgmagic.runtime.services.socks import Socks5Server
 
@@ -155,8 +157,15 @@ def _claim_key(config: WireGuardConfig) -> list[int]:
 class Tunnel:
     """One tunnel: its own loop thread, UDP socket, WireGuard device and IP stack."""
 
-    def __init__(self, config: WireGuardConfig, *, name: str | None = None, timers: Timers | None = None) -> None:
+    def __init__(self, config: WireGuardConfig, *, name: str | None = None, timers: Timers | None = None,
+                 endpoint_resolver: Callable[[str, int], list[tuple[str, int]]] | None = None,
+                 reresolve_interval: float = 120.0) -> None:
+        """endpoint_resolver(host, port) -> [(address, port), ...]: how a peer's Endpoint name is resolved, at
+        start and again every `reresolve_interval` seconds (default: the system's getaddrinfo); see
+        runtime/endpoints.py."""
         self.config = config
+        self._endpoint_resolver = endpoint_resolver or _resolve_endpoint
+        self._reresolve_interval = reresolve_interval
         self.name = name or f"wg{next(_names)}"
         self._closed = False
         self._key_locks: list[int] = []
@@ -175,16 +184,23 @@ class Tunnel:
             raise
 
     def _start(self, config: WireGuardConfig, timers: Timers | None) -> None:
-        endpoints = {p.public_key: _resolve_endpoint(*p.endpoint) if p.endpoint else [] for p in config.peers}
+        resolver = self._endpoint_resolver
+        endpoints = {p.public_key: resolver(*p.endpoint) if p.endpoint else [] for p in config.peers}
         self._thread = LoopThread(self.name)
         self._engine = Engine(config, endpoints, loop=self._thread.loop, timers=timers)
         self._ident = os.getpid() & 0xFFFF
         self._seq = itertools.count(1)
         self._forwards: list[Forward] = []
         self._socks_servers: list[Socks5Server] = []
+        self._exposes: list[Exposed] = []
+        self._captures: list[Capture] = []
+        from wgmagic.runtime.endpoints import EndpointFollower
+
+        self._follower = EndpointFollower(self._engine, resolver, interval=self._reresolve_interval)
         self._thread.start()
         try:
             self._thread.call(self._engine.open)
+            self._thread.call(self._follower.start)
         except BaseException:
             self._thread.stop()
             raise
@@ -220,10 +236,16 @@ class Tunnel:
         self._closed = True
         if self._thread.running:
             try:
+                self._thread.call(self._follower.close, timeout=5.0)
+                for capture in self._captures:
+                    self._thread.call(capture.close_on_loop, timeout=5.0)
+                for exposed in self._exposes:
+                    self._thread.call(exposed.listener.close_on_loop, timeout=5.0)
                 for listener in [*self._forwards, *self._socks_servers]:
                     self._thread.call(listener.close_on_loop, timeout=5.0)
                 self._forwards.clear()
                 self._socks_servers.clear()
+                self._exposes.clear()
                 self._thread.call(self._engine.close, timeout=5.0)
             except (TimeoutError, TunnelClosedError):
                 pass
@@ -442,6 +464,68 @@ class Tunnel:
         self._socks_servers.append(server)
         return server
 
+    # ---- reverse forwards and captures ---------------------------------------------------------------------
+    def expose(self, spec: str | int, target: str | None = None, *, allow: Any = None,
+               connect_timeout: float = 10.0) -> Exposed:
+        """A reverse forward (like `ssh -R`): listen on this tunnel's address(es) at a TCP port, inside this
+        process's stack, and relay each peer's connection to a port on this machine.
+
+        spec: "[ADDR:]PORT=HOST:PORT" ("8080=127.0.0.1:8000"), or the tunnel PORT with `target` "HOST:PORT".
+        allow: networks (CIDR strings or ip_network) a connecting peer address must be in, besides the peers'
+        AllowedIPs (which always apply); others are refused with a reset. A peer's SYN is answered only once
+        the local connect succeeded (a reset when it is refused or takes longer than `connect_timeout` s).
+        Raises ValueError (a bad spec, a target that does not resolve), OSError (EADDRINUSE: the tunnel port
+        already listens). Closed by `Exposed.close()` or with the tunnel; listed in `exposes`.
+        """
+        from wgmagic.runtime.services.expose import Exposed, ExposeListener, parse_expose, resolve_target
+
+        self._check_open()
+        text = spec if target is None else f"{spec}={target}"
+        parsed = parse_expose(str(text), option="expose")
+        networks = None if allow is None else [ipaddress.ip_network(n, strict=False) for n in (
+            [allow] if isinstance(allow, str) else allow)]
+        targets = resolve_target(parsed)
+        listener = self._thread.call(lambda: ExposeListener(self._engine, parsed, targets,
+                                                            connect_timeout=connect_timeout, allow=networks))
+        exposed = Exposed(self, listener, self._close_exposed)
+        self._exposes.append(exposed)
+        return exposed
+
+    def _close_exposed(self, exposed: Exposed) -> None:
+        if exposed in self._exposes:
+            self._exposes.remove(exposed)
+        if self._thread.running:
+            self._thread.call(exposed.listener.close_on_loop)
+
+    @property
+    def exposes(self) -> list[Exposed]:
+        return list(self._exposes)
+
+    def capture(self, file: str | os.PathLike[str] | None = None, *, seconds: float | None = None,
+                max_packets: int = 100_000, max_bytes: int = 64 * 1024 * 1024, payload: bool = False,
+                outer: bool = False) -> Capture:
+        """Start a packet capture of this tunnel into a pcapng file (Wireshark, tshark); returns at once.
+
+        The inner IP packets both ways (LINKTYPE_RAW, direction in each block), and with `outer` the WireGuard
+        UDP datagrams as a second interface. Without `payload` each packet is cut after its TCP/UDP/ICMP
+        header (no query data in the file). Stops by itself after `seconds`, `max_packets` packets or
+        `max_bytes` captured bytes, at `Capture.stop()`, or when the tunnel closes; then the file is written
+        (mode 0600; default `wgmagic-NAME-YYYYmmdd-HHMMSS.pcapng` here). One capture at a time per tunnel:
+        RuntimeError while another runs; OSError when the file cannot be created. See services/capture.py.
+        """
+        from wgmagic.runtime.services.capture import Capture
+
+        self._check_open()
+        path = file or f"wgmagic-{self.name}-{time.strftime('%Y%m%d-%H%M%S')}.pcapng"
+        capture = Capture(self, path, seconds=seconds, max_packets=max_packets, max_bytes=max_bytes,
+                          payload=payload, outer=outer)
+        self._captures = [c for c in self._captures if c.stopped_by is None] + [capture]
+        return capture
+
+    @property
+    def captures(self) -> list[Capture]:
+        return list(self._captures)
+
     def _connect_timeout(self, host: str, port: int, timeout: float) -> TimeoutError:
         since = time.monotonic() - timeout
         if self._thread.call(self._engine.peer_silent_since, since):
@@ -498,6 +582,8 @@ class Tunnel:
         return self._thread.call(self._peer_report)
 
     def _peer_report(self) -> list[dict[str, object]]:
+        from wgmagic.runtime.endpoints import is_name
+
         now = time.monotonic()
         device = self._engine.device
         report = []
@@ -510,9 +596,17 @@ class Tunnel:
             if current is not None and getattr(current, "initiator", False):
                 rekey = max(0.0, device.timers.rekey_after_time - (now - current.created))
             endpoint = stats["endpoint"]
+            runtime = self._engine.peers[key]
+            configured = runtime.configured_endpoint
             report.append({
                 "fingerprint": peer.public_key_b64[:8] + "...",
                 "endpoint": f"{endpoint[0]}:{endpoint[1]}" if endpoint else "(none)",
+                # the Endpoint as configured when it is a name (followed: runtime/endpoints.py), else None
+                "endpoint_name": (f"{configured[0]}:{configured[1]}"
+                                  if configured and is_name(configured[0]) else None),
+                "allowed_ips": [str(net) for net in peer.allowed_ips],
+                "has_session": peer.has_session(now),
+                "handshakes": runtime.handshakes,
                 "handshake_age": None if last is None else now - last,
                 "next_rekey_in": rekey,
                 "rx_bytes": stats["rx_bytes"], "tx_bytes": stats["tx_bytes"],
@@ -570,13 +664,16 @@ class Tunnel:
 
 
 def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | None = None,
-            timeout: float = 10.0, timers: Timers | None = None) -> Tunnel:
+            timeout: float = 10.0, timers: Timers | None = None,
+            endpoint_resolver: Callable[[str, int], list[tuple[str, int]]] | None = None,
+            reresolve_interval: float = 120.0) -> Tunnel:
     """Bring up a tunnel and return once the first handshake has completed.
 
     Raises ConfigError, EndpointUnresolvableError or HandshakeTimeoutError with what was tried.
     """
     parsed = load_config(config)
-    tunnel = Tunnel(parsed, name=name, timers=timers)
+    tunnel = Tunnel(parsed, name=name, timers=timers, endpoint_resolver=endpoint_resolver,
+                    reresolve_interval=reresolve_interval)
     try:
         tunnel.wait_handshake(timeout=timeout)
     except BaseException:

@@ -15,50 +15,20 @@ the device answers with cookies (mac2).
 from __future__ import annotations
 
 import contextlib
-import errno
-import functools
 import ipaddress
-import socket
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-from wgmagic.netstack.stack import DEFER
 from wgmagic.runtime.relay import SocketRelay
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-# Seconds a peer's SYN is held unanswered while the local target connects; then the peer gets a reset.
-LOCAL_CONNECT_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True)
-class Expose:
-    address: IPAddress | None  # the tunnel address to listen on (None: every address of the interface)
-    port: int
-    target_host: str
-    target_port: int
-
-    def __str__(self) -> str:
-        where = f"[{self.address}]" if self.address and self.address.version == 6 else str(self.address or "*")
-        return f"{where}:{self.port} -> {self.target_host}:{self.target_port}"
-
-
-def parse_expose(text: str) -> Expose:
-    """'5432=127.0.0.1:5432', '198.18.0.1:5432=localhost:5432' or '[fd00::1]:80=127.0.0.1:8080'."""
-    from wgmagic.runtime.services.forward import parse_target
-
-    listen, sep, target = text.partition("=")
-    if not sep:
-        raise ValueError(f"--expose {text!r}: expected [ADDR:]PORT=HOST:PORT")
-    if listen.isdigit():
-        address, port = None, int(listen)
-    else:
-        host, port = parse_target(listen)
-        address = ipaddress.ip_address(host)
-    if not 0 < port < 65536:
-        raise ValueError(f"--expose {text!r}: the port must be 1..65535")
-    target_host, target_port = parse_target(target)
-    return Expose(address, port, target_host, target_port)
+from wgmagic.runtime.services.expose import (  # noqa: F401 (Expose, parse_expose, resolve_target: public here)
+    LOCAL_CONNECT_TIMEOUT,
+    Expose,
+    ExposeListener,
+    IPAddress,
+    LocalConnect,
+    parse_expose,
+    resolve_target,
+)
 
 
 def parse_name(text: str) -> tuple[str, tuple[IPAddress, ...]]:
@@ -71,35 +41,6 @@ def parse_name(text: str) -> tuple[str, tuple[IPAddress, ...]]:
     except ValueError as exc:
         raise ValueError(f"--name {text!r}: {exc}") from None
     return name.strip().lower().rstrip(".") + ".", parsed
-
-
-def resolve_target(expose: Expose) -> tuple[tuple[int, tuple[Any, ...]], ...]:
-    """The local addresses of an --expose target, in the system's order (getaddrinfo: RFC 6724 with gai.conf),
-    as (family, sockaddr) pairs; raises ValueError naming the target when its host does not resolve."""
-    try:
-        infos = socket.getaddrinfo(expose.target_host, expose.target_port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise ValueError(f"--expose {expose}: the target host {expose.target_host!r} does not resolve on this "
-                         f"machine ({exc.strerror})") from None
-    found: list[tuple[int, tuple[Any, ...]]] = []
-    for family, _, _, _, sockaddr in infos:
-        if (family, sockaddr) not in found:
-            found.append((family, sockaddr))
-    return tuple(found)
-
-
-@dataclass(eq=False)
-class LocalConnect:
-    """A peer's held SYN and the non-blocking connect to the local target that will settle it (loop thread)."""
-
-    listener: Any
-    local: tuple[IPAddress, int]
-    remote: tuple[IPAddress, int]
-    addresses: list[tuple[int, tuple[Any, ...]]]  # still to try, in order
-    deadline: float  # time.monotonic() seconds
-    sock: socket.socket | None = None
-    timer: Any = None
-    errors: list[str] = field(default_factory=list)  # errno names of the addresses that failed
 
 
 class Gateway:
@@ -121,17 +62,26 @@ class Gateway:
         self.targets = {expose: resolve_target(expose) for expose in exposes}
         self.tunnel = Tunnel(self.config, name=name, timers=timers)
         self.engine = self.tunnel.engine
-        self.relays: set[SocketRelay] = set()
-        self.accepted = 0
-        self.refused = 0
+        self.listeners: list[ExposeListener] = []
         self.dns_answered = 0
-        self._connecting: dict[tuple[Any, Any], LocalConnect] = {}
         self._dns_sockets: list[Any] = []
         try:
             self.tunnel.call_on_loop(self._setup)
         except BaseException:
             self.tunnel.close()
             raise
+
+    @property
+    def accepted(self) -> int:
+        return sum(x.accepted for x in self.listeners)
+
+    @property
+    def refused(self) -> int:
+        return sum(x.refused for x in self.listeners)
+
+    @property
+    def relays(self) -> set[SocketRelay]:
+        return {relay for x in self.listeners for relay in x.relays}
 
     def __repr__(self) -> str:
         return f"<Gateway {self.tunnel.name}: {', '.join(map(str, self.exposes))}>"
@@ -145,8 +95,8 @@ class Gateway:
     def _setup(self) -> None:
         stack = self.engine.stack
         for expose in self.exposes:
-            listener = stack.tcp_listen(expose.port, expose.address)
-            listener.admit = functools.partial(self._admit, listener, expose)
+            self.listeners.append(ExposeListener(self.engine, expose, self.targets[expose],
+                                                 connect_timeout=self.connect_timeout, counter_prefix="gateway"))
         if self.names:
             own = [iface.ip for iface in self.config.interface.addresses]
             families = sorted({address.version for address in own})
@@ -154,97 +104,6 @@ class Gateway:
                 sock = stack.udp_open(53, family=family)
                 self._dns_sockets.append(sock)
                 self.engine.udp_handlers[id(sock)] = self._on_dns
-
-    def _admit(self, listener: Any, expose: Expose, local: tuple[Any, int], remote: tuple[Any, int]) -> object:
-        """A peer's new SYN: hold it (DEFER) while the local target connects; refuse it at once (False) when
-        every address of the target refuses on the spot."""
-        attempt = LocalConnect(listener, local, remote, list(self.targets[expose]),
-                               time.monotonic() + self.connect_timeout)
-        if not self._connect_next(attempt):
-            self._count_refusal(attempt)
-            return False
-        self._connecting[(local, remote)] = attempt
-        attempt.timer = self.engine.loop.call_at(attempt.deadline, self._timed_out, attempt)
-        return DEFER
-
-    def _connect_next(self, attempt: LocalConnect) -> bool:
-        """Start a non-blocking connect to the next address; False when none is left that did not fail."""
-        while attempt.addresses:
-            family, address = attempt.addresses.pop(0)
-            try:
-                sock = socket.socket(family, socket.SOCK_STREAM)
-            except OSError as exc:
-                attempt.errors.append(errno.errorcode.get(exc.errno or 0, "error"))
-                continue
-            sock.setblocking(False)
-            code = sock.connect_ex(address)
-            if code in (0, errno.EINPROGRESS):
-                attempt.sock = sock
-                self.engine.loop.add_writer(sock.fileno(), self._on_connect_writable, attempt)
-                return True
-            attempt.errors.append(errno.errorcode.get(code, str(code)))
-            sock.close()
-        return False
-
-    def _on_connect_writable(self, attempt: LocalConnect) -> None:
-        sock = attempt.sock
-        if sock is None:
-            return
-        self.engine.loop.remove_writer(sock.fileno())
-        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code == 0:
-            self._settle(attempt, True)
-            return
-        attempt.errors.append(errno.errorcode.get(code, str(code)))
-        attempt.sock = None
-        sock.close()
-        if time.monotonic() < attempt.deadline and self._connect_next(attempt):
-            return  # the target's next address (RFC 6724 order) is being tried
-        self._settle(attempt, False)
-
-    def _timed_out(self, attempt: LocalConnect) -> None:
-        attempt.timer = None
-        attempt.errors.append("timeout")
-        self.engine.counters["gateway_local_connect_timeouts"] += 1
-        self._drop_socket(attempt)
-        self._settle(attempt, False)
-
-    def _count_refusal(self, attempt: LocalConnect) -> None:
-        """A peer's connection refused: counted, with why each address of the target failed (for stats())."""
-        self.refused += 1
-        for reason in attempt.errors:
-            if reason != "timeout":
-                self.engine.counters[f"gateway_local_connect_{reason}"] += 1
-
-    def _drop_socket(self, attempt: LocalConnect) -> None:
-        if attempt.sock is not None:
-            with contextlib.suppress(Exception):
-                self.engine.loop.remove_writer(attempt.sock.fileno())
-            attempt.sock.close()
-            attempt.sock = None
-
-    def _settle(self, attempt: LocalConnect, connected: bool) -> None:
-        """Answer the held SYN: SYN-ACK and relay when the local connect succeeded, a reset otherwise."""
-        if self._connecting.pop((attempt.local, attempt.remote), None) is None:
-            return
-        if attempt.timer is not None:
-            attempt.timer.cancel()
-            attempt.timer = None
-        now = time.monotonic()
-        conn = attempt.listener.settle(attempt.local, attempt.remote, connected, now)
-        if conn is None:
-            self._drop_socket(attempt)
-            self._count_refusal(attempt)
-        else:
-            local, attempt.sock = attempt.sock, None
-            assert local is not None
-            with contextlib.suppress(OSError):
-                local.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.accepted += 1
-            relay = SocketRelay(self.engine, local, conn, on_done=self.relays.discard)
-            self.relays.add(relay)
-            self.engine.stack.wake(conn)
-        self.engine.pump(now)
 
     def _on_dns(self, sock: Any) -> None:
         from wgmagic.netstack.dns import answer_query
@@ -262,7 +121,7 @@ class Gateway:
     # ---- any thread ------------------------------------------------------------------------------------
     def stats(self) -> dict[str, object]:
         snapshot = self.tunnel.stats()
-        connecting = self.tunnel.call_on_loop(lambda: len(self._connecting))
+        connecting = self.tunnel.call_on_loop(lambda: sum(x.connecting for x in self.listeners))
         snapshot.update(accepted=self.accepted, refused=self.refused, dns_answered=self.dns_answered,
                         open_relays=len(self.relays), connecting=connecting)
         return snapshot
@@ -275,12 +134,8 @@ class Gateway:
         self.tunnel.close()
 
     def _close_on_loop(self) -> None:
-        for attempt in list(self._connecting.values()):
-            self._drop_socket(attempt)
-            self._settle(attempt, False)
-        for relay in list(self.relays):
-            with contextlib.suppress(Exception):
-                relay.close()
+        for listener in self.listeners:
+            listener.close_on_loop()
         for sock in self._dns_sockets:
             self.engine.udp_handlers.pop(id(sock), None)
             sock.close()

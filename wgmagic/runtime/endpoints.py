@@ -1,0 +1,159 @@
+"""Endpoints that move: a peer whose `Endpoint` is a host name is resolved again, and the tunnel follows.
+
+What `reresolve-dns.sh` does for wg-quick, inside the tunnel: the name is resolved again every `interval`
+seconds (getaddrinfo gives no TTL, so the interval is stated: 120 s by default), and sooner when handshakes stop
+being answered (an initiation still outstanding at the next check, every `retry` seconds, or an ICMP "port
+unreachable" from the address; at most one lookup per `retry`), with the system's resolver in an executor thread
+(getaddrinfo blocks; the loop never does). When the peer's current address is no longer among the name's
+addresses, the peer is moved to the first new one (the system resolver's order, RFC 6724): the next packet goes
+there, and without a session a handshake is started there at once. A peer that roamed (an authenticated packet
+moved it to an address the name never had) is left where it is, as the kernel's WireGuard leaves a roamed peer
+until `wg set` moves it.
+
+Loop-thread object; `Tunnel` starts it and closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import time
+from collections.abc import Callable
+from typing import Any
+
+DEFAULT_INTERVAL = 120.0  # seconds between lookups of an Endpoint name (no TTL is known through getaddrinfo)
+DEFAULT_RETRY = 5.0  # seconds: the check for unanswered handshakes, and the least time between two lookups
+
+Resolver = Callable[[str, int], list[tuple[str, int]]]
+
+
+def is_name(host: str) -> bool:
+    """Whether an Endpoint host is a name (to resolve again) rather than an address literal."""
+    try:
+        ipaddress.ip_address(host.strip("[]").partition("%")[0])
+    except ValueError:
+        return True
+    return False
+
+
+class EndpointFollower:
+    """engine: the tunnel's Engine; resolve(host, port) -> [(address, port), ...] in preference order, raising
+    on failure (the tunnel's `_resolve_endpoint`, or a test's). Counters in engine.counters:
+    `endpoint_reresolved`, `endpoint_reresolve_failed`, `endpoint_moved`."""
+
+    def __init__(self, engine: Any, resolve: Resolver, *, interval: float = DEFAULT_INTERVAL,
+                 retry: float = DEFAULT_RETRY) -> None:
+        if interval <= 0 or retry <= 0:
+            raise ValueError("interval and retry must be positive seconds")
+        self.engine = engine
+        self.resolve = resolve
+        self.interval = interval
+        self.retry = min(retry, interval)
+        self.names = {key: peer.configured_endpoint for key, peer in engine.peers.items()
+                      if peer.configured_endpoint and is_name(peer.configured_endpoint[0])}
+        self.next_lookup: dict[bytes, float] = {}
+        self.last_lookup: dict[bytes, float] = {}
+        self.pending: set[bytes] = set()
+        self._outstanding_since: dict[bytes, float] = {}  # when a check first saw a handshake outstanding
+        self.moves: list[tuple[float, bytes, tuple[str, int], tuple[str, int]]] = []  # (when, key, old, new)
+        self._timer: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    def start(self) -> None:
+        if not self.names:
+            return
+        now = time.monotonic()
+        for key in self.names:
+            self.next_lookup[key] = now + self.interval
+            self.last_lookup[key] = now  # the tunnel resolved the name when it started
+        self._schedule()
+
+    def close(self) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _schedule(self) -> None:
+        if self.closed:
+            return
+        self._timer = self.engine.loop.call_later(self.retry, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self.closed or self.engine.closed:
+            return
+        now = time.monotonic()
+        for key in self.names:
+            if key in self.pending:
+                continue
+            due = now >= self.next_lookup[key]
+            if not due and now - self.last_lookup[key] >= self.retry and self._unanswered(key, now):
+                due = True
+            if due:
+                self.lookup(key)
+        self._schedule()
+
+    def _unanswered(self, key: bytes, now: float) -> bool:
+        """Handshakes to the peer stop being answered: an initiation has been outstanding since an earlier
+        check (its answer takes one round trip), or the address answered "port unreachable"."""
+        if self.engine.peers[key].endpoint_refused:
+            return True
+        if self.engine.device.peer(key).retransmit_at is None:
+            self._outstanding_since.pop(key, None)
+            return False
+        since = self._outstanding_since.setdefault(key, now)
+        return now > since
+
+    def lookup(self, key: bytes) -> None:
+        """Resolve the peer's Endpoint name again now (in an executor); the answer is applied on the loop."""
+        host, port = self.names[key]
+        now = time.monotonic()
+        self.pending.add(key)
+        self.last_lookup[key] = now
+        self.next_lookup[key] = now + self.interval
+        future = self.engine.loop.run_in_executor(None, self.resolve, host, port)
+        future.add_done_callback(lambda fut: self._resolved(key, fut))
+
+    def _resolved(self, key: bytes, future: asyncio.Future[list[tuple[str, int]]]) -> None:
+        self.pending.discard(key)
+        if self.closed or self.engine.closed:
+            return
+        try:
+            addresses = list(future.result())
+        except Exception:
+            self.engine.counters["endpoint_reresolve_failed"] += 1
+            return
+        if not addresses:
+            self.engine.counters["endpoint_reresolve_failed"] += 1
+            return
+        self.engine.counters["endpoint_reresolved"] += 1
+        self.apply(key, addresses)
+
+    def apply(self, key: bytes, addresses: list[tuple[str, int]]) -> None:
+        """The name's addresses now: keep the peer where it is if that is still one of them (or it roamed
+        elsewhere), else move it to the first."""
+        runtime = self.engine.peers[key]
+        peer = self.engine.device.peer(key)
+        old_candidates = list(runtime.endpoint_candidates)
+        runtime.endpoint_candidates = addresses
+        current = peer.endpoint
+        if current in addresses:
+            runtime.endpoint_index = addresses.index(current)
+            return
+        if current is not None and old_candidates and current not in old_candidates:
+            return  # roamed: an authenticated packet moved it, not the name
+        now = time.monotonic()
+        runtime.endpoint_index = 0
+        peer.endpoint = addresses[0]
+        runtime.resolved_endpoint = addresses[0]
+        runtime.endpoint_refused = False
+        runtime.endpoint_quick_moves = 0
+        self.engine.counters["endpoint_moved"] += 1
+        self.moves.append((now, key, current, addresses[0]))
+        del self.moves[:-16]
+        if not peer.has_session(now):
+            with contextlib.suppress(Exception):
+                self.engine.device.initiate_handshake(key, now)
+        self.engine.pump(now)
