@@ -121,6 +121,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     stopping = _stop_on_signals()
     try:
         for spec in args.local:
+            if spec.strip().lower().startswith("udp:"):
+                _start_udp_forward(tunnel, spec)
+                continue
             bind, port, target = _parse_local_spec(spec)
             forward = tunnel.forward(target, local=f"{bind}:{port}")
             host, lport = forward.local_address
@@ -135,6 +138,16 @@ def _cmd_up(args: argparse.Namespace) -> int:
         tunnel.close()
     print("tunnel closed", flush=True)
     return 0
+
+
+def _start_udp_forward(tunnel: object, spec: str) -> None:
+    from wgmagic.runtime.services.udp_forward import parse_udp_listen_spec
+
+    listen = parse_udp_listen_spec(spec)
+    forward = tunnel.forward(listen.target, local=listen.local)  # type: ignore[attr-defined]
+    host, lport = forward.local_address
+    print(f"forwarding udp {host}:{lport} -> {listen.target} through the tunnel (flows idle out after "
+          f"{forward.spec.idle_timeout:g} s)", flush=True)
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
@@ -180,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="bring a tunnel up with local forwards and/or a SOCKS5 proxy (like ssh -L/-D)")
     up.add_argument("config", help="wg-quick configuration file")
-    up.add_argument("-L", dest="local", action="append", default=[], metavar="[bind:]port:host:hostport",
-                    help="forward a local TCP port through the tunnel (repeatable)")
+    up.add_argument("-L", dest="local", action="append", default=[], metavar="[udp:][bind:]port:host:hostport",
+                    help="forward a local TCP port (udp:...: a UDP port) through the tunnel (repeatable)")
     up.add_argument("-D", dest="dynamic", action="append", default=[], metavar="[bind:]port",
                     help="run a SOCKS5 proxy on this local port (repeatable)")
     up.add_argument("-q", "--quiet", action="store_true", help="no live status line")

@@ -76,8 +76,10 @@ def _wg_parser() -> _Parser:
     p.add_argument("name", nargs="?")
     p.add_argument("--all", action="store_true", help="close every tunnel")
     p = sub.add_parser("forward", help="relay a local listener to HOST:PORT through the tunnel")
-    p.add_argument("target", help="HOST:PORT on the private network")
+    p.add_argument("target", help="HOST:PORT on the private network, or udp:HOST:PORT for a UDP forward")
     p.add_argument("--local", help="PORT or HOST:PORT on loopback, or unix:DIR (default: a private Unix socket)")
+    p.add_argument("--idle-timeout", type=float, default=None,
+                   help="UDP: seconds a flow may stay idle before it ends (default 120)")
     p.add_argument("--tunnel")
     p = sub.add_parser("socks", help="a SOCKS5 proxy on loopback into the tunnel")
     p.add_argument("port", nargs="?", type=int, default=1080)
@@ -255,10 +257,26 @@ class WireGuardMagics(Magics):
         local: str | int | None = args.local
         if isinstance(local, str) and local.isdigit():
             local = int(local)
-        forward = self.tunnel(args.tunnel).forward(self._value(args.target) or "", local=local)
+        target = self._value(args.target) or ""
+        if target.strip().lower().startswith("udp:"):
+            return self._wg_forward_udp(args, target, local)
+        if args.idle_timeout is not None:
+            raise UsageError("%wg forward: --idle-timeout is for UDP forwards (udp:HOST:PORT)")
+        forward = self.tunnel(args.tunnel).forward(target, local=local)
         params = forward.libpq_params()
         print(f"wgmagic: {forward.local_address} -> {args.target}; libpq: "
               + " ".join(f"{k}={v}" for k, v in params.items()))
+        return forward
+
+    def _wg_forward_udp(self, args: argparse.Namespace, target: str, local: str | int | None) -> Any:
+        try:
+            forward = self.tunnel(args.tunnel).forward(target, local=local, idle_timeout=args.idle_timeout)
+        except ValueError as exc:
+            raise UsageError(f"%wg forward: {exc}") from None
+        where = forward.local_address
+        shown = where if isinstance(where, str) else f"udp {where[0]}:{where[1]}"
+        print(f"wgmagic: {shown} -> {forward.target} (a flow per client address; idle flows end after "
+              f"{forward.spec.idle_timeout:g} s)")
         return forward
 
     def _wg_socks(self, args: argparse.Namespace) -> Any:

@@ -390,7 +390,8 @@ class Tunnel:
             return self._connect_timeout(host, port, timeout)
         return error
 
-    def forward(self, target: str, local: str | int | None = None) -> Forward:
+    def forward(self, target: str, local: str | int | None = None, *, idle_timeout: float | None = None,
+                max_flows: int | None = None) -> Forward:
         """Listen locally and relay each connection to `target` ("db.internal:5432") through the tunnel.
 
         local=None: a Unix socket in a fresh 0700 directory (see Forward.libpq_params()); local=PORT or
@@ -399,10 +400,16 @@ class Tunnel:
         $XDG_RUNTIME_DIR or /tmp, and failing those the forward listens on 127.0.0.1 with a warning; a named
         directory that is too long raises services.forward.SocketPathError. Each connection tries the target's
         routable addresses in turn (resolve_addresses, RFC 8305); NoRouteError when it has none.
+
+        target "udp:HOST:PORT": a UDP forward (services.udp_forward.UdpForward): one flow per client address,
+        ended after `idle_timeout` seconds idle (default 120, RFC 4787), at most `max_flows` (default 1024);
+        local as above, the default a Unix datagram socket in a fresh 0700 directory.
         """
         from wgmagic.runtime.services.forward import Forward, ForwardSpec, parse_target
 
         self._check_open()
+        if target.strip().lower().startswith("udp:"):
+            return self._udp_forward(target, local, idle_timeout, max_flows)
         host, port = parse_target(target)
         addresses = self.resolve_addresses(host)
         spec = ForwardSpec(host, port, addresses[0], "unix", remote_addresses=tuple(addresses))
@@ -420,6 +427,17 @@ class Tunnel:
         if spec.fallback_reason:
             warnings.warn(f"{spec.fallback_reason}; this forward listens on TCP {spec.bind_host} instead, where "
                           "other local users can connect to it too", stacklevel=2)
+        return forward
+
+    def _udp_forward(self, target: str, local: str | int | None, idle_timeout: float | None,
+                     max_flows: int | None) -> Any:
+        from wgmagic.runtime.services.udp_forward import UdpForward, make_spec, parse_udp_target
+
+        host, _port = parse_udp_target(target)
+        spec = make_spec(target, local, self.resolve_addresses(host), idle_timeout=idle_timeout,
+                         max_flows=max_flows)
+        forward = self._thread.call(UdpForward, self._engine, spec)
+        self._forwards.append(forward)
         return forward
 
     def close_forward(self, forward: Forward) -> None:
