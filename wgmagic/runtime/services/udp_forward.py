@@ -53,10 +53,13 @@ def parse_udp_target(target: str) -> tuple[str, int]:
     text = target.strip()
     if not is_udp_target(text):
         raise ValueError(f"{target!r}: a UDP target is written udp:HOST:PORT")
-    host, port = parse_target(text[4:])
-    if not host.strip("[]") or any(c.isspace() for c in host):
+    rest = text[4:].strip()
+    host, port = parse_target(rest)
+    if ":" in host and not rest.startswith("["):
+        raise ValueError(f"{target!r}: an IPv6 target is written udp:[address]:port")
+    if not host.strip("[]") or any(c.isspace() or c in "[]/@" for c in host):
         raise ValueError(f"{target!r}: expected udp:HOST:PORT")
-    return host.strip("[]"), port
+    return host, port
 
 
 def _split_colons(text: str) -> list[str]:
