@@ -315,8 +315,14 @@ class Socks5Server:
 
     def stats(self) -> dict[str, Any]:
         """Connections accepted/connected/rejected, UDP associations opened and open, UDP drops by reason
-        (read from any thread: a snapshot of plain counters)."""
-        return {**self.counters, "udp_associations_open": len(self.associations), "udp_drops": dict(self.udp_drops)}
+        (from any thread: read on the loop)."""
+        from wgmagic.runtime.services.udp_forward import run_on_loop
+
+        def snapshot() -> dict[str, Any]:
+            return {**self.counters, "udp_associations_open": len(self.associations),
+                    "udp_drops": dict(self.udp_drops)}
+
+        return run_on_loop(self.engine.loop, snapshot)
 
     def __repr__(self) -> str:
         where = self.address if self.is_unix else f"{self.address[0]}:{self.address[1]}"

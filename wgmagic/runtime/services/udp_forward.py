@@ -190,6 +190,28 @@ def udp_socket_owners(host: str, port: int, tables: tuple[str, ...] = ("/proc/ne
     return owners if readable else None
 
 
+def run_on_loop(loop: asyncio.AbstractEventLoop, fn: Any, timeout: float = 5.0) -> Any:
+    """fn() on `loop`'s thread (at once when called there), its result here; TimeoutError after `timeout` s."""
+    try:
+        if asyncio.get_running_loop() is loop:
+            return fn()
+    except RuntimeError:
+        pass
+    result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            result.set_result(fn())
+        except BaseException as exc:  # reported to the caller
+            result.set_exception(exc)
+
+    loop.call_soon_threadsafe(run)
+    try:
+        return result.result(timeout)
+    except concurrent.futures.TimeoutError:
+        raise TimeoutError("the tunnel's loop did not answer") from None
+
+
 # ---- the forward --------------------------------------------------------------------------------------
 @dataclass
 class UdpForwardSpec:
@@ -449,21 +471,7 @@ class UdpForward:
     # ---- any thread ----------------------------------------------------------------------------------
     def stats(self, timeout: float = 5.0) -> dict[str, Any]:
         """Open flows, flows opened and expired, datagrams and bytes each way, drops by reason."""
-        try:
-            if asyncio.get_running_loop() is self.engine.loop:
-                return self.stats_on_loop()
-        except RuntimeError:
-            pass
-        result: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                result.set_result(self.stats_on_loop())
-            except BaseException as exc:  # pragma: no cover - reported to the caller
-                result.set_exception(exc)
-
-        self.engine.loop.call_soon_threadsafe(run)
-        return result.result(timeout)
+        return run_on_loop(self.engine.loop, self.stats_on_loop, timeout)
 
     @property
     def local_address(self) -> Any:
