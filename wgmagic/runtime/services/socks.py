@@ -207,7 +207,6 @@ class Socks5Negotiation:
         self.stage = "done"
         return [Connect(host, port)]
 
-
     def _udp_associate(self, atyp: int, need: int) -> list[Send | Fail | Connect | UdpAssociate]:
         """UDP ASSOCIATE: DST.ADDR/DST.PORT name where the client will send from; zeros (or a name) when it
         does not know yet (section 7), and then the relay locks on to its first datagram."""
