@@ -73,6 +73,27 @@ def test_dig_through_a_udp_forward_to_dnsmasq(testbed, tunnel):
         tunnel.close_forward(forward)
 
 
+def test_python_dns_client_through_the_default_unix_and_a_loopback_forward_to_dnsmasq(testbed, tunnel, tmp_path):
+    import dns.message
+    import dns.query
+
+    for local in (0, None):
+        forward = tunnel.forward("udp:198.18.0.1:53", local=local)
+        try:
+            query = dns.message.make_query("db.internal", "A")
+            if local is None:  # a Unix datagram socket: the client binds an address of its own to be answered
+                with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                    sock.bind(str(tmp_path / "dns-client.sock"))
+                    sock.settimeout(3)
+                    answer = dns.message.from_wire(_exchange(sock, forward.local_address, query.to_wire()))
+            else:
+                answer = dns.query.udp(query, "127.0.0.1", port=forward.local_address[1], timeout=5)
+            assert answer.id == query.id
+            assert [r.address for rrset in answer.answer for r in rrset] == [PEER4]
+        finally:
+            tunnel.close_forward(forward)
+
+
 def test_python_client_through_a_named_udp_forward_to_the_echo(testbed, tunnel):
     forward = tunnel.forward(f"udp:db.internal:{UDP_ECHO}", local="127.0.0.1:0")  # name resolved in the tunnel
     try:
