@@ -112,6 +112,8 @@ def _parse_remote_spec(spec: str) -> str:
 
 
 def _parse_dynamic_spec(spec: str) -> tuple[str, int]:
+    if spec.startswith("unix"):
+        raise WgMagicError(f"-D {spec}: a Unix socket is -D unix or -D unix:DIR")
     bind, sep, port = spec.rpartition(":")
     try:
         return (bind.strip("[]") or "127.0.0.1") if sep else "127.0.0.1", int(port)
@@ -144,6 +146,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     stopping = _stop_on_signals()
     try:
         for spec in args.local:
+            if spec.strip().lower().startswith("udp:"):
+                _start_udp_forward(tunnel, spec)
+                continue
             bind, port, target = _parse_local_spec(spec)
             forward = tunnel.forward(target, local=f"{bind}:{port}")
             host, lport = forward.local_address
@@ -154,15 +159,43 @@ def _cmd_up(args: argparse.Namespace) -> int:
             print(f"exposing {exposed.expose.target_host}:{exposed.expose.target_port} on the tunnel at {where}",
                   flush=True)
         for spec in args.dynamic:
-            bind, port = _parse_dynamic_spec(spec)
-            server = tunnel.socks(port=port, host=bind)
-            print(f"SOCKS5 proxy on {server.address[0]}:{server.address[1]}", flush=True)
+            _start_socks(tunnel, spec, args.no_auth)
         print("tunnel up; Ctrl-C to stop", flush=True)
         _show_status_until(stopping, lambda: tunnel_status_line(tunnel), args.quiet)
     finally:
         tunnel.close()
     print("tunnel closed", flush=True)
     return 0
+
+
+def _start_socks(tunnel: object, spec: str, no_auth: bool) -> None:
+    """-D unix[:DIR]: a Unix socket in a 0700 directory; -D [bind:]port: TCP with generated credentials, printed
+    here once (or none with --no-auth, which warns)."""
+    if spec == "unix" or spec.startswith("unix:"):
+        if no_auth:
+            raise WgMagicError("--no-auth is for a TCP -D [bind:]port; a Unix socket is private by its directory")
+        server = tunnel.socks(unix=spec[5:] or None)  # type: ignore[attr-defined]
+        print(f"SOCKS5 proxy on the Unix socket {server.address} (curl --proxy {server.proxy_url()})", flush=True)
+        return
+    bind, port = _parse_dynamic_spec(spec)
+    server = tunnel.socks(port=port, host=bind, no_auth=no_auth)  # type: ignore[attr-defined]
+    host, lport = server.address[:2]
+    if server.credentials is None:
+        print(f"SOCKS5 proxy on {host}:{lport} without credentials: any local user can use it", flush=True)
+    else:
+        user, password = server.credentials
+        print(f"SOCKS5 proxy on {host}:{lport}, username {user} password {password} (shown only now; "
+              f"curl --proxy {server.proxy_url(reveal=True)})", flush=True)
+
+
+def _start_udp_forward(tunnel: object, spec: str) -> None:
+    from wgmagic.runtime.services.udp_forward import parse_udp_listen_spec
+
+    listen = parse_udp_listen_spec(spec)
+    forward = tunnel.forward(listen.target, local=listen.local)  # type: ignore[attr-defined]
+    host, lport = forward.local_address
+    print(f"forwarding udp {host}:{lport} -> {listen.target} through the tunnel (flows idle out after "
+          f"{forward.spec.idle_timeout:g} s)", flush=True)
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
@@ -208,13 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="bring a tunnel up with local forwards and/or a SOCKS5 proxy (like ssh -L/-D)")
     up.add_argument("config", help="wg-quick configuration file")
-    up.add_argument("-L", dest="local", action="append", default=[], metavar="[bind:]port:host:hostport",
-                    help="forward a local TCP port through the tunnel (repeatable)")
+    up.add_argument("-L", dest="local", action="append", default=[], metavar="[udp:][bind:]port:host:hostport",
+                    help="forward a local TCP port (udp:...: a UDP port) through the tunnel (repeatable)")
     up.add_argument("-R", dest="remote", action="append", default=[], metavar="[tunnel_address:]port:host:hostport",
                     help="listen on the tunnel address at port and relay peers' connections to host:hostport on "
                          "this machine, like ssh -R (repeatable)")
-    up.add_argument("-D", dest="dynamic", action="append", default=[], metavar="[bind:]port",
-                    help="run a SOCKS5 proxy on this local port (repeatable)")
+    up.add_argument("-D", dest="dynamic", action="append", default=[], metavar="[bind:]port|unix[:DIR]",
+                    help="run a SOCKS5 proxy: on this local TCP port with a generated username and password "
+                    "(printed once), or on a Unix socket in a private directory (repeatable)")
+    up.add_argument("--no-auth", action="store_true",
+                    help="a TCP -D proxy without credentials: every local user can use the tunnel (warns)")
     up.add_argument("-q", "--quiet", action="store_true", help="no live status line")
     up.add_argument("--handshake-timeout", type=float, default=10.0)
     up.set_defaults(func=_cmd_up)

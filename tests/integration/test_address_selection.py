@@ -71,9 +71,8 @@ def test_forwards_reach_the_aaaa_address(testbed, v6tunnel):
 def test_socks5_connect_by_name_reaches_the_aaaa_address(v6tunnel):
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
-    server = v6tunnel.socks(port=0)
-    host, port = server.address
-    result = subprocess.run(["curl", "-s", "--max-time", "20", "--socks5-hostname", f"{host}:{port}",
+    server = v6tunnel.socks(port=0)  # TCP: with the credentials generated for it
+    result = subprocess.run(["curl", "-s", "--max-time", "20", "--proxy", server.proxy_url(reveal=True),
                              "http://db.internal:8080/"], capture_output=True, text=True, timeout=30)
     assert result.stdout == "hello from the private network\n"
 

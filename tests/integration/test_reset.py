@@ -87,10 +87,14 @@ def test_tcp_forward_client_gets_econnreset_after_the_data(tunnel):
 
 
 def test_socks5_client_gets_econnreset_after_the_data(tunnel):
+    # TCP, where a reset exists (AF_UNIX has none), with the RFC 1929 credentials a TCP proxy gets by default.
     server = tunnel.socks(port=0)
+    user, password = (c.encode() for c in server.credentials)
     with socket.create_connection(tuple(server.address), timeout=10) as sock:
-        sock.sendall(b"\x05\x01\x00")
-        assert sock.recv(2) == b"\x05\x00"
+        sock.sendall(b"\x05\x01\x02")
+        assert sock.recv(2) == b"\x05\x02"
+        sock.sendall(bytes((1, len(user))) + user + bytes((len(password),)) + password)
+        assert sock.recv(2) == b"\x01\x00"
         name = b"db.internal"
         sock.sendall(b"\x05\x01\x00\x03" + bytes([len(name)]) + name + struct.pack("!H", RESET))
         answer = sock.recv(4)

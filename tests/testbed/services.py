@@ -6,13 +6,14 @@
   reset        9003: read an 8-byte N, send N bytes of the known stream, wait until they are acknowledged,
                      then reset the connection (close with SO_LINGER 0: RST)
   http         8080: a tiny HTTP server (for SOCKS tests)
+  udp echo     9004/udp: send each datagram back to where it came from (UDP forwards, SOCKS5 UDP ASSOCIATE)
 Port 9009 stays closed on purpose.
 
 Usage: python -m tests.testbed.services [--ephemeral] ADDRESS [ADDRESS ...]
 Inside the bed's own namespace the fixed ports above are the suite's own. On a loopback this machine shares
 (--ephemeral) every service binds port 0 and the kernel picks a free one. Either way the first line on stdout is
-`ready {"ADDRESS": {"bulk": PORT, "echo": PORT, "sink": PORT, "http": PORT, ...}}`; a bind that fails ends the
-process with status 1 and `services: cannot listen on ADDRESS:PORT (NAME): REASON` on stderr.
+`ready {"ADDRESS": {"bulk": PORT, "echo": PORT, "sink": PORT, "http": PORT, "udp_echo": PORT, ...}}`; a bind that
+fails ends the process with status 1 and `services: cannot listen on ADDRESS:PORT (NAME): REASON` on stderr.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.testbed.streams import iter_stream
 
 BULK, ECHO, SINK, HTTP = 9000, 9001, 9002, 8080
 RESET = 9003
+UDP_ECHO = 9004
 
 
 def _bulk(conn: socket.socket) -> None:
@@ -136,6 +138,15 @@ class _HTTPServer6(_HTTPServer):
     address_family = socket.AF_INET6
 
 
+def _udp_echo(sock: socket.socket) -> None:
+    while True:
+        try:
+            data, source = sock.recvfrom(65535)
+            sock.sendto(data, source)
+        except OSError:
+            pass
+
+
 def _listen(address: str, port: int, name: str, family: int) -> socket.socket:
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -159,6 +170,13 @@ def main(addresses: list[str], *, ephemeral: bool = False) -> None:
             listener = _listen(address, 0 if ephemeral else port, name, family)
             chosen[name] = listener.getsockname()[1]
             threads.append(threading.Thread(target=_serve, args=(listener, handler), daemon=True))
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            udp.bind((address, 0 if ephemeral else UDP_ECHO))
+        except OSError as exc:
+            sys.exit(f"services: cannot listen on {address}:{UDP_ECHO}/udp (udp_echo): {exc.strerror or exc}")
+        chosen["udp_echo"] = udp.getsockname()[1]
+        threads.append(threading.Thread(target=_udp_echo, args=(udp,), daemon=True))
         server_class = _HTTPServer6 if family == socket.AF_INET6 else _HTTPServer
         http_port = 0 if ephemeral else HTTP
         try:

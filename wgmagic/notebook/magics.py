@@ -88,11 +88,19 @@ def _wg_parser() -> _Parser:
     p.add_argument("name", nargs="?")
     p.add_argument("--all", action="store_true", help="close every tunnel")
     p = sub.add_parser("forward", help="relay a local listener to HOST:PORT through the tunnel")
-    p.add_argument("target", help="HOST:PORT on the private network")
+    p.add_argument("target", help="HOST:PORT on the private network, or udp:HOST:PORT for a UDP forward")
     p.add_argument("--local", help="PORT or HOST:PORT on loopback, or unix:DIR (default: a private Unix socket)")
+    p.add_argument("--idle-timeout", type=float, default=None,
+                   help="UDP: seconds a flow may stay idle before it ends (default 120)")
     p.add_argument("--tunnel")
-    p = sub.add_parser("socks", help="a SOCKS5 proxy on loopback into the tunnel")
-    p.add_argument("port", nargs="?", type=int, default=1080)
+    p = sub.add_parser("socks", help="a SOCKS5 proxy into the tunnel: a private Unix socket, or TCP with "
+                       "credentials")
+    p.add_argument("port", nargs="?", type=int, default=None,
+                   help="a TCP port on loopback (0: any free one), with a username and password shown once; "
+                   "default: a Unix socket in a private (0700) directory")
+    p.add_argument("--unix", metavar="DIR", help="put the Unix socket in DIR (default: a fresh 0700 directory)")
+    p.add_argument("--no-auth", action="store_true",
+                   help="TCP without credentials: every local user can then use the tunnel (warns)")
     p.add_argument("--tunnel")
     p = sub.add_parser("expose", help="listen on the tunnel address and relay to a local port (like ssh -R)")
     p.add_argument("spec", nargs="?", help="[ADDR:]PORT=HOST:PORT: tunnel port = this machine's HOST:PORT")
@@ -287,17 +295,48 @@ class WireGuardMagics(Magics):
         local: str | int | None = args.local
         if isinstance(local, str) and local.isdigit():
             local = int(local)
-        forward = self.tunnel(args.tunnel).forward(self._value(args.target) or "", local=local)
+        target = self._value(args.target) or ""
+        if target.strip().lower().startswith("udp:"):
+            return self._wg_forward_udp(args, target, local)
+        if args.idle_timeout is not None:
+            raise UsageError("%wg forward: --idle-timeout is for UDP forwards (udp:HOST:PORT)")
+        forward = self.tunnel(args.tunnel).forward(target, local=local)
         params = forward.libpq_params()
         print(f"wgmagic: {forward.local_address} -> {args.target}; libpq: "
               + " ".join(f"{k}={v}" for k, v in params.items()))
         return forward
 
+    def _wg_forward_udp(self, args: argparse.Namespace, target: str, local: str | int | None) -> Any:
+        try:
+            forward = self.tunnel(args.tunnel).forward(target, local=local, idle_timeout=args.idle_timeout)
+        except ValueError as exc:
+            raise UsageError(f"%wg forward: {exc}") from None
+        where = forward.local_address
+        shown = where if isinstance(where, str) else f"udp {where[0]}:{where[1]}"
+        print(f"wgmagic: {shown} -> {forward.target} (a flow per client address; idle flows end after "
+              f"{forward.spec.idle_timeout:g} s)")
+        return forward
+
     def _wg_socks(self, args: argparse.Namespace) -> Any:
-        server = self.tunnel(args.tunnel).socks(args.port)
-        host, port = server.address[:2]
-        print(f"wgmagic: SOCKS5 on {host}:{port} (socks5h:// or curl --socks5-hostname: names resolve through "
-              "the tunnel)")
+        if args.port is None and args.no_auth:
+            raise UsageError("%wg socks: --no-auth is for a TCP port (%wg socks PORT --no-auth)")
+        if args.port is not None and args.unix:
+            raise UsageError("%wg socks: give a PORT or --unix DIR, not both")
+        try:
+            server = self.tunnel(args.tunnel).socks(args.port, unix=args.unix, no_auth=args.no_auth)
+        except ValueError as exc:
+            raise UsageError(f"%wg socks: {exc}") from None
+        if server.is_unix:
+            print(f"wgmagic: SOCKS5 on the Unix socket {server.address} (only you can use it); names resolve "
+                  f"through the tunnel.\n  curl --proxy {server.proxy_url()} URL\n  Python: "
+                  "wgmagic.runtime.services.socks.socks5_connect(PATH, host, port)")
+        elif server.credentials is not None:
+            user, password = server.credentials
+            print(f"wgmagic: SOCKS5 on {server.address[0]}:{server.address[1]}, username {user} password "
+                  f"{password} (shown only now)\n  curl --proxy {server.proxy_url(reveal=True)} URL")
+        else:
+            print(f"wgmagic: SOCKS5 on {server.address[0]}:{server.address[1]} WITHOUT credentials: any local "
+                  "user can use it (curl --socks5-hostname)")
         return server
 
     def _wg_expose(self, args: argparse.Namespace) -> Any:

@@ -412,7 +412,8 @@ class Tunnel:
             return self._connect_timeout(host, port, timeout)
         return error
 
-    def forward(self, target: str, local: str | int | None = None) -> Forward:
+    def forward(self, target: str, local: str | int | None = None, *, idle_timeout: float | None = None,
+                max_flows: int | None = None) -> Forward:
         """Listen locally and relay each connection to `target` ("db.internal:5432") through the tunnel.
 
         local=None: a Unix socket in a fresh 0700 directory (see Forward.libpq_params()); local=PORT or
@@ -421,10 +422,16 @@ class Tunnel:
         $XDG_RUNTIME_DIR or /tmp, and failing those the forward listens on 127.0.0.1 with a warning; a named
         directory that is too long raises services.forward.SocketPathError. Each connection tries the target's
         routable addresses in turn (resolve_addresses, RFC 8305); NoRouteError when it has none.
+
+        target "udp:HOST:PORT": a UDP forward (services.udp_forward.UdpForward): one flow per client address,
+        ended after `idle_timeout` seconds idle (default 120, RFC 4787), at most `max_flows` (default 1024);
+        local as above, the default a Unix datagram socket in a fresh 0700 directory.
         """
         from wgmagic.runtime.services.forward import Forward, ForwardSpec, parse_target
 
         self._check_open()
+        if target.strip().lower().startswith("udp:"):
+            return self._udp_forward(target, local, idle_timeout, max_flows)
         host, port = parse_target(target)
         addresses = self.resolve_addresses(host)
         spec = ForwardSpec(host, port, addresses[0], "unix", remote_addresses=tuple(addresses))
@@ -444,6 +451,17 @@ class Tunnel:
                           "other local users can connect to it too", stacklevel=2)
         return forward
 
+    def _udp_forward(self, target: str, local: str | int | None, idle_timeout: float | None,
+                     max_flows: int | None) -> Any:
+        from wgmagic.runtime.services.udp_forward import UdpForward, make_spec, parse_udp_target
+
+        host, _port = parse_udp_target(target)
+        spec = make_spec(target, local, self.resolve_addresses(host), idle_timeout=idle_timeout,
+                         max_flows=max_flows)
+        forward = self._thread.call(UdpForward, self._engine, spec)
+        self._forwards.append(forward)
+        return forward
+
     def close_forward(self, forward: Forward) -> None:
         if forward in self._forwards:
             self._forwards.remove(forward)
@@ -454,13 +472,41 @@ class Tunnel:
     def forwards(self) -> list[Forward]:
         return list(self._forwards)
 
-    def socks(self, port: int = 1080, host: str = "127.0.0.1",
-              credentials: tuple[str, str] | None = None) -> Socks5Server:
-        """A SOCKS5 proxy on loopback whose CONNECTs (names resolved through the tunnel) use this tunnel."""
-        from wgmagic.runtime.services.socks import Socks5Server
+    def socks(self, port: int | None = None, host: str = "127.0.0.1",
+              credentials: tuple[str, str] | None = None, *, unix: str | None = None,
+              no_auth: bool = False) -> Socks5Server:
+        """A SOCKS5 proxy into this tunnel (RFC 1928: CONNECT and UDP ASSOCIATE; names resolved through the
+        tunnel's DNS), private to this user by default.
+
+        port None: a Unix socket in a fresh 0700 directory (unix="DIR": in that directory), `server.address`
+        its path; curl >= 7.84 takes it as `--proxy socks5h://localhost/PATH` (server.proxy_url()), Python
+        code through services.socks.socks5_connect(PATH, host, port). port given (0: any free port): TCP on
+        `host`, asking for RFC 1929 username/password: `credentials`, or a pair generated for this proxy
+        (server.credentials, server.proxy_url(reveal=True)), never shown by repr or status. no_auth=True: TCP
+        without credentials, with a warning, since every local user can then use the tunnel through it.
+        Raises ValueError for no_auth with credentials or a Unix socket, OSError when the bind fails.
+        """
+        from wgmagic.runtime.services.socks import Socks5Server, generate_credentials
 
         self._check_open()
-        server = self._thread.call(Socks5Server, self._engine, self._resolve_routable_async, host, port, credentials)
+        if port is None and host != "127.0.0.1" and unix is None:
+            port = 0
+        if port is None:
+            if no_auth or credentials is not None:
+                raise ValueError("a Unix-socket SOCKS proxy is private by its 0700 directory: credentials and "
+                                 "no_auth are for a TCP port")
+            server = self._thread.call(lambda: Socks5Server(self._engine, self._resolve_routable_async, unix=True,
+                                                            unix_dir=unix))
+        else:
+            if no_auth and credentials is not None:
+                raise ValueError("no_auth=True and credentials contradict each other")
+            if no_auth:
+                warnings.warn(f"the SOCKS5 proxy on {host}:{port} asks for no credentials: every user of this "
+                              "machine can reach the private network through it", stacklevel=2)
+            elif credentials is None:
+                credentials = generate_credentials()
+            server = self._thread.call(Socks5Server, self._engine, self._resolve_routable_async, host, port,
+                                       None if no_auth else credentials)
         self._socks_servers.append(server)
         return server
 
@@ -525,6 +571,17 @@ class Tunnel:
     @property
     def captures(self) -> list[Capture]:
         return list(self._captures)
+
+    def close_socks(self, server: Socks5Server) -> None:
+        """Close one SOCKS5 proxy (its connections, UDP associations and private directory)."""
+        if server in self._socks_servers:
+            self._socks_servers.remove(server)
+        if self._thread.running:
+            self._thread.call(server.close_on_loop)
+
+    @property
+    def socks_servers(self) -> list[Socks5Server]:
+        return list(self._socks_servers)
 
     def _connect_timeout(self, host: str, port: int, timeout: float) -> TimeoutError:
         since = time.monotonic() - timeout

@@ -1,7 +1,13 @@
 """A SOCKS5 server (RFC 1928, with RFC 1929 username/password) whose CONNECTs go through the tunnel.
 
 The negotiation is a small sans-I/O parser fed with whatever bytes arrive; the loop-side server drives it
-from a non-blocking socket and, once the CONNECT succeeds, hands the socket to a SocketRelay.
+from a non-blocking socket and, once the CONNECT succeeds, hands the socket to a SocketRelay. UDP ASSOCIATE
+(section 7) hands the control connection to a UdpAssociation (socks_udp.py).
+
+Private to its user by default: `Tunnel.socks()` listens on a Unix socket in a fresh 0700 directory (curl
+>= 7.84: `--proxy socks5h://localhost/PATH`; Python: `socks5_connect(PATH, host, port)` here); on TCP it asks
+for RFC 1929 credentials, generated per proxy unless given, and only `no_auth=True` (with a warning) serves
+any local user without them.
 """
 
 from __future__ import annotations
@@ -9,9 +15,13 @@ from __future__ import annotations
 import contextlib
 import hmac
 import ipaddress
+import os
+import secrets
+import shutil
 import socket
 import struct
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +31,7 @@ from wgmagic.runtime.services.forward import warn_if_exposed
 VERSION = 5
 NO_AUTH, USER_PASS, NO_ACCEPTABLE = 0x00, 0x02, 0xFF
 CMD_CONNECT = 1
+CMD_UDP_ASSOCIATE = 3
 ATYP_IPV4, ATYP_DOMAIN, ATYP_IPV6 = 1, 3, 4
 REP_SUCCEEDED = 0
 REP_GENERAL_FAILURE = 1
@@ -35,6 +46,8 @@ REP_ADDRESS_TYPE_NOT_SUPPORTED = 8
 MAX_NEGOTIATION_BYTES = 1024  # greeting + auth + request are each < 520 bytes; more is a misbehaving client
 NEGOTIATION_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 15.0  # seconds a CONNECT may take to reach its target through the tunnel
+MAX_UDP_ASSOCIATIONS = 256  # per proxy; each holds a loopback UDP socket and a tunnel-side one per family
+SOCKET_NAME = "socks5.sock"
 
 
 def reply(code: int, bound: tuple[str, int] | None = None) -> bytes:
@@ -65,6 +78,14 @@ class Connect:
     port: int
 
 
+@dataclass(frozen=True)
+class UdpAssociate:
+    """A UDP ASSOCIATE request (section 7): the address the client will send from (zeros: not known yet)."""
+
+    host: str
+    port: int
+
+
 class Socks5Negotiation:
     """Parses greeting, optional RFC 1929 auth and the request; never raises on malformed input."""
 
@@ -76,14 +97,14 @@ class Socks5Negotiation:
     def __repr__(self) -> str:
         return f"<Socks5Negotiation stage={self.stage} auth={'on' if self.credentials else 'off'}>"
 
-    def feed(self, data: bytes) -> list[Send | Fail | Connect]:
+    def feed(self, data: bytes) -> list[Send | Fail | Connect | UdpAssociate]:
         if self.stage in ("done", "failed"):
             return []
         self.buffer += data
         if len(self.buffer) > MAX_NEGOTIATION_BYTES:
             self.stage = "failed"
             return [Fail(b"", "negotiation too long")]
-        actions: list[Send | Fail | Connect] = []
+        actions: list[Send | Fail | Connect | UdpAssociate] = []
         while self.stage not in ("done", "failed"):
             step = getattr(self, f"_{self.stage}")()
             if step is None:
@@ -139,7 +160,7 @@ class Socks5Negotiation:
         self.stage = "request"
         return [Send(b"\x01\x00")]
 
-    def _request(self) -> list[Send | Fail | Connect] | None:
+    def _request(self) -> list[Send | Fail | Connect | UdpAssociate] | None:
         buf = self.buffer
         if len(buf) < 4:
             return None
@@ -160,6 +181,8 @@ class Socks5Negotiation:
             return [Fail(reply(REP_ADDRESS_TYPE_NOT_SUPPORTED), f"address type {atyp}")]
         if len(buf) < need:
             return None
+        if command == CMD_UDP_ASSOCIATE:
+            return self._udp_associate(atyp, need)
         if command != CMD_CONNECT:
             self.stage = "failed"
             return [Fail(reply(REP_COMMAND_NOT_SUPPORTED), f"command {command} not supported")]
@@ -184,6 +207,25 @@ class Socks5Negotiation:
         self.stage = "done"
         return [Connect(host, port)]
 
+    def _udp_associate(self, atyp: int, need: int) -> list[Send | Fail | Connect | UdpAssociate]:
+        """UDP ASSOCIATE: DST.ADDR/DST.PORT name where the client will send from; zeros (or a name) when it
+        does not know yet (section 7), and then the relay locks on to its first datagram."""
+        buf = self.buffer
+        port = int.from_bytes(buf[need - 2:need], "big")
+        raw = bytes(buf[4:need - 2])
+        del buf[:need]
+        self.stage = "done"
+        if atyp == ATYP_IPV4:
+            return [UdpAssociate(str(ipaddress.IPv4Address(raw)), port)]
+        if atyp == ATYP_IPV6:
+            return [UdpAssociate(str(ipaddress.IPv6Address(raw)), port)]
+        return [UdpAssociate("0.0.0.0", port)]
+
+
+def generate_credentials() -> tuple[str, str]:
+    """A fresh RFC 1929 (username, password) for one proxy: URL-safe, so they fit in socks5h://user:pass@."""
+    return f"wg-{secrets.token_hex(4)}", secrets.token_urlsafe(18)
+
 
 ERROR_REPLIES: dict[type[BaseException], int] = {
     ConnectionRefusedError: REP_CONNECTION_REFUSED,
@@ -192,29 +234,98 @@ ERROR_REPLIES: dict[type[BaseException], int] = {
 
 
 class Socks5Server:
-    """A loopback SOCKS5 listener on the tunnel's loop thread."""
+    """A SOCKS5 listener on the tunnel's loop thread: TCP on `host`:`port`, or (unix=True) a Unix socket in
+    `unix_dir` or a fresh 0700 directory. `credentials` (RFC 1929) are never shown by repr."""
 
     def __init__(self, engine: Any, resolver: Any, host: str = "127.0.0.1", port: int = 1080,
-                 credentials: tuple[str, str] | None = None) -> None:
+                 credentials: tuple[str, str] | None = None, *, unix: bool = False,
+                 unix_dir: str | None = None) -> None:
         self.engine = engine
         self.resolver = resolver  # async callable: name -> list of addresses (through the tunnel's DNS)
         self.credentials = credentials
-        warn_if_exposed(host, "the SOCKS5 proxy")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.listener = socket.socket(family, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((host, port))
-        self.listener.listen(128)
+        self.socket_dir: str | None = None
+        self.owns_socket_dir = False
+        if unix or unix_dir is not None:
+            self.listener, self.address = self._listen_unix(unix_dir)
+        else:
+            warn_if_exposed(host, "the SOCKS5 proxy")
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self.listener = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                self.listener.bind((host, port))
+                self.listener.listen(128)
+            except BaseException:
+                self.listener.close()
+                raise
+            self.address = self.listener.getsockname()[:2]
         self.listener.setblocking(False)
-        self.address = self.listener.getsockname()[:2]
         self.clients: set[_SocksClient] = set()
         self.relays: set[SocketRelay] = set()
-        self.counters = {"accepted": 0, "connected": 0, "rejected": 0}
+        self.associations: set[Any] = set()  # UdpAssociation
+        self.counters = {"accepted": 0, "connected": 0, "rejected": 0, "udp_associations": 0}
+        self.udp_drops: Counter[str] = Counter()  # every UDP ASSOCIATE datagram dropped, by reason
         self.closed = False
         engine.loop.add_reader(self.listener.fileno(), self._on_accept)
 
+    def _listen_unix(self, directory: str | None) -> tuple[socket.socket, str]:
+        from wgmagic.runtime.services.forward import SUN_PATH_MAX, SocketPathError, _short_private_directory
+
+        if directory is None:
+            directory = _short_private_directory(SOCKET_NAME)
+            if directory is None:
+                raise SocketPathError("no directory short enough for the proxy's Unix socket (sun_path): give "
+                                      "a short directory, or a TCP port (with credentials)")
+            self.owns_socket_dir = True
+        self.socket_dir = directory
+        path = os.path.join(directory, SOCKET_NAME)
+        if len(os.fsencode(path)) > SUN_PATH_MAX:
+            raise SocketPathError(f"the Unix socket path {path} is longer than the {SUN_PATH_MAX} bytes a socket "
+                                  "path may have (sun_path): choose a shorter directory")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            sock.bind(path)
+            os.chmod(path, 0o600)
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            if self.owns_socket_dir:
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
+        return sock, path
+
+    @property
+    def is_unix(self) -> bool:
+        return isinstance(self.address, str)
+
+    def proxy_url(self, *, reveal: bool = False) -> str:
+        """The proxy as curl and most clients take it: socks5h://localhost/PATH for the Unix socket (curl
+        >= 7.84), socks5h://[user:password@]host:port on TCP; the password shows as *** unless `reveal`."""
+        if self.is_unix:
+            return f"socks5h://localhost{self.address}"
+        host, port = self.address[:2]
+        host = f"[{host}]" if ":" in host else host
+        auth = ""
+        if self.credentials is not None:
+            auth = f"{self.credentials[0]}:{self.credentials[1] if reveal else '***'}@"
+        return f"socks5h://{auth}{host}:{port}"
+
+    def stats(self) -> dict[str, Any]:
+        """Connections accepted/connected/rejected, UDP associations opened and open, UDP drops by reason
+        (from any thread: read on the loop)."""
+        from wgmagic.runtime.services.udp_forward import run_on_loop
+
+        def snapshot() -> dict[str, Any]:
+            return {**self.counters, "udp_associations_open": len(self.associations),
+                    "udp_drops": dict(self.udp_drops)}
+
+        return run_on_loop(self.engine.loop, snapshot)
+
     def __repr__(self) -> str:
-        return f"<Socks5Server {self.address[0]}:{self.address[1]} auth={'on' if self.credentials else 'off'}>"
+        where = self.address if self.is_unix else f"{self.address[0]}:{self.address[1]}"
+        return f"<Socks5Server {where} auth={'on' if self.credentials else 'off'}>"
 
     def _on_accept(self) -> None:
         for _ in range(64):
@@ -238,6 +349,14 @@ class Socks5Server:
             client.close()
         for relay in list(self.relays):
             relay.close()
+        for association in list(self.associations):
+            association.close()
+        if self.socket_dir is not None:
+            if self.owns_socket_dir:
+                shutil.rmtree(self.socket_dir, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.address)
 
 
 class _SocksClient:
@@ -270,9 +389,36 @@ class _SocksClient:
                 self._send(action.data)
                 self.close()
                 return
+            elif isinstance(action, UdpAssociate):
+                self._udp_associate(action)
+                return
             else:
                 self.loop.remove_reader(self.sock.fileno())
                 self.loop.create_task(self._connect(action))
+
+    def _udp_associate(self, request: UdpAssociate) -> None:
+        """Hand the control connection to a UdpAssociation and reply with its relay's address."""
+        from wgmagic.runtime.services.socks_udp import UdpAssociation
+
+        self.loop.remove_reader(self.sock.fileno())
+        if len(self.server.associations) >= MAX_UDP_ASSOCIATIONS:
+            self.server.counters["rejected"] += 1
+            self._send(reply(REP_GENERAL_FAILURE))
+            self.close()
+            return
+        try:
+            association = UdpAssociation(self.server, self.sock, (request.host, request.port))
+        except OSError:
+            self.server.counters["rejected"] += 1
+            self._send(reply(REP_GENERAL_FAILURE))
+            self.close()
+            return
+        self.timeout.cancel()
+        self.closed = True  # the socket is the association's now
+        self.server.clients.discard(self)
+        self.server.associations.add(association)
+        self.server.counters["udp_associations"] += 1
+        self._send(reply(REP_SUCCEEDED, association.address))
 
     def _send(self, data: bytes) -> None:
         if data:
@@ -351,3 +497,79 @@ class _SocksClient:
         with contextlib.suppress(OSError):
             self.sock.close()
         self.server.clients.discard(self)
+
+
+def socks5_connect(proxy: str | tuple[str, int], host: str, port: int, *,
+                   credentials: tuple[str, str] | None = None, timeout: float | None = 15.0) -> socket.socket:
+    """A TCP connection to host:port through a SOCKS5 proxy (RFC 1928 CONNECT, names resolved by the proxy:
+    through the tunnel), as a connected blocking socket; standard library only, for Python clients of a
+    Unix-socket proxy (which PySocks and httpx cannot reach).
+
+    proxy: the Unix socket's path (`server.address`) or (host, port); credentials: RFC 1929 (user, password)
+    for a TCP proxy that asks for them. Raises ConnectionRefusedError, TimeoutError (REP 4, 6) or OSError
+    naming the proxy's reply code; ValueError for a name longer than 255 bytes.
+    """
+    if isinstance(proxy, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(proxy)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        sock = socket.create_connection(proxy, timeout=timeout)
+    try:
+        _client_negotiate(sock, host, port, credentials, CMD_CONNECT)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        piece = sock.recv(size - len(data))
+        if not piece:
+            raise ConnectionError("the SOCKS5 proxy closed the connection")
+        data += piece
+    return data
+
+
+def _client_negotiate(sock: socket.socket, host: str, port: int, credentials: tuple[str, str] | None,
+                      command: int) -> tuple[str, int]:
+    """The client side of greeting, RFC 1929 sub-negotiation and request; returns BND.ADDR, BND.PORT."""
+    sock.sendall(bytes((VERSION, 1, USER_PASS if credentials else NO_AUTH)))
+    version, method = _recv_exactly(sock, 2)
+    if version != VERSION or method == NO_ACCEPTABLE:
+        raise PermissionError("the SOCKS5 proxy accepts none of the offered authentication methods"
+                              + ("" if credentials else " (it may want a username and password)"))
+    if method == USER_PASS:
+        if credentials is None:
+            raise PermissionError("the SOCKS5 proxy wants a username and password")
+        user, password = (c.encode() for c in credentials)
+        sock.sendall(bytes((1, len(user))) + user + bytes((len(password),)) + password)
+        if _recv_exactly(sock, 2)[1] != 0:
+            raise PermissionError("the SOCKS5 proxy refused the username or password")
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+        target = bytes((ATYP_IPV4 if address.version == 4 else ATYP_IPV6,)) + address.packed
+    except ValueError:
+        name = host.encode("idna")
+        if len(name) > 255:
+            raise ValueError(f"host name {host!r} is longer than SOCKS5's 255 bytes") from None
+        target = bytes((ATYP_DOMAIN, len(name))) + name
+    sock.sendall(bytes((VERSION, command, 0)) + target + struct.pack("!H", port))
+    _version, code, _rsv, atyp = _recv_exactly(sock, 4)
+    size = {ATYP_IPV4: 4, ATYP_IPV6: 16}.get(atyp)
+    raw = _recv_exactly(sock, size) if size else _recv_exactly(sock, _recv_exactly(sock, 1)[0])
+    bound_port = int.from_bytes(_recv_exactly(sock, 2), "big")
+    if code != REP_SUCCEEDED:
+        if code == REP_CONNECTION_REFUSED:
+            raise ConnectionRefusedError(f"{host}:{port} refused the connection (through the SOCKS5 proxy)")
+        if code in (REP_HOST_UNREACHABLE, REP_TTL_EXPIRED):
+            raise TimeoutError(f"{host}:{port} is unreachable through the SOCKS5 proxy (reply {code})")
+        raise OSError(f"the SOCKS5 proxy could not reach {host}:{port} (reply {code})")
+    bound = str(ipaddress.ip_address(raw)) if size else raw.decode("idna", "replace")
+    return bound, bound_port
