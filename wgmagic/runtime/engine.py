@@ -26,10 +26,18 @@ from wgmagic.errors import (
     NoRouteError,
     TunnelClosedError,
 )
+from wgmagic.netstack.events import EchoReply, NetstackEvent, TcpClosed, TcpEvent, UdpReadable
 from wgmagic.netstack.stack import Stack
 from wgmagic.runtime.streams import StreamBuffers
 from wgmagic.runtime.transport import UdpTransport
+from wgmagic.wireguard.allowedips import AllowedIPs
 from wgmagic.wireguard.device import Device
+from wgmagic.wireguard.events import (
+    HandshakeAttemptsExhausted,
+    HandshakeCompleted,
+    PeerEndpointChanged,
+    WireGuardEvent,
+)
 from wgmagic.wireguard.timers import Timers
 
 
@@ -214,61 +222,64 @@ class Engine:
             self.device.handle_timers(now)
 
     # ---- events ---------------------------------------------------------------------------------------
-    def _dispatch(self, device_events: list[object], stack_events: list[object]) -> None:
+    def _dispatch(self, device_events: list[WireGuardEvent], stack_events: list[NetstackEvent]) -> None:
+        """Hand each event to whoever waits for it, in the round that produced it; counted per class as
+        `event_<ClassName>` (device events)."""
+        counters = self.counters
         for event in device_events:
-            kind = type(event).__name__
-            self.counters[f"event_{kind}"] += 1
-            peer = self.peers.get(getattr(event, "peer_public_key", b""))
+            counters[f"event_{type(event).__name__}"] += 1
+            peer = self.peers.get(event.peer_public_key)
             if peer is None:
                 continue
-            if kind == "HandshakeCompleted":
+            if isinstance(event, HandshakeCompleted):
                 peer.handshakes += 1
                 peer.endpoint_refused = False
-                rtt = getattr(event, "rtt", None)
-                if rtt is not None:
-                    peer.last_handshake_rtt = rtt
+                if event.rtt is not None:
+                    peer.last_handshake_rtt = event.rtt
                 for fut in peer.handshake_waiters:
                     if not fut.done():
-                        fut.set_result(rtt)
+                        fut.set_result(event.rtt)
                 peer.handshake_waiters.clear()
-            elif kind == "HandshakeAttemptsExhausted":
+            elif isinstance(event, HandshakeAttemptsExhausted):
                 peer.attempts_exhausted += 1
                 error = HandshakeTimeoutError(self.describe_no_handshake(peer))
                 for fut in peer.handshake_waiters:
                     if not fut.done():
                         fut.set_exception(error)
                 peer.handshake_waiters.clear()
-            elif kind == "PeerEndpointChanged":
-                peer.resolved_endpoint = event.endpoint  # type: ignore[attr-defined]
+            elif isinstance(event, PeerEndpointChanged):
+                peer.resolved_endpoint = event.endpoint
+        streams = self.streams
         for event in stack_events:
-            kind = type(event).__name__
-            if kind == "UdpReadable":
-                self._udp_readable(event.sock)  # type: ignore[attr-defined]
+            if isinstance(event, TcpEvent):
+                handler = streams.get(id(event.conn))
+                if handler is not None:
+                    self._stream_event(event, handler)
+                    continue
+            elif isinstance(event, UdpReadable):
+                self._udp_readable(event.sock)
                 continue
-            if kind == "EchoReply":
-                key = (event.src.packed if hasattr(event.src, "packed") else bytes(event.src),  # type: ignore[attr-defined]
-                       event.ident, event.seq)  # type: ignore[attr-defined]
-                fut = self._echo_waiters.pop(key, None)
-                answered = time.monotonic()
-                sent = self._echo_sent.pop(key, None)
-                if sent is not None:
-                    self.last_echo = (answered, answered - sent)
-                if fut is not None and not fut.done():
-                    fut.set_result(answered)
+            elif isinstance(event, EchoReply):
+                self._echo_reply(event)
                 continue
-            conn = getattr(event, "conn", None)
-            buffers = self.streams.get(id(conn)) if conn is not None else None
-            if buffers is not None:
-                self._stream_event(kind, event, buffers)
-                continue
-            for handler in self.event_handlers:
-                if handler(event):
+            for other in self.event_handlers:
+                if other(event):
                     break
 
-    def _stream_event(self, kind: str, event: Any, handler: Any) -> None:
-        handler.tcp_event(kind, event)
+    def _echo_reply(self, event: EchoReply) -> None:
+        key = (event.src.packed, event.ident, event.seq)
+        fut = self._echo_waiters.pop(key, None)
+        answered = time.monotonic()
+        sent = self._echo_sent.pop(key, None)
+        if sent is not None:
+            self.last_echo = (answered, answered - sent)
+        if fut is not None and not fut.done():
+            fut.set_result(answered)
+
+    def _stream_event(self, event: TcpEvent, handler: Any) -> None:
+        handler.tcp_event(event)
         self.stack.wake(handler.conn)
-        if kind == "TcpClosed" and handler.forget_after_close():
+        if isinstance(event, TcpClosed) and handler.forget_after_close():
             self.streams.pop(id(handler.conn), None)
 
     def describe_no_handshake(self, peer: PeerRuntime) -> str:
@@ -335,12 +346,14 @@ class Engine:
             raise self.no_route(str(address), [address])
 
     @property
-    def allowed_ips(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        return [net for peer in self.config.peers for net in peer.allowed_ips]
+    def allowed_ips(self) -> AllowedIPs[Any]:
+        """The device's cryptokey routing table (whitepaper 2.1): the one place AllowedIPs are checked."""
+        return self.device.allowed_ips
 
     def select_addresses(self, addresses: list[Any]) -> list[Any]:
         """The addresses this tunnel can reach, in connection order (RFC 6724 section 6, RFC 8305 section 4);
-        see wgmagic.runtime.addresses.select_destinations. Pure: safe from any thread."""
+        see wgmagic.runtime.addresses.select_destinations. Safe from any thread: it reads the device's
+        AllowedIPs table, which is fixed once the tunnel is up."""
         from wgmagic.runtime.addresses import select_destinations
 
         return select_destinations(addresses, sources=self.config.interface.addresses,

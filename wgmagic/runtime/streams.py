@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from wgmagic.errors import TunnelClosedError
+from wgmagic.netstack.events import TcpClosed, TcpConnected, TcpEvent, TcpReadable, TcpWritable
 
 READ_BUFFER = 512 * 1024
 WRITE_BUFFER = 512 * 1024
@@ -84,16 +85,16 @@ class StreamBuffers:
         elif shut_now:
             conn.shutdown_write(now)
 
-    def tcp_event(self, kind: str, event: Any) -> None:
+    def tcp_event(self, event: TcpEvent) -> None:
         """An event of the stack for this connection (loop thread)."""
-        if kind == "TcpReadable":
+        if isinstance(event, TcpReadable):
             self.loop_pull()
-        elif kind == "TcpWritable":
+        elif isinstance(event, TcpWritable):
             self.loop_push()
-        elif kind == "TcpConnected":
+        elif isinstance(event, TcpConnected):
             self.loop_connected()
-        elif kind == "TcpClosed":
-            error = getattr(event, "error", None)
+        elif isinstance(event, TcpClosed):
+            error = event.error
             if error is not None:
                 self.loop_failed(error)
             else:
