@@ -482,9 +482,14 @@ class Tunnel:
 
     def resolve(self, name: str, timeout: float = 5.0) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
         """Resolve a name through the tunnel's DNS servers (never the host's resolver): the A answers, then
-        the AAAA answers. What a connection tries, and in which order, is resolve_addresses'."""
+        the AAAA answers. What a connection tries, and in which order, is resolve_addresses'.
+
+        timeout: seconds for the whole resolution (search domains, retries and a TCP retry included; each
+        query waits up to 2 s, then the next server is asked, RFC 1035 4.2.1 / resolv.conf's rotation).
+        Raises NameNotFoundError (NXDOMAIN or no A/AAAA records), DNSTimeoutError (no answer within
+        `timeout`), TunnelClosedError."""
         self._check_open()
-        return self._thread.run(self._engine.resolve_async(name), timeout=timeout * 4 + 5)
+        return self._thread.run(self._engine.resolve_async(name, lifetime=timeout), timeout=timeout + 5)
 
     # ---- introspection ------------------------------------------------------------------------------------
     def stats(self) -> dict[str, object]:
