@@ -177,3 +177,27 @@ def test_dns_through_tunnel(tunnel):
     assert {str(a) for a in tunnel.resolve("db")} == {PEER_V4, PEER_V6}  # the search domain
     with pytest.raises(NameNotFoundError, match="not found"):
         tunnel.resolve("nope.internal")
+
+
+def test_dns_truncated_answer_is_asked_again_over_tcp(tunnel):
+    """dnsmasq's big.internal TXT answer does not fit 512 bytes: the resolver retries over TCP (RFC 7766) and
+    gets the whole answer, driven by the stack's events (no polling)."""
+    import asyncio
+    import time as _time
+
+    from wgmagic.netstack.dns import Resolver
+    from wgmagic.runtime.resolver import DnsLookup
+
+    engine = tunnel._engine
+    servers = engine.config.interface.dns_servers
+
+    async def lookup() -> Resolver:
+        resolver = Resolver("big.internal", servers, _time.monotonic(), rdtypes=("TXT",), lifetime=10.0)
+        await asyncio.wait([DnsLookup(engine, resolver).future])
+        return resolver
+
+    resolver = tunnel._thread.run(lookup(), timeout=20)
+    assert resolver.tcp_fallbacks == 1
+    assert resolver.answers and not resolver.answers[-1].truncated and resolver.answers[-1].rcode == "NOERROR"
+    assert isinstance(resolver.error, NameNotFoundError)  # TXT records carry no address
+    assert engine.counters["dns_tcp_fallbacks"] >= 1
