@@ -201,3 +201,17 @@ def test_dns_truncated_answer_is_asked_again_over_tcp(tunnel):
     assert resolver.answers and not resolver.answers[-1].truncated and resolver.answers[-1].rcode == "NOERROR"
     assert isinstance(resolver.error, NameNotFoundError)  # TXT records carry no address
     assert engine.counters["dns_tcp_fallbacks"] >= 1
+
+
+def test_stats_has_the_documented_shape(tunnel):
+    snap = tunnel.stats()
+    assert set(snap) == {"name", "local_port", "totals", "counters", "device", "device_drops", "stack_drops",
+                         "connections", "tcp", "tcp_connections", "handshake_age", "handshake_rtt", "icmp_rtt"}
+    for key in ("udp_rx_bytes", "wg_tx_packets", "tcp_retransmits", "tcp_srtt", "drops", "drops_by_reason"):
+        assert key in snap["totals"], key
+    assert set(snap["tcp"]) == {"connections", "buffered_bytes", "retransmits"}
+    assert set(snap["device"]) == {"peers", "drops", "cookie_replies_sent"}
+    for conn in snap["tcp_connections"]:
+        assert {"remote", "state", "srtt", "rto", "cwnd", "buffered", "bytes_sent", "bytes_received",
+                "retransmits", "send_window"} <= set(conn)
+    assert all(isinstance(v, int) for v in snap["counters"].values())
