@@ -7,10 +7,10 @@ artifact (tests/artifacts/dashboard.png; README's docs/dashboard.png is a copy o
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,12 +24,6 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "tests" / "artifacts"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(params=["jupyterlab", "notebook"])
@@ -46,24 +40,28 @@ def jupyterlab(request, testbed, tmp_path):
     settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
-    port, token = _free_port(), secrets.token_hex(16)
+    token = secrets.token_hex(16)
     env = {**os.environ, "WGMAGIC_CONFIG": str(config), "WGMAGIC_BENCH": "198.18.0.1:9000",
            "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"), "JUPYTER_DATA_DIR": str(tmp_path / "jupyter-data"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"), "PYTHONPATH": str(REPO),
            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings")}
     log = open(tmp_path / "lab.log", "w")  # noqa: SIM115 (closed below)
     server = subprocess.Popen(
-        [sys.executable, "-m", frontend, "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
+        # --port=0: the kernel picks the port; the server writes the one it got into its runtime directory (ours,
+        # under tmp_path). A probed port could be taken meanwhile, and the server would move to another one.
+        [sys.executable, "-m", frontend, "--no-browser", "--allow-root", "--port=0", "--ServerApp.port_retries=0",
+         "--ip=127.0.0.1",
          f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.news_url=",
          "--ServerApp.disable_check_xsrf=True"],
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    base = f"http://127.0.0.1:{port}"
+    info = tmp_path / "jupyter-runtime" / f"jpserver-{server.pid}.json"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
+            base = f"http://127.0.0.1:{json.loads(info.read_text())['port']}"
             urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
             break
-        except OSError:
+        except (OSError, ValueError, KeyError):
             if server.poll() is not None:
                 break
             time.sleep(0.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -106,15 +107,16 @@ def test_socks5_rejects_bad_requests_and_keeps_serving(testbed, tunnel):
 def test_psql_through_wgmagic_up(testbed, tmp_path):
     config = tmp_path / "client.conf"
     config.write_text(testbed.client_config(identity=4))  # its own key: the module's tunnel stays up meanwhile
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    # -L 0:...: the kernel picks the local port (as with ssh -L 0), and `wgmagic up` says which.
     process = subprocess.Popen([sys.executable, "-m", "wgmagic.cli", "up", str(config), "-q",
-                                "-L", f"{port}:db.internal:5432"], stdout=subprocess.PIPE, text=True)
+                                "-L", "0:db.internal:5432"], stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         lines = [process.stdout.readline() for _ in range(2)]
         assert any("tunnel up" in line for line in lines), lines
+        forwarding = re.search(r"forwarding 127\.0\.0\.1:(\d+) ", "".join(lines))
+        assert forwarding, lines
+        port = int(forwarding.group(1))
         env = {**os.environ, "PGPASSWORD": testbed.db_password}
         result = subprocess.run(["psql", "-X", "-At", "-h", "127.0.0.1", "-p", str(port), "-U", "app", "-d", "app",
                                  "-c", "select sum(id) from measurements"], capture_output=True, text=True, env=env,

@@ -11,14 +11,13 @@ import os
 import resource
 import socket
 import struct
-import subprocess
-import sys
 import time
 
 import pytest
 
 from tests.testbed import streams
-from tests.testbed.bed import REF4, REF6, REPO, free_udp_port, keypair, run
+from tests.testbed.bed import REF4, REF6, keypair, run
+from tests.testbed.local import closed_tcp_port, loopback_services
 from wgmagic.demo.localdb import LocalPostgres
 from wgmagic.runtime.services.gateway import Gateway, parse_expose, parse_name
 from wgmagic.runtime.tunnel import connect
@@ -33,20 +32,10 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def local_services():
-    """The bulk/echo/sink services on this machine's loopback: the gateway's local targets."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "tests.testbed.services", "127.0.0.1"], env=env, cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", 9001), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield
-    process.terminate()
-    process.wait(10)
+    """The bulk/echo/sink services on this machine's loopback (ports the kernel chose): the gateway's targets,
+    and a port of ours that refuses connections."""
+    with loopback_services("127.0.0.1") as ports, closed_tcp_port("127.0.0.1") as closed:
+        yield {**ports, "closed": closed}
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +48,19 @@ def postgres():
 def gateway(testbed, local_services, postgres):
     gw_private, gw_public = keypair()
     client_private, client_public = keypair()
-    port = free_udp_port()
-    config = (f"[Interface]\nPrivateKey = {gw_private}\nListenPort = {port}\nAddress = {GW4}/32, {GW6}/128\n\n"
+    config = (f"[Interface]\nPrivateKey = {gw_private}\nAddress = {GW4}/32, {GW6}/128\n\n"
               f"[Peer]\nPublicKey = {client_public}\nAllowedIPs = {CL4}/32, {CL6}/128\n\n"
               f"[Peer]\nPublicKey = {testbed.ref_public}\nAllowedIPs = {REF4}/32, {REF6}/128\n")
-    exposes = [parse_expose(f"5432=127.0.0.1:{postgres.port}"), parse_expose("9000=127.0.0.1:9000"),
-               parse_expose("9001=127.0.0.1:9001"), parse_expose("9002=127.0.0.1:9002"),
-               parse_expose("9009=127.0.0.1:1")]  # nothing listens there: refused
+    # The tunnel side's ports (9000...) are on the gateway's own tunnel addresses; the local side's are the
+    # kernel's choice.
+    exposes = [parse_expose(f"5432=127.0.0.1:{postgres.port}"),
+               parse_expose(f"9000=127.0.0.1:{local_services['bulk']}"),
+               parse_expose(f"9001=127.0.0.1:{local_services['echo']}"),
+               parse_expose(f"9002=127.0.0.1:{local_services['sink']}"),
+               parse_expose(f"9009=127.0.0.1:{local_services['closed']}")]  # ours, not listening: refused
     names = dict([parse_name(f"db.internal={GW4},{GW6}")])
-    gw = Gateway(config, exposes, names)
+    gw = Gateway(config, exposes, names)  # no ListenPort: the kernel picks the UDP port
+    port = gw.listen_port
     gw.client_config = lambda endpoint=None: (  # type: ignore[attr-defined]
         f"[Interface]\nPrivateKey = {client_private}\nAddress = {CL4}/32, {CL6}/128\nDNS = {GW4}\n\n"
         f"[Peer]\nPublicKey = {gw_public}\nEndpoint = {endpoint or f'127.0.0.1:{port}'}\n"
@@ -112,6 +105,7 @@ def test_wgmagic_client_through_the_gateway(gateway, postgres):
             assert db.execute("SELECT count(*) FROM measurements").fetchone()[0] == 2000
         with pytest.raises(ConnectionRefusedError):
             tunnel.open_connection(GW4, 9009, timeout=10)
+        assert gateway.stats()["counters"]["gateway_local_connect_ECONNREFUSED"] >= 1  # why, for the operator
         with tunnel.open_connection(GW4, 9001, timeout=10) as sock:
             for i in range(200):
                 sock.sendall(struct.pack("!I", i))
@@ -180,3 +174,107 @@ def test_handshake_flood_gets_cookies_while_sessions_keep_working(gateway):
         print(f"flood: 10,000 initiations in {elapsed:.1f} s, {cookies} cookie replies, max RSS +{grown:.0f} MiB")
         assert cookies > 1000
         assert grown < 64
+
+
+def _own_gateway(exposes, **kwargs):
+    """A gateway of the test's own (fresh keys, kernel-chosen UDP port) and the wg-quick text of its client."""
+    gw_private, gw_public = keypair()
+    client_private, client_public = keypair()
+    config = (f"[Interface]\nPrivateKey = {gw_private}\nAddress = {GW4}/32, {GW6}/128\n\n"
+              f"[Peer]\nPublicKey = {client_public}\nAllowedIPs = {CL4}/32, {CL6}/128\n")
+    gw = Gateway(config, exposes, name=f"gateway-{os.urandom(3).hex()}", **kwargs)
+    client = (f"[Interface]\nPrivateKey = {client_private}\nAddress = {CL4}/32, {CL6}/128\n\n"
+              f"[Peer]\nPublicKey = {gw_public}\nEndpoint = 127.0.0.1:{gw.listen_port}\nAllowedIPs = {NET4}, {NET6}\n")
+    return gw, client
+
+
+def _slow_target():
+    """A local target whose connect() hangs until the test lets it through, with real packets: a listener whose
+    accept queue (listen(0)) is full holds one connection nobody accepted yet, so the kernel drops every new SYN
+    to it; accepting that one makes room, and the next SYN gets through."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    filler = socket.create_connection(listener.getsockname(), timeout=5)
+    return listener, filler
+
+
+def _wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_a_slow_local_target_holds_its_syn_and_stalls_no_one_else(local_services):
+    """Issue 12: the gateway connects to a local target without blocking its loop. While one peer's SYN waits
+    for a target that does not answer, pings and another connection through the same gateway are served."""
+    import threading
+
+    listener, filler = _slow_target()
+    slow_port = listener.getsockname()[1]
+    gw, client = _own_gateway([parse_expose(f"9003=127.0.0.1:{slow_port}"),
+                               parse_expose(f"9001=127.0.0.1:{local_services['echo']}")], connect_timeout=60)
+    outcome: dict[str, object] = {}
+    try:
+        with connect(client) as tunnel:
+            def slow_connect() -> None:
+                try:
+                    outcome["sock"] = tunnel.open_connection(GW4, 9003, timeout=60)
+                except Exception as exc:  # reported by the assertions below
+                    outcome["error"] = exc
+
+            worker = threading.Thread(target=slow_connect)
+            worker.start()
+            _wait_until(lambda: gw.stats()["connecting"] == 1, 10, "the gateway to hold the SYN")
+            rtts = [reply.rtt for reply in tunnel.ping_iter(GW4, 50, interval=0.0, timeout=5)]
+            with tunnel.open_connection(GW4, 9001, timeout=10) as other:
+                for i in range(20):
+                    other.sendall(struct.pack("!I", i))
+                    assert other.recv(4) == struct.pack("!I", i)
+            # All of that happened while the slow connect was still pending, on both sides.
+            assert gw.stats()["connecting"] == 1 and worker.is_alive() and not outcome
+            answered = [rtt for rtt in rtts if rtt is not None]
+            print(f"during a held SYN: {len(answered)}/50 pings answered, max RTT {max(answered) * 1000:.2f} ms, "
+                  f"median {sorted(answered)[len(answered) // 2] * 1000:.2f} ms; 20 echo round trips on a second "
+                  "connection")
+            assert len(answered) >= 20
+            # Let the target accept: the held SYN is answered with a SYN-ACK and the connection carries data.
+            listener.accept()[0].close()
+            worker.join(60)
+            assert "error" not in outcome, outcome.get("error")
+            with outcome["sock"] as sock, listener.accept()[0] as target:  # type: ignore[union-attr]
+                sock.sendall(b"hello")
+                assert target.recv(5) == b"hello"
+                target.sendall(b"world")
+                assert sock.recv(5) == b"world"
+            assert gw.stats()["connecting"] == 0
+    finally:
+        gw.close()
+        filler.close()
+        listener.close()
+
+
+def test_a_local_target_that_never_answers_gets_the_peer_a_reset_after_the_timeout(local_services):
+    listener, filler = _slow_target()
+    gw, client = _own_gateway([parse_expose(f"9003=127.0.0.1:{listener.getsockname()[1]}")], connect_timeout=1.0)
+    try:
+        with connect(client) as tunnel:
+            with pytest.raises(ConnectionRefusedError):
+                tunnel.open_connection(GW4, 9003, timeout=30)
+            stats = gw.stats()
+            assert stats["refused"] == 1 and stats["connecting"] == 0
+            assert stats["counters"]["gateway_local_connect_timeouts"] == 1
+    finally:
+        gw.close()
+        filler.close()
+        listener.close()
+
+
+def test_target_host_names_resolve_once_at_start_with_a_clear_error():
+    from wgmagic.runtime.services.gateway import resolve_target
+
+    addresses = resolve_target(parse_expose("80=localhost:8080"))
+    assert addresses and all(sockaddr[1] == 8080 for _, sockaddr in addresses)
+    with pytest.raises(ValueError, match=r"nothere\.invalid.*does not resolve"):
+        _own_gateway([parse_expose("80=nothere.invalid:8080")])

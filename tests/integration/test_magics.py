@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
+from tests.testbed.local import silent_udp_port
 from tests.testbed.tls import write_ca_and_server_cert
 from wgmagic.sql.messages import ConnectionStageError, QueryCancelledError, SqlError
 
@@ -320,9 +321,10 @@ def test_sql_connection_survives_the_tunnel_going_down_and_up(connected, capsys)
 
 
 def test_handshake_failure_is_short(connected, testbed, capsys):
-    dead = testbed.client_config(endpoint="127.0.0.1:9", identity=3)  # discard port: nothing answers
-    connected.user_ns["dead"] = dead
-    result, out = run(connected, "%wg connect {dead} --name dead --timeout 2", capsys)
+    with silent_udp_port("127.0.0.1") as port:  # ours, read by nobody: nothing answers
+        dead = testbed.client_config(endpoint=f"127.0.0.1:{port}", identity=3)
+        connected.user_ns["dead"] = dead
+        result, out = run(connected, "%wg connect {dead} --name dead --timeout 2", capsys)
     assert not result.success
     assert "HandshakeTimeoutError" in out and "Traceback" not in out
     assert testbed.clients[3][0] not in out

@@ -5,8 +5,22 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import tempfile
+from pathlib import Path
 
-from tests.testbed.bed import STATE_FILE, TestBed, clean_leftovers
+from tests.testbed.bed import TestBed, _owner_alive, clean_leftovers
+
+# Each bed keeps its state in its own directory, so two beds up at once (two shells, two CI jobs) never
+# overwrite or delete each other's, as one fixed file in /run did.
+STATE_NAME = "state.json"
+
+
+def _states() -> list[str]:
+    found = []
+    for path in sorted(Path(tempfile.gettempdir()).glob(f"wgmagic-bed-*/{STATE_NAME}")):
+        if _owner_alive(path.parent.name.split("-")[2]):
+            found.append(path.read_text())
+    return found
 
 
 def main(argv: list[str]) -> int:
@@ -16,7 +30,8 @@ def main(argv: list[str]) -> int:
         config = bed.dir / "client.conf"
         config.write_text(bed.client_config())
         config.chmod(0o600)
-        STATE_FILE.write_text(json.dumps({"namespace": bed.ns, "reference": bed.ref_ns, "config": str(config)}))
+        (bed.dir / STATE_NAME).write_text(json.dumps({"namespace": bed.ns, "reference": bed.ref_ns,
+                                                      "config": str(config)}))
         print(f"test bed up: peer namespace {bed.ns}, reference client namespace {bed.ref_ns}")
         print(f"client config: {config}")
         print(f"database: postgresql://app:<password in {bed.dir}/dsn>@db.internal:5432/app")
@@ -29,15 +44,13 @@ def main(argv: list[str]) -> int:
             pass
         finally:
             bed.down()
-            STATE_FILE.unlink(missing_ok=True)
         return 0
     if command == "down":
         removed = clean_leftovers()
-        STATE_FILE.unlink(missing_ok=True)
         print("removed: " + (", ".join(removed) or "nothing"))
         return 0
     if command == "status":
-        print(STATE_FILE.read_text() if STATE_FILE.exists() else "no test bed is up")
+        print("\n".join(_states()) or "no test bed is up")
         return 0
     print("usage: python -m tests.testbed up|down|status", file=sys.stderr)
     return 2

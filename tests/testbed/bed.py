@@ -32,7 +32,6 @@ from tests.testbed.tls import write_ca_and_server_cert
 from wgmagic.wireguard.crypto import generate_keypair as keypair
 
 PREFIX = "wgmt"
-STATE_FILE = Path("/run/wgmagic-testbed.json")
 REPO = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -94,7 +93,7 @@ class TestBed:
         self.dir = Path(tempfile.mkdtemp(prefix=f"wgmagic-bed-{self.id}-"))
         os.chmod(self.dir, 0o755)  # postgres must traverse it
         (self.dir / "owner.pid").write_text(str(os.getpid()))  # clean_leftovers() spares beds in use
-        self.port = free_udp_port()
+        self.port = 0  # the peer's UDP port on the host's loopback: the kernel's choice, read back once it is up
         self.peer_private, self.peer_public = keypair()
         self.clients = [keypair() for _ in range(IDENTITIES)]  # (private, public) per identity
         self.client_private, self.client_public = self.clients[0]
@@ -153,14 +152,24 @@ class TestBed:
         addresses = [client_addresses(k) for k in range(IDENTITIES)]
         for (_, public), (v4, v6) in zip(self.clients, addresses, strict=True):
             peers += ["peer", public, "allowed-ips", f"{v4}/32,{v6}/128"]
+        # First start: listen-port 0, wireguard-go binds a port the kernel picks when the link comes up. A restart
+        # must listen where the clients already send (the port is ours until the old process died).
         run("wg", "set", self.peer_if, "listen-port", str(self.port), "private-key", str(self.dir / "peer.key"),
             *peers, "peer", self.ref_public, "allowed-ips", f"{REF4}/32,{REF6}/128")
         run("ip", "link", "set", self.peer_if, "netns", self.ns)
         run("ip", "link", "set", self.peer_if, "mtu", str(MTU), "up", ns=self.ns)
+        wanted = self.port
+        wait_for(lambda: self._listen_port() not in (0, None) and (not wanted or self._listen_port() == wanted),
+                 10, f"wireguard-go {self.peer_if} to listen on UDP port {wanted or '(any)'} of 127.0.0.1")
+        self.port = self._listen_port() or 0
         for v4, _ in [*addresses, (REF4, REF6)]:
             run("ip", "route", "add", f"{v4}/32", "dev", self.peer_if, ns=self.ns)
         for _, v6 in [*addresses, (REF4, REF6)]:
             run("ip", "-6", "route", "add", f"{v6}/128", "dev", self.peer_if, "src", PEER6, ns=self.ns)
+
+    def _listen_port(self) -> int | None:
+        out = run("wg", "show", self.peer_if, "listen-port", ns=self.ns, check=False).stdout.strip()
+        return int(out) if out.isdigit() else None
 
     def _start_reference(self) -> None:
         process = self._start_wireguard_go(self.ref_if)
@@ -319,15 +328,17 @@ class TestBed:
               target_port: int | None = None, **both: float) -> Iterator[Relay]:
         """A UDP impairment relay in front of the peer; settings apply to both directions unless given apart."""
         settings = {"seed": seed, "up": {**both, **(up or {})}, "down": {**both, **(down or {})}}
-        port = free_udp_port()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        process = subprocess.Popen([sys.executable, "-m", "tests.testbed.relay", str(port),
-                                    str(target_port or self.port),
-                                    json.dumps(settings)], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        process = subprocess.Popen([sys.executable, "-m", "tests.testbed.relay", "0", str(target_port or self.port),
+                                    json.dumps(settings)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, env=env, cwd=REPO)
         assert process.stdout is not None
-        if "ready" not in process.stdout.readline():
-            raise RuntimeError("the impairment relay did not start")
-        relay = Relay(f"127.0.0.1:{port}", process)
+        word, _, port = process.stdout.readline().partition(" ")
+        if word != "ready" or not port.strip().isdigit():
+            process.kill()
+            _, stderr = process.communicate(timeout=10)
+            raise RuntimeError(f"the impairment relay did not start: {stderr.strip() or 'no output'}")
+        relay = Relay(f"127.0.0.1:{port.strip()}", process)
         try:
             yield relay
         finally:

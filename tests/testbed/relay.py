@@ -4,6 +4,8 @@ This kernel has no netem, so the test bed puts this between the client and the p
 its own process so it never competes for the GIL with the code under test.
 
 Usage: python -m tests.testbed.relay LISTEN_PORT TARGET_PORT JSON_SETTINGS
+LISTEN_PORT 0 (what the bed passes): the kernel picks a free port; the first line on stdout is `ready PORT`,
+or the process exits with status 1 and `relay: cannot bind 127.0.0.1:PORT: REASON` on stderr.
 JSON_SETTINGS: {"seed": 1, "up": {...}, "down": {...}} with loss, delay, jitter, reorder, reorder_delay,
 duplicate (probabilities and seconds); "up" is client -> peer.
 """
@@ -49,7 +51,10 @@ def run(listen_port: int, target_port: int, settings: dict) -> None:
     up = Direction(**settings.get("up", {}))
     down = Direction(**settings.get("down", {}))
     client_side = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    client_side.bind(("127.0.0.1", listen_port))
+    try:
+        client_side.bind(("127.0.0.1", listen_port))
+    except OSError as exc:
+        sys.exit(f"relay: cannot bind 127.0.0.1:{listen_port}: {exc.strerror or exc}")
     peer_side = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     peer_side.bind(("127.0.0.1", 0))
     for sock in (client_side, peer_side):
@@ -69,7 +74,7 @@ def run(listen_port: int, target_port: int, settings: dict) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print("ready", flush=True)
+    print("ready", client_side.getsockname()[1], flush=True)
     while not stop:
         now = time.monotonic()
         while queue and queue[0][0] <= now:

@@ -7,13 +7,19 @@
                      then reset the connection (close with SO_LINGER 0: RST)
   http         8080: a tiny HTTP server (for SOCKS tests)
 Port 9009 stays closed on purpose.
-Usage: python -m tests.testbed.services ADDRESS [ADDRESS ...]
+
+Usage: python -m tests.testbed.services [--ephemeral] ADDRESS [ADDRESS ...]
+Inside the bed's own namespace the fixed ports above are the suite's own. On a loopback this machine shares
+(--ephemeral) every service binds port 0 and the kernel picks a free one. Either way the first line on stdout is
+`ready {"ADDRESS": {"bulk": PORT, "echo": PORT, "sink": PORT, "http": PORT, ...}}`; a bind that fails ends the
+process with status 1 and `services: cannot listen on ADDRESS:PORT (NAME): REASON` on stderr.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import socket
 import socketserver
 import struct
@@ -130,24 +136,43 @@ class _HTTPServer6(_HTTPServer):
     address_family = socket.AF_INET6
 
 
-def main(addresses: list[str]) -> None:
+def _listen(address: str, port: int, name: str, family: int) -> socket.socket:
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((address, port))
+        listener.listen(512)
+    except OSError as exc:
+        listener.close()
+        sys.exit(f"services: cannot listen on {address}:{port} ({name}): {exc.strerror or exc}")
+    return listener
+
+
+def main(addresses: list[str], *, ephemeral: bool = False) -> None:
     threads = []
+    ports: dict[str, dict[str, int]] = {}
     for address in addresses:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        chosen = ports.setdefault(address, {})
         for port, handler in HANDLERS.items():
-            listener = socket.socket(family, socket.SOCK_STREAM)
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((address, port))
-            listener.listen(512)
+            name = handler.__name__.lstrip("_")
+            listener = _listen(address, 0 if ephemeral else port, name, family)
+            chosen[name] = listener.getsockname()[1]
             threads.append(threading.Thread(target=_serve, args=(listener, handler), daemon=True))
         server_class = _HTTPServer6 if family == socket.AF_INET6 else _HTTPServer
-        server = server_class((address, HTTP), _Hello)
+        http_port = 0 if ephemeral else HTTP
+        try:
+            server = server_class((address, http_port), _Hello)
+        except OSError as exc:
+            sys.exit(f"services: cannot listen on {address}:{http_port} (http): {exc.strerror or exc}")
+        chosen["http"] = server.server_address[1]
         threads.append(threading.Thread(target=server.serve_forever, daemon=True))
     for thread in threads:
         thread.start()
-    print("ready", flush=True)
+    print("ready", json.dumps(ports), flush=True)
     threading.Event().wait()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    arguments = sys.argv[1:]
+    main([a for a in arguments if a != "--ephemeral"], ephemeral="--ephemeral" in arguments)

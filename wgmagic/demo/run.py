@@ -24,14 +24,6 @@ CLIENT4, CLIENT6 = "198.18.77.2", "fd77:6d61:6769:7700::2"
 NET4, NET6 = "198.18.77.0/24", "fd77:6d61:6769:7700::/64"
 
 
-def _free_udp_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Demo:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -48,13 +40,14 @@ class Demo:
         self.postgres = LocalPostgres().start()
         gateway_private, gateway_public = generate_keypair()
         client_private, client_public = generate_keypair()
-        port = _free_udp_port()
-        gateway_config = (f"[Interface]\nPrivateKey = {gateway_private}\nListenPort = {port}\n"
+        # No ListenPort: the gateway binds a UDP port the kernel picks, and the client config names it.
+        gateway_config = (f"[Interface]\nPrivateKey = {gateway_private}\n"
                           f"Address = {GATEWAY4}/32, {GATEWAY6}/128\n\n"
                           f"[Peer]\nPublicKey = {client_public}\nAllowedIPs = {CLIENT4}/32, {CLIENT6}/128\n")
         self.gateway = Gateway(gateway_config, [parse_expose(f"5432=127.0.0.1:{self.postgres.port}")],
                                {"db.internal.": (ipaddress.ip_address(GATEWAY4), ipaddress.ip_address(GATEWAY6))},
                                name="demo-gateway")
+        port = self.gateway.listen_port
         print(f"demo: WireGuard gateway on 127.0.0.1:{port} exposing the database as db.internal:5432", flush=True)
         client_config = (f"[Interface]\nPrivateKey = {client_private}\nAddress = {CLIENT4}/32, {CLIENT6}/128\n"
                          f"DNS = {GATEWAY4}\n\n[Peer]\nPublicKey = {gateway_public}\nEndpoint = 127.0.0.1:{port}\n"

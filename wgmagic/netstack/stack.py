@@ -18,7 +18,7 @@ from typing import Any
 from wgmagic.netstack.events import EchoReply, IcmpUnreachable, NetstackEvent, TcpAccepted, UdpReadable
 from wgmagic.netstack.tcp.config import TcpConfig
 from wgmagic.netstack.tcp.connection import TcpConnection, reset_for
-from wgmagic.netstack.tcp.listener import TcpListener
+from wgmagic.netstack.tcp.listener import DEFER, TcpListener
 from wgmagic.netstack.wire import icmp
 from wgmagic.netstack.wire.checksum import transport_checksum
 from wgmagic.netstack.wire.ip import (
@@ -42,6 +42,9 @@ MAX_EVENTS = 65536
 SHARED_RECEIVE_BUDGET = 16 * 1024 * 1024
 MIN_CONNECTION_WINDOW = 128 * 1024
 UDP_QUEUE = 256
+# What a listener's `admit` hook may answer besides True (answer the SYN now) and False (refuse it with a
+# reset): hold the SYN unanswered until the listener's owner calls `TcpListener.settle` (a gateway connecting
+# to its local target first, as a forwarder that completes the handshake only once it knows the outcome).
 
 IcmpKind = icmp.IcmpKind
 
@@ -302,10 +305,10 @@ class Stack:
         if listener is not None and (listener.local_ip is None or listener.local_ip.packed == dst):
             local, remote = (_address(dst), dport), (_address(src), sport)
             new = listener.offer(local, remote, segment, now)
+            if new is DEFER:
+                return  # held unanswered until the listener's owner settles it
             if new is not None:
-                self.tcp[(dst, dport, src, sport)] = new
-                self._active.add(new)
-                self._share_window(new)
+                self._adopt((dst, dport, src, sport), new)
                 return
         reset = reset_for((_address(dst), dport), (_address(src), sport), segment)
         if reset is not None:
@@ -382,6 +385,11 @@ class Stack:
         self._active.add(conn)
         self._share_window(conn)
         return conn
+
+    def _adopt(self, key: tuple[bytes, int, bytes, int], conn: Any) -> None:
+        self.tcp[key] = conn
+        self._active.add(conn)
+        self._share_window(conn)
 
     def _share_window(self, conn: Any) -> None:
         cap = max(MIN_CONNECTION_WINDOW, SHARED_RECEIVE_BUDGET // max(1, len(self.tcp)))

@@ -16,9 +16,9 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from wgmagic import platform
 from wgmagic.config import WireGuardConfig, load_config
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from wgmagic.runtime.services.forward import Forward
     from wgmagic.runtime.services.socks import Socks5Server
 
+T = TypeVar("T")
 _names = itertools.count(1)
 # Strong references: an open tunnel runs a thread and holds a socket until close(), referenced or not, so it
 # stays findable (get_tunnel, the one-key check) and the atexit hook still closes it.
@@ -585,6 +586,27 @@ class Tunnel:
             "handshake_rtt": engine.last_handshake_rtt(),
             "icmp_rtt": engine.last_echo[1] if engine.last_echo else None,
         }
+
+    # ---- services on the loop: the public way for wgmagic's own services (the gateway...) to run here -------
+    def call_on_loop(self, fn: Callable[..., T], *args: Any, timeout: float | None = 10.0) -> T:
+        """Run `fn(*args)` on this tunnel's loop thread and return its result, or raise its exception.
+
+        The thread that owns every socket and timer of the tunnel runs `fn`, so `fn` may use `self.engine`;
+        called on that thread itself, it runs `fn` at once. `timeout` is in seconds (None: no limit).
+        Raises TunnelClosedError when the tunnel is closed, TimeoutError when the loop did not run `fn`
+        within `timeout` (it is then cancelled if it had not started).
+        """
+        self._check_open()
+        return self._thread.call(fn, *args, timeout=timeout)
+
+    @property
+    def engine(self) -> Engine:
+        """The tunnel's Engine (WireGuard device, IP stack, UDP socket, event and UDP hooks, `loop`).
+
+        For services that run on the tunnel's loop: touch it only from that thread, inside `call_on_loop` or
+        in a callback the loop runs (`engine.loop.add_reader`, `call_later`...), never from another thread.
+        """
+        return self._engine
 
 
 def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | None = None,
