@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from wgmagic import forward as forward_module
+from wgmagic.runtime.services import forward as forward_module
 from wgmagic.runtime.services.forward import SUN_PATH_MAX, SocketPathError
 from wgmagic.runtime.tunnel import connect
 
