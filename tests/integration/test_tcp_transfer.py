@@ -177,3 +177,41 @@ def test_dns_through_tunnel(tunnel):
     assert {str(a) for a in tunnel.resolve("db")} == {PEER_V4, PEER_V6}  # the search domain
     with pytest.raises(NameNotFoundError, match="not found"):
         tunnel.resolve("nope.internal")
+
+
+def test_dns_truncated_answer_is_asked_again_over_tcp(tunnel):
+    """dnsmasq's big.internal TXT answer does not fit 512 bytes: the resolver retries over TCP (RFC 7766) and
+    gets the whole answer, driven by the stack's events (no polling)."""
+    import asyncio
+    import time as _time
+
+    from wgmagic.netstack.dns import Resolver
+    from wgmagic.runtime.resolver import DnsLookup
+
+    engine = tunnel._engine
+    servers = engine.config.interface.dns_servers
+
+    async def lookup() -> Resolver:
+        resolver = Resolver("big.internal", servers, _time.monotonic(), rdtypes=("TXT",), lifetime=10.0)
+        await asyncio.wait([DnsLookup(engine, resolver).future])
+        return resolver
+
+    resolver = tunnel._thread.run(lookup(), timeout=20)
+    assert resolver.tcp_fallbacks == 1
+    assert resolver.answers and not resolver.answers[-1].truncated and resolver.answers[-1].rcode == "NOERROR"
+    assert isinstance(resolver.error, NameNotFoundError)  # TXT records carry no address
+    assert engine.counters["dns_tcp_fallbacks"] >= 1
+
+
+def test_stats_has_the_documented_shape(tunnel):
+    snap = tunnel.stats()
+    assert set(snap) == {"name", "local_port", "totals", "counters", "device", "device_drops", "stack_drops",
+                         "connections", "tcp", "tcp_connections", "handshake_age", "handshake_rtt", "icmp_rtt"}
+    for key in ("udp_rx_bytes", "wg_tx_packets", "tcp_retransmits", "tcp_srtt", "drops", "drops_by_reason"):
+        assert key in snap["totals"], key
+    assert set(snap["tcp"]) == {"connections", "buffered_bytes", "retransmits"}
+    assert set(snap["device"]) == {"peers", "drops", "cookie_replies_sent"}
+    for conn in snap["tcp_connections"]:
+        assert {"remote", "state", "srtt", "rto", "cwnd", "buffered", "bytes_sent", "bytes_received",
+                "retransmits", "send_window"} <= set(conn)
+    assert all(isinstance(v, int) for v in snap["counters"].values())

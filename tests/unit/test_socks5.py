@@ -3,7 +3,7 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wgmagic.runtime.services.socks import (
+from wgmagic.proto.socks5 import (
     REP_ADDRESS_TYPE_NOT_SUPPORTED,
     REP_COMMAND_NOT_SUPPORTED,
     Connect,
@@ -67,3 +67,10 @@ def test_fuzz_never_raises_and_stays_bounded(chunks, with_auth):
         for action in neg.feed(chunk):
             assert isinstance(action, (Send, Fail, Connect))
         assert len(neg.buffer) <= 1024 + 300
+
+
+def test_postgres_error_response_bytes():
+    from wgmagic.proto.postgres import error_response
+
+    data = error_response("wgmagic: nope")
+    assert data == b"E" + struct.pack("!I", 4 + 37) + b"SFATAL\x00VFATAL\x00C08001\x00Mwgmagic: nope\x00\x00"

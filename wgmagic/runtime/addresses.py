@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
+from typing import Any
+
+from wgmagic.wireguard.allowedips import AllowedIPs
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -78,18 +81,29 @@ def common_prefix_length(a: IPAddress, b: IPAddress, limit: int) -> int:
     return min(shared, limit)
 
 
-def routable(address: IPAddress, allowed_ips: Iterable[IPNetwork]) -> bool:
+def routing_table(allowed_ips: AllowedIPs[Any] | Iterable[IPNetwork]) -> AllowedIPs[Any]:
+    """The AllowedIPs table itself (a device's `dev.allowed_ips`), or one built from a list of prefixes: the
+    check lives in one place, `AllowedIPs.contains` (whitepaper 2.1)."""
+    if isinstance(allowed_ips, AllowedIPs):
+        return allowed_ips
+    table: AllowedIPs[Any] = AllowedIPs()
+    for network in allowed_ips:
+        table.insert(network, True)
+    return table
+
+
+def routable(address: IPAddress, allowed_ips: AllowedIPs[Any] | Iterable[IPNetwork]) -> bool:
     """Whether some AllowedIPs prefix covers the address (WireGuard's cryptokey routing)."""
-    return any(address.version == net.version and address in net for net in allowed_ips)
+    return routing_table(allowed_ips).contains(address)
 
 
 def select_destinations(addresses: Iterable[IPAddress], *, sources: Sequence[IPInterface],
-                        allowed_ips: Iterable[IPNetwork]) -> list[IPAddress]:
+                        allowed_ips: AllowedIPs[Any] | Iterable[IPNetwork]) -> list[IPAddress]:
     """The addresses the tunnel can connect to, best first, families interleaved.
 
     addresses: as resolved (A and AAAA answers, duplicates allowed), in the resolver's order.
     sources: the tunnel's [Interface] Address entries (the candidate source addresses).
-    allowed_ips: the union of the peers' AllowedIPs.
+    allowed_ips: the device's AllowedIPs table (`Device.allowed_ips`), or the union of the peers' prefixes.
     Returns a new list without duplicates; empty when none is usable (the caller says "no route").
 
     RFC 6724 section 6 rules that apply to a tunnel: 1 (avoid unusable destinations: no route or no source
@@ -99,7 +113,7 @@ def select_destinations(addresses: Iterable[IPAddress], *, sources: Sequence[IPI
     in a tunnel's fixed addresses. Then RFC 8305 section 4: the first address's family leads and the two
     families alternate.
     """
-    networks = list(allowed_ips)
+    table = routing_table(allowed_ips)
     source_of: dict[int, IPInterface] = {}
     for interface in sources:
         source_of.setdefault(interface.version, interface)
@@ -109,7 +123,7 @@ def select_destinations(addresses: Iterable[IPAddress], *, sources: Sequence[IPI
         if address in seen:
             continue
         seen.add(address)
-        if address.version in source_of and routable(address, networks):
+        if address.version in source_of and table.contains(address):
             usable.append(address)
 
     def key(item: tuple[int, IPAddress]) -> tuple[int, ...]:
@@ -153,15 +167,15 @@ def interleave_families(ranked: Sequence[IPAddress]) -> list[IPAddress]:
 
 
 def describe_no_route(name: str, addresses: Sequence[IPAddress], *, sources: Sequence[IPInterface],
-                      allowed_ips: Iterable[IPNetwork]) -> str:
+                      allowed_ips: AllowedIPs[Any] | Iterable[IPNetwork]) -> str:
     """Why none of `addresses` can be reached through the tunnel, for a NoRouteError."""
-    networks = list(allowed_ips)
+    table = routing_table(allowed_ips)
     families = {s.version for s in sources}
     reasons = []
     for address in addresses:
         if address.version not in families:
             reasons.append(f"{address}: the [Interface] has no IPv{address.version} Address")
-        elif not routable(address, networks):
+        elif not table.contains(address):
             reasons.append(f"{address}: not inside any peer's AllowedIPs")
     shown = "; ".join(reasons) or "it has no addresses"
     literal = [str(a) for a in addresses] == [name]

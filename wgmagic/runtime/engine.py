@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,16 +19,21 @@ from typing import Any
 
 from wgmagic.config import WireGuardConfig
 from wgmagic.errors import (
-    DNSTimeoutError,
     HandshakeTimeoutError,
-    NameNotFoundError,
     NoRouteError,
     TunnelClosedError,
 )
+from wgmagic.netstack.events import EchoReply, NetstackEvent, TcpClosed, TcpEvent, UdpReadable
 from wgmagic.netstack.stack import Stack
-from wgmagic.runtime.streams import StreamBuffers
 from wgmagic.runtime.transport import UdpTransport
+from wgmagic.wireguard.allowedips import AllowedIPs
 from wgmagic.wireguard.device import Device
+from wgmagic.wireguard.events import (
+    HandshakeAttemptsExhausted,
+    HandshakeCompleted,
+    PeerEndpointChanged,
+    WireGuardEvent,
+)
 from wgmagic.wireguard.timers import Timers
 
 
@@ -72,13 +76,17 @@ class Engine:
         self.transport = UdpTransport(loop, config.interface.listen_port or 0, self.device.receive_datagram,
                                       self.pump, self._endpoint_refused, self.counters)
         self._timer: asyncio.TimerHandle | None = None
+        self._pump_handle: asyncio.Handle | None = None  # the pump pump_soon scheduled
+        self._pumping = False
+        self._pump_again = False
         self._timer_deadline: float | None = None
         self._echo_waiters: dict[tuple[bytes, int, int], asyncio.Future[float]] = {}
         self.event_handlers: list[Callable[[object], bool]] = []
         self.udp_handlers: dict[int, Callable[[Any], None]] = {}  # id(stack UDP socket) -> reader (gateway DNS)
-        # id(TcpConnection) -> what consumes its events: a socket's StreamBuffers, or a forward's relay.
+        # id(TcpConnection) -> what consumes its events (tcp_event(event), forget_after_close(), loop_failed(error),
+        # conn): a forward's relay, a connection attempt, a DNS lookup's TCP stream.
         self.streams: dict[int, Any] = {}
-        self._udp_waiters: dict[int, tuple[Any, Any, asyncio.Future[bytes]]] = {}
+        self.lookups: set[Any] = set()  # DNS lookups under way (wgmagic.runtime.resolver.DnsLookup)
         self._dns_cache: dict[str, tuple[float, tuple[Any, ...]]] = {}
         self.closed = False
         self.started_at = time.monotonic()
@@ -99,10 +107,17 @@ class Engine:
     def close(self) -> None:
         if self.closed:
             return
+        if self._pump_handle is not None:  # what was queued (a forward's resets) leaves before the socket closes
+            self._pump_handle.cancel()
+            self._pump_handle = None
+            self.pump()
         self.closed = True
         self.metrics.stop()
         if self._timer:
             self._timer.cancel()
+        if self._pump_handle is not None:
+            self._pump_handle.cancel()
+            self._pump_handle = None
         for fut in list(self._echo_waiters.values()):
             if not fut.done():
                 fut.set_exception(TunnelClosedError("the tunnel was closed"))
@@ -112,6 +127,8 @@ class Engine:
                 if not fut.done():
                     fut.set_exception(TunnelClosedError("the tunnel was closed"))
         closed_error = TunnelClosedError("the tunnel was closed")
+        for lookup in list(self.lookups):
+            lookup.fail(closed_error)
         for buffers in list(self.streams.values()):
             buffers.loop_failed(closed_error)
         self.streams.clear()
@@ -132,39 +149,68 @@ class Engine:
 
     # ---- the hot path: transport.receive -> device -> stack -> device -> transport.send ---------------
     def pump(self, now: float | None = None) -> None:
-        """Move everything that is ready between the device, the stack and the socket."""
+        """Move everything that is ready between the device, the stack and the socket.
+
+        Events are delivered in the round that produced them, and what their handlers queue leaves in the
+        same pump. Never re-entered: a call from inside (a handler sending) makes the running pump go round
+        once more instead. Callers outside the hot path use `pump_soon`."""
         if self.closed:
+            return
+        if self._pumping:
+            self._pump_again = True
             return
         if now is None:
             now = time.monotonic()
         device, stack = self.device, self.stack
-        for _ in range(64):
-            moved = False
-            packets = device.packets_received()
-            if packets:
-                moved = True
-                if self.tap is not None:
-                    self.tap.inner(packets, True, now)
-                for packet in packets:
-                    stack.receive_packet(packet, now)
-            self._dispatch(device.events(), stack.events())
-            outgoing = stack.packets_to_send(now)
-            if outgoing:
-                moved = True
-                if self.tap is not None:
-                    self.tap.inner(outgoing, False, now)
-                for packet in outgoing:
-                    if not device.send_packet(packet, now):
-                        self.counters["no_route"] += 1
-            datagrams = device.datagrams_to_send()
-            if datagrams:
-                moved = True
-                if self.tap is not None:
-                    self.tap.outer_sent(datagrams, now)
-                self.transport.send(datagrams)
-            if not moved:
-                break
+        self._pumping = True
+        try:
+            for _ in range(64):
+                self._pump_again = False
+                moved = False
+                packets = device.packets_received()
+                if packets:
+                    moved = True
+                    if self.tap is not None:
+                        self.tap.inner(packets, True, now)
+                    for packet in packets:
+                        stack.receive_packet(packet, now)
+                self._dispatch(device.events(), stack.events())
+                outgoing = stack.packets_to_send(now)
+                if outgoing:
+                    moved = True
+                    if self.tap is not None:
+                        self.tap.inner(outgoing, False, now)
+                    for packet in outgoing:
+                        if not device.send_packet(packet, now):
+                            self.counters["no_route"] += 1
+                datagrams = device.datagrams_to_send()
+                if datagrams:
+                    moved = True
+                    if self.tap is not None:
+                        self.tap.outer_sent(datagrams, now)
+                    self.transport.send(datagrams)
+                if not moved and not self._pump_again:
+                    break
+            else:
+                self._pump_again = True  # 64 rounds still moving: let the loop serve others, then go on
+        finally:
+            self._pumping = False
+        if self._pump_again:
+            self._pump_again = False
+            self.pump_soon()
         self._reschedule()
+
+    def pump_soon(self) -> None:
+        """Schedule one pump for this loop turn (as aioquic's `_transmit_soon`): however many connections
+        were touched, they send together. Inside a running pump, that pump goes round once more."""
+        if self._pumping:
+            self._pump_again = True
+        elif self._pump_handle is None and not self.closed:
+            self._pump_handle = self.loop.call_soon(self._scheduled_pump)
+
+    def _scheduled_pump(self) -> None:
+        self._pump_handle = None
+        self.pump()
 
     def _reschedule(self) -> None:
         deadline = self.device.next_timer()
@@ -222,61 +268,64 @@ class Engine:
             self.device.handle_timers(now)
 
     # ---- events ---------------------------------------------------------------------------------------
-    def _dispatch(self, device_events: list[object], stack_events: list[object]) -> None:
+    def _dispatch(self, device_events: list[WireGuardEvent], stack_events: list[NetstackEvent]) -> None:
+        """Hand each event to whoever waits for it, in the round that produced it; counted per class as
+        `event_<ClassName>` (device events)."""
+        counters = self.counters
         for event in device_events:
-            kind = type(event).__name__
-            self.counters[f"event_{kind}"] += 1
-            peer = self.peers.get(getattr(event, "peer_public_key", b""))
+            counters[f"event_{type(event).__name__}"] += 1
+            peer = self.peers.get(event.peer_public_key)
             if peer is None:
                 continue
-            if kind == "HandshakeCompleted":
+            if isinstance(event, HandshakeCompleted):
                 peer.handshakes += 1
                 peer.endpoint_refused = False
-                rtt = getattr(event, "rtt", None)
-                if rtt is not None:
-                    peer.last_handshake_rtt = rtt
+                if event.rtt is not None:
+                    peer.last_handshake_rtt = event.rtt
                 for fut in peer.handshake_waiters:
                     if not fut.done():
-                        fut.set_result(rtt)
+                        fut.set_result(event.rtt)
                 peer.handshake_waiters.clear()
-            elif kind == "HandshakeAttemptsExhausted":
+            elif isinstance(event, HandshakeAttemptsExhausted):
                 peer.attempts_exhausted += 1
                 error = HandshakeTimeoutError(self.describe_no_handshake(peer))
                 for fut in peer.handshake_waiters:
                     if not fut.done():
                         fut.set_exception(error)
                 peer.handshake_waiters.clear()
-            elif kind == "PeerEndpointChanged":
-                peer.resolved_endpoint = event.endpoint  # type: ignore[attr-defined]
+            elif isinstance(event, PeerEndpointChanged):
+                peer.resolved_endpoint = event.endpoint
+        streams = self.streams
         for event in stack_events:
-            kind = type(event).__name__
-            if kind == "UdpReadable":
-                self._udp_readable(event.sock)  # type: ignore[attr-defined]
+            if isinstance(event, TcpEvent):
+                handler = streams.get(id(event.conn))
+                if handler is not None:
+                    self._stream_event(event, handler)
+                    continue
+            elif isinstance(event, UdpReadable):
+                self._udp_readable(event.sock)
                 continue
-            if kind == "EchoReply":
-                key = (event.src.packed if hasattr(event.src, "packed") else bytes(event.src),  # type: ignore[attr-defined]
-                       event.ident, event.seq)  # type: ignore[attr-defined]
-                fut = self._echo_waiters.pop(key, None)
-                answered = time.monotonic()
-                sent = self._echo_sent.pop(key, None)
-                if sent is not None:
-                    self.last_echo = (answered, answered - sent)
-                if fut is not None and not fut.done():
-                    fut.set_result(answered)
+            elif isinstance(event, EchoReply):
+                self._echo_reply(event)
                 continue
-            conn = getattr(event, "conn", None)
-            buffers = self.streams.get(id(conn)) if conn is not None else None
-            if buffers is not None:
-                self._stream_event(kind, event, buffers)
-                continue
-            for handler in self.event_handlers:
-                if handler(event):
+            for other in self.event_handlers:
+                if other(event):
                     break
 
-    def _stream_event(self, kind: str, event: Any, handler: Any) -> None:
-        handler.tcp_event(kind, event)
+    def _echo_reply(self, event: EchoReply) -> None:
+        key = (event.src.packed, event.ident, event.seq)
+        fut = self._echo_waiters.pop(key, None)
+        answered = time.monotonic()
+        sent = self._echo_sent.pop(key, None)
+        if sent is not None:
+            self.last_echo = (answered, answered - sent)
+        if fut is not None and not fut.done():
+            fut.set_result(answered)
+
+    def _stream_event(self, event: TcpEvent, handler: Any) -> None:
+        handler.tcp_event(event)
         self.stack.wake(handler.conn)
-        if kind == "TcpClosed" and handler.forget_after_close():
+        if isinstance(event, TcpClosed) and handler.forget_after_close():
             self.streams.pop(id(handler.conn), None)
 
     def describe_no_handshake(self, peer: PeerRuntime) -> str:
@@ -319,22 +368,13 @@ class Engine:
             self.loop.call_soon_threadsafe(fn, *args)
 
     def pump_conn(self, conn: Any, now: float | None = None) -> None:
-        """After the user side touched a connection (sent, read, closed): send what it now has to say."""
+        """After the user side touched a connection (sent, read, closed): it sends what it now has to say in
+        this loop turn's pump (`pump_soon`). `now` is accepted for compatibility and unused."""
         self.stack.wake(conn)
-        self.pump(now)
+        self.pump_soon()
 
     def register_stream(self, conn: Any, handler: Any) -> None:
         self.streams[id(conn)] = handler
-
-    def open_stream(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, timeout: float,
-                    label: str) -> StreamBuffers:
-        now = time.monotonic()
-        conn = self.stack.tcp_connect(address, port, now, timeout=timeout)
-        buffers = StreamBuffers(conn, self.post, label)
-        buffers.on_update = lambda: self.pump_conn(conn)
-        self.streams[id(conn)] = buffers
-        self.pump(now)
-        return buffers
 
     def check_route(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
         """Raise NoRouteError unless some peer's AllowedIPs cover the address (cryptokey routing) and the
@@ -343,12 +383,14 @@ class Engine:
             raise self.no_route(str(address), [address])
 
     @property
-    def allowed_ips(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        return [net for peer in self.config.peers for net in peer.allowed_ips]
+    def allowed_ips(self) -> AllowedIPs[Any]:
+        """The device's cryptokey routing table (whitepaper 2.1): the one place AllowedIPs are checked."""
+        return self.device.allowed_ips
 
     def select_addresses(self, addresses: list[Any]) -> list[Any]:
         """The addresses this tunnel can reach, in connection order (RFC 6724 section 6, RFC 8305 section 4);
-        see wgmagic.runtime.addresses.select_destinations. Pure: safe from any thread."""
+        see wgmagic.runtime.addresses.select_destinations. Safe from any thread: it reads the device's
+        AllowedIPs table, which is fixed once the tunnel is up."""
         from wgmagic.runtime.addresses import select_destinations
 
         return select_destinations(addresses, sources=self.config.interface.addresses,
@@ -364,7 +406,7 @@ class Engine:
         """Totals over live connections, plus what the runtime's socket buffers hold for them."""
         conns = list(self.stack.tcp.values())
         buffered = sum(c.stats()["buffered"] for c in conns)
-        buffered += sum(len(h.rbuf) + len(h.wbuf) for h in self.streams.values() if hasattr(h, "rbuf"))
+        buffered += sum(len(getattr(h, "pending", b"")) for h in self.streams.values())  # relays' tunnel->local
         return {"connections": len(conns), "buffered_bytes": buffered,
                 "retransmits": sum(c.retransmits for c in conns) + self.stack.counters["tcp_retransmits_closed"]}
 
@@ -407,117 +449,40 @@ class Engine:
                 return True
         return False
 
-    async def resolve_async(self, name: str, timeout: float = 2.0, attempts: int = 2) -> list[Any]:
-        """Resolve through the tunnel's DNS servers: A then AAAA, search domains, TCP when truncated."""
-        from wgmagic.netstack import dns as stub
+    async def resolve_async(self, name: str, timeout: float = 2.0, attempts: int = 2,
+                            lifetime: float | None = None) -> list[Any]:
+        """Resolve through the tunnel's DNS servers (a `wgmagic.netstack.dns.Resolver`: search domains, A then
+        AAAA, the servers in turn, TCP when truncated). timeout: seconds a query waits before the next server;
+        lifetime: seconds for the whole resolution (None: bounded by the retries alone). Answers are cached
+        for CACHE_TTL seconds. Raises NameNotFoundError, DNSTimeoutError, TunnelClosedError."""
+        from wgmagic.netstack.dns import CACHE_TTL, Resolver
+        from wgmagic.runtime.resolver import DnsLookup
 
-        interface = self.config.interface
-        if not interface.dns_servers:
-            raise NameNotFoundError(f"cannot resolve {name!r}: the config has no DNS = server for the tunnel")
         cached = self._dns_cache.get(name)
         if cached and cached[0] > time.monotonic():
             return list(cached[1])
-        failures: list[str] = []
-        for candidate in stub.candidates(name, interface.dns_search):
-            found: list[Any] = []
-            nxdomain = False
-            for rdtype in ("A", "AAAA"):
-                answer = await self._dns_query(candidate, rdtype, timeout, attempts)
-                if answer is None:
-                    failures.append("timeout")
-                    continue
-                if answer.rcode == "NXDOMAIN":
-                    nxdomain = True
-                    break
-                if answer.rcode != "NOERROR":
-                    failures.append(answer.rcode)
-                found.extend(answer.addresses)
-            if found:
-                self._dns_cache[name] = (time.monotonic() + 30.0, tuple(found))
-                if len(self._dns_cache) > 256:
-                    self._dns_cache.pop(next(iter(self._dns_cache)))
-                return found
-            if nxdomain:
-                continue
-        servers = ", ".join(str(s) for s in interface.dns_servers)
-        if failures and all(f == "timeout" for f in failures):
-            raise DNSTimeoutError(f"the tunnel's DNS server ({servers}) did not answer for {name!r}; "
-                                  "check that DNS = is inside the peer's AllowedIPs and the server runs")
-        raise NameNotFoundError(f"{name!r} not found by the tunnel's DNS ({servers})")
-
-    async def _dns_query(self, name: str, rdtype: str, timeout: float, attempts: int) -> Any:
-        from wgmagic.netstack import dns as stub
-
-        for attempt in range(attempts):
-            for server in self.config.interface.dns_servers:
-                query_id = int.from_bytes(os.urandom(2), "big")
-                try:
-                    sock = self.stack.udp_open(family=server.version)
-                except OSError:
-                    continue
-                waiter: asyncio.Future[bytes] = self.loop.create_future()
-                self._udp_waiters[id(sock)] = (sock, server, waiter)
-                try:
-                    sock.sendto(stub.build_query(name, rdtype, query_id), (server, 53), time.monotonic())
-                    self.pump()
-                    try:
-                        data = await asyncio.wait_for(waiter, timeout * (attempt + 1))
-                    except asyncio.TimeoutError:
-                        continue
-                finally:
-                    self._udp_waiters.pop(id(sock), None)
-                    sock.close()
-                answer = stub.parse_answer(data)
-                if answer is None or answer.query_id != query_id or answer.question != name.lower():
-                    self.counters["dns_mismatched"] += 1
-                    continue
-                if answer.truncated:
-                    answer = await self._dns_query_tcp(server, name, rdtype, timeout) or answer
-                return answer
-        return None
-
-    async def _dns_query_tcp(self, server: Any, name: str, rdtype: str, timeout: float) -> Any:
-        from wgmagic.netstack import dns as stub
-
-        buffers = self.open_stream(server, 53, timeout, f"DNS {server}:53")
+        interface = self.config.interface
+        resolver = Resolver(name, interface.dns_servers, time.monotonic(), search=interface.dns_search,
+                            timeout=timeout, attempts=attempts, lifetime=lifetime)
+        lookup = DnsLookup(self, resolver)
+        if not lookup.cleaned:
+            self.lookups.add(lookup)
         try:
-            deadline = time.monotonic() + timeout
-            while not buffers.connected.is_set():
-                if time.monotonic() > deadline:
-                    return None
-                await asyncio.sleep(0.01)
-            if buffers.error is not None:
-                return None
-            query_id = int.from_bytes(os.urandom(2), "big")
-            buffers.wbuf += stub.frame_tcp(stub.build_query(name, rdtype, query_id))
-            buffers.loop_push()
-            self.pump_conn(buffers.conn)
-            while time.monotonic() < deadline:
-                message = stub.unframe_tcp(bytes(buffers.rbuf))
-                if message is not None:
-                    return stub.parse_answer(message)
-                if buffers.eof:
-                    return None
-                await asyncio.sleep(0.01)
-            return None
+            found = await lookup.future
         finally:
-            buffers.request_close()
+            lookup.cancel()
+        self._dns_cache[name] = (time.monotonic() + CACHE_TTL, tuple(found))
+        if len(self._dns_cache) > 256:
+            self._dns_cache.pop(next(iter(self._dns_cache)))
+        return list(found)
 
     def _udp_readable(self, sock: Any) -> None:
         handler = self.udp_handlers.get(id(sock))
         if handler is not None:
             handler(sock)
             return
-        entry = self._udp_waiters.get(id(sock))
-        while True:
-            item = sock.recvfrom()
-            if item is None:
-                return
-            data, (source, port) = item
-            if entry is None or source != entry[1] or port != 53 or entry[2].done():
-                self.counters["dns_unexpected_source"] += 1
-                continue
-            entry[2].set_result(data)
+        while sock.recvfrom() is not None:  # a socket whose reader is gone (a finished lookup's)
+            self.counters["dns_unexpected_source"] += 1
 
     def send_echo(self, dst: ipaddress.IPv4Address | ipaddress.IPv6Address, ident: int, seq: int,
                   payload: bytes) -> asyncio.Future[float]:

@@ -10,6 +10,8 @@ import time
 from collections import deque
 from typing import Any
 
+from wgmagic.netstack.tcp.state import TcpState
+
 SAMPLE_INTERVAL = 0.1  # seconds: about 10 samples a second
 HISTORY_SECONDS = 600.0  # the ring holds the last 10 minutes
 
@@ -20,7 +22,7 @@ def totals(engine: Any) -> dict[str, Any]:
     peers = device_stats["peers"].values()
     stack = engine.stack
     conns = list(stack.tcp.values())
-    established = [c for c in conns if c.state == "ESTABLISHED"]
+    established = [c for c in conns if c.state is TcpState.ESTABLISHED]
     srtts = [c.srtt for c in established if c.srtt is not None]
     drops = {f"wireguard.{k}": v for k, v in device_stats["drops"].items()}
     drops.update({f"ip.{k}": v for k, v in stack.drops.items()})

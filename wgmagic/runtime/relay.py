@@ -25,6 +25,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from wgmagic.netstack.events import TcpClosed, TcpConnected, TcpEvent, TcpReadable, TcpWritable
+from wgmagic.netstack.tcp.state import TcpState
+
 CHUNK = 256 * 1024
 CONNECTION_ATTEMPT_DELAY = 0.25  # seconds; RFC 8305 section 8's recommended default
 RESET_DRAIN_PATIENCE = 10.0  # seconds without progress after which a reset no longer waits for the client
@@ -69,8 +72,8 @@ class _Attempt:
         self.conn = conn
         self.index = index
 
-    def tcp_event(self, kind: str, event: Any) -> None:
-        self.owner._attempt_event(self, kind, event)
+    def tcp_event(self, event: TcpEvent) -> None:
+        self.owner._attempt_event(self, event)
 
     def forget_after_close(self) -> bool:
         return True
@@ -132,18 +135,18 @@ class HappyEyeballs:
         if not self.done and not self.attempts:
             self._give_up(None)
 
-    def _attempt_event(self, attempt: _Attempt, kind: str, event: Any) -> None:
+    def _attempt_event(self, attempt: _Attempt, event: TcpEvent) -> None:
         if attempt not in self.attempts:
             return
-        if kind == "TcpConnected":
+        if isinstance(event, TcpConnected):
             self.done = True
             self.winner = attempt.conn
             self._cancel_others(keep=attempt)
             self.engine.streams.pop(id(attempt.conn), None)
             self.on_connected(attempt.conn)
-        elif kind == "TcpClosed":
+        elif isinstance(event, TcpClosed):
             self.attempts.remove(attempt)
-            error = getattr(event, "error", None) or ConnectionResetError(errno.ECONNRESET, "connection closed")
+            error = event.error or ConnectionResetError(errno.ECONNRESET, "connection closed")
             self.errors.append((attempt.index, error))
             if not self.done:
                 self._start_next()
@@ -207,21 +210,22 @@ class SocketRelay:
         local.setblocking(False)
         engine.register_stream(conn, self)
         if connected:  # HappyEyeballs already saw TcpConnected
-            self.tcp_event("TcpConnected", None)
+            self.tcp_event(TcpConnected(conn))
 
     # ---- engine interface ------------------------------------------------------------------------------
-    def tcp_event(self, kind: str, event: Any) -> None:
-        if kind == "TcpConnected":
+    def tcp_event(self, event: TcpEvent) -> None:
+        """An event of the stack for this relay's connection (loop thread)."""
+        if isinstance(event, TcpReadable):
+            self._pull_remote()
+        elif isinstance(event, TcpWritable):
+            self._read_local(True)
+        elif isinstance(event, TcpConnected):
             self.connected = True
             if self.on_connected:
                 self.on_connected(self)
             self._read_local(True)
-        elif kind == "TcpReadable":
-            self._pull_remote()
-        elif kind == "TcpWritable":
-            self._read_local(True)
-        elif kind == "TcpClosed":
-            error = getattr(event, "error", None)
+        elif isinstance(event, TcpClosed):
+            error = event.error
             if error is not None and not self.connected and self.on_failed:
                 self.on_failed(self, error)
             if error is not None and self.connected:
@@ -370,7 +374,7 @@ class SocketRelay:
         else:
             with contextlib.suppress(OSError):
                 self.local.close()
-        if self.conn.state not in ("CLOSED", "TIME_WAIT"):
+        if self.conn.state not in (TcpState.CLOSED, TcpState.TIME_WAIT):
             self.conn.close(time.monotonic())
         self.engine.streams.pop(id(self.conn), None)
         if self.on_done:

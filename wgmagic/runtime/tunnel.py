@@ -624,12 +624,52 @@ class Tunnel:
 
     def resolve(self, name: str, timeout: float = 5.0) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
         """Resolve a name through the tunnel's DNS servers (never the host's resolver): the A answers, then
-        the AAAA answers. What a connection tries, and in which order, is resolve_addresses'."""
+        the AAAA answers. What a connection tries, and in which order, is resolve_addresses'.
+
+        timeout: seconds for the whole resolution (search domains, retries and a TCP retry included; each
+        query waits up to 2 s, then the next server is asked, RFC 1035 4.2.1 / resolv.conf's rotation).
+        Raises NameNotFoundError (NXDOMAIN or no A/AAAA records), DNSTimeoutError (no answer within
+        `timeout`), TunnelClosedError."""
         self._check_open()
-        return self._thread.run(self._engine.resolve_async(name), timeout=timeout * 4 + 5)
+        return self._thread.run(self._engine.resolve_async(name, lifetime=timeout), timeout=timeout + 5)
 
     # ---- introspection ------------------------------------------------------------------------------------
     def stats(self) -> dict[str, object]:
+        """A snapshot of the tunnel, taken on its loop thread: a new plain dict (JSON-serialisable but for the
+        `endpoint` tuples), safe to keep. Raises TunnelClosedError once closed.
+
+        Times are seconds: durations are floats, points in time (`last_*`, `session_created`) are
+        `time.monotonic()` readings. Byte and packet counts are ints since the tunnel started.
+
+        - "name": str, the tunnel's name; "local_port": int, the UDP port its WireGuard socket is bound to.
+        - "totals": dict[str, int | float | None | dict], the counters `history()` samples
+          (`wgmagic.runtime.metrics.totals`): "udp_rx_bytes", "udp_tx_bytes", "udp_rx_datagrams",
+          "udp_tx_datagrams" (the outer UDP socket); "wg_rx_bytes", "wg_tx_bytes", "wg_rx_packets",
+          "wg_tx_packets" (WireGuard transport data, all peers); "handshakes", "rekeys",
+          "handshake_initiations_sent", "keepalives_sent"; "ip_packets_in", "ip_packets_out" (inner IP);
+          "tcp_bytes_in", "tcp_bytes_out", "tcp_retransmits" (closed connections included);
+          "tcp_connections", "tcp_established" (live now); "tcp_srtt" (float seconds, mean over established
+          connections, or None); "drops" (int, all reasons) and "drops_by_reason" (dict[str, int], keys
+          "wireguard.<reason>" and "ip.<reason>").
+        - "counters": dict[str, int], the runtime's own counters (e.g. "udp_rx_bytes", "no_route",
+          "event_<ClassName>" per device event, "dns_mismatched", "dns_unexpected_source",
+          "dns_tcp_fallbacks"); a key appears once its count is non-zero.
+        - "device": the WireGuard device's `Device.stats()`: {"peers": {public key base64: {"endpoint":
+          (host, port) | None, "last_handshake", "last_receive", "last_send": float | None, "rx_bytes",
+          "tx_bytes", "rx_packets", "tx_packets", "handshakes", "rekeys", "handshake_initiations_sent",
+          "keepalives_sent", "staged": int, "session_age": None, "session_created": float (only while a
+          session exists)}}, "drops": dict[str, int], "cookie_replies_sent": int}.
+        - "device_drops", "stack_drops": dict[str, int], packets dropped by reason (WireGuard; inner IP/TCP).
+        - "connections": int, tunnel TCP connections the runtime is relaying or opening now.
+        - "tcp": {"connections": int (live in the stack), "buffered_bytes": int (in TCP buffers and relays),
+          "retransmits": int (closed connections included)}.
+        - "tcp_connections": list of dicts, one per live connection: "remote" ("ip:port"), "state" (a
+          `TcpState`, a str: "ESTABLISHED", ...), "srtt", "rto" (float seconds | None), "cwnd", "send_window",
+          "buffered" (bytes), "bytes_sent", "bytes_received", "retransmits" (int).
+        - "handshake_age": float seconds since the newest handshake with any peer, or None.
+        - "handshake_rtt": float seconds of the newest handshake we initiated, or None.
+        - "icmp_rtt": float seconds of the newest answered ping, or None.
+        """
         self._check_open()
         return self._thread.call(self._snapshot)
 

@@ -22,6 +22,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from wgmagic.proto.postgres import error_response as postgres_error_response
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
 
 BACKLOG = 256
@@ -51,12 +52,6 @@ def _short_private_directory(socket_name: str) -> str | None:
         except OSError:
             continue
     return None
-
-
-def postgres_error_response(message: str) -> bytes:
-    """A protocol-3 ErrorResponse (FATAL, SQLSTATE 08001) that libpq reports as the connection's error."""
-    fields = b"SFATAL\x00VFATAL\x00C08001\x00M" + message.encode("utf-8", "replace") + b"\x00\x00"
-    return b"E" + (len(fields) + 4).to_bytes(4, "big") + fields
 
 
 @dataclass
