@@ -3,6 +3,7 @@ stops when closed or when the tunnel goes down (issue 6)."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -30,12 +31,26 @@ def _wait(predicate, timeout: float = 10.0) -> bool:
     return predicate()
 
 
-def test_dashboard_moves_while_a_query_blocks_then_pauses_and_stops(shell):
+def test_dashboard_moves_while_a_query_blocks_then_pauses_and_stops(shell, testbed):
     dash = shell.run_cell("%wg diag --window 1m").result
     assert _wait(lambda: dash.redraws >= 2)
+    assert shell.run_cell("%%wgsql {dash_dsn} --alias dash\nSELECT 1").success
     before = dash.redraws
-    assert shell.run_cell("%%wgsql {dash_dsn} --alias dash\nSELECT pg_sleep(2)").success  # the main thread waits
-    assert dash.redraws >= before + 2, "the dashboard froze while a query ran"
+    # The main thread blocks in a query that only ends early if the dashboard draws twice meanwhile: a watcher
+    # cancels it on the server then. A frozen dashboard lets it run its full minute. No clock is asserted.
+    moved = threading.Event()
+
+    def watch() -> None:
+        if _wait(lambda: dash.redraws >= before + 2, timeout=55):
+            moved.set()
+            testbed.psql_admin("SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+                               "WHERE query LIKE 'SELECT pg_sleep(60)%'", database="app")
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    shell.run_cell("%%wgsql {dash_dsn} --alias dash\nSELECT pg_sleep(60)")  # cancelled: the cell reports it
+    watcher.join()
+    assert moved.is_set(), "the dashboard froze while a query ran"
     assert dash.latency_plot.value[:8] == b"\x89PNG\r\n\x1a\n"
     dash.pause.value = True
     time.sleep(dash.interval * 2)
@@ -67,4 +82,4 @@ def test_static_plot_and_history(shell, tmp_path):
 
     history = pd.DataFrame(wgmagic.get_tunnel("dash").history())
     assert {"time", "rx_bytes_per_s", "tx_bytes_per_s", "handshake_rtt", "tcp_srtt"} <= set(history.columns)
-    assert len(history) >= 3
+    assert _wait(lambda: len(wgmagic.get_tunnel("dash").history()) >= 3)
