@@ -117,7 +117,8 @@ def _show_status_until(stopping: threading.Event, status_line: Callable[[], str]
 def _cmd_up(args: argparse.Namespace) -> int:
     from wgmagic.runtime.tunnel import connect
 
-    tunnel = connect(args.config, timeout=args.handshake_timeout, timers=timers_from_environment())
+    tunnel = connect(args.config, timeout=args.handshake_timeout, timers=timers_from_environment(),
+                     via=getattr(args, "via", None), via_ca=getattr(args, "via_ca", None))
     stopping = _stop_on_signals()
     try:
         for spec in args.local:
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run a SOCKS5 proxy on this local port (repeatable)")
     up.add_argument("-q", "--quiet", action="store_true", help="no live status line")
     up.add_argument("--handshake-timeout", type=float, default=10.0)
+    _add_via_arguments(up)
     up.set_defaults(func=_cmd_up)
 
     resolve = sub.add_parser("resolve", help="resolve a name through the tunnel's DNS")
@@ -201,7 +203,27 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--name", action="append", default=[], metavar="NAME=ADDR[,ADDR]",
                          help="answer DNS for NAME on the tunnel addresses (repeatable)")
     gateway.add_argument("-q", "--quiet", action="store_true", help="no live status line")
+    gateway.add_argument("--websocket", metavar="[ADDR:]PORT",
+                         help="also accept WireGuard over WebSocket here (for clients whose UDP is blocked; "
+                         "ADDR defaults to 127.0.0.1, PORT 0 picks a free one)")
+    gateway.add_argument("--tls-cert", help="with --websocket: serve wss:// with this certificate (PEM)")
+    gateway.add_argument("--tls-key", help="with --websocket: the certificate's private key (PEM)")
+    gateway.add_argument("--path", default="/wg", help="with --websocket: the URL path (default /wg)")
     gateway.set_defaults(func=_cmd_gateway)
+
+    relay = sub.add_parser("relay", help="accept WireGuard over WebSocket and relay it to a WireGuard server's "
+                           "UDP port (rootless; next to kernel WireGuard, wireguard-go or wgmagic gateway)")
+    relay.add_argument("--listen", required=True, metavar="[ADDR:]PORT",
+                       help="where to accept WebSocket clients (ADDR defaults to 127.0.0.1; 0.0.0.0 for all)")
+    relay.add_argument("--to", required=True, metavar="HOST:PORT", help="the WireGuard server's UDP port (the "
+                       "only place this relay ever sends to)")
+    relay.add_argument("--tls-cert", help="serve wss:// with this certificate (PEM)")
+    relay.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    relay.add_argument("--path", default="/wg", help="the URL path clients use (default /wg)")
+    relay.add_argument("--max-clients", type=int, default=1024, help="clients at once (default 1024)")
+    relay.add_argument("--idle-timeout", type=float, default=600.0,
+                       help="close a client that sent nothing for this many seconds (default 600)")
+    relay.set_defaults(func=_cmd_relay)
 
     demo = sub.add_parser("demo", help="a local PostgreSQL behind a local rootless gateway, and the quickstart "
                           "notebook connected to it")
@@ -218,6 +240,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_via_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--via", metavar="udp|auto|URL", help="how to reach the peer: udp, a ws:// or wss:// URL "
+                        "of a `wgmagic relay` (for networks that block UDP), or auto (UDP first, then the "
+                        "config's #@wgmagic Via URL); default $WGMAGIC_VIA, else the config, else udp")
+    parser.add_argument("--via-ca", metavar="FILE", help="CA file to verify a wss:// relay with (default "
+                        "$WGMAGIC_VIA_CA, else the system trust store)")
+
+
+def _parse_listen(text: str, option: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise WgMagicError(f"{option} {text}: expected [ADDR:]PORT") from None
+    if not 0 <= number < 65536:
+        raise WgMagicError(f"{option} {text}: the port must be 0..65535")
+    return (host.strip("[]") or "127.0.0.1") if sep else "127.0.0.1", number
+
+
+def _cmd_relay(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from wgmagic.runtime.services.forward import parse_target
+    from wgmagic.runtime.services.wsrelay import WebSocketRelay
+
+    host, port = _parse_listen(args.listen, "--listen")
+    target = parse_target(args.to)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise WgMagicError("--tls-cert and --tls-key go together")
+    relay = WebSocketRelay(target, path=args.path, max_clients=args.max_clients, idle_timeout=args.idle_timeout)
+
+    async def serve() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        bound = await relay.start(host, port, tls_cert=args.tls_cert, tls_key=args.tls_key)
+        scheme = "wss" if args.tls_cert else "ws"
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        print(f"relay listening on {scheme}://{shown}:{bound[1]}{relay.path} -> udp {target[0]}:{target[1]}",
+              flush=True)
+        await stopping.wait()
+        await relay.close()
+
+    try:
+        asyncio.run(serve())
+    finally:
+        print(json.dumps(relay.stats()), flush=True)
+    return 0
+
+
 def _cmd_gateway(args: argparse.Namespace) -> int:
     from wgmagic.runtime.services.gateway import Gateway, parse_expose, parse_name
 
@@ -226,9 +300,15 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     exposes = [parse_expose(spec) for spec in args.expose]
     names = dict(parse_name(spec) for spec in args.name)
     stopping = _stop_on_signals()
-    gateway = Gateway(args.config, exposes, names, timers=timers_from_environment())
+    websocket = _parse_listen(args.websocket, "--websocket") if args.websocket else None
+    gateway = Gateway(args.config, exposes, names, timers=timers_from_environment(), websocket=websocket,
+                      tls_cert=args.tls_cert, tls_key=args.tls_key, websocket_path=args.path)
     try:
         print(f"gateway listening on UDP port {gateway.listen_port}", flush=True)
+        if gateway.websocket_address:
+            host, port = gateway.websocket_address
+            scheme = "wss" if args.tls_cert else "ws"
+            print(f"gateway accepting WebSocket clients on {scheme}://{host}:{port}{args.path}", flush=True)
         for expose in exposes:
             print(f"exposing {expose}", flush=True)
         for name, addresses in names.items():

@@ -59,3 +59,7 @@ class NameNotFoundError(TunnelError, OSError):
 
 class DNSTimeoutError(TunnelError, TimeoutError):
     """The tunnel's DNS servers did not answer in time."""
+
+
+class TransportError(TunnelError, ConnectionError):
+    """The way to the peer other than UDP failed: a WebSocket relay, TLS or an HTTP proxy refused (issue 13)."""

@@ -11,12 +11,13 @@ import itertools
 import os
 import socket
 import stat
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wgmagic import platform
 from wgmagic.config import WireGuardConfig, load_config
@@ -143,8 +144,10 @@ def _claim_key(config: WireGuardConfig) -> list[int]:
 class Tunnel:
     """One tunnel: its own loop thread, UDP socket, WireGuard device and IP stack."""
 
-    def __init__(self, config: WireGuardConfig, *, name: str | None = None, timers: Timers | None = None) -> None:
+    def __init__(self, config: WireGuardConfig, *, name: str | None = None, timers: Timers | None = None,
+                 via: Any = None) -> None:
         self.config = config
+        self.via = via  # runtime.websocket.Via when the datagrams go over a WebSocket; None: UDP
         self.name = name or f"wg{next(_names)}"
         self._closed = False
         self._key_locks: list[int] = []
@@ -163,9 +166,15 @@ class Tunnel:
             raise
 
     def _start(self, config: WireGuardConfig, timers: Timers | None) -> None:
-        endpoints = {p.public_key: _resolve_endpoint(*p.endpoint) if p.endpoint else None for p in config.peers}
+        if self.via is not None and self.via.mode == "websocket":
+            # Over a WebSocket the Endpoint is never dialled (the relay knows the peer): no need to resolve it,
+            # which matters where only the proxy resolves names.
+            endpoints = {p.public_key: p.endpoint for p in config.peers}
+        else:
+            endpoints = {p.public_key: _resolve_endpoint(*p.endpoint) if p.endpoint else None
+                         for p in config.peers}
         self._thread = LoopThread(self.name)
-        self._engine = Engine(config, endpoints, loop=self._thread.loop, timers=timers)
+        self._engine = Engine(config, endpoints, loop=self._thread.loop, timers=timers, via=self.via)
         self._ident = os.getpid() & 0xFFFF
         self._seq = itertools.count(1)
         self._forwards: list[Forward] = []
@@ -197,6 +206,18 @@ class Tunnel:
                 raise
             message = self._thread.call(self._describe_no_handshake)
             raise HandshakeTimeoutError(f"{message} (gave up after {timeout:g} s)") from None
+
+    def switch_to_websocket(self, via: Any) -> None:
+        """Carry the datagrams over the WebSocket at via.url from now on (what --via auto does)."""
+        self._check_open()
+        self._thread.call(self._engine.switch_to_websocket, via)
+        self.via = self._engine.via
+
+    @property
+    def transport_description(self) -> str:
+        """'UDP' or 'WebSocket wss://... (open)', for status lines (never a password)."""
+        transport = self._engine.transport
+        return transport.describe() if hasattr(transport, "describe") else "UDP"
 
     def _describe_no_handshake(self) -> str:
         peer = next(iter(self._engine.peers.values()))
@@ -488,15 +509,41 @@ class Tunnel:
 
 
 def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | None = None,
-            timeout: float = 10.0, timers: Timers | None = None) -> Tunnel:
+            timeout: float = 10.0, timers: Timers | None = None, via: str | None = None,
+            via_ca: str | None = None, note: Callable[[str], None] | None = None) -> Tunnel:
     """Bring up a tunnel and return once the first handshake has completed.
 
-    Raises ConfigError, EndpointUnresolvableError or HandshakeTimeoutError with what was tried.
+    via: "udp", a ws:// or wss:// URL (the WireGuard datagrams travel as WebSocket messages to a `wgmagic
+    relay`), or "auto" / "auto URL" (UDP first; no handshake answer within 3 s and a URL known: the
+    WebSocket, and `note` says so). Unset: $WGMAGIC_VIA, else the config's `#@wgmagic Via = ...`, else UDP.
+    via_ca: a CA file for wss:// (default $WGMAGIC_VIA_CA, else the system trust store).
+    Raises ConfigError, EndpointUnresolvableError, HandshakeTimeoutError, or TransportError (the
+    WebSocket, its TLS or an HTTP proxy refused) with what was tried.
     """
+    from wgmagic.runtime.websocket import AUTO_UDP_WAIT
+    from wgmagic.via import choose_via, mask_url
+
     parsed = load_config(config)
-    tunnel = Tunnel(parsed, name=name, timers=timers)
+    config_via = next((p.via for p in parsed.peers if getattr(p, "via", None)), None)
+    choice = choose_via(via, config_via, ca_file=via_ca)
+    if choice.mode == "websocket" and len(parsed.peers) != 1:
+        from wgmagic.errors import ConfigError
+
+        raise ConfigError(f"a WebSocket carries the datagrams of one peer; this config has {len(parsed.peers)}",
+                          source=parsed.source)
+    tunnel = Tunnel(parsed, name=name, timers=timers, via=choice if choice.mode == "websocket" else None)
     try:
-        tunnel.wait_handshake(timeout=timeout)
+        if choice.mode == "auto" and choice.url:
+            try:
+                tunnel.wait_handshake(timeout=min(AUTO_UDP_WAIT, timeout))
+            except HandshakeTimeoutError:
+                say = note or (lambda message: print(f"wgmagic: {message}", file=sys.stderr, flush=True))
+                say(f"no answer over UDP within {min(AUTO_UDP_WAIT, timeout):g} s (UDP may be blocked on this "
+                    f"network): switching to the WebSocket {mask_url(choice.url)}")
+                tunnel.switch_to_websocket(choice)
+                tunnel.wait_handshake(timeout=timeout)
+        else:
+            tunnel.wait_handshake(timeout=timeout)
     except BaseException:
         tunnel.close()
         raise

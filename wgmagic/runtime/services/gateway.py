@@ -69,7 +69,8 @@ class Gateway:
     """Run from any thread; all I/O happens on the tunnel's loop thread."""
 
     def __init__(self, config: Any, exposes: list[Expose], names: dict[str, tuple[IPAddress, ...]] | None = None,
-                 *, name: str = "gateway", timers: Any = None) -> None:
+                 *, name: str = "gateway", timers: Any = None, websocket: tuple[str, int] | None = None,
+                 tls_cert: str | None = None, tls_key: str | None = None, websocket_path: str = "/wg") -> None:
         from wgmagic.config import load_config
         from wgmagic.runtime.tunnel import Tunnel
 
@@ -85,8 +86,12 @@ class Gateway:
         self._listeners: dict[int, Expose] = {}
         self._pending_local: dict[tuple[Any, Any], tuple[socket.socket, float]] = {}
         self._dns_sockets: list[Any] = []
+        self.websocket_relay: Any = None
+        self.websocket_address: tuple[str, int] | None = None
         try:
             self.tunnel._thread.call(self._setup)
+            if websocket is not None:
+                self._start_websocket(websocket, tls_cert, tls_key, websocket_path)
         except BaseException:
             self.tunnel.close()
             raise
@@ -97,6 +102,18 @@ class Gateway:
     @property
     def listen_port(self) -> int:
         return self.engine.local_port
+
+    def _start_websocket(self, listen: tuple[str, int], tls_cert: str | None, tls_key: str | None,
+                         path: str) -> None:
+        """WireGuard over WebSocket beside UDP (issue 13): the relay of `wgmagic relay`, on this gateway's own
+        loop thread, toward this gateway's UDP port on loopback. Each WebSocket client gets a UDP socket of its
+        own, so the WireGuard device sees one endpoint per client and roaming between UDP and WebSocket works
+        unchanged (see docs/layers.md)."""
+        from wgmagic.runtime.services.wsrelay import WebSocketRelay
+
+        self.websocket_relay = WebSocketRelay(("127.0.0.1", self.listen_port), path=path)
+        self.websocket_address = self.tunnel._thread.run(
+            self.websocket_relay.start(*listen, tls_cert=tls_cert, tls_key=tls_key), timeout=15)
 
     # ---- loop thread ---------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -176,11 +193,16 @@ class Gateway:
         snapshot = self.tunnel.stats()
         snapshot.update(accepted=self.accepted, refused=self.refused, dns_answered=self.dns_answered,
                         open_relays=len(self.relays))
+        if self.websocket_relay is not None:
+            snapshot["websocket"] = self.tunnel._thread.call(self.websocket_relay.stats)
         return snapshot
 
     def close(self) -> None:
         if self.tunnel.closed:
             return
+        if self.websocket_relay is not None:
+            with contextlib.suppress(Exception):
+                self.tunnel._thread.run(self.websocket_relay.close(), timeout=10)
         with contextlib.suppress(Exception):
             self.tunnel._thread.call(self._close_on_loop, timeout=5.0)
         self.tunnel.close()
