@@ -78,8 +78,9 @@ def describe_failure(exc: BaseException, url: str, proxy: str | None) -> str:
     if isinstance(exc, InvalidProxyStatus):
         status = exc.response.status_code
         reason = exc.response.reason_phrase
-        hint = {407: "the proxy wants a user name and password, or refused the ones given: put them in the "
-                     "proxy URL (HTTPS_PROXY=http://USER:PASSWORD@proxy:port)",
+        credentials = ("the proxy wants a user name and password, or refused the ones given: put them in the "
+                       "proxy URL (HTTPS_PROXY=http://USER:PASSWORD@proxy:port)")
+        hint = {407: credentials, 401: credentials,
                 403: "the proxy forbids this destination or port (many proxies allow CONNECT only to port 443)",
                 502: f"the proxy could not reach {target}"}.get(status, "")
         return (f"the HTTP proxy {proxy_name} refused to CONNECT to {target}: HTTP {status} {reason}"
@@ -103,6 +104,25 @@ def describe_failure(exc: BaseException, url: str, proxy: str | None) -> str:
     if isinstance(exc, OSError):
         return f"cannot connect to {proxy_name or target}{via}: {exc.strerror or exc}"
     return f"the WebSocket to {shown} failed{via}: {type(exc).__name__}: {exc}"
+
+
+def flush(conn: Any) -> None:
+    """Write what the connection's sans-I/O protocol has queued in one write (one syscall for a batch of
+    frames, where the library's send_data writes frame by frame); its end-of-stream marker as the library
+    does."""
+    chunks = conn.protocol.data_to_send()
+    if not chunks:
+        return
+    payload = b"".join(chunks)
+    if payload:
+        conn.transport.write(payload)
+    if not all(chunks):  # b"": the protocol wants the TCP connection half-closed
+        transport = conn.transport
+        if transport.can_write_eof():
+            with contextlib.suppress(Exception):
+                transport.write_eof()
+        else:
+            transport.close()
 
 
 # ---- the transport -----------------------------------------------------------------------------------------
@@ -196,9 +216,7 @@ class WebSocketTransport:
             protocol.send_binary(data)
             sent += 1
             size += len(data)
-            if sent % 32 == 0:
-                conn.send_data()
-        conn.send_data()
+        flush(conn)
         counters["ws_tx_messages"] += sent
         counters["ws_tx_bytes"] += size
 

@@ -31,6 +31,8 @@ import time
 from collections import Counter
 from typing import Any
 
+from wgmagic.runtime.websocket import flush
+
 MAX_MESSAGE = 65536
 CLIENT_BUFFER = 64 * 1024  # bytes waiting on one client's TCP before datagrams toward it are dropped
 UDP_BATCH = 64
@@ -229,4 +231,4 @@ class WebSocketRelay:
             counters["down_messages"] += 1
             counters["down_bytes"] += len(data)
         if sent:
-            conn.send_data()
+            flush(conn)
