@@ -316,7 +316,17 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         print("gateway up; Ctrl-C to stop", flush=True)
         _show_status_until(stopping, lambda: gateway_status_line(gateway), args.quiet)
     finally:
+        websocket_stats = None
+        if gateway.websocket_relay is not None:
+            try:
+                websocket_stats = gateway.stats().get("websocket")
+            except Exception:  # the tunnel is already gone: nothing to report
+                pass
         gateway.close()
+    if websocket_stats is not None:
+        import json
+
+        print(f"gateway WebSocket counters: {json.dumps(websocket_stats)}", flush=True)
     print("gateway closed", flush=True)
     return 0
 

@@ -127,9 +127,9 @@ def upload(config: str, via: str, size: int) -> None:
 
 
 def latency(config: str, via: str, count: int, dsn: str) -> None:
-    from wgmagic.runtime.tunnel import connect
-
     import psycopg
+
+    from wgmagic.runtime.tunnel import connect
 
     with connect(config, via=via or None, timeout=20) as tunnel:
         forward = tunnel.forward("db.internal:5432")
