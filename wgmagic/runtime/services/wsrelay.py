@@ -13,11 +13,11 @@ Every byte from a client is untrusted and memory is bounded:
   `protocol_error`); a failed upgrade (not WebSocket, wrong path) is answered 400/404 and counted;
 - at most `max_clients` clients (more get HTTP 503, counted `refused_full`); a client that sends nothing for
   `idle_timeout` seconds is closed (`idle_closed`); the upgrade must finish within 10 s;
-- per client: the frame being read (<= MAX_MESSAGE) and at most CLIENT_BUFFER bytes waiting on its TCP;
-  beyond that, datagrams toward it are dropped (`down_dropped`), as a full UDP buffer would drop them.
-  Reads are processed as they arrive (asyncio reads at most 256 KiB at a time), so nothing piles up inbound.
-  Worst case about max_clients * (MAX_MESSAGE + CLIENT_BUFFER + 256 KiB) over a fixed base; an idle client
-  costs a few KiB.
+- per client: the frame being read (<= MAX_MESSAGE) and at most CLIENT_BUFFER bytes waiting on its TCP,
+  TOTAL_BUFFER over all clients; beyond that, datagrams toward it are dropped (`down_dropped`), as a full
+  UDP buffer would drop them. Reads are processed as they arrive (asyncio reads at most 256 KiB at a time),
+  so nothing piles up inbound. Worst case: TOTAL_BUFFER + max_clients * (MAX_MESSAGE + 256 KiB) over a
+  fixed base, in practice far less; an idle client costs a few KiB (about 18 KiB measured).
 """
 
 from __future__ import annotations
@@ -34,8 +34,13 @@ from typing import Any
 from wgmagic.runtime.websocket import flush
 
 MAX_MESSAGE = 65536
-CLIENT_BUFFER = 64 * 1024  # bytes waiting on one client's TCP before datagrams toward it are dropped
+# Bytes waiting on one client's TCP before datagrams toward it are dropped. Enough to ride out one outer
+# retransmission (>= 200 ms) at tens of MB/s, so the outer TCP's own loss recovery does not become inner loss.
+CLIENT_BUFFER = 512 * 1024
+SOFT_BUFFER = 64 * 1024  # past this, the total over all clients is checked too
+TOTAL_BUFFER = 64 * 1024 * 1024  # bytes waiting over all clients
 UDP_BATCH = 64
+UDP_RCVBUF = 1 << 20
 DEFAULT_MAX_CLIENTS = 1024
 DEFAULT_IDLE_TIMEOUT = 600.0  # seconds without a message from a client; the client reconnects when it has more
 
@@ -64,6 +69,7 @@ class WebSocketRelay:
         self.clients: dict[int, _Client] = {}
         self.server: Any = None
         self._target: tuple[Any, ...] | None = None
+        self._total_waiting = (0.0, 0)  # (when computed, bytes): refreshed at most every 50 ms
         self._family = socket.AF_INET
 
     def __repr__(self) -> str:
@@ -155,6 +161,9 @@ class WebSocketRelay:
         sock = socket.socket(self._family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
+            # Room for a burst from the server while this loop is busy with other clients (kernel memory,
+            # used only while backlogged; the kernel caps it at net.core.rmem_max).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
             sock.connect(self._target)  # only the target's datagrams reach this socket
         except OSError:
             sock.close()
@@ -208,6 +217,15 @@ class WebSocketRelay:
         counters["up_messages"] += 1
         counters["up_bytes"] += len(data)
 
+    def _waiting_total(self) -> int:
+        """Bytes waiting on all clients' TCP connections (recomputed at most every 50 ms)."""
+        now = time.monotonic()
+        when, total = self._total_waiting
+        if now - when > 0.05:
+            total = sum(c.conn.transport.get_write_buffer_size() for c in self.clients.values())
+            self._total_waiting = (now, total)
+        return total
+
     def _down(self, client: _Client) -> None:
         """The target answered: its datagrams go back as binary messages (dropped past the buffer bounds)."""
         conn = client.conn
@@ -223,7 +241,9 @@ class WebSocketRelay:
             except OSError:  # ICMP port unreachable from the target, reported on the next call
                 counters["target_unreachable"] += 1
                 break
-            if transport.is_closing() or transport.get_write_buffer_size() > CLIENT_BUFFER:
+            waiting = transport.get_write_buffer_size()
+            if transport.is_closing() or (waiting > SOFT_BUFFER and (
+                    waiting > CLIENT_BUFFER or self._waiting_total() > TOTAL_BUFFER)):
                 counters["down_dropped"] += 1
                 continue
             protocol.send_binary(data)
