@@ -309,6 +309,12 @@ class Stack:
                 best = deadline
         return best
 
+    def defer_retransmissions(self, until: float) -> None:
+        """The transport below is stalled but reliable (TCP over TCP): hold every connection's retransmission
+        timeout until `until` (see TcpConnection.defer_rto)."""
+        for conn in self.tcp.values():
+            conn.defer_rto(until)
+
     def handle_timers(self, now: float) -> None:
         for conn in list(self.tcp.values()):
             deadline = conn.next_timer()

@@ -33,6 +33,8 @@ from wgmagic.runtime.transport import UdpTransport
 from wgmagic.wireguard.device import Device
 from wgmagic.wireguard.timers import Timers
 
+OUTER_STALL_HOLD = 0.05  # seconds an inner retransmission waits while the outer TCP repairs a loss
+
 
 @dataclass
 class PeerRuntime:
@@ -209,6 +211,13 @@ class Engine:
         self._timer = None
         self._timer_deadline = None
         now = time.monotonic()
+        outer_stalled = getattr(self.transport, "outer_stalled", None)
+        if outer_stalled is not None and outer_stalled():
+            # TCP over TCP: the outer connection is repairing a loss; what the inner TCP sent is delayed, not
+            # lost. Hold its retransmission timers a little and look again (the transport, not the inner TCP,
+            # decides when the outer connection is dead).
+            self.counters["inner_rto_deferred"] += 1
+            self.stack.defer_retransmissions(now + OUTER_STALL_HOLD)
         self.device.handle_timers(now)
         self.stack.handle_timers(now)
         self.pump(now)

@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 import ssl
+import sys
 import time
 import urllib.parse
 from collections import Counter, deque
@@ -46,6 +48,9 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.25, 8.0
 AUTO_UDP_WAIT = 3.0  # --via auto: seconds without a UDP handshake answer before switching to the WebSocket
 
 Receive = Callable[[bytes, tuple[str, int], float], None]
+# struct tcp_info (linux/tcp.h): u8 state, ca_state, retransmits, probes, backoff, ...; u32 lost at 32, retrans
+# at 36. TCP_CA_Recovery = 3, TCP_CA_Loss = 4.
+_TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform.startswith("linux") else None
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
     """Certificate and host-name verification against the system trust store, or only `ca_file` if given."""
@@ -219,6 +224,27 @@ class WebSocketTransport:
         flush(conn)
         counters["ws_tx_messages"] += sent
         counters["ws_tx_bytes"] += size
+
+    def outer_stalled(self) -> bool:
+        """Whether the outer TCP connection is repairing a loss right now (Linux TCP_INFO: in fast recovery or
+        loss state, or segments marked lost or retransmitted and not yet acknowledged). Then the inner TCP's
+        segments are delayed, not lost, and the engine holds their retransmission timers. False where
+        TCP_INFO is not available."""
+        conn = self._conn
+        if conn is None or not _TCP_INFO:
+            return False
+        sock = conn.transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 64)
+        except OSError:
+            return False
+        if len(info) < 40:
+            return False
+        ca_state, backoff = info[1], info[4]
+        lost, retrans = int.from_bytes(info[32:36], sys.byteorder), int.from_bytes(info[36:40], sys.byteorder)
+        return ca_state >= 3 or backoff > 0 or lost > 0 or retrans > 0
 
     # ---- receiving (called by the connection, on the loop thread) -----------------------------------
     def _on_message(self, data: bytes) -> None:
