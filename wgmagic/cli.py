@@ -42,7 +42,8 @@ def _cmd_ping(args: argparse.Namespace) -> int:
     from wgmagic.runtime.tunnel import connect
 
     started = time.monotonic()
-    tunnel = connect(args.config, timeout=args.handshake_timeout, timers=timers_from_environment())
+    tunnel = connect(args.config, timeout=args.handshake_timeout, timers=timers_from_environment(),
+                     via=args.via, via_ca=args.via_ca)
     try:
         peer = tunnel.config.peers[0]
         where = f"{peer.endpoint[0]}:{peer.endpoint[1]}" if peer.endpoint else "?"
@@ -141,7 +142,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 def _cmd_resolve(args: argparse.Namespace) -> int:
     from wgmagic.runtime.tunnel import connect
 
-    with connect(args.config, timeout=args.handshake_timeout) as tunnel:
+    with connect(args.config, timeout=args.handshake_timeout, via=args.via, via_ca=args.via_ca) as tunnel:
         for address in tunnel.resolve(args.name):
             print(address)
     return 0
@@ -151,7 +152,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from wgmagic.runtime.tunnel import connect
 
     started = time.monotonic()
-    with connect(args.config, timeout=args.handshake_timeout) as tunnel:
+    with connect(args.config, timeout=args.handshake_timeout, via=args.via, via_ca=args.via_ca) as tunnel:
         elapsed = time.monotonic() - started
         print(tunnel_status_report(tunnel, handshake_seconds=elapsed))
     return 0
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     ping.add_argument("-s", "--size", type=int, default=56, help="payload bytes (default 56)")
     ping.add_argument("--handshake-timeout", type=float, default=10.0,
                       help="seconds to wait for the first handshake (default 10)")
+    _add_via_arguments(ping)
     ping.set_defaults(func=_cmd_ping)
 
     up = sub.add_parser("up", help="bring a tunnel up with local forwards and/or a SOCKS5 proxy (like ssh -L/-D)")
@@ -188,11 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("config")
     resolve.add_argument("name")
     resolve.add_argument("--handshake-timeout", type=float, default=10.0)
+    _add_via_arguments(resolve)
     resolve.set_defaults(func=_cmd_resolve)
 
     status = sub.add_parser("status", help="one handshake, then a report of the tunnel")
     status.add_argument("config")
     status.add_argument("--handshake-timeout", type=float, default=10.0)
+    _add_via_arguments(status)
     status.set_defaults(func=_cmd_status)
 
     gateway = sub.add_parser("gateway", help="be the other end: a rootless WireGuard responder relaying to local "
