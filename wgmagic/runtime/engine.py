@@ -133,7 +133,8 @@ class Engine:
             self.device.peer(peer.public_key).endpoint = address
             peer.resolved_endpoint = address
         return WebSocketTransport(self.loop, via.url, address, self.device.receive_datagram, self.pump,
-                                  self.counters, ca_file=via.ca_file, on_error=self._transport_failed)
+                                  self.counters, ca_file=via.ca_file, on_error=self._transport_failed,
+                                  on_open=self._transport_reopened)
 
     def switch_to_websocket(self, via: Any) -> None:
         """--via auto: leave UDP for the WebSocket at via.url (loop thread); the handshake starts again."""
@@ -146,6 +147,13 @@ class Engine:
         now = time.monotonic()
         for peer in self.peers.values():
             self.device.initiate_handshake(peer.public_key, now)
+        self.pump(now)
+
+    def _transport_reopened(self) -> None:
+        """The WebSocket came back (a new relay socket, so a new endpoint at the peer): tell the peer now."""
+        now = time.monotonic()
+        for peer in self.peers.values():
+            self.device.send_keepalive(peer.public_key, now)
         self.pump(now)
 
     def _transport_failed(self, message: str) -> None:

@@ -145,7 +145,8 @@ class WebSocketTransport:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, url: str, address: tuple[str, int], receive: Receive,
                  after_batch: Callable[[float], None], counters: Counter[str], *, ca_file: str | None = None,
-                 on_error: Callable[[str], None] | None = None) -> None:
+                 on_error: Callable[[str], None] | None = None,
+                 on_open: Callable[[], None] | None = None) -> None:
         self.loop = loop
         self.url = check_url(url)
         self.address = address
@@ -154,6 +155,7 @@ class WebSocketTransport:
         self.counters = counters
         self.ca_file = ca_file
         self.on_error = on_error
+        self.on_open = on_open
         self.state = "closed"  # connecting | open | reconnecting | closed
         self.last_error: str | None = None
         self.proxy: str | None = None
@@ -323,6 +325,8 @@ class WebSocketTransport:
                 held = [(data, self.address) for data in self._pending]
                 self._pending.clear()
                 self.send(held)
+            if self.on_open is not None and self.counters["ws_reconnects"]:
+                self.on_open()
             try:
                 await conn.wait_closed()
             finally:
