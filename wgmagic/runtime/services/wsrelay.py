@@ -41,6 +41,7 @@ SOFT_BUFFER = 64 * 1024  # past this, the total over all clients is checked too
 TOTAL_BUFFER = 64 * 1024 * 1024  # bytes waiting over all clients
 UDP_BATCH = 64
 UDP_RCVBUF = 1 << 20
+READ_CHUNK = 64 * 1024
 DEFAULT_MAX_CLIENTS = 1024
 DEFAULT_IDLE_TIMEOUT = 600.0  # seconds without a message from a client; the client reconnects when it has more
 
@@ -151,6 +152,12 @@ class WebSocketRelay:
 
             def connection_made(self, transport: Any) -> None:
                 relay.counters["tcp_connections"] += 1
+                # Read at most READ_CHUNK at a time (asyncio's default is 256 KiB): each read becomes a burst of
+                # datagrams to the server, and a burst of ~180 overflows a 208 KiB UDP receive buffer (the
+                # default, and what wireguard-go before 2023 keeps). 64 KiB is about what one segmented UDP
+                # send carries. (An attribute of asyncio's selector transport; ignored where absent.)
+                if hasattr(transport, "max_size"):
+                    transport.max_size = READ_CHUNK
                 super().connection_made(transport)
 
         return DatagramConnection
