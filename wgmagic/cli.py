@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
@@ -263,6 +264,19 @@ def _parse_listen(text: str, option: str) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1") if sep else "127.0.0.1", number
 
 
+def _raise_file_limit(wanted: int) -> None:
+    """Raise this process's open-file limit toward `wanted` (up to the hard limit), where there is one."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def _cmd_relay(args: argparse.Namespace) -> int:
     import asyncio
     import json
@@ -275,6 +289,7 @@ def _cmd_relay(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         raise WgMagicError("--tls-cert and --tls-key go together")
     relay = WebSocketRelay(target, path=args.path, max_clients=args.max_clients, idle_timeout=args.idle_timeout)
+    _raise_file_limit(2 * args.max_clients + 64)  # a TCP and a UDP socket per client
 
     async def serve() -> None:
         stopping = asyncio.Event()
