@@ -337,3 +337,56 @@ def test_doctor_tells_udp_blocked_from_neither_works(testbed, blocked, relay):
         result = blocked.run(PYTHON, "-m", "wgmagic", "doctor", config, "--timeout", "3", env=env, cwd=REPO,
                              check=False, timeout=120)
         assert expected in result.stdout, result.stdout + result.stderr
+
+
+def test_relay_counts_and_drops_what_is_not_a_datagram(tmp_path):
+    """`wgmagic relay` against a UDP echo on loopback and the `websockets` package's client: datagrams go
+    through both ways; text, a wrong path and an oversized message are refused and counted."""
+    import threading
+
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect as ws_connect
+
+    echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    echo.bind(("127.0.0.1", 0))
+    echo.settimeout(0.2)
+    seen: list[tuple[str, int]] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, addr = echo.recvfrom(65535)
+            except TimeoutError:
+                continue
+            seen.append(addr)
+            echo.sendto(b"echo:" + data, addr)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    relay = wsbed.relay_process(tmp_path, "127.0.0.1", echo.getsockname()[1])
+    try:
+        with ws_connect(relay.url, open_timeout=10) as one, ws_connect(relay.url, open_timeout=10) as two:
+            one.send(b"\x01datagram")
+            assert one.recv(timeout=10) == b"echo:\x01datagram"
+            two.send(b"\x02other")
+            assert two.recv(timeout=10) == b"echo:\x02other"
+            one.send("text is not a datagram")
+            one.send(b"\x03after")
+            assert one.recv(timeout=10) == b"echo:\x03after"
+        assert len(set(seen)) == 2  # one UDP socket, so one endpoint at the server, per client
+        with pytest.raises(InvalidStatus) as refused:
+            ws_connect(relay.url.rsplit("/", 1)[0] + "/other", open_timeout=10)
+        assert refused.value.response.status_code == 404
+        with ws_connect(relay.url, open_timeout=10, max_size=None) as big:
+            big.send(bytes(70_000))
+            with pytest.raises(ConnectionClosed) as closed:
+                big.recv(timeout=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    finally:
+        stats = relay.stop()
+        stop.set()
+        thread.join(5)
+        echo.close()
+    assert stats["up_messages"] == 3 and stats["down_messages"] == 3
+    assert stats["not_binary"] == 1 and stats["refused_path"] == 1 and stats["oversized"] == 1

@@ -143,10 +143,12 @@ class WebSocketRelay:
             def process_event(self, event: Any) -> None:
                 if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
                     client = self.wg_client
-                    if event.opcode is BINARY and event.fin and client is not None:
-                        relay._up(client, event.data)
-                    else:
+                    if event.opcode is not BINARY or not event.fin:
                         relay.counters["not_binary"] += 1
+                    elif client is None:  # before this client's UDP socket exists (not expected)
+                        relay.counters["up_before_ready"] += 1
+                    else:
+                        relay._up(client, event.data)
                     return
                 super().process_event(event)
 
@@ -186,7 +188,8 @@ class WebSocketRelay:
         try:
             await conn.wait_closed()
         finally:
-            code = conn.close_code
+            sent = conn.protocol.close_sent  # what we closed with: 1009 too big, 1002/1007 malformed
+            code = sent.code if sent is not None else conn.close_code
             if code == 1009:
                 self.counters["oversized"] += 1
             elif code in (1002, 1007):
