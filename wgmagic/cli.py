@@ -159,6 +159,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from wgmagic.demo.run import main as demo_main
+
+    return demo_main(args.headless, args.output_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wgmagic", description="User-mode WireGuard and TCP/IP, no root needed.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -381,9 +387,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _demo(args):
-    from wgmagic.demo.run import main as demo_main
-
-    return demo_main(args.headless, args.output_dir)
