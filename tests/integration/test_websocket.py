@@ -98,7 +98,7 @@ def test_udp_is_blocked_and_the_big_table_comes_through_the_relay_intact(testbed
 
 def test_udp_alone_gets_no_answer_there(testbed, blocked):
     config = write_config(testbed, blocked, name="udp-only.conf")
-    report = client(blocked, "connect", config, "udp")
+    report = client(blocked, "connect", config, "udp", "4")
     assert not report["ok"] and report["error"] == "HandshakeTimeoutError"
     assert "blocked" in report["message"]
 

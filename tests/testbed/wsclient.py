@@ -2,7 +2,7 @@
 blocked namespace with `ip netns exec`): the test process cannot move itself into a namespace.
 
 Usage: python -m tests.testbed.wsclient MODE CONFIG [VIA] [ARG]
-  connect   CONFIG VIA            connect, report the transport; an error is reported, not raised
+  connect   CONFIG VIA [TIMEOUT]  connect, report the transport; an error is reported, not raised
   sql       CONFIG VIA DSN        %wg connect --via VIA, then %%wgsql the bed's `big` table: checksums
   download  CONFIG VIA BYTES      the bulk service's known stream, sha256 (prints "progress N" lines)
   upload    CONFIG VIA BYTES      to the sink service, which answers the sha256 of what arrived
@@ -32,13 +32,13 @@ def _tunnel_facts(tunnel) -> dict:
             "counters": stats["counters"]}
 
 
-def connect_only(config: str, via: str) -> None:
+def connect_only(config: str, via: str, timeout: float = 15.0) -> None:
     from wgmagic.errors import WgMagicError
     from wgmagic.runtime.tunnel import connect
 
     notes: list[str] = []
     try:
-        with connect(config, via=via or None, timeout=15, note=notes.append) as tunnel:
+        with connect(config, via=via or None, timeout=timeout, note=notes.append) as tunnel:
             _report(ok=True, notes=notes, **_tunnel_facts(tunnel))
     except WgMagicError as exc:
         _report(ok=False, error=type(exc).__name__, message=str(exc), notes=notes)
@@ -149,7 +149,7 @@ def main(argv: list[str]) -> int:
     mode, config = argv[0], argv[1]
     via = argv[2] if len(argv) > 2 else ""
     if mode == "connect":
-        connect_only(config, via)
+        connect_only(config, via, float(argv[3]) if len(argv) > 3 else 15.0)
     elif mode == "sql":
         sql(config, via, argv[3])
     elif mode == "download":
