@@ -106,3 +106,11 @@ def test_proxy_refusals_are_named_without_credentials() -> None:
         text = describe_failure(error, "wss://gw.example.com/wg", "http://alice:s3cret@proxy.example:3128")
         assert f"HTTP proxy proxy.example:3128 refused to CONNECT to gw.example.com:443: HTTP {status}" in text
         assert "s3cret" not in text
+
+
+def test_unexpected_failures_never_quote_a_password() -> None:
+    from wgmagic.runtime.websocket import describe_failure
+
+    text = describe_failure(RuntimeError("bad proxy http://alice:s3cret@proxy:3128"), "wss://u:pw2@h/wg",
+                            "http://alice:s3cret@proxy:3128")
+    assert "s3cret" not in text and "pw2" not in text and "proxy:3128" in text

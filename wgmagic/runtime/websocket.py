@@ -108,7 +108,14 @@ def describe_failure(exc: BaseException, url: str, proxy: str | None) -> str:
         return f"no WebSocket to {shown} within {OPEN_TIMEOUT:g} s{via}"
     if isinstance(exc, OSError):
         return f"cannot connect to {proxy_name or target}{via}: {exc.strerror or exc}"
-    return f"the WebSocket to {shown} failed{via}: {type(exc).__name__}: {exc}"
+    text = f"the WebSocket to {shown} failed{via}: {type(exc).__name__}: {exc}"
+    for url_with_secrets in (proxy, url):  # a library's message may quote a URL whole
+        if url_with_secrets:
+            with contextlib.suppress(ValueError):
+                password = urllib.parse.urlsplit(url_with_secrets).password
+                if password:
+                    text = text.replace(password, "***")
+    return text
 
 
 def flush(conn: Any) -> None:
