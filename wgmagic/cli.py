@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
@@ -42,7 +43,8 @@ def _cmd_ping(args: argparse.Namespace) -> int:
     from wgmagic.runtime.tunnel import connect
 
     started = time.monotonic()
-    tunnel = connect(_client_config(args.config), timeout=args.handshake_timeout, timers=timers_from_environment())
+    tunnel = connect(_client_config(args.config), timeout=args.handshake_timeout, timers=timers_from_environment(),
+                     via=args.via, via_ca=args.via_ca)
     try:
         peer = tunnel.config.peers[0]
         where = f"{peer.endpoint[0]}:{peer.endpoint[1]}" if peer.endpoint else "?"
@@ -142,7 +144,8 @@ def _show_status_until(stopping: threading.Event, status_line: Callable[[], str]
 def _cmd_up(args: argparse.Namespace) -> int:
     from wgmagic.runtime.tunnel import connect
 
-    tunnel = connect(_client_config(args.config), timeout=args.handshake_timeout, timers=timers_from_environment())
+    tunnel = connect(_client_config(args.config), timeout=args.handshake_timeout, timers=timers_from_environment(),
+                     via=getattr(args, "via", None), via_ca=getattr(args, "via_ca", None))
     stopping = _stop_on_signals()
     try:
         for spec in args.local:
@@ -201,7 +204,8 @@ def _start_udp_forward(tunnel: object, spec: str) -> None:
 def _cmd_resolve(args: argparse.Namespace) -> int:
     from wgmagic.runtime.tunnel import connect
 
-    with connect(_client_config(args.config), timeout=args.handshake_timeout) as tunnel:
+    with connect(_client_config(args.config), timeout=args.handshake_timeout, via=args.via,
+                 via_ca=args.via_ca) as tunnel:
         for address in tunnel.resolve(args.name):
             print(address)
     return 0
@@ -211,7 +215,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from wgmagic.runtime.tunnel import connect
 
     started = time.monotonic()
-    with connect(_client_config(args.config), timeout=args.handshake_timeout) as tunnel:
+    with connect(_client_config(args.config), timeout=args.handshake_timeout, via=args.via,
+                 via_ca=args.via_ca) as tunnel:
         elapsed = time.monotonic() - started
         print(tunnel_status_report(tunnel, handshake_seconds=elapsed))
     return 0
@@ -237,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     ping.add_argument("-s", "--size", type=int, default=56, help="payload bytes (default 56)")
     ping.add_argument("--handshake-timeout", type=float, default=10.0,
                       help="seconds to wait for the first handshake (default 10)")
+    _add_via_arguments(ping)
     ping.set_defaults(func=_cmd_ping)
 
     up = sub.add_parser("up", help="bring a tunnel up with local forwards and/or a SOCKS5 proxy (like ssh -L/-D)")
@@ -253,17 +259,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a TCP -D proxy without credentials: every local user can use the tunnel (warns)")
     up.add_argument("-q", "--quiet", action="store_true", help="no live status line")
     up.add_argument("--handshake-timeout", type=float, default=10.0)
+    _add_via_arguments(up)
     up.set_defaults(func=_cmd_up)
 
     resolve = sub.add_parser("resolve", help="resolve a name through the tunnel's DNS")
     resolve.add_argument("config")
     resolve.add_argument("name")
     resolve.add_argument("--handshake-timeout", type=float, default=10.0)
+    _add_via_arguments(resolve)
     resolve.set_defaults(func=_cmd_resolve)
 
     status = sub.add_parser("status", help="one handshake, then a report of the tunnel")
     status.add_argument("config")
     status.add_argument("--handshake-timeout", type=float, default=10.0)
+    _add_via_arguments(status)
     status.set_defaults(func=_cmd_status)
 
     gateway = sub.add_parser("gateway", help="be the other end: a rootless WireGuard responder relaying to local "
@@ -274,7 +283,27 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--name", action="append", default=[], metavar="NAME=ADDR[,ADDR]",
                          help="answer DNS for NAME on the tunnel addresses (repeatable)")
     gateway.add_argument("-q", "--quiet", action="store_true", help="no live status line")
+    gateway.add_argument("--websocket", metavar="[ADDR:]PORT",
+                         help="also accept WireGuard over WebSocket here (for clients whose UDP is blocked; "
+                         "ADDR defaults to 127.0.0.1, PORT 0 picks a free one)")
+    gateway.add_argument("--tls-cert", help="with --websocket: serve wss:// with this certificate (PEM)")
+    gateway.add_argument("--tls-key", help="with --websocket: the certificate's private key (PEM)")
+    gateway.add_argument("--path", default="/wg", help="with --websocket: the URL path (default /wg)")
     gateway.set_defaults(func=_cmd_gateway)
+
+    relay = sub.add_parser("relay", help="accept WireGuard over WebSocket and relay it to a WireGuard server's "
+                           "UDP port (rootless; next to kernel WireGuard, wireguard-go or wgmagic gateway)")
+    relay.add_argument("--listen", required=True, metavar="[ADDR:]PORT",
+                       help="where to accept WebSocket clients (ADDR defaults to 127.0.0.1; 0.0.0.0 for all)")
+    relay.add_argument("--to", required=True, metavar="HOST:PORT", help="the WireGuard server's UDP port (the "
+                       "only place this relay ever sends to)")
+    relay.add_argument("--tls-cert", help="serve wss:// with this certificate (PEM)")
+    relay.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    relay.add_argument("--path", default="/wg", help="the URL path clients use (default /wg)")
+    relay.add_argument("--max-clients", type=int, default=1024, help="clients at once (default 1024)")
+    relay.add_argument("--idle-timeout", type=float, default=600.0,
+                       help="close a client that sent nothing for this many seconds (default 600)")
+    relay.set_defaults(func=_cmd_relay)
 
     demo = sub.add_parser("demo", help="a local PostgreSQL behind a local rootless gateway, and the quickstart "
                           "notebook connected to it")
@@ -291,6 +320,72 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_via_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--via", metavar="udp|auto|URL", help="how to reach the peer: udp, a ws:// or wss:// URL "
+                        "of a `wgmagic relay` (for networks that block UDP), or auto (UDP first, then the "
+                        "config's #@wgmagic Via URL); default $WGMAGIC_VIA, else the config, else udp")
+    parser.add_argument("--via-ca", metavar="FILE", help="CA file to verify a wss:// relay with (default "
+                        "$WGMAGIC_VIA_CA, else the system trust store)")
+
+
+def _parse_listen(text: str, option: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise WgMagicError(f"{option} {text}: expected [ADDR:]PORT") from None
+    if not 0 <= number < 65536:
+        raise WgMagicError(f"{option} {text}: the port must be 0..65535")
+    return (host.strip("[]") or "127.0.0.1") if sep else "127.0.0.1", number
+
+
+def _raise_file_limit(wanted: int) -> None:
+    """Raise this process's open-file limit toward `wanted` (up to the hard limit), where there is one."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _cmd_relay(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from wgmagic.runtime.services.forward import parse_target
+    from wgmagic.runtime.services.wsrelay import WebSocketRelay
+
+    host, port = _parse_listen(args.listen, "--listen")
+    target = parse_target(args.to)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise WgMagicError("--tls-cert and --tls-key go together")
+    relay = WebSocketRelay(target, path=args.path, max_clients=args.max_clients, idle_timeout=args.idle_timeout)
+    _raise_file_limit(2 * args.max_clients + 64)  # a TCP and a UDP socket per client
+
+    async def serve() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        bound = await relay.start(host, port, tls_cert=args.tls_cert, tls_key=args.tls_key)
+        scheme = "wss" if args.tls_cert else "ws"
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        print(f"relay listening on {scheme}://{shown}:{bound[1]}{relay.path} -> udp {target[0]}:{target[1]}",
+              flush=True)
+        await stopping.wait()
+        await relay.close()
+
+    try:
+        asyncio.run(serve())
+    finally:
+        print(json.dumps(relay.stats()), flush=True)
+    return 0
+
+
 def _cmd_gateway(args: argparse.Namespace) -> int:
     from wgmagic.runtime.services.gateway import Gateway, parse_expose, parse_name
 
@@ -299,9 +394,15 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     exposes = [parse_expose(spec) for spec in args.expose]
     names = dict(parse_name(spec) for spec in args.name)
     stopping = _stop_on_signals()
-    gateway = Gateway(args.config, exposes, names, timers=timers_from_environment())
+    websocket = _parse_listen(args.websocket, "--websocket") if args.websocket else None
+    gateway = Gateway(args.config, exposes, names, timers=timers_from_environment(), websocket=websocket,
+                      tls_cert=args.tls_cert, tls_key=args.tls_key, websocket_path=args.path)
     try:
         print(f"gateway listening on UDP port {gateway.listen_port}", flush=True)
+        if gateway.websocket_address:
+            host, port = gateway.websocket_address
+            scheme = "wss" if args.tls_cert else "ws"
+            print(f"gateway accepting WebSocket clients on {scheme}://{host}:{port}{args.path}", flush=True)
         for expose in exposes:
             print(f"exposing {expose}", flush=True)
         for name, addresses in names.items():
@@ -309,7 +410,17 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         print("gateway up; Ctrl-C to stop", flush=True)
         _show_status_until(stopping, lambda: gateway_status_line(gateway), args.quiet)
     finally:
+        websocket_stats = None
+        if gateway.websocket_relay is not None:
+            try:
+                websocket_stats = gateway.stats().get("websocket")
+            except Exception:  # the tunnel is already gone: nothing to report
+                pass
         gateway.close()
+    if websocket_stats is not None:
+        import json
+
+        print(f"gateway WebSocket counters: {json.dumps(websocket_stats)}", flush=True)
     print("gateway closed", flush=True)
     return 0
 

@@ -27,6 +27,9 @@ KERNEL_ONLY_KEYS = {"postup", "postdown", "preup", "predown", "table", "fwmark",
 SECRET_KEYS = {"privatekey", "presharedkey"}
 
 _LABEL = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}"
+# wgmagic's own settings ride in comments that wg-quick ignores: `#@wgmagic Key = value`.
+_MARKED = re.compile(r"^\s*#@wgmagic\s+([A-Za-z]+)\s*=\s*(.*?)\s*$", re.IGNORECASE)
+MARKED_PEER_KEYS = {"via"}
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?$")
 
 
@@ -52,6 +55,9 @@ class PeerConfig:
     endpoint: tuple[str, int] | None = None
     allowed_ips: tuple[IPNetwork, ...] = ()
     persistent_keepalive: int | None = None
+    # `#@wgmagic Via = wss://...` under [Peer]: how wgmagic reaches this peer where UDP is blocked (issue 13).
+    # A comment to wg-quick, so the file stays valid for it.
+    via: str | None = None
 
     @property
     def public_key_b64(self) -> str:
@@ -59,9 +65,14 @@ class PeerConfig:
 
     def __repr__(self) -> str:
         psk = "<redacted>" if self.preshared_key else None
+        via = ""
+        if self.via:
+            from wgmagic.via import mask_url
+
+            via = ", via=" + repr(" ".join(mask_url(word) for word in self.via.split()))
         return (f"PeerConfig(public_key={self.public_key_b64!r}, preshared_key={psk}, "
                 f"endpoint={self.endpoint!r}, allowed_ips={self.allowed_ips!r}, "
-                f"persistent_keepalive={self.persistent_keepalive!r})")
+                f"persistent_keepalive={self.persistent_keepalive!r}{via})")
 
 
 @dataclass(frozen=True)
@@ -163,6 +174,11 @@ def parse_config(text: str, *, source: str = "<string>") -> WireGuardConfig:
     seen: set[str] = set()
 
     for number, raw in enumerate(text.splitlines(), start=1):
+        marked = _MARKED.match(raw)
+        if marked:
+            _marked_setting(p, section if section is not interface else None, marked.group(1),
+                            marked.group(2), number)
+            continue
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
@@ -227,9 +243,27 @@ def parse_config(text: str, *, source: str = "<string>") -> WireGuardConfig:
             endpoint=peer.get("endpoint"),  # type: ignore[arg-type]
             allowed_ips=peer.get("allowedips", ()),  # type: ignore[arg-type]
             persistent_keepalive=peer.get("persistentkeepalive") or None,  # type: ignore[arg-type]
+            via=peer.get("#via"),  # type: ignore[arg-type]
         ))
     return WireGuardConfig(interface=iface, peers=tuple(peer_configs), source=source,
                            warnings=tuple(p.warnings))
+
+
+def _marked_setting(p: _Parser, peer: dict[str, object] | None, key: str, value: str, line: int) -> None:
+    """`#@wgmagic Via = URL` under a [Peer]; checked here so a typo is an error, not a silent UDP tunnel."""
+    if key.lower() not in MARKED_PEER_KEYS:
+        raise p.error(f"is not a #@wgmagic setting; known: {', '.join(sorted(MARKED_PEER_KEYS))}", line, key)
+    if peer is None:
+        raise p.error("belongs under a [Peer] section", line, key)
+    if "#via" in peer:
+        raise p.error("is given twice in this section", line, key)
+    from wgmagic.via import parse_via
+
+    try:
+        parse_via(value)
+    except ValueError as exc:
+        raise p.error(str(exc), line, key)
+    peer["#via"] = value
 
 
 def _parse_value(p: _Parser, in_interface: bool, lower: str, key: str, value: str, line: int) -> object:

@@ -63,3 +63,7 @@ class DNSTimeoutError(TunnelError, TimeoutError):
 
 class MessageTooLongError(TunnelError, OSError):
     """A packet would not fit the tunnel's MTU and nothing fragments it (errno EMSGSIZE, as `ping -M do`)."""
+
+
+class TransportError(TunnelError, ConnectionError):
+    """The way to the peer other than UDP failed: a WebSocket relay, TLS or an HTTP proxy refused (issue 13)."""

@@ -122,6 +122,7 @@ class TestBed:
         self.postgres: subprocess.Popen | None = None
         self.ca_file: Path | None = None
         self.second: SecondPeer | None = None
+        self.blocked: list = []  # wsbed.BlockedNamespace: client namespaces whose outbound UDP is dropped
         self.up_ = False
 
     # ---- bring up ----------------------------------------------------------------------------------
@@ -419,8 +420,22 @@ class TestBed:
         finally:
             relay.stop()
 
+    def blocked_namespace(self):
+        """A fresh namespace joined to the host by a veth, every outbound UDP datagram dropped by nft (issue 13):
+        wsbed.BlockedNamespace (.name, .host_ip, .run(...), .command(...)); removed by down()."""
+        from tests.testbed.wsbed import make_blocked_namespace
+
+        namespace = make_blocked_namespace(self.id, len(self.blocked))
+        self.blocked.append(namespace)
+        return namespace
+
     # ---- tear down ---------------------------------------------------------------------------------
     def down(self) -> None:
+        from tests.testbed.wsbed import remove_blocked_namespace
+
+        for namespace in self.blocked:
+            remove_blocked_namespace(namespace)
+        self.blocked = []
         for process in [*self.processes, self.peer_process]:
             if process is not None and process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -452,15 +467,16 @@ def clean_leftovers() -> list[str]:
     removed = []
     for line in run("ip", "netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
-        if not name.startswith((f"{PREFIX}-", f"{PREFIX}r-", f"{PREFIX}b-")):
+        if not name.startswith((f"{PREFIX}-", f"{PREFIX}r-", f"{PREFIX}b-", f"{PREFIX}c-")):
             continue
-        bed_id = name.split("-", 1)[1]
+        bed_id = name.split("-", 1)[1][:6]
         if _owner_alive(bed_id):
             continue
         for pid in run("ip", "netns", "pids", name, check=False).stdout.split():
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)
         run("ip", "netns", "del", name, check=False)
+        run("ip", "link", "del", f"{PREFIX}v{name.split('-', 1)[1]}", check=False)  # a blocked namespace's veth
         run("pkill", "-KILL", "-f", f"wireguard-go -f {PREFIX}[prb]{bed_id}", check=False)
         removed.append(name)
     for path in Path(tempfile.gettempdir()).glob("wgmagic-bed-*"):

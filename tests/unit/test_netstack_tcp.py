@@ -301,3 +301,21 @@ def test_retransmission_timer_backs_off_under_a_fake_clock():
     gaps = [b - a for a, b in zip([0.1, *times], times, strict=False)]
     assert all(later >= 1.9 * earlier for earlier, later in itertools.pairwise(gaps)), gaps  # doubling
     assert gaps[0] >= client.opts.rto_min * 0.99
+
+
+def test_a_stall_reported_below_holds_the_retransmission_timeout():
+    """TCP over TCP (issue 13): while the outer connection repairs a loss, an inner RTO would only resend
+    what is on its way; defer_rto holds it, and it fires as before once no longer held."""
+    client, _ = crafted_pair()
+    client.send(b"x" * 100)
+    assert client.segments_to_send(0.1)
+    due = client.next_timer()
+    assert due is not None
+    client.defer_rto(due + 0.05)
+    assert client.next_timer() == pytest.approx(due + 0.05)
+    client.handle_timer(due)  # the old deadline: nothing is resent
+    assert client.segments_to_send(due) == [] and client.retransmits == 0
+    client.defer_rto(due - 1.0)  # never brings a deadline forward
+    assert client.next_timer() == pytest.approx(due + 0.05)
+    client.handle_timer(due + 0.05)
+    assert client.segments_to_send(due + 0.05) and client.retransmits >= 1

@@ -313,3 +313,19 @@ def test_no_secret_in_reprs():
     for key in (pair.a_key, pair.b_key, bytes(range(100, 132))):
         for form in (base64.b64encode(key).decode(), key.hex(), repr(key)):
             assert form not in text
+
+
+def test_keepalive_on_request_moves_the_endpoint_at_the_peer():
+    """After the transport below changed (a WebSocket reopened through a new relay socket), one keepalive
+    tells the peer where we are now; without a session it sends nothing."""
+    pair = Pair()
+    pair.a.send_keepalive(crypto.public_key(pair.b_key), pair.now)
+    assert pair.a.datagrams_to_send() == []
+    pair.a.send_packet(ipv4("10.9.0.1", "10.0.0.5"), pair.now)
+    pair.exchange()
+    pair.b.packets_received()
+    pair.a.send_keepalive(crypto.public_key(pair.b_key), pair.now)
+    (data, _), = pair.a.datagrams_to_send()
+    pair.b.receive_datagram(data, ("127.0.0.9", 4444), pair.now)
+    assert pair.b_peer.endpoint == ("127.0.0.9", 4444)
+    assert pair.b.packets_received() == []  # a keepalive carries no packet

@@ -325,6 +325,12 @@ class Stack:
                 best = deadline
         return best
 
+    def defer_retransmissions(self, until: float) -> None:
+        """The transport below is stalled but reliable (TCP over TCP): hold every connection's retransmission
+        timeout until `until` (see TcpConnection.defer_rto)."""
+        for conn in self.tcp.values():
+            conn.defer_rto(until)
+
     def handle_timers(self, now: float) -> None:
         """Fire every TCP timer due at `now`; their segments and events come out of the next pulls."""
         for conn in list(self.tcp.values()):

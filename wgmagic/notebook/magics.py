@@ -82,6 +82,9 @@ def _wg_parser() -> _Parser:
     p.add_argument("config", help="a wg-quick file, or {var} / $var holding wg-quick text")
     p.add_argument("--name", help="a name for the tunnel (default: from the file name, or wg0, wg1, ...)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the handshake")
+    p.add_argument("--via", help="udp, a ws:// or wss:// URL of a `wgmagic relay` (networks that block UDP), or "
+                   "auto (UDP first, then the WebSocket); default $WGMAGIC_VIA, else the config's #@wgmagic Via")
+    p.add_argument("--via-ca", help="CA file for a wss:// relay (default: the system trust store)")
     p = sub.add_parser("status", help="endpoint, handshake age, bytes, forwards and connections")
     p.add_argument("name", nargs="?")
     p = sub.add_parser("disconnect", help="close a tunnel, its forwards and its SQL connections")
@@ -202,11 +205,14 @@ class WireGuardMagics(Magics):
         name = args.name or _default_name(source, self.tunnels)
         if name in self.tunnels and not self.tunnels[name].closed:
             self.tunnels[name].close()
-        tunnel = connect(config, name=name, timeout=args.timeout)
+        tunnel = connect(config, name=name, timeout=args.timeout, via=getattr(args, "via", None),
+                         via_ca=getattr(args, "via_ca", None), note=lambda message: print(f"wgmagic: {message}"))
         self.tunnels[name] = tunnel
         self.current_tunnel = name
         rtt = tunnel.stats().get("handshake_rtt")
         shown = f" (handshake {rtt * 1000:.1f} ms)" if isinstance(rtt, float) else ""
+        if tunnel.via is not None:
+            shown += f" over {tunnel.transport_description}"
         print(f"wgmagic: tunnel {name!r} is up{shown}")
         return None
 

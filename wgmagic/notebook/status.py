@@ -25,8 +25,10 @@ def tunnel_status_line(tunnel: Any) -> str:
     counters = snap["counters"]
     age = snap.get("handshake_age")
     shown = "no handshake yet" if age is None else f"handshake {age:.0f}s ago"
-    return (f"{tunnel.name}: {shown} | rx {human_bytes(counters.get('udp_rx_bytes', 0))} "
-            f"tx {human_bytes(counters.get('udp_tx_bytes', 0))} | connections {snap['connections']}")
+    rx = counters.get("udp_rx_bytes", 0) + counters.get("ws_rx_bytes", 0)
+    tx = counters.get("udp_tx_bytes", 0) + counters.get("ws_tx_bytes", 0)
+    return (f"{tunnel.name}: {shown} | rx {human_bytes(rx)} "
+            f"tx {human_bytes(tx)} | connections {snap['connections']}")
 
 
 def tunnel_status_report(tunnel: Any, handshake_seconds: float | None = None) -> str:
@@ -42,6 +44,8 @@ def tunnel_status_report(tunnel: Any, handshake_seconds: float | None = None) ->
             where += f" ({now})"  # a name, and the address in use
         lines.append(f"  peer {peer.public_key_b64[:8]}... endpoint {where}")
         lines.append(f"    allowed ips: {', '.join(str(n) for n in peer.allowed_ips) or '(none)'}")
+    if getattr(tunnel, "via", None) is not None:
+        lines.append(f"  transport: {tunnel.transport_description}")
     if handshake_seconds is not None:
         lines.append(f"  handshake completed in {handshake_seconds * 1000:.1f} ms")
     rtt = snap.get("handshake_rtt")

@@ -21,6 +21,7 @@ from wgmagic.config import WireGuardConfig
 from wgmagic.errors import (
     HandshakeTimeoutError,
     NoRouteError,
+    TransportError,
     TunnelClosedError,
 )
 from wgmagic.netstack.events import EchoReply, NetstackEvent, TcpClosed, TcpEvent, UdpReadable
@@ -35,6 +36,8 @@ from wgmagic.wireguard.events import (
     WireGuardEvent,
 )
 from wgmagic.wireguard.timers import Timers
+
+OUTER_STALL_HOLD = 0.05  # seconds an inner retransmission waits while the outer TCP repairs a loss
 
 
 @dataclass
@@ -57,7 +60,7 @@ class PeerRuntime:
 
 class Engine:
     def __init__(self, config: WireGuardConfig, endpoints: dict[bytes, Any], *,
-                 loop: asyncio.AbstractEventLoop, timers: Timers | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop, timers: Timers | None = None, via: Any = None) -> None:
         self.config = config
         self.loop = loop
         self.device = Device(config.interface.private_key, timers=timers or Timers(), wall_clock=time.time)
@@ -73,8 +76,14 @@ class Engine:
             self.peers[peer.public_key] = PeerRuntime(peer.public_key, peer.endpoint, endpoint, candidates)
         self.stack = Stack(config.interface.addresses, mtu=config.mtu)
         self.counters: Counter[str] = Counter()
-        self.transport = UdpTransport(loop, config.interface.listen_port or 0, self.device.receive_datagram,
-                                      self.pump, self._endpoint_refused, self.counters)
+        self.via = via  # websocket.Via, or None for plain UDP
+        self.transport_error: str | None = None
+        self.transport: Any
+        if via is not None and via.mode == "websocket":
+            self.transport = self._websocket_transport(via)
+        else:
+            self.transport = UdpTransport(loop, config.interface.listen_port or 0, self.device.receive_datagram,
+                                          self.pump, self._endpoint_refused, self.counters)
         self._timer: asyncio.TimerHandle | None = None
         self._pump_handle: asyncio.Handle | None = None  # the pump pump_soon scheduled
         self._pumping = False
@@ -140,6 +149,49 @@ class Engine:
     @property
     def local_port(self) -> int:
         return self.transport.local_port
+
+    # ---- the WebSocket transport (issue 13; runtime/websocket.py) ---------------------------------------
+    def _websocket_transport(self, via: Any) -> Any:
+        from wgmagic.runtime.websocket import WebSocketTransport
+
+        peer = next(iter(self.peers.values()))
+        address = peer.resolved_endpoint or ("websocket", 0)
+        if peer.resolved_endpoint is None:  # no Endpoint in the config: the WebSocket is the way to the peer
+            self.device.peer(peer.public_key).endpoint = address
+            peer.resolved_endpoint = address
+        return WebSocketTransport(self.loop, via.url, address, self.device.receive_datagram, self.pump,
+                                  self.counters, ca_file=via.ca_file, on_error=self._transport_failed,
+                                  on_open=self._transport_reopened)
+
+    def switch_to_websocket(self, via: Any) -> None:
+        """--via auto: leave UDP for the WebSocket at via.url (loop thread); the handshake starts again."""
+        from wgmagic.runtime.websocket import Via
+
+        self.transport.close()
+        self.via = Via("websocket", via.url, via.ca_file)
+        self.transport = self._websocket_transport(self.via)
+        self.transport.open()
+        now = time.monotonic()
+        for peer in self.peers.values():
+            self.device.initiate_handshake(peer.public_key, now)
+        self.pump(now)
+
+    def _transport_reopened(self) -> None:
+        """The WebSocket came back (a new relay socket, so a new endpoint at the peer): tell the peer now."""
+        now = time.monotonic()
+        for peer in self.peers.values():
+            self.device.send_keepalive(peer.public_key, now)
+        self.pump(now)
+
+    def _transport_failed(self, message: str) -> None:
+        """The WebSocket could not be opened: fail whoever waits for a first handshake, with the cause."""
+        self.transport_error = message
+        error = TransportError(message)
+        for peer in self.peers.values():
+            for fut in peer.handshake_waiters:
+                if not fut.done():
+                    fut.set_exception(error)
+            peer.handshake_waiters.clear()
 
     def _endpoint_refused(self) -> None:
         """ICMP port unreachable for something we sent: nothing listens at the endpoint."""
@@ -232,6 +284,13 @@ class Engine:
         self._timer_deadline = None
         now = time.monotonic()
         self._next_endpoint_if_unanswered(now)
+        outer_stalled = getattr(self.transport, "outer_stalled", None)
+        if outer_stalled is not None and outer_stalled():
+            # TCP over TCP: the outer connection is repairing a loss; what the inner TCP sent is delayed, not
+            # lost. Hold its retransmission timers a little and look again (the transport, not the inner TCP,
+            # decides when the outer connection is dead).
+            self.counters["inner_rto_deferred"] += 1
+            self.stack.defer_retransmissions(now + OUTER_STALL_HOLD)
         self.device.handle_timers(now)
         self.stack.handle_timers(now)
         self.pump(now)
@@ -334,6 +393,11 @@ class Engine:
         key = PeerConfig(peer.public_key).public_key_b64
         where = peer.configured_endpoint
         shown = f"{where[0]}:{where[1]}" if where else "(no Endpoint configured)"
+        if getattr(self.transport, "kind", "udp") == "websocket":
+            state = self.transport.last_error or f"the WebSocket is {self.transport.state}"
+            return (f"no handshake answer from peer {key[:8]}... through the {self.transport.describe()}: "
+                    f"{state}. Likely causes: the relay's --to is not this peer's WireGuard port, or this "
+                    "client's public key is not configured on the peer.")
         if len(peer.endpoint_candidates) > 1:
             shown += f" (tried {', '.join(host for host, _ in peer.endpoint_candidates)})"
         elif peer.resolved_endpoint and where and peer.resolved_endpoint[0] != where[0]:

@@ -28,8 +28,9 @@ def totals(engine: Any) -> dict[str, Any]:
     drops.update({f"ip.{k}": v for k, v in stack.drops.items()})
     counters = engine.counters
     return {
-        "udp_rx_bytes": counters["udp_rx_bytes"],
-        "udp_tx_bytes": counters["udp_tx_bytes"],
+        # The tunnel's datagram bytes, whichever transport carried them (UDP, or WebSocket messages).
+        "udp_rx_bytes": counters["udp_rx_bytes"] + counters["ws_rx_bytes"],
+        "udp_tx_bytes": counters["udp_tx_bytes"] + counters["ws_tx_bytes"],
         "udp_rx_datagrams": counters["udp_rx_datagrams"],
         "udp_tx_datagrams": counters["udp_tx_datagrams"],
         "wg_rx_bytes": sum(p["rx_bytes"] for p in peers),

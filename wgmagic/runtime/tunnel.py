@@ -12,11 +12,12 @@ import itertools
 import os
 import socket
 import stat
+import sys
 import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -159,11 +160,12 @@ class Tunnel:
 
     def __init__(self, config: WireGuardConfig, *, name: str | None = None, timers: Timers | None = None,
                  endpoint_resolver: Callable[[str, int], list[tuple[str, int]]] | None = None,
-                 reresolve_interval: float = 120.0) -> None:
+                 reresolve_interval: float = 120.0, via: Any = None) -> None:
         """endpoint_resolver(host, port) -> [(address, port), ...]: how a peer's Endpoint name is resolved, at
         start and again every `reresolve_interval` seconds (default: the system's getaddrinfo); see
         runtime/endpoints.py."""
         self.config = config
+        self.via = via  # runtime.websocket.Via when the datagrams go over a WebSocket; None: UDP
         self._endpoint_resolver = endpoint_resolver or _resolve_endpoint
         self._reresolve_interval = reresolve_interval
         self.name = name or f"wg{next(_names)}"
@@ -185,9 +187,15 @@ class Tunnel:
 
     def _start(self, config: WireGuardConfig, timers: Timers | None) -> None:
         resolver = self._endpoint_resolver
-        endpoints = {p.public_key: resolver(*p.endpoint) if p.endpoint else [] for p in config.peers}
+        over_websocket = self.via is not None and self.via.mode == "websocket"
+        if over_websocket:
+            # Over a WebSocket the Endpoint is never dialled (the relay knows the peer): no need to resolve it,
+            # which matters where only the proxy resolves names.
+            endpoints: dict[bytes, Any] = {p.public_key: p.endpoint for p in config.peers}
+        else:
+            endpoints = {p.public_key: resolver(*p.endpoint) if p.endpoint else [] for p in config.peers}
         self._thread = LoopThread(self.name)
-        self._engine = Engine(config, endpoints, loop=self._thread.loop, timers=timers)
+        self._engine = Engine(config, endpoints, loop=self._thread.loop, timers=timers, via=self.via)
         self._ident = os.getpid() & 0xFFFF
         self._seq = itertools.count(1)
         self._forwards: list[Forward] = []
@@ -200,7 +208,8 @@ class Tunnel:
         self._thread.start()
         try:
             self._thread.call(self._engine.open)
-            self._thread.call(self._follower.start)
+            if not over_websocket:
+                self._thread.call(self._follower.start)
         except BaseException:
             self._thread.stop()
             raise
@@ -225,6 +234,18 @@ class Tunnel:
                 raise
             message = self._thread.call(self._describe_no_handshake)
             raise HandshakeTimeoutError(f"{message} (gave up after {timeout:g} s)") from None
+
+    def switch_to_websocket(self, via: Any) -> None:
+        """Carry the datagrams over the WebSocket at via.url from now on (what --via auto does)."""
+        self._check_open()
+        self._thread.call(self._engine.switch_to_websocket, via)
+        self.via = self._engine.via
+
+    @property
+    def transport_description(self) -> str:
+        """'UDP' or 'WebSocket wss://... (open)', for status lines (never a password)."""
+        transport = self._engine.transport
+        return transport.describe() if hasattr(transport, "describe") else "UDP"
 
     def _describe_no_handshake(self) -> str:
         peer = next(iter(self._engine.peers.values()))
@@ -750,6 +771,15 @@ class Tunnel:
         self._check_open()
         return self._thread.call(fn, *args, timeout=timeout)
 
+    def run_on_loop(self, coroutine: Coroutine[Any, Any, T], *, timeout: float | None = 10.0) -> T:
+        """Run a coroutine on this tunnel's asyncio loop and wait for its result (seconds; None: no limit).
+
+        For services whose setup or teardown awaits (a WebSocket relay's server). Raises what the coroutine
+        raises, TunnelClosedError when the tunnel is closed, TimeoutError when it did not finish in time.
+        """
+        self._check_open()
+        return self._thread.run(coroutine, timeout=timeout)
+
     @property
     def engine(self) -> Engine:
         """The tunnel's Engine (WireGuard device, IP stack, UDP socket, event and UDP hooks, `loop`).
@@ -763,16 +793,42 @@ class Tunnel:
 def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | None = None,
             timeout: float = 10.0, timers: Timers | None = None,
             endpoint_resolver: Callable[[str, int], list[tuple[str, int]]] | None = None,
-            reresolve_interval: float = 120.0) -> Tunnel:
+            reresolve_interval: float = 120.0, via: str | None = None, via_ca: str | None = None,
+            note: Callable[[str], None] | None = None) -> Tunnel:
     """Bring up a tunnel and return once the first handshake has completed.
 
-    Raises ConfigError, EndpointUnresolvableError or HandshakeTimeoutError with what was tried.
+    via: "udp", a ws:// or wss:// URL (the WireGuard datagrams travel as WebSocket messages to a `wgmagic
+    relay`), or "auto" / "auto URL" (UDP first; no handshake answer within 3 s and a URL known: the
+    WebSocket, and `note` says so). Unset: $WGMAGIC_VIA, else the config's `#@wgmagic Via = ...`, else UDP.
+    via_ca: a CA file for wss:// (default $WGMAGIC_VIA_CA, else the system trust store).
+    Raises ConfigError, EndpointUnresolvableError, HandshakeTimeoutError, or TransportError (the
+    WebSocket, its TLS or an HTTP proxy refused) with what was tried.
     """
+    from wgmagic.runtime.websocket import AUTO_UDP_WAIT
+    from wgmagic.via import choose_via, mask_url
+
     parsed = load_config(config)
+    config_via = next((p.via for p in parsed.peers if getattr(p, "via", None)), None)
+    choice = choose_via(via, config_via, ca_file=via_ca)
+    if choice.mode == "websocket" and len(parsed.peers) != 1:
+        from wgmagic.errors import ConfigError
+
+        raise ConfigError(f"a WebSocket carries the datagrams of one peer; this config has {len(parsed.peers)}",
+                          source=parsed.source)
     tunnel = Tunnel(parsed, name=name, timers=timers, endpoint_resolver=endpoint_resolver,
-                    reresolve_interval=reresolve_interval)
+                    reresolve_interval=reresolve_interval, via=choice if choice.mode == "websocket" else None)
     try:
-        tunnel.wait_handshake(timeout=timeout)
+        if choice.mode == "auto" and choice.url:
+            try:
+                tunnel.wait_handshake(timeout=min(AUTO_UDP_WAIT, timeout))
+            except HandshakeTimeoutError:
+                say = note or (lambda message: print(f"wgmagic: {message}", file=sys.stderr, flush=True))
+                say(f"no answer over UDP within {min(AUTO_UDP_WAIT, timeout):g} s (UDP may be blocked on this "
+                    f"network): switching to the WebSocket {mask_url(choice.url)}")
+                tunnel.switch_to_websocket(choice)
+                tunnel.wait_handshake(timeout=timeout)
+        else:
+            tunnel.wait_handshake(timeout=timeout)
     except BaseException:
         tunnel.close()
         raise

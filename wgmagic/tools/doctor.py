@@ -109,8 +109,9 @@ def run_doctor(config_source: Any, *, target: str | None = None, tunnel: Any = N
         try:
             tunnel = connect(config, name=f"doctor-{int(started * 1000) % 100000}", timeout=timeout)
         except WgMagicError as exc:
-            _handshake_failed(str(exc), add)
-            return report
+            tunnel = _try_websocket(config, exc, timeout, add)
+            if tunnel is None:
+                return report
     try:
         rtt = tunnel.wait_handshake(timeout=timeout)
         add("handshake", OK, "the peer answered the handshake")
@@ -188,6 +189,51 @@ def _check_endpoint(config: Any, add: Callable[..., Check]) -> None:
                 "check the Endpoint's spelling and this machine's DNS")
             return
         add("endpoint", OK, f"{name}:{port} is {infos[0][4][0]}")
+
+
+def _try_websocket(config: Any, error: Exception, timeout: float, add: Callable[..., Check]) -> Any:
+    """The first connect failed. Tell a WebSocket/proxy/TLS failure for what it is; after a UDP failure, try
+    the WebSocket URL known (config `#@wgmagic Via`, $WGMAGIC_VIA) to tell "UDP is blocked here" from "neither
+    works". Returns a tunnel over the WebSocket, or None."""
+    from wgmagic.errors import TransportError, WgMagicError
+    from wgmagic.runtime.tunnel import connect
+    from wgmagic.via import Via, choose_via, mask_url
+
+    if isinstance(error, TransportError):
+        add("websocket", FAIL, str(error), _transport_fix(str(error)))
+        return None
+    _handshake_failed(str(error), add)
+    config_via = next((p.via for p in config.peers if getattr(p, "via", None)), None)
+    try:
+        chosen, known = choose_via(None, config_via), choose_via("auto", config_via)
+    except WgMagicError:
+        return None
+    if chosen.mode == "websocket" or known.url is None:
+        return None
+    shown = mask_url(known.url)
+    try:
+        tunnel = connect(config, name=f"doctor-ws-{int(time.monotonic() * 1000) % 100000}", timeout=timeout,
+                         via=Via("websocket", known.url, known.ca_file))
+    except TransportError as exc:
+        add("transport", FAIL, f"neither works: UDP to the endpoint gets no answer, and the WebSocket {shown} "
+            f"failed: {exc}", _transport_fix(str(exc)))
+        return None
+    except WgMagicError:
+        add("transport", FAIL, f"neither works: UDP to the endpoint gets no answer, and over the WebSocket {shown} "
+            "the peer did not answer either", "check the relay's --to (the peer's WireGuard port) and the keys")
+        return None
+    add("transport", WARN, f"UDP to the endpoint gets no answer but the WebSocket {shown} works: UDP is blocked "
+        "on this network", f"connect with --via {shown} (or --via auto, or `#@wgmagic Via = auto {shown}` "
+        "under [Peer])")
+    return tunnel
+
+
+def _transport_fix(message: str) -> str:
+    if "HTTP proxy" in message:
+        return "check HTTPS_PROXY (host, port, user name and password) or ask for CONNECT to the relay's port"
+    if "TLS" in message:
+        return "give the CA that signed the relay's certificate (--via-ca FILE or WGMAGIC_VIA_CA), or fix the name"
+    return "check the URL (host, port, path) and that `wgmagic relay` runs there"
 
 
 def _handshake_failed(message: str, add: Callable[..., Check]) -> None:

@@ -208,6 +208,14 @@ class Device:
             # A persistent keepalive exists to keep a path open, so it brings a session up to do so.
             self._initiate(peer, now, retry=False)
 
+    def send_keepalive(self, public_key: bytes, now: float) -> None:
+        """An empty transport message to the peer now, if a session is up: after the way below changed (a
+        WebSocket reopened, so a new source address at the peer), the peer learns it from this authenticated
+        packet instead of sending into the old one until we next have data (whitepaper section 6.5)."""
+        peer = self.peers.get(public_key)
+        if peer is not None:
+            self._send_keepalive(peer, now)
+
     def initiate_handshake(self, public_key: bytes, now: float) -> None:
         """Start a handshake now unless a session exists or one is already in flight."""
         peer = self.peers[public_key]

@@ -825,6 +825,13 @@ class TcpConnection:
         if self.keepalive.at is not None and now >= self.keepalive.at:
             self._on_keepalive(now)
 
+    def defer_rto(self, until: float) -> None:
+        """The path below reports a stall that delays segments without losing them (an outer TCP repairing a
+        loss, when the tunnel runs over a WebSocket: issue 13). A retransmission timeout due before `until`
+        would only resend what is still on its way, and go back over the whole flight: hold it until then."""
+        if self.rto_at is not None and self.rto_at < until:
+            self.rto_at = until
+
     def _on_rto(self, now: float) -> None:
         self.retries += 1
         if self.retries > self.opts.max_retries:

@@ -48,9 +48,12 @@ class Gateway:
 
     def __init__(self, config: Any, exposes: list[Expose], names: dict[str, tuple[IPAddress, ...]] | None = None,
                  *, name: str = "gateway", timers: Any = None,
-                 connect_timeout: float = LOCAL_CONNECT_TIMEOUT) -> None:
-        """config: a wg-quick file or text ([Interface] with Address, one [Peer] per client); raises
-        ConfigError, ValueError when a target's host does not resolve, OSError when a port cannot be bound."""
+                 connect_timeout: float = LOCAL_CONNECT_TIMEOUT, websocket: tuple[str, int] | None = None,
+                 tls_cert: str | None = None, tls_key: str | None = None, websocket_path: str = "/wg") -> None:
+        """config: a wg-quick file or text ([Interface] with Address, one [Peer] per client); `websocket`:
+        also accept WebSocket clients on this (host, port) (TLS with tls_cert/tls_key), relayed to our own UDP
+        port. Raises ConfigError, ValueError when a target's host does not resolve, OSError when a port cannot
+        be bound."""
         from wgmagic.config import load_config
         from wgmagic.runtime.tunnel import Tunnel
 
@@ -65,8 +68,12 @@ class Gateway:
         self.listeners: list[ExposeListener] = []
         self.dns_answered = 0
         self._dns_sockets: list[Any] = []
+        self.websocket_relay: Any = None
+        self.websocket_address: tuple[str, int] | None = None
         try:
             self.tunnel.call_on_loop(self._setup)
+            if websocket is not None:
+                self._start_websocket(websocket, tls_cert, tls_key, websocket_path)
         except BaseException:
             self.tunnel.close()
             raise
@@ -90,6 +97,18 @@ class Gateway:
     def listen_port(self) -> int:
         """The UDP port WireGuard listens on (ListenPort, or the one the kernel chose)."""
         return self.tunnel.call_on_loop(lambda: self.engine.local_port)
+
+    def _start_websocket(self, listen: tuple[str, int], tls_cert: str | None, tls_key: str | None,
+                         path: str) -> None:
+        """WireGuard over WebSocket beside UDP (issue 13): the relay of `wgmagic relay`, on this gateway's own
+        loop thread, toward this gateway's UDP port on loopback. Each WebSocket client gets a UDP socket of its
+        own, so the WireGuard device sees one endpoint per client and roaming between UDP and WebSocket works
+        unchanged (see docs/layers.md)."""
+        from wgmagic.runtime.services.wsrelay import WebSocketRelay
+
+        self.websocket_relay = WebSocketRelay(("127.0.0.1", self.listen_port), path=path)
+        self.websocket_address = self.tunnel.run_on_loop(
+            self.websocket_relay.start(*listen, tls_cert=tls_cert, tls_key=tls_key), timeout=15)
 
     # ---- loop thread ---------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -124,11 +143,16 @@ class Gateway:
         connecting = self.tunnel.call_on_loop(lambda: sum(x.connecting for x in self.listeners))
         snapshot.update(accepted=self.accepted, refused=self.refused, dns_answered=self.dns_answered,
                         open_relays=len(self.relays), connecting=connecting)
+        if self.websocket_relay is not None:
+            snapshot["websocket"] = self.tunnel.call_on_loop(self.websocket_relay.stats)
         return snapshot
 
     def close(self) -> None:
         if self.tunnel.closed:
             return
+        if self.websocket_relay is not None:
+            with contextlib.suppress(Exception):
+                self.tunnel.run_on_loop(self.websocket_relay.close(), timeout=10)
         with contextlib.suppress(Exception):
             self.tunnel.call_on_loop(self._close_on_loop, timeout=5.0)
         self.tunnel.close()
