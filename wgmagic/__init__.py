@@ -36,10 +36,10 @@ def __getattr__(name: str) -> Any:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """%load_ext wgmagic: registers %wg and %%wgsql."""
-    from wgmagic.notebook.magics import WireGuardMagics, capture_transformer
+    """%load_ext wgmagic: registers %wg and %%wgsql, configurable as `%config WgMagic.<setting>`."""
+    from wgmagic.notebook.magics import WgMagic, capture_transformer
 
-    magics = WireGuardMagics(ipython)
+    magics = WgMagic(ipython)
     ipython.register_magics(magics)
     if capture_transformer not in ipython.input_transformers_cleanup:
         ipython.input_transformers_cleanup.append(capture_transformer)
@@ -53,6 +53,10 @@ def unload_ipython_extension(ipython: Any) -> None:
         return
     magics.close_all()
     from wgmagic.notebook.magics import capture_transformer
+
+    configurables = getattr(ipython, "configurables", None)
+    if configurables is not None and magics in configurables:
+        configurables.remove(magics)
 
     if capture_transformer in ipython.input_transformers_cleanup:
         ipython.input_transformers_cleanup.remove(capture_transformer)

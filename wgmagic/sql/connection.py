@@ -38,8 +38,9 @@ class SqlConnection:
     """One named connection (an alias) to one database, through one tunnel (or none)."""
 
     def __init__(self, dsn: Dsn, alias: str, tunnel: Callable[[], Any] | None,
-                 prompt: PasswordPrompt | None = None) -> None:
+                 prompt: PasswordPrompt | None = None, *, autocommit: bool = True) -> None:
         self.dsn = dsn
+        self.autocommit = autocommit  # False: statements run in a transaction the user ends (COMMIT/ROLLBACK)
         self.alias = alias
         self._tunnel = tunnel  # a callable: the tunnel may be replaced (%wg disconnect / connect) between cells
         self._prompt = prompt
@@ -135,16 +136,16 @@ class SqlConnection:
         kwargs.setdefault("connect_timeout", str(CONNECT_TIMEOUT))
         kwargs.setdefault("application_name", "wgmagic")
         if "password" not in kwargs:
-            password = os.environ.get("PGPASSWORD") or pgpass_lookup(self.dsn)
+            password = os.environ.get("PGPASSWORD") or pgpass_lookup(self.dsn) or keyring_lookup(self.dsn)
             if password is not None:
                 kwargs["password"] = password
         try:
-            return psycopg.connect(autocommit=True, **kwargs)
+            return psycopg.connect(autocommit=self.autocommit, **kwargs)
         except psycopg.OperationalError as exc:
             if "password" in kwargs or self._prompt is None or "no password supplied" not in str(exc):
                 raise
         kwargs["password"] = self._prompt(f"Password for {self.dsn.user or 'the database user'}@{self.dsn.host}: ")
-        connection = psycopg.connect(autocommit=True, **kwargs)
+        connection = psycopg.connect(autocommit=self.autocommit, **kwargs)
         self.dsn = self.dsn.with_password(kwargs["password"])  # asked once per connection, like psql's -W
         return connection
 
@@ -157,7 +158,8 @@ class SqlConnection:
         else:
             url = self.dsn.sqlalchemy_url()
         self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-        return self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        connection = self._engine.connect()
+        return connection.execution_options(isolation_level="AUTOCOMMIT") if self.autocommit else connection
 
     def _drop(self) -> None:
         raw, self.raw = self.raw, None
@@ -300,6 +302,29 @@ def pgpass_lookup(dsn: Dsn) -> str | None:
         if all(field in ("*", value) for field, value in zip(fields[:4], wanted, strict=True)):
             return fields[4]
     return None
+
+
+KEYRING_SERVICE = "wgmagic"
+
+
+def keyring_key(dsn: Dsn) -> str:
+    """The user name under which the keyring holds this DSN's password: `user@host:port/dbname` (the real
+    host, as ~/.pgpass matches it); set it with `keyring set wgmagic app@db.internal:5432/app`."""
+    return f"{dsn.user or ''}@{dsn.host or 'localhost'}:{dsn.port or 5432}/{dsn.database or dsn.user or ''}"
+
+
+def keyring_lookup(dsn: Dsn) -> str | None:
+    """The password the system keyring holds for the DSN (service "wgmagic", see keyring_key), if the optional
+    `keyring` package is installed and has a usable backend; None otherwise, never an error."""
+    try:
+        import keyring
+    except ImportError:
+        return None
+    try:
+        password = keyring.get_password(KEYRING_SERVICE, keyring_key(dsn))
+    except Exception:  # no backend (keyring.errors.NoKeyringError), a locked or absent D-Bus service, ...
+        return None
+    return password if isinstance(password, str) else None
 
 
 def _pgpass_fields(line: str) -> list[str]:
