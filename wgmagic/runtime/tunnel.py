@@ -9,13 +9,13 @@ import errno
 import hashlib
 import ipaddress
 import itertools
+import logging
 import os
 import socket
 import stat
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _names = itertools.count(1)
+logger = logging.getLogger(__name__)
 # Strong references: an open tunnel runs a thread and holds a socket until close(), referenced or not, so it
 # stays findable (get_tunnel, the one-key check) and the atexit hook still closes it.
 _open_tunnels: dict[str, Tunnel] = {}
@@ -110,6 +111,7 @@ def _claim_key(config: WireGuardConfig) -> list[int]:
     """The same refusal across this user's processes (two notebooks, a notebook and `wgmagic up`): an advisory
     lock per (our public key, peer) in a private directory, released by close() or by the process dying."""
     if not platform.enabled("flock"):  # no flock here: only the in-process check applies
+        logger.debug("no flock on this system: the one-key check covers this process only")
         return []
     import fcntl
 
@@ -229,6 +231,7 @@ class Tunnel:
                 pass
         self._thread.stop()
         self._unregister()
+        logger.info("tunnel %r closed", self.name)
 
     def _unregister(self) -> None:
         for fd in self._key_locks:
@@ -357,7 +360,7 @@ class Tunnel:
 
         def wake_ours() -> None:
             # AF_UNIX has no RST: a byte left unread in `theirs` makes its close reach `ours` as ECONNRESET.
-            ours.send(b"\0", socket.MSG_DONTWAIT)
+            ours.send(b"\0", getattr(socket, "MSG_DONTWAIT", 0))  # one byte into an empty pair never blocks
 
         def connected(conn: object) -> None:
             SocketRelay(self._engine, theirs, conn, on_connected=lambda _relay: settle(None), connected=True,
@@ -390,7 +393,8 @@ class Tunnel:
             return self._connect_timeout(host, port, timeout)
         return error
 
-    def forward(self, target: str, local: str | int | None = None) -> Forward:
+    def forward(self, target: str, local: str | int | None = None, *,
+                clients: platform.ClientScope | None = None) -> Forward:
         """Listen locally and relay each connection to `target` ("db.internal:5432") through the tunnel.
 
         local=None: a Unix socket in a fresh 0700 directory (see Forward.libpq_params()); local=PORT or
@@ -399,13 +403,18 @@ class Tunnel:
         $XDG_RUNTIME_DIR or /tmp, and failing those the forward listens on 127.0.0.1 with a warning; a named
         directory that is too long raises services.forward.SocketPathError. Each connection tries the target's
         routable addresses in turn (resolve_addresses, RFC 8305); NoRouteError when it has none.
+
+        Where there are no Unix sockets (or WGMAGIC_PORTABLE=unix_sockets), the default forward listens on
+        127.0.0.1 and admits only connections from this user's processes. `clients` sets who a TCP listener
+        admits: "any" (the default for local=PORT, like ssh -L), "user", or "process" (only this process's
+        sockets: for a driver in this process, as %%wgsql uses it); see wgmagic.platform.loopback_client_allowed.
         """
         from wgmagic.runtime.services.forward import Forward, ForwardSpec, parse_target
 
         self._check_open()
         host, port = parse_target(target)
         addresses = self.resolve_addresses(host)
-        spec = ForwardSpec(host, port, addresses[0], "unix", remote_addresses=tuple(addresses))
+        spec = ForwardSpec(host, port, addresses[0], "unix", remote_addresses=tuple(addresses), clients=clients)
         if isinstance(local, int):
             spec.local_kind, spec.bind_port = "tcp", local
         elif isinstance(local, str) and local.startswith("unix:"):
@@ -418,8 +427,10 @@ class Tunnel:
         forward = self._thread.call(Forward, self._engine, spec)
         self._forwards.append(forward)
         if spec.fallback_reason:
-            warnings.warn(f"{spec.fallback_reason}; this forward listens on TCP {spec.bind_host} instead, where "
-                          "other local users can connect to it too", stacklevel=2)
+            # A degraded mode, not a hole: the loopback guard still keeps other users out.
+            guard = "this process" if spec.clients == "process" else "this user's processes"
+            logger.warning("%s; this forward listens on TCP %s instead, and admits connections from %s only",
+                           spec.fallback_reason, spec.bind_host, guard)
         return forward
 
     def close_forward(self, forward: Forward) -> None:
@@ -578,10 +589,13 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
     parsed = load_config(config)
     tunnel = Tunnel(parsed, name=name, timers=timers)
     try:
-        tunnel.wait_handshake(timeout=timeout)
-    except BaseException:
+        rtt = tunnel.wait_handshake(timeout=timeout)
+    except BaseException as exc:
+        logger.info("tunnel %r: no handshake: %s", tunnel.name, type(exc).__name__)
         tunnel.close()
         raise
+    logger.info("tunnel %r is up (handshake %s)", tunnel.name,
+                f"{rtt * 1000:.1f} ms" if isinstance(rtt, float) else "done")
     return tunnel
 
 

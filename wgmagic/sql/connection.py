@@ -105,7 +105,8 @@ class SqlConnection:
                 raise classify_connection_failure(exc, host=host, port=port) from None
             tls = self.dsn.options.get("sslmode") in _TLS_MODES or not self.uses_psycopg
             try:
-                self._forward = tunnel.forward(f"{_bracket(host)}:{port}", local=0 if tls else None)
+                self._forward = tunnel.forward(f"{_bracket(host)}:{port}", local=0 if tls else None,
+                                               clients="process")  # only this process's driver may use it
             except (TunnelError, ValueError) as exc:
                 raise classify_connection_failure(exc, host=host, port=port) from None
             except OSError as exc:

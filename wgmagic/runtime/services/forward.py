@@ -3,6 +3,12 @@
 The default listener is a Unix socket in a fresh 0700 directory, so other users of a shared machine cannot
 reach the private network through it; TCP on 127.0.0.1 is there for tools that need a port.
 
+Where the system has no Unix sockets (WGMAGIC_PORTABLE=unix_sockets forces this), the default forward listens
+on loopback TCP and keeps the same promise with a guard (wgmagic.platform.loopback_client_allowed): each
+accepted connection is checked against the process that owns the connecting socket, and refused unless it is
+this user's (or, for %%wgsql's own forward, this process's). An explicit TCP forward (a port) accepts any local
+client, as ssh -L does, unless asked for a guard (`clients=`).
+
 A Unix socket's path must fit sun_path (108 bytes with its NUL, unix(7)); a long TMPDIR (HPC schedulers,
 JupyterHub spawners) does not leave room for ".../wgmagic-XXXXXXXX/.s.PGSQL.5432". The default directory is
 then made in $XDG_RUNTIME_DIR, else in /tmp, and if no short private directory can be had the forward listens
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
 import shutil
 import socket
@@ -22,7 +29,10 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from wgmagic import platform
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
+
+logger = logging.getLogger(__name__)
 
 BACKLOG = 256
 POSTGRES_PORTS = frozenset({5432, 6432})
@@ -71,6 +81,8 @@ class ForwardSpec:
     owns_socket_dir: bool = False  # only a directory wgmagic made itself is chmod-ed and removed
     remote_addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()  # in connection order
     fallback_reason: str | None = None  # why a default Unix-socket forward listens on TCP instead
+    clients: platform.ClientScope | None = None  # who may connect over TCP; None: "user" for a default
+    # forward that fell back to TCP, "any" for a TCP forward asked for by port (ssh -L)
 
 
 def warn_if_exposed(host: str, what: str) -> None:
@@ -117,6 +129,7 @@ class Forward:
             spec.remote_addresses = (spec.remote_address,)
         self.accepted = 0
         self.failed = 0
+        self.refused = 0  # connections the loopback guard turned away
         self.closed = False
         self.listener, self.address = self._listen()
         engine.loop.add_reader(self.listener.fileno(), self._on_accept)
@@ -125,13 +138,22 @@ class Forward:
         spec = self.spec
         if spec.local_kind == "unix":
             named = spec.socket_dir is not None
-            try:
-                return self._listen_unix()
-            except SocketPathError as exc:
+            if not platform.enabled("unix_sockets"):
                 if named:
-                    raise  # the user chose the directory: say why it cannot be used
-                # Tunnel.forward warns, on the caller's thread, with this reason.
-                spec.local_kind, spec.socket_dir, spec.fallback_reason = "tcp", None, str(exc)
+                    raise SocketPathError("this system has no Unix sockets (AF_UNIX): use a TCP forward (a port)")
+                spec.local_kind, spec.fallback_reason = "tcp", "this system has no Unix sockets (AF_UNIX)"
+            else:
+                try:
+                    return self._listen_unix()
+                except SocketPathError as exc:
+                    if named:
+                        raise  # the user chose the directory: say why it cannot be used
+                    # Tunnel.forward reports it, on the caller's thread, with this reason.
+                    spec.local_kind, spec.socket_dir, spec.fallback_reason = "tcp", None, str(exc)
+            if spec.clients is None:
+                spec.clients = "user"
+        if spec.clients is None:
+            spec.clients = "any"
         warn_if_exposed(spec.bind_host, "a forward")
         family = socket.AF_INET6 if ":" in spec.bind_host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -143,7 +165,10 @@ class Forward:
             sock.close()
             raise
         sock.setblocking(False)
-        return sock, sock.getsockname()[:2]
+        address = sock.getsockname()[:2]
+        logger.info("forward listening on TCP %s:%s -> %s:%s (clients: %s)", address[0], address[1],
+                    spec.remote_host, spec.remote_port, spec.clients)
+        return sock, address
 
     def _listen_unix(self) -> tuple[socket.socket, Any]:
         spec = self.spec
@@ -176,6 +201,7 @@ class Forward:
                 spec.socket_dir, spec.owns_socket_dir = None, False
             raise
         sock.setblocking(False)
+        logger.info("forward listening on %s -> %s:%s", path, spec.remote_host, spec.remote_port)
         return sock, path
 
     # ---- loop thread ---------------------------------------------------------------------------------
@@ -188,11 +214,37 @@ class Forward:
             except OSError:
                 self.failed += 1
                 return
+            if self.spec.local_kind == "tcp" and self.spec.clients not in (None, "any") and not self._admitted(
+                    client, _addr):
+                continue
             self.accepted += 1
             if self.spec.local_kind == "tcp":
                 with contextlib.suppress(OSError):
                     client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._connect(client)
+
+    def _admitted(self, client: socket.socket, peer: Any) -> bool:
+        """The loopback guard: a connection from a process that may not use this forward is refused (for a
+        PostgreSQL port with an ErrorResponse that says why, so libpq shows it), and counted."""
+        scope = self.spec.clients or "any"
+        try:
+            allowed = platform.loopback_client_allowed(peer, self.address, scope)
+        except Exception:  # never let the check itself take the loop down
+            logger.exception("the loopback guard of %r failed; the connection is refused", self)
+            allowed = False
+        if allowed:
+            return True
+        self.refused += 1
+        who = "this process" if scope == "process" else "processes of this user"
+        logger.warning("forward %s refused a connection from %s: it accepts %s only", self.address,
+                       f"{peer[0]}:{peer[1]}", who)
+        if self.spec.remote_port in POSTGRES_PORTS:
+            with contextlib.suppress(OSError):
+                client.setblocking(False)
+                client.send(postgres_error_response(f"wgmagic: this forward accepts connections from {who} only"))
+        with contextlib.suppress(OSError):
+            client.close()
+        return False
 
     def _connect(self, client: socket.socket) -> None:
         attempt: HappyEyeballs | None = None
