@@ -63,6 +63,32 @@ def _short_private_directory(socket_name: str) -> str | None:
     return None
 
 
+GOODBYE_WAIT = 5.0  # seconds a refused PostgreSQL client has to send its StartupMessage after our "N"
+# SSLRequest and GSSENCRequest codes (PostgreSQL protocol, "Message Formats"): 1234 5679, 1234 5680.
+_ENCRYPTION_REQUESTS = (bytes.fromhex("04d2162f"), bytes.fromhex("04d21630"))
+
+
+def _read_available(client: socket.socket, limit: int = 16) -> bytes:
+    """What a non-blocking socket has buffered (at most `limit` reads)."""
+    data = b""
+    for _ in range(limit):
+        try:
+            chunk = client.recv(65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _send_and_close(client: socket.socket, message: bytes) -> None:
+    with contextlib.suppress(OSError):
+        client.send(message)
+    with contextlib.suppress(OSError):
+        client.close()
+
+
 def postgres_error_response(message: str) -> bytes:
     """A protocol-3 ErrorResponse (FATAL, SQLSTATE 08001) that libpq reports as the connection's error."""
     fields = b"SFATAL\x00VFATAL\x00C08001\x00M" + message.encode("utf-8", "replace") + b"\x00\x00"
@@ -130,6 +156,7 @@ class Forward:
         self.accepted = 0
         self.failed = 0
         self.refused = 0  # connections the loopback guard turned away
+        self.goodbyes: set[socket.socket] = set()  # refused PostgreSQL clients awaited for their StartupMessage
         self.closed = False
         self.listener, self.address = self._listen()
         engine.loop.add_reader(self.listener.fileno(), self._on_accept)
@@ -238,13 +265,49 @@ class Forward:
         who = "this process" if scope == "process" else "processes of this user"
         logger.warning("forward %s refused a connection from %s: it accepts %s only", self.address,
                        f"{peer[0]}:{peer[1]}", who)
-        if self.spec.remote_port in POSTGRES_PORTS:
-            with contextlib.suppress(OSError):
-                client.setblocking(False)
-                client.send(postgres_error_response(f"wgmagic: this forward accepts connections from {who} only"))
-        with contextlib.suppress(OSError):
-            client.close()
+        self._goodbye(client, f"wgmagic: this forward accepts connections from {who} only")
         return False
+
+    def _goodbye(self, client: socket.socket, reason: str) -> None:
+        """Close a client we will not relay; to a PostgreSQL client, first say why in a way libpq shows.
+
+        libpq over TCP opens with an SSLRequest or GSSENCRequest (sslmode=prefer, the default) and reports an
+        ErrorResponse to that only as "server sent an error response during SSL exchange". So such a request is
+        answered "N" (no encryption, as a server without TLS does), the StartupMessage that follows is awaited
+        (at most GOODBYE_WAIT seconds) and read, and the ErrorResponse comes after it. Unread input would turn
+        the close into a reset that may overtake the message, so input is read first.
+        """
+        if self.spec.remote_port not in POSTGRES_PORTS or self.closed:
+            with contextlib.suppress(OSError):
+                client.close()
+            return
+        with contextlib.suppress(OSError):
+            client.setblocking(False)
+        received = _read_available(client)
+        if received[4:8] not in _ENCRYPTION_REQUESTS or len(received) != 8:
+            _send_and_close(client, postgres_error_response(reason))
+            return
+        try:
+            client.send(b"N")
+        except OSError:
+            with contextlib.suppress(OSError):
+                client.close()
+            return
+        loop = self.engine.loop
+        timer: Any = None
+
+        def startup_arrived() -> None:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(client.fileno())
+            if timer is not None:
+                timer.cancel()
+            self.goodbyes.discard(client)
+            _read_available(client)
+            _send_and_close(client, postgres_error_response(reason))
+
+        self.goodbyes.add(client)
+        loop.add_reader(client.fileno(), startup_arrived)
+        timer = loop.call_later(GOODBYE_WAIT, startup_arrived)
 
     def _connect(self, client: socket.socket) -> None:
         attempt: HappyEyeballs | None = None
@@ -258,8 +321,6 @@ class Forward:
         def failed(error: BaseException) -> None:
             self.connecting.discard(attempt)  # type: ignore[arg-type]
             self._on_failed(client, error)
-            with contextlib.suppress(OSError):
-                client.close()
 
         attempt = HappyEyeballs(self.engine, self.spec.remote_addresses, self.spec.remote_port, CONNECT_TIMEOUT,
                                 connected, failed)
@@ -267,18 +328,11 @@ class Forward:
             self.connecting.add(attempt)
 
     def _on_failed(self, client: socket.socket, error: BaseException) -> None:
+        """A connection that could not reach its target; closes `client`. libpq shows a server's ErrorResponse
+        to the user verbatim, so a driver behind this forward learns why instead of "server closed the
+        connection unexpectedly"."""
         self.failed += 1
-        if self.spec.remote_port in POSTGRES_PORTS:
-            # libpq shows a server's ErrorResponse to the user verbatim, so a driver behind this forward
-            # learns why instead of "server closed the connection unexpectedly".
-            reason = self._failure_reason(error)
-            with contextlib.suppress(OSError):
-                client.setblocking(False)
-                for _ in range(16):  # unread input would turn our close into a reset
-                    if not client.recv(65536):
-                        break
-            with contextlib.suppress(OSError):
-                client.send(postgres_error_response(reason))
+        self._goodbye(client, self._failure_reason(error) if self.spec.remote_port in POSTGRES_PORTS else "")
 
     def _failure_reason(self, error: BaseException) -> str:
         target = f"{self.spec.remote_host}:{self.spec.remote_port}"
@@ -304,6 +358,12 @@ class Forward:
         for relay in list(self.relays):
             relay.close()
         self.relays.clear()
+        for client in list(self.goodbyes):
+            with contextlib.suppress(Exception):
+                self.engine.loop.remove_reader(client.fileno())
+            with contextlib.suppress(OSError):
+                client.close()
+        self.goodbyes.clear()
         if self.spec.local_kind == "unix" and self.spec.socket_dir:
             if self.spec.owns_socket_dir:
                 shutil.rmtree(self.spec.socket_dir, ignore_errors=True)
