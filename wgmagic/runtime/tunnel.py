@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from wgmagic import platform
 from wgmagic.config import WireGuardConfig, load_config
@@ -68,7 +68,7 @@ def _resolve_endpoint(host: str, port: int) -> list[tuple[str, int]]:
     for family, _type, _proto, _name, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):
             continue
-        candidate = (str(sockaddr[0]).partition("%")[0] if family == socket.AF_INET6 else sockaddr[0], port)
+        candidate = (str(sockaddr[0]).partition("%")[0] if family == socket.AF_INET6 else str(sockaddr[0]), port)
         if candidate not in addresses:
             addresses.append(candidate)
     if not addresses:
@@ -222,7 +222,8 @@ class Tunnel:
         self._closed = True
         if self._thread.running:
             try:
-                for listener in [*self._forwards, *self._socks_servers]:
+                listeners: list[Forward | Socks5Server] = [*self._forwards, *self._socks_servers]
+                for listener in listeners:
                     self._thread.call(listener.close_on_loop, timeout=5.0)
                 self._forwards.clear()
                 self._socks_servers.clear()
@@ -515,12 +516,12 @@ class Tunnel:
         for key in self._engine.peers:
             peer = device.peer(key)
             stats = peer.stats()
-            last = stats["last_handshake"]
+            last = cast("float | None", stats["last_handshake"])
             current = getattr(peer, "current", None)
             rekey = None
             if current is not None and getattr(current, "initiator", False):
                 rekey = max(0.0, device.timers.rekey_after_time - (now - current.created))
-            endpoint = stats["endpoint"]
+            endpoint = cast("tuple[str, int] | None", stats["endpoint"])
             report.append({
                 "fingerprint": peer.public_key_b64[:8] + "...",
                 "endpoint": f"{endpoint[0]}:{endpoint[1]}" if endpoint else "(none)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ CONNECT_TIMEOUT = 15  # seconds, libpq's connect_timeout unless the DSN sets one
 _TLS_MODES = {"require", "verify-ca", "verify-full"}
 _PSYCOPG_DRIVERS = {None, "psycopg", "psycopg2", "psycopg2cffi", "psycopg_async"}
 PasswordPrompt = Callable[[str], str]
+logger = logging.getLogger(__name__)
 
 
 class SqlConnection:
@@ -85,9 +87,13 @@ class SqlConnection:
             return
         if self.opened:
             self.reconnects += 1
+            logger.info("connection %r: %s, opening a new one", self.alias,
+                        "the tunnel was replaced" if self.is_usable() else "closed or broken")
         self._drop()
         self._open(tunnel)
         self.opened = True
+        logger.debug("connection %r open: %s via %s", self.alias, self.dsn.masked(),
+                     self.forward_address or "a direct connection")
 
     def _open(self, tunnel: Any) -> None:
         host, port = self.dsn.host, self.dsn.port or 5432

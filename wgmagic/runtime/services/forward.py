@@ -313,13 +313,13 @@ class Forward:
         attempt: HappyEyeballs | None = None
 
         def connected(conn: Any) -> None:
-            self.connecting.discard(attempt)  # type: ignore[arg-type]
+            self.connecting.discard(attempt)
             relay = SocketRelay(self.engine, client, conn, on_done=self.relays.discard, connected=True)
             if not relay.done:
                 self.relays.add(relay)
 
         def failed(error: BaseException) -> None:
-            self.connecting.discard(attempt)  # type: ignore[arg-type]
+            self.connecting.discard(attempt)
             self._on_failed(client, error)
 
         attempt = HappyEyeballs(self.engine, self.spec.remote_addresses, self.spec.remote_port, CONNECT_TIMEOUT,
