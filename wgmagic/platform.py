@@ -113,6 +113,18 @@ def drain_error_queue(sock: socket.socket, limit: int = 64) -> None:
             return
 
 
+def prepare_listener(sock: socket.socket) -> None:
+    """Socket options for a TCP listener before bind(). Where SO_EXCLUSIVEADDRUSE exists (Windows), that: there
+    SO_REUSEADDR would let another process bind the same port and take our connections. Elsewhere SO_REUSEADDR
+    (a restarted listener may reuse its port while old connections sit in TIME_WAIT; no second listener)."""
+    exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)
+    option = exclusive if exclusive is not None else socket.SO_REUSEADDR
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, option, 1)
+    except OSError:
+        pass
+
+
 SIOCOUTQ = 0x5411  # Linux's TIOCOUTQ: a socket's bytes not yet acknowledged (TCP) or read (Unix)
 
 

@@ -185,7 +185,7 @@ class Forward:
         family = socket.AF_INET6 if ":" in spec.bind_host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            platform.prepare_listener(sock)
             sock.bind((spec.bind_host, spec.bind_port))
             sock.listen(BACKLOG)
         except BaseException:
