@@ -64,3 +64,7 @@ def test_autocommit_off_leaves_the_transaction_to_the_user(shell, testbed):
     status = shell.run_cell("%%wgsql tx\nSELECT now() = statement_timestamp() AS fresh").result
     assert not bool(status["fresh"][0])  # still inside the transaction the first cell began
     assert shell.run_cell("%%wgsql tx\nROLLBACK").success
+    shell.run_line_magic("config", "WgMagic.autocommit = True")  # applies to the open connection, now idle
+    assert shell.run_cell("%%wgsql tx\nCREATE TEMP TABLE u (i int)").success
+    fresh = shell.run_cell("%%wgsql tx\nSELECT now() = statement_timestamp() AS fresh").result
+    assert bool(fresh["fresh"][0])

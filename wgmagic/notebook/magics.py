@@ -486,6 +486,7 @@ class WgMagic(Magics):
             print(f"wgmagic: closed connection {conn.alias!r}")
             return None
         self.current_connection = conn.alias
+        conn.set_autocommit(self.autocommit)  # %config WgMagic.autocommit applies to open connections too
         statements = split_statements(cell, self.shell.user_ns,
                                       standard_conforming_strings=_standard_conforming_strings(conn))
         if not statements:

@@ -186,6 +186,18 @@ class SqlConnection:
     def close(self) -> None:
         self._drop()
 
+    def set_autocommit(self, on: bool) -> None:
+        """Autocommit for the next statements (psycopg; other drivers from their next connection). An open
+        transaction is left as it is: the change applies once it has ended, as psql's AUTOCOMMIT does."""
+        self.autocommit = on
+        raw = self.raw
+        if raw is None or not self.uses_psycopg or raw.closed or raw.autocommit == on:
+            return
+        import psycopg
+
+        if raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            raw.autocommit = on
+
     # ---- running a cell ------------------------------------------------------------------------------
     def run(self, statements: list[Statement], *, progress: Progress | None = None) -> list[Result]:
         """Run the statements in order; stop at the first error (raised as SqlError, with psql's layout)."""
