@@ -10,6 +10,21 @@ import pytest
 SKIP = os.environ.get("WGMAGIC_SKIP_INTEGRATION") == "1"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--portable", action="store_true",
+                     help="turn every Linux-only feature off (WGMAGIC_PORTABLE=1), as on macOS and Windows")
+
+
+def pytest_configure(config):
+    if config.getoption("--portable"):
+        os.environ["WGMAGIC_PORTABLE"] = "1"  # read by wgmagic.platform on each call, by tunnels and forwards
+
+
+def pytest_report_header(config):
+    value = os.environ.get("WGMAGIC_PORTABLE")
+    return f"wgmagic: WGMAGIC_PORTABLE={value} (Linux-only features off)" if value else None
+
+
 def _bed_unavailable() -> str | None:
     if os.geteuid() != 0:
         return "the test bed needs root (network namespaces)"

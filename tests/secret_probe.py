@@ -42,7 +42,7 @@ WGSQL = [
     "%%wgsql {}\nSELECT 1", "%%wgsql {} --no-tunnel\nSELECT 1", "%%wgsql {} --alias a1\nSELECT 1",
     "%%wgsql --alias {}\nSELECT 1", "%%wgsql -o {}\nSELECT 1", "%%wgsql --tunnel {}\nSELECT 1",
     "%%wgsql --limit {}\nSELECT 1", "%%wgsql {} --close", "%wgsql {}", "x << %%wgsql {}\nSELECT 1",
-    "%%wgsql {} --tunnel nosuch\nSELECT 1", "%%wgsql {} extra words\nSELECT 1",
+    "%%wgsql {} --tunnel nosuch\nSELECT 1", "%%wgsql {} extra words\nSELECT 1", "%%wgsql --section {}\nSELECT 1",
 ]
 
 

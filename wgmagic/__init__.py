@@ -5,14 +5,17 @@ Import is cheap on purpose: the heavy parts (pandas, matplotlib, ipywidgets, dri
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # type checkers see the real types; at run time they load on first use (__getattr__)
+    from wgmagic.runtime.tunnel import Tunnel, connect
 
 __version__ = "0.1.0"
 
 __all__ = ["Tunnel", "__version__", "connect", "get_tunnel", "load_ipython_extension", "unload_ipython_extension"]
 
 
-def get_tunnel(name: str | None = None) -> Any:
+def get_tunnel(name: str | None = None) -> Tunnel:
     """An open tunnel of this process by name (as `%wg connect --name` gave it), or the only/newest one."""
     from wgmagic.runtime.tunnel import open_tunnels
 
@@ -36,10 +39,10 @@ def __getattr__(name: str) -> Any:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """%load_ext wgmagic: registers %wg and %%wgsql."""
-    from wgmagic.notebook.magics import WireGuardMagics, capture_transformer
+    """%load_ext wgmagic: registers %wg and %%wgsql, configurable as `%config WgMagic.<setting>`."""
+    from wgmagic.notebook.magics import WgMagic, capture_transformer
 
-    magics = WireGuardMagics(ipython)
+    magics = WgMagic(ipython)
     ipython.register_magics(magics)
     if capture_transformer not in ipython.input_transformers_cleanup:
         ipython.input_transformers_cleanup.append(capture_transformer)
@@ -53,6 +56,10 @@ def unload_ipython_extension(ipython: Any) -> None:
         return
     magics.close_all()
     from wgmagic.notebook.magics import capture_transformer
+
+    configurables = getattr(ipython, "configurables", None)
+    if configurables is not None and magics in configurables:
+        configurables.remove(magics)
 
     if capture_transformer in ipython.input_transformers_cleanup:
         ipython.input_transformers_cleanup.remove(capture_transformer)

@@ -231,6 +231,8 @@ def _demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wgmagic", description="User-mode WireGuard and TCP/IP, no root needed.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log what wgmagic does: -v lifecycle (tunnels, forwards), -vv debug detail")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ping = sub.add_parser("ping", help="ICMP echo through the tunnel, like ping")
@@ -438,9 +440,24 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if report.healthy else 1
 
 
+def _configure_logging(verbosity: int) -> None:
+    """The library logs through the `wgmagic` logger hierarchy; the CLI shows warnings (degraded modes such as a
+    forward on guarded loopback TCP) and, with -v/-vv, lifecycle and debug records on stderr."""
+    import logging
+
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("wgmagic: %(message)s" if verbosity <= 0
+                                           else "%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    logger = logging.getLogger("wgmagic")
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return int(args.func(args))

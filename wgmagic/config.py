@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from pathlib import Path
+from typing import cast
 
 from wgmagic.errors import ConfigError
 
@@ -220,12 +221,12 @@ def parse_config(text: str, *, source: str = "<string>") -> WireGuardConfig:
         raise p.error("has no [Interface] section")
     if "privatekey" not in interface:
         raise p.error("is missing", interface_line, "PrivateKey")
-    dns = interface.get("dns", ())
+    dns = cast("tuple[object, ...]", interface.get("dns", ()))
     iface = InterfaceConfig(
         private_key=interface["privatekey"],  # type: ignore[arg-type]
         addresses=interface.get("address", ()),  # type: ignore[arg-type]
-        dns_servers=tuple(d for d in dns if not isinstance(d, str)),  # type: ignore[union-attr]
-        dns_search=tuple(d for d in dns if isinstance(d, str)),  # type: ignore[union-attr]
+        dns_servers=tuple(d for d in dns if not isinstance(d, str)),  # type: ignore[misc]
+        dns_search=tuple(d for d in dns if isinstance(d, str)),
         mtu=interface.get("mtu"),  # type: ignore[arg-type]
         listen_port=interface.get("listenport"),  # type: ignore[arg-type]
     )

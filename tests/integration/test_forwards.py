@@ -14,9 +14,11 @@ import time
 import psycopg
 import pytest
 
+from wgmagic import platform
 from wgmagic.runtime.tunnel import connect
 
 pytestmark = pytest.mark.integration
+UNIX_ONLY = "Unix sockets are off (WGMAGIC_PORTABLE): test_portable.py checks the loopback guard instead"
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +27,7 @@ def tunnel(testbed):
         yield tun
 
 
+@pytest.mark.skipif(not platform.enabled("unix_sockets"), reason=UNIX_ONLY)
 def test_psycopg_through_unix_socket_forward(testbed, tunnel):
     forward = tunnel.forward("db.internal:5432")
     try:

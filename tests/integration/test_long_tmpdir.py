@@ -1,10 +1,13 @@
 """Long temporary directories (issue 11, item 6): with a TMPDIR of 77 bytes or more, the default Unix-socket
 forward (sun_path holds 108 bytes) still works from a short private directory or, failing that, loopback TCP
-with a warning; a directory that cannot hold the socket is named as the cause; no directory is left behind."""
+with a logged warning (the loopback guard keeps other users out); a directory that cannot hold the socket is
+named as the cause; no directory is left behind."""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import tempfile
 import warnings
 
@@ -79,10 +82,12 @@ def test_default_forward_under_a_long_tmpdir(testbed, tunnel, long_tmpdir, tmp_p
 
 
 def test_falls_back_to_loopback_tcp_with_a_warning_when_no_short_directory_exists(testbed, tunnel, long_tmpdir,
-                                                                                   monkeypatch):
+                                                                                   monkeypatch, caplog):
     monkeypatch.setattr(forward_module, "_short_private_directory", lambda name: None)
-    with pytest.warns(UserWarning, match=r"TMPDIR .* 120 bytes long.*sun_path.*listens on TCP 127\.0\.0\.1"):
+    with caplog.at_level(logging.WARNING, logger="wgmagic"):
         forward = tunnel.forward("db.internal:5432")
+    assert re.search(r"TMPDIR .* 120 bytes long.*sun_path.*listens on TCP 127\.0\.0\.1 instead, and admits "
+                     r"connections from this user's processes only", caplog.text), caplog.text
     try:
         host, port = forward.local_address
         assert host == "127.0.0.1" and port > 0

@@ -13,10 +13,12 @@ import time
 import psycopg
 import pytest
 
+from wgmagic import platform
 from wgmagic.errors import PeerNotRespondingError
 from wgmagic.runtime.tunnel import connect
 
 pytestmark = pytest.mark.integration
+UNIX_ONLY = "Unix sockets are off (WGMAGIC_PORTABLE): test_portable.py checks the loopback guard instead"
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +89,7 @@ def test_asyncio_streams(testbed, tunnel):
     assert asyncio.run(main()) == [b"alpha", b"beta", b"gamma"]
 
 
+@pytest.mark.skipif(not platform.enabled("unix_sockets"), reason=UNIX_ONLY)
 def test_another_user_cannot_use_a_unix_socket_forward(testbed, tunnel):
     forward = tunnel.forward("db.internal:5432")
     try:

@@ -14,10 +14,12 @@ import os
 import re
 import shlex
 import sys
+import time
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
+from traitlets import Bool, Float, Int, TraitError, Unicode, default, validate
 
 from wgmagic.errors import ConfigError, WgMagicError
 from wgmagic.sql.connstr import mask_all_secrets as scrub
@@ -81,7 +83,8 @@ def _wg_parser() -> _Parser:
     p = sub.add_parser("connect", help="bring up a tunnel (returns after the first handshake)")
     p.add_argument("config", help="a wg-quick file, or {var} / $var holding wg-quick text")
     p.add_argument("--name", help="a name for the tunnel (default: from the file name, or wg0, wg1, ...)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the handshake")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds to wait for the handshake (default: %%config WgMagic.timeout, 10)")
     p.add_argument("--via", help="udp, a ws:// or wss:// URL of a `wgmagic relay` (networks that block UDP), or "
                    "auto (UDP first, then the WebSocket); default $WGMAGIC_VIA, else the config's #@wgmagic Via")
     p.add_argument("--via-ca", help="CA file for a wss:// relay (default: the system trust store)")
@@ -152,6 +155,8 @@ def _wg_parser() -> _Parser:
 def _wgsql_parser() -> _Parser:
     parser = _Parser(prog="%%wgsql", description="Run SQL through the tunnel; rows come back as a DataFrame.")
     parser.add_argument("target", nargs="?", help="a DSN (postgresql://user@db.internal/app) or an alias")
+    parser.add_argument("--section", "-S", help="a connection named in the connections file "
+                        "(%%config WgMagic.dsn_filename); its alias is the section name")
     parser.add_argument("--alias", "-A", help="name this connection for later cells")
     parser.add_argument("-o", "--out", help="also store the DataFrame in this variable")
     parser.add_argument("--tunnel", help="the tunnel to go through (default: the current one)")
@@ -162,15 +167,85 @@ def _wgsql_parser() -> _Parser:
 
 
 @magics_class
-class WireGuardMagics(Magics):
-    def __init__(self, shell: Any) -> None:
+class WgMagic(Magics):
+    """%wg and %%wgsql. Settings are traitlets: `%config WgMagic` lists them, `%config WgMagic.displaylimit = 5`
+    sets one; they are also read from `[tool.wgmagic]` in the project's pyproject.toml or the user's config
+    file (wgmagic.notebook.settings says which, and in what order)."""
+
+    displaylimit = Int(DEFAULT_DISPLAY_LIMIT, config=True,
+                       help="Rows of a result shown (the DataFrame holds them all); 0 shows every row.")
+    timeout = Float(10.0, config=True, help="Seconds %wg connect waits for the first handshake.")
+    progress_bar = Bool(True, config=True, help="Show a progress bar while a large result arrives.")
+    progress_bar_threshold = Float(1.0, config=True,
+                                   help="Seconds a result must take before its progress bar appears.")
+    autocommit = Bool(True, config=True, help="Commit each statement (as psql does); False: COMMIT yourself.")
+    default_tunnel = Unicode(None, allow_none=True, config=True,
+                             help="The tunnel %wg and %%wgsql use without --tunnel, and the name %wg connect "
+                                  "gives a tunnel without --name; None: the most recent one.")
+    dsn_filename = Unicode(config=True, help="The connections file %%wgsql --section reads (INI, no passwords).")
+
+    @default("dsn_filename")
+    def _default_dsn_filename(self) -> str:
+        from wgmagic.notebook.settings import default_dsn_filename
+
+        return default_dsn_filename()
+
+    @validate("displaylimit")
+    def _valid_displaylimit(self, proposal: Any) -> int:
+        if proposal["value"] < 0:
+            raise TraitError("displaylimit must be 0 (every row) or more")
+        return int(proposal["value"])
+
+    @validate("timeout", "progress_bar_threshold")
+    def _valid_seconds(self, proposal: Any) -> float:
+        if not proposal["value"] >= 0:
+            raise TraitError(f"{proposal['trait'].name} must be 0 or more seconds")
+        return float(proposal["value"])
+
+    def __init__(self, shell: Any, *, settings_from: str | os.PathLike[str] | None = None) -> None:
         super().__init__(shell)
         self.tunnels: dict[str, Any] = {}
         self.current_tunnel: str | None = None
         self.connections: dict[str, Any] = {}
         self.current_connection: str | None = None
-        self.display_limit = DEFAULT_DISPLAY_LIMIT
         self.dashboards: list[Any] = []
+        self.settings_file: str | None = None
+        self._load_settings_file(settings_from)
+
+    @property
+    def display_limit(self) -> int:
+        return self.displaylimit
+
+    def _load_settings_file(self, start: str | os.PathLike[str] | None) -> None:
+        """Apply the settings file's values, below IPython's own configuration (as JupySQL does)."""
+        from wgmagic.notebook.settings import load_settings
+
+        try:
+            values, path = load_settings(start)
+        except ConfigError as exc:
+            print(f"wgmagic: settings file ignored: {scrub(str(exc))}", file=sys.stderr)
+            return
+        if path is None:
+            return
+        self.settings_file = str(path)
+        from_ipython = set(self.config.get(type(self).__name__, {}))
+        known = set(self.class_trait_names(config=True))
+        applied = []
+        for key, value in values.items():
+            if key not in known:
+                print(f"wgmagic: {path}: unknown setting {key!r} ignored (known: {', '.join(sorted(known))})",
+                      file=sys.stderr)
+                continue
+            if key in from_ipython:
+                continue
+            try:
+                setattr(self, key, value)
+            except TraitError as exc:
+                print(f"wgmagic: {path}: {key}: {scrub(str(exc).splitlines()[0])}", file=sys.stderr)
+                continue
+            applied.append(key)
+        if applied:
+            print(f"wgmagic: settings from {path}: " + ", ".join(f"{k} = {getattr(self, k)!r}" for k in applied))
 
     # ---- %wg ---------------------------------------------------------------------------------------------
     @no_var_expand
@@ -202,11 +277,16 @@ class WireGuardMagics(Magics):
             config = parse_config(_with_private_key(text, key.strip()), source=source)
         if not config.peers:
             raise ConfigError("has no [Peer] section: there is nothing to connect to", source=source)
-        name = args.name or _default_name(source, self.tunnels)
+        name = args.name
+        if name is None and self.default_tunnel and (
+                self.default_tunnel not in self.tunnels or self.tunnels[self.default_tunnel].closed):
+            name = self.default_tunnel
+        name = name or _default_name(source, self.tunnels)
         if name in self.tunnels and not self.tunnels[name].closed:
             self.tunnels[name].close()
-        tunnel = connect(config, name=name, timeout=args.timeout, via=getattr(args, "via", None),
-                         via_ca=getattr(args, "via_ca", None), note=lambda message: print(f"wgmagic: {message}"))
+        tunnel = connect(config, name=name, timeout=self.timeout if args.timeout is None else args.timeout,
+                         via=getattr(args, "via", None), via_ca=getattr(args, "via_ca", None),
+                         note=lambda message: print(f"wgmagic: {message}"))
         self.tunnels[name] = tunnel
         self.current_tunnel = name
         rtt = tunnel.stats().get("handshake_rtt")
@@ -258,6 +338,8 @@ class WireGuardMagics(Magics):
 
     def tunnel(self, name: str | None = None) -> Any:
         """The named tunnel, or the current one; a UsageError that says what to do when there is none."""
+        if name is None and self.default_tunnel and self.default_tunnel in self.tunnels:
+            name = self.default_tunnel
         name = name or self.current_tunnel
         if name is None or name not in self.tunnels:
             if not self.tunnels:
@@ -505,13 +587,14 @@ class WireGuardMagics(Magics):
             print(f"wgmagic: closed connection {conn.alias!r}")
             return None
         self.current_connection = conn.alias
+        conn.set_autocommit(self.autocommit)  # %config WgMagic.autocommit applies to open connections too
         statements = split_statements(cell, self.shell.user_ns,
                                       standard_conforming_strings=_standard_conforming_strings(conn))
         if not statements:
             conn.ensure()
             print(f"wgmagic: connected: {conn.dsn.masked()}")
             return None
-        with _progress_bar() as progress:
+        with _progress_bar(self.progress_bar_threshold if self.progress_bar else None) as progress:
             results = conn.run(statements, progress=progress)
         frame = None
         for result in results:
@@ -524,10 +607,10 @@ class WireGuardMagics(Magics):
         for name in (args.out, target_var):
             if name:
                 self.shell.user_ns[name] = frame
-        return self._show(frame, self.display_limit if args.limit is None else args.limit)
+        return self._show(frame, (self.displaylimit or None) if args.limit is None else args.limit)
 
-    def _show(self, frame: Any, limit: int) -> Any:
-        if len(frame) <= limit:
+    def _show(self, frame: Any, limit: int | None) -> Any:
+        if limit is None or len(frame) <= limit:
             return frame
         from IPython.display import display
 
@@ -542,6 +625,13 @@ class WireGuardMagics(Magics):
         from wgmagic.sql.connstr import parse_dsn
 
         target = args.target
+        section = None
+        if args.section is not None:
+            if target is not None:
+                raise UsageError("%%wgsql: give a DSN, an alias or --section NAME, not two of them")
+            section = self._section(args.section)
+            target = section.dsn
+            args.alias = args.alias or section.section
         if target and _VARIABLE.match(target):
             value = self._lookup(_VARIABLE.match(target).group(1) or _VARIABLE.match(target).group(2))
             target = str(value)
@@ -564,15 +654,27 @@ class WireGuardMagics(Magics):
             return existing
         if existing is not None:
             existing.close()
-        tunnel_name = None if args.no_tunnel else (args.tunnel or self.current_tunnel)
+        direct = args.no_tunnel or (section is not None and section.direct and not args.tunnel)
+        tunnel_name = None if direct else (args.tunnel or (section.tunnel if section else None)
+                                           or self._default_tunnel_name())
         if tunnel_name is not None:
             self.tunnel(tunnel_name)  # fails now, with advice, if that tunnel is not up
         provider = None if tunnel_name is None else (lambda: self.tunnel(tunnel_name))
-        conn = SqlConnection(dsn, alias, provider, prompt=getpass.getpass)
+        conn = SqlConnection(dsn, alias, provider, prompt=getpass.getpass, autocommit=self.autocommit)
         conn.tunnel_name = tunnel_name
         conn.ensure()  # a connection that cannot open is not kept, and the current one stays current
         self.connections[alias] = conn
         return conn
+
+    def _default_tunnel_name(self) -> str | None:
+        if self.default_tunnel and self.default_tunnel in self.tunnels:
+            return self.default_tunnel
+        return self.current_tunnel or self.default_tunnel
+
+    def _section(self, name: str) -> Any:
+        from wgmagic.notebook.settings import read_connection
+
+        return read_connection(self.dsn_filename, name)
 
     def close_all(self) -> None:
         for dashboard in self.dashboards:
@@ -637,7 +739,7 @@ def _short(exc: BaseException) -> BaseException:
 
 
 _KEYWORD_ARGUMENT = re.compile(r"^[A-Za-z_]\w*=")
-_OPTIONS_WITH_VALUES = {"--alias", "-A", "-o", "--out", "--tunnel", "--limit"}
+_OPTIONS_WITH_VALUES = {"--alias", "-A", "-o", "--out", "--tunnel", "--limit", "--section", "-S"}
 
 
 def _keyword_dsn_as_one_argument(line: str) -> str:
@@ -716,13 +818,27 @@ class _PhaseBar:
 
 
 @contextlib.contextmanager
-def _progress_bar() -> Any:
-    """A progress callback that shows rows, MB and rows/s once a result takes more than a second."""
+def _progress_bar(threshold: float | None = 1.0) -> Any:
+    """A progress callback (rows, bytes) that shows rows, MB and rows/s once a result has taken `threshold`
+    seconds (None: no bar); wgmagic.sql.results reports progress only after its own PROGRESS_AFTER."""
+    if threshold is None:
+        yield None
+        return
     from wgmagic.sql.progress import RowProgress
 
     progress = RowProgress()
+    started = time.monotonic()
+
+    def update(rows: int, size: int) -> None:
+        if progress.bar is None and time.monotonic() - started < threshold:
+            return
+        progress(rows, size)
+
     try:
-        yield progress
+        yield update
     finally:
         progress.close()
 
+
+
+WireGuardMagics = WgMagic  # the class's earlier name

@@ -351,7 +351,7 @@ class SocketRelay:
         if self.done:
             return
         self._read_local(False)
-        unsent = _unsent(self.local) if self.local.family != socket.AF_UNIX else 0
+        unsent = _unsent(self.local) if self.local.family != getattr(socket, "AF_UNIX", -1) else 0
         now = time.monotonic()
         if unsent:
             if unsent != self.reset_unsent:

@@ -9,17 +9,17 @@ import errno
 import hashlib
 import ipaddress
 import itertools
+import logging
 import os
 import socket
 import stat
-import sys
 import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from wgmagic import platform
 from wgmagic.config import WireGuardConfig, load_config
@@ -40,9 +40,11 @@ if TYPE_CHECKING:
     from wgmagic.runtime.services.expose import Exposed
     from wgmagic.runtime.services.forward import Forward
     from wgmagic.runtime.services.socks import Socks5Server
+    from wgmagic.runtime.services.udp_forward import UdpForward
 
 T = TypeVar("T")
 _names = itertools.count(1)
+logger = logging.getLogger(__name__)
 # Strong references: an open tunnel runs a thread and holds a socket until close(), referenced or not, so it
 # stays findable (get_tunnel, the one-key check) and the atexit hook still closes it.
 _open_tunnels: dict[str, Tunnel] = {}
@@ -70,7 +72,7 @@ def _resolve_endpoint(host: str, port: int) -> list[tuple[str, int]]:
     for family, _type, _proto, _name, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):
             continue
-        candidate = (str(sockaddr[0]).partition("%")[0] if family == socket.AF_INET6 else sockaddr[0], port)
+        candidate = (str(sockaddr[0]).partition("%")[0] if family == socket.AF_INET6 else str(sockaddr[0]), port)
         if candidate not in addresses:
             addresses.append(candidate)
     if not addresses:
@@ -113,6 +115,7 @@ def _claim_key(config: WireGuardConfig) -> list[int]:
     """The same refusal across this user's processes (two notebooks, a notebook and `wgmagic up`): an advisory
     lock per (our public key, peer) in a private directory, released by close() or by the process dying."""
     if not platform.enabled("flock"):  # no flock here: only the in-process check applies
+        logger.debug("no flock on this system: the one-key check covers this process only")
         return []
     import fcntl
 
@@ -198,7 +201,7 @@ class Tunnel:
         self._engine = Engine(config, endpoints, loop=self._thread.loop, timers=timers, via=self.via)
         self._ident = os.getpid() & 0xFFFF
         self._seq = itertools.count(1)
-        self._forwards: list[Forward] = []
+        self._forwards: list[Forward | UdpForward] = []
         self._socks_servers: list[Socks5Server] = []
         self._exposes: list[Exposed] = []
         self._captures: list[Capture] = []
@@ -262,7 +265,8 @@ class Tunnel:
                     self._thread.call(capture.close_on_loop, timeout=5.0)
                 for exposed in self._exposes:
                     self._thread.call(exposed.listener.close_on_loop, timeout=5.0)
-                for listener in [*self._forwards, *self._socks_servers]:
+                listeners: list[Any] = [*self._forwards, *self._socks_servers]
+                for listener in listeners:
                     self._thread.call(listener.close_on_loop, timeout=5.0)
                 self._forwards.clear()
                 self._socks_servers.clear()
@@ -272,6 +276,7 @@ class Tunnel:
                 pass
         self._thread.stop()
         self._unregister()
+        logger.info("tunnel %r closed", self.name)
 
     def _unregister(self) -> None:
         for fd in self._key_locks:
@@ -400,7 +405,7 @@ class Tunnel:
 
         def wake_ours() -> None:
             # AF_UNIX has no RST: a byte left unread in `theirs` makes its close reach `ours` as ECONNRESET.
-            ours.send(b"\0", socket.MSG_DONTWAIT)
+            ours.send(b"\0", getattr(socket, "MSG_DONTWAIT", 0))  # one byte into an empty pair never blocks
 
         def connected(conn: object) -> None:
             SocketRelay(self._engine, theirs, conn, on_connected=lambda _relay: settle(None), connected=True,
@@ -434,7 +439,7 @@ class Tunnel:
         return error
 
     def forward(self, target: str, local: str | int | None = None, *, idle_timeout: float | None = None,
-                max_flows: int | None = None) -> Forward:
+                max_flows: int | None = None, clients: platform.ClientScope | None = None) -> Forward | UdpForward:
         """Listen locally and relay each connection to `target` ("db.internal:5432") through the tunnel.
 
         local=None: a Unix socket in a fresh 0700 directory (see Forward.libpq_params()); local=PORT or
@@ -447,6 +452,10 @@ class Tunnel:
         target "udp:HOST:PORT": a UDP forward (services.udp_forward.UdpForward): one flow per client address,
         ended after `idle_timeout` seconds idle (default 120, RFC 4787), at most `max_flows` (default 1024);
         local as above, the default a Unix datagram socket in a fresh 0700 directory.
+        Where there are no Unix sockets (or WGMAGIC_PORTABLE=unix_sockets), the default forward listens on
+        127.0.0.1 and admits only connections from this user's processes. `clients` sets who a TCP listener
+        admits: "any" (the default for local=PORT, like ssh -L), "user", or "process" (only this process's
+        sockets: for a driver in this process, as %%wgsql uses it); see wgmagic.platform.loopback_client_allowed.
         """
         from wgmagic.runtime.services.forward import Forward, ForwardSpec, parse_target
 
@@ -455,7 +464,7 @@ class Tunnel:
             return self._udp_forward(target, local, idle_timeout, max_flows)
         host, port = parse_target(target)
         addresses = self.resolve_addresses(host)
-        spec = ForwardSpec(host, port, addresses[0], "unix", remote_addresses=tuple(addresses))
+        spec = ForwardSpec(host, port, addresses[0], "unix", remote_addresses=tuple(addresses), clients=clients)
         if isinstance(local, int):
             spec.local_kind, spec.bind_port = "tcp", local
         elif isinstance(local, str) and local.startswith("unix:"):
@@ -468,12 +477,14 @@ class Tunnel:
         forward = self._thread.call(Forward, self._engine, spec)
         self._forwards.append(forward)
         if spec.fallback_reason:
-            warnings.warn(f"{spec.fallback_reason}; this forward listens on TCP {spec.bind_host} instead, where "
-                          "other local users can connect to it too", stacklevel=2)
+            # A degraded mode, not a hole: the loopback guard still keeps other users out.
+            guard = "this process" if spec.clients == "process" else "this user's processes"
+            logger.warning("%s; this forward listens on TCP %s instead, and admits connections from %s only",
+                           spec.fallback_reason, spec.bind_host, guard)
         return forward
 
     def _udp_forward(self, target: str, local: str | int | None, idle_timeout: float | None,
-                     max_flows: int | None) -> Any:
+                     max_flows: int | None) -> UdpForward:
         from wgmagic.runtime.services.udp_forward import UdpForward, make_spec, parse_udp_target
 
         host, _port = parse_udp_target(target)
@@ -490,7 +501,7 @@ class Tunnel:
             self._thread.call(forward.close_on_loop)
 
     @property
-    def forwards(self) -> list[Forward]:
+    def forwards(self) -> list[Forward | UdpForward]:
         return list(self._forwards)
 
     def socks(self, port: int | None = None, host: str = "127.0.0.1",
@@ -708,12 +719,12 @@ class Tunnel:
         for key in self._engine.peers:
             peer = device.peer(key)
             stats = peer.stats()
-            last = stats["last_handshake"]
+            last = cast("float | None", stats["last_handshake"])
             current = getattr(peer, "current", None)
             rekey = None
             if current is not None and getattr(current, "initiator", False):
                 rekey = max(0.0, device.timers.rekey_after_time - (now - current.created))
-            endpoint = stats["endpoint"]
+            endpoint = cast("tuple[str, int] | None", stats["endpoint"])
             runtime = self._engine.peers[key]
             configured = runtime.configured_endpoint
             report.append({
@@ -820,18 +831,23 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
     try:
         if choice.mode == "auto" and choice.url:
             try:
-                tunnel.wait_handshake(timeout=min(AUTO_UDP_WAIT, timeout))
+                rtt = tunnel.wait_handshake(timeout=min(AUTO_UDP_WAIT, timeout))
             except HandshakeTimeoutError:
-                say = note or (lambda message: print(f"wgmagic: {message}", file=sys.stderr, flush=True))
-                say(f"no answer over UDP within {min(AUTO_UDP_WAIT, timeout):g} s (UDP may be blocked on this "
-                    f"network): switching to the WebSocket {mask_url(choice.url)}")
+                message = (f"no answer over UDP within {min(AUTO_UDP_WAIT, timeout):g} s (UDP may be blocked on "
+                           f"this network): switching to the WebSocket {mask_url(choice.url)}")
+                logger.warning("tunnel %r: %s", tunnel.name, message)
+                if note is not None:
+                    note(message)
                 tunnel.switch_to_websocket(choice)
-                tunnel.wait_handshake(timeout=timeout)
+                rtt = tunnel.wait_handshake(timeout=timeout)
         else:
-            tunnel.wait_handshake(timeout=timeout)
-    except BaseException:
+            rtt = tunnel.wait_handshake(timeout=timeout)
+    except BaseException as exc:
+        logger.info("tunnel %r: no handshake: %s", tunnel.name, type(exc).__name__)
         tunnel.close()
         raise
+    logger.info("tunnel %r is up (handshake %s)", tunnel.name,
+                f"{rtt * 1000:.1f} ms" if isinstance(rtt, float) else "done")
     return tunnel
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -32,14 +33,16 @@ CONNECT_TIMEOUT = 15  # seconds, libpq's connect_timeout unless the DSN sets one
 _TLS_MODES = {"require", "verify-ca", "verify-full"}
 _PSYCOPG_DRIVERS = {None, "psycopg", "psycopg2", "psycopg2cffi", "psycopg_async"}
 PasswordPrompt = Callable[[str], str]
+logger = logging.getLogger(__name__)
 
 
 class SqlConnection:
     """One named connection (an alias) to one database, through one tunnel (or none)."""
 
     def __init__(self, dsn: Dsn, alias: str, tunnel: Callable[[], Any] | None,
-                 prompt: PasswordPrompt | None = None) -> None:
+                 prompt: PasswordPrompt | None = None, *, autocommit: bool = True) -> None:
         self.dsn = dsn
+        self.autocommit = autocommit  # False: statements run in a transaction the user ends (COMMIT/ROLLBACK)
         self.alias = alias
         self._tunnel = tunnel  # a callable: the tunnel may be replaced (%wg disconnect / connect) between cells
         self._prompt = prompt
@@ -84,9 +87,13 @@ class SqlConnection:
             return
         if self.opened:
             self.reconnects += 1
+            logger.info("connection %r: %s, opening a new one", self.alias,
+                        "the tunnel was replaced" if self.is_usable() else "closed or broken")
         self._drop()
         self._open(tunnel)
         self.opened = True
+        logger.debug("connection %r open: %s via %s", self.alias, self.dsn.masked(),
+                     self.forward_address or "a direct connection")
 
     def _open(self, tunnel: Any) -> None:
         host, port = self.dsn.host, self.dsn.port or 5432
@@ -104,7 +111,8 @@ class SqlConnection:
                 raise classify_connection_failure(exc, host=host, port=port) from None
             tls = self.dsn.options.get("sslmode") in _TLS_MODES or not self.uses_psycopg
             try:
-                self._forward = tunnel.forward(f"{_bracket(host)}:{port}", local=0 if tls else None)
+                self._forward = tunnel.forward(f"{_bracket(host)}:{port}", local=0 if tls else None,
+                                               clients="process")  # only this process's driver may use it
             except (TunnelError, ValueError) as exc:
                 raise classify_connection_failure(exc, host=host, port=port) from None
             except OSError as exc:
@@ -135,16 +143,16 @@ class SqlConnection:
         kwargs.setdefault("connect_timeout", str(CONNECT_TIMEOUT))
         kwargs.setdefault("application_name", "wgmagic")
         if "password" not in kwargs:
-            password = os.environ.get("PGPASSWORD") or pgpass_lookup(self.dsn)
+            password = os.environ.get("PGPASSWORD") or pgpass_lookup(self.dsn) or keyring_lookup(self.dsn)
             if password is not None:
                 kwargs["password"] = password
         try:
-            return psycopg.connect(autocommit=True, **kwargs)
+            return psycopg.connect(autocommit=self.autocommit, **kwargs)
         except psycopg.OperationalError as exc:
             if "password" in kwargs or self._prompt is None or "no password supplied" not in str(exc):
                 raise
         kwargs["password"] = self._prompt(f"Password for {self.dsn.user or 'the database user'}@{self.dsn.host}: ")
-        connection = psycopg.connect(autocommit=True, **kwargs)
+        connection = psycopg.connect(autocommit=self.autocommit, **kwargs)
         self.dsn = self.dsn.with_password(kwargs["password"])  # asked once per connection, like psql's -W
         return connection
 
@@ -157,7 +165,8 @@ class SqlConnection:
         else:
             url = self.dsn.sqlalchemy_url()
         self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-        return self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        connection = self._engine.connect()
+        return connection.execution_options(isolation_level="AUTOCOMMIT") if self.autocommit else connection
 
     def _drop(self) -> None:
         raw, self.raw = self.raw, None
@@ -176,6 +185,18 @@ class SqlConnection:
 
     def close(self) -> None:
         self._drop()
+
+    def set_autocommit(self, on: bool) -> None:
+        """Autocommit for the next statements (psycopg; other drivers from their next connection). An open
+        transaction is left as it is: the change applies once it has ended, as psql's AUTOCOMMIT does."""
+        self.autocommit = on
+        raw = self.raw
+        if raw is None or not self.uses_psycopg or raw.closed or raw.autocommit == on:
+            return
+        import psycopg
+
+        if raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            raw.autocommit = on
 
     # ---- running a cell ------------------------------------------------------------------------------
     def run(self, statements: list[Statement], *, progress: Progress | None = None) -> list[Result]:
@@ -300,6 +321,29 @@ def pgpass_lookup(dsn: Dsn) -> str | None:
         if all(field in ("*", value) for field, value in zip(fields[:4], wanted, strict=True)):
             return fields[4]
     return None
+
+
+KEYRING_SERVICE = "wgmagic"
+
+
+def keyring_key(dsn: Dsn) -> str:
+    """The user name under which the keyring holds this DSN's password: `user@host:port/dbname` (the real
+    host, as ~/.pgpass matches it); set it with `keyring set wgmagic app@db.internal:5432/app`."""
+    return f"{dsn.user or ''}@{dsn.host or 'localhost'}:{dsn.port or 5432}/{dsn.database or dsn.user or ''}"
+
+
+def keyring_lookup(dsn: Dsn) -> str | None:
+    """The password the system keyring holds for the DSN (service "wgmagic", see keyring_key), if the optional
+    `keyring` package is installed and has a usable backend; None otherwise, never an error."""
+    try:
+        import keyring
+    except ImportError:
+        return None
+    try:
+        password = keyring.get_password(KEYRING_SERVICE, keyring_key(dsn))
+    except Exception:  # no backend (keyring.errors.NoKeyringError), a locked or absent D-Bus service, ...
+        return None
+    return password if isinstance(password, str) else None
 
 
 def _pgpass_fields(line: str) -> list[str]:

@@ -3,6 +3,12 @@
 The default listener is a Unix socket in a fresh 0700 directory, so other users of a shared machine cannot
 reach the private network through it; TCP on 127.0.0.1 is there for tools that need a port.
 
+Where the system has no Unix sockets (WGMAGIC_PORTABLE=unix_sockets forces this), the default forward listens
+on loopback TCP and keeps the same promise with a guard (wgmagic.platform.loopback_client_allowed): each
+accepted connection is checked against the process that owns the connecting socket, and refused unless it is
+this user's (or, for %%wgsql's own forward, this process's). An explicit TCP forward (a port) accepts any local
+client, as ssh -L does, unless asked for a guard (`clients=`).
+
 A Unix socket's path must fit sun_path (108 bytes with its NUL, unix(7)); a long TMPDIR (HPC schedulers,
 JupyterHub spawners) does not leave room for ".../wgmagic-XXXXXXXX/.s.PGSQL.5432". The default directory is
 then made in $XDG_RUNTIME_DIR, else in /tmp, and if no short private directory can be had the forward listens
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
 import shutil
 import socket
@@ -22,8 +29,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from wgmagic import platform
 from wgmagic.proto.postgres import error_response as postgres_error_response
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
+
+logger = logging.getLogger(__name__)
 
 BACKLOG = 256
 POSTGRES_PORTS = frozenset({5432, 6432})
@@ -54,6 +64,32 @@ def _short_private_directory(socket_name: str) -> str | None:
     return None
 
 
+GOODBYE_WAIT = 5.0  # seconds a refused PostgreSQL client has to send its StartupMessage after our "N"
+# SSLRequest and GSSENCRequest codes (PostgreSQL protocol, "Message Formats"): 1234 5679, 1234 5680.
+_ENCRYPTION_REQUESTS = (bytes.fromhex("04d2162f"), bytes.fromhex("04d21630"))
+
+
+def _read_available(client: socket.socket, limit: int = 16) -> bytes:
+    """What a non-blocking socket has buffered (at most `limit` reads)."""
+    data = b""
+    for _ in range(limit):
+        try:
+            chunk = client.recv(65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _send_and_close(client: socket.socket, message: bytes) -> None:
+    with contextlib.suppress(OSError):
+        client.send(message)
+    with contextlib.suppress(OSError):
+        client.close()
+
+
 @dataclass
 class ForwardSpec:
     remote_host: str
@@ -66,6 +102,8 @@ class ForwardSpec:
     owns_socket_dir: bool = False  # only a directory wgmagic made itself is chmod-ed and removed
     remote_addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()  # in connection order
     fallback_reason: str | None = None  # why a default Unix-socket forward listens on TCP instead
+    clients: platform.ClientScope | None = None  # who may connect over TCP; None: "user" for a default
+    # forward that fell back to TCP, "any" for a TCP forward asked for by port (ssh -L)
 
 
 def warn_if_exposed(host: str, what: str) -> None:
@@ -112,6 +150,8 @@ class Forward:
             spec.remote_addresses = (spec.remote_address,)
         self.accepted = 0
         self.failed = 0
+        self.refused = 0  # connections the loopback guard turned away
+        self.goodbyes: set[socket.socket] = set()  # refused PostgreSQL clients awaited for their StartupMessage
         self.closed = False
         self.listener, self.address = self._listen()
         engine.loop.add_reader(self.listener.fileno(), self._on_accept)
@@ -120,25 +160,37 @@ class Forward:
         spec = self.spec
         if spec.local_kind == "unix":
             named = spec.socket_dir is not None
-            try:
-                return self._listen_unix()
-            except SocketPathError as exc:
+            if not platform.enabled("unix_sockets"):
                 if named:
-                    raise  # the user chose the directory: say why it cannot be used
-                # Tunnel.forward warns, on the caller's thread, with this reason.
-                spec.local_kind, spec.socket_dir, spec.fallback_reason = "tcp", None, str(exc)
+                    raise SocketPathError("this system has no Unix sockets (AF_UNIX): use a TCP forward (a port)")
+                spec.local_kind, spec.fallback_reason = "tcp", "this system has no Unix sockets (AF_UNIX)"
+            else:
+                try:
+                    return self._listen_unix()
+                except SocketPathError as exc:
+                    if named:
+                        raise  # the user chose the directory: say why it cannot be used
+                    # Tunnel.forward reports it, on the caller's thread, with this reason.
+                    spec.local_kind, spec.socket_dir, spec.fallback_reason = "tcp", None, str(exc)
+            if spec.clients is None:
+                spec.clients = "user"
+        if spec.clients is None:
+            spec.clients = "any"
         warn_if_exposed(spec.bind_host, "a forward")
         family = socket.AF_INET6 if ":" in spec.bind_host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            platform.prepare_listener(sock)
             sock.bind((spec.bind_host, spec.bind_port))
             sock.listen(BACKLOG)
         except BaseException:
             sock.close()
             raise
         sock.setblocking(False)
-        return sock, sock.getsockname()[:2]
+        address = sock.getsockname()[:2]
+        logger.info("forward listening on TCP %s:%s -> %s:%s (clients: %s)", address[0], address[1],
+                    spec.remote_host, spec.remote_port, spec.clients)
+        return sock, address
 
     def _listen_unix(self) -> tuple[socket.socket, Any]:
         spec = self.spec
@@ -171,6 +223,7 @@ class Forward:
                 spec.socket_dir, spec.owns_socket_dir = None, False
             raise
         sock.setblocking(False)
+        logger.info("forward listening on %s -> %s:%s", path, spec.remote_host, spec.remote_port)
         return sock, path
 
     # ---- loop thread ---------------------------------------------------------------------------------
@@ -183,26 +236,86 @@ class Forward:
             except OSError:
                 self.failed += 1
                 return
+            if self.spec.local_kind == "tcp" and self.spec.clients not in (None, "any") and not self._admitted(
+                    client, _addr):
+                continue
             self.accepted += 1
             if self.spec.local_kind == "tcp":
                 with contextlib.suppress(OSError):
                     client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._connect(client)
 
+    def _admitted(self, client: socket.socket, peer: Any) -> bool:
+        """The loopback guard: a connection from a process that may not use this forward is refused (for a
+        PostgreSQL port with an ErrorResponse that says why, so libpq shows it), and counted."""
+        scope = self.spec.clients or "any"
+        try:
+            allowed = platform.loopback_client_allowed(peer, self.address, scope)
+        except Exception:  # never let the check itself take the loop down
+            logger.exception("the loopback guard of %r failed; the connection is refused", self)
+            allowed = False
+        if allowed:
+            return True
+        self.refused += 1
+        who = "this process" if scope == "process" else "processes of this user"
+        logger.warning("forward %s refused a connection from %s: it accepts %s only", self.address,
+                       f"{peer[0]}:{peer[1]}", who)
+        self._goodbye(client, f"wgmagic: this forward accepts connections from {who} only")
+        return False
+
+    def _goodbye(self, client: socket.socket, reason: str) -> None:
+        """Close a client we will not relay; to a PostgreSQL client, first say why in a way libpq shows.
+
+        libpq over TCP opens with an SSLRequest or GSSENCRequest (sslmode=prefer, the default) and reports an
+        ErrorResponse to that only as "server sent an error response during SSL exchange". So such a request is
+        answered "N" (no encryption, as a server without TLS does), the StartupMessage that follows is awaited
+        (at most GOODBYE_WAIT seconds) and read, and the ErrorResponse comes after it. Unread input would turn
+        the close into a reset that may overtake the message, so input is read first.
+        """
+        if self.spec.remote_port not in POSTGRES_PORTS or self.closed:
+            with contextlib.suppress(OSError):
+                client.close()
+            return
+        with contextlib.suppress(OSError):
+            client.setblocking(False)
+        received = _read_available(client)
+        if received[4:8] not in _ENCRYPTION_REQUESTS or len(received) != 8:
+            _send_and_close(client, postgres_error_response(reason))
+            return
+        try:
+            client.send(b"N")
+        except OSError:
+            with contextlib.suppress(OSError):
+                client.close()
+            return
+        loop = self.engine.loop
+        timer: Any = None
+
+        def startup_arrived() -> None:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(client.fileno())
+            if timer is not None:
+                timer.cancel()
+            self.goodbyes.discard(client)
+            _read_available(client)
+            _send_and_close(client, postgres_error_response(reason))
+
+        self.goodbyes.add(client)
+        loop.add_reader(client.fileno(), startup_arrived)
+        timer = loop.call_later(GOODBYE_WAIT, startup_arrived)
+
     def _connect(self, client: socket.socket) -> None:
         attempt: HappyEyeballs | None = None
 
         def connected(conn: Any) -> None:
-            self.connecting.discard(attempt)  # type: ignore[arg-type]
+            self.connecting.discard(attempt)
             relay = SocketRelay(self.engine, client, conn, on_done=self.relays.discard, connected=True)
             if not relay.done:
                 self.relays.add(relay)
 
         def failed(error: BaseException) -> None:
-            self.connecting.discard(attempt)  # type: ignore[arg-type]
+            self.connecting.discard(attempt)
             self._on_failed(client, error)
-            with contextlib.suppress(OSError):
-                client.close()
 
         attempt = HappyEyeballs(self.engine, self.spec.remote_addresses, self.spec.remote_port, CONNECT_TIMEOUT,
                                 connected, failed)
@@ -210,18 +323,11 @@ class Forward:
             self.connecting.add(attempt)
 
     def _on_failed(self, client: socket.socket, error: BaseException) -> None:
+        """A connection that could not reach its target; closes `client`. libpq shows a server's ErrorResponse
+        to the user verbatim, so a driver behind this forward learns why instead of "server closed the
+        connection unexpectedly"."""
         self.failed += 1
-        if self.spec.remote_port in POSTGRES_PORTS:
-            # libpq shows a server's ErrorResponse to the user verbatim, so a driver behind this forward
-            # learns why instead of "server closed the connection unexpectedly".
-            reason = self._failure_reason(error)
-            with contextlib.suppress(OSError):
-                client.setblocking(False)
-                for _ in range(16):  # unread input would turn our close into a reset
-                    if not client.recv(65536):
-                        break
-            with contextlib.suppress(OSError):
-                client.send(postgres_error_response(reason))
+        self._goodbye(client, self._failure_reason(error) if self.spec.remote_port in POSTGRES_PORTS else "")
 
     def _failure_reason(self, error: BaseException) -> str:
         target = f"{self.spec.remote_host}:{self.spec.remote_port}"
@@ -247,6 +353,12 @@ class Forward:
         for relay in list(self.relays):
             relay.close()
         self.relays.clear()
+        for client in list(self.goodbyes):
+            with contextlib.suppress(Exception):
+                self.engine.loop.remove_reader(client.fileno())
+            with contextlib.suppress(OSError):
+                client.close()
+        self.goodbyes.clear()
         if self.spec.local_kind == "unix" and self.spec.socket_dir:
             if self.spec.owns_socket_dir:
                 shutil.rmtree(self.spec.socket_dir, ignore_errors=True)
