@@ -120,7 +120,7 @@ class Gateway:
         # The targets are fixed: resolve them once, here, never on the loop thread for each SYN.
         self.targets = {expose: resolve_target(expose) for expose in exposes}
         self.tunnel = Tunnel(self.config, name=name, timers=timers)
-        self.engine = self.tunnel.engine
+        self.engine = self.tunnel.runtime_engine
         self.relays: set[SocketRelay] = set()
         self.accepted = 0
         self.refused = 0
