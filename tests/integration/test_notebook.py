@@ -81,6 +81,7 @@ def test_every_notebook_runs_headless(environment, tmp_path, name):
         text = json.dumps(outputs)
         assert text.count("from the private network") == 2  # httpx, and requests through SOCKS
         assert "TLS: True" in text and "mean_value" in text and "0 forwards before close" not in text
+        assert "by_url" in text  # %sql $url from tunnel.url
     if name == "quickstart.ipynb":
         assert any("image/png" in o.get("data", {}) for o in outputs), "the chart was not drawn"
         assert any("text/html" in o.get("data", {}) and "mean_value" in o["data"]["text/html"] for o in outputs)
