@@ -110,6 +110,15 @@ def test_require_tls_over_tcp_without_hostaddr_for_url_readers_that_lack_it():
     assert routed.hostname == "127.0.0.1" and parse_qs(routed.query) == {"sslmode": ["require"]}
 
 
+def test_a_given_hostaddr_is_the_target_and_never_left_for_libpq():
+    tunnel = Tunnel()
+    routed = route_url(tunnel, "host=db.internal hostaddr=198.18.0.1 dbname=app")
+    assert routed == f"host={SOCKET_DIR} port=5432 dbname=app"
+    routed = route_url(tunnel, "postgresql://app@db.internal/app?hostaddr=198.18.0.1&sslmode=verify-full")
+    assert parse_qs(urlsplit(routed).query)["hostaddr"] == ["127.0.0.1"]
+    assert tunnel.made == [("198.18.0.1:5432", None), ("198.18.0.1:5432", 0)]
+
+
 def test_ipv6_literal_host():
     tunnel = Tunnel()
     route_url(tunnel, "mysql+pymysql://app@[fd00::1]:3306/app")

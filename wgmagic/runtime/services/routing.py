@@ -95,10 +95,13 @@ def route_url(tunnel: Any, text: str, *, local: str = "auto") -> str:
     if port is None:
         raise DsnError(f"{dsn.masked()}: no port, and none is known for {dsn.dialect!r}: add :PORT")
     kind = _kind_for(dsn, keywords, local)
-    forward = forward_for(tunnel, dsn.host, port, kind)
-    if keywords:
-        return conninfo(dsn.libpq_kwargs(forward.libpq_params()))
+    # libpq's hostaddr, when given, is the address to reach (host is then only the name): route to it, and drop
+    # it from what the driver is given, or libpq would connect to the private address around the forward.
+    target = dsn.options.get("hostaddr") or dsn.host
     query = [(k, v) for k, v in dsn.query if k not in ("host", "hostaddr", "port")]
+    forward = forward_for(tunnel, target, port, kind)
+    if keywords:
+        return conninfo(replace(dsn, query=tuple(query)).libpq_kwargs(forward.libpq_params()))
     if kind == "unix":  # SQLAlchemy's libpq dialects and libpq URIs both read ?host=/dir
         routed = replace(dsn, host=None, port=None,
                          query=(*query, ("host", str(forward.spec.socket_dir)), ("port", str(port))))
