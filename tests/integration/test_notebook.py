@@ -77,6 +77,11 @@ def test_every_notebook_runs_headless(environment, tmp_path, name):
         assert "fd77:6d61:6769:6300::1" in text and "198.18.0.1" not in text  # IPv6 only
         assert "TLSv1.3" in text or "TLSv1.2" in text  # TLS, verified (verify-full would have refused)
         assert "Hello" in text or "hello" in text  # curl through the SOCKS proxy
+    if name == "every-tool.ipynb":
+        text = json.dumps(outputs)
+        assert text.count("from the private network") == 2  # httpx, and requests through SOCKS
+        assert "TLS: True" in text and "mean_value" in text and "0 forwards before close" not in text
+        assert "by_url" in text  # %sql $url from tunnel.url
     if name == "quickstart.ipynb":
         assert any("image/png" in o.get("data", {}) for o in outputs), "the chart was not drawn"
         assert any("text/html" in o.get("data", {}) and "mean_value" in o["data"]["text/html"] for o in outputs)

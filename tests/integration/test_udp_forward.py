@@ -205,7 +205,7 @@ def test_the_number_of_flows_is_bounded_and_drops_are_counted(testbed, tunnel):
 
 def test_idle_flows_expire_and_a_new_datagram_opens_a_new_flow(testbed, tunnel):
     forward = tunnel.forward(f"udp:{PEER4}:{UDP_ECHO}", local=0, idle_timeout=0.5)
-    open_sockets = tunnel.call_on_loop(lambda: len(tunnel.engine.stack._udp))
+    open_sockets = tunnel.call_on_loop(lambda: len(tunnel.runtime_engine.stack._udp))
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(2)
@@ -214,7 +214,7 @@ def test_idle_flows_expire_and_a_new_datagram_opens_a_new_flow(testbed, tunnel):
             _wait(lambda: forward.stats()["flows"] == 0, "the idle flow to expire")
             assert forward.stats()["flows_expired"] == 1
             # Its socket on the tunnel's stack is closed with it.
-            assert tunnel.call_on_loop(lambda: len(tunnel.engine.stack._udp)) == open_sockets
+            assert tunnel.call_on_loop(lambda: len(tunnel.runtime_engine.stack._udp)) == open_sockets
             assert _exchange(sock, forward.local_address, b"again") == b"again"
             assert forward.stats()["flows_opened"] == 2
     finally:

@@ -39,7 +39,7 @@ NET4, NET6 = "198.18.0.0/24", "fd77:6d61:6769:6300::/64"
 PEER4, PEER6 = "198.18.0.1", "fd77:6d61:6769:6300::1"
 CLIENT4, CLIENT6 = "198.18.0.2", "fd77:6d61:6769:6300::2"
 REF4, REF6 = "198.18.0.3", "fd77:6d61:6769:6300::3"
-IDENTITIES = 6  # client keys the peer knows; identity 0 has CLIENT4/CLIENT6
+IDENTITIES = 8  # client keys the peer knows; identity 0 has CLIENT4/CLIENT6 (7: test_every_tool)
 # A second peer (TestBed.second_peer(), for tests of several [Peer] sections) guards its own subnet.
 NET4_B, NET6_B = "198.18.1.0/24", "fd77:6d61:6769:6301::/64"
 PEER4_B, PEER6_B = "198.18.1.1", "fd77:6d61:6769:6301::1"
@@ -123,6 +123,8 @@ class TestBed:
         self.ca_file: Path | None = None
         self.second: SecondPeer | None = None
         self.blocked: list = []  # wsbed.BlockedNamespace: client namespaces whose outbound UDP is dropped
+        self.server_cert: Path | None = None  # names db.internal, v6only.internal, api.internal
+        self.server_key: Path | None = None
         self.up_ = False
 
     # ---- bring up ----------------------------------------------------------------------------------
@@ -141,6 +143,7 @@ class TestBed:
             self._start_services()
             self._start_dns()
             self._start_postgres()
+            self._start_https()
             self.up_ = True
             return self
         except BaseException:
@@ -228,7 +231,9 @@ class TestBed:
                      f"--listen-address={PEER4}", f"--listen-address={PEER6}", "--port=53", "--user=root",
                      f"--pid-file={self.dir / 'dnsmasq.pid'}", "--local=/internal/",
                      f"--host-record=db.internal,{PEER4},{PEER6}", f"--host-record=bulk.internal,{PEER4}",
-                     f"--host-record=v6only.internal,{PEER6}", f"--txt-record=big.internal,{big}"],
+                     f"--host-record=v6only.internal,{PEER6}",
+                     f"--host-record=api.internal,{PEER4},{PEER6}", f"--host-record=wrong.internal,{PEER4}",
+                     f"--txt-record=big.internal,{big}"],
                     "dnsmasq", ns=self.ns)
         wait_for(lambda: (self.dir / "dnsmasq.pid").exists() or self.processes[-1].poll() is not None, 10,
                  "dnsmasq")
@@ -246,8 +251,10 @@ class TestBed:
         run("runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
             "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}", cwd="/")
         # TLS with a certificate for the private name, signed by a CA only the tests trust (verify-full).
-        self.ca_file, cert, key = write_ca_and_server_cert(self.dir, ["db.internal", "v6only.internal"],
+        self.ca_file, cert, key = write_ca_and_server_cert(self.dir, ["db.internal", "v6only.internal",
+                                                                       "api.internal"],
                                                            [PEER4, PEER6])
+        self.server_cert, self.server_key = cert, key
         for path in (cert, key):
             shutil.chown(path, "postgres", "postgres")
         with open(data / "pg_hba.conf", "a") as hba:
@@ -267,6 +274,13 @@ class TestBed:
                         "taken timestamptz); INSERT INTO measurements SELECT i, 's' || (i % 5), i * 1.5, "
                         "'2026-01-01'::timestamptz + i * interval '1 hour' FROM generate_series(1, 100) i; "
                         "ALTER TABLE measurements OWNER TO app;", database="app")
+
+    def _start_https(self) -> None:
+        """api.internal: an HTTPS JSON service whose certificate (the bed's server certificate, which names
+        api.internal but not wrong.internal) is signed by the bed's CA (tests/testbed/https.py)."""
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self._spawn([sys.executable, "-m", "tests.testbed.https", str(self.server_cert), str(self.server_key),
+                     PEER4, PEER6], "https", ns=self.ns, ready="ready", env=env, cwd=REPO)
 
     def psql_admin(self, sql: str, database: str = "postgres") -> str:
         result = run("runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h",

@@ -1,4 +1,4 @@
-"""Tunnel.call_on_loop / Tunnel.engine: the public way for services to run on a tunnel's loop (issue 12).
+"""Tunnel.call_on_loop / Tunnel.runtime_engine: the public way for services to run on a tunnel's loop (issue 12).
 
 No peer is needed: a Tunnel starts its engine without waiting for a handshake.
 """
@@ -26,7 +26,7 @@ def test_call_on_loop_runs_on_the_loop_thread_and_passes_results_and_errors():
         try:
             caller = threading.current_thread()
             thread, local_port = tunnel.call_on_loop(
-                lambda: (threading.current_thread(), tunnel.engine.local_port))
+                lambda: (threading.current_thread(), tunnel.runtime_engine.local_port))
             assert thread is not caller and thread.name == "wgmagic-loop-api"
             assert local_port == tunnel.stats()["local_port"] != 0
             assert tunnel.call_on_loop(lambda a, b: a + b, 2, 3) == 5

@@ -792,13 +792,55 @@ class Tunnel:
         return self._thread.run(coroutine, timeout=timeout)
 
     @property
-    def engine(self) -> Engine:
+    def runtime_engine(self) -> Engine:
         """The tunnel's Engine (WireGuard device, IP stack, UDP socket, event and UDP hooks, `loop`).
 
         For services that run on the tunnel's loop: touch it only from that thread, inside `call_on_loop` or
         in a callback the loop runs (`engine.loop.add_reader`, `call_later`...), never from another thread.
+        (`tunnel.engine(url)` is the SQLAlchemy engine through the tunnel, below.)
         """
         return self._engine
+
+    # ---- every data tool through the tunnel (wgmagic/runtime/services/routing.py, http.py) ----------------
+    def url(self, url_or_dsn: str, *, local: str = "auto") -> str:
+        """`url_or_dsn` rewritten so that its host is a private forward of this tunnel (made once per target,
+        reused, closed with the tunnel): a postgresql:// or SQLAlchemy URL of any dialect and driver, or libpq
+        keywords. A Unix socket where the form's drivers take one (libpq keywords, +psycopg), else loopback TCP
+        on an ephemeral port; `local="unix"|"tcp"` chooses. With sslmode=verify-ca/verify-full a libpq form keeps
+        `host=<real name>` and connects to `hostaddr=127.0.0.1`. The name is resolved by the tunnel's DNS.
+
+        The result holds the password given (for the driver; wgmagic never shows it). Raises DsnError (a
+        ValueError) for text that is not a connection string or has no host, NameNotFoundError, NoRouteError.
+        """
+        from wgmagic.runtime.services.routing import route_url
+
+        self._check_open()
+        return route_url(self, url_or_dsn, local=local)
+
+    def engine(self, url: str, **kwargs: Any) -> Any:
+        """A sqlalchemy.Engine whose pooled connections all go through this tunnel, with pool_pre_ping=True
+        (a connection broken by a tunnel flap or a server restart is replaced before use); kwargs go to
+        sqlalchemy.create_engine. `pandas.read_sql(sql, engine)` and JupySQL's `%sql engine` take it."""
+        from wgmagic.runtime.services.routing import create_engine
+
+        self._check_open()
+        return create_engine(self, url, **kwargs)
+
+    def http_client(self, **kwargs: Any) -> Any:
+        """An httpx.Client whose connections go through this tunnel: names resolved by the tunnel's DNS, TLS
+        verified against the URL's real host (verify= a CA file or SSLContext for a private CA). kwargs are
+        httpx.Client's (timeout, headers, verify, http2...); transport/proxy/mounts are refused (TypeError)."""
+        from wgmagic.runtime.services.http import http_client
+
+        self._check_open()
+        return http_client(self, **kwargs)
+
+    def async_http_client(self, **kwargs: Any) -> Any:
+        """The httpx.AsyncClient counterpart of http_client (asyncio; connects in a worker thread)."""
+        from wgmagic.runtime.services.http import async_http_client
+
+        self._check_open()
+        return async_http_client(self, **kwargs)
 
 
 def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | None = None,

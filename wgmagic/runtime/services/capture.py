@@ -159,7 +159,7 @@ class Capture:
         self.written: int | None = None
         self.error: BaseException | None = None
         self._done = threading.Event()
-        self._engine = tunnel.engine
+        self._engine = tunnel.runtime_engine
         self._clock_offset = time.time() - time.monotonic()
         self._timer: Any = None
         self._receive: Any = None

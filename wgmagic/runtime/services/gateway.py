@@ -64,7 +64,7 @@ class Gateway:
         # The targets are fixed: resolve them once, here, never on the loop thread for each SYN.
         self.targets = {expose: resolve_target(expose) for expose in exposes}
         self.tunnel = Tunnel(self.config, name=name, timers=timers)
-        self.engine = self.tunnel.engine
+        self.engine = self.tunnel.runtime_engine
         self.listeners: list[ExposeListener] = []
         self.dns_answered = 0
         self._dns_sockets: list[Any] = []
