@@ -36,7 +36,7 @@ from tests.testbed.bed import PEER4, REPO, TestBed
 TUNNELS = 20  # idle tunnels in one process; identities 1..TUNNELS of the bed
 # CPU seconds per GiB moved, ours / the reference client's (wireguard-go + its client), on merge3 before the speed
 # work (/tmp/speed-before.txt): the target is a quarter less, read as a ratio so that it carries across machines.
-CPU_RATIO_BEFORE = None  # filled in from the first run of this board; None: the row is informational
+CPU_RATIO_BEFORE = 0.52  # merge3 (fa0310e) on 2026-11-30, `python -m benchmarks --runs 3`; None: informational
 
 PARALLEL = r'''
 import threading

@@ -228,11 +228,42 @@ def _frame_from_rows(rows: list[tuple], names: list[str], oids: list[int]) -> An
     import pandas as pd
 
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    frame = pd.DataFrame({i: pd.Series(list(col), dtype=object) for i, col in enumerate(columns)},
-                         index=range(len(rows)))
-    frame = _normalise(frame, oids)
+    data = {i: _plain_column(values, oid) for i, (values, oid) in enumerate(zip(columns, oids, strict=True))}
+    loose = [i for i, column in data.items() if column is None]
+    if loose:  # the other types: Python objects through the shared normalisation
+        objects = pd.DataFrame({k: pd.Series(list(columns[i]), dtype=object) for k, i in enumerate(loose)},
+                               index=range(len(rows)))
+        objects = _normalise(objects, [oids[i] for i in loose])
+        data.update({i: objects[k] for k, i in enumerate(loose)})
+    index = range(len(rows))
+    for i, oid in enumerate(oids):
+        if oid in TEXT_OIDS:  # a Series, so that pandas keeps Python str objects instead of inferring a dtype
+            data[i] = pd.Series(data[i], index=index, dtype=object, copy=False)
+    frame = pd.DataFrame(data, index=index)
     frame.columns = names
     return frame
+
+
+def _plain_column(values: tuple, oid: int) -> Any:
+    """A column of a common type with no NULL as one numpy array in the dtype `_normalise` gives it, built in one
+    step (a small result's DataFrame cost more than its round trip when every column went through
+    pandas' astype); None for everything else."""
+    import numpy as np
+
+    if oid in TEXT_OIDS:  # str or None: object either way
+        column = np.empty(len(values), dtype=object)
+        column[:] = values
+        return column
+    if None in values:
+        return None
+    if oid in INT_OIDS:
+        return np.array(values, dtype=np.int64)
+    if oid in FLOAT_OIDS:
+        column = np.array(values, dtype=np.float64)
+        return column.astype(np.float32).astype(np.float64) if oid == FLOAT4_OID else column
+    if oid == BOOL_OID:
+        return np.array(values, dtype=bool)
+    return None
 
 
 def _normalise(frame: Any, oids: list[int]) -> Any:
