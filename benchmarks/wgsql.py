@@ -39,6 +39,7 @@ for _ in range({runs}):
     times.append(time.perf_counter() - start)
 assert len(frame) == {rows}
 print("RESULT", json.dumps(statistics.median(times)))
+print("TIMES", json.dumps(times))
 '''
 
 LOADER = r'''
@@ -57,6 +58,7 @@ for _ in range({runs}):
     times.append(time.perf_counter() - start)
 assert len(frame) == {rows}
 print("RESULT", json.dumps(statistics.median(times)))
+print("TIMES", json.dumps(times))
 '''
 
 ADBC = r'''
@@ -71,6 +73,7 @@ for _ in range({runs}):
     times.append(time.perf_counter() - start)
 assert len(frame) == {rows}
 print("RESULT", json.dumps(statistics.median(times)))
+print("TIMES", json.dumps(times))
 '''
 
 JUPYSQL = r'''
@@ -89,10 +92,16 @@ for _ in range({runs}):
     times.append(time.perf_counter() - start)
 assert len(frame) == {rows}, len(frame)
 print("RESULT", json.dumps(statistics.median(times)))
+print("TIMES", json.dumps(times))
 '''
 
 
 def ours(bed: TestBed, rows: int, runs: int, *, text_loader: bool = False) -> float:
+    return statistics.median(ours_times(bed, rows, runs, text_loader=text_loader))
+
+
+def ours_times(bed: TestBed, rows: int, runs: int, *, text_loader: bool = False) -> list[float]:
+    """Seconds per run of `%%wgsql SELECT * FROM big` into a DataFrame, each on a fresh SQL connection."""
     from IPython.core.interactiveshell import InteractiveShell
 
     from wgmagic.sql import results
@@ -115,7 +124,7 @@ def ours(bed: TestBed, rows: int, runs: int, *, text_loader: bool = False) -> fl
             result = shell.run_cell(f"%%wgsql {{dsn}} --alias bench -o frame\n{QUERY}")
             times.append(time.perf_counter() - start)
             assert result.success and len(shell.user_ns["frame"]) == rows
-        return statistics.median(times)
+        return times
     finally:
         results._copy_out = new_copy_out
         shell.run_line_magic("unload_ext", "wgmagic")
@@ -123,6 +132,11 @@ def ours(bed: TestBed, rows: int, runs: int, *, text_loader: bool = False) -> fl
 
 def _result(stdout: str) -> float:
     return float(json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[7:]))
+
+
+def _times(stdout: str) -> list[float]:
+    """Every run's seconds, as the scripts above print them on their TIMES line."""
+    return [float(t) for t in json.loads(next(line for line in stdout.splitlines() if line.startswith("TIMES "))[6:])]
 
 
 def main() -> None:

@@ -226,7 +226,8 @@ def test_interrupt_cancels_on_the_server(connected, testbed, capsys):
     assert isinstance(result.error_in_exec, QueryCancelledError), out
     assert "cancel" in out.lower() and "Traceback" not in out
     assert returned_after < 10  # the 2 s is reported above; this only catches a hang
-    sleeping = testbed.psql_admin("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'",
+    sleeping = testbed.psql_admin("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' "
+                                  "AND state = 'active'",
                                   database="app")
     assert sleeping.strip() == "0"  # cancelled on the server, not just abandoned
     assert sh.run_cell("%%wgsql\nSELECT 42 AS answer").result["answer"][0] == 42

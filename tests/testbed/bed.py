@@ -102,7 +102,8 @@ class Relay:
 class TestBed:
     __test__ = False  # not a pytest class
 
-    def __init__(self) -> None:
+    def __init__(self, identities: int = IDENTITIES) -> None:
+        self.identities = identities  # client keys the peer knows (each tunnel up at once needs its own)
         self.id = secrets.token_hex(3)
         self.ns = f"{PREFIX}-{self.id}"
         self.ref_ns = f"{PREFIX}r-{self.id}"
@@ -113,7 +114,7 @@ class TestBed:
         (self.dir / "owner.pid").write_text(str(os.getpid()))  # clean_leftovers() spares beds in use
         self.port = 0  # the peer's UDP port on the host's loopback: the kernel's choice, read back once it is up
         self.peer_private, self.peer_public = keypair()
-        self.clients = [keypair() for _ in range(IDENTITIES)]  # (private, public) per identity
+        self.clients = [keypair() for _ in range(identities)]  # (private, public) per identity
         self.client_private, self.client_public = self.clients[0]
         self.ref_private, self.ref_public = keypair()
         self.db_password = secrets.token_urlsafe(16)
@@ -172,7 +173,7 @@ class TestBed:
     def _start_peer(self) -> None:
         self.peer_process = self._start_wireguard_go(self.peer_if)
         peers: list[str] = []
-        addresses = [client_addresses(k) for k in range(IDENTITIES)]
+        addresses = [client_addresses(k) for k in range(self.identities)]
         for (_, public), (v4, v6) in zip(self.clients, addresses, strict=True):
             peers += ["peer", public, "allowed-ips", f"{v4}/32,{v6}/128"]
         # First start: listen-port 0, wireguard-go binds a port the kernel picks when the link comes up. A restart

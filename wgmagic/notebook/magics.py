@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import sys
+import threading
 import time
 from typing import Any
 
@@ -29,6 +30,48 @@ DEFAULT_DISPLAY_LIMIT = 50
 _VARIABLE = re.compile(r"^(?:\{\s*([A-Za-z_][\w.]*)\s*\}|\$([A-Za-z_]\w*))$")
 _CAPTURE = re.compile(r"^\s*([A-Za-z_]\w*)\s*<<\s*(.*)$")
 _CAPTURE_BEFORE = re.compile(r"^\s*([A-Za-z_]\w*)\s*<<\s*%%wgsql\b(.*)$")
+
+
+class _Prefetch:
+    """The SQL driver and pandas, imported on a thread from `%wg connect` on: the first `%%wgsql` no longer
+    waits for a handshake, then for psycopg, then for pandas, one after the other (issue 15, time to first
+    result). `import wgmagic` and `%load_ext wgmagic` stay cheap: nothing starts before a tunnel is asked for.
+
+    The thread imports in two stages, each marked by an event; the magics wait for a stage before they use
+    its modules, so no module is ever imported by two threads at once (that could meet the import system's
+    deadlock detection and a half-initialised module)."""
+
+    DRIVER = ("psycopg", "wgmagic.sql.parameters", "wgmagic.sql.connection")
+    FRAMES = ("numpy", "pandas")
+
+    def __init__(self) -> None:
+        self.driver = threading.Event()
+        self.frames = threading.Event()
+        self._lock = threading.Lock()
+        self._started = False
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        threading.Thread(target=self._run, name="wgmagic-prefetch", daemon=True).start()
+
+    def _run(self) -> None:
+        import importlib
+
+        for names, done in ((self.DRIVER, self.driver), (self.FRAMES, self.frames)):
+            for name in names:
+                with contextlib.suppress(Exception):  # a missing module fails later, where it is used
+                    importlib.import_module(name)
+            done.set()
+
+    def wait(self, stage: threading.Event) -> None:
+        if self._started:
+            stage.wait(60.0)
+
+
+_PREFETCH = _Prefetch()
 
 
 def capture_transformer(lines: list[str]) -> list[str]:
@@ -284,6 +327,7 @@ class WgMagic(Magics):
         name = name or _default_name(source, self.tunnels)
         if name in self.tunnels and not self.tunnels[name].closed:
             self.tunnels[name].close()
+        _PREFETCH.start()  # while the handshake is in flight
         tunnel = connect(config, name=name, timeout=self.timeout if args.timeout is None else args.timeout,
                          via=getattr(args, "via", None), via_ca=getattr(args, "via_ca", None),
                          note=lambda message: print(f"wgmagic: {message}"))
@@ -572,6 +616,7 @@ class WgMagic(Magics):
         return "://" not in first and "=" not in first
 
     def _wgsql(self, args: argparse.Namespace, cell: str, target_var: str | None) -> Any:
+        _PREFETCH.wait(_PREFETCH.driver)  # before any import of the SQL layer (see _Prefetch)
         from wgmagic.sql.parameters import split_statements
 
         if args.limit is not None and args.limit < 0:
@@ -594,6 +639,7 @@ class WgMagic(Magics):
             conn.ensure()
             print(f"wgmagic: connected: {conn.dsn.masked()}")
             return None
+        _PREFETCH.wait(_PREFETCH.frames)  # pandas went on importing while the connection opened
         with _progress_bar(self.progress_bar_threshold if self.progress_bar else None) as progress:
             results = conn.run(statements, progress=progress)
         frame = None

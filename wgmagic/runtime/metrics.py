@@ -13,6 +13,8 @@ from typing import Any
 from wgmagic.netstack.tcp.state import TcpState
 
 SAMPLE_INTERVAL = 0.1  # seconds: about 10 samples a second
+IDLE_INTERVAL = 0.5  # seconds between samples once nothing has moved for IDLE_AFTER samples
+IDLE_AFTER = 10  # samples (a second at SAMPLE_INTERVAL) without a datagram either way
 HISTORY_SECONDS = 600.0  # the ring holds the last 10 minutes
 
 
@@ -55,7 +57,12 @@ def totals(engine: Any) -> dict[str, Any]:
 
 
 class MetricsRecorder:
-    """Takes a sample every SAMPLE_INTERVAL on the loop thread into a ring of HISTORY_SECONDS."""
+    """Takes a sample every SAMPLE_INTERVAL on the loop thread into a ring of HISTORY_SECONDS.
+
+    An idle tunnel costs little (issue 15: 20 idle tunnels under 1% of one core together): a sample that finds
+    no datagram sent or received since the last one repeats the last record with zero rates instead of reading
+    every counter, and after IDLE_AFTER such samples they come every IDLE_INTERVAL; the first sample that sees
+    traffic returns to SAMPLE_INTERVAL."""
 
     def __init__(self, engine: Any, interval: float = SAMPLE_INTERVAL, seconds: float = HISTORY_SECONDS) -> None:
         self.engine = engine
@@ -64,6 +71,8 @@ class MetricsRecorder:
         self._previous: tuple[float, dict[str, Any]] | None = None
         self._handle: Any = None
         self._last_echo_seen: float | None = None
+        self._idle_samples = 0
+        self._datagrams = -1
 
     def start(self) -> None:
         self._handle = self.engine.loop.call_later(self.interval, self._tick)
@@ -76,8 +85,26 @@ class MetricsRecorder:
     def _tick(self) -> None:
         if self.engine.closed:
             return
-        self.sample()
-        self._handle = self.engine.loop.call_later(self.interval, self._tick)
+        counters = self.engine.counters
+        datagrams = counters["udp_rx_datagrams"] + counters["udp_tx_datagrams"]
+        if datagrams == self._datagrams and self.samples:
+            self._idle_samples += 1
+            self._repeat()
+        else:
+            self._idle_samples = 0
+            self._datagrams = datagrams
+            self.sample()
+        interval = IDLE_INTERVAL if self._idle_samples >= IDLE_AFTER else self.interval
+        self._handle = self.engine.loop.call_later(max(interval, self.interval), self._tick)
+
+    def _repeat(self) -> None:
+        """A sample of an idle tunnel: the last record, now, with nothing moving."""
+        record = dict(self.samples[-1])
+        record.update(time=time.time(), rx_bytes_per_s=0.0, tx_bytes_per_s=0.0, tcp_in_bytes_per_s=0.0,
+                      tcp_out_bytes_per_s=0.0, retransmits_per_s=0.0, icmp_rtt=None,
+                      handshake_age=self.engine.handshake_age())
+        self._previous = (time.monotonic(), self._previous[1]) if self._previous is not None else None
+        self.samples.append(record)
 
     def sample(self) -> dict[str, Any]:
         now = time.monotonic()

@@ -58,6 +58,36 @@ def is_row_query(sql: str) -> bool:
     return bool(_ROWS_QUERY.match(_strip_comments(sql))) and not _LOCKING.search(sql)
 
 
+# What may hide a keyword: comments, string constants (standard, E'', dollar-quoted) and quoted identifiers
+# (PostgreSQL docs, "Lexical Structure" 4.1.2-4.1.5).
+_OPAQUE = re.compile(r"""--[^\n]*|/\*.*?\*/|[eE]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|"(?:[^"]|"")*"|"""
+                     r"""(\$[A-Za-z_\d]*\$).*?\1""", re.DOTALL)
+_FROM = re.compile(r"\bfrom\b", re.IGNORECASE)
+_SMALL_LIMIT = re.compile(r"\b(?:limit\s+(\d+)|fetch\s+(?:first|next)\s+(\d+)\s+rows?\s+only)\s*;?\s*$",
+                          re.IGNORECASE)
+SMALL_ROWS = 1000  # a result known to have at most this many rows takes the row path
+
+
+def may_be_big(sql: str) -> bool:
+    """Whether a statement may return enough rows for the COPY path to pay for its extra round trip.
+
+    Decided from the text alone, without a round trip: False for a statement with no FROM (`SELECT 1`,
+    `SELECT now(), version()`, VALUES lists) and for one that ends in `LIMIT n` / `FETCH FIRST n ROWS ONLY` with
+    n <= SMALL_ROWS; True otherwise, and whenever the text is not understood. A wrong guess costs speed, never
+    a value: both paths return the same frame (set-returning functions without FROM, e.g.
+    `SELECT generate_series(1, 1000000)`, take the slower row path)."""
+    try:
+        text = _OPAQUE.sub(" ", sql)
+    except RecursionError:
+        return True
+    if "'" in text or '"' in text or "$$" in text:
+        return True  # an unterminated quote: leave the statement to the server
+    limit = _SMALL_LIMIT.search(text)
+    if limit and int(limit.group(1) or limit.group(2)) <= SMALL_ROWS:
+        return False
+    return bool(_FROM.search(text))
+
+
 def _strip_comments(sql: str) -> str:
     text = sql.lstrip()
     while text.startswith(("--", "/*")):
@@ -70,13 +100,18 @@ def _strip_comments(sql: str) -> str:
     return text
 
 
-def run_statement(conn: Any, sql: str, params: dict[str, object] | None, *, bulk: bool = True,
+def run_statement(conn: Any, sql: str, params: dict[str, object] | None, *, bulk: bool | None = None,
                   progress: Progress | None = None) -> Result:
     """Execute one statement on a psycopg connection and bring back its rows, if any.
 
-    bulk=False forces the row (cursor) path; otherwise a parameterless row query whose column types the
-    binary decoder carries takes the COPY path. Raises psycopg.Error for what the server reported and
-    ClientDecodeError for what this side could not decode."""
+    bulk=None (the default) takes the COPY path only for a statement that may return many rows (see
+    `may_be_big`): a small one such as `SELECT 1` runs once on the row path, in one round trip, where the COPY
+    path costs two (the describe, then the COPY). bulk=True takes the COPY path whenever it can: a
+    parameterless row query whose column types the binary decoder carries. bulk=False forces the row (cursor)
+    path. Both paths give the same values and dtypes, so the choice is one of speed only. Raises psycopg.Error
+    for what the server reported and ClientDecodeError for what this side could not decode."""
+    if bulk is None:
+        bulk = may_be_big(sql)
     if bulk and params is None and is_row_query(sql) and not conn.info.transaction_status:
         described = _describe(conn, sql)
         if described is not None and all(oid in BULK_OIDS for oid in described[1]):
@@ -193,11 +228,42 @@ def _frame_from_rows(rows: list[tuple], names: list[str], oids: list[int]) -> An
     import pandas as pd
 
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    frame = pd.DataFrame({i: pd.Series(list(col), dtype=object) for i, col in enumerate(columns)},
-                         index=range(len(rows)))
-    frame = _normalise(frame, oids)
+    data = {i: _plain_column(values, oid) for i, (values, oid) in enumerate(zip(columns, oids, strict=True))}
+    loose = [i for i, column in data.items() if column is None]
+    if loose:  # the other types: Python objects through the shared normalisation
+        objects = pd.DataFrame({k: pd.Series(list(columns[i]), dtype=object) for k, i in enumerate(loose)},
+                               index=range(len(rows)))
+        objects = _normalise(objects, [oids[i] for i in loose])
+        data.update({i: objects[k] for k, i in enumerate(loose)})
+    index = range(len(rows))
+    for i, oid in enumerate(oids):
+        if oid in TEXT_OIDS:  # a Series, so that pandas keeps Python str objects instead of inferring a dtype
+            data[i] = pd.Series(data[i], index=index, dtype=object, copy=False)
+    frame = pd.DataFrame(data, index=index)
     frame.columns = names
     return frame
+
+
+def _plain_column(values: tuple, oid: int) -> Any:
+    """A column of a common type with no NULL as one numpy array in the dtype `_normalise` gives it, built in one
+    step (a small result's DataFrame cost more than its round trip when every column went through
+    pandas' astype); None for everything else."""
+    import numpy as np
+
+    if oid in TEXT_OIDS:  # str or None: object either way
+        column = np.empty(len(values), dtype=object)
+        column[:] = values
+        return column
+    if None in values:
+        return None
+    if oid in INT_OIDS:
+        return np.array(values, dtype=np.int64)
+    if oid in FLOAT_OIDS:
+        column = np.array(values, dtype=np.float64)
+        return column.astype(np.float32).astype(np.float64) if oid == FLOAT4_OID else column
+    if oid == BOOL_OID:
+        return np.array(values, dtype=bool)
+    return None
 
 
 def _normalise(frame: Any, oids: list[int]) -> Any:
