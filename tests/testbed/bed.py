@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,12 +35,13 @@ from wgmagic.wireguard.crypto import generate_keypair as keypair
 PREFIX = "wgmt"
 REPO = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+MARIADB_PORT = 3306
 
 NET4, NET6 = "198.18.0.0/24", "fd77:6d61:6769:6300::/64"
 PEER4, PEER6 = "198.18.0.1", "fd77:6d61:6769:6300::1"
 CLIENT4, CLIENT6 = "198.18.0.2", "fd77:6d61:6769:6300::2"
 REF4, REF6 = "198.18.0.3", "fd77:6d61:6769:6300::3"
-IDENTITIES = 6  # client keys the peer knows; identity 0 has CLIENT4/CLIENT6
+IDENTITIES = 8  # client keys the peer knows; identity 0 has CLIENT4/CLIENT6
 
 
 def client_addresses(identity: int) -> tuple[str, str]:
@@ -102,6 +104,8 @@ class TestBed:
         self.processes: list[subprocess.Popen] = []
         self.peer_process: subprocess.Popen | None = None
         self.postgres: subprocess.Popen | None = None
+        self.mariadb: subprocess.Popen | None = None  # started on first use: ensure_mariadb()
+        self._mariadb_lock = threading.Lock()
         self.ca_file: Path | None = None
         self.up_ = False
 
@@ -208,6 +212,7 @@ class TestBed:
                      f"--listen-address={PEER4}", f"--listen-address={PEER6}", "--port=53", "--user=root",
                      f"--pid-file={self.dir / 'dnsmasq.pid'}", "--local=/internal/",
                      f"--host-record=db.internal,{PEER4},{PEER6}", f"--host-record=bulk.internal,{PEER4}",
+                     f"--host-record=mariadb.internal,{PEER4},{PEER6}",
                      f"--host-record=v6only.internal,{PEER6}", f"--txt-record=big.internal,{big}"],
                     "dnsmasq", ns=self.ns)
         wait_for(lambda: (self.dir / "dnsmasq.pid").exists() or self.processes[-1].poll() is not None, 10,
@@ -259,6 +264,66 @@ class TestBed:
             f"INSERT INTO big SELECT i, i * 0.5, 'row ' || i, '2026-01-01'::timestamptz + i * interval '1 second', "
             f"i % 2 = 0 FROM generate_series(1, {rows}) i WHERE NOT EXISTS (SELECT 1 FROM big LIMIT 1); "
             "ALTER TABLE big OWNER TO app;", database="app")
+
+    # ---- MariaDB (lazily: only the tests that use it pay its few seconds) ----------------------------
+    @property
+    def mariadb_socket(self) -> Path:
+        return self.dir / "mariadb" / "mysqld.sock"
+
+    def ensure_mariadb(self) -> None:
+        """Start Debian's MariaDB in the peer's namespace, listening only on the private addresses (port 3306),
+        with database `app` and user `app` (password db_password), once; reachable as mariadb.internal."""
+        with self._mariadb_lock:
+            if self.mariadb is not None and self.mariadb.poll() is None:
+                return
+            base = self.dir / "mariadb"
+            fresh = not (base / "data").exists()
+            if fresh:
+                base.mkdir(exist_ok=True)
+                shutil.chown(base, "mysql", "mysql")
+                run("mariadb-install-db", "--no-defaults", "--user=mysql", f"--datadir={base / 'data'}",
+                    "--auth-root-authentication-method=socket", "--skip-test-db", "--skip-name-resolve", cwd="/")
+            self._start_mariadbd()
+            if fresh:
+                password = self.db_password.replace("'", "''")
+                self.mariadb_admin(
+                    "CREATE DATABASE app; "
+                    f"CREATE USER 'app'@'%' IDENTIFIED BY '{password}'; GRANT ALL ON app.* TO 'app'@'%';")
+
+    def _start_mariadbd(self) -> None:
+        base = self.dir / "mariadb"
+        (base / "mysqld.pid").unlink(missing_ok=True)
+        self.mariadb = self._spawn(
+            ["mariadbd", "--no-defaults", "--user=mysql", f"--datadir={base / 'data'}",
+             f"--socket={self.mariadb_socket}", f"--pid-file={base / 'mysqld.pid'}",
+             f"--bind-address={PEER4},{PEER6}", f"--port={MARIADB_PORT}", "--skip-name-resolve", "--skip-log-bin",
+             "--innodb-buffer-pool-size=32M", "--innodb-flush-log-at-trx-commit=0", f"--tmpdir={base}",
+             f"--log-error={self.dir / 'mariadb.log'}"],
+            "mariadbd", ns=self.ns, cwd="/")
+        wait_for(lambda: self.mariadb.poll() is not None or run(
+            "mariadb-admin", f"--socket={self.mariadb_socket}", "-uroot", "ping", check=False).returncode == 0,
+            60, "mariadbd")
+        if self.mariadb.poll() is not None:
+            log = self.dir / "mariadb.log"
+            raise RuntimeError(f"mariadbd exited: {log.read_text()[-2000:] if log.exists() else ''}")
+
+    def restart_mariadb(self) -> None:
+        """Stop the server (every client connection dies) and start it again on the same data."""
+        with self._mariadb_lock:
+            if self.mariadb is not None and self.mariadb.poll() is None:
+                os.killpg(self.mariadb.pid, signal.SIGTERM)
+                self.mariadb.wait(60)
+            self._start_mariadbd()
+
+    def mariadb_admin(self, sql: str, database: str | None = None) -> str:
+        """Run SQL as MariaDB's root (over its Unix socket); tab-separated rows without headers."""
+        result = run("mariadb", f"--socket={self.mariadb_socket}", "-uroot", "-N", "-B", "-e", sql,
+                     *([database] if database else []), cwd="/")
+        return result.stdout
+
+    def mariadb_url(self, host: str = "mariadb.internal", *, password: bool = True) -> str:
+        secret = f":{self.db_password}" if password else ""
+        return f"mysql+pymysql://app{secret}@{host}:{MARIADB_PORT}/app"
 
     # ---- what tests use ----------------------------------------------------------------------------
     def client_config(self, endpoint: str | None = None, *, ipv6_only: bool = False, identity: int = 0) -> str:

@@ -490,6 +490,8 @@ class WireGuardMagics(Magics):
 def _standard_conforming_strings(conn: Any) -> bool:
     """The server's standard_conforming_strings as the connection last reported it (on unless it said off):
     off, backslashes escape inside '...' and the statements are cut accordingly, as psql does."""
+    if getattr(conn, "backslash_escapes", None) is not None:  # MySQL/MariaDB: on unless NO_BACKSLASH_ESCAPES
+        return not conn.backslash_escapes
     try:
         value = conn.raw.info.parameter_status("standard_conforming_strings")
     except Exception:

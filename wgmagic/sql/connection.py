@@ -35,7 +35,16 @@ PasswordPrompt = Callable[[str], str]
 
 
 class SqlConnection:
-    """One named connection (an alias) to one database, through one tunnel (or none)."""
+    """One named connection (an alias) to one database, through one tunnel (or none).
+
+    A MySQL/MariaDB URL (mysql://, mysql+pymysql://, mariadb://) makes a wgmagic.sql.mysql.MySqlConnection."""
+
+    def __new__(cls, dsn: Dsn, *args: Any, **kwargs: Any) -> SqlConnection:
+        if cls is SqlConnection and dsn.dialect in ("mysql", "mariadb") and dsn.driver in (None, "pymysql"):
+            from wgmagic.sql.mysql import MySqlConnection
+
+            return super().__new__(MySqlConnection)
+        return super().__new__(cls)
 
     def __init__(self, dsn: Dsn, alias: str, tunnel: Callable[[], Any] | None,
                  prompt: PasswordPrompt | None = None) -> None:
