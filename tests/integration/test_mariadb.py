@@ -202,6 +202,21 @@ def test_password_from_my_cnf_and_mysql_pwd(shell, testbed, tmp_path, monkeypatc
     run(shell, "%%wgsql env --close", capsys)
 
 
+def test_tls_verifies_the_real_name(shell, testbed, capsys):
+    ca = testbed.mariadb_ca_file
+    shell.user_ns["maria_tls"] = f"{testbed.mariadb_url()}?ssl_ca={ca}&ssl_verify_identity=true"
+    result, out = run(shell, "%%wgsql {maria_tls} --alias tls --tunnel maria\n"
+                             "SHOW SESSION STATUS LIKE 'Ssl_version'", capsys)
+    assert result.success, out
+    assert result.result["Value"][0].startswith("TLS")
+    run(shell, "%%wgsql tls --close", capsys)
+    # db.internal reaches the same server, but its certificate does not name db.internal.
+    shell.user_ns["maria_wrong_name"] = shell.user_ns["maria_tls"].replace("mariadb.internal", "db.internal")
+    result, out = run(shell, "%%wgsql {maria_wrong_name} --alias tls2 --tunnel maria\nSELECT 1", capsys)
+    assert not result.success and "TLS stage" in out, out
+    assert testbed.db_password not in out
+
+
 def test_pandas_read_sql_with_an_engine_through_a_forward(shell, testbed):
     import sqlalchemy
 

@@ -106,6 +106,7 @@ class TestBed:
         self.postgres: subprocess.Popen | None = None
         self.mariadb: subprocess.Popen | None = None  # started on first use: ensure_mariadb()
         self._mariadb_lock = threading.Lock()
+        self.mariadb_ca_file: Path | None = None
         self.ca_file: Path | None = None
         self.up_ = False
 
@@ -281,6 +282,10 @@ class TestBed:
             if fresh:
                 base.mkdir(exist_ok=True)
                 shutil.chown(base, "mysql", "mysql")
+                # TLS with its own CA and a certificate for mariadb.internal only (another name is refused).
+                self.mariadb_ca_file, cert, key = write_ca_and_server_cert(base, ["mariadb.internal"], [])
+                for path in (cert, key):
+                    shutil.chown(path, "mysql", "mysql")
                 run("mariadb-install-db", "--no-defaults", "--user=mysql", f"--datadir={base / 'data'}",
                     "--auth-root-authentication-method=socket", "--skip-test-db", "--skip-name-resolve", cwd="/")
             self._start_mariadbd()
@@ -298,6 +303,7 @@ class TestBed:
              f"--socket={self.mariadb_socket}", f"--pid-file={base / 'mysqld.pid'}",
              f"--bind-address={PEER4},{PEER6}", f"--port={MARIADB_PORT}", "--skip-name-resolve", "--skip-log-bin",
              "--innodb-buffer-pool-size=32M", "--innodb-flush-log-at-trx-commit=0", f"--tmpdir={base}",
+             f"--ssl-cert={base / 'server.crt'}", f"--ssl-key={base / 'server.key'}",
              f"--log-error={self.dir / 'mariadb.log'}"],
             "mariadbd", ns=self.ns, cwd="/")
         wait_for(lambda: self.mariadb.poll() is not None or run(

@@ -59,6 +59,7 @@ class MySqlConnection(SqlConnection):
                  prompt: Callable[[str], str] | None = None) -> None:
         super().__init__(dsn, alias, tunnel, prompt)
         self.connection_id: int | None = None  # the server's id for this session (KILL QUERY's argument)
+        self._worker: threading.Thread | None = None
         self.server_version = ""
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
@@ -73,7 +74,13 @@ class MySqlConnection(SqlConnection):
         return raw is None or not (getattr(raw, "server_status", 0) & 512)  # SERVER_STATUS_NO_BACKSLASH_ESCAPES
 
     def is_usable(self) -> bool:
-        return self.raw is not None and bool(self.raw.open)
+        busy = self._worker is not None and self._worker.is_alive()  # never two threads on one session
+        return self.raw is not None and bool(self.raw.open) and not busy
+
+    def describe(self) -> dict[str, object]:
+        described = super().describe()
+        described["via"] = f"tunnel {self.tunnel_name!r} (socket)" if self._forward_tunnel is not None else "direct"
+        return described
 
     def _open(self, tunnel: Any) -> None:
         host, port = self.dsn.host or "localhost", self.dsn.port or 3306
@@ -194,12 +201,19 @@ class MySqlConnection(SqlConnection):
                 done.set()
 
         worker = threading.Thread(target=work, name=f"wgmagic-mysql-{self.alias}", daemon=True)
+        self._worker = worker
         worker.start()
         try:
             while not done.wait(0.25):
                 pass
         except KeyboardInterrupt:
-            self._interrupt(done)
+            try:
+                self._interrupt(done)
+            except QueryCancelledError:
+                raise
+            except BaseException:  # a second Ctrl-C while cancelling: give the session up rather than share it
+                self._drop()
+                raise
         if "error" in outcome:
             raise outcome["error"]
         return outcome["value"]
