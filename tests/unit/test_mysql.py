@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 from wgmagic.sql import mysql
 from wgmagic.sql.connection import SqlConnection
 from wgmagic.sql.connstr import parse_dsn
-from wgmagic.sql.mysql import MySqlConnection, format_mysql_error, frame_from_rows, my_cnf_password
+from wgmagic.sql.mysql import (
+    MySqlConnection,
+    connection_class,
+    format_mysql_error,
+    frame_from_rows,
+    my_cnf_password,
+)
 
 
 def field(name: str, type_code: int, *, flags: int = 0, length: int = 11) -> SimpleNamespace:
@@ -24,10 +30,10 @@ def field(name: str, type_code: int, *, flags: int = 0, length: int = 11) -> Sim
 
 
 def test_mysql_urls_get_the_mysql_connection():
-    assert type(SqlConnection(parse_dsn("mysql+pymysql://app@h/app"), "a", None)) is MySqlConnection
-    assert type(SqlConnection(parse_dsn("mariadb://app@h/app"), "a", None)) is MySqlConnection
-    assert type(SqlConnection(parse_dsn("postgresql://app@h/app"), "a", None)) is SqlConnection
-    assert type(SqlConnection(parse_dsn("mysql+mysqldb://app@h/app"), "a", None)) is SqlConnection  # SQLAlchemy
+    for url in ("mysql+pymysql://app@h/app", "mysql://app@h/app", "mariadb://app@h/app"):
+        assert connection_class(parse_dsn(url)) is MySqlConnection
+    assert connection_class(parse_dsn("postgresql://app@h/app")) is SqlConnection
+    assert connection_class(parse_dsn("mysql+mysqldb://app@h/app")) is SqlConnection  # through SQLAlchemy
 
 
 def test_errors_read_like_the_mysql_client():

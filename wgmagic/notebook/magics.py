@@ -438,8 +438,8 @@ class WireGuardMagics(Magics):
         return None
 
     def _sql_connection(self, args: argparse.Namespace) -> Any:
-        from wgmagic.sql.connection import SqlConnection
         from wgmagic.sql.connstr import parse_dsn
+        from wgmagic.sql.mysql import connection_class
 
         target = args.target
         if target and _VARIABLE.match(target):
@@ -468,7 +468,7 @@ class WireGuardMagics(Magics):
         if tunnel_name is not None:
             self.tunnel(tunnel_name)  # fails now, with advice, if that tunnel is not up
         provider = None if tunnel_name is None else (lambda: self.tunnel(tunnel_name))
-        conn = SqlConnection(dsn, alias, provider, prompt=getpass.getpass)
+        conn = connection_class(dsn)(dsn, alias, provider, prompt=getpass.getpass)
         conn.tunnel_name = tunnel_name
         conn.ensure()  # a connection that cannot open is not kept, and the current one stays current
         self.connections[alias] = conn

@@ -1,9 +1,10 @@
 """A database connection that goes through a tunnel: forward, password, reconnect, cancel.
 
 PostgreSQL DSNs use psycopg directly (COPY is the bulk path; Ctrl-C sends a server-side cancel through the
-same forward). Any other SQLAlchemy URL (mysql+pymysql://...) gets a TCP forward on loopback and the URL
-rewritten to it. A connection found closed or broken before a cell is replaced without the user asking:
-a tunnel that flapped or a server that restarted costs one reconnect, not a failed cell.
+same forward). MySQL and MariaDB have their own subclass (wgmagic.sql.mysql). Any other SQLAlchemy URL gets a
+TCP forward on loopback and the URL rewritten to it. A connection found closed or broken before a cell is
+replaced without the user asking: a tunnel that flapped or a server that restarted costs one reconnect, not a
+failed cell.
 """
 
 from __future__ import annotations
@@ -37,14 +38,7 @@ PasswordPrompt = Callable[[str], str]
 class SqlConnection:
     """One named connection (an alias) to one database, through one tunnel (or none).
 
-    A MySQL/MariaDB URL (mysql://, mysql+pymysql://, mariadb://) makes a wgmagic.sql.mysql.MySqlConnection."""
-
-    def __new__(cls, dsn: Dsn, *args: Any, **kwargs: Any) -> SqlConnection:
-        if cls is SqlConnection and dsn.dialect in ("mysql", "mariadb") and dsn.driver in (None, "pymysql"):
-            from wgmagic.sql.mysql import MySqlConnection
-
-            return super().__new__(MySqlConnection)
-        return super().__new__(cls)
+    %%wgsql opens MySQL/MariaDB URLs with wgmagic.sql.mysql.MySqlConnection, a subclass (see connection_class)."""
 
     def __init__(self, dsn: Dsn, alias: str, tunnel: Callable[[], Any] | None,
                  prompt: PasswordPrompt | None = None) -> None:

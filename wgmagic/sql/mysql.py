@@ -52,8 +52,14 @@ def is_mysql(dsn: Dsn) -> bool:
     return dsn.dialect in MYSQL_DIALECTS and dsn.driver in MYSQL_DRIVERS
 
 
+def connection_class(dsn: Dsn) -> type[SqlConnection]:
+    """The %%wgsql connection class for a DSN: MySqlConnection for MySQL/MariaDB through PyMySQL (mysql://,
+    mysql+pymysql://, mariadb://), SqlConnection (psycopg, or SQLAlchemy for other drivers) otherwise."""
+    return MySqlConnection if is_mysql(dsn) else SqlConnection
+
+
 class MySqlConnection(SqlConnection):
-    """A %%wgsql connection to MySQL or MariaDB (SqlConnection picks this class for mysql URLs)."""
+    """A %%wgsql connection to MySQL or MariaDB (connection_class picks it for mysql URLs)."""
 
     def __init__(self, dsn: Dsn, alias: str, tunnel: Callable[[], Any] | None,
                  prompt: Callable[[str], str] | None = None) -> None:
@@ -457,4 +463,5 @@ def _option_value(value: str) -> str:
     return "".join(out)
 
 
-__all__ = ["MySqlConnection", "format_mysql_error", "frame_from_rows", "is_mysql", "my_cnf_password"]
+__all__ = ["MySqlConnection", "connection_class", "format_mysql_error", "frame_from_rows", "is_mysql",
+           "my_cnf_password"]
