@@ -154,6 +154,19 @@ def test_interrupt_kills_the_query_on_the_server(shell, testbed, capsys):
     assert conn.connection_id == before  # the same session: the cancel left it usable
 
 
+def test_interrupt_while_rows_stream_in(shell, testbed, capsys):
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    result, out = run(shell, "%%wgsql maria\nSELECT a.seq AS a, b.seq AS b, REPEAT('x', 50) AS pad "
+                             "FROM seq_1_to_5000 a, seq_1_to_2000 b", capsys)
+    timer.cancel()
+    assert isinstance(result.error_in_exec, QueryCancelledError), out
+    running = testbed.mariadb_admin("SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                                    "WHERE INFO LIKE '%seq_1_to_5000%' AND ID <> CONNECTION_ID()").strip()
+    assert running == "0"
+    assert shell.run_cell("%%wgsql maria\nSELECT 43 AS answer").result["answer"][0] == 43
+
+
 def test_a_stale_connection_reconnects_by_itself(shell, testbed, capsys):
     conn = shell._wgmagic.connections["maria"]
     before = conn.reconnects
