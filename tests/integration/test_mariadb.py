@@ -122,6 +122,11 @@ def test_parameters_are_bound_by_the_driver(shell, capsys):
     result, out = run(shell, "%%wgsql maria\nSELECT 'a:b' AS c, 'it\\'s; fine' AS d, TIME('10:11:12') AS e", capsys)
     assert result.success, out
     assert result.result.iloc[0].tolist()[:2] == ["a:b", "it's; fine"]
+    # MySQL's own lexical rules: # comments, `backtick` identifiers and "double-quoted" strings.
+    result, out = run(shell, "%%wgsql maria\nSELECT 1 AS `x;:y`, \"a;:b\" AS s # a note; with :nothing\n"
+                             "FROM typed WHERE id = :wanted", capsys)
+    assert result.success, out
+    assert result.result.columns.tolist() == ["x;:y", "s"] and result.result["s"][0] == "a;:b"
 
 
 def test_server_errors_read_like_the_mysql_client(shell, capsys):

@@ -89,3 +89,16 @@ def test_my_cnf_quoted_values_round_trip(tmp_path_factory, value):
     path.write_text(f"[client]\npassword = {quoted}   # trailing comment\n", encoding="utf-8")
     path.chmod(0o600)
     assert my_cnf_password(path) == value
+
+
+def test_mysql_cells_are_cut_by_mysql_rules():
+    from wgmagic.sql.parameters import split_statements
+
+    cell = ("SELECT 1; # a comment; with :nothing\nSELECT `a;b:c`, \"x;\\\"y:z\" FROM t WHERE v = :v;\n"
+            "-- psql-style comment; too\nSELECT 'it\\'s; :fine'")
+    statements = split_statements(cell, {"v": 3}, standard_conforming_strings=False, mysql=True)
+    assert [s.text.strip() for s in statements] == [
+        "SELECT 1;", "# a comment; with :nothing\nSELECT `a;b:c`, \"x;\\\"y:z\" FROM t WHERE v = :v;",
+        "-- psql-style comment; too\nSELECT 'it\\'s; :fine'"]
+    assert statements[1].params == {"v": 3} and statements[1].sql.endswith("v = %(v)s;")
+    assert statements[0].params is None and statements[2].params is None

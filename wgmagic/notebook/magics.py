@@ -406,7 +406,8 @@ class WireGuardMagics(Magics):
             return None
         self.current_connection = conn.alias
         statements = split_statements(cell, self.shell.user_ns,
-                                      standard_conforming_strings=_standard_conforming_strings(conn))
+                                      standard_conforming_strings=_standard_conforming_strings(conn),
+                                      mysql=getattr(conn, "backslash_escapes", None) is not None)
         if not statements:
             conn.ensure()
             print(f"wgmagic: connected: {conn.dsn.masked()}")

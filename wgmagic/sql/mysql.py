@@ -85,7 +85,7 @@ class MySqlConnection(SqlConnection):
 
     def describe(self) -> dict[str, object]:
         described = super().describe()
-        described["via"] = f"tunnel {self.tunnel_name!r} (socket)" if self._forward_tunnel is not None else "direct"
+        described["via"] = f"tunnel {self.tunnel_name!r} (a socket per connection)" if self._tunnel else "direct"
         return described
 
     def _open(self, tunnel: Any) -> None:
@@ -227,15 +227,15 @@ class MySqlConnection(SqlConnection):
     def _interrupt(self, done: threading.Event) -> None:
         """KILL QUERY on a second connection, then wait for the server's answer on this one; if either fails,
         close this connection (the server ends a query whose client went away) and let the next cell reopen."""
-        killed = False
-        if not done.is_set():
-            try:
-                self._kill_query()
-                killed = True
-            except Exception:
-                killed = False
-        answered = done.wait(KILL_TIMEOUT) if killed else done.is_set()
-        if answered and self.raw is not None and self.raw.open:
+        if done.is_set():  # the statement had finished: nothing to cancel
+            raise QueryCancelledError("Interrupted after the statement had finished (its result is dropped). The "
+                                      "connection is still usable.", sqlstate="70100") from None
+        try:
+            self._kill_query()
+            killed = True
+        except Exception:
+            killed = False
+        if killed and done.wait(KILL_TIMEOUT) and self.raw is not None and self.raw.open:
             raise QueryCancelledError("Query cancelled: KILL QUERY went to the server through the tunnel and the "
                                       "server stopped the query. The connection is still usable.",
                                       sqlstate="70100") from None
