@@ -102,3 +102,11 @@ def test_mysql_cells_are_cut_by_mysql_rules():
         "-- psql-style comment; too\nSELECT 'it\\'s; :fine'"]
     assert statements[1].params == {"v": 3} and statements[1].sql.endswith("v = %(v)s;")
     assert statements[0].params is None and statements[2].params is None
+
+
+@given(st.text(alphabet="ab;:`\"'#\\\n -/*{}", max_size=60))
+def test_mysql_cutting_keeps_every_character_in_order(cell):
+    from wgmagic.sql.parameters import _scan
+
+    parts = _scan(cell, False, mysql=True)
+    assert "".join(cell[part.start:part.end] for part in parts) == cell
