@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,12 +35,13 @@ from wgmagic.wireguard.crypto import generate_keypair as keypair
 PREFIX = "wgmt"
 REPO = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+MARIADB_PORT = 3306
 
 NET4, NET6 = "198.18.0.0/24", "fd77:6d61:6769:6300::/64"
 PEER4, PEER6 = "198.18.0.1", "fd77:6d61:6769:6300::1"
 CLIENT4, CLIENT6 = "198.18.0.2", "fd77:6d61:6769:6300::2"
 REF4, REF6 = "198.18.0.3", "fd77:6d61:6769:6300::3"
-IDENTITIES = 8  # client keys the peer knows; identity 0 has CLIENT4/CLIENT6 (7: test_every_tool)
+IDENTITIES = 8  # client keys the peer knows; identity 0 has CLIENT4/CLIENT6 (6: test_mariadb, 7: test_every_tool)
 # A second peer (TestBed.second_peer(), for tests of several [Peer] sections) guards its own subnet.
 NET4_B, NET6_B = "198.18.1.0/24", "fd77:6d61:6769:6301::/64"
 PEER4_B, PEER6_B = "198.18.1.1", "fd77:6d61:6769:6301::1"
@@ -121,6 +123,9 @@ class TestBed:
         self.processes: list[subprocess.Popen] = []
         self.peer_process: subprocess.Popen | None = None
         self.postgres: subprocess.Popen | None = None
+        self.mariadb: subprocess.Popen | None = None  # started on first use: ensure_mariadb()
+        self._mariadb_lock = threading.Lock()
+        self.mariadb_ca_file: Path | None = None
         self.ca_file: Path | None = None
         self.second: SecondPeer | None = None
         self.blocked: list = []  # wsbed.BlockedNamespace: client namespaces whose outbound UDP is dropped
@@ -232,7 +237,7 @@ class TestBed:
                      f"--listen-address={PEER4}", f"--listen-address={PEER6}", "--port=53", "--user=root",
                      f"--pid-file={self.dir / 'dnsmasq.pid'}", "--local=/internal/",
                      f"--host-record=db.internal,{PEER4},{PEER6}", f"--host-record=bulk.internal,{PEER4}",
-                     f"--host-record=v6only.internal,{PEER6}",
+                     f"--host-record=mariadb.internal,{PEER4},{PEER6}", f"--host-record=v6only.internal,{PEER6}",
                      f"--host-record=api.internal,{PEER4},{PEER6}", f"--host-record=wrong.internal,{PEER4}",
                      f"--txt-record=big.internal,{big}"],
                     "dnsmasq", ns=self.ns)

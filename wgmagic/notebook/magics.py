@@ -634,7 +634,8 @@ class WgMagic(Magics):
         self.current_connection = conn.alias
         conn.set_autocommit(self.autocommit)  # %config WgMagic.autocommit applies to open connections too
         statements = split_statements(cell, self.shell.user_ns,
-                                      standard_conforming_strings=_standard_conforming_strings(conn))
+                                      standard_conforming_strings=_standard_conforming_strings(conn),
+                                      mysql=getattr(conn, "backslash_escapes", None) is not None)
         if not statements:
             conn.ensure()
             print(f"wgmagic: connected: {conn.dsn.masked()}")
@@ -667,8 +668,8 @@ class WgMagic(Magics):
         return None
 
     def _sql_connection(self, args: argparse.Namespace) -> Any:
-        from wgmagic.sql.connection import SqlConnection
         from wgmagic.sql.connstr import parse_dsn
+        from wgmagic.sql.mysql import connection_class
 
         target = args.target
         section = None
@@ -706,7 +707,7 @@ class WgMagic(Magics):
         if tunnel_name is not None:
             self.tunnel(tunnel_name)  # fails now, with advice, if that tunnel is not up
         provider = None if tunnel_name is None else (lambda: self.tunnel(tunnel_name))
-        conn = SqlConnection(dsn, alias, provider, prompt=getpass.getpass, autocommit=self.autocommit)
+        conn = connection_class(dsn)(dsn, alias, provider, prompt=getpass.getpass, autocommit=self.autocommit)
         conn.tunnel_name = tunnel_name
         conn.ensure()  # a connection that cannot open is not kept, and the current one stays current
         self.connections[alias] = conn
@@ -738,6 +739,8 @@ class WgMagic(Magics):
 def _standard_conforming_strings(conn: Any) -> bool:
     """The server's standard_conforming_strings as the connection last reported it (on unless it said off):
     off, backslashes escape inside '...' and the statements are cut accordingly, as psql does."""
+    if getattr(conn, "backslash_escapes", None) is not None:  # MySQL/MariaDB: on unless NO_BACKSLASH_ESCAPES
+        return not conn.backslash_escapes
     try:
         value = conn.raw.info.parameter_status("standard_conforming_strings")
     except Exception:

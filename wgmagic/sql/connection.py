@@ -1,9 +1,10 @@
 """A database connection that goes through a tunnel: forward, password, reconnect, cancel.
 
 PostgreSQL DSNs use psycopg directly (COPY is the bulk path; Ctrl-C sends a server-side cancel through the
-same forward). Any other SQLAlchemy URL (mysql+pymysql://...) gets a TCP forward on loopback and the URL
-rewritten to it. A connection found closed or broken before a cell is replaced without the user asking:
-a tunnel that flapped or a server that restarted costs one reconnect, not a failed cell.
+same forward). MySQL and MariaDB have their own subclass (wgmagic.sql.mysql). Any other SQLAlchemy URL gets a
+TCP forward on loopback and the URL rewritten to it. A connection found closed or broken before a cell is
+replaced without the user asking: a tunnel that flapped or a server that restarted costs one reconnect, not a
+failed cell.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ logger = logging.getLogger(__name__)
 
 
 class SqlConnection:
-    """One named connection (an alias) to one database, through one tunnel (or none)."""
+    """One named connection (an alias) to one database, through one tunnel (or none).
+
+    %%wgsql opens MySQL/MariaDB URLs with wgmagic.sql.mysql.MySqlConnection, a subclass (see connection_class)."""
 
     def __init__(self, dsn: Dsn, alias: str, tunnel: Callable[[], Any] | None,
                  prompt: PasswordPrompt | None = None, *, autocommit: bool = True) -> None:

@@ -51,16 +51,20 @@ def split_sql(text: str, *, standard_conforming_strings: bool = True) -> list[st
 
 
 def split_statements(cell: str, namespace: Mapping[str, object] | None = None, *,
-                     standard_conforming_strings: bool = True) -> list[Statement]:
+                     standard_conforming_strings: bool = True, mysql: bool = False) -> list[Statement]:
     """The cell's statements in order, cut where psql cuts them (see split_sql), with parameters bound from
     `namespace` (None: no binding at all). Raises UnknownParameterError for a placeholder the namespace
     lacks.
 
     Statements that hold nothing but whitespace and comments are dropped (the server would answer them
     with an empty-query response).
+
+    mysql=True reads MySQL/MariaDB's lexical rules on top (sql/sql_lex.cc): `#` comments to the end of the
+    line, `backtick` identifiers and "..." strings (as '...', escapes per standard_conforming_strings), so
+    neither a semicolon nor a `:name` inside them is taken for SQL.
     """
     statements: list[Statement] = []
-    for part in _scan(cell, standard_conforming_strings):
+    for part in _scan(cell, standard_conforming_strings, mysql=mysql):
         if not part.meaningful:
             continue
         pieces = part.pieces
@@ -125,7 +129,7 @@ class _Scanned:
     meaningful: bool  # holds a token other than whitespace, comments and the final semicolon
 
 
-def _scan(cell: str, standard_conforming_strings: bool = True) -> list[_Scanned]:
+def _scan(cell: str, standard_conforming_strings: bool = True, *, mysql: bool = False) -> list[_Scanned]:
     """The cell cut where psql cuts it (psqlscan.l's rules), each part as pieces of SQL text and placeholders.
 
     A semicolon ends a statement unless it is inside a literal, a quoted identifier, a comment, parentheses,
@@ -165,6 +169,9 @@ def _scan(cell: str, standard_conforming_strings: bool = True) -> list[_Scanned]
         if c == "/" and nxt == "*":
             i = _block_comment_end(cell, i)
             continue
+        if mysql and c == "#":
+            i = _line_end(cell, i)
+            continue
         if c == ";":
             i += 1
             if parens == 0 and begin_depth == 0:
@@ -174,7 +181,9 @@ def _scan(cell: str, standard_conforming_strings: bool = True) -> list[_Scanned]
                 pieces, meaningful, words, brackets, statement_start = [], False, [], 0, i
             continue
         meaningful = True
-        if c in _INERT:
+        if mysql and c in "`\"":  # a `quoted identifier` or a "string", each with its quote doubled
+            i = _mysql_quoted_end(cell, i + 1, c, escapes=c == '"' and not standard_conforming_strings)
+        elif c in _INERT:
             i = _INERT_RUN.match(cell, i).end()  # type: ignore[union-attr]
         elif c == "'":
             i = _string_end(cell, i + 1, escapes=not standard_conforming_strings, doubling=True)
@@ -325,3 +334,21 @@ def _quoted_identifier_end(text: str, j: int) -> int:
             j += 2
             continue
         return j + 1
+
+
+def _mysql_quoted_end(text: str, j: int, quote: str, *, escapes: bool) -> int:
+    """Past the `quote` that closes a MySQL `identifier` or "string" whose body starts at j (doubled quotes and,
+    in strings unless NO_BACKSLASH_ESCAPES, backslash escapes stay inside)."""
+    n = len(text)
+    while j < n:
+        char = text[j]
+        if escapes and char == "\\":
+            j += 2
+        elif char == quote:
+            if text.startswith(quote, j + 1):
+                j += 2
+                continue
+            return j + 1
+        else:
+            j += 1
+    return n

@@ -1,0 +1,467 @@
+"""MySQL and MariaDB in %%wgsql: PyMySQL over a socket through the tunnel, typed DataFrames, KILL QUERY on Ctrl-C.
+
+`mysql+pymysql://app@mariadb.internal/app` (also `mysql://`, `mariadb://`, `mariadb+pymysql://`) opens a
+PyMySQL connection whose socket is `Tunnel.open_connection(host, port)`: names resolve through the tunnel's
+DNS and PyMySQL keeps the real host name, so `ssl_verify_identity=true` checks the certificate against it.
+
+- Parameters (`:name`, `{name}`) are bound by the driver (PyMySQL's escaping for the connection's character
+  set and sql_mode); values never enter the SQL text as wgmagic's own.
+- Each statement runs on a worker thread while the cell's thread waits; Ctrl-C / "interrupt kernel" sends
+  `KILL QUERY <connection id>` on a second connection through the tunnel, then waits for the server's answer so
+  the connection stays usable (as the mysql client does on Ctrl-C).
+- Column types come from the result's column definitions (protocol type, UNSIGNED and BINARY flags, display
+  width): see `frame_from_rows` for the mapping. Source: MySQL client/server protocol, "Column Definition".
+- The password comes from the URL, MYSQL_PWD, the `[client]` group of ~/.my.cnf (as libmysqlclient reads
+  its option files), or a hidden prompt; it never appears in a message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import Any
+
+from wgmagic.sql.connection import CONNECT_TIMEOUT, SqlConnection
+from wgmagic.sql.connstr import Dsn, mask_secrets
+from wgmagic.sql.messages import ConnectionStageError, QueryCancelledError, SqlError, classify_connection_failure
+from wgmagic.sql.parameters import Statement
+from wgmagic.sql.results import Progress, Result, _objects_to_datetimes, _timedeltas, _unit, is_row_query
+
+MYSQL_DIALECTS = {"mysql", "mariadb"}
+MYSQL_DRIVERS = {None, "pymysql"}
+KILL_TIMEOUT = 10.0  # seconds for the KILL QUERY connection, and again for the server's answer after it
+
+# Protocol column types (include/mysql_com.h enum_field_types) and column flags.
+DECIMAL, TINY, SHORT, LONG, FLOAT, DOUBLE, NULL, TIMESTAMP, LONGLONG, INT24 = range(10)
+DATE, TIME, DATETIME, YEAR, NEWDATE, VARCHAR, BIT = range(10, 17)
+JSON, NEWDECIMAL, ENUM, SET, TINY_BLOB, MEDIUM_BLOB, LONG_BLOB, BLOB, VAR_STRING, STRING, GEOMETRY = range(245, 256)
+UNSIGNED_FLAG = 32
+BINARY_CHARSET = 63
+_INTEGERS = {TINY, SHORT, LONG, LONGLONG, INT24, YEAR}
+_TEXTS = {TINY_BLOB, MEDIUM_BLOB, LONG_BLOB, BLOB, VAR_STRING, STRING, VARCHAR}
+# Errors after which the connection is gone (client: lost / gone away; server: killed, idle timeout).
+_STALE_CODES = {2006, 2013, 2055, 1927, 4031}
+_AUTH_CODES = {1044, 1045, 1698, 1251, 2059, 1275}
+
+
+def is_mysql(dsn: Dsn) -> bool:
+    return dsn.dialect in MYSQL_DIALECTS and dsn.driver in MYSQL_DRIVERS
+
+
+def connection_class(dsn: Dsn) -> type[SqlConnection]:
+    """The %%wgsql connection class for a DSN: MySqlConnection for MySQL/MariaDB through PyMySQL (mysql://,
+    mysql+pymysql://, mariadb://), SqlConnection (psycopg, or SQLAlchemy for other drivers) otherwise."""
+    return MySqlConnection if is_mysql(dsn) else SqlConnection
+
+
+class MySqlConnection(SqlConnection):
+    """A %%wgsql connection to MySQL or MariaDB (connection_class picks it for mysql URLs)."""
+
+    def __init__(self, dsn: Dsn, alias: str, tunnel: Callable[[], Any] | None,
+                 prompt: Callable[[str], str] | None = None, *, autocommit: bool = True) -> None:
+        super().__init__(dsn, alias, tunnel, prompt, autocommit=autocommit)
+        self.connection_id: int | None = None  # the server's id for this session (KILL QUERY's argument)
+        self._worker: threading.Thread | None = None
+        self.server_version = ""
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------
+    @property
+    def uses_psycopg(self) -> bool:
+        return False
+
+    @property
+    def backslash_escapes(self) -> bool:
+        """Whether '...' literals take backslash escapes (unless sql_mode has NO_BACKSLASH_ESCAPES)."""
+        raw = self.raw
+        return raw is None or not (getattr(raw, "server_status", 0) & 512)  # SERVER_STATUS_NO_BACKSLASH_ESCAPES
+
+    def is_usable(self) -> bool:
+        busy = self._worker is not None and self._worker.is_alive()  # never two threads on one session
+        return self.raw is not None and bool(self.raw.open) and not busy
+
+    def describe(self) -> dict[str, object]:
+        described = super().describe()
+        described["via"] = f"tunnel {self.tunnel_name!r} (a socket per connection)" if self._tunnel else "direct"
+        return described
+
+    def _open(self, tunnel: Any) -> None:
+        host, port = self.dsn.host or "localhost", self.dsn.port or 3306
+        if tunnel is not None:
+            self.tunnel_name = tunnel.name
+            self._forward_tunnel = tunnel
+        try:
+            self.raw = self._connect(tunnel, host, port)
+        except ConnectionStageError:
+            self._drop()
+            raise
+        except Exception as exc:
+            self._drop()
+            raise _classify(exc, host, port) from None
+        self.connection_id = self.raw.thread_id()
+        self.server_version = self.raw.get_server_info() or ""
+
+    def _socket(self, tunnel: Any, host: str, port: int) -> Any:
+        if tunnel is None:
+            return None  # PyMySQL connects by itself (host, port or unix_socket from the URL)
+        from wgmagic.errors import NoRouteError
+
+        try:
+            return tunnel.open_connection(host, port, timeout=CONNECT_TIMEOUT)
+        except NoRouteError as exc:
+            raise ConnectionStageError("TCP connect", str(exc), "the peer's AllowedIPs and the [Interface] "
+                                       "Address families of the WireGuard config") from None
+        except Exception as exc:
+            raise classify_connection_failure(exc, host=host, port=port) from None
+
+    def _connect(self, tunnel: Any, host: str, port: int, *, timeout: float = CONNECT_TIMEOUT,
+                 may_prompt: bool = True) -> Any:
+        import pymysql
+
+        kwargs = self._driver_kwargs(host, port)
+        kwargs["connect_timeout"] = timeout
+        try:
+            return _open_pymysql(kwargs, self._socket(tunnel, host, port))
+        except pymysql.err.OperationalError as exc:
+            asked = "password" in kwargs or self._prompt is None or not may_prompt
+            if asked or _code(exc) != 1045 or "using password: NO" not in str(exc.args[-1]):
+                raise
+        kwargs["password"] = self._prompt(f"Password for {self.dsn.user or 'the database user'}@{host}: ")
+        connection = _open_pymysql(kwargs, self._socket(tunnel, host, port))
+        self.dsn = self.dsn.with_password(kwargs["password"])  # asked once per connection, as mysql -p does
+        return connection
+
+    def _driver_kwargs(self, host: str, port: int) -> dict[str, Any]:
+        options = self.dsn.options
+        kwargs: dict[str, Any] = {
+            "host": host, "port": port, "user": self.dsn.user, "database": self.dsn.database,
+            "charset": options.get("charset", "utf8mb4"), "autocommit": True, "program_name": "wgmagic",
+            "defer_connect": True,
+        }
+        password = self.dsn.password
+        if password is None:
+            password = os.environ.get("MYSQL_PWD") or my_cnf_password()
+        if password is not None:
+            kwargs["password"] = password
+        if "unix_socket" in options:
+            kwargs["unix_socket"] = options["unix_socket"]
+        for key in ("ssl_ca", "ssl_cert", "ssl_key"):
+            if key in options:
+                kwargs[key] = options[key]
+        for key in ("ssl_verify_cert", "ssl_verify_identity", "ssl_disabled"):
+            if key in options:
+                kwargs[key] = options[key].lower() in ("1", "true", "yes", "on")
+        return kwargs
+
+    def _drop(self) -> None:
+        raw, self.raw = self.raw, None
+        if raw is not None:
+            with contextlib.suppress(Exception):
+                raw._force_close()  # no COM_QUIT round trip: the link may be the reason we drop it
+        self._forward_tunnel = None
+        self.connection_id = None
+
+    # ---- running a cell -----------------------------------------------------------------------------------
+    def run(self, statements: list[Statement], *, progress: Progress | None = None) -> list[Result]:
+        self.ensure()
+        return [self._run_one(statement, progress, retry=index == 0) for index, statement in enumerate(statements)]
+
+    def _run_one(self, statement: Statement, progress: Progress | None, *, retry: bool) -> Result:
+        import pymysql
+
+        raw = self.raw
+        try:
+            rows, fields, rowcount, json_columns = self._in_worker(raw, statement)
+        except pymysql.err.Error as exc:
+            if not raw.open or _code(exc) in _STALE_CODES:
+                # The server or the path went away. A read-only first statement of a cell is retried once on a
+                # fresh connection; anything else is not re-run (it may have taken effect), as with Postgres.
+                self.ensure()
+                if retry and is_row_query(statement.sql):
+                    return self._run_one(statement, progress, retry=False)
+                raise SqlError(f"The connection to the server was lost ({format_mysql_error(exc)}); wgmagic "
+                               "reconnected. The statement was not run again: check whether it took effect, "
+                               "then re-run the cell.") from None
+            raise SqlError(format_mysql_error(exc), sqlstate=getattr(exc, "sqlstate", None)) from None
+        if fields is None:
+            return Result(None, rowcount, "")
+        frame = frame_from_rows(rows, fields, json_columns)
+        return Result(frame, len(frame), "")
+
+    def _in_worker(self, raw: Any, statement: Statement) -> tuple[Any, Any, int, set[int]]:
+        """Run the statement on a worker thread; on KeyboardInterrupt, KILL QUERY it on the server."""
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+        params = _driver_params(statement.params)
+        mariadb = "mariadb" in self.server_version.lower()
+
+        def work() -> None:
+            try:
+                outcome["value"] = _execute(raw, statement.sql, params, mariadb)
+            except BaseException as exc:  # handed to the cell's thread
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=work, name=f"wgmagic-mysql-{self.alias}", daemon=True)
+        self._worker = worker
+        worker.start()
+        try:
+            while not done.wait(0.25):
+                pass
+        except KeyboardInterrupt:
+            try:
+                self._interrupt(done)
+            except QueryCancelledError:
+                raise
+            except BaseException:  # a second Ctrl-C while cancelling: give the session up rather than share it
+                self._drop()
+                raise
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def _interrupt(self, done: threading.Event) -> None:
+        """KILL QUERY on a second connection, then wait for the server's answer on this one; if either fails,
+        close this connection (the server ends a query whose client went away) and let the next cell reopen."""
+        if done.is_set():  # the statement had finished: nothing to cancel
+            raise QueryCancelledError("Interrupted after the statement had finished (its result is dropped). The "
+                                      "connection is still usable.", sqlstate="70100") from None
+        try:
+            self._kill_query()
+            killed = True
+        except Exception:
+            killed = False
+        if killed and done.wait(KILL_TIMEOUT) and self.raw is not None and self.raw.open:
+            raise QueryCancelledError("Query cancelled: KILL QUERY went to the server through the tunnel and the "
+                                      "server stopped the query. The connection is still usable.",
+                                      sqlstate="70100") from None
+        self._drop()
+        raise QueryCancelledError("Query interrupted; the server did not confirm the cancel, so the connection was "
+                                  "closed (the server stops a query whose client left) and the next cell opens a "
+                                  "new one.", sqlstate="70100") from None
+
+    def _kill_query(self) -> None:
+        tunnel = self._forward_tunnel
+        host, port = self.dsn.host or "localhost", self.dsn.port or 3306
+        killer = self._connect(tunnel, host, port, timeout=KILL_TIMEOUT, may_prompt=False)
+        try:
+            killer._sock.settimeout(KILL_TIMEOUT)
+            with killer.cursor() as cursor:
+                cursor.execute(f"KILL QUERY {int(self.connection_id or 0)}")
+        finally:
+            with contextlib.suppress(Exception):
+                killer.close()
+
+
+def _open_pymysql(kwargs: dict[str, Any], sock: Any) -> Any:
+    import pymysql
+
+    connection = pymysql.connections.Connection(**kwargs)
+    connection.connect(sock=sock) if sock is not None else connection.connect()
+    return connection
+
+
+def _execute(raw: Any, sql: str, params: dict[str, Any] | None, mariadb: bool) -> tuple[Any, Any, int, set[int]]:
+    """One statement: (rows, column definitions or None, affected rows, indexes of JSON columns)."""
+    with raw.cursor() as cursor:
+        cursor.execute(sql, params) if params is not None else cursor.execute(sql)
+        result = cursor._result
+        fields = list(getattr(result, "fields", None) or []) or None if cursor.description is not None else None
+        if fields is None:
+            return None, None, cursor.rowcount, set()
+        rows = cursor.fetchall()
+    json_columns = {i for i, field in enumerate(fields) if field.type_code == JSON}
+    if mariadb:
+        json_columns |= _mariadb_json_columns(raw, fields)
+    return rows, fields, len(rows), json_columns
+
+
+def _mariadb_json_columns(raw: Any, fields: list[Any]) -> set[int]:
+    """MariaDB's JSON is LONGTEXT with a CHECK (json_valid(`col`)) constraint and goes over the wire as text:
+    columns read straight from such a table column are JSON (information_schema.CHECK_CONSTRAINTS)."""
+    candidates = {}
+    for i, field in enumerate(fields):
+        if field.type_code in _TEXTS and field.charsetnr != BINARY_CHARSET and field.org_table and field.org_name:
+            db = field.db.decode() if isinstance(field.db, bytes) else field.db
+            candidates[i] = (db, field.org_table, f"json_valid(`{field.org_name.replace('`', '``')}`)")
+    if not candidates:
+        return set()
+    tables = sorted({(db, table) for db, table, _ in candidates.values()})
+    where = " OR ".join(["(CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s)"] * len(tables))
+    with raw.cursor() as cursor:
+        cursor.execute("SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+                       f"WHERE {where}", [value for pair in tables for value in pair])
+        checks = {tuple(row) for row in cursor.fetchall()}
+    return {i for i, key in candidates.items() if key in checks}
+
+
+def frame_from_rows(rows: Any, fields: list[Any], json_columns: Collection[int] = ()) -> Any:
+    """A DataFrame with one dtype per MySQL column type, following the Postgres path's conventions:
+
+    integers -> int64 (Int64 with NULLs); BIGINT UNSIGNED and BIT -> uint64 (UInt64 with NULLs), so 2**64-1
+    fits; TINYINT(1) (BOOLEAN) -> bool (boolean with NULLs) unless it holds a value other than 0 and 1, then an
+    integer; FLOAT -> float64 holding the server's single-precision value; DOUBLE -> float64;
+    DECIMAL -> decimal.Decimal (exact); DATETIME, TIMESTAMP, DATE -> datetime64[us] (zero dates stay text);
+    TIME -> timedelta64[us] (it is a duration: -838:59:59 to 838:59:59); JSON -> Python objects;
+    BLOB/BINARY -> bytes; text -> str; NULL -> None (or the nullable dtype's NA).
+    """
+    import pandas as pd
+
+    names = [field.name for field in fields]
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in fields]
+    frame = pd.DataFrame({i: pd.Series(list(col), dtype=object) for i, col in enumerate(columns)},
+                         index=range(len(rows)))
+    for i, field in enumerate(fields):
+        frame[i] = _column(frame[i], field, i in json_columns)
+    frame.columns = names
+    return frame
+
+
+def _column(col: Any, field: Any, is_json: bool) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    kind = field.type_code
+    unsigned = bool(field.flags & UNSIGNED_FLAG)
+    values = [None if _missing(v) else v for v in col]  # Series.map would infer a dtype (None -> NaN)
+    nulls = any(v is None for v in values)
+    if kind == TINY and field.length == 1 and all(v in (0, 1) for v in values if v is not None):
+        col = pd.Series(pd.array(values, dtype="boolean"), index=col.index)
+        return col if nulls else col.astype(bool)
+    if kind in _INTEGERS or kind == BIT:
+        wide = (kind == LONGLONG and unsigned) or kind == BIT
+        ints = [None if v is None else int.from_bytes(v, "big") if isinstance(v, bytes) else int(v) for v in values]
+        # From the Python ints themselves: through float64 (where astype on objects may go), 2**64-1 is lost.
+        col = pd.Series(pd.array(ints, dtype="UInt64" if wide else "Int64"), index=col.index)
+        return col if nulls else col.astype("uint64" if wide else "int64")
+    if kind == FLOAT:  # the text's shortest decimal back to the server's single-precision value, held exactly
+        return col.astype("float64").astype(np.float32).astype("float64")
+    if kind == DOUBLE:
+        return col.astype("float64")
+    if kind in (DATETIME, TIMESTAMP, DATE, NEWDATE):
+        return _unit(_objects_to_datetimes(col, utc=False), "datetime64[us]")
+    if kind == TIME:
+        return _unit(_timedeltas(col), "timedelta64[us]")
+    if is_json:
+        values = [json.loads(v) if isinstance(v, (str, bytes)) else v for v in values]
+    return pd.Series(values, index=col.index, dtype=object)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _driver_params(params: dict[str, object] | None) -> dict[str, object] | None:
+    """Notebook values as PyMySQL can escape them: numpy scalars as Python numbers, pandas Timestamps as
+    datetimes, dicts as JSON text; everything else as it is."""
+    if params is None:
+        return None
+    out: dict[str, object] = {}
+    for name, value in params.items():
+        if hasattr(value, "to_pydatetime"):
+            value = value.to_pydatetime()
+        elif hasattr(value, "to_pytimedelta"):
+            value = value.to_pytimedelta()
+        elif type(value).__module__ == "numpy" and hasattr(value, "item"):
+            value = value.item()
+        elif isinstance(value, dict):
+            value = json.dumps(value)
+        out[name] = value
+    return out
+
+
+def format_mysql_error(exc: BaseException) -> str:
+    """The mysql client's layout: `ERROR 1146 (42S02): Table 'app.nope' doesn't exist`."""
+    args = getattr(exc, "args", ())
+    if len(args) >= 2 and isinstance(args[0], int):
+        state = getattr(exc, "sqlstate", None) or ("HY000" if args[0] >= 2000 else None)
+        return mask_secrets(f"ERROR {args[0]}" + (f" ({state})" if state else "") + f": {args[1]}")
+    return mask_secrets(str(exc).strip() or type(exc).__name__)
+
+
+def _code(exc: BaseException) -> int | None:
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _classify(exc: BaseException, host: str, port: int) -> ConnectionStageError:
+    code = _code(exc)
+    text = format_mysql_error(exc) if code is not None else mask_secrets(str(exc))
+    if code in _AUTH_CODES:
+        return ConnectionStageError("authentication", text, "the user name and password (the URL, MYSQL_PWD or "
+                                    "the [client] password of ~/.my.cnf) and the account's allowed hosts "
+                                    "(CREATE USER 'name'@'host')")
+    lower = text.lower()
+    if "ssl" in lower or "certificate" in lower or "tls" in lower:
+        return ConnectionStageError("TLS", text, "ssl_ca (the CA that signed the server's certificate), "
+                                    "ssl_verify_identity and that the certificate names the host you connect to")
+    if code is not None and code < 2000:
+        return ConnectionStageError("server", text, f"the database name and the server's error log on "
+                                    f"{host}:{port}")
+    return classify_connection_failure(exc, host=host, port=port)
+
+
+def my_cnf_password(path: Path | None = None) -> str | None:
+    """The `password` of the [client] group in ~/.my.cnf (or MYSQL_HOME/my.cnf), as libmysqlclient reads
+    option files: `key = value`, values optionally quoted, # and ; comments; a world-writable file is ignored.
+    Source: MySQL reference manual, "Using Option Files"."""
+    candidates = [path] if path is not None else [Path.home() / ".my.cnf"]
+    if path is None and os.environ.get("MYSQL_HOME"):
+        candidates.insert(0, Path(os.environ["MYSQL_HOME"]) / "my.cnf")
+    found = None
+    for candidate in candidates:
+        try:
+            if candidate.stat().st_mode & 0o002:
+                continue  # libmysqlclient: "World-writable config file ... is ignored"
+            lines = candidate.read_text().splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        group = None
+        for line in lines:
+            line = line.strip()
+            if not line or line[0] in "#;" or line.startswith("!"):  # comments, !include / !includedir
+                continue
+            if line.startswith("[") and line.endswith("]"):
+                group = line[1:-1].strip().lower()
+                continue
+            key, sep, value = line.partition("=")
+            if group == "client" and sep and key.strip().replace("_", "-").lower() == "password":
+                found = _option_value(value.strip())
+    return found
+
+
+_ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "r": "\r", "s": " ", "\\": "\\", '"': '"', "'": "'"}
+
+
+def _option_value(value: str) -> str:
+    """An option file value as libmysqlclient reads it (mysys/my_default.cc): a # outside quotes ends the line,
+    surrounding spaces go, one pair of enclosing quotes goes, then \\b \\t \\n \\r \\s \\\\ \\" \\' are escapes
+    and any other backslash stays as written."""
+    quote, escape = "", False
+    for i, char in enumerate(value):
+        if char in "'\"" and not escape:
+            quote = char if not quote else ("" if char == quote else quote)
+        if not quote and char == "#":
+            value = value[:i]
+            break
+        escape = bool(quote) and char == "\\" and not escape
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    out, i = [], 0
+    while i < len(value):
+        if value[i] == "\\" and i + 1 < len(value):
+            out.append(_ESCAPES.get(value[i + 1], "\\" + value[i + 1]))
+            i += 2
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
+
+
+__all__ = ["MySqlConnection", "connection_class", "format_mysql_error", "frame_from_rows", "is_mysql",
+           "my_cnf_password"]
