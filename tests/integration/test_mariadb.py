@@ -264,3 +264,16 @@ def test_pandas_read_sql_with_an_engine_through_a_forward(shell, testbed):
         tunnel.close_forward(forward)
     assert list(frame["id"]) == [1, 2, 3]
     assert frame["ub"][0] == 2**64 - 1 and frame["dec_"][0] == decimal.Decimal("12345678901234567890.0123456789")
+
+
+def test_pandas_read_sql_with_tunnel_engine(shell, testbed):
+    """issue 14: `tunnel.engine(url)` for MariaDB, as for Postgres: every pooled connection through the tunnel."""
+    tunnel = shell._wgmagic.tunnel("maria")
+    engine = tunnel.engine(testbed.mariadb_url())
+    try:
+        frame = pd.read_sql("SELECT id, ub, dec_ FROM typed ORDER BY id", engine, coerce_float=False)
+        assert testbed.db_password not in repr(engine) and testbed.db_password not in str(engine.url)
+    finally:
+        engine.dispose()
+    assert list(frame["id"]) == [1, 2, 3]
+    assert frame["ub"][0] == 2**64 - 1 and frame["dec_"][0] == decimal.Decimal("12345678901234567890.0123456789")

@@ -300,6 +300,71 @@ class TestBed:
             f"i % 2 = 0 FROM generate_series(1, {rows}) i WHERE NOT EXISTS (SELECT 1 FROM big LIMIT 1); "
             "ALTER TABLE big OWNER TO app;", database="app")
 
+    # ---- MariaDB (lazily: only the tests that use it pay its few seconds) ----------------------------
+    @property
+    def mariadb_socket(self) -> Path:
+        return self.dir / "mariadb" / "mysqld.sock"
+
+    def ensure_mariadb(self) -> None:
+        """Start Debian's MariaDB in the peer's namespace, listening only on the private addresses (port 3306),
+        with database `app` and user `app` (password db_password), once; reachable as mariadb.internal."""
+        with self._mariadb_lock:
+            if self.mariadb is not None and self.mariadb.poll() is None:
+                return
+            base = self.dir / "mariadb"
+            fresh = not (base / "data").exists()
+            if fresh:
+                base.mkdir(exist_ok=True)
+                shutil.chown(base, "mysql", "mysql")
+                # TLS with its own CA and a certificate for mariadb.internal only (another name is refused).
+                self.mariadb_ca_file, cert, key = write_ca_and_server_cert(base, ["mariadb.internal"], [])
+                for path in (cert, key):
+                    shutil.chown(path, "mysql", "mysql")
+                run("mariadb-install-db", "--no-defaults", "--user=mysql", f"--datadir={base / 'data'}",
+                    "--auth-root-authentication-method=socket", "--skip-test-db", "--skip-name-resolve", cwd="/")
+            self._start_mariadbd()
+            if fresh:
+                password = self.db_password.replace("'", "''")
+                self.mariadb_admin(
+                    "CREATE DATABASE app; "
+                    f"CREATE USER 'app'@'%' IDENTIFIED BY '{password}'; GRANT ALL ON app.* TO 'app'@'%';")
+
+    def _start_mariadbd(self) -> None:
+        base = self.dir / "mariadb"
+        (base / "mysqld.pid").unlink(missing_ok=True)
+        self.mariadb = self._spawn(
+            ["mariadbd", "--no-defaults", "--user=mysql", f"--datadir={base / 'data'}",
+             f"--socket={self.mariadb_socket}", f"--pid-file={base / 'mysqld.pid'}",
+             f"--bind-address={PEER4},{PEER6}", f"--port={MARIADB_PORT}", "--skip-name-resolve", "--skip-log-bin",
+             "--innodb-buffer-pool-size=32M", "--innodb-flush-log-at-trx-commit=0", f"--tmpdir={base}",
+             f"--ssl-cert={base / 'server.crt'}", f"--ssl-key={base / 'server.key'}",
+             f"--log-error={self.dir / 'mariadb.log'}"],
+            "mariadbd", ns=self.ns, cwd="/")
+        wait_for(lambda: self.mariadb.poll() is not None or run(
+            "mariadb-admin", f"--socket={self.mariadb_socket}", "-uroot", "ping", check=False).returncode == 0,
+            60, "mariadbd")
+        if self.mariadb.poll() is not None:
+            log = self.dir / "mariadb.log"
+            raise RuntimeError(f"mariadbd exited: {log.read_text()[-2000:] if log.exists() else ''}")
+
+    def restart_mariadb(self) -> None:
+        """Stop the server (every client connection dies) and start it again on the same data."""
+        with self._mariadb_lock:
+            if self.mariadb is not None and self.mariadb.poll() is None:
+                os.killpg(self.mariadb.pid, signal.SIGTERM)
+                self.mariadb.wait(60)
+            self._start_mariadbd()
+
+    def mariadb_admin(self, sql: str, database: str | None = None) -> str:
+        """Run SQL as MariaDB's root (over its Unix socket); tab-separated rows without headers."""
+        result = run("mariadb", f"--socket={self.mariadb_socket}", "-uroot", "-N", "-B", "-e", sql,
+                     *([database] if database else []), cwd="/")
+        return result.stdout
+
+    def mariadb_url(self, host: str = "mariadb.internal", *, password: bool = True) -> str:
+        secret = f":{self.db_password}" if password else ""
+        return f"mysql+pymysql://app{secret}@{host}:{MARIADB_PORT}/app"
+
     def second_peer(self) -> SecondPeer:
         """Start (once) a second wireguard-go peer guarding NET4_B/NET6_B in its own namespace, with the bed's
         services on PEER4_B (echo 9001, http 8080...); torn down with the bed."""
