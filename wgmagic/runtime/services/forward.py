@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wgmagic import platform
+from wgmagic.addresses import split_host_port as parse_target  # noqa: F401 (the old name, kept)
 from wgmagic.proto.postgres import error_response as postgres_error_response
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
 
@@ -115,27 +116,6 @@ def warn_if_exposed(host: str, what: str) -> None:
     if not loopback:
         warnings.warn(f"{what} listens on {host}, not loopback: anyone who can reach this machine can use the "
                       "tunnel through it", stacklevel=3)
-
-
-def parse_target(target: str) -> tuple[str, int]:
-    """'db.internal:5432', '198.18.0.1:5432' or '[fd00::1]:5432' -> (host, port)."""
-    text = target.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError(f"{target!r}: an IPv6 target is written [address]:port")
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep or not host:
-            raise ValueError(f"{target!r}: expected HOST:PORT")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"{target!r}: the port must be a number") from None
-    if not 0 < port < 65536:
-        raise ValueError(f"{target!r}: the port must be 1..65535")
-    return host, port
 
 
 class Forward:
