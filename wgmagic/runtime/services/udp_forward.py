@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import ipaddress
 import os
-import shutil
 import socket
 import struct
 import time
@@ -37,12 +35,7 @@ from wgmagic.addresses import (  # noqa: F401 (is_udp_target, UdpListenSpec, par
     parse_udp_listen_spec,
     parse_udp_target,
 )
-from wgmagic.runtime.services.forward import (
-    SUN_PATH_MAX,
-    SocketPathError,
-    _short_private_directory,
-    warn_if_exposed,
-)
+from wgmagic.runtime.services.listener import close_listener, listen_inet, listen_unix
 
 DEFAULT_IDLE_TIMEOUT = 120.0  # seconds; RFC 4787 REQ-5: a UDP mapping lives at least 2 minutes idle
 DEFAULT_MAX_FLOWS = 1024
@@ -206,45 +199,11 @@ class UdpForward:
 
     def _listen(self) -> tuple[socket.socket, Any]:
         spec = self.spec
-        if spec.local_kind == "unix":
-            return self._listen_unix()
-        warn_if_exposed(spec.bind_host, "a UDP forward")
-        family = socket.AF_INET6 if ":" in spec.bind_host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.bind((spec.bind_host, spec.bind_port))
-        except BaseException:
-            sock.close()
-            raise
-        sock.setblocking(False)
-        return sock, sock.getsockname()[:2]
-
-    def _listen_unix(self) -> tuple[socket.socket, Any]:
-        spec = self.spec
-        name = f"udp-{spec.remote_port}.sock"
-        if spec.socket_dir is None:
-            directory = _short_private_directory(name)
-            if directory is None:
-                raise SocketPathError("no directory short enough for a Unix socket (sun_path): give unix:DIR "
-                                      "with a short DIR, or a loopback UDP port")
-            spec.socket_dir, spec.owns_socket_dir = directory, True
-        path = os.path.join(spec.socket_dir, name)
-        if len(os.fsencode(path)) > SUN_PATH_MAX:
-            raise SocketPathError(f"the Unix socket path {path} is longer than the {SUN_PATH_MAX} bytes a socket "
-                                  "path may have (sun_path): choose a shorter directory")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            sock.bind(path)
-            os.chmod(path, 0o600)
-        except BaseException:
-            sock.close()
-            if spec.owns_socket_dir:
-                shutil.rmtree(spec.socket_dir, ignore_errors=True)
-                spec.socket_dir, spec.owns_socket_dir = None, False
-            raise
-        sock.setblocking(False)
+        if spec.local_kind != "unix":
+            return listen_inet(spec.bind_host, spec.bind_port, socket.SOCK_DGRAM, backlog=0, what="a UDP forward")
+        sock, path, spec.socket_dir, spec.owns_socket_dir = listen_unix(
+            f"udp-{spec.remote_port}.sock", spec.socket_dir, socket.SOCK_DGRAM, backlog=0,
+            alternative="choose a shorter directory (unix:DIR) or a loopback UDP port")
         return sock, path
 
     # ---- loop thread ---------------------------------------------------------------------------------
@@ -365,17 +324,11 @@ class UdpForward:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        with contextlib.suppress(Exception):
-            self.engine.loop.remove_reader(self.sock.fileno())
-        self.sock.close()
+        unix = self.spec.local_kind == "unix"
+        close_listener(self.engine.loop, self.sock, self.address, self.spec.socket_dir if unix else None,
+                       self.spec.owns_socket_dir)
         for flow in list(self.flows.values()):
             self._close_flow(flow)
-        if self.spec.local_kind == "unix" and self.spec.socket_dir:
-            if self.spec.owns_socket_dir:
-                shutil.rmtree(self.spec.socket_dir, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.address)
 
     # ---- any thread ----------------------------------------------------------------------------------
     def stats(self, timeout: float = 5.0) -> dict[str, Any]:
