@@ -130,3 +130,14 @@ def close_listener(loop: Any, sock: socket.socket, address: Any, socket_dir: str
     else:
         with contextlib.suppress(OSError):
             os.unlink(address)
+
+
+def receive(sock: socket.socket, size: int = 4096) -> bytes | None:
+    """One non-blocking recv from a local client: None when nothing is there yet, b"" when the client is gone
+    (end of stream or an error), else up to `size` bytes."""
+    try:
+        return sock.recv(size)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""

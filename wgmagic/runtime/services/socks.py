@@ -49,7 +49,7 @@ from wgmagic.proto.socks5 import (  # noqa: F401  (re-exported: their home was t
     reply,
 )
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
-from wgmagic.runtime.services.listener import close_listener, listen_inet, listen_unix
+from wgmagic.runtime.services.listener import close_listener, listen_inet, listen_unix, receive
 
 NEGOTIATION_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 15.0  # seconds a CONNECT may take to reach its target through the tunnel
@@ -163,12 +163,9 @@ class _SocksClient:
         self.timeout = self.loop.call_later(NEGOTIATION_TIMEOUT, self.close)
 
     def _on_readable(self) -> None:
-        try:
-            data = self.sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
+        data = receive(self.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self.close()
             return
