@@ -85,42 +85,44 @@ def _client_config(path: str) -> object:
 
 
 def _parse_local_spec(spec: str) -> tuple[str, int, str]:
-    """ssh -L syntax: [bind:]port:host:hostport -> (bind, port, "host:hostport")."""
-    if spec.count("[") > 0:
-        raise WgMagicError(f"-L {spec}: IPv6 targets are not supported in -L yet; use the Python API")
-    parts = spec.split(":")
-    if len(parts) == 3:
-        bind, port, host, hostport = "127.0.0.1", parts[0], parts[1], parts[2]
-    elif len(parts) == 4:
-        bind, port, host, hostport = parts
-    else:
-        raise WgMagicError(f"-L {spec}: expected [bind:]port:host:hostport")
+    """ssh -L syntax: [bind:]port:host:hostport (IPv6 in brackets) -> (bind, port, "host:hostport")."""
+    from wgmagic.addresses import AddressError, format_host, split_forward_spec
+
     try:
-        return bind or "127.0.0.1", int(port), f"{host}:{int(hostport)}"
-    except ValueError:
-        raise WgMagicError(f"-L {spec}: ports must be numbers") from None
+        bind, port, host, host_port = split_forward_spec(spec)
+    except AddressError as exc:
+        raise WgMagicError(f"-L {spec}: {exc.reason}") from None
+    return bind or "127.0.0.1", port, f"{format_host(host)}:{host_port}"
 
 
 def _parse_remote_spec(spec: str) -> str:
     """ssh -R syntax, [tunnel_address:]port:host:hostport, or [ADDR:]PORT=HOST:PORT -> the latter."""
+    from wgmagic.addresses import AddressError, format_host, split_forward_spec
+
     if "=" in spec:
         return spec
-    parts = spec.rsplit(":", 3)
-    if len(parts) == 3:
-        return f"{parts[0]}={parts[1]}:{parts[2]}"
-    if len(parts) == 4:
-        return f"{parts[0]}:{parts[1]}={parts[2]}:{parts[3]}"
-    raise WgMagicError(f"-R {spec}: expected [tunnel_address:]port:host:hostport")
+    try:
+        bind, port, host, host_port = split_forward_spec(spec)
+    except AddressError as exc:
+        raise WgMagicError(f"-R {spec}: {exc.reason}") from None
+    listen = f"{format_host(bind)}:{port}" if bind else str(port)
+    return f"{listen}={format_host(host)}:{host_port}"
+
+
+def _parse_listen(text: str, option: str) -> tuple[str, int]:
+    """[ADDR:]PORT (IPv6 in brackets; ADDR defaults to 127.0.0.1; port 0: the kernel chooses) -> (addr, port)."""
+    from wgmagic.addresses import AddressError, split_host_port
+
+    try:
+        return split_host_port(text, default_host="127.0.0.1", low=0)
+    except AddressError as exc:
+        raise WgMagicError(f"{option} {text}: expected [ADDR:]PORT ({exc.reason})") from None
 
 
 def _parse_dynamic_spec(spec: str) -> tuple[str, int]:
     if spec.startswith("unix"):
         raise WgMagicError(f"-D {spec}: a Unix socket is -D unix or -D unix:DIR")
-    bind, sep, port = spec.rpartition(":")
-    try:
-        return (bind.strip("[]") or "127.0.0.1") if sep else "127.0.0.1", int(port)
-    except ValueError:
-        raise WgMagicError(f"-D {spec}: expected [bind:]port") from None
+    return _parse_listen(spec, "-D")
 
 
 def _stop_on_signals() -> threading.Event:
@@ -142,6 +144,7 @@ def _show_status_until(stopping: threading.Event, status_line: Callable[[], str]
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    from wgmagic.addresses import format_host
     from wgmagic.runtime.tunnel import connect
 
     tunnel = connect(_client_config(args.config), timeout=args.handshake_timeout, timers=timers_from_environment(),
@@ -153,7 +156,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 _start_udp_forward(tunnel, spec)
                 continue
             bind, port, target = _parse_local_spec(spec)
-            forward = tunnel.forward(target, local=f"{bind}:{port}")
+            forward = tunnel.forward(target, local=f"{format_host(bind)}:{port}")
             host, lport = forward.local_address
             print(f"forwarding {host}:{lport} -> {target} through the tunnel", flush=True)
         for spec in args.remote:
@@ -192,7 +195,7 @@ def _start_socks(tunnel: object, spec: str, no_auth: bool) -> None:
 
 
 def _start_udp_forward(tunnel: object, spec: str) -> None:
-    from wgmagic.runtime.services.udp_forward import parse_udp_listen_spec
+    from wgmagic.addresses import parse_udp_listen_spec
 
     listen = parse_udp_listen_spec(spec)
     forward = tunnel.forward(listen.target, local=listen.local)  # type: ignore[attr-defined]
@@ -330,17 +333,6 @@ def _add_via_arguments(parser: argparse.ArgumentParser) -> None:
                         "$WGMAGIC_VIA_CA, else the system trust store)")
 
 
-def _parse_listen(text: str, option: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    try:
-        number = int(port)
-    except ValueError:
-        raise WgMagicError(f"{option} {text}: expected [ADDR:]PORT") from None
-    if not 0 <= number < 65536:
-        raise WgMagicError(f"{option} {text}: the port must be 0..65535")
-    return (host.strip("[]") or "127.0.0.1") if sep else "127.0.0.1", number
-
-
 def _raise_file_limit(wanted: int) -> None:
     """Raise this process's open-file limit toward `wanted` (up to the hard limit), where there is one."""
     try:
@@ -358,11 +350,11 @@ def _cmd_relay(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from wgmagic.runtime.services.forward import parse_target
+    from wgmagic.addresses import split_host_port
     from wgmagic.runtime.services.wsrelay import WebSocketRelay
 
     host, port = _parse_listen(args.listen, "--listen")
-    target = parse_target(args.to)
+    target = split_host_port(args.to)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise WgMagicError("--tls-cert and --tls-key go together")
     relay = WebSocketRelay(target, path=args.path, max_clients=args.max_clients, idle_timeout=args.idle_timeout)
@@ -389,7 +381,8 @@ def _cmd_relay(args: argparse.Namespace) -> int:
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
-    from wgmagic.runtime.services.gateway import Gateway, parse_expose, parse_name
+    from wgmagic.addresses import parse_expose, parse_name
+    from wgmagic.runtime.services.gateway import Gateway
 
     if not args.expose:
         raise ValueError("nothing to expose: give at least one --expose [ADDR:]PORT=HOST:PORT")

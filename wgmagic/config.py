@@ -17,6 +17,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6
 from pathlib import Path
 from typing import cast
 
+from wgmagic.addresses import AddressError, split_host_port
 from wgmagic.errors import ConfigError
 
 IPAddress = IPv4Address | IPv6Address
@@ -134,19 +135,16 @@ class _Parser:
         return number
 
     def endpoint(self, value: str, line: int, key: str) -> tuple[str, int]:
+        try:
+            host, port = split_host_port(value)
+        except AddressError as exc:
+            raise self.error(f"must be host:port, [ipv6]:port or 1.2.3.4:port ({exc.reason})", line, key)
         if value.startswith("["):
-            host, sep, rest = value[1:].partition("]")
-            if not sep or not rest.startswith(":"):
-                raise self.error("an IPv6 endpoint is written [address]:port", line, key)
-            port_text = rest[1:]
             try:
                 IPv6Address(host.split("%", 1)[0])
             except ValueError:
                 raise self.error(f"{host!r} is not an IPv6 address", line, key)
         else:
-            host, sep, port_text = value.rpartition(":")
-            if not sep or not host:
-                raise self.error("must be host:port, [ipv6]:port or 1.2.3.4:port", line, key)
             if ":" in host:
                 raise self.error("an IPv6 endpoint must be in brackets: [address]:port", line, key)
             try:
@@ -154,7 +152,6 @@ class _Parser:
             except ValueError:
                 if not _HOSTNAME.match(host):
                     raise self.error(f"{host!r} is neither an IP address nor a host name", line, key)
-        port = self.integer(port_text, line, key, 1, 65535)
         return host, port
 
 

@@ -32,8 +32,9 @@ class Demo:
         self.config_path = workdir / "wg-demo.conf"
 
     def start(self) -> Demo:
+        from wgmagic.addresses import parse_expose
         from wgmagic.demo.localdb import LocalPostgres
-        from wgmagic.runtime.services.gateway import Gateway, parse_expose
+        from wgmagic.runtime.services.gateway import Gateway
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         print("demo: starting a local PostgreSQL with sample data ...", flush=True)

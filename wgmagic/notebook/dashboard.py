@@ -14,26 +14,12 @@ import threading
 import time
 from typing import Any
 
+from wgmagic.addresses import parse_window  # noqa: F401 (public here too)
 from wgmagic.notebook.plots import latency_figure, png, throughput_figure
 from wgmagic.notebook.status import human_bytes
 
 WINDOWS = [("1 min", 60.0), ("5 min", 300.0), ("10 min", 600.0)]
 PING_EVERY = 1.0  # seconds between ICMP echoes to the ping target
-
-
-def parse_window(text: str) -> float:
-    """'90', '90s', '5m', '1h' -> seconds (at most the 10 minutes the history holds)."""
-    value = text.strip().lower()
-    units = {"s": 1, "m": 60, "h": 3600}
-    factor = units.get(value[-1:])
-    number = value[:-1] if factor else value
-    try:
-        seconds = float(number) * (factor or 1)
-    except ValueError:
-        raise ValueError(f"window {text!r}: expected seconds, or a number with s, m or h (5m)") from None
-    if not 0 < seconds <= 3600:
-        raise ValueError(f"window {text!r}: between 1 s and 1 h")
-    return min(seconds, 600.0)
 
 
 class Dashboard:
@@ -212,11 +198,11 @@ class Dashboard:
         threading.Thread(target=self._bench, args=(target,), name="wgmagic-bench", daemon=True).start()
 
     def _bench(self, target: str) -> None:
-        from wgmagic.runtime.services.forward import parse_target
+        from wgmagic.addresses import split_host_port
         from wgmagic.tools.bench import run_bench
 
         try:
-            host, port = parse_target(target)
+            host, port = split_host_port(target)
             result = run_bench(self.tunnel, str(self.tunnel.resolve_address(host)), port, seconds=3.0)
             self.bench_result.value = "<table>" + "".join(
                 f"<tr><th style='text-align:left'>{row['measure']}</th><td>{row['result']}</td>"

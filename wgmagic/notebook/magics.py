@@ -562,13 +562,13 @@ class WgMagic(Magics):
     def _wg_bench(self, args: argparse.Namespace) -> Any:
         from IPython.display import display
 
+        from wgmagic.addresses import split_host_port
         from wgmagic.notebook.plots import PngFigure, bench_figure, png
         from wgmagic.notebook.status import _Table
-        from wgmagic.runtime.services.forward import parse_target
         from wgmagic.tools.bench import run_bench
 
         try:
-            host, port = parse_target(self._value(args.target) or "")
+            host, port = split_host_port(self._value(args.target) or "")
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         tunnel = self.tunnel(args.tunnel)
@@ -749,7 +749,7 @@ def _standard_conforming_strings(conn: Any) -> bool:
 
 
 def _window(text: str) -> float:
-    from wgmagic.notebook.dashboard import parse_window
+    from wgmagic.addresses import parse_window
 
     try:
         return parse_window(text)

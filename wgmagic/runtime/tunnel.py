@@ -457,23 +457,20 @@ class Tunnel:
         admits: "any" (the default for local=PORT, like ssh -L), "user", or "process" (only this process's
         sockets: for a driver in this process, as %%wgsql uses it); see wgmagic.platform.loopback_client_allowed.
         """
-        from wgmagic.runtime.services.forward import Forward, ForwardSpec, parse_target
+        from wgmagic.addresses import is_udp_target, parse_local, split_host_port
+        from wgmagic.runtime.services.forward import Forward, ForwardSpec
 
         self._check_open()
-        if target.strip().lower().startswith("udp:"):
+        if is_udp_target(target):
             return self._udp_forward(target, local, idle_timeout, max_flows)
-        host, port = parse_target(target)
+        host, port = split_host_port(target)
+        where = parse_local(local)
         addresses = self.resolve_addresses(host)
         spec = ForwardSpec(host, port, addresses[0], "unix", remote_addresses=tuple(addresses), clients=clients)
-        if isinstance(local, int):
-            spec.local_kind, spec.bind_port = "tcp", local
-        elif isinstance(local, str) and local.startswith("unix:"):
-            spec.socket_dir = local[5:] or None
-        elif isinstance(local, str):
-            bind_host, sep, bind_port = local.rpartition(":")
-            spec.local_kind = "tcp"
-            spec.bind_host = (bind_host.strip("[]") if sep else "127.0.0.1") or "127.0.0.1"
-            spec.bind_port = int(bind_port or 0)
+        if where.kind == "unix":
+            spec.socket_dir = where.socket_dir
+        else:
+            spec.local_kind, spec.bind_host, spec.bind_port = "tcp", where.bind_host, where.bind_port
         forward = self._thread.call(Forward, self._engine, spec)
         self._forwards.append(forward)
         if spec.fallback_reason:
@@ -485,7 +482,8 @@ class Tunnel:
 
     def _udp_forward(self, target: str, local: str | int | None, idle_timeout: float | None,
                      max_flows: int | None) -> UdpForward:
-        from wgmagic.runtime.services.udp_forward import UdpForward, make_spec, parse_udp_target
+        from wgmagic.addresses import parse_udp_target
+        from wgmagic.runtime.services.udp_forward import UdpForward, make_spec
 
         host, _port = parse_udp_target(target)
         spec = make_spec(target, local, self.resolve_addresses(host), idle_timeout=idle_timeout,

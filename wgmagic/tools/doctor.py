@@ -89,7 +89,11 @@ def run_doctor(config_source: Any, *, target: str | None = None, tunnel: Any = N
     except ConfigError as exc:
         add("config", FAIL, str(exc), "correct that line of the wg-quick file (keys are 44-character base64)")
         return report
-    host, port = _split_target(target)
+    try:
+        host, port = _split_target(target)
+    except ValueError as exc:
+        add("target", FAIL, str(exc), "give the target as HOST, HOST:PORT or [IPv6]:PORT")
+        return report
     _check_config(config, host, add)
     if report.verdict("config") == FAIL:
         return report
@@ -136,12 +140,9 @@ def run_doctor(config_source: Any, *, target: str | None = None, tunnel: Any = N
 def _split_target(target: str | None) -> tuple[str | None, int | None]:
     if not target:
         return None, None
-    from wgmagic.runtime.services.forward import parse_target
+    from wgmagic.addresses import split_host_optional_port
 
-    if target.rsplit(":", 1)[-1].isdigit() and (":" not in target.strip("[]") or target.startswith("[")
-                                                   or target.count(":") == 1):
-        return parse_target(target)
-    return target.strip("[]"), None
+    return split_host_optional_port(target)
 
 
 def _check_config(config: Any, host: str | None, add: Callable[..., Check]) -> None:

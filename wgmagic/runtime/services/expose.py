@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from wgmagic.addresses import Expose, parse_expose  # noqa: F401 (public here too)
 from wgmagic.netstack.stack import DEFER
 from wgmagic.runtime.relay import SocketRelay
 
@@ -34,45 +35,6 @@ LOCAL_CONNECT_TIMEOUT = 10.0
 # Seconds a refused connection's 4-tuple stays refused: a copy of its SYN still in flight (the peer retransmits
 # after about 1 s, RFC 6298) gets a reset at once instead of starting a new local connect nobody waits for.
 REFUSED_MEMORY = 3.0
-
-
-@dataclass(frozen=True)
-class Expose:
-    """What to expose: tunnel `address` (None: every address of the interface) and `port`, relayed to
-    `target_host`:`target_port` on this machine."""
-
-    address: IPAddress | None
-    port: int
-    target_host: str
-    target_port: int
-
-    def __str__(self) -> str:
-        where = f"[{self.address}]" if self.address and self.address.version == 6 else str(self.address or "*")
-        return f"{where}:{self.port} -> {self.target_host}:{self.target_port}"
-
-
-def parse_expose(text: str, *, option: str = "--expose") -> Expose:
-    """'5432=127.0.0.1:5432', '198.18.0.1:5432=localhost:5432' or '[fd00::1]:80=127.0.0.1:8080'.
-
-    Raises ValueError naming `option` and the text when it is not [ADDR:]PORT=HOST:PORT.
-    """
-    from wgmagic.runtime.services.forward import parse_target
-
-    listen, sep, target = text.partition("=")
-    if not sep:
-        raise ValueError(f"{option} {text!r}: expected [ADDR:]PORT=HOST:PORT")
-    try:
-        if listen.isdigit():
-            address, port = None, int(listen)
-        else:
-            host, port = parse_target(listen)
-            address = ipaddress.ip_address(host)
-        target_host, target_port = parse_target(target)
-    except ValueError as exc:
-        raise ValueError(f"{option} {text!r}: {exc}") from None
-    if not 0 < port < 65536:
-        raise ValueError(f"{option} {text!r}: the port must be 1..65535")
-    return Expose(address, port, target_host, target_port)
 
 
 def resolve_target(expose: Expose) -> tuple[tuple[int, tuple[Any, ...]], ...]:

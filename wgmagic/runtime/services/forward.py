@@ -20,48 +20,30 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-import os
-import shutil
 import socket
-import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from wgmagic import platform
+from wgmagic.addresses import split_host_port as parse_target  # noqa: F401 (the old name, kept)
 from wgmagic.proto.postgres import error_response as postgres_error_response
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
+from wgmagic.runtime.services.listener import (  # noqa: F401 (SUN_PATH_MAX, SocketPathError: public here too)
+    SUN_PATH_MAX,
+    SocketPathError,
+    close_listener,
+    listen_inet,
+    listen_unix,
+    warn_if_exposed,
+)
+from wgmagic.runtime.services.listener import short_private_directory as _short_private_directory
 
 logger = logging.getLogger(__name__)
 
 BACKLOG = 256
 POSTGRES_PORTS = frozenset({5432, 6432})
 CONNECT_TIMEOUT = 15.0  # seconds a forwarded connection may take to reach its target through the tunnel
-SUN_PATH_MAX = 107  # bytes of a Unix socket path, without the terminating NUL (Linux sun_path is 108)
-
-
-class SocketPathError(OSError):
-    """No directory short enough for a Unix socket (the sun_path limit) could be made."""
-
-
-def _short_private_directory(socket_name: str) -> str | None:
-    """A fresh 0700 directory in which `socket_name` fits sun_path: under tempfile's directory (TMPDIR),
-    else $XDG_RUNTIME_DIR, else /tmp; None when none fits or can be made. Directories tried and not used are
-    removed."""
-    bases: list[str] = []
-    for base in (tempfile.gettempdir(), os.environ.get("XDG_RUNTIME_DIR") or "", "/tmp"):
-        if base and base not in bases:
-            bases.append(base)
-    for base in bases:
-        # mkdtemp's name is prefix + 8 characters; check before making anything.
-        if len(os.fsencode(os.path.join(base, "wgmagic-XXXXXXXX", socket_name))) > SUN_PATH_MAX:
-            continue
-        try:
-            return tempfile.mkdtemp(prefix="wgmagic-", dir=base)  # created 0700
-        except OSError:
-            continue
-    return None
 
 
 GOODBYE_WAIT = 5.0  # seconds a refused PostgreSQL client has to send its StartupMessage after our "N"
@@ -106,38 +88,6 @@ class ForwardSpec:
     # forward that fell back to TCP, "any" for a TCP forward asked for by port (ssh -L)
 
 
-def warn_if_exposed(host: str, what: str) -> None:
-    """Binding beyond loopback opens the private network to this machine's neighbours: say so."""
-    try:
-        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
-        warnings.warn(f"{what} listens on {host}, not loopback: anyone who can reach this machine can use the "
-                      "tunnel through it", stacklevel=3)
-
-
-def parse_target(target: str) -> tuple[str, int]:
-    """'db.internal:5432', '198.18.0.1:5432' or '[fd00::1]:5432' -> (host, port)."""
-    text = target.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError(f"{target!r}: an IPv6 target is written [address]:port")
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep or not host:
-            raise ValueError(f"{target!r}: expected HOST:PORT")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"{target!r}: the port must be a number") from None
-    if not 0 < port < 65536:
-        raise ValueError(f"{target!r}: the port must be 1..65535")
-    return host, port
-
-
 class Forward:
     """One local listener; created and driven on the tunnel's loop thread, used from any thread."""
 
@@ -176,18 +126,8 @@ class Forward:
                 spec.clients = "user"
         if spec.clients is None:
             spec.clients = "any"
-        warn_if_exposed(spec.bind_host, "a forward")
-        family = socket.AF_INET6 if ":" in spec.bind_host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            platform.prepare_listener(sock)
-            sock.bind((spec.bind_host, spec.bind_port))
-            sock.listen(BACKLOG)
-        except BaseException:
-            sock.close()
-            raise
-        sock.setblocking(False)
-        address = sock.getsockname()[:2]
+        sock, address = listen_inet(spec.bind_host, spec.bind_port, socket.SOCK_STREAM, backlog=BACKLOG,
+                                    what="a forward")
         logger.info("forward listening on TCP %s:%s -> %s:%s (clients: %s)", address[0], address[1],
                     spec.remote_host, spec.remote_port, spec.clients)
         return sock, address
@@ -196,33 +136,10 @@ class Forward:
         spec = self.spec
         # libpq looks for DIR/.s.PGSQL.PORT, so name the socket that way: host=DIR port=PORT then works.
         name = f".s.PGSQL.{spec.remote_port}"
-        if spec.socket_dir is None:
-            directory = _short_private_directory(name)
-            if directory is None:
-                raise SocketPathError(
-                    f"no directory short enough for a Unix socket: TMPDIR ({tempfile.gettempdir()}) is "
-                    f"{len(os.fsencode(tempfile.gettempdir()))} bytes long, and a socket path may have at most "
-                    f"{SUN_PATH_MAX} (sun_path); $XDG_RUNTIME_DIR and /tmp were not usable either")
-            spec.socket_dir, spec.owns_socket_dir = directory, True
-        path = os.path.join(spec.socket_dir, name)
-        if len(os.fsencode(path)) > SUN_PATH_MAX:
-            raise SocketPathError(f"the Unix socket path {path} is {len(os.fsencode(path))} bytes long, more than "
-                                  f"the {SUN_PATH_MAX} a socket path may have (sun_path): choose a shorter "
-                                  "directory (unix:DIR) or a TCP forward")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            sock.bind(path)
-            os.chmod(path, 0o600)
-            sock.listen(BACKLOG)
-        except BaseException:
-            sock.close()
-            if spec.owns_socket_dir:
-                shutil.rmtree(spec.socket_dir, ignore_errors=True)
-                spec.socket_dir, spec.owns_socket_dir = None, False
-            raise
-        sock.setblocking(False)
+        sock, path, spec.socket_dir, spec.owns_socket_dir = listen_unix(
+            name, spec.socket_dir, socket.SOCK_STREAM, backlog=BACKLOG,
+            alternative="choose a shorter directory (unix:DIR) or a TCP forward",
+            make_directory=_short_private_directory)  # looked up here: tests replace it
         logger.info("forward listening on %s -> %s:%s", path, spec.remote_host, spec.remote_port)
         return sock, path
 
@@ -344,9 +261,9 @@ class Forward:
         if self.closed:
             return
         self.closed = True
-        with contextlib.suppress(Exception):
-            self.engine.loop.remove_reader(self.listener.fileno())
-        self.listener.close()
+        unix = self.spec.local_kind == "unix"
+        close_listener(self.engine.loop, self.listener, self.address, self.spec.socket_dir if unix else None,
+                       self.spec.owns_socket_dir)
         for attempt in list(self.connecting):
             attempt.close()
         self.connecting.clear()
@@ -359,12 +276,6 @@ class Forward:
             with contextlib.suppress(OSError):
                 client.close()
         self.goodbyes.clear()
-        if self.spec.local_kind == "unix" and self.spec.socket_dir:
-            if self.spec.owns_socket_dir:
-                shutil.rmtree(self.spec.socket_dir, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.address)
 
     # ---- any thread ----------------------------------------------------------------------------------
     @property

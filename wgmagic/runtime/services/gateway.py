@@ -15,10 +15,10 @@ the device answers with cookies (mac2).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import time
 from typing import Any
 
+from wgmagic.addresses import parse_name  # noqa: F401 (public here too)
 from wgmagic.runtime.relay import SocketRelay
 from wgmagic.runtime.services.expose import (  # noqa: F401 (Expose, parse_expose, resolve_target: public here)
     LOCAL_CONNECT_TIMEOUT,
@@ -29,18 +29,6 @@ from wgmagic.runtime.services.expose import (  # noqa: F401 (Expose, parse_expos
     parse_expose,
     resolve_target,
 )
-
-
-def parse_name(text: str) -> tuple[str, tuple[IPAddress, ...]]:
-    """'db.internal=198.18.0.1,fd00::1' -> ('db.internal.', (addresses))."""
-    name, sep, addresses = text.partition("=")
-    if not sep or not name.strip():
-        raise ValueError(f"--name {text!r}: expected NAME=ADDR[,ADDR...]")
-    try:
-        parsed = tuple(ipaddress.ip_address(a.strip()) for a in addresses.split(",") if a.strip())
-    except ValueError as exc:
-        raise ValueError(f"--name {text!r}: {exc}") from None
-    return name.strip().lower().rstrip(".") + ".", parsed
 
 
 class Gateway:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import os
 import secrets
-import shutil
 import socket
 import struct
 import time
@@ -51,7 +49,7 @@ from wgmagic.proto.socks5 import (  # noqa: F401  (re-exported: their home was t
     reply,
 )
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
-from wgmagic.runtime.services.forward import warn_if_exposed
+from wgmagic.runtime.services.listener import close_listener, listen_inet, listen_unix, receive
 
 NEGOTIATION_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 15.0  # seconds a CONNECT may take to reach its target through the tunnel
@@ -83,20 +81,12 @@ class Socks5Server:
         self.socket_dir: str | None = None
         self.owns_socket_dir = False
         if unix or unix_dir is not None:
-            self.listener, self.address = self._listen_unix(unix_dir)
+            self.listener, self.address, self.socket_dir, self.owns_socket_dir = listen_unix(
+                SOCKET_NAME, unix_dir, socket.SOCK_STREAM, backlog=128,
+                alternative="choose a shorter directory, or a TCP port (with credentials)")
         else:
-            warn_if_exposed(host, "the SOCKS5 proxy")
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            self.listener = socket.socket(family, socket.SOCK_STREAM)
-            try:
-                self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                self.listener.bind((host, port))
-                self.listener.listen(128)
-            except BaseException:
-                self.listener.close()
-                raise
-            self.address = self.listener.getsockname()[:2]
-        self.listener.setblocking(False)
+            self.listener, self.address = listen_inet(host, port, socket.SOCK_STREAM, backlog=128,
+                                                      what="the SOCKS5 proxy")
         self.clients: set[_SocksClient] = set()
         self.relays: set[SocketRelay] = set()
         self.associations: set[Any] = set()  # UdpAssociation
@@ -104,34 +94,6 @@ class Socks5Server:
         self.udp_drops: Counter[str] = Counter()  # every UDP ASSOCIATE datagram dropped, by reason
         self.closed = False
         engine.loop.add_reader(self.listener.fileno(), self._on_accept)
-
-    def _listen_unix(self, directory: str | None) -> tuple[socket.socket, str]:
-        from wgmagic.runtime.services.forward import SUN_PATH_MAX, SocketPathError, _short_private_directory
-
-        if directory is None:
-            directory = _short_private_directory(SOCKET_NAME)
-            if directory is None:
-                raise SocketPathError("no directory short enough for the proxy's Unix socket (sun_path): give "
-                                      "a short directory, or a TCP port (with credentials)")
-            self.owns_socket_dir = True
-        self.socket_dir = directory
-        path = os.path.join(directory, SOCKET_NAME)
-        if len(os.fsencode(path)) > SUN_PATH_MAX:
-            raise SocketPathError(f"the Unix socket path {path} is longer than the {SUN_PATH_MAX} bytes a socket "
-                                  "path may have (sun_path): choose a shorter directory")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            sock.bind(path)
-            os.chmod(path, 0o600)
-            sock.listen(128)
-        except BaseException:
-            sock.close()
-            if self.owns_socket_dir:
-                shutil.rmtree(directory, ignore_errors=True)
-            raise
-        return sock, path
 
     @property
     def is_unix(self) -> bool:
@@ -179,21 +141,13 @@ class Socks5Server:
         if self.closed:
             return
         self.closed = True
-        with contextlib.suppress(Exception):
-            self.engine.loop.remove_reader(self.listener.fileno())
-        self.listener.close()
+        close_listener(self.engine.loop, self.listener, self.address, self.socket_dir, self.owns_socket_dir)
         for client in list(self.clients):
             client.close()
         for relay in list(self.relays):
             relay.close()
         for association in list(self.associations):
             association.close()
-        if self.socket_dir is not None:
-            if self.owns_socket_dir:
-                shutil.rmtree(self.socket_dir, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.address)
 
 
 class _SocksClient:
@@ -209,12 +163,9 @@ class _SocksClient:
         self.timeout = self.loop.call_later(NEGOTIATION_TIMEOUT, self.close)
 
     def _on_readable(self) -> None:
-        try:
-            data = self.sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
+        data = receive(self.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self.close()
             return

@@ -31,6 +31,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from wgmagic.runtime.services.listener import receive
 from wgmagic.runtime.services.udp_forward import udp_socket_owners
 
 ATYP_IPV4, ATYP_DOMAIN, ATYP_IPV6 = 1, 3, 4
@@ -280,13 +281,7 @@ class UdpAssociation:
 
     # ---- the control connection ----------------------------------------------------------------------
     def _on_control(self) -> None:
-        try:
-            data = self.control.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
+        if receive(self.control) == b"":
             self.close()
         # Anything else on the control connection means nothing in section 7: ignored.
 

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import ipaddress
 import os
-import shutil
 import socket
 import struct
 import time
@@ -30,108 +28,19 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from wgmagic.runtime.services.forward import (
-    SUN_PATH_MAX,
-    SocketPathError,
-    _short_private_directory,
-    parse_target,
-    warn_if_exposed,
+from wgmagic.addresses import (  # noqa: F401 (is_udp_target, UdpListenSpec, parse_udp_listen_spec: public here)
+    UdpListenSpec,
+    is_udp_target,
+    parse_local,
+    parse_udp_listen_spec,
+    parse_udp_target,
 )
+from wgmagic.runtime.services.listener import close_listener, listen_inet, listen_unix
 
 DEFAULT_IDLE_TIMEOUT = 120.0  # seconds; RFC 4787 REQ-5: a UDP mapping lives at least 2 minutes idle
 DEFAULT_MAX_FLOWS = 1024
 READ_BATCH = 256  # datagrams read from the local socket per wake-up before the tunnel gets a turn
 MAX_DATAGRAM = 65535
-
-
-def is_udp_target(target: str) -> bool:
-    return target.strip().lower().startswith("udp:")
-
-
-def parse_udp_target(target: str) -> tuple[str, int]:
-    """'udp:HOST:PORT' (or 'udp:[v6]:PORT') -> (host, port); ValueError naming the target when malformed."""
-    text = target.strip()
-    if not is_udp_target(text):
-        raise ValueError(f"{target!r}: a UDP target is written udp:HOST:PORT")
-    rest = text[4:].strip()
-    host, port = parse_target(rest)
-    if ":" in host and not rest.startswith("["):
-        raise ValueError(f"{target!r}: an IPv6 target is written udp:[address]:port")
-    if not host.strip("[]") or any(c.isspace() or c in "[]/@" for c in host):
-        raise ValueError(f"{target!r}: expected udp:HOST:PORT")
-    return host, port
-
-
-def _split_colons(text: str) -> list[str]:
-    """Split on ':' outside [brackets]; brackets are removed from the parts."""
-    parts, current, depth = [], "", 0
-    for char in text:
-        if char == "[":
-            depth += 1
-            if depth > 1:
-                raise ValueError("nested '['")
-            continue
-        if char == "]":
-            depth -= 1
-            if depth < 0:
-                raise ValueError("unbalanced ']'")
-            continue
-        if char == ":" and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    if depth:
-        raise ValueError("unbalanced '['")
-    parts.append(current)
-    return parts
-
-
-@dataclass(frozen=True)
-class UdpListenSpec:
-    """`wgmagic up -L udp:[bind:]port:host:hostport`, split (ssh -L's order, with a udp: prefix)."""
-
-    bind: str
-    port: int
-    host: str
-    host_port: int
-
-    @property
-    def target(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"udp:{host}:{self.host_port}"
-
-    @property
-    def local(self) -> str:
-        bind = f"[{self.bind}]" if ":" in self.bind else self.bind
-        return f"{bind}:{self.port}"
-
-
-def parse_udp_listen_spec(spec: str) -> UdpListenSpec:
-    """'udp:[bind:]port:host:hostport' -> UdpListenSpec; IPv6 addresses in [brackets]; bind defaults to
-    127.0.0.1; port 0 lets the kernel choose. ValueError naming the spec when malformed."""
-    text = spec.strip()
-    if not is_udp_target(text):
-        raise ValueError(f"-L {spec}: a UDP forward is written udp:[bind:]port:host:hostport")
-    try:
-        parts = _split_colons(text[4:])
-    except ValueError as exc:
-        raise ValueError(f"-L {spec}: {exc}") from None
-    if len(parts) == 3:
-        bind, port, host, host_port = "127.0.0.1", *parts
-    elif len(parts) == 4:
-        bind, port, host, host_port = parts
-    else:
-        raise ValueError(f"-L {spec}: expected udp:[bind:]port:host:hostport")
-    try:
-        local_port, remote_port = int(port), int(host_port)
-    except ValueError:
-        raise ValueError(f"-L {spec}: ports must be numbers") from None
-    if not 0 <= local_port < 65536 or not 0 < remote_port < 65536:
-        raise ValueError(f"-L {spec}: the local port must be 0..65535 and the remote port 1..65535")
-    if not host or any(c.isspace() or c in "/@" for c in host + bind):
-        raise ValueError(f"-L {spec}: expected udp:[bind:]port:host:hostport")
-    return UdpListenSpec(bind or "127.0.0.1", local_port, host, remote_port)
 
 
 # ---- who owns a loopback UDP socket (Linux) ------------------------------------------------------------
@@ -242,18 +151,11 @@ def make_spec(target: str, local: str | int | None, addresses: list[Any], *, idl
         if max_flows < 1:
             raise ValueError("max_flows must be at least 1")
         spec.max_flows = int(max_flows)
-    if isinstance(local, int):
-        spec.local_kind, spec.bind_port = "udp", local
-    elif isinstance(local, str) and local.startswith("unix:"):
-        spec.socket_dir = local[5:] or None
-    elif isinstance(local, str):
-        bind_host, sep, bind_port = local.rpartition(":")
-        spec.local_kind = "udp"
-        spec.bind_host = (bind_host.strip("[]") if sep else "127.0.0.1") or "127.0.0.1"
-        try:
-            spec.bind_port = int(bind_port or 0)
-        except ValueError:
-            raise ValueError(f"--local {local!r}: expected PORT, HOST:PORT or unix:DIR") from None
+    where = parse_local(local)
+    if where.kind == "unix":
+        spec.socket_dir = where.socket_dir
+    else:
+        spec.local_kind, spec.bind_host, spec.bind_port = "udp", where.bind_host, where.bind_port
     return spec
 
 
@@ -297,45 +199,11 @@ class UdpForward:
 
     def _listen(self) -> tuple[socket.socket, Any]:
         spec = self.spec
-        if spec.local_kind == "unix":
-            return self._listen_unix()
-        warn_if_exposed(spec.bind_host, "a UDP forward")
-        family = socket.AF_INET6 if ":" in spec.bind_host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.bind((spec.bind_host, spec.bind_port))
-        except BaseException:
-            sock.close()
-            raise
-        sock.setblocking(False)
-        return sock, sock.getsockname()[:2]
-
-    def _listen_unix(self) -> tuple[socket.socket, Any]:
-        spec = self.spec
-        name = f"udp-{spec.remote_port}.sock"
-        if spec.socket_dir is None:
-            directory = _short_private_directory(name)
-            if directory is None:
-                raise SocketPathError("no directory short enough for a Unix socket (sun_path): give unix:DIR "
-                                      "with a short DIR, or a loopback UDP port")
-            spec.socket_dir, spec.owns_socket_dir = directory, True
-        path = os.path.join(spec.socket_dir, name)
-        if len(os.fsencode(path)) > SUN_PATH_MAX:
-            raise SocketPathError(f"the Unix socket path {path} is longer than the {SUN_PATH_MAX} bytes a socket "
-                                  "path may have (sun_path): choose a shorter directory")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            sock.bind(path)
-            os.chmod(path, 0o600)
-        except BaseException:
-            sock.close()
-            if spec.owns_socket_dir:
-                shutil.rmtree(spec.socket_dir, ignore_errors=True)
-                spec.socket_dir, spec.owns_socket_dir = None, False
-            raise
-        sock.setblocking(False)
+        if spec.local_kind != "unix":
+            return listen_inet(spec.bind_host, spec.bind_port, socket.SOCK_DGRAM, backlog=0, what="a UDP forward")
+        sock, path, spec.socket_dir, spec.owns_socket_dir = listen_unix(
+            f"udp-{spec.remote_port}.sock", spec.socket_dir, socket.SOCK_DGRAM, backlog=0,
+            alternative="choose a shorter directory (unix:DIR) or a loopback UDP port")
         return sock, path
 
     # ---- loop thread ---------------------------------------------------------------------------------
@@ -456,17 +324,11 @@ class UdpForward:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        with contextlib.suppress(Exception):
-            self.engine.loop.remove_reader(self.sock.fileno())
-        self.sock.close()
+        unix = self.spec.local_kind == "unix"
+        close_listener(self.engine.loop, self.sock, self.address, self.spec.socket_dir if unix else None,
+                       self.spec.owns_socket_dir)
         for flow in list(self.flows.values()):
             self._close_flow(flow)
-        if self.spec.local_kind == "unix" and self.spec.socket_dir:
-            if self.spec.owns_socket_dir:
-                shutil.rmtree(self.spec.socket_dir, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.address)
 
     # ---- any thread ----------------------------------------------------------------------------------
     def stats(self, timeout: float = 5.0) -> dict[str, Any]:

@@ -1,0 +1,143 @@
+"""The local end of a service (forward, SOCKS5 proxy, UDP forward): a Unix socket (mode 0600) in a fresh 0700
+directory or a named one, or a loopback TCP/UDP socket (with the platform's listener options), and its removal.
+
+Private by default: a Unix socket in a directory only this user can enter. The path must fit sun_path (108
+bytes on Linux, unix(7)); when TMPDIR is too long, the fresh directory is made in $XDG_RUNTIME_DIR or /tmp.
+Sockets are returned non-blocking; everything here runs on the tunnel's loop thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import shutil
+import socket
+import tempfile
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from wgmagic import platform
+
+SUN_PATH_MAX = 107  # bytes of a Unix socket path, without the terminating NUL (Linux sun_path is 108)
+
+
+class SocketPathError(OSError):
+    """No directory short enough for a Unix socket (the sun_path limit) could be made."""
+
+
+def short_private_directory(socket_name: str) -> str | None:
+    """A fresh 0700 directory in which `socket_name` fits sun_path: under tempfile's directory (TMPDIR),
+    else $XDG_RUNTIME_DIR, else /tmp; None when none fits or can be made. Directories tried and not used are
+    removed."""
+    bases: list[str] = []
+    for base in (tempfile.gettempdir(), os.environ.get("XDG_RUNTIME_DIR") or "", "/tmp"):
+        if base and base not in bases:
+            bases.append(base)
+    for base in bases:
+        # mkdtemp's name is prefix + 8 characters; check before making anything.
+        if len(os.fsencode(os.path.join(base, "wgmagic-XXXXXXXX", socket_name))) > SUN_PATH_MAX:
+            continue
+        try:
+            return tempfile.mkdtemp(prefix="wgmagic-", dir=base)  # created 0700
+        except OSError:
+            continue
+    return None
+
+
+def warn_if_exposed(host: str, what: str) -> None:
+    """Binding beyond loopback opens the private network to this machine's neighbours: say so."""
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        warnings.warn(f"{what} listens on {host}, not loopback: anyone who can reach this machine can use the "
+                      "tunnel through it", stacklevel=4)
+
+
+def listen_unix(name: str, directory: str | None, kind: int, *, backlog: int, alternative: str,
+                make_directory: Callable[[str], str | None] | None = None) -> tuple[socket.socket, str, str, bool]:
+    """A Unix socket `name` (mode 0600) in `directory`, or in a fresh 0700 one (make_directory, default
+    short_private_directory) when None; kind SOCK_STREAM (listening with `backlog`) or SOCK_DGRAM.
+
+    Returns (socket, path, directory, owns_directory): only a directory made here is ours to remove. Raises
+    SocketPathError when no directory fits sun_path or the path is too long (the message ends with
+    `alternative`, what the user can do instead), OSError when bind fails; nothing is left behind then.
+    """
+    owns = False
+    if directory is None:
+        directory = (make_directory or short_private_directory)(name)
+        if directory is None:
+            raise SocketPathError(
+                f"no directory short enough for a Unix socket: TMPDIR ({tempfile.gettempdir()}) is "
+                f"{len(os.fsencode(tempfile.gettempdir()))} bytes long, and a socket path may have at most "
+                f"{SUN_PATH_MAX} (sun_path); $XDG_RUNTIME_DIR and /tmp were not usable either")
+        owns = True
+    path = os.path.join(directory, name)
+    if len(os.fsencode(path)) > SUN_PATH_MAX:
+        if owns:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise SocketPathError(f"the Unix socket path {path} is {len(os.fsencode(path))} bytes long, more than "
+                              f"the {SUN_PATH_MAX} a socket path may have (sun_path): {alternative}")
+    sock = socket.socket(socket.AF_UNIX, kind)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        sock.bind(path)
+        os.chmod(path, 0o600)
+        if kind == socket.SOCK_STREAM:
+            sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        if owns:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    sock.setblocking(False)
+    return sock, path, directory, owns
+
+
+def listen_inet(host: str, port: int, kind: int, *, backlog: int, what: str) -> tuple[socket.socket, Any]:
+    """A TCP (kind SOCK_STREAM, listening with `backlog`, platform.prepare_listener's options) or UDP socket
+    bound to (host, port), IPv6 when host has a colon; port 0: the kernel chooses. Warns when host is not
+    loopback (`what` names the service). Returns (socket, (address, port)); OSError when bind fails."""
+    warn_if_exposed(host, what)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            platform.prepare_listener(sock)
+        sock.bind((host, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock, sock.getsockname()[:2]
+
+
+def close_listener(loop: Any, sock: socket.socket, address: Any, socket_dir: str | None, owns_dir: bool) -> None:
+    """Stop watching `sock` on `loop`, close it, and remove a Unix socket: its whole directory when it is ours
+    (owns_dir), else only the socket file `address`. socket_dir None: a TCP/UDP listener, nothing to remove."""
+    with contextlib.suppress(Exception):
+        loop.remove_reader(sock.fileno())
+    sock.close()
+    if socket_dir is None:
+        return
+    if owns_dir:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(address)
+
+
+def receive(sock: socket.socket, size: int = 4096) -> bytes | None:
+    """One non-blocking recv from a local client: None when nothing is there yet, b"" when the client is gone
+    (end of stream or an error), else up to `size` bytes."""
+    try:
+        return sock.recv(size)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
