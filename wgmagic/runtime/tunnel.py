@@ -553,7 +553,8 @@ class Tunnel:
         Raises ValueError (a bad spec, a target that does not resolve), OSError (EADDRINUSE: the tunnel port
         already listens). Closed by `Exposed.close()` or with the tunnel; listed in `exposes`.
         """
-        from wgmagic.runtime.services.expose import Exposed, ExposeListener, parse_expose, resolve_target
+        from wgmagic.addresses import parse_expose
+        from wgmagic.runtime.services.expose import Exposed, ExposeListener, resolve_target
 
         self._check_open()
         text = spec if target is None else f"{spec}={target}"
