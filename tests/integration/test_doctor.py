@@ -58,7 +58,7 @@ def test_allowed_ips_do_not_cover_the_target(testbed):
 def test_unknown_dns_name(testbed):
     report = run_doctor(testbed.client_config(), target="nothere.internal:5432")
     dns = check(report, "DNS")
-    assert dns.verdict == FAIL and "does not exist" in dns.detail
+    assert dns.verdict == FAIL and "not found by the tunnel's DNS" in dns.detail
 
 
 def test_closed_port(testbed):
