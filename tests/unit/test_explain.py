@@ -24,6 +24,7 @@ from wgmagic.runtime.transport import Transport, UdpTransport
 from wgmagic.runtime.websocket import WebSocketTransport
 from wgmagic.sql.messages import classify_connection_failure
 from wgmagic.tools.doctor import FAIL, Report, _handshake_failed
+from wgmagic.via import Via
 
 PACKAGE = Path(explain.__file__).resolve().parent
 KEY = base64.b64encode(bytes(range(32))).decode()
@@ -183,6 +184,21 @@ def test_the_engine_words_a_missing_handshake_with_explain():
         refused = engine.describe_no_handshake(peer)
         assert refused == explain.no_handshake(PEER, "198.18.0.1:51820", refused=True)
         assert KEY not in refused.text and KEY[:8] not in refused.text
+    finally:
+        loop.close()
+
+
+def test_the_engine_words_a_missing_handshake_through_a_websocket():
+    loop = asyncio.new_event_loop()
+    try:
+        engine = Engine(parse_config(CONFIG), {}, loop=loop,
+                        via=Via("websocket", "ws://user:hunter2@relay.example/wg", None))
+        peer = next(iter(engine.peers.values()))
+        engine.transport.last_error = "nothing accepts connections at relay.example:80: is the relay running?"
+        explanation = engine.describe_no_handshake(peer)
+        assert explanation == explain.no_handshake(PEER, None, transport=engine.transport.describe(),
+                                                   transport_state=engine.transport.last_error)
+        assert "relay's --to" in explanation.text and "hunter2" not in explanation.text
     finally:
         loop.close()
 
