@@ -1,10 +1,16 @@
 """Exceptions a notebook user can act on.
 
-Every message says what failed and what to check. None of them ever carries a private key, a preshared key or
-a password: callers pass names and addresses, never secrets.
+Every message says what failed and what to check; the words come from wgmagic.explain, their one home. None
+of them ever carries a private key, a preshared key or a password: callers pass names and addresses, never
+secrets.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wgmagic.explain import Explanation
 
 
 class WgMagicError(Exception):
@@ -33,7 +39,12 @@ class EndpointUnresolvableError(TunnelError):
 
 
 class HandshakeTimeoutError(TunnelError, TimeoutError):
-    """The peer never answered the handshake."""
+    """The peer never answered the handshake. `explanation` (wgmagic.explain.Explanation, or None): the fault
+    and its likely causes as plain data, for the doctor and `%%wgsql` to show in their own layout."""
+
+    def __init__(self, message: str, *, explanation: Explanation | None = None) -> None:
+        super().__init__(message)
+        self.explanation = explanation
 
 
 class TunnelConflictError(TunnelError):

@@ -51,14 +51,14 @@ def test_nothing_listening_at_the_endpoint(testbed):
 def test_allowed_ips_do_not_cover_the_target(testbed):
     report = run_doctor(testbed.client_config(), target="10.99.0.5:5432")
     config = check(report, "config")
-    assert config.verdict == FAIL and "10.99.0.5 is outside every AllowedIPs" in config.detail
+    assert config.verdict == FAIL and "10.99.0.5 is outside every peer's AllowedIPs" in config.detail
     assert "handshake" not in verdicts(report)  # nothing after a broken config
 
 
 def test_unknown_dns_name(testbed):
     report = run_doctor(testbed.client_config(), target="nothere.internal:5432")
     dns = check(report, "DNS")
-    assert dns.verdict == FAIL and "does not exist" in dns.detail
+    assert dns.verdict == FAIL and "not found by the tunnel's DNS" in dns.detail
 
 
 def test_closed_port(testbed):

@@ -35,7 +35,7 @@ def test_no_usable_address_gives_an_empty_list_and_a_reason_per_address():
     message = describe_no_route("db.internal", resolved, **V6_ONLY)
     assert message.startswith("no route to db.internal")
     assert "198.18.0.1: the [Interface] has no IPv4 Address" in message
-    assert "fd00:1::1: not inside any peer's AllowedIPs" in message
+    assert "fd00:1::1: outside every peer's AllowedIPs" in message
 
 
 def test_rfc6724_default_policy_prefers_ipv4_over_a_ula_on_a_dual_stack_tunnel():

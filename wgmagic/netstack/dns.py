@@ -24,6 +24,7 @@ import dns.rcode
 import dns.rdata
 import dns.rdatatype
 
+from wgmagic import explain
 from wgmagic.errors import DNSTimeoutError, NameNotFoundError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -392,12 +393,10 @@ class Resolver:
         if self._found:
             self.addresses = tuple(self._found)
             return
-        servers = ", ".join(str(s) for s in self.servers)
+        servers = [str(s) for s in self.servers]
         if not self.servers:
-            self.error = NameNotFoundError(f"cannot resolve {self.name!r}: the config has no DNS = server for "
-                                           "the tunnel")
+            self.error = NameNotFoundError(str(explain.no_dns_server(self.name)))
         elif self._failures and all(f == "timeout" for f in self._failures):
-            self.error = DNSTimeoutError(f"the tunnel's DNS server ({servers}) did not answer for {self.name!r}; "
-                                         "check that DNS = is inside the peer's AllowedIPs and the server runs")
+            self.error = DNSTimeoutError(str(explain.dns_timed_out(self.name, servers)))
         else:
-            self.error = NameNotFoundError(f"{self.name!r} not found by the tunnel's DNS ({servers})")
+            self.error = NameNotFoundError(str(explain.name_not_found(self.name, servers)))

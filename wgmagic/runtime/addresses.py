@@ -15,6 +15,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from wgmagic import explain
 from wgmagic.wireguard.allowedips import AllowedIPs
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -168,17 +169,14 @@ def interleave_families(ranked: Sequence[IPAddress]) -> list[IPAddress]:
 
 def describe_no_route(name: str, addresses: Sequence[IPAddress], *, sources: Sequence[IPInterface],
                       allowed_ips: AllowedIPs[Any] | Iterable[IPNetwork]) -> str:
-    """Why none of `addresses` can be reached through the tunnel, for a NoRouteError."""
+    """Why none of `addresses` can be reached through the tunnel, for a NoRouteError (wgmagic.explain's words)."""
     table = routing_table(allowed_ips)
     families = {s.version for s in sources}
     reasons = []
     for address in addresses:
         if address.version not in families:
-            reasons.append(f"{address}: the [Interface] has no IPv{address.version} Address")
+            reasons.append(explain.no_interface_address(str(address), address.version))
         elif not table.contains(address):
-            reasons.append(f"{address}: not inside any peer's AllowedIPs")
-    shown = "; ".join(reasons) or "it has no addresses"
+            reasons.append(explain.outside_allowed_ips(str(address)))
     literal = [str(a) for a in addresses] == [name]
-    subject = shown if literal else f"{name} ({shown})"
-    return (f"no route to {subject} through the tunnel: add the address to a peer's AllowedIPs, or give the "
-            f"[Interface] an Address of that family")
+    return str(explain.no_route(name, reasons, literal=literal))

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wgmagic import explain
 from wgmagic.config import WireGuardConfig
 from wgmagic.errors import (
     HandshakeTimeoutError,
@@ -24,9 +25,10 @@ from wgmagic.errors import (
     TransportError,
     TunnelClosedError,
 )
+from wgmagic.explain import Explanation
 from wgmagic.netstack.events import EchoReply, NetstackEvent, TcpClosed, TcpEvent, UdpReadable
 from wgmagic.netstack.stack import Stack
-from wgmagic.runtime.transport import UdpTransport
+from wgmagic.runtime.transport import Transport, UdpTransport
 from wgmagic.wireguard.allowedips import AllowedIPs
 from wgmagic.wireguard.device import Device
 from wgmagic.wireguard.events import (
@@ -78,7 +80,7 @@ class Engine:
         self.counters: Counter[str] = Counter()
         self.via = via  # websocket.Via, or None for plain UDP
         self.transport_error: str | None = None
-        self.transport: Any
+        self.transport: Transport
         if via is not None and via.mode == "websocket":
             self.transport = self._websocket_transport(via)
         else:
@@ -151,7 +153,7 @@ class Engine:
         return self.transport.local_port
 
     # ---- the WebSocket transport (issue 13; runtime/websocket.py) ---------------------------------------
-    def _websocket_transport(self, via: Any) -> Any:
+    def _websocket_transport(self, via: Any) -> Transport:
         from wgmagic.runtime.websocket import WebSocketTransport
 
         peer = next(iter(self.peers.values()))
@@ -284,8 +286,7 @@ class Engine:
         self._timer_deadline = None
         now = time.monotonic()
         self._next_endpoint_if_unanswered(now)
-        outer_stalled = getattr(self.transport, "outer_stalled", None)
-        if outer_stalled is not None and outer_stalled():
+        if self.transport.outer_stalled():
             # TCP over TCP: the outer connection is repairing a loss; what the inner TCP sent is delayed, not
             # lost. Hold its retransmission timers a little and look again (the transport, not the inner TCP,
             # decides when the outer connection is dead).
@@ -347,7 +348,8 @@ class Engine:
                 peer.handshake_waiters.clear()
             elif isinstance(event, HandshakeAttemptsExhausted):
                 peer.attempts_exhausted += 1
-                error = HandshakeTimeoutError(self.describe_no_handshake(peer))
+                explanation = self.describe_no_handshake(peer)
+                error = HandshakeTimeoutError(str(explanation), explanation=explanation)
                 for fut in peer.handshake_waiters:
                     if not fut.done():
                         fut.set_exception(error)
@@ -387,29 +389,21 @@ class Engine:
         if isinstance(event, TcpClosed) and handler.forget_after_close():
             self.streams.pop(id(handler.conn), None)
 
-    def describe_no_handshake(self, peer: PeerRuntime) -> str:
+    def describe_no_handshake(self, peer: PeerRuntime) -> Explanation:
+        """Why `peer` has not answered the handshake, from what the runtime knows (wgmagic.explain words it)."""
         from wgmagic.config import PeerConfig
 
         key = PeerConfig(peer.public_key).public_key_b64
         where = peer.configured_endpoint
-        shown = f"{where[0]}:{where[1]}" if where else "(no Endpoint configured)"
-        if getattr(self.transport, "kind", "udp") == "websocket":
-            state = self.transport.last_error or f"the WebSocket is {self.transport.state}"
-            return (f"no handshake answer from peer {key[:8]}... through the {self.transport.describe()}: "
-                    f"{state}. Likely causes: the relay's --to is not this peer's WireGuard port, or this "
-                    "client's public key is not configured on the peer.")
-        if len(peer.endpoint_candidates) > 1:
-            shown += f" (tried {', '.join(host for host, _ in peer.endpoint_candidates)})"
-        elif peer.resolved_endpoint and where and peer.resolved_endpoint[0] != where[0]:
-            shown += f" ({peer.resolved_endpoint[0]})"
-        if peer.endpoint_refused:
-            causes = ("nothing is listening on that UDP port (the host answered 'port unreachable'): check the "
-                      "Endpoint's port and that WireGuard runs on the peer")
-        else:
-            causes = ("the peer's PublicKey in this config is wrong (a peer silently drops handshakes it cannot "
-                      "decrypt), or this client's public key is not configured on the peer; the Endpoint host "
-                      "or port is wrong; or UDP to that port is blocked on this network (firewall, proxy)")
-        return f"no handshake answer from peer {key[:8]}... at {shown}. Likely causes: {causes}."
+        transport = self.transport
+        if transport.kind != "udp":
+            return explain.no_handshake(key, None, transport=transport.describe(),
+                                        transport_state=transport.last_error)
+        resolved = peer.resolved_endpoint
+        return explain.no_handshake(
+            key, f"{where[0]}:{where[1]}" if where else None, refused=peer.endpoint_refused,
+            tried=[host for host, _ in peer.endpoint_candidates],
+            address=resolved[0] if resolved and where and resolved[0] != where[0] else None)
 
     # ---- operations called from Tunnel (on the loop thread) -------------------------------------------
     def wait_handshake(self, public_key: bytes | None = None) -> asyncio.Future[float | None]:

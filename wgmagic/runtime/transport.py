@@ -2,9 +2,10 @@
 
 `UdpTransport` is the plain one: a dual-stack UDP socket on the loop thread, drained in batches, with
 segmented sends (UDP_SEGMENT, Linux's GSO) where the kernel takes them. A transport that carries the same
-datagrams another way (a WebSocket, for networks that block UDP) offers the same four things: `open()`,
-`send(datagrams)`, `close()` and `local_port`, and hands what it receives to `receive(data, addr, now)` then
-calls `after_batch(now)` once per batch.
+datagrams another way (a WebSocket, for networks that block UDP) offers the same interface, `Transport`:
+`open()`, `send(datagrams)`, `close()`, `local_port`, what it is (`kind`, `describe()`, `state`, `last_error`)
+and `outer_stalled()`, and hands what it receives to `receive(data, addr, now)` then calls `after_batch(now)`
+once per batch. The engine asks only through this interface.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from wgmagic import platform
 
@@ -29,6 +30,41 @@ GSO_MAX_BYTES = 65000
 SOCKET_BUFFER = 16 * 1024 * 1024
 
 Receive = Callable[[bytes, tuple[str, int], float], None]
+
+
+class Transport(Protocol):
+    """What the engine needs of the way its WireGuard datagrams travel (loop thread only).
+
+    kind: "udp" or "websocket"; state: "connecting", "open", "reconnecting" or "closed"; last_error: why the
+    last attempt to open it failed (one sentence, no secret), or None; receive: called with (datagram,
+    (host, port), now) for each datagram that arrives (a capture may wrap it).
+    """
+
+    kind: str
+    receive: Receive
+    last_error: str | None
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def local_port(self) -> int: ...
+
+    def open(self) -> None: ...
+
+    def send(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None: ...
+
+    def close(self) -> None: ...
+
+    def describe(self) -> str:
+        """What carries the datagrams, for status lines and messages ("UDP", "WebSocket wss://... (open)");
+        never a password."""
+        ...
+
+    def outer_stalled(self) -> bool:
+        """Whether a reliable outer connection is repairing a loss right now (TCP over TCP): then the inner TCP's
+        segments are delayed, not lost, and the engine holds their retransmission timers."""
+        ...
 
 
 def normalize_address(addr: tuple[Any, ...]) -> tuple[str, int]:
@@ -47,6 +83,9 @@ class UdpTransport:
     the kernel reports ICMP port unreachable for something we sent. Counters (`udp_rx_*`, `udp_tx_*`,
     `gso_unavailable`, `endpoint_refused`, `sendto_<errno>`) go into `counters`.
     """
+
+    kind = "udp"
+    last_error: str | None = None  # binding fails loudly in open(); a datagram transport has no session to lose
 
     def __init__(self, loop: asyncio.AbstractEventLoop, listen_port: int, receive: Receive,
                  after_batch: Callable[[float], None], on_refused: Callable[[], None],
@@ -103,6 +142,17 @@ class UdpTransport:
     @property
     def local_port(self) -> int:
         return self.sock.getsockname()[1] if self.sock else 0
+
+    @property
+    def state(self) -> str:
+        return "open" if self.sock is not None else "closed"
+
+    def describe(self) -> str:
+        return "UDP"
+
+    def outer_stalled(self) -> bool:
+        """Never: UDP has no outer connection whose loss repair could delay the inner TCP."""
+        return False
 
     def _on_readable(self) -> None:
         sock = self.sock

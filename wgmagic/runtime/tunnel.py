@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from wgmagic import platform
+from wgmagic import explain, platform
 from wgmagic.config import WireGuardConfig, load_config
 from wgmagic.errors import (
     EndpointUnresolvableError,
@@ -65,9 +65,7 @@ def _resolve_endpoint(host: str, port: int) -> list[tuple[str, int]]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except socket.gaierror as exc:
-        raise EndpointUnresolvableError(
-            f"the peer's Endpoint {host}:{port} does not resolve on this machine ({exc.strerror}); "
-            "check the host name, or use an IP address") from None
+        raise EndpointUnresolvableError(str(explain.endpoint_unresolvable(host, port, str(exc.strerror)))) from None
     addresses: list[tuple[str, int]] = []
     for family, _type, _proto, _name, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):
@@ -235,8 +233,9 @@ class Tunnel:
         except TimeoutError as exc:
             if isinstance(exc, HandshakeTimeoutError):
                 raise
-            message = self._thread.call(self._describe_no_handshake)
-            raise HandshakeTimeoutError(f"{message} (gave up after {timeout:g} s)") from None
+            explanation = self._thread.call(self._describe_no_handshake)
+            raise HandshakeTimeoutError(f"{explanation} (gave up after {timeout:g} s)",
+                                        explanation=explanation) from None
 
     def switch_to_websocket(self, via: Any) -> None:
         """Carry the datagrams over the WebSocket at via.url from now on (what --via auto does)."""
@@ -247,10 +246,9 @@ class Tunnel:
     @property
     def transport_description(self) -> str:
         """'UDP' or 'WebSocket wss://... (open)', for status lines (never a password)."""
-        transport = self._engine.transport
-        return transport.describe() if hasattr(transport, "describe") else "UDP"
+        return self._engine.transport.describe()
 
-    def _describe_no_handshake(self) -> str:
+    def _describe_no_handshake(self) -> explain.Explanation:
         peer = next(iter(self._engine.peers.values()))
         return self._engine.describe_no_handshake(peer)
 
@@ -431,9 +429,7 @@ class Tunnel:
 
     def _connect_error(self, host: str, port: int, timeout: float, error: BaseException) -> BaseException:
         if isinstance(error, ConnectionRefusedError):
-            return ConnectionRefusedError(
-                f"{host}:{port} refused the connection (reached through tunnel {self.name!r}): "
-                "nothing listens on that port, or a firewall rejects it")
+            return ConnectionRefusedError(str(explain.connection_refused(host, port, through=f"tunnel {self.name!r}")))
         if isinstance(error, TimeoutError):
             return self._connect_timeout(host, port, timeout)
         return error
@@ -615,14 +611,9 @@ class Tunnel:
         return list(self._socks_servers)
 
     def _connect_timeout(self, host: str, port: int, timeout: float) -> TimeoutError:
-        since = time.monotonic() - timeout
-        if self._thread.call(self._engine.peer_silent_since, since):
-            return PeerNotRespondingError(
-                f"connecting to {host}:{port} timed out after {timeout:g} s: the WireGuard peer is not "
-                f"answering (no handshake or data from it recently); it may be down or unreachable")
-        return TimeoutError(
-            f"connecting to {host}:{port} timed out after {timeout:g} s: the tunnel is up but nothing answered; "
-            "the host may be down, or a firewall drops the connection")
+        peer_silent = bool(self._thread.call(self._engine.peer_silent_since, time.monotonic() - timeout))
+        message = str(explain.connect_timed_out(host, port, timeout, peer_silent=peer_silent))
+        return PeerNotRespondingError(message) if peer_silent else TimeoutError(message)
 
     def resolve_address(self, host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         """The address a connection to `host` tries first (see resolve_addresses)."""

@@ -1,8 +1,9 @@
 """WireGuard datagrams over a WebSocket, for networks that block UDP (issue 13).
 
-`WebSocketTransport` offers what `UdpTransport` (transport.py) offers: `open()`, `send(datagrams)`, `close()`,
-`local_port`, and hands each datagram it receives to `receive(data, addr, now)`, then `after_batch(now)` once
-per batch. Each WireGuard message travels as one binary WebSocket message (RFC 6455 section 5.6), to a
+`WebSocketTransport` is a `Transport` (transport.py) as `UdpTransport` is: `open()`, `send(datagrams)`,
+`close()`, `local_port`, `kind`, `state`, `last_error`, `describe()`, `outer_stalled()`, and hands each datagram
+it receives to `receive(data, addr, now)`, then `after_batch(now)` once per batch. Each WireGuard message
+travels as one binary WebSocket message (RFC 6455 section 5.6), to a
 `wgmagic relay` (or `wgmagic gateway --websocket`) that turns it back into a UDP datagram.
 
 The WebSocket itself (HTTP/1.1 upgrade, framing, masking, ping/pong, close) is the `websockets` package's:

@@ -2,12 +2,13 @@
 
 A server error reads the way psql prints it (ERROR, LINE with a caret under the position, DETAIL, HINT).
 A connection failure names the stage that failed (handshake, DNS, TCP connect, TLS, authentication) and
-what to check, instead of a driver traceback. No message ever carries a password.
+what to check (wgmagic.explain's words), instead of a driver traceback. No message ever carries a password.
 """
 
 from __future__ import annotations
 
 from wgmagic.errors import WgMagicError
+from wgmagic.explain import stage_advice
 from wgmagic.sql.connstr import mask_secrets
 
 
@@ -92,26 +93,26 @@ def classify_connection_failure(exc: BaseException, *, host: str, port: int) -> 
     text = mask_secrets(str(exc).strip()) or type(exc).__name__
     lower = text.lower()
     sqlstate = getattr(exc, "sqlstate", None)
-    where = f"{host}:{port}"
-    if isinstance(exc, (HandshakeTimeoutError, EndpointUnresolvableError, TunnelClosedError)) \
-            or "handshake" in lower:
-        return ConnectionStageError("handshake", text, "the tunnel is up (%wg status), the peer's Endpoint and "
-                                    "PublicKey, and that UDP to it is not blocked")
+
+    def stage(name: str, *, peer_silent: bool = False) -> ConnectionStageError:
+        return ConnectionStageError(name, text, stage_advice(name, host, port, peer_silent=peer_silent))
+
+    if isinstance(exc, (HandshakeTimeoutError, EndpointUnresolvableError, TunnelClosedError)):
+        return stage("handshake")
     if isinstance(exc, (NameNotFoundError, DNSTimeoutError)):
-        return ConnectionStageError("DNS", text, f"the name {host!r} and the DNS = servers of the WireGuard "
-                                    "config (%wg resolve NAME)")
+        return stage("DNS")
+    # A peer that stopped answering fails the TCP connect (its handshake was done once), though the words
+    # mention handshakes: checked before the text test for a handshake failure.
     if isinstance(exc, PeerNotRespondingError) or "not answering" in lower:
-        return ConnectionStageError("TCP connect", text, "the WireGuard peer is not answering: is the gateway "
-                                    "up? (%wg status shows the handshake age)")
+        return stage("TCP connect", peer_silent=True)
+    if "handshake" in lower:
+        return stage("handshake")
     if "refused" in lower or "timed out" in lower or "timeout expired" in lower or "no route" in lower \
             or isinstance(exc, (ConnectionRefusedError, TimeoutError)):
-        return ConnectionStageError("TCP connect", text, f"that a server listens on {where} and that the peer's "
-                                    "AllowedIPs and firewall let you reach it (%wg ping HOST)")
+        return stage("TCP connect")
     if sqlstate in ("28P01", "28000") or "password" in lower or "authentication" in lower \
             or "no pg_hba.conf entry" in lower:
-        return ConnectionStageError("authentication", text, "the user name and password (the DSN, PGPASSWORD "
-                                    "or ~/.pgpass) and the server's pg_hba.conf")
+        return stage("authentication")
     if "ssl" in lower or "certificate" in lower or "tls" in lower:
-        return ConnectionStageError("TLS", text, "sslmode, sslrootcert (the CA that signed the server's "
-                                    "certificate) and that the certificate names the host you connect to")
-    return ConnectionStageError("server", text, f"the database name and the server's log on {where}")
+        return stage("TLS")
+    return stage("server")

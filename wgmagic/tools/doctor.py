@@ -4,6 +4,7 @@ Checks run in the order a packet meets the problems: the config, the endpoint's 
 RTT, DNS through the tunnel, a TCP connect to the target, the path MTU, then loss and RTT over a burst.
 Each gives a verdict (ok, warning, failed, skipped) and, when something is wrong, the likely cause and the fix.
 A failed step stops the steps that depend on it. Nothing here prints a key: peers are named by fingerprint.
+The words for a fault are wgmagic.explain's, the same the exceptions carry elsewhere.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wgmagic import explain
+
 OK, WARN, FAIL, SKIP = "ok", "warning", "failed", "skipped"
 MARK = {OK: "✔", WARN: "!", FAIL: "✘", SKIP: "-"}
 BURST = 40  # echoes in the loss/RTT burst
 LOSS_WARNING = 0.05
+CONNECT_TIMEOUT = 5.0  # seconds the TCP connect check waits
 
 
 @dataclass
@@ -130,7 +134,7 @@ def run_doctor(config_source: Any, *, target: str | None = None, tunnel: Any = N
         else:
             add("path MTU", SKIP, "no address to probe (give a target, or DNS = in the config)")
     except Exception as exc:  # the handshake stopped answering mid-way, mostly
-        _handshake_failed(str(exc), add)
+        _handshake_failed(exc, add)
     finally:
         if own:
             tunnel.close()
@@ -155,22 +159,23 @@ def _check_config(config: Any, host: str | None, add: Callable[..., Check]) -> N
             problems.append(f"peer {peer.public_key_b64[:8]}... has no AllowedIPs: nothing would be routed to it")
     for server in config.interface.dns_servers:
         if not any(server in net for net in networks if net.version == server.version):
-            problems.append(f"the DNS server {server} is outside every AllowedIPs, so DNS cannot go through "
-                            "the tunnel")
+            problems.append(f"the DNS server {server} is {explain.OUTSIDE_ALLOWED_IPS}, so DNS cannot go "
+                            "through the tunnel")
     if host is not None:
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
             address = None
         if address is not None and not any(address in net for net in networks if net.version == address.version):
-            problems.append(f"the target {address} is outside every AllowedIPs ({', '.join(map(str, networks))})")
+            problems.append(f"the target {address} is {explain.OUTSIDE_ALLOWED_IPS} "
+                            f"({', '.join(map(str, networks))})")
     for interface in config.interface.addresses:
         if not any(interface.ip in net for net in networks if net.version == interface.version):
             warnings.append(f"this side's Address {interface.ip} is outside the peer's AllowedIPs (fine for a "
                             "gateway that NATs; otherwise replies cannot be routed back)")
     if problems:
-        add("config", FAIL, "; ".join(problems), "add the missing network to the peer's AllowedIPs (or fix the "
-            "address you are trying to reach)")
+        add("config", FAIL, "; ".join(problems), f"{explain.NO_ROUTE_ADVICE} (or fix the address you are "
+            "trying to reach)")
     elif warnings:
         add("config", WARN, "; ".join(warnings))
     else:
@@ -186,8 +191,8 @@ def _check_endpoint(config: Any, add: Callable[..., Check]) -> None:
         try:
             infos = socket.getaddrinfo(name, port, type=socket.SOCK_DGRAM)
         except socket.gaierror as exc:
-            add("endpoint", FAIL, f"{name} does not resolve on this machine ({exc.strerror})",
-                "check the Endpoint's spelling and this machine's DNS")
+            failure = explain.endpoint_unresolvable(name, port, str(exc.strerror))
+            add("endpoint", FAIL, failure.fault, failure.advice)
             return
         add("endpoint", OK, f"{name}:{port} is {infos[0][4][0]}")
 
@@ -196,14 +201,14 @@ def _try_websocket(config: Any, error: Exception, timeout: float, add: Callable[
     """The first connect failed. Tell a WebSocket/proxy/TLS failure for what it is; after a UDP failure, try
     the WebSocket URL known (config `#@wgmagic Via`, $WGMAGIC_VIA) to tell "UDP is blocked here" from "neither
     works". Returns a tunnel over the WebSocket, or None."""
-    from wgmagic.errors import TransportError, WgMagicError
+    from wgmagic.errors import HandshakeTimeoutError, TransportError, WgMagicError
     from wgmagic.runtime.tunnel import connect
     from wgmagic.via import Via, choose_via, mask_url
 
     if isinstance(error, TransportError):
         add("websocket", FAIL, str(error), _transport_fix(str(error)))
         return None
-    _handshake_failed(str(error), add)
+    _handshake_failed(error, add)
     config_via = next((p.via for p in config.peers if getattr(p, "via", None)), None)
     try:
         chosen, known = choose_via(None, config_via), choose_via("auto", config_via)
@@ -219,9 +224,11 @@ def _try_websocket(config: Any, error: Exception, timeout: float, add: Callable[
         add("transport", FAIL, f"neither works: UDP to the endpoint gets no answer, and the WebSocket {shown} "
             f"failed: {exc}", _transport_fix(str(exc)))
         return None
-    except WgMagicError:
+    except WgMagicError as exc:
+        why = exc.explanation if isinstance(exc, HandshakeTimeoutError) else None
         add("transport", FAIL, f"neither works: UDP to the endpoint gets no answer, and over the WebSocket {shown} "
-            "the peer did not answer either", "check the relay's --to (the peer's WireGuard port) and the keys")
+            f"{why.fault if why else 'the peer did not answer either'}",
+            why.advice if why else explain.HANDSHAKE_RELAY_CAUSES)
         return None
     add("transport", WARN, f"UDP to the endpoint gets no answer but the WebSocket {shown} works: UDP is blocked "
         "on this network", f"connect with --via {shown} (or --via auto, or `#@wgmagic Via = auto {shown}` "
@@ -237,15 +244,16 @@ def _transport_fix(message: str) -> str:
     return "check the URL (host, port, path) and that `wgmagic relay` runs there"
 
 
-def _handshake_failed(message: str, add: Callable[..., Check]) -> None:
-    if "port unreachable" in message or "nothing is listening" in message:
-        add("handshake", FAIL, "nothing listens at the endpoint: its host answered 'port unreachable'",
-            "check the Endpoint's port, and that WireGuard is running on the peer")
+def _handshake_failed(error: BaseException, add: Callable[..., Check]) -> None:
+    """The handshake check failed: the engine's explanation (the same words as the exception's), or the error's
+    own text when it is not a handshake timeout."""
+    from wgmagic.errors import HandshakeTimeoutError
+
+    why = error.explanation if isinstance(error, HandshakeTimeoutError) else None
+    if why is not None:
+        add("handshake", FAIL, why.fault, why.advice)
     else:
-        add("handshake", FAIL, "the peer never answered the handshake",
-            "most often the peer's PublicKey in this config is wrong, or this client's key is not configured on "
-            "the peer; else the Endpoint host or port is wrong, UDP is blocked on this network, or this machine's "
-            "clock is far behind (the peer rejects old handshake timestamps)")
+        add("handshake", FAIL, str(error) or type(error).__name__)
 
 
 def _check_rtt(rtt: float | None, add: Callable[..., Check]) -> None:
@@ -268,40 +276,42 @@ def _check_dns(tunnel: Any, config: Any, host: str | None, add: Callable[..., Ch
         return ipaddress.ip_address(host)
     except ValueError:
         pass
-    if not config.interface.dns_servers:
-        add("DNS", FAIL, f"{host} is a name but the config has no DNS = server for the tunnel",
-            "add DNS = <the private resolver> to [Interface], or use an address")
+    servers = [str(s) for s in config.interface.dns_servers]
+    if not servers:
+        failure = explain.no_dns_server(host)
+        add("DNS", FAIL, failure.fault, failure.advice)
         return None
     try:
         addresses = tunnel.resolve(host)
     except NameNotFoundError:
-        add("DNS", FAIL, f"the tunnel's DNS says {host} does not exist",
-            "check the name (and the search domains in DNS =); `%wg resolve NAME` tries one")
+        failure = explain.name_not_found(host, servers)
+        add("DNS", FAIL, failure.fault, failure.advice)
         return None
     except DNSTimeoutError:
-        add("DNS", FAIL, "the tunnel's DNS servers did not answer",
-            "check that the DNS = address runs a resolver reachable through the peer")
+        failure = explain.dns_timed_out(host, servers)
+        add("DNS", FAIL, failure.fault, failure.advice)
         return None
     add("DNS", OK, f"{host} is {', '.join(map(str, addresses))}")
     return addresses[0]
 
 
 def _check_tcp(tunnel: Any, address: Any, port: int, add: Callable[..., Check]) -> None:
+    from wgmagic.errors import PeerNotRespondingError
+
     started = time.monotonic()
     try:
-        tunnel.open_connection(str(address), port, timeout=5).close()
+        tunnel.open_connection(str(address), port, timeout=CONNECT_TIMEOUT).close()
     except ConnectionRefusedError:
-        add("TCP connect", FAIL, f"{address}:{port} refused the connection: nothing listens on that port",
-            "check the port, and that the server listens on the private address (listen_addresses)")
-        return
-    except TimeoutError:
-        add("TCP connect", FAIL, f"no answer from {address}:{port} within 5 s",
-            "a firewall on the private network drops it, or nothing is at that address")
-        return
+        failure = explain.connection_refused(str(address), port, through=f"tunnel {tunnel.name!r}")
+    except TimeoutError as exc:
+        failure = explain.connect_timed_out(str(address), port, CONNECT_TIMEOUT,
+                                            peer_silent=isinstance(exc, PeerNotRespondingError))
     except OSError as exc:
-        add("TCP connect", FAIL, f"{address}:{port}: {exc}", "check the address and the peer's routes")
+        failure = explain.connect_failed(str(address), port, str(exc))
+    else:
+        add("TCP connect", OK, f"{address}:{port} accepted in {(time.monotonic() - started) * 1000:.1f} ms")
         return
-    add("TCP connect", OK, f"{address}:{port} accepted in {(time.monotonic() - started) * 1000:.1f} ms")
+    add("TCP connect", FAIL, failure.fault, failure.advice)
 
 
 def _probe_address(config: Any) -> Any:

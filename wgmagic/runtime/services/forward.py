@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from wgmagic import platform
+from wgmagic import explain, platform
 from wgmagic.addresses import split_host_port as parse_target  # noqa: F401 (the old name, kept)
 from wgmagic.proto.postgres import error_response as postgres_error_response
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
@@ -247,15 +247,16 @@ class Forward:
         self._goodbye(client, self._failure_reason(error) if self.spec.remote_port in POSTGRES_PORTS else "")
 
     def _failure_reason(self, error: BaseException) -> str:
-        target = f"{self.spec.remote_host}:{self.spec.remote_port}"
+        """Why a connection could not reach the target, in wgmagic.explain's words, for the client to show."""
+        host, port = self.spec.remote_host, self.spec.remote_port
         if isinstance(error, ConnectionRefusedError):
-            return f"wgmagic: {target} refused the connection (reached through the tunnel): nothing listens there"
-        if isinstance(error, TimeoutError) and self.engine.peer_silent_since(time.monotonic() - CONNECT_TIMEOUT):
-            return (f"wgmagic: could not reach {target}: the WireGuard peer is not answering (nothing came back "
-                    "from it while connecting); it may be down or unreachable, and the tunnel keeps retrying")
-        if isinstance(error, TimeoutError):
-            return f"wgmagic: connecting to {target} through the tunnel timed out: the host did not answer"
-        return f"wgmagic: connecting to {target} through the tunnel failed: {error}"
+            explanation = explain.connection_refused(host, port)
+        elif isinstance(error, TimeoutError):
+            silent = self.engine.peer_silent_since(time.monotonic() - CONNECT_TIMEOUT)
+            explanation = explain.connect_timed_out(host, port, CONNECT_TIMEOUT, peer_silent=bool(silent))
+        else:
+            explanation = explain.connect_failed(host, port, str(error))
+        return f"wgmagic: {explanation}"
 
     def close_on_loop(self) -> None:
         if self.closed:

@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from wgmagic import explain
 from wgmagic.proto.socks5 import (  # noqa: F401  (re-exported: their home was this module)
     ATYP_DOMAIN,
     ATYP_IPV4,
@@ -355,9 +356,9 @@ def _client_negotiate(sock: socket.socket, host: str, port: int, credentials: tu
     bound_port = int.from_bytes(_recv_exactly(sock, 2), "big")
     if code != REP_SUCCEEDED:
         if code == REP_CONNECTION_REFUSED:
-            raise ConnectionRefusedError(f"{host}:{port} refused the connection (through the SOCKS5 proxy)")
+            raise ConnectionRefusedError(str(explain.connection_refused(host, port, through="the SOCKS5 proxy")))
         if code in (REP_HOST_UNREACHABLE, REP_TTL_EXPIRED):
-            raise TimeoutError(f"{host}:{port} is unreachable through the SOCKS5 proxy (reply {code})")
-        raise OSError(f"the SOCKS5 proxy could not reach {host}:{port} (reply {code})")
+            raise TimeoutError(str(explain.proxy_unreachable(host, port, code)))
+        raise OSError(str(explain.proxy_failed(host, port, code)))
     bound = str(ipaddress.ip_address(raw)) if size else raw.decode("idna", "replace")
     return bound, bound_port
