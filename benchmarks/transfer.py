@@ -44,9 +44,13 @@ def echo(make, count):
 
 def reference(mib: int, echoes: int, bed: TestBed) -> dict:
     script = CLIENT_LOOPS + f'''
+def resent():  # the kernel's TCP segments retransmitted in this network namespace (RFC 4022 tcpRetransSegs)
+    lines = [line.split() for line in open("/proc/net/snmp") if line.startswith("Tcp:")]
+    return int(lines[1][lines[0].index("RetransSegs")])
 make = lambda port: socket.create_connection(("{PEER4}", port))
 size = {mib} << 20
-print(json.dumps({{"down": download(make, size), "up": upload(make, size), "echo": echo(make, {echoes})}}))
+r0 = resent(); down = download(make, size); r1 = resent(); up = upload(make, size); r2 = resent()
+print(json.dumps({{"down": down, "up": up, "echo": echo(make, {echoes}), "resent": (r1 - r0, r2 - r1)}}))
 '''
     out = bed.run_in_reference(sys.executable, "-c", script, timeout=600).stdout
     return json.loads(out)
@@ -59,9 +63,12 @@ def ours(mib: int, echoes: int, bed: TestBed) -> dict:
         make = lambda port: tunnel.open_connection(PEER4, port, timeout=30)  # noqa: E731
         size = mib << 20
         before = resource.getrusage(resource.RUSAGE_SELF)
+        resent = [_retransmits(tunnel)]
         down = namespace["download"](make, size)
+        resent.append(_retransmits(tunnel))
         up = namespace["upload"](make, size)
         after = resource.getrusage(resource.RUSAGE_SELF)
+        resent.append(_retransmits(tunnel))
         cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         echo = namespace["echo"](make, echoes)
         from wgmagic.tools.bench import run_bench
@@ -76,8 +83,14 @@ def ours(mib: int, echoes: int, bed: TestBed) -> dict:
         for sock in sockets:
             sock.close()
     return {"down": down, "up": up, "echo": echo, "bench": (bench.download_mb_s, bench.upload_mb_s),
+            "resent": (resent[1] - resent[0], resent[2] - resent[1]),
             "cpu_per_gib": cpu / (2 * mib / 1024),
             "rss_before_200": rss_before, "rss_with_200": rss_200}
+
+
+def _retransmits(tunnel: object) -> int:
+    """Segments wgmagic's TCP resent so far, closed connections included."""
+    return int(tunnel.stats()["tcp"]["retransmits"])  # type: ignore[attr-defined,index]
 
 
 def main() -> None:
@@ -96,6 +109,9 @@ def main() -> None:
           f"ratio {mine['down'] / ref['down']:.2f}")
     print(f"upload   {args.mib} MiB: wgmagic {mine['up']:.1f} MB/s, reference {ref['up']:.1f} MB/s, "
           f"ratio {mine['up'] / ref['up']:.2f}")
+    segments = (args.mib << 20) // 1368  # full-sized segments per direction (MTU 1420, timestamps)
+    print(f"segments resent: wgmagic down {mine['resent'][0]} up {mine['resent'][1]}, reference down "
+          f"{ref['resent'][0]} up {ref['resent'][1]} (of about {segments} each way)")
     print(f"echo RTT p50/p99: wgmagic {mine['echo'][0]:.3f}/{mine['echo'][1]:.3f} ms, reference "
           f"{ref['echo'][0]:.3f}/{ref['echo'][1]:.3f} ms, p50 difference {mine['echo'][0] - ref['echo'][0]:+.3f} ms")
     bench_down, bench_up = mine["bench"]

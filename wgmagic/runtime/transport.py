@@ -100,6 +100,7 @@ class UdpTransport:
         self.dual_stack = False
         self.gso = platform.enabled("udp_gso")
         self._sendto_cache: dict[tuple[str, int], tuple[Any, ...]] = {}
+        self._sources: dict[tuple[Any, ...], tuple[str, int]] = {}  # socket address -> normalize_address()
 
     def __repr__(self) -> str:
         return f"<UdpTransport port={self.local_port} gso={self.gso}>"
@@ -159,10 +160,12 @@ class UdpTransport:
         if sock is None:
             return
         now = time.monotonic()
-        receive, counters = self.receive, self.counters
+        receive, counters, sources = self.receive, self.counters, self._sources
+        recvfrom = sock.recvfrom
+        datagrams = size = 0
         for _ in range(RECV_BATCH):
             try:
-                data, addr = sock.recvfrom(65535)
+                data, addr = recvfrom(65535)
             except (BlockingIOError, InterruptedError):
                 break
             except ConnectionRefusedError:
@@ -174,9 +177,18 @@ class UdpTransport:
             except OSError:
                 counters["socket_error"] += 1
                 break
-            counters["udp_rx_datagrams"] += 1
-            counters["udp_rx_bytes"] += len(data)
-            receive(data, normalize_address(addr), now)
+            datagrams += 1
+            size += len(data)
+            source = sources.get(addr)
+            if source is None:
+                source = normalize_address(addr)
+                if len(sources) > 64:
+                    sources.clear()
+                sources[addr] = source
+            receive(data, source, now)
+        if datagrams:  # counted once per batch, not per datagram
+            counters["udp_rx_datagrams"] += datagrams
+            counters["udp_rx_bytes"] += size
         self.after_batch(now)
 
     def send(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:

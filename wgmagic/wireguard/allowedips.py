@@ -13,6 +13,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 P = TypeVar("P")
 CACHE_SIZE = 4096
+_MISSING = object()
 
 
 def _raw(address: bytes | IPAddress | str) -> bytes:
@@ -76,6 +77,13 @@ class AllowedIPs(Generic[P]):
             cache.clear()
         cache[raw] = found
         return found
+
+    def routes_raw(self, raw: bytes) -> P | None:
+        """`routes` for a raw 4- or 16-byte address (the per-packet path: one dictionary lookup when cached)."""
+        found = self._cache.get(raw, _MISSING)
+        if found is not _MISSING:
+            return found  # type: ignore[return-value]
+        return self.routes(raw)
 
     def _lookup(self, raw: bytes) -> P | None:
         value = int.from_bytes(raw, "big")

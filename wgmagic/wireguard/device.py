@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
 
@@ -46,6 +47,9 @@ from wgmagic.wireguard.peer import Peer
 from wgmagic.wireguard.timers import Timers
 
 _NONCE_PREFIX = bytes(4)
+_NONCE = struct.Struct("<4xQ")  # the AEAD nonce: 32 zero bits, then the 64-bit counter (whitepaper 5.4.6)
+_PADDING = [bytes(n) for n in range(16)]
+_TRANSPORT_PREFIX = bytes((TRANSPORT, 0, 0, 0))
 MAX_QUEUED_EVENTS = 4096
 MAX_QUEUED_PACKETS = 65536
 # A peer may not start handshakes faster than this (wireguard-go's HandshakeInitationRate): a flood from one
@@ -147,16 +151,7 @@ class Device:
             dst = bytes(packet[24:40])
         else:
             return None
-        return self.allowed_ips.routes(dst)
-
-    @staticmethod
-    def _source(packet: bytes) -> bytes | None:
-        version = packet[0] >> 4
-        if version == 4 and len(packet) >= 20:
-            return packet[12:16]
-        if version == 6 and len(packet) >= 40:
-            return packet[8:24]
-        return None
+        return self.allowed_ips.routes_raw(dst)
 
     # ---- sending ---------------------------------------------------------------------------------------
     def send_packet(self, ip_packet: bytes, now: float) -> bool:
@@ -185,10 +180,10 @@ class Device:
             return
         pad = -len(packet) % 16
         if pad:
-            packet = bytes(packet) + bytes(pad)
+            packet = bytes(packet) + _PADDING[pad]
         counter = keypair.send_counter
         keypair.send_counter = counter + 1
-        sealed = keypair.send_aead.encrypt(_NONCE_PREFIX + counter.to_bytes(8, "little"), packet, None)
+        sealed = keypair.send_aead.encrypt(_NONCE.pack(counter), packet, None)
         self._out.append((TRANSPORT_HEADER.pack(TRANSPORT, keypair.remote_index, counter) + sealed, peer.endpoint))
         peer.tx_bytes += len(sealed) + 16
         peer.tx_packets += 1
@@ -259,10 +254,11 @@ class Device:
         """One UDP payload from `addr` at `now`: a handshake message, cookie reply or transport message
         (whitepaper 5.4). Never raises; what fails is counted in `drops` by reason."""
         try:
-            kind = message_type(data)
-            if kind == TRANSPORT:
+            if data[:4] == _TRANSPORT_PREFIX:  # message_type(data) == TRANSPORT, without the call
                 self._receive_transport(data, addr, now)
-            elif kind == INITIATION:
+                return
+            kind = message_type(data)
+            if kind == INITIATION:
                 self._receive_initiation(data, addr, now)
             elif kind == RESPONSE:
                 self._receive_response(data, addr, now)
@@ -310,32 +306,27 @@ class Device:
             return  # a keepalive
         if peer.keepalive_at is None:
             peer.keepalive_at = now + timers.keepalive_timeout
-        packet = self._trim(plain)
-        if packet is None:
+        # _trim and _source inlined: the inner header's own length cuts the padding off (IPv4 or IPv6).
+        version = plain[0] >> 4
+        size = len(plain)
+        if version == 4 and size >= 20:
+            length = (plain[2] << 8) | plain[3]
+        elif version == 6 and size >= 40:
+            length = ((plain[4] << 8) | plain[5]) + 40
+        else:
+            length = 0
+        if length > size or length < 20:
             self.drops["malformed_inner"] += 1
             return
-        source = self._source(packet)
-        if source is None or self.allowed_ips.routes(bytes(source)) is not peer:
+        packet = plain if length == size else plain[:length]
+        source = packet[12:16] if version == 4 else packet[8:24]
+        if self.allowed_ips.routes_raw(source) is not peer:
             self.drops["allowed_ips"] += 1
             return
         if len(self._in) >= MAX_QUEUED_PACKETS:
             self.drops["receive_queue_full"] += 1
             return
         self._in.append(packet)
-
-    @staticmethod
-    def _trim(plain: bytes) -> bytes | None:
-        """Cut the padding off using the inner IP header's own length."""
-        version = plain[0] >> 4
-        if version == 4 and len(plain) >= 20:
-            length = int.from_bytes(plain[2:4], "big")
-        elif version == 6 and len(plain) >= 40:
-            length = int.from_bytes(plain[4:6], "big") + 40
-        else:
-            return None
-        if length > len(plain) or length < 20:
-            return None
-        return plain if length == len(plain) else plain[:length]
 
     def _authenticated_from(self, peer: Peer, addr: tuple[str, int], now: float, size: int) -> None:
         peer.last_receive = now

@@ -14,6 +14,8 @@ OPT_END, OPT_NOP, OPT_MSS, OPT_WSCALE, OPT_SACK_OK, OPT_SACK, OPT_TS = 0, 1, 2, 
 _TS_FAST = struct.Struct("!BBBBII")  # NOP NOP TS(10): the only option Linux puts on established segments
 _TS_FAST_PREFIX = bytes((OPT_NOP, OPT_NOP, OPT_TS, 10))
 _TS = struct.Struct("!II")
+_TS_HEADER = struct.Struct("!HHIIBBHHHBBBBII")  # the header and NOP NOP TS(10): 32 bytes
+TS_FAST_PREFIX = _TS_FAST_PREFIX
 
 
 class Options(NamedTuple):
@@ -93,12 +95,55 @@ def build_segment(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack:
                   options: bytes = b"", payload: bytes | memoryview = b"") -> bytes:
     """A TCP segment from `src` to `dst` (raw addresses, for the checksum's pseudo-header): header,
     `options` (already padded) and `payload`; seq/ack are taken mod 2**32, window capped at 65535."""
-    offset = (20 + len(options)) // 4
-    header = HEADER.pack(sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, offset << 4, flags,
-                         min(window, 0xFFFF), 0, 0)
-    segment = header + options + bytes(payload)
-    checksum = transport_checksum(src, dst, PROTO_TCP, segment)
-    return segment[:16] + checksum.to_bytes(2, "big") + segment[18:]
+    return build_segment_from(pseudo_sum(src, dst), sport, dport, seq, ack, flags, window, options, payload)
+
+
+def pseudo_sum(src: bytes, dst: bytes) -> int:
+    """The pseudo-header's fixed part for TCP between two raw addresses (RFC 9293 3.1, RFC 8200 8.1), as an
+    unfolded sum: the addresses read as integers plus the protocol. A connection computes it once; every
+    part of the Internet checksum of an even length adds up this way modulo 0xFFFF (2**16 == 1 mod 0xFFFF)."""
+    return int.from_bytes(src, "big") + int.from_bytes(dst, "big") + PROTO_TCP
+
+
+def _fold(total: int) -> int:
+    """The checksum field for an unfolded sum that is never 0 here (the length alone makes it positive)."""
+    return ~(total % 0xFFFF or 0xFFFF) & 0xFFFF
+
+
+def build_segment_from(pseudo: int, sport: int, dport: int, seq: int, ack: int, flags: int, window: int,
+                       options: bytes = b"", payload: bytes | memoryview = b"") -> bytes:
+    """`build_segment` with the pseudo-header sum (`pseudo_sum`) already known: the same bytes, one copy of
+    the payload (the checksum is summed over the header and the payload apart, then the header is packed)."""
+    offset = ((20 + len(options)) // 4) << 4
+    seq &= 0xFFFFFFFF
+    ack &= 0xFFFFFFFF
+    window = min(window, 0xFFFF)
+    head = HEADER.pack(sport, dport, seq, ack, offset, flags, window, 0, 0) + options
+    size = len(payload)
+    if len(head) % 2:  # unpadded options of an odd length: the payload's words straddle, sum it whole
+        data = int.from_bytes(head + bytes(payload), "big")
+        total = pseudo + len(head) + size + ((data << 8) if (len(head) + size) % 2 else data)
+    else:
+        data = int.from_bytes(payload, "big") if size else 0
+        total = pseudo + len(head) + size + int.from_bytes(head, "big") + ((data << 8) if size % 2 else data)
+    return HEADER.pack(sport, dport, seq, ack, offset, flags, window, _fold(total), 0) + options + payload
+
+
+def build_ts_segment(pseudo: int, sport: int, dport: int, seq: int, ack: int, flags: int, window: int,
+                     tsval: int, tsecr: int, payload: bytes | memoryview = b"") -> bytes:
+    """The segment an established connection with timestamps sends (RFC 7323 3.2: NOP, NOP, TS as Linux
+    writes them, 32 bytes of header), packed in one go: the same bytes as `build_segment` with
+    `build_options(ts=(tsval, tsecr))`. `tsval`/`tsecr` are wire values (< 2**32), window already scaled."""
+    seq &= 0xFFFFFFFF
+    ack &= 0xFFFFFFFF
+    window = min(window, 0xFFFF)
+    size = len(payload)
+    data = int.from_bytes(payload, "big") if size else 0
+    head = _TS_HEADER.pack(sport, dport, seq, ack, 0x80, flags, window, 0, 0, OPT_NOP, OPT_NOP, OPT_TS, 10,
+                           tsval, tsecr)
+    total = pseudo + 32 + size + int.from_bytes(head, "big") + ((data << 8) if size % 2 else data)
+    return _TS_HEADER.pack(sport, dport, seq, ack, 0x80, flags, window, _fold(total), 0, OPT_NOP, OPT_NOP, OPT_TS,
+                           10, tsval, tsecr) + payload
 
 
 def checksum_ok(src: bytes, dst: bytes, segment: bytes | memoryview) -> bool:
