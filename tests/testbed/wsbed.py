@@ -250,3 +250,27 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def udp_socket_drops(port: int, ns: str | None = None) -> int:
+    """Datagrams the kernel dropped at the UDP sockets bound to `port` (the `drops` column of /proc/net/udp and
+    udp6: receive buffer full), summed; in namespace `ns` if given. Where wireguard-go loses what a burst
+    brings."""
+    total = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        text = _run("cat", table, ns=ns, check=False).stdout
+        for line in text.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 12 and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                total += int(fields[-1])
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (/proc/PID/stat utime and stime), 0.0 once gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

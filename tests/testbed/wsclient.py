@@ -26,10 +26,36 @@ def _report(**fields: object) -> None:
     print(json.dumps(fields, default=str), flush=True)
 
 
+# How the inner TCP's retransmissions came about (timeouts, recovery episodes, those Eifel proved spurious),
+# counted by wrapping the sans-I/O connection's own methods in this process: the benchmark's diagnosis.
+_TCP_EPISODES = {"rto": 0, "recoveries": 0, "spurious_recoveries": 0}
+
+
+def _count_tcp_episodes() -> None:
+    from wgmagic.netstack.tcp.connection import TcpConnection
+    from wgmagic.netstack.tcp.recovery import LossRecovery
+
+    def counting(name: str, method):
+        def wrapper(*args, **kwargs):
+            result = method(*args, **kwargs)
+            if name != "spurious_recoveries" or result is not None:
+                _TCP_EPISODES[name] += 1
+            return result
+        return wrapper
+
+    TcpConnection._on_rto = counting("rto", TcpConnection._on_rto)
+    TcpConnection._enter_recovery = counting("recoveries", TcpConnection._enter_recovery)
+    LossRecovery.check_spurious = counting("spurious_recoveries", LossRecovery.check_spurious)
+
+
 def _tunnel_facts(tunnel) -> dict:
+    import resource
+
     stats = tunnel.stats()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"transport": tunnel.transport_description, "retransmits": stats["tcp"]["retransmits"],
-            "counters": stats["counters"]}
+            "counters": stats["counters"], "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "tcp_episodes": dict(_TCP_EPISODES)}
 
 
 def connect_only(config: str, via: str, timeout: float = 15.0) -> None:
@@ -147,6 +173,7 @@ def latency(config: str, via: str, count: int, dsn: str) -> None:
 
 def main(argv: list[str]) -> int:
     mode, config = argv[0], argv[1]
+    _count_tcp_episodes()
     via = argv[2] if len(argv) > 2 else ""
     if mode == "connect":
         connect_only(config, via, float(argv[3]) if len(argv) > 3 else 15.0)

@@ -15,9 +15,17 @@ Every byte from a client is untrusted and memory is bounded:
   `idle_timeout` seconds is closed (`idle_closed`); the upgrade must finish within 10 s;
 - per client: the frame being read (<= MAX_MESSAGE) and at most CLIENT_BUFFER bytes waiting on its TCP,
   TOTAL_BUFFER over all clients; beyond that, datagrams toward it are dropped (`down_dropped`), as a full
-  UDP buffer would drop them. Reads are processed as they arrive (asyncio reads at most 256 KiB at a time),
-  so nothing piles up inbound. Worst case: TOTAL_BUFFER + max_clients * (MAX_MESSAGE + 256 KiB) over a
-  fixed base, in practice far less; an idle client costs a few KiB (about 18 KiB measured).
+  UDP buffer would drop them. Toward the server, at most UP_QUEUE_LIMIT bytes per client (reading that
+  client pauses past UP_QUEUE_HIGH, so the outer TCP's flow control holds the rest) and TOTAL_BUFFER over
+  all clients (`up_dropped` beyond). Worst case: 2 * TOTAL_BUFFER + max_clients * (MAX_MESSAGE + 256 KiB)
+  over a fixed base, in practice far less; an idle client costs a few KiB (about 18 KiB measured).
+
+Toward the server, datagrams are paced (`UpstreamPacer`): a WireGuard server in user space reads its UDP
+socket one datagram at a time and holds little (wireguard-go before 2023 keeps Linux's default 208 KiB: 92
+datagrams), so a burst larger than that while it waits for a CPU is lost, and the inner TCP takes it as
+congestion. What a read of the client's TCP brings at once (a window's worth; after an outer stall, the whole
+backlog) leaves in bursts of at most UP_BURST, refilled at UP_RATE per second, each run of equal-sized
+datagrams in one segmented send (UDP_SEGMENT) where the kernel takes it.
 """
 
 from __future__ import annotations
@@ -27,10 +35,13 @@ import contextlib
 import errno
 import socket
 import ssl
+import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
+from wgmagic import platform
+from wgmagic.runtime.transport import gso_run_end
 from wgmagic.runtime.websocket import flush
 
 MAX_MESSAGE = 65536
@@ -42,12 +53,124 @@ TOTAL_BUFFER = 64 * 1024 * 1024  # bytes waiting over all clients
 UDP_BATCH = 64
 UDP_RCVBUF = 1 << 20
 READ_CHUNK = 64 * 1024
+# Toward the WireGuard server, each client's datagrams are paced (UpstreamPacer): what a read of the client's TCP
+# brings (after an outer stall, the whole backlog at once) leaves at most UP_BURST at a time and UP_RATE per
+# second, queued meanwhile (reading that client pauses past UP_QUEUE_HIGH). A userspace server's socket holds
+# little: 208 KiB, the default that wireguard-go before 2023 keeps, is 92 datagrams of 1,420 bytes on Linux.
+UP_BURST = 32
+UP_RATE = 64_000.0  # datagrams per second at most, per client (about 90 MB/s of 1,420-byte datagrams)
+UP_QUEUE_HIGH = 128 * 1024  # bytes queued toward the server before reading this client pauses
+# The hard bound per client: reading pauses after the read that crossed UP_QUEUE_HIGH, so at most one read
+# (READ_CHUNK, or asyncio's 256 KiB where READ_CHUNK cannot be set) and one message more; past it, dropped.
+UP_QUEUE_LIMIT = UP_QUEUE_HIGH + 256 * 1024 + MAX_MESSAGE
 DEFAULT_MAX_CLIENTS = 1024
 DEFAULT_IDLE_TIMEOUT = 600.0  # seconds without a message from a client; the client reconnects when it has more
 
 
+class UpstreamPacer:
+    """One client's datagrams toward the server, paced by a token bucket (sans-I/O: times are arguments).
+
+    `push(data, now)` queues a datagram (False, and nothing queued, past `limit` bytes); `ready(now)` takes
+    what may leave now: at most `burst` datagrams at once, refilled at `rate` datagrams per second;
+    `next_at(now)` is when to call `ready` again (None when the queue is empty). `queued_bytes` is what waits,
+    for the caller's backpressure. A datagram that finds the queue empty and a token left goes at once: pacing
+    adds no delay to a flow below the rate, it only spreads out bursts.
+    """
+
+    __slots__ = ("burst", "limit", "queue", "queued_bytes", "rate", "tokens", "updated")
+
+    def __init__(self, rate: float = UP_RATE, burst: int = UP_BURST, limit: int = UP_QUEUE_LIMIT) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("UpstreamPacer: rate must be > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self.limit = limit
+        self.tokens = float(burst)
+        self.updated: float | None = None
+        self.queue: deque[bytes] = deque()
+        self.queued_bytes = 0
+
+    def __repr__(self) -> str:
+        return f"<UpstreamPacer queued={len(self.queue)} ({self.queued_bytes} bytes) tokens={self.tokens:.1f}>"
+
+    def _refill(self, now: float) -> None:
+        if self.updated is not None and now > self.updated:
+            self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate)
+        if self.updated is None or now > self.updated:
+            self.updated = now
+
+    def push(self, data: bytes, now: float) -> bool:
+        if self.queued_bytes + len(data) > self.limit:
+            return False
+        self.queue.append(data)
+        self.queued_bytes += len(data)
+        return True
+
+    def ready(self, now: float) -> list[bytes]:
+        self._refill(now)
+        count = min(int(self.tokens + 1e-9), len(self.queue))  # a token short by rounding is a token
+        if count <= 0:
+            return []
+        self.tokens = max(0.0, self.tokens - count)
+        queue = self.queue
+        out = [queue.popleft() for _ in range(count)]
+        self.queued_bytes -= sum(len(d) for d in out)
+        return out
+
+    def clear(self) -> None:
+        """Forget what is queued (its client is gone)."""
+        self.queue.clear()
+        self.queued_bytes = 0
+
+    def next_at(self, now: float) -> float | None:
+        """When enough tokens for the next batch are there (a few datagrams, not one: fewer wake-ups)."""
+        if not self.queue:
+            return None
+        self._refill(now)
+        want = min(len(self.queue), max(1, self.burst // 4))
+        if self.tokens + 1e-9 >= want:
+            return now
+        return now + (want - self.tokens) / self.rate + 1e-9
+
+
+def send_connected(sock: socket.socket, datagrams: list[bytes], gso: bool, counters: Counter[str]) -> bool:
+    """Send datagrams on a connected UDP socket, in order: each run of equal-sized ones (`gso_run_end`) in one
+    segmented send (UDP_SEGMENT, Linux) when `gso`, else one send each. A full buffer drops (UDP semantics).
+    Counts `up_messages`, `up_bytes`, `up_dropped`, `up_<errno>`, `gso_unavailable`. Returns whether segmented
+    sends still work (False once the kernel refused one: the caller stops asking)."""
+    pairs = [(data, None) for data in datagrams]
+    sent = size = 0
+    count = len(pairs)
+    i = 0
+    while i < count:
+        end = gso_run_end(pairs, i) if gso else i + 1  # type: ignore[arg-type]
+        try:
+            if end - i > 1:
+                try:
+                    sock.sendmsg(datagrams[i:end], [(socket.SOL_UDP, platform.UDP_SEGMENT,
+                                                     len(datagrams[i]).to_bytes(2, sys.byteorder))])
+                except OSError as exc:
+                    if exc.errno not in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                        raise
+                    gso = False  # no segmentation offload here: one datagram per call from now on
+                    counters["gso_unavailable"] += 1
+                    continue
+            else:
+                sock.send(datagrams[i])
+            sent += end - i
+            size += sum(len(d) for d in datagrams[i:end])
+        except (BlockingIOError, InterruptedError):
+            counters["up_dropped"] += end - i  # the kernel's buffer is full: UDP semantics
+        except OSError as exc:
+            counters[f"up_{errno.errorcode.get(exc.errno or 0, 'error')}"] += end - i
+        i = end
+    counters["up_messages"] += sent
+    counters["up_bytes"] += size
+    return gso
+
+
 class _Client:
-    __slots__ = ("conn", "last_seen", "peer", "sock", "watchdog")
+    __slots__ = ("conn", "last_seen", "pacer", "paused", "peer", "sock", "timer", "watchdog")
 
     def __init__(self, conn: Any, sock: socket.socket, peer: str) -> None:
         self.conn = conn
@@ -55,6 +178,9 @@ class _Client:
         self.peer = peer
         self.last_seen = time.monotonic()
         self.watchdog: asyncio.Task[None] | None = None
+        self.pacer = UpstreamPacer()
+        self.paused = False  # reading this client's TCP is paused: its queue toward the server is full
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class WebSocketRelay:
@@ -72,6 +198,8 @@ class WebSocketRelay:
         self._target: tuple[Any, ...] | None = None
         self._total_waiting = (0.0, 0)  # (when computed, bytes): refreshed at most every 50 ms
         self._family = socket.AF_INET
+        self._gso = platform.enabled("udp_gso")
+        self._up_queued = 0  # bytes in all clients' pacers
 
     def __repr__(self) -> str:
         return (f"<WebSocketRelay {self.path} -> udp {self.target_name[0]}:{self.target_name[1]} "
@@ -152,6 +280,12 @@ class WebSocketRelay:
                     return
                 super().process_event(event)
 
+            def data_received(self, data: bytes) -> None:
+                super().data_received(data)
+                client = self.wg_client
+                if client is not None and client.pacer.queue and client.timer is None:
+                    relay._send_up(client)
+
             def connection_made(self, transport: Any) -> None:
                 relay.counters["tcp_connections"] += 1
                 # Read at most READ_CHUNK at a time (asyncio's default is 256 KiB): each read becomes a burst of
@@ -201,6 +335,11 @@ class WebSocketRelay:
             sock.close()
             if client.watchdog is not None:
                 client.watchdog.cancel()
+            if client.timer is not None:
+                client.timer.cancel()
+                client.timer = None
+            self._up_queued -= client.pacer.queued_bytes
+            client.pacer.clear()
             self.counters["closed"] += 1
 
     async def _watch_idle(self, client: _Client) -> None:
@@ -213,19 +352,40 @@ class WebSocketRelay:
             await asyncio.sleep(wait)
 
     def _up(self, client: _Client, data: bytes) -> None:
-        """A client's message: one UDP datagram to the target."""
+        """A client's message: one UDP datagram to the target, queued in its pacer (sent by `_send_up`)."""
         client.last_seen = time.monotonic()
-        counters = self.counters
-        try:
-            client.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            counters["up_dropped"] += 1  # the kernel's buffer is full: UDP semantics
+        if self._up_queued + len(data) > TOTAL_BUFFER or not client.pacer.push(data, client.last_seen):
+            self.counters["up_dropped"] += 1  # the bounds: reading pauses long before, in practice
             return
-        except OSError as exc:
-            counters[f"up_{errno.errorcode.get(exc.errno or 0, 'error')}"] += 1
-            return
-        counters["up_messages"] += 1
-        counters["up_bytes"] += len(data)
+        self._up_queued += len(data)
+
+    def _send_up(self, client: _Client) -> None:
+        """Send what the client's pacer lets go now; pause reading the client while its queue is long, and come
+        back when the next batch may leave."""
+        client.timer = None
+        if self.clients.get(id(client.conn)) is not client:
+            return  # closed meanwhile
+        pacer = client.pacer
+        now = time.monotonic()
+        before = pacer.queued_bytes
+        batch = pacer.ready(now)
+        if batch:
+            self._up_queued -= before - pacer.queued_bytes
+            self._sendto_target(client, batch)
+        transport = client.conn.transport
+        if pacer.queued_bytes > UP_QUEUE_HIGH and not client.paused:
+            client.paused = True
+            self.counters["up_paused"] += 1
+            transport.pause_reading()
+        elif client.paused and pacer.queued_bytes <= UP_QUEUE_HIGH // 2:
+            client.paused = False
+            transport.resume_reading()
+        when = pacer.next_at(now)
+        if when is not None:
+            client.timer = asyncio.get_running_loop().call_at(when, self._send_up, client)
+
+    def _sendto_target(self, client: _Client, datagrams: list[bytes]) -> None:
+        self._gso = send_connected(client.sock, datagrams, self._gso, self.counters)
 
     def _waiting_total(self) -> int:
         """Bytes waiting on all clients' TCP connections (recomputed at most every 50 ms)."""
