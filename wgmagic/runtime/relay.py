@@ -277,7 +277,7 @@ class SocketRelay:
             if self.connected:
                 self.conn.shutdown_write(now)
             self._maybe_finish()
-        self.engine.pump_conn(self.conn, now)
+        self.engine.send_now(self.conn, now)
 
     def _pull_remote(self) -> None:
         if self.done:
