@@ -3,7 +3,8 @@
 Measures `SELECT 1` round trips (p50/p99) and `COPY big TO STDOUT` throughput with identical psycopg loops on
 both sides, then the idle cost of a tunnel: CPU while only keepalives flow, and RSS before and after
 `connect`. Needs root (it brings up the test bed).
-Usage: python -m benchmarks.postgres [--queries 3000] [--rows 1000000] [--idle 30]
+Usage: python -m benchmarks.postgres [--queries 3000] [--rows 1000000] [--idle 30] [--local tcp|unix]
+       python -m benchmarks.postgres --select-only --runs 3     # SELECT 1 alone, ours and reference in turn
 """
 
 from __future__ import annotations
@@ -38,14 +39,37 @@ def copy_out(conninfo):
 '''
 
 
-def reference(conninfo: str, queries: int, bed: TestBed) -> dict:
+def reference(conninfo: str, queries: int, bed: TestBed, *, copy: bool = True) -> dict:
     script = CLIENT_LOOPS + f'''
-print(json.dumps({{"select": select_one({conninfo!r}, {queries}), "copy": copy_out({conninfo!r})}}))
+print(json.dumps({{"select": select_one({conninfo!r}, {queries}), "copy": copy_out({conninfo!r}) if {copy} else None}}))
 '''
     return json.loads(bed.run_in_reference(sys.executable, "-c", script, timeout=900).stdout)
 
 
-def ours(bed: TestBed, queries: int, idle: float) -> dict:
+def select_only(bed: TestBed, queries: int, runs: int, local: str) -> None:
+    """SELECT 1 p50 through one forward and through the reference client, `runs` times each in turn (the
+    reference client's figure measured between ours, so both see the same machine)."""
+    from wgmagic.runtime.tunnel import connect
+
+    namespace: dict = {}
+    exec(CLIENT_LOOPS, namespace)
+    ref_conninfo = f"host={PEER4} port=5432 dbname=app user=app password={bed.db_password} sslmode=disable"
+    ours_p50, ref_p50 = [], []
+    with connect(bed.client_config()) as tunnel:
+        forward = tunnel.forward("db.internal:5432", local=None if local == "unix" else 0)
+        params = forward.libpq_params()
+        conninfo = " ".join(f"{k}={v}" for k, v in params.items())
+        conninfo += f" dbname=app user=app password={bed.db_password} sslmode=disable"
+        for _ in range(runs):
+            ours_p50.append(namespace["select_one"](conninfo, queries)[0])
+            ref_p50.append(reference(ref_conninfo, queries, bed, copy=False)["select"][0])
+    mine, theirs = sorted(ours_p50)[len(ours_p50) // 2], sorted(ref_p50)[len(ref_p50) // 2]
+    print(f"SELECT 1 p50 (median of {runs}): wgmagic forward ({local}) {mine:.3f} ms "
+          f"{[round(x, 3) for x in ours_p50]}, reference {theirs:.3f} ms {[round(x, 3) for x in ref_p50]}, "
+          f"ratio {mine / theirs:.2f}")
+
+
+def ours(bed: TestBed, queries: int, idle: float, local: str = "tcp") -> dict:
     from wgmagic.runtime.tunnel import connect
 
     namespace: dict = {}
@@ -58,10 +82,10 @@ def ours(bed: TestBed, queries: int, idle: float) -> dict:
         cpu_before, wall_before = _cpu(), time.monotonic()
         time.sleep(idle)
         idle_cpu = (_cpu() - cpu_before) / (time.monotonic() - wall_before)
-        forward = tunnel.forward("db.internal:5432", local=0)
+        forward = tunnel.forward("db.internal:5432", local=None if local == "unix" else 0)
         params = forward.libpq_params()
-        conninfo = (f"host={params['host']} hostaddr={params['hostaddr']} port={params['port']} dbname=app user=app "
-                    f"password={bed.db_password} sslmode=disable")
+        conninfo = " ".join(f"{k}={v}" for k, v in params.items())
+        conninfo += f" dbname=app user=app password={bed.db_password} sslmode=disable"
         select = namespace["select_one"](conninfo, queries)
         copy = namespace["copy_out"](conninfo)
         rss_after = rss_mib()
@@ -79,14 +103,24 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=3000)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle tunnel to measure CPU over")
+    parser.add_argument("--local", choices=("tcp", "unix"), default="tcp",
+                        help="the forward's listener: loopback TCP (as the scoreboard) or a Unix socket (%%%%wgsql's)")
+    parser.add_argument("--select-only", action="store_true", help="SELECT 1 only, ours and the reference in turn")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each side with --select-only")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     bed = TestBed().up()
+    if args.select_only:
+        try:
+            select_only(bed, args.queries, args.runs, args.local)
+        finally:
+            bed.down()
+        return
     try:
         bed.ensure_big_table(args.rows)
         ref = reference(f"host={PEER4} port=5432 dbname=app user=app password={bed.db_password} sslmode=disable",
                         args.queries, bed)
-        mine = ours(bed, args.queries, args.idle)
+        mine = ours(bed, args.queries, args.idle, args.local)
     finally:
         bed.down()
     (p50, p99), (rp50, rp99) = mine["select"], ref["select"]

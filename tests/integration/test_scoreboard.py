@@ -19,6 +19,7 @@ ROWS = [
     "SELECT 1 p50 via forward vs reference client",
     "%wg connect -> first %%wgsql DataFrame",
     "of which %wg connect",
+    "first %%wgsql DataFrame, pandas imported",
     "%%wgsql SELECT 1 cell p50",
     "download 16 MiB vs reference client",
     "upload 16 MiB vs reference client",

@@ -41,7 +41,10 @@ class _Prefetch:
     its modules, so no module is ever imported by two threads at once (that could meet the import system's
     deadlock detection and a half-initialised module)."""
 
-    DRIVER = ("psycopg", "wgmagic.sql.parameters", "wgmagic.sql.connection")
+    # The first %%wgsql resolves its host through the tunnel before its driver connects: the DNS messages'
+    # library (dnspython, tens of ms to import) comes first, while the handshake is in flight.
+    DRIVER = ("wgmagic.netstack.dns", "wgmagic.runtime.resolver", "psycopg", "wgmagic.sql.parameters",
+              "wgmagic.sql.connection")
     FRAMES = ("numpy", "pandas")
 
     def __init__(self) -> None:

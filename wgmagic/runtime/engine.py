@@ -271,7 +271,11 @@ class Engine:
         stack_deadline = self.stack.next_timer()
         if stack_deadline is not None and (deadline is None or stack_deadline < deadline):
             deadline = stack_deadline
-        if deadline == self._timer_deadline and self._timer is not None:
+        armed = self._timer_deadline if self._timer is not None else None
+        if deadline is None or (armed is not None and armed <= deadline):
+            # The armed timer fires at or before what is due now (or nothing is due): keep it. Firing early
+            # finds nothing due and arms the then-earliest deadline, so the deadlines that move on every
+            # segment (the RTO on a send, the delayed ACK on a receive) cost no cancel and re-arm each.
             return
         if self._timer is not None:
             self._timer.cancel()
@@ -430,6 +434,19 @@ class Engine:
         this loop turn's pump (`pump_soon`). `now` is accepted for compatibility and unused."""
         self.stack.wake(conn)
         self.pump_soon()
+
+    def send_now(self, conn: Any, now: float | None = None) -> None:
+        """The user side of `conn` just wrote (a relay's local socket was readable): its segments leave in
+        this call, as a write() on a kernel socket transmits at once, not one loop turn later. Inside a pump
+        this is `pump_conn` (the running pump goes round once more)."""
+        self.stack.wake(conn)
+        if self._pumping or self.closed:
+            self.pump_soon()
+            return
+        if self._pump_handle is not None:  # the pump scheduled for this turn happens now instead
+            self._pump_handle.cancel()
+            self._pump_handle = None
+        self.pump(now)
 
     def register_stream(self, conn: Any, handler: Any) -> None:
         self.streams[id(conn)] = handler

@@ -21,6 +21,7 @@ import contextlib
 import errno
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,6 +34,19 @@ CONNECTION_ATTEMPT_DELAY = 0.25  # seconds; RFC 8305 section 8's recommended def
 RESET_DRAIN_PATIENCE = 10.0  # seconds without progress after which a reset no longer waits for the client
 _SIOCOUTQ = 0x5411  # TIOCOUTQ: bytes in a socket's send queue not yet acknowledged (TCP) or read (Unix)
 _LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+_scratch = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    """A CHUNK-byte buffer of this loop thread that local reads land in (`recv_into`): a read no longer
+    allocates (and, at this size, maps and unmaps) a fresh 256 KiB bytes object; the connection's send
+    buffer copies what it takes (TcpConnection.send)."""
+    view: memoryview | None = getattr(_scratch, "view", None)
+    if view is None:
+        view = _scratch.view = memoryview(bytearray(CHUNK))
+    return view
 
 
 def _unsent(sock: socket.socket) -> int:
@@ -260,24 +274,25 @@ class SocketRelay:
             self.conn.send(b"")  # marks the connection full, so it raises TcpWritable once acks free room
             self._read_local(False)  # resume on TcpWritable
             return
+        buffer = _read_buffer()
         try:
-            data = self.local.recv(min(space, CHUNK))
+            size = self.local.recv_into(buffer, min(space, CHUNK))
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             self._abort()  # the local client reset its connection: reset the tunnel's, too
             return
         now = time.monotonic()
-        if data:
-            self.bytes_up += len(data)
-            self.conn.send(data)
+        if size:
+            self.bytes_up += size
+            self.conn.send(buffer[:size])
         else:
             self.local_eof = True
             self._read_local(False)
             if self.connected:
                 self.conn.shutdown_write(now)
             self._maybe_finish()
-        self.engine.pump_conn(self.conn, now)
+        self.engine.send_now(self.conn, now)
 
     def _pull_remote(self) -> None:
         if self.done:

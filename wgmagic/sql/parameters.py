@@ -102,15 +102,19 @@ _SPACES = re.compile(r"[ \t\n\r\f\v]+")
 # are left to the loop), taken a run at a time.
 _INERT = frozenset(",+*%^<>=~!@#&|`?")
 _INERT_RUN = re.compile(r"[,+*%^<>=~!@#&|`?]+")
-_NONASCII = "\x80-\U0010ffff"
-_IDENTIFIER = re.compile(rf"[A-Za-z_{_NONASCII}][A-Za-z0-9_${_NONASCII}]*")
-_DOLLAR_DELIMITER = re.compile(rf"\$(?:[A-Za-z_{_NONASCII}][A-Za-z0-9_{_NONASCII}]*)?\$")
-_PARAM = re.compile(rf"\$[0-9]+(?:[A-Za-z_{_NONASCII}][A-Za-z0-9_${_NONASCII}]*)?")  # $1, and $1abc as one token
+# The classes as complements of ASCII sets: a class that names the range \x80-\U0010ffff takes sre tens of ms
+# to compile (it builds a map of the whole BMP), which every first %%wgsql paid on import (issue 15).
+_LETTER = r"[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f]"  # [A-Za-z_] and any non-ASCII character
+_LETTER_DIGIT = r"[^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # [A-Za-z0-9_] and any non-ASCII
+_LETTER_DIGIT_DOLLAR = r"[^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # [A-Za-z0-9_$], non-ASCII
+_IDENTIFIER = re.compile(rf"{_LETTER}{_LETTER_DIGIT_DOLLAR}*")
+_DOLLAR_DELIMITER = re.compile(rf"\$(?:{_LETTER}{_LETTER_DIGIT}*)?\$")
+_PARAM = re.compile(rf"\$[0-9]+(?:{_LETTER}{_LETTER_DIGIT_DOLLAR}*)?")  # $1, and $1abc as one token
 _DIGITS = r"[0-9](?:_?[0-9])*"
 _NUMBER = re.compile(
     rf"(?:0[xX](?:_?[0-9A-Fa-f])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+"
     rf"|(?:{_DIGITS}(?:\.(?!\.)(?:{_DIGITS})?)?|\.{_DIGITS})(?:[Ee][-+]?(?:{_DIGITS})?)?)"
-    rf"(?:[A-Za-z_{_NONASCII}][A-Za-z0-9_${_NONASCII}]*)?")  # trailing junk is part of the token
+    rf"(?:{_LETTER}{_LETTER_DIGIT_DOLLAR}*)?")  # trailing junk is part of the token
 # After a closing quote, whitespace holding a newline and then another quote continue the same literal (SQL's
 # 'a'<newline>'b'). psql feeds its lexer one line at a time, without the \n, so it only ever sees such a
 # continuation across a bare \r; across a \n it sees two literals and may cut between them. We cut where
