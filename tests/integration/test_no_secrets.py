@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
+from tests.integration.helpers import magic_shell
 from tests.secret_probe import SECRET, leaks, lines, seen
 
 pytestmark = pytest.mark.integration
@@ -18,16 +18,10 @@ IDENTITY = 5
 
 @pytest.fixture(scope="module")
 def shell(testbed):
-    sh = InteractiveShell.instance()
-    sh.user_ns["sec_config"] = testbed.client_config(identity=IDENTITY)
-    sh.user_ns["sec_dsn"] = testbed.dsn()
-    sh.run_line_magic("load_ext", "wgmagic")
-    result = sh.run_cell("%wg connect {sec_config} --name sec")
-    assert result.success, result.error_in_exec
-    result = sh.run_cell("%%wgsql {sec_dsn} --alias sec\nSELECT 1")
-    assert result.success, result.error_in_exec
-    yield sh
-    sh.run_line_magic("unload_ext", "wgmagic")
+    with magic_shell(testbed, IDENTITY, name="sec", sec_dsn=testbed.dsn()) as sh:
+        result = sh.run_cell("%%wgsql {sec_dsn} --alias sec\nSELECT 1")
+        assert result.success, result.error_in_exec
+        yield sh
 
 
 def real_secrets(testbed) -> list[str]:

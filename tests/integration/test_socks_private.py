@@ -10,11 +10,10 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
+from tests.integration.helpers import magic_shell, wait_for
 from tests.testbed.bed import PEER4
 from tests.testbed.services import ECHO, UDP_ECHO
 from wgmagic.runtime.services.socks import socks5_connect
@@ -30,15 +29,6 @@ HELLO = "hello from the private network\n"
 def tunnel(testbed):
     with connect(testbed.client_config()) as tun:
         yield tun
-
-
-def _wait(predicate, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _curl(*args: str, user: list[str] | None = None) -> subprocess.CompletedProcess:
@@ -147,14 +137,14 @@ def test_udp_associate_over_the_unix_socket_proxy_reaches_the_udp_echo(tunnel):
         # A fragment is dropped and counted; so is a datagram from another address than the client's.
         client.sendto(udp_request(PEER4, UDP_ECHO, b"fragment", frag=1), relay)
         stranger.sendto(udp_request(PEER4, UDP_ECHO, b"stranger"), relay)
-        _wait(lambda: server.stats()["udp_drops"].get("fragment") == 1
-              and server.stats()["udp_drops"].get("foreign_source") == 1, "the drops to be counted")
+        wait_for(lambda: server.stats()["udp_drops"].get("fragment") == 1
+                 and server.stats()["udp_drops"].get("foreign_source") == 1, 30, "the drops to be counted")
         stranger.settimeout(0.5)
         with pytest.raises(TimeoutError):
             stranger.recv(100)
         assert server.stats()["udp_associations_open"] == 1
         control.close()  # the association ends with its control connection (section 7)
-        _wait(lambda: server.stats()["udp_associations_open"] == 0, "the association to end")
+        wait_for(lambda: server.stats()["udp_associations_open"] == 0, 30, "the association to end")
         client.sendto(udp_request(PEER4, UDP_ECHO, b"after"), relay)
         client.settimeout(0.5)
         with pytest.raises((TimeoutError, ConnectionRefusedError)):
@@ -273,11 +263,7 @@ def test_another_users_datagrams_do_not_enter_a_unix_proxys_association(tunnel):
 
 # ---- %wg socks and wgmagic up -D -------------------------------------------------------------------------
 def test_wg_socks_magic_shows_credentials_once(testbed, capsys):
-    shell = InteractiveShell.instance()
-    shell.user_ns["socks_bed_config"] = testbed.client_config(identity=5)
-    shell.run_line_magic("load_ext", "wgmagic")
-    try:
-        assert shell.run_cell("%wg connect {socks_bed_config} --name socksbed").success
+    with magic_shell(testbed, 5, name="socksbed") as shell:
         capsys.readouterr()
         result = shell.run_cell("private = %wg socks")
         assert result.success, result.error_in_exec
@@ -296,8 +282,6 @@ def test_wg_socks_magic_shows_credentials_once(testbed, capsys):
         shown = repr(status) + status._repr_html_() + repr(tcp) + capsys.readouterr().out
         assert password not in shown
         assert not shell.run_cell("%wg socks --no-auth").success  # --no-auth is for a TCP port
-    finally:
-        shell.run_line_magic("unload_ext", "wgmagic")
 
 
 def test_wgmagic_up_dynamic_forwards_are_private(testbed, tmp_path):

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.integration.helpers import poll
 from tests.testbed import streams
 from wgmagic.errors import NameNotFoundError
 from wgmagic.netstack.tcp.connection import TcpOptions
@@ -133,10 +134,7 @@ def test_sequential_connect_close_leaves_table_empty(tunnel):
         with tunnel.open_connection(PEER_V4, ECHO, timeout=10) as sock:
             sock.sendall(b"x")
             assert sock.recv(1) == b"x"
-    deadline = time.monotonic() + 15
-    while tunnel.stats()["tcp"]["connections"] and time.monotonic() < deadline:
-        time.sleep(0.25)
-    assert tunnel.stats()["tcp"]["connections"] == 0
+    assert poll(lambda: tunnel.stats()["tcp"]["connections"] == 0, 15, interval=0.25), tunnel.stats()["tcp"]
 
 
 def test_closed_port_is_refused_fast(tunnel):

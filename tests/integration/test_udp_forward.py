@@ -9,11 +9,10 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
+from tests.integration.helpers import magic_shell, wait_for
 from tests.testbed.bed import PEER4
 from tests.testbed.services import UDP_ECHO
 from wgmagic.runtime.tunnel import connect
@@ -27,15 +26,6 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/b
 def tunnel(testbed):
     with connect(testbed.client_config()) as tun:
         yield tun
-
-
-def _wait(predicate, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _exchange(sock: socket.socket, address, payload: bytes, attempts: int = 5) -> bytes:
@@ -211,7 +201,7 @@ def test_idle_flows_expire_and_a_new_datagram_opens_a_new_flow(testbed, tunnel):
             sock.settimeout(2)
             assert _exchange(sock, forward.local_address, b"first") == b"first"
             assert forward.stats()["flows_opened"] == 1
-            _wait(lambda: forward.stats()["flows"] == 0, "the idle flow to expire")
+            wait_for(lambda: forward.stats()["flows"] == 0, 30, "the idle flow to expire")
             assert forward.stats()["flows_expired"] == 1
             # Its socket on the tunnel's stack is closed with it.
             assert tunnel.call_on_loop(lambda: len(tunnel.runtime_engine.stack._udp)) == open_sockets
@@ -239,12 +229,7 @@ def test_dig_through_wgmagic_up_udp_forward(testbed, tmp_path):
 
 
 def test_wg_forward_udp_magic(testbed, capsys):
-    shell = InteractiveShell.instance()
-    shell.user_ns["udp_bed_config"] = testbed.client_config(identity=5)
-    shell.run_line_magic("load_ext", "wgmagic")
-    try:
-        result = shell.run_cell("%wg connect {udp_bed_config} --name udpbed")
-        assert result.success, result.error_in_exec
+    with magic_shell(testbed, 5, name="udpbed") as shell:
         result = shell.run_cell(f"fwd = %wg forward udp:db.internal:{UDP_ECHO} --local 0 --idle-timeout 30")
         assert result.success, result.error_in_exec
         out = capsys.readouterr().out
@@ -255,5 +240,3 @@ def test_wg_forward_udp_magic(testbed, capsys):
             assert _exchange(sock, forward.local_address, b"magic") == b"magic"
         result = shell.run_cell("%wg forward db.internal:5432 --idle-timeout 3")
         assert not result.success
-    finally:
-        shell.run_line_magic("unload_ext", "wgmagic")
