@@ -13,22 +13,15 @@ import sys
 
 import pytest
 
-from tests.integration.helpers import magic_shell, wait_for
+from tests.integration.helpers import NOBODY, exchange, magic_shell, python_as_nobody, wait_for
 from tests.testbed.bed import PEER4
 from tests.testbed.services import ECHO, UDP_ECHO
+from tests.testbed.streams import recv_exactly
 from wgmagic.runtime.services.socks import socks5_connect
-from wgmagic.runtime.tunnel import connect
 
 pytestmark = pytest.mark.integration
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 HELLO = "hello from the private network\n"
-
-
-@pytest.fixture(scope="module")
-def tunnel(testbed):
-    with connect(testbed.client_config()) as tun:
-        yield tun
 
 
 def _curl(*args: str, user: list[str] | None = None) -> subprocess.CompletedProcess:
@@ -38,11 +31,8 @@ def _curl(*args: str, user: list[str] | None = None) -> subprocess.CompletedProc
 
 # ---- a SOCKS5 UDP ASSOCIATE client, standard library only ---------------------------------------------
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        piece = sock.recv(size - len(data))
-        assert piece, "the proxy closed the connection"
-        data += piece
+    data = recv_exactly(sock, size)
+    assert len(data) == size, "the proxy closed the connection"
     return data
 
 
@@ -77,16 +67,6 @@ def udp_reply(datagram: bytes) -> tuple[str, int, bytes]:
     address = str(ipaddress.ip_address(datagram[4:4 + size]))
     port = struct.unpack("!H", datagram[4 + size:6 + size])[0]
     return address, port, datagram[6 + size:]
-
-
-def _exchange(sock: socket.socket, relay: tuple[str, int], datagram: bytes, attempts: int = 5) -> bytes:
-    for _ in range(attempts):
-        sock.sendto(datagram, relay)
-        try:
-            return sock.recv(65535)
-        except TimeoutError:
-            continue
-    raise AssertionError("no answer through the UDP relay")
 
 
 # ---- the Unix-socket default -----------------------------------------------------------------------------
@@ -132,7 +112,7 @@ def test_udp_associate_over_the_unix_socket_proxy_reaches_the_udp_echo(tunnel):
         client.settimeout(2)
         for host in (PEER4, "db.internal"):  # an address, and a name resolved through the tunnel
             payload = os.urandom(64)
-            source, port, data = udp_reply(_exchange(client, relay, udp_request(host, UDP_ECHO, payload)))
+            source, port, data = udp_reply(exchange(client, relay, udp_request(host, UDP_ECHO, payload)))
             assert (source, port, data) == (PEER4, UDP_ECHO, payload)
         # A fragment is dropped and counted; so is a datagram from another address than the client's.
         client.sendto(udp_request(PEER4, UDP_ECHO, b"fragment", frag=1), relay)
@@ -187,7 +167,7 @@ def test_udp_associate_relay_binds_the_control_connections_loopback_address(tunn
             client.settimeout(2)
             relay = udp_associate(control, server.credentials)
             assert relay[0] == "127.0.0.2" == control.getpeername()[0]
-            reply = udp_reply(_exchange(client, relay, udp_request(PEER4, UDP_ECHO, b"over tcp")))
+            reply = udp_reply(exchange(client, relay, udp_request(PEER4, UDP_ECHO, b"over tcp")))
             assert reply == (PEER4, UDP_ECHO, b"over tcp")
     finally:
         tunnel.close_socks(server)
@@ -216,9 +196,7 @@ def test_another_user_cannot_use_the_default_proxy_or_forward(testbed, tunnel):
             probe = ("import socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
                      f"try:\n    s.connect({path!r}); print('connected')\n"
                      "except PermissionError: print('denied')\n")
-            result = subprocess.run([*NOBODY, "/usr/bin/python3", "-c", probe], capture_output=True, text=True,
-                                    timeout=30)
-            assert result.stdout.strip() == "denied", result.stdout + result.stderr
+            assert python_as_nobody(probe) == "denied"
         result = _curl("--proxy", server.proxy_url(), "http://db.internal:8080/", user=NOBODY)
         assert result.stdout == "" and result.returncode != 0
         # The TCP proxy is reachable by anyone on this machine, but refuses a connection without its credentials.
@@ -250,13 +228,11 @@ def test_another_users_datagrams_do_not_enter_a_unix_proxys_association(tunnel):
             probe = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)\n"
                      f"s.sendto({udp_request(PEER4, UDP_ECHO, b'borrowed')!r}, {relay!r})\n"
                      "try:\n    s.recv(100); print('answered')\nexcept TimeoutError: print('silence')\n")
-            result = subprocess.run([*NOBODY, "/usr/bin/python3", "-c", probe], capture_output=True, text=True,
-                                    timeout=30)
-            assert result.stdout.strip() == "silence", result.stdout + result.stderr
+            assert python_as_nobody(probe) == "silence"
             assert server.stats()["udp_drops"].get("other_user") == 1
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:  # the owner still can
                 client.settimeout(2)
-                assert udp_reply(_exchange(client, relay, udp_request(PEER4, UDP_ECHO, b"mine")))[2] == b"mine"
+                assert udp_reply(exchange(client, relay, udp_request(PEER4, UDP_ECHO, b"mine")))[2] == b"mine"
     finally:
         tunnel.close_socks(server)
 

@@ -30,12 +30,6 @@ UPLOAD = 64 * MiB if FULL else 32 * MiB
 IMPAIRED = 64 * MiB if FULL else 4 * MiB
 
 
-@pytest.fixture(scope="module")
-def tunnel(testbed):
-    with connect(testbed.client_config()) as tun:
-        yield tun
-
-
 class Progress:
     """The longest time between two moments of progress: a stall, if the stack ever stops."""
 
@@ -77,11 +71,8 @@ def upload(tun, host: str, size: int, progress: Progress | None = None) -> tuple
             progress.tick()
             sent += len(chunk)
         sock.shutdown(socket.SHUT_WR)  # the sink answers after EOF
-        answer = b""
-        while len(answer) < 64:
-            piece = sock.recv(64 - len(answer))
-            assert piece, "sink closed before answering"
-            answer += piece
+        answer = streams.recv_exactly(sock, 64)
+        assert len(answer) == 64, "sink closed before answering"
     return local.hexdigest(), answer.decode()
 
 
@@ -113,12 +104,7 @@ def test_many_small_round_trips(tunnel):
         for i in range(10_000):
             message = b"%08d" % i
             sock.sendall(message)
-            got = b""
-            while len(got) < len(message):
-                piece = sock.recv(64)
-                assert piece
-                got += piece
-            assert got == message
+            assert streams.recv_exactly(sock, len(message)) == message
 
 
 def test_200_concurrent_connections(tunnel):

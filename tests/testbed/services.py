@@ -27,7 +27,7 @@ import struct
 import sys
 import threading
 
-from tests.testbed.streams import iter_stream
+from tests.testbed.streams import iter_stream, recv_exactly
 
 BULK, ECHO, SINK, HTTP = 9000, 9001, 9002, 8080
 RESET = 9003
@@ -35,12 +35,9 @@ UDP_ECHO = 9004
 
 
 def _bulk(conn: socket.socket) -> None:
-    header = b""
-    while len(header) < 8:
-        piece = conn.recv(8 - len(header))
-        if not piece:
-            return
-        header += piece
+    header = recv_exactly(conn, 8)
+    if len(header) < 8:
+        return
     (size,) = struct.unpack("!Q", header)
     for chunk in iter_stream(size):
         conn.sendall(chunk)
@@ -83,12 +80,9 @@ def _reset(conn: socket.socket) -> None:
     import fcntl
     import time
 
-    header = b""
-    while len(header) < 8:
-        piece = conn.recv(8 - len(header))
-        if not piece:
-            return
-        header += piece
+    header = recv_exactly(conn, 8)
+    if len(header) < 8:
+        return
     for chunk in iter_stream(struct.unpack("!Q", header)[0]):
         conn.sendall(chunk)
     unacked = bytearray(4)
