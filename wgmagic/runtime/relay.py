@@ -16,7 +16,6 @@ connection in turn.
 
 from __future__ import annotations
 
-import array
 import contextlib
 import errno
 import socket
@@ -25,25 +24,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from wgmagic import platform
 from wgmagic.netstack.events import TcpClosed, TcpConnected, TcpEvent, TcpReadable, TcpWritable
 from wgmagic.netstack.tcp.state import TcpState
 
 CHUNK = 256 * 1024
 CONNECTION_ATTEMPT_DELAY = 0.25  # seconds; RFC 8305 section 8's recommended default
 RESET_DRAIN_PATIENCE = 10.0  # seconds without progress after which a reset no longer waits for the client
-_SIOCOUTQ = 0x5411  # TIOCOUTQ: bytes in a socket's send queue not yet acknowledged (TCP) or read (Unix)
 _LINGER_ZERO = struct.pack("ii", 1, 0)
-
-
-def _unsent(sock: socket.socket) -> int:
-    try:
-        import fcntl
-
-        out = array.array("i", [0])
-        fcntl.ioctl(sock.fileno(), _SIOCOUTQ, out)
-        return out[0]
-    except (ImportError, OSError):
-        return 0
 
 
 def reset_socket(sock: socket.socket, wake_peer: Callable[[], None] | None = None) -> None:
@@ -351,7 +339,7 @@ class SocketRelay:
         if self.done:
             return
         self._read_local(False)
-        unsent = _unsent(self.local) if self.local.family != getattr(socket, "AF_UNIX", -1) else 0
+        unsent = platform.unsent_bytes(self.local) if self.local.family != getattr(socket, "AF_UNIX", -1) else 0
         now = time.monotonic()
         if unsent:
             if unsent != self.reset_unsent:
