@@ -22,7 +22,6 @@ import hashlib
 import http.server
 import json
 import socket
-import socketserver
 import struct
 import sys
 import threading
@@ -124,11 +123,7 @@ class _Hello(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-
-
-class _HTTPServer6(_HTTPServer):
+class _HTTPServer6(http.server.ThreadingHTTPServer):  # daemon threads, as the IPv4 one
     address_family = socket.AF_INET6
 
 
@@ -171,7 +166,7 @@ def main(addresses: list[str], *, ephemeral: bool = False) -> None:
             sys.exit(f"services: cannot listen on {address}:{UDP_ECHO}/udp (udp_echo): {exc.strerror or exc}")
         chosen["udp_echo"] = udp.getsockname()[1]
         threads.append(threading.Thread(target=_udp_echo, args=(udp,), daemon=True))
-        server_class = _HTTPServer6 if family == socket.AF_INET6 else _HTTPServer
+        server_class = _HTTPServer6 if family == socket.AF_INET6 else http.server.ThreadingHTTPServer
         http_port = 0 if ephemeral else HTTP
         try:
             server = server_class((address, http_port), _Hello)
