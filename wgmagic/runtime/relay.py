@@ -233,14 +233,23 @@ class SocketRelay:
 
     # ---- local socket ----------------------------------------------------------------------------------
     def _read_local(self, want: bool) -> None:
-        if self.done or self.local_eof:
-            want = False
-        if want and not self.reading_local:
-            self.loop.add_reader(self.local.fileno(), self._on_local_readable)
-            self.reading_local = True
-        elif not want and self.reading_local:
-            self.loop.remove_reader(self.local.fileno())
-            self.reading_local = False
+        """Watch the local socket for reading while `want` (and it has more to give), else stop watching."""
+        want = want and not (self.done or self.local_eof)
+        if want != self.reading_local:
+            if want:
+                self.loop.add_reader(self.local.fileno(), self._on_local_readable)
+            else:
+                self.loop.remove_reader(self.local.fileno())
+            self.reading_local = want
+
+    def _write_local(self, want: bool) -> None:
+        """Watch the local socket for room to write while `want` (bytes are pending), else stop watching."""
+        if want != self.writing_local:
+            if want:
+                self.loop.add_writer(self.local.fileno(), self._on_local_writable)
+            else:
+                self.loop.remove_writer(self.local.fileno())
+            self.writing_local = want
 
     def _on_local_readable(self) -> None:
         space = self.conn.send_space()
@@ -298,13 +307,7 @@ class SocketRelay:
                 if more:
                     self.pending += more
                     self.bytes_down += len(more)
-        want_writer = bool(self.pending)
-        if want_writer and not self.writing_local:
-            self.loop.add_writer(self.local.fileno(), self._on_local_writable)
-            self.writing_local = True
-        elif not want_writer and self.writing_local:
-            self.loop.remove_writer(self.local.fileno())
-            self.writing_local = False
+        self._write_local(bool(self.pending))
         if not self.pending:
             if self.conn.eof and not self.conn.recv_available():
                 self.remote_eof = True
@@ -354,9 +357,7 @@ class SocketRelay:
             return
         self._read_local(False)
         self.done = True
-        if self.writing_local:
-            self.loop.remove_writer(self.local.fileno())
-            self.writing_local = False
+        self._write_local(False)
         if reset:
             reset_socket(self.local, self.wake_local_peer)
         else:
