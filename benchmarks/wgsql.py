@@ -22,62 +22,63 @@ import importlib.util
 import json
 import statistics
 import sys
+import textwrap
 import time
 
 from tests.testbed.bed import PEER4, REPO, TestBed
 
 QUERY = "SELECT * FROM big"
 
-TODAY = r'''
-import json, statistics, sys, time, pandas as pd, psycopg
+# Each tool's script runs in its own process (python -c), in the bed's peer namespace or the reference client's:
+# `setup` once, then `once` (which leaves the DataFrame in `frame`) timed --runs times. The str.format fields
+# ({runs}, {rows}, {query!r}, {conninfo!r}, ...) are filled by the caller.
+TIMED = r'''
+import json, statistics, sys, time
+{setup}
 times = []
 for _ in range({runs}):
     start = time.perf_counter()
-    with psycopg.connect({conninfo!r}) as conn, conn.cursor() as cur:
-        cur.execute({query!r})
-        frame = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
+{once}
     times.append(time.perf_counter() - start)
-assert len(frame) == {rows}
+assert len(frame) == {rows}, len(frame)
 print("RESULT", json.dumps(statistics.median(times)))
 print("TIMES", json.dumps(times))
 '''
 
-LOADER = r'''
-import json, statistics, sys, time, psycopg
+
+def timed_script(setup: str, once: str) -> str:
+    """The TIMED template around one tool: a str.format template whose script prints RESULT (the median
+    seconds) and TIMES (each run's seconds), as `_result` and `_times` read them."""
+    return (TIMED.replace("{setup}", setup.strip("\n"), 1)
+            .replace("{once}", textwrap.indent(once.strip("\n"), "    "), 1))
+
+
+TODAY = timed_script("import pandas as pd, psycopg", r'''
+with psycopg.connect({conninfo!r}) as conn, conn.cursor() as cur:
+    cur.execute({query!r})
+    frame = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
+''')
+
+LOADER = timed_script(r'''
+import psycopg
 sys.path.insert(0, {repo!r})
 from wgmagic.sql import results
 from wgmagic.sql.results import run_statement
 if {old}:
     from benchmarks import text_loader
     results._copy_out = text_loader._copy_out
-times = []
-for _ in range({runs}):
-    start = time.perf_counter()
-    with psycopg.connect({conninfo!r}, autocommit=True) as conn:
-        frame = run_statement(conn, {query!r}, None).frame
-    times.append(time.perf_counter() - start)
-assert len(frame) == {rows}
-print("RESULT", json.dumps(statistics.median(times)))
-print("TIMES", json.dumps(times))
-'''
+''', r'''
+with psycopg.connect({conninfo!r}, autocommit=True) as conn:
+    frame = run_statement(conn, {query!r}, None).frame
+''')
 
-ADBC = r'''
-import json, statistics, time
-import adbc_driver_postgresql.dbapi as adbc
-times = []
-for _ in range({runs}):
-    start = time.perf_counter()
-    with adbc.connect({uri!r}) as conn, conn.cursor() as cur:
-        cur.execute({query!r})
-        frame = cur.fetch_df()
-    times.append(time.perf_counter() - start)
-assert len(frame) == {rows}
-print("RESULT", json.dumps(statistics.median(times)))
-print("TIMES", json.dumps(times))
-'''
+ADBC = timed_script("import adbc_driver_postgresql.dbapi as adbc", r'''
+with adbc.connect({uri!r}) as conn, conn.cursor() as cur:
+    cur.execute({query!r})
+    frame = cur.fetch_df()
+''')
 
-JUPYSQL = r'''
-import json, statistics, time
+JUPYSQL = timed_script(r'''
 from IPython.core.interactiveshell import InteractiveShell
 shell = InteractiveShell.instance()
 shell.run_line_magic("load_ext", "sql")
@@ -85,15 +86,9 @@ shell.run_line_magic("config", "SqlMagic.autopandas = True")
 shell.run_line_magic("config", "SqlMagic.displaylimit = 10")
 shell.run_line_magic("config", "SqlMagic.autolimit = 0")
 shell.run_line_magic("sql", {url!r})
-times = []
-for _ in range({runs}):
-    start = time.perf_counter()
-    frame = shell.run_line_magic("sql", {query!r})
-    times.append(time.perf_counter() - start)
-assert len(frame) == {rows}, len(frame)
-print("RESULT", json.dumps(statistics.median(times)))
-print("TIMES", json.dumps(times))
-'''
+''', r'''
+frame = shell.run_line_magic("sql", {query!r})
+''')
 
 
 def ours(bed: TestBed, rows: int, runs: int, *, text_loader: bool = False) -> float:

@@ -14,8 +14,8 @@ import time
 
 import psycopg
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
+from tests.integration.helpers import magic_shell, poll
 from tests.testbed.bed import PEER4, PEER6
 from wgmagic.errors import MessageTooLongError, NoRouteError
 from wgmagic.runtime import tunnel as tunnel_module
@@ -91,10 +91,7 @@ def test_a_name_with_no_routable_address_is_no_route(v6tunnel):
 
 
 def test_wgsql_on_an_ipv6_only_tunnel_and_the_stage_of_no_route(testbed, capsys):
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "wgmagic")
-    try:
-        shell.user_ns["v6config"] = testbed.client_config(ipv6_only=True, identity=2)
+    with magic_shell(testbed, v6config=testbed.client_config(ipv6_only=True, identity=2)) as shell:
         result = shell.run_cell("%wg connect {v6config} --name v6magic")
         assert result.success, result.error_in_exec
         shell.user_ns["v6dsn"] = testbed.dsn()
@@ -109,8 +106,6 @@ def test_wgsql_on_an_ipv6_only_tunnel_and_the_stage_of_no_route(testbed, capsys)
         assert "no route to bulk.internal" in str(result.error_in_exec)
         assert testbed.db_password not in out.out + out.err
         shell.run_cell("%wgsql v6db --close")
-    finally:
-        shell.run_line_magic("unload_ext", "wgmagic")
 
 
 def _happy_eyeballs(tun, addresses: list[str], port: int) -> tuple[HappyEyeballs, dict[str, object]]:
@@ -124,9 +119,7 @@ def _happy_eyeballs(tun, addresses: list[str], port: int) -> tuple[HappyEyeballs
                              lambda error: outcome.setdefault("error", error))
 
     attempt = tun._thread.call(start)
-    deadline = time.monotonic() + 30
-    while not outcome and time.monotonic() < deadline:
-        time.sleep(0.05)
+    poll(lambda: bool(outcome), 30)
     return attempt, outcome
 
 

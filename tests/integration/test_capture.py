@@ -6,8 +6,8 @@ import shutil
 import subprocess
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
+from tests.integration.helpers import magic_shell
 from tests.testbed.bed import PEER4, PEER6
 from wgmagic.runtime.tunnel import connect
 
@@ -31,18 +31,9 @@ def tshark(path, *fields: str, display_filter: str | None = None) -> list[list[s
 
 @pytest.fixture
 def shell(testbed):
-    sh = InteractiveShell.instance()
-    sh.run_line_magic("load_ext", "wgmagic")
-    sh.user_ns["capture_config"] = testbed.client_config(identity=IDENTITY)
-    sh.user_ns["dsn"] = testbed.dsn()
-    sh.user_ns["plain_dsn"] = testbed.dsn() + "?sslmode=disable"
-    result = sh.run_cell("%wg connect {capture_config} --name capturing")
-    assert result.success, result.error_in_exec
-    try:
+    with magic_shell(testbed, IDENTITY, name="capturing", dsn=testbed.dsn(),
+                     plain_dsn=testbed.dsn() + "?sslmode=disable") as sh:
         yield sh
-    finally:
-        sh.run_cell("%wg disconnect --all")
-        sh.run_line_magic("unload_ext", "wgmagic")
 
 
 def test_capture_during_wgsql_shows_the_handshake_and_the_queries(shell, tmp_path, capsys):

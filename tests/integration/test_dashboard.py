@@ -7,33 +7,21 @@ import threading
 import time
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
+
+from tests.integration.helpers import magic_shell, poll
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def shell(testbed):
-    sh = InteractiveShell.instance()
-    sh.run_line_magic("load_ext", "wgmagic")
-    sh.user_ns.update(dash_config=testbed.client_config(), dash_dsn=testbed.dsn())
-    assert sh.run_cell("%wg connect {dash_config} --name dash").success
-    yield sh
-    sh.run_line_magic("unload_ext", "wgmagic")
-
-
-def _wait(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+    with magic_shell(testbed, name="dash", dash_dsn=testbed.dsn()) as sh:
+        yield sh
 
 
 def test_dashboard_moves_while_a_query_blocks_then_pauses_and_stops(shell, testbed):
     dash = shell.run_cell("%wg diag --window 1m").result
-    assert _wait(lambda: dash.redraws >= 2)
+    assert poll(lambda: dash.redraws >= 2, 10)
     assert shell.run_cell("%%wgsql {dash_dsn} --alias dash\nSELECT 1").success
     before = dash.redraws
     # The main thread blocks in a query that only ends early if the dashboard draws twice meanwhile: a watcher
@@ -41,7 +29,7 @@ def test_dashboard_moves_while_a_query_blocks_then_pauses_and_stops(shell, testb
     moved = threading.Event()
 
     def watch() -> None:
-        if _wait(lambda: dash.redraws >= before + 2, timeout=55):
+        if poll(lambda: dash.redraws >= before + 2, 55):
             moved.set()
             testbed.psql_admin("SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
                                "WHERE query LIKE 'SELECT pg_sleep(60)%'", database="app")
@@ -58,16 +46,16 @@ def test_dashboard_moves_while_a_query_blocks_then_pauses_and_stops(shell, testb
     time.sleep(dash.interval * 4)
     assert dash.redraws == paused_at, "the updater kept working while paused"
     dash.pause.value = False
-    assert _wait(lambda: dash.redraws > paused_at)
+    assert poll(lambda: dash.redraws > paused_at, 10)
     dash.close()
-    assert _wait(lambda: not dash.alive), "closing the widget did not stop the updater"
+    assert poll(lambda: not dash.alive, 10), "closing the widget did not stop the updater"
 
 
 def test_dashboard_stops_when_the_tunnel_goes_down(shell):
     dash = shell.run_cell("%wg diag").result
-    assert _wait(lambda: dash.redraws >= 1)
+    assert poll(lambda: dash.redraws >= 1, 10)
     assert shell.run_cell("%wg disconnect dash").success
-    assert _wait(lambda: not dash.alive), "the updater outlived its tunnel"
+    assert poll(lambda: not dash.alive, 10), "the updater outlived its tunnel"
     assert "closed" in dash.status.value
 
 
@@ -82,4 +70,4 @@ def test_static_plot_and_history(shell, tmp_path):
 
     history = pd.DataFrame(wgmagic.get_tunnel("dash").history())
     assert {"time", "rx_bytes_per_s", "tx_bytes_per_s", "handshake_rtt", "tcp_srtt"} <= set(history.columns)
-    assert _wait(lambda: len(wgmagic.get_tunnel("dash").history()) >= 3)
+    assert poll(lambda: len(wgmagic.get_tunnel("dash").history()) >= 3, 10)

@@ -16,6 +16,7 @@ import time
 import psycopg
 import pytest
 
+from tests.integration.helpers import poll
 from wgmagic.notebook.status import TunnelStatus
 from wgmagic.runtime.tunnel import connect
 from wgmagic.wireguard.timers import Timers
@@ -90,12 +91,8 @@ class QueryLoop(threading.Thread):
 
 
 def _wait_endpoint(tunnel, expected: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if tunnel.peer_report()[0]["endpoint"] == expected:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the tunnel did not move to {expected}: {tunnel.peer_report()[0]['endpoint']}")
+    assert poll(lambda: tunnel.peer_report()[0]["endpoint"] == expected, timeout, interval=0.1), \
+        f"the tunnel did not move to {expected}: {tunnel.peer_report()[0]['endpoint']}"
 
 
 def test_the_tunnel_follows_its_endpoint_name_at_the_reresolve_interval(testbed):

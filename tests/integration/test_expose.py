@@ -8,8 +8,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
+from tests.integration.helpers import magic_shell
 from tests.testbed.bed import NET4, NET6, PEER4, PEER6, REF4, client_addresses
 from wgmagic.runtime.tunnel import connect
 
@@ -108,12 +108,8 @@ def _outside_allowed_ips(testbed, http_server) -> None:
 
 
 def test_wg_expose_magic(testbed, http_server, capsys):
-    sh = InteractiveShell.instance()
-    sh.run_line_magic("load_ext", "wgmagic")
     v4, _ = client_addresses(IDENTITY)
-    try:
-        sh.user_ns["expose_config"] = testbed.client_config(identity=IDENTITY)
-        assert sh.run_cell("%wg connect {expose_config} --name exposing").success
+    with magic_shell(testbed, IDENTITY, name="exposing") as sh:
         port = http_server.server_address[1]
         result = sh.run_cell(f"%wg expose 8089=127.0.0.1:{port}")
         assert result.success, result.error_in_exec
@@ -126,9 +122,6 @@ def test_wg_expose_magic(testbed, http_server, capsys):
         assert _curl(testbed, "peer", f"http://{v4}:8089/").returncode == 7
         bad = sh.run_cell("%wg expose 8089")
         assert not bad.success
-    finally:
-        sh.run_cell("%wg disconnect --all")
-        sh.run_line_magic("unload_ext", "wgmagic")
 
 
 def test_wgmagic_up_dash_r(testbed, http_server, tmp_path):

@@ -21,12 +21,6 @@ pytestmark = pytest.mark.integration
 UNIX_ONLY = "Unix sockets are off (WGMAGIC_PORTABLE): test_portable.py checks the loopback guard instead"
 
 
-@pytest.fixture(scope="module")
-def tunnel(testbed):
-    with connect(testbed.client_config()) as tun:
-        yield tun
-
-
 @pytest.mark.skipif(not platform.enabled("unix_sockets"), reason=UNIX_ONLY)
 def test_psycopg_through_unix_socket_forward(testbed, tunnel):
     forward = tunnel.forward("db.internal:5432")

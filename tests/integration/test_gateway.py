@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from tests.integration.helpers import wait_for
 from tests.testbed import streams
 from tests.testbed.bed import REF4, REF6, keypair, run
 from tests.testbed.local import closed_tcp_port, loopback_services
@@ -199,13 +200,6 @@ def _slow_target():
     return listener, filler
 
 
-def _wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 def test_a_slow_local_target_holds_its_syn_and_stalls_no_one_else(local_services):
     """Issue 12: the gateway connects to a local target without blocking its loop. While one peer's SYN waits
     for a target that does not answer, pings and another connection through the same gateway are served."""
@@ -226,7 +220,7 @@ def test_a_slow_local_target_holds_its_syn_and_stalls_no_one_else(local_services
 
             worker = threading.Thread(target=slow_connect)
             worker.start()
-            _wait_until(lambda: gw.stats()["connecting"] == 1, 10, "the gateway to hold the SYN")
+            wait_for(lambda: gw.stats()["connecting"] == 1, 10, "the gateway to hold the SYN", interval=0.01)
             rtts = [reply.rtt for reply in tunnel.ping_iter(GW4, 50, interval=0.0, timeout=5)]
             with tunnel.open_connection(GW4, 9001, timeout=10) as other:
                 for i in range(20):

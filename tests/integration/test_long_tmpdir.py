@@ -13,8 +13,8 @@ import warnings
 
 import psycopg
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
+from tests.integration.helpers import magic_shell
 from wgmagic.runtime.services import forward as forward_module
 from wgmagic.runtime.services.forward import SUN_PATH_MAX, SocketPathError
 from wgmagic.runtime.tunnel import connect
@@ -107,13 +107,7 @@ def test_a_named_directory_too_long_for_a_socket_is_the_error(tunnel, long_tmpdi
 def test_wgsql_under_a_long_tmpdir(testbed, long_tmpdir, capsys):
     homes = [long_tmpdir, os.environ.get("XDG_RUNTIME_DIR"), "/tmp"]
     before = {home: _ours(home) for home in homes}
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "wgmagic")
-    try:
-        shell.user_ns["long_config"] = testbed.client_config(identity=2)
-        shell.user_ns["long_dsn"] = testbed.dsn()
-        result = shell.run_cell("%wg connect {long_config} --name longtmp")
-        assert result.success, result.error_in_exec
+    with magic_shell(testbed, 2, name="longtmp", long_dsn=testbed.dsn()) as shell:
         result = shell.run_cell("%%wgsql {long_dsn} --alias longdb --tunnel longtmp\n"
                                 "SELECT count(*) AS n FROM measurements")
         out = capsys.readouterr()
@@ -122,6 +116,4 @@ def test_wgsql_under_a_long_tmpdir(testbed, long_tmpdir, capsys):
         assert testbed.db_password not in out.out + out.err
         shell.run_cell("%wgsql longdb --close")
         shell.run_cell("%wg disconnect longtmp")
-    finally:
-        shell.run_line_magic("unload_ext", "wgmagic")
     assert {home: _ours(home) for home in homes} == before

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
+from tests.integration.helpers import magic_shell
 from tests.secret_probe import seen
 
 pytestmark = pytest.mark.integration
@@ -27,14 +27,9 @@ def shell(testbed, tmp_path, monkeypatch):
     (tmp_path / "connections.ini").write_text(
         "[warehouse]\ndsn = postgresql://app@db.internal:5432/app?sslmode=disable\ntunnel = corp\n\n"
         "[keys]\ndrivername = postgresql\nusername = app\nhost = db.internal\ndatabase = app\ntunnel = corp\n")
-    sh = InteractiveShell.instance()
-    sh.user_ns["corp_config"] = testbed.client_config(identity=IDENTITY)
-    sh.run_line_magic("load_ext", "wgmagic")
-    sh.run_line_magic("config", f"WgMagic.dsn_filename = {str(tmp_path / 'connections.ini')!r}")
-    try:
+    with magic_shell(testbed, corp_config=testbed.client_config(identity=IDENTITY)) as sh:
+        sh.run_line_magic("config", f"WgMagic.dsn_filename = {str(tmp_path / 'connections.ini')!r}")
         yield sh
-    finally:
-        sh.run_line_magic("unload_ext", "wgmagic")
 
 
 def test_section_connects_with_the_password_from_pgpass(shell, testbed, capsys, caplog):

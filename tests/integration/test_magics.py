@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
+from tests.integration.helpers import magic_shell
 from tests.testbed.local import silent_udp_port
 from tests.testbed.tls import write_ca_and_server_cert
 from wgmagic.sql.messages import ConnectionStageError, QueryCancelledError, SqlError
@@ -60,12 +61,8 @@ AS_PSQL = {
 
 @pytest.fixture(scope="module")
 def shell(testbed):
-    sh = InteractiveShell.instance()
-    sh.user_ns["bed_config"] = testbed.client_config()
-    sh.user_ns["dsn"] = testbed.dsn()
-    sh.run_line_magic("load_ext", "wgmagic")
-    yield sh
-    sh.run_line_magic("unload_ext", "wgmagic")
+    with magic_shell(testbed, bed_config=testbed.client_config(), dsn=testbed.dsn()) as sh:
+        yield sh
 
 
 def run(sh: InteractiveShell, source: str, capsys=None):

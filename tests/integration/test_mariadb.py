@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
+from tests.integration.helpers import magic_shell
 from tests.secret_probe import seen
 from wgmagic.sql.messages import QueryCancelledError, SqlError
 
@@ -40,16 +41,10 @@ INSERT INTO typed VALUES
 @pytest.fixture(scope="module")
 def shell(testbed):
     testbed.ensure_mariadb()
-    sh = InteractiveShell.instance()
-    sh.user_ns["maria_config"] = testbed.client_config(identity=IDENTITY)
-    sh.user_ns["maria_url"] = testbed.mariadb_url()
-    sh.run_line_magic("load_ext", "wgmagic")
-    result = sh.run_cell("%wg connect {maria_config} --name maria")
-    assert result.success, result.error_in_exec
-    result = sh.run_cell("%%wgsql {maria_url} --alias maria --tunnel maria\nSELECT 1 AS one")
-    assert result.success, result.error_in_exec
-    yield sh
-    sh.run_line_magic("unload_ext", "wgmagic")
+    with magic_shell(testbed, IDENTITY, name="maria", maria_url=testbed.mariadb_url()) as sh:
+        result = sh.run_cell("%%wgsql {maria_url} --alias maria --tunnel maria\nSELECT 1 AS one")
+        assert result.success, result.error_in_exec
+        yield sh
 
 
 def run(sh: InteractiveShell, source: str, capsys):

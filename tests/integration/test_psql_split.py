@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from IPython.core.interactiveshell import InteractiveShell
 
+from tests.integration.helpers import magic_shell
 from tests.testbed.bed import run
 from wgmagic.sql.parameters import split_sql, split_statements
 
@@ -52,14 +52,8 @@ def meaningful(statements: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def shell(testbed):
-    sh = InteractiveShell.instance()
-    sh.user_ns["split_config"] = testbed.client_config(identity=IDENTITY)
-    sh.user_ns["split_dsn"] = testbed.dsn()
-    sh.run_line_magic("load_ext", "wgmagic")
-    result = sh.run_cell("%wg connect {split_config} --name split")
-    assert result.success, result.error_in_exec
-    yield sh
-    sh.run_line_magic("unload_ext", "wgmagic")
+    with magic_shell(testbed, IDENTITY, name="split", split_dsn=testbed.dsn()) as sh:
+        yield sh
 
 
 @pytest.mark.parametrize("script", CORPUS, ids=lambda p: p.stem)

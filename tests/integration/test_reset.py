@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.integration.helpers import wait_for
 from tests.testbed.bed import PEER4, PEER6
 from tests.testbed.services import ECHO, RESET
 from tests.testbed.streams import iter_stream
@@ -135,10 +136,7 @@ def test_a_local_reset_resets_the_server_side(testbed, tunnel):
         assert sock.recv(4) == b"ping"
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
-        deadline = time.monotonic() + 10
-        while _estab_resets(testbed) == before and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _estab_resets(testbed) > before
+        wait_for(lambda: _estab_resets(testbed) > before, 10, "the server's side to count a reset")
         # And a clean close stays a clean close (FIN), not a reset.
         before = _settled_resets(testbed)
         with socket.create_connection(forward.local_address, timeout=10) as sock:
@@ -158,7 +156,4 @@ def test_open_connection_closed_with_unread_data_resets_the_server_side(testbed,
     sock.sendall(b"unread answer")
     time.sleep(0.5)  # the echo is in our socket, unread: closing now is a reset, as on a TCP socket (RFC 2525)
     sock.close()
-    deadline = time.monotonic() + 10
-    while _estab_resets(testbed) == before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _estab_resets(testbed) > before
+    wait_for(lambda: _estab_resets(testbed) > before, 10, "the server's side to count a reset")

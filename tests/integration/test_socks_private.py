@@ -10,35 +10,18 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
+from tests.integration.helpers import NOBODY, exchange, magic_shell, python_as_nobody, wait_for
 from tests.testbed.bed import PEER4
 from tests.testbed.services import ECHO, UDP_ECHO
+from tests.testbed.streams import recv_exactly
 from wgmagic.runtime.services.socks import socks5_connect
-from wgmagic.runtime.tunnel import connect
 
 pytestmark = pytest.mark.integration
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 HELLO = "hello from the private network\n"
-
-
-@pytest.fixture(scope="module")
-def tunnel(testbed):
-    with connect(testbed.client_config()) as tun:
-        yield tun
-
-
-def _wait(predicate, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _curl(*args: str, user: list[str] | None = None) -> subprocess.CompletedProcess:
@@ -48,11 +31,8 @@ def _curl(*args: str, user: list[str] | None = None) -> subprocess.CompletedProc
 
 # ---- a SOCKS5 UDP ASSOCIATE client, standard library only ---------------------------------------------
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        piece = sock.recv(size - len(data))
-        assert piece, "the proxy closed the connection"
-        data += piece
+    data = recv_exactly(sock, size)
+    assert len(data) == size, "the proxy closed the connection"
     return data
 
 
@@ -87,16 +67,6 @@ def udp_reply(datagram: bytes) -> tuple[str, int, bytes]:
     address = str(ipaddress.ip_address(datagram[4:4 + size]))
     port = struct.unpack("!H", datagram[4 + size:6 + size])[0]
     return address, port, datagram[6 + size:]
-
-
-def _exchange(sock: socket.socket, relay: tuple[str, int], datagram: bytes, attempts: int = 5) -> bytes:
-    for _ in range(attempts):
-        sock.sendto(datagram, relay)
-        try:
-            return sock.recv(65535)
-        except TimeoutError:
-            continue
-    raise AssertionError("no answer through the UDP relay")
 
 
 # ---- the Unix-socket default -----------------------------------------------------------------------------
@@ -142,19 +112,19 @@ def test_udp_associate_over_the_unix_socket_proxy_reaches_the_udp_echo(tunnel):
         client.settimeout(2)
         for host in (PEER4, "db.internal"):  # an address, and a name resolved through the tunnel
             payload = os.urandom(64)
-            source, port, data = udp_reply(_exchange(client, relay, udp_request(host, UDP_ECHO, payload)))
+            source, port, data = udp_reply(exchange(client, relay, udp_request(host, UDP_ECHO, payload)))
             assert (source, port, data) == (PEER4, UDP_ECHO, payload)
         # A fragment is dropped and counted; so is a datagram from another address than the client's.
         client.sendto(udp_request(PEER4, UDP_ECHO, b"fragment", frag=1), relay)
         stranger.sendto(udp_request(PEER4, UDP_ECHO, b"stranger"), relay)
-        _wait(lambda: server.stats()["udp_drops"].get("fragment") == 1
-              and server.stats()["udp_drops"].get("foreign_source") == 1, "the drops to be counted")
+        wait_for(lambda: server.stats()["udp_drops"].get("fragment") == 1
+                 and server.stats()["udp_drops"].get("foreign_source") == 1, 30, "the drops to be counted")
         stranger.settimeout(0.5)
         with pytest.raises(TimeoutError):
             stranger.recv(100)
         assert server.stats()["udp_associations_open"] == 1
         control.close()  # the association ends with its control connection (section 7)
-        _wait(lambda: server.stats()["udp_associations_open"] == 0, "the association to end")
+        wait_for(lambda: server.stats()["udp_associations_open"] == 0, 30, "the association to end")
         client.sendto(udp_request(PEER4, UDP_ECHO, b"after"), relay)
         client.settimeout(0.5)
         with pytest.raises((TimeoutError, ConnectionRefusedError)):
@@ -197,7 +167,7 @@ def test_udp_associate_relay_binds_the_control_connections_loopback_address(tunn
             client.settimeout(2)
             relay = udp_associate(control, server.credentials)
             assert relay[0] == "127.0.0.2" == control.getpeername()[0]
-            reply = udp_reply(_exchange(client, relay, udp_request(PEER4, UDP_ECHO, b"over tcp")))
+            reply = udp_reply(exchange(client, relay, udp_request(PEER4, UDP_ECHO, b"over tcp")))
             assert reply == (PEER4, UDP_ECHO, b"over tcp")
     finally:
         tunnel.close_socks(server)
@@ -226,9 +196,7 @@ def test_another_user_cannot_use_the_default_proxy_or_forward(testbed, tunnel):
             probe = ("import socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
                      f"try:\n    s.connect({path!r}); print('connected')\n"
                      "except PermissionError: print('denied')\n")
-            result = subprocess.run([*NOBODY, "/usr/bin/python3", "-c", probe], capture_output=True, text=True,
-                                    timeout=30)
-            assert result.stdout.strip() == "denied", result.stdout + result.stderr
+            assert python_as_nobody(probe) == "denied"
         result = _curl("--proxy", server.proxy_url(), "http://db.internal:8080/", user=NOBODY)
         assert result.stdout == "" and result.returncode != 0
         # The TCP proxy is reachable by anyone on this machine, but refuses a connection without its credentials.
@@ -260,24 +228,18 @@ def test_another_users_datagrams_do_not_enter_a_unix_proxys_association(tunnel):
             probe = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)\n"
                      f"s.sendto({udp_request(PEER4, UDP_ECHO, b'borrowed')!r}, {relay!r})\n"
                      "try:\n    s.recv(100); print('answered')\nexcept TimeoutError: print('silence')\n")
-            result = subprocess.run([*NOBODY, "/usr/bin/python3", "-c", probe], capture_output=True, text=True,
-                                    timeout=30)
-            assert result.stdout.strip() == "silence", result.stdout + result.stderr
+            assert python_as_nobody(probe) == "silence"
             assert server.stats()["udp_drops"].get("other_user") == 1
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:  # the owner still can
                 client.settimeout(2)
-                assert udp_reply(_exchange(client, relay, udp_request(PEER4, UDP_ECHO, b"mine")))[2] == b"mine"
+                assert udp_reply(exchange(client, relay, udp_request(PEER4, UDP_ECHO, b"mine")))[2] == b"mine"
     finally:
         tunnel.close_socks(server)
 
 
 # ---- %wg socks and wgmagic up -D -------------------------------------------------------------------------
 def test_wg_socks_magic_shows_credentials_once(testbed, capsys):
-    shell = InteractiveShell.instance()
-    shell.user_ns["socks_bed_config"] = testbed.client_config(identity=5)
-    shell.run_line_magic("load_ext", "wgmagic")
-    try:
-        assert shell.run_cell("%wg connect {socks_bed_config} --name socksbed").success
+    with magic_shell(testbed, 5, name="socksbed") as shell:
         capsys.readouterr()
         result = shell.run_cell("private = %wg socks")
         assert result.success, result.error_in_exec
@@ -296,8 +258,6 @@ def test_wg_socks_magic_shows_credentials_once(testbed, capsys):
         shown = repr(status) + status._repr_html_() + repr(tcp) + capsys.readouterr().out
         assert password not in shown
         assert not shell.run_cell("%wg socks --no-auth").success  # --no-auth is for a TCP port
-    finally:
-        shell.run_line_magic("unload_ext", "wgmagic")
 
 
 def test_wgmagic_up_dynamic_forwards_are_private(testbed, tmp_path):

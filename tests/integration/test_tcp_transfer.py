@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.integration.helpers import poll
 from tests.testbed import streams
 from wgmagic.errors import NameNotFoundError
 from wgmagic.netstack.tcp.connection import TcpOptions
@@ -27,12 +28,6 @@ FULL = os.environ.get("WGMAGIC_QUICK") != "1"
 DOWNLOAD = 256 * MiB if FULL else 64 * MiB
 UPLOAD = 64 * MiB if FULL else 32 * MiB
 IMPAIRED = 64 * MiB if FULL else 4 * MiB
-
-
-@pytest.fixture(scope="module")
-def tunnel(testbed):
-    with connect(testbed.client_config()) as tun:
-        yield tun
 
 
 class Progress:
@@ -76,11 +71,8 @@ def upload(tun, host: str, size: int, progress: Progress | None = None) -> tuple
             progress.tick()
             sent += len(chunk)
         sock.shutdown(socket.SHUT_WR)  # the sink answers after EOF
-        answer = b""
-        while len(answer) < 64:
-            piece = sock.recv(64 - len(answer))
-            assert piece, "sink closed before answering"
-            answer += piece
+        answer = streams.recv_exactly(sock, 64)
+        assert len(answer) == 64, "sink closed before answering"
     return local.hexdigest(), answer.decode()
 
 
@@ -112,12 +104,7 @@ def test_many_small_round_trips(tunnel):
         for i in range(10_000):
             message = b"%08d" % i
             sock.sendall(message)
-            got = b""
-            while len(got) < len(message):
-                piece = sock.recv(64)
-                assert piece
-                got += piece
-            assert got == message
+            assert streams.recv_exactly(sock, len(message)) == message
 
 
 def test_200_concurrent_connections(tunnel):
@@ -133,10 +120,7 @@ def test_sequential_connect_close_leaves_table_empty(tunnel):
         with tunnel.open_connection(PEER_V4, ECHO, timeout=10) as sock:
             sock.sendall(b"x")
             assert sock.recv(1) == b"x"
-    deadline = time.monotonic() + 15
-    while tunnel.stats()["tcp"]["connections"] and time.monotonic() < deadline:
-        time.sleep(0.25)
-    assert tunnel.stats()["tcp"]["connections"] == 0
+    assert poll(lambda: tunnel.stats()["tcp"]["connections"] == 0, 15, interval=0.25), tunnel.stats()["tcp"]
 
 
 def test_closed_port_is_refused_fast(tunnel):

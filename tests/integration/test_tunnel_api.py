@@ -21,12 +21,6 @@ pytestmark = pytest.mark.integration
 UNIX_ONLY = "Unix sockets are off (WGMAGIC_PORTABLE): test_portable.py checks the loopback guard instead"
 
 
-@pytest.fixture(scope="module")
-def tunnel(testbed):
-    with connect(testbed.client_config()) as tun:
-        yield tun
-
-
 def test_tls_verify_full_through_a_tcp_forward(testbed, tunnel):
     forward = tunnel.forward("db.internal:5432", local=0)
     try:

@@ -9,44 +9,15 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
+from tests.integration.helpers import exchange, magic_shell, python_as_nobody, wait_for
 from tests.testbed.bed import PEER4
 from tests.testbed.services import UDP_ECHO
-from wgmagic.runtime.tunnel import connect
 
 pytestmark = pytest.mark.integration
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c"]
-
-
-@pytest.fixture(scope="module")
-def tunnel(testbed):
-    with connect(testbed.client_config()) as tun:
-        yield tun
-
-
-def _wait(predicate, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _exchange(sock: socket.socket, address, payload: bytes, attempts: int = 5) -> bytes:
-    """Send and wait for the answer; UDP may lose a datagram, so resend a few times (as dig does)."""
-    for _ in range(attempts):
-        sock.sendto(payload, address)
-        try:
-            return sock.recv(65535)
-        except TimeoutError:
-            continue
-    raise AssertionError(f"no answer to {payload[:20]!r}")
 
 
 def _dig(port: int, name: str, rdtype: str = "A") -> str:
@@ -85,7 +56,7 @@ def test_python_dns_client_through_the_default_unix_and_a_loopback_forward_to_dn
                 with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
                     sock.bind(str(tmp_path / "dns-client.sock"))
                     sock.settimeout(3)
-                    answer = dns.message.from_wire(_exchange(sock, forward.local_address, query.to_wire()))
+                    answer = dns.message.from_wire(exchange(sock, forward.local_address, query.to_wire()))
             else:
                 answer = dns.query.udp(query, "127.0.0.1", port=forward.local_address[1], timeout=5)
             assert answer.id == query.id
@@ -101,7 +72,7 @@ def test_python_client_through_a_named_udp_forward_to_the_echo(testbed, tunnel):
             sock.settimeout(2)
             for size in (1, 100, 1300):
                 payload = os.urandom(size)
-                assert _exchange(sock, forward.local_address, payload) == payload
+                assert exchange(sock, forward.local_address, payload) == payload
     finally:
         tunnel.close_forward(forward)
 
@@ -115,13 +86,12 @@ def test_the_default_udp_forward_is_a_private_unix_socket(testbed, tunnel, tmp_p
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.bind(str(tmp_path / "client.sock"))  # a datagram client needs an address to be answered at
             sock.settimeout(2)
-            assert _exchange(sock, path, b"over a unix socket") == b"over a unix socket"
+            assert exchange(sock, path, b"over a unix socket") == b"over a unix socket"
         # Another local user cannot even reach the socket: the directory is 0700.
         probe = (f"import socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
                  f"try:\n    s.sendto(b'x', {path!r}); print('sent')\n"
                  f"except PermissionError: print('denied')\n")
-        result = subprocess.run([*NOBODY, probe], capture_output=True, text=True, timeout=30)
-        assert result.stdout.strip() == "denied", result.stdout + result.stderr
+        assert python_as_nobody(probe) == "denied"
     finally:
         tunnel.close_forward(forward)
     assert not os.path.exists(os.path.dirname(path))
@@ -137,13 +107,12 @@ def test_another_user_cannot_use_a_loopback_udp_forward(testbed, tunnel):
              "    try:\n        s.recv(100); answers += 1\n    except TimeoutError:\n        pass\n"
              "print(answers)\n")
     try:
-        result = subprocess.run([*NOBODY, probe], capture_output=True, text=True, timeout=30)
-        assert result.stdout.strip() == "0", result.stdout + result.stderr
+        assert python_as_nobody(probe) == "0"
         stats = forward.stats()
         assert stats["drops"].get("other_user", 0) >= 3 and stats["flows_opened"] == 0
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # while its owner still can
             sock.settimeout(2)
-            assert _exchange(sock, (host, port), b"mine") == b"mine"
+            assert exchange(sock, (host, port), b"mine") == b"mine"
     finally:
         tunnel.close_forward(forward)
 
@@ -164,7 +133,7 @@ def test_100_concurrent_flows_each_get_their_own_replies(testbed, tunnel):
             for seq in range(rounds):
                 payload = f"client {index} seq {seq} ".encode() + os.urandom(8)
                 try:
-                    answer = _exchange(sock, address, payload, attempts=10)
+                    answer = exchange(sock, address, payload, attempts=10)
                 except AssertionError as exc:
                     errors.append(f"{index}: {exc}")
                     return
@@ -190,8 +159,8 @@ def test_the_number_of_flows_is_bounded_and_drops_are_counted(testbed, tunnel):
     try:
         for sock in sockets:
             sock.settimeout(2)
-        assert _exchange(sockets[0], forward.local_address, b"one") == b"one"
-        assert _exchange(sockets[1], forward.local_address, b"two") == b"two"
+        assert exchange(sockets[0], forward.local_address, b"one") == b"one"
+        assert exchange(sockets[1], forward.local_address, b"two") == b"two"
         sockets[2].sendto(b"three", forward.local_address)
         with pytest.raises(TimeoutError):
             sockets[2].recv(100)
@@ -209,13 +178,13 @@ def test_idle_flows_expire_and_a_new_datagram_opens_a_new_flow(testbed, tunnel):
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(2)
-            assert _exchange(sock, forward.local_address, b"first") == b"first"
+            assert exchange(sock, forward.local_address, b"first") == b"first"
             assert forward.stats()["flows_opened"] == 1
-            _wait(lambda: forward.stats()["flows"] == 0, "the idle flow to expire")
+            wait_for(lambda: forward.stats()["flows"] == 0, 30, "the idle flow to expire")
             assert forward.stats()["flows_expired"] == 1
             # Its socket on the tunnel's stack is closed with it.
             assert tunnel.call_on_loop(lambda: len(tunnel.runtime_engine.stack._udp)) == open_sockets
-            assert _exchange(sock, forward.local_address, b"again") == b"again"
+            assert exchange(sock, forward.local_address, b"again") == b"again"
             assert forward.stats()["flows_opened"] == 2
     finally:
         tunnel.close_forward(forward)
@@ -239,12 +208,7 @@ def test_dig_through_wgmagic_up_udp_forward(testbed, tmp_path):
 
 
 def test_wg_forward_udp_magic(testbed, capsys):
-    shell = InteractiveShell.instance()
-    shell.user_ns["udp_bed_config"] = testbed.client_config(identity=5)
-    shell.run_line_magic("load_ext", "wgmagic")
-    try:
-        result = shell.run_cell("%wg connect {udp_bed_config} --name udpbed")
-        assert result.success, result.error_in_exec
+    with magic_shell(testbed, 5, name="udpbed") as shell:
         result = shell.run_cell(f"fwd = %wg forward udp:db.internal:{UDP_ECHO} --local 0 --idle-timeout 30")
         assert result.success, result.error_in_exec
         out = capsys.readouterr().out
@@ -252,8 +216,6 @@ def test_wg_forward_udp_magic(testbed, capsys):
         forward = shell.user_ns["fwd"]
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(2)
-            assert _exchange(sock, forward.local_address, b"magic") == b"magic"
+            assert exchange(sock, forward.local_address, b"magic") == b"magic"
         result = shell.run_cell("%wg forward db.internal:5432 --idle-timeout 3")
         assert not result.success
-    finally:
-        shell.run_line_magic("unload_ext", "wgmagic")

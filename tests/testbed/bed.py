@@ -65,13 +65,21 @@ def free_udp_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
+def poll(predicate, timeout: float, interval: float = 0.05) -> bool:
+    """Ask `predicate()` every `interval` seconds until it is true (True) or `timeout` seconds have passed
+    (False, after asking once more). The one polling loop of the bed and the tests: never a timing assertion."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"test bed: timed out waiting for {what}")
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def wait_for(predicate, timeout: float, what: str, *, interval: float = 0.05) -> None:
+    """poll(), raising TimeoutError("timed out waiting for {what}") when `predicate` stays false."""
+    if not poll(predicate, timeout, interval):
+        raise TimeoutError(f"timed out waiting for {what}")
 
 
 @dataclass

@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.server
 import json
 import socket
-import socketserver
 import ssl
 import sys
 import threading
@@ -50,11 +49,7 @@ class _Api(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-
-
-class _Server6(_Server):
+class _Server6(http.server.ThreadingHTTPServer):  # daemon threads, as the IPv4 one
     address_family = socket.AF_INET6
 
 
@@ -62,7 +57,7 @@ def main(cert: str, key: str, addresses: list[str]) -> None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     for address in addresses:
-        server_class = _Server6 if ":" in address else _Server
+        server_class = _Server6 if ":" in address else http.server.ThreadingHTTPServer
         try:
             server = server_class((address, PORT), _Api)
         except OSError as exc:

@@ -22,12 +22,11 @@ import hashlib
 import http.server
 import json
 import socket
-import socketserver
 import struct
 import sys
 import threading
 
-from tests.testbed.streams import iter_stream
+from tests.testbed.streams import iter_stream, recv_exactly
 
 BULK, ECHO, SINK, HTTP = 9000, 9001, 9002, 8080
 RESET = 9003
@@ -35,12 +34,9 @@ UDP_ECHO = 9004
 
 
 def _bulk(conn: socket.socket) -> None:
-    header = b""
-    while len(header) < 8:
-        piece = conn.recv(8 - len(header))
-        if not piece:
-            return
-        header += piece
+    header = recv_exactly(conn, 8)
+    if len(header) < 8:
+        return
     (size,) = struct.unpack("!Q", header)
     for chunk in iter_stream(size):
         conn.sendall(chunk)
@@ -83,12 +79,9 @@ def _reset(conn: socket.socket) -> None:
     import fcntl
     import time
 
-    header = b""
-    while len(header) < 8:
-        piece = conn.recv(8 - len(header))
-        if not piece:
-            return
-        header += piece
+    header = recv_exactly(conn, 8)
+    if len(header) < 8:
+        return
     for chunk in iter_stream(struct.unpack("!Q", header)[0]):
         conn.sendall(chunk)
     unacked = bytearray(4)
@@ -130,11 +123,7 @@ class _Hello(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-
-
-class _HTTPServer6(_HTTPServer):
+class _HTTPServer6(http.server.ThreadingHTTPServer):  # daemon threads, as the IPv4 one
     address_family = socket.AF_INET6
 
 
@@ -177,7 +166,7 @@ def main(addresses: list[str], *, ephemeral: bool = False) -> None:
             sys.exit(f"services: cannot listen on {address}:{UDP_ECHO}/udp (udp_echo): {exc.strerror or exc}")
         chosen["udp_echo"] = udp.getsockname()[1]
         threads.append(threading.Thread(target=_udp_echo, args=(udp,), daemon=True))
-        server_class = _HTTPServer6 if family == socket.AF_INET6 else _HTTPServer
+        server_class = _HTTPServer6 if family == socket.AF_INET6 else http.server.ThreadingHTTPServer
         http_port = 0 if ephemeral else HTTP
         try:
             server = server_class((address, http_port), _Hello)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
+import socket
 from collections.abc import Iterator
 
 BLOCK_SIZE = 1 << 20
@@ -37,3 +38,14 @@ def stream_sha256(size: int) -> str:
     for piece in iter_stream(size):
         digest.update(piece)
     return digest.hexdigest()
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    """`size` bytes from a blocking socket, or fewer when the other side closes first (the caller checks)."""
+    data = bytearray()
+    while len(data) < size:
+        piece = sock.recv(size - len(data))
+        if not piece:
+            break
+        data += piece
+    return bytes(data)

@@ -129,7 +129,7 @@ def download(config: str, via: str, size: int) -> None:
 
 
 def upload(config: str, via: str, size: int) -> None:
-    from tests.testbed.streams import iter_stream
+    from tests.testbed.streams import iter_stream, recv_exactly
     from wgmagic.runtime.tunnel import connect
 
     with connect(config, via=via or None, timeout=20) as tunnel:
@@ -140,12 +140,7 @@ def upload(config: str, via: str, size: int) -> None:
             sock.sendall(chunk)
             digest.update(chunk)
         sock.shutdown(1)
-        answer = b""
-        while len(answer) < 64:
-            piece = sock.recv(64 - len(answer))
-            if not piece:
-                break
-            answer += piece
+        answer = recv_exactly(sock, 64)
         elapsed = time.perf_counter() - started
         sock.close()
         _report(ok=answer.decode() == digest.hexdigest(), bytes=size, seconds=elapsed, mb_s=size / elapsed / 1e6,

@@ -13,6 +13,7 @@ import pytest
 
 from tests.testbed.local import ServicesError, closed_tcp_port, loopback_services
 from tests.testbed.services import BULK, ECHO, HTTP, SINK
+from tests.testbed.streams import recv_exactly
 
 
 def _ephemeral_range() -> range:
@@ -34,11 +35,8 @@ def test_loopback_services_take_ports_the_kernel_chose_and_serve_on_them():
             assert sock.recv(4) == b"ping"
         with socket.create_connection(("127.0.0.1", ports["bulk"]), timeout=10) as sock:
             sock.sendall(struct.pack("!Q", 1000))
-            received = b""
-            while len(received) < 1000:
-                piece = sock.recv(1000)
-                assert piece
-                received += piece
+            received = recv_exactly(sock, 1000)
+            assert len(received) == 1000
 
 
 def test_a_bind_that_fails_says_where_and_why():

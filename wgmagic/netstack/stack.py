@@ -318,12 +318,7 @@ class Stack:
     # ---- timers -------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
         """The earliest deadline of any TCP connection (seconds, the caller's clock), or None."""
-        best = None
-        for conn in self.tcp.values():
-            deadline = conn.next_timer()
-            if deadline is not None and (best is None or deadline < best):
-                best = deadline
-        return best
+        return min((d for conn in self.tcp.values() if (d := conn.next_timer()) is not None), default=None)
 
     def defer_retransmissions(self, until: float) -> None:
         """The transport below is stalled but reliable (TCP over TCP): hold every connection's retransmission

@@ -16,7 +16,6 @@ connection in turn.
 
 from __future__ import annotations
 
-import array
 import contextlib
 import errno
 import socket
@@ -26,13 +25,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from wgmagic import platform
 from wgmagic.netstack.events import TcpClosed, TcpConnected, TcpEvent, TcpReadable, TcpWritable
 from wgmagic.netstack.tcp.state import TcpState
 
 CHUNK = 256 * 1024
 CONNECTION_ATTEMPT_DELAY = 0.25  # seconds; RFC 8305 section 8's recommended default
 RESET_DRAIN_PATIENCE = 10.0  # seconds without progress after which a reset no longer waits for the client
-_SIOCOUTQ = 0x5411  # TIOCOUTQ: bytes in a socket's send queue not yet acknowledged (TCP) or read (Unix)
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 
 
@@ -47,17 +46,6 @@ def _read_buffer() -> memoryview:
     if view is None:
         view = _scratch.view = memoryview(bytearray(CHUNK))
     return view
-
-
-def _unsent(sock: socket.socket) -> int:
-    try:
-        import fcntl
-
-        out = array.array("i", [0])
-        fcntl.ioctl(sock.fileno(), _SIOCOUTQ, out)
-        return out[0]
-    except (ImportError, OSError):
-        return 0
 
 
 def reset_socket(sock: socket.socket, wake_peer: Callable[[], None] | None = None) -> None:
@@ -259,14 +247,23 @@ class SocketRelay:
 
     # ---- local socket ----------------------------------------------------------------------------------
     def _read_local(self, want: bool) -> None:
-        if self.done or self.local_eof:
-            want = False
-        if want and not self.reading_local:
-            self.loop.add_reader(self.local.fileno(), self._on_local_readable)
-            self.reading_local = True
-        elif not want and self.reading_local:
-            self.loop.remove_reader(self.local.fileno())
-            self.reading_local = False
+        """Watch the local socket for reading while `want` (and it has more to give), else stop watching."""
+        want = want and not (self.done or self.local_eof)
+        if want != self.reading_local:
+            if want:
+                self.loop.add_reader(self.local.fileno(), self._on_local_readable)
+            else:
+                self.loop.remove_reader(self.local.fileno())
+            self.reading_local = want
+
+    def _write_local(self, want: bool) -> None:
+        """Watch the local socket for room to write while `want` (bytes are pending), else stop watching."""
+        if want != self.writing_local:
+            if want:
+                self.loop.add_writer(self.local.fileno(), self._on_local_writable)
+            else:
+                self.loop.remove_writer(self.local.fileno())
+            self.writing_local = want
 
     def _on_local_readable(self) -> None:
         space = self.conn.send_space()
@@ -325,13 +322,7 @@ class SocketRelay:
                 if more:
                     self.pending += more
                     self.bytes_down += len(more)
-        want_writer = bool(self.pending)
-        if want_writer and not self.writing_local:
-            self.loop.add_writer(self.local.fileno(), self._on_local_writable)
-            self.writing_local = True
-        elif not want_writer and self.writing_local:
-            self.loop.remove_writer(self.local.fileno())
-            self.writing_local = False
+        self._write_local(bool(self.pending))
         if not self.pending:
             if self.conn.eof and not self.conn.recv_available():
                 self.remote_eof = True
@@ -366,7 +357,7 @@ class SocketRelay:
         if self.done:
             return
         self._read_local(False)
-        unsent = _unsent(self.local) if self.local.family != getattr(socket, "AF_UNIX", -1) else 0
+        unsent = platform.unsent_bytes(self.local) if self.local.family != getattr(socket, "AF_UNIX", -1) else 0
         now = time.monotonic()
         if unsent:
             if unsent != self.reset_unsent:
@@ -381,9 +372,7 @@ class SocketRelay:
             return
         self._read_local(False)
         self.done = True
-        if self.writing_local:
-            self.loop.remove_writer(self.local.fileno())
-            self.writing_local = False
+        self._write_local(False)
         if reset:
             reset_socket(self.local, self.wake_local_peer)
         else:

@@ -488,11 +488,17 @@ class Tunnel:
         self._forwards.append(forward)
         return forward
 
-    def close_forward(self, forward: Forward) -> None:
-        if forward in self._forwards:
-            self._forwards.remove(forward)
+    def close_forward(self, forward: Forward | UdpForward) -> None:
+        """Close one forward (TCP or UDP: its listener, connections or flows, and private directory)."""
+        self._close_service(self._forwards, forward, forward.close_on_loop)
+
+    def _close_service(self, services: list[Any], service: Any, close_on_loop: Callable[[], None]) -> None:
+        """Take `service` off its list (forwards, SOCKS proxies, exposes) and run its `close_on_loop` on the
+        loop thread; once that thread has stopped, the tunnel's close has closed it already."""
+        if service in services:
+            services.remove(service)
         if self._thread.running:
-            self._thread.call(forward.close_on_loop)
+            self._thread.call(close_on_loop)
 
     @property
     def forwards(self) -> list[Forward | UdpForward]:
@@ -565,10 +571,7 @@ class Tunnel:
         return exposed
 
     def _close_exposed(self, exposed: Exposed) -> None:
-        if exposed in self._exposes:
-            self._exposes.remove(exposed)
-        if self._thread.running:
-            self._thread.call(exposed.listener.close_on_loop)
+        self._close_service(self._exposes, exposed, exposed.listener.close_on_loop)
 
     @property
     def exposes(self) -> list[Exposed]:
@@ -601,10 +604,7 @@ class Tunnel:
 
     def close_socks(self, server: Socks5Server) -> None:
         """Close one SOCKS5 proxy (its connections, UDP associations and private directory)."""
-        if server in self._socks_servers:
-            self._socks_servers.remove(server)
-        if self._thread.running:
-            self._thread.call(server.close_on_loop)
+        self._close_service(self._socks_servers, server, server.close_on_loop)
 
     @property
     def socks_servers(self) -> list[Socks5Server]:

@@ -231,17 +231,11 @@ def _scan(cell: str, standard_conforming_strings: bool = True, *, mysql: bool = 
         elif c.isdigit() or (c == "." and nxt.isdigit()):
             number = _NUMBER.match(cell, i)
             i = number.end() if number and number.end() > i else i + 1
-        elif c == "(":
-            parens += 1
+        elif c in "()":  # depths never go below 0: a stray closer is the server's to report
+            parens = max(0, parens + (1 if c == "(" else -1))
             i += 1
-        elif c == ")":
-            parens = max(0, parens - 1)
-            i += 1
-        elif c == "[":
-            brackets += 1
-            i += 1
-        elif c == "]":
-            brackets = max(0, brackets - 1)
+        elif c in "[]":
+            brackets = max(0, brackets + (1 if c == "[" else -1))
             i += 1
         elif c == "\\" and nxt == ":":
             take(i, i + 1)  # drop the backslash; the colon stays SQL (as psql does with \:)

@@ -12,6 +12,7 @@ import os
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
 
@@ -38,6 +39,8 @@ from wgmagic.wireguard.messages import (
     TRANSPORT,
     TRANSPORT_HEADER,
     TRANSPORT_MIN_LEN,
+    Initiation,
+    Response,
     message_type,
     parse_cookie_reply,
     parse_initiation,
@@ -50,6 +53,7 @@ _NONCE_PREFIX = bytes(4)
 _NONCE = struct.Struct("<4xQ")  # the AEAD nonce: 32 zero bits, then the 64-bit counter (whitepaper 5.4.6)
 _PADDING = [bytes(n) for n in range(16)]
 _TRANSPORT_PREFIX = bytes((TRANSPORT, 0, 0, 0))
+_Handshake = TypeVar("_Handshake", Initiation, Response)
 MAX_QUEUED_EVENTS = 4096
 MAX_QUEUED_PACKETS = 65536
 # A peer may not start handshakes faster than this (wireguard-go's HandshakeInitationRate): a flood from one
@@ -384,12 +388,19 @@ class Device:
             return False
         return True
 
-    def _receive_initiation(self, data: bytes, addr: tuple[str, int], now: float) -> None:
-        msg = parse_initiation(data)
+    def _checked(self, data: bytes, parse: Callable[[bytes], _Handshake | None], mac1_at: int, mac2_at: int,
+                 addr: tuple[str, int], now: float) -> _Handshake | None:
+        """The handshake message `parse` reads from `data` if it is well formed (else counted as malformed) and
+        passes `_passes_macs`; None otherwise."""
+        msg = parse(data)
         if msg is None:
             self.drops["malformed_handshake"] += 1
-            return
-        if not self._passes_macs(data, INITIATION_MAC1_AT, INITIATION_MAC2_AT, msg.sender, addr, now):
+            return None
+        return msg if self._passes_macs(data, mac1_at, mac2_at, msg.sender, addr, now) else None
+
+    def _receive_initiation(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        msg = self._checked(data, parse_initiation, INITIATION_MAC1_AT, INITIATION_MAC2_AT, addr, now)
+        if msg is None:
             return
         consumed = consume_initiation(self.static, msg)
         if consumed is None:
@@ -419,11 +430,8 @@ class Device:
         peer.last_send = now
 
     def _receive_response(self, data: bytes, addr: tuple[str, int], now: float) -> None:
-        msg = parse_response(data)
+        msg = self._checked(data, parse_response, RESPONSE_MAC1_AT, RESPONSE_MAC2_AT, addr, now)
         if msg is None:
-            self.drops["malformed_handshake"] += 1
-            return
-        if not self._passes_macs(data, RESPONSE_MAC1_AT, RESPONSE_MAC2_AT, msg.sender, addr, now):
             return
         entry = self._indices.get(msg.receiver)
         if entry is None or entry[1] is not None or entry[0].handshake is None:
@@ -470,12 +478,7 @@ class Device:
     # ---- timers -----------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
         """The earliest deadline of any peer's timers (seconds, the caller's clock), or None."""
-        best = None
-        for peer in self.peers.values():
-            deadline = peer.next_deadline()
-            if deadline is not None and (best is None or deadline < best):
-                best = deadline
-        return best
+        return min((d for peer in self.peers.values() if (d := peer.next_deadline()) is not None), default=None)
 
     def handle_timers(self, now: float) -> None:
         """Fire every peer timer due at `now` (whitepaper 6: retransmit, keepalive, new handshake, zero keys)."""

@@ -6,7 +6,7 @@ Parsers return None for anything malformed; the caller counts the drop. Integers
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 INITIATION, RESPONSE, COOKIE_REPLY, TRANSPORT = 1, 2, 3, 4
 INITIATION_LEN, RESPONSE_LEN, COOKIE_REPLY_LEN, TRANSPORT_HEADER_LEN = 148, 92, 64, 16
@@ -59,12 +59,19 @@ def message_type(data: bytes) -> int | None:
     return data[0]
 
 
+_Message = TypeVar("_Message", Initiation, Response, CookieReply)
+
+
+def _parse(data: bytes, length: int, kind: int, layout: struct.Struct, fields: type[_Message]) -> _Message | None:
+    """A handshake message's fields after its type word, or None if its length or header is not that of `kind`."""
+    if len(data) != length or message_type(data) != kind:
+        return None
+    return fields._make(layout.unpack(data)[1:])
+
+
 def parse_initiation(data: bytes) -> Initiation | None:
     """The fields of a 148-byte initiation, or None if the length or header is wrong."""
-    if len(data) != INITIATION_LEN or message_type(data) != INITIATION:
-        return None
-    _, sender, ephemeral, static, timestamp, mac1, mac2 = _INITIATION.unpack(data)
-    return Initiation(sender, ephemeral, static, timestamp, mac1, mac2)
+    return _parse(data, INITIATION_LEN, INITIATION, _INITIATION, Initiation)
 
 
 def build_initiation(sender: int, ephemeral: bytes, static: bytes, timestamp: bytes) -> bytearray:
@@ -74,10 +81,7 @@ def build_initiation(sender: int, ephemeral: bytes, static: bytes, timestamp: by
 
 def parse_response(data: bytes) -> Response | None:
     """The fields of a 92-byte response, or None if the length or header is wrong."""
-    if len(data) != RESPONSE_LEN or message_type(data) != RESPONSE:
-        return None
-    _, sender, receiver, ephemeral, empty, mac1, mac2 = _RESPONSE.unpack(data)
-    return Response(sender, receiver, ephemeral, empty, mac1, mac2)
+    return _parse(data, RESPONSE_LEN, RESPONSE, _RESPONSE, Response)
 
 
 def build_response(sender: int, receiver: int, ephemeral: bytes, empty: bytes) -> bytearray:
@@ -87,10 +91,7 @@ def build_response(sender: int, receiver: int, ephemeral: bytes, empty: bytes) -
 
 def parse_cookie_reply(data: bytes) -> CookieReply | None:
     """The fields of a 64-byte cookie reply, or None if the length or header is wrong."""
-    if len(data) != COOKIE_REPLY_LEN or message_type(data) != COOKIE_REPLY:
-        return None
-    _, receiver, nonce, encrypted = _COOKIE_REPLY.unpack(data)
-    return CookieReply(receiver, nonce, encrypted)
+    return _parse(data, COOKIE_REPLY_LEN, COOKIE_REPLY, _COOKIE_REPLY, CookieReply)
 
 
 def build_cookie_reply(receiver: int, nonce: bytes, encrypted_cookie: bytes) -> bytes:

@@ -32,6 +32,7 @@ from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
 from wgmagic.runtime.services.listener import (  # noqa: F401 (SUN_PATH_MAX, SocketPathError: public here too)
     SUN_PATH_MAX,
     SocketPathError,
+    accept_pending,
     close_listener,
     listen_inet,
     listen_unix,
@@ -145,22 +146,18 @@ class Forward:
 
     # ---- loop thread ---------------------------------------------------------------------------------
     def _on_accept(self) -> None:
-        for _ in range(64):
-            try:
-                client, _addr = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.failed += 1
-                return
-            if self.spec.local_kind == "tcp" and self.spec.clients not in (None, "any") and not self._admitted(
-                    client, _addr):
-                continue
-            self.accepted += 1
-            if self.spec.local_kind == "tcp":
-                with contextlib.suppress(OSError):
-                    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._connect(client)
+        if not accept_pending(self.listener, self._on_client):
+            self.failed += 1
+
+    def _on_client(self, client: socket.socket, peer: Any) -> None:
+        if self.spec.local_kind == "tcp" and self.spec.clients not in (None, "any") and not self._admitted(
+                client, peer):
+            return
+        self.accepted += 1
+        if self.spec.local_kind == "tcp":
+            with contextlib.suppress(OSError):
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._connect(client)
 
     def _admitted(self, client: socket.socket, peer: Any) -> bool:
         """The loopback guard: a connection from a process that may not use this forward is refused (for a

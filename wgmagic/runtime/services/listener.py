@@ -21,6 +21,7 @@ from typing import Any
 from wgmagic import platform
 
 SUN_PATH_MAX = 107  # bytes of a Unix socket path, without the terminating NUL (Linux sun_path is 108)
+ACCEPT_BATCH = 64  # connections taken per readiness callback, so that one busy listener cannot starve the loop
 
 
 class SocketPathError(OSError):
@@ -130,6 +131,23 @@ def close_listener(loop: Any, sock: socket.socket, address: Any, socket_dir: str
     else:
         with contextlib.suppress(OSError):
             os.unlink(address)
+
+
+def accept_pending(listener: socket.socket, on_client: Callable[[socket.socket, Any], object]) -> bool:
+    """Accept what waits on a non-blocking listening socket (at most ACCEPT_BATCH connections; the loop calls
+    again while more wait) and hand each to on_client(client socket, peer address).
+
+    Returns False when accept failed with an error other than "nothing waiting" (EMFILE, ENFILE, ENOBUFS,
+    ECONNABORTED...: the service counts it; the rest waits for the next call), True otherwise."""
+    for _ in range(ACCEPT_BATCH):
+        try:
+            client, peer = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        on_client(client, peer)
+    return True
 
 
 def receive(sock: socket.socket, size: int = 4096) -> bytes | None:

@@ -50,7 +50,7 @@ from wgmagic.proto.socks5 import (  # noqa: F401  (re-exported: their home was t
     reply,
 )
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
-from wgmagic.runtime.services.listener import close_listener, listen_inet, listen_unix, receive
+from wgmagic.runtime.services.listener import accept_pending, close_listener, listen_inet, listen_unix, receive
 
 NEGOTIATION_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 15.0  # seconds a CONNECT may take to reach its target through the tunnel
@@ -128,15 +128,11 @@ class Socks5Server:
         return f"<Socks5Server {where} auth={'on' if self.credentials else 'off'}>"
 
     def _on_accept(self) -> None:
-        for _ in range(64):
-            try:
-                sock, _ = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            self.counters["accepted"] += 1
-            self.clients.add(_SocksClient(self, sock))
+        accept_pending(self.listener, self._on_client)
+
+    def _on_client(self, sock: socket.socket, _peer: Any) -> None:
+        self.counters["accepted"] += 1
+        self.clients.add(_SocksClient(self, sock))
 
     def close_on_loop(self) -> None:
         if self.closed:
