@@ -93,3 +93,24 @@ def test_lookups_run_in_an_executor_and_failures_keep_the_address():
     assert calls == [("wg.example.test", 51820)] * 2
     assert engine.counters["endpoint_reresolve_failed"] == 1 and engine.counters["endpoint_reresolved"] == 1
     assert peer.endpoint == ("127.0.0.2", 51820)
+
+
+def test_late_packets_from_the_old_address_do_not_end_the_following():
+    """After a move, the old path's last datagrams roam the peer back to the name's former address (WireGuard's
+    roaming); that is not a roam elsewhere: each check puts it back, and later moves still happen."""
+    engine, peer, _ = _engine()
+    follower = EndpointFollower(engine, lambda h, p: [])
+    follower.apply(KEY, [("127.0.0.2", 51820)])
+    assert peer.endpoint == ("127.0.0.2", 51820) and engine.counters["endpoint_moved"] == 1
+    peer.endpoint = ("127.0.0.1", 51820)  # a late authenticated packet through the old address
+    follower._restore(KEY, 0.0)
+    assert peer.endpoint == ("127.0.0.2", 51820) and engine.counters["endpoint_restored"] == 1
+    follower.apply(KEY, [("127.0.0.2", 51820)])  # the next lookup agrees: nothing to do
+    assert engine.counters["endpoint_moved"] == 1
+    peer.endpoint = ("127.0.0.1", 51820)
+    follower.apply(KEY, [("127.0.0.3", 51820)])  # a move after such a flip still happens
+    assert peer.endpoint == ("127.0.0.3", 51820) and engine.counters["endpoint_moved"] == 2
+    peer.endpoint = ("192.0.2.9", 40000)  # a real roam: an address the name never had
+    follower._restore(KEY, 0.0)
+    follower.apply(KEY, [("127.0.0.4", 51820)])
+    assert peer.endpoint == ("192.0.2.9", 40000)

@@ -8,7 +8,9 @@ unreachable" from the address; at most one lookup per `retry`), with the system'
 addresses, the peer is moved to the first new one (the system resolver's order, RFC 6724): the next packet goes
 there, and without a session a handshake is started there at once. A peer that roamed (an authenticated packet
 moved it to an address the name never had) is left where it is, as the kernel's WireGuard leaves a roamed peer
-until `wg set` moves it.
+until `wg set` moves it. A packet still in flight from an address the name had before (the old path's last
+datagrams, after a move) does move the peer back there, as WireGuard's roaming must; each check (every `retry`
+seconds) puts such a peer back on the name's current address without a lookup (counted `endpoint_restored`).
 
 Loop-thread object; `Tunnel` starts it and closes it.
 """
@@ -40,7 +42,7 @@ def is_name(host: str) -> bool:
 class EndpointFollower:
     """engine: the tunnel's Engine; resolve(host, port) -> [(address, port), ...] in preference order, raising
     on failure (the tunnel's `_resolve_endpoint`, or a test's). Counters in engine.counters:
-    `endpoint_reresolved`, `endpoint_reresolve_failed`, `endpoint_moved`."""
+    `endpoint_reresolved`, `endpoint_reresolve_failed`, `endpoint_moved`, `endpoint_restored`."""
 
     def __init__(self, engine: Any, resolve: Resolver, *, interval: float = DEFAULT_INTERVAL,
                  retry: float = DEFAULT_RETRY) -> None:
@@ -52,6 +54,10 @@ class EndpointFollower:
         self.retry = min(retry, interval)
         self.names = {key: peer.configured_endpoint for key, peer in engine.peers.items()
                       if peer.configured_endpoint and is_name(peer.configured_endpoint[0])}
+        # every address each name has had (the start's included): a peer found on one of them that the name no
+        # longer has did not roam, it was moved back by the old path's late packets
+        self.former: dict[bytes, set[tuple[str, int]]] = {
+            key: set(engine.peers[key].endpoint_candidates) for key in self.names}
         self.next_lookup: dict[bytes, float] = {}
         self.last_lookup: dict[bytes, float] = {}
         self.pending: set[bytes] = set()
@@ -88,12 +94,25 @@ class EndpointFollower:
         for key in self.names:
             if key in self.pending:
                 continue
+            self._restore(key, now)
             due = now >= self.next_lookup[key]
             if not due and now - self.last_lookup[key] >= self.retry and self._unanswered(key, now):
                 due = True
             if due:
                 self.lookup(key)
         self._schedule()
+
+    def _restore(self, key: bytes, now: float) -> None:
+        """Put a peer that the old path's late packets moved back to a former address of its name on the name's
+        current address again (no lookup: the candidates are the last answer)."""
+        runtime = self.engine.peers[key]
+        peer = self.engine.device.peer(key)
+        current, candidates = peer.endpoint, runtime.endpoint_candidates
+        if current is None or not candidates or current in candidates or current not in self.former[key]:
+            return
+        peer.endpoint = candidates[runtime.endpoint_index if runtime.endpoint_index < len(candidates) else 0]
+        self.engine.counters["endpoint_restored"] += 1
+        self.engine.pump(now)
 
     def _unanswered(self, key: bytes, now: float) -> bool:
         """Handshakes to the peer stop being answered: an initiation has been outstanding since an earlier
@@ -136,14 +155,17 @@ class EndpointFollower:
         elsewhere), else move it to the first."""
         runtime = self.engine.peers[key]
         peer = self.engine.device.peer(key)
-        old_candidates = list(runtime.endpoint_candidates)
+        former = self.former.setdefault(key, set())
         runtime.endpoint_candidates = addresses
         current = peer.endpoint
         if current in addresses:
             runtime.endpoint_index = addresses.index(current)
+            former.update(addresses)
             return
-        if current is not None and old_candidates and current not in old_candidates:
-            return  # roamed: an authenticated packet moved it, not the name
+        if current is not None and former and current not in former:
+            return  # roamed: an authenticated packet moved it to an address the name never had
+        if len(former) < 256:
+            former.update(addresses)
         now = time.monotonic()
         runtime.endpoint_index = 0
         peer.endpoint = addresses[0]
