@@ -295,5 +295,7 @@ class Forward:
         return {"host": self.spec.remote_host, "hostaddr": host, "port": str(port)}
 
     def __repr__(self) -> str:
-        target = f"{self.spec.remote_host}:{self.spec.remote_port}"
-        return f"<Forward {self.address} -> {target} ({len(self.relays)} open)>"
+        from wgmagic.addresses import format_address
+
+        target = format_address((self.spec.remote_host, self.spec.remote_port))
+        return f"<Forward {format_address(self.address)} -> {target} ({len(self.relays)} open)>"

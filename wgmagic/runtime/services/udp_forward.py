@@ -348,5 +348,7 @@ class UdpForward:
         raise TypeError("a UDP forward carries datagrams, not PostgreSQL connections")
 
     def __repr__(self) -> str:
-        where = self.address if isinstance(self.address, str) else f"udp {self.address[0]}:{self.address[1]}"
+        from wgmagic.addresses import format_address
+
+        where = self.address if isinstance(self.address, str) else f"udp {format_address(self.address)}"
         return f"<UdpForward {where} -> {self.target} ({len(self.flows)} flows)>"

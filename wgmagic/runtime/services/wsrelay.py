@@ -102,7 +102,10 @@ class WebSocketRelay:
                 ping_interval=30, ping_timeout=30, close_timeout=2, server_header="wgmagic-relay",
                 write_limit=CLIENT_BUFFER)
         except OSError as exc:
-            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            from wgmagic.runtime.services.listener import bind_error
+
+            raise bind_error(exc, f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                             "WebSocket clients") from None
         bound = self.server.sockets[0].getsockname()
         return bound[0], bound[1]
 
