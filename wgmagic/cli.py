@@ -488,7 +488,10 @@ def _configure_logging(verbosity: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(PlainFormatter() if verbosity <= 0
                          else logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    handler.set_name("wgmagic-cli")
     logger = logging.getLogger("wgmagic")
+    for old in [h for h in logger.handlers if h.get_name() == "wgmagic-cli"]:  # main() called again in-process
+        logger.removeHandler(old)
     logger.addHandler(handler)
     logger.setLevel(level)
 

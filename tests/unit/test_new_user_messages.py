@@ -244,9 +244,10 @@ def test_non_loopback_listener_warning_is_a_plain_log_line(caplog, recwarn):
                                                "anyone who can reach this machine can use the tunnel through it")
 
 
-def test_notebook_shows_library_warnings_as_one_line(capsys):
+def test_notebook_shows_library_warnings_as_one_line(capsys, monkeypatch):
     from IPython.core.interactiveshell import InteractiveShell
 
+    monkeypatch.setattr(logging.getLogger("wgmagic"), "handlers", [])  # none configured, as in a fresh kernel
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "wgmagic")
     try:
@@ -254,7 +255,7 @@ def test_notebook_shows_library_warnings_as_one_line(capsys):
         assert capsys.readouterr().err == "wgmagic: warning: a forward listens on 0.0.0.0\n"
     finally:
         shell.run_line_magic("unload_ext", "wgmagic")
-    assert not logging.getLogger("wgmagic").handlers
+    assert not logging.getLogger("wgmagic").handlers  # unload removes it
 
 
 # ---- 13: --via, said where it matters ----------------------------------------------------------------------------

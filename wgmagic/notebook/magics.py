@@ -650,10 +650,11 @@ class WgMagic(Magics):
                 print(_affected(result))
         if frame is None:
             return None
-        for name in (args.out, target_var):
+        frame = self._show(frame, (self.displaylimit or None) if args.limit is None else args.limit)
+        for name in (args.out, target_var):  # the same object as the result (and `_`): every row
             if name:
                 self.shell.user_ns[name] = frame
-        return self._show(frame, (self.displaylimit or None) if args.limit is None else args.limit)
+        return frame
 
     def _show(self, frame: Any, limit: int | None) -> Any:
         """The whole DataFrame, whatever its length (`x = %wgsql ...` holds every row, as JupySQL's ResultSet
