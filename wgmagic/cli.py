@@ -378,7 +378,7 @@ def _cmd_relay(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from wgmagic.addresses import split_host_port
+    from wgmagic.addresses import format_address, split_host_port
     from wgmagic.runtime.services.wsrelay import WebSocketRelay
 
     host, port = _parse_listen(args.listen, "--listen")
@@ -397,7 +397,7 @@ def _cmd_relay(args: argparse.Namespace) -> int:
             bound = await relay.start(host, port, tls_cert=args.tls_cert, tls_key=args.tls_key)
         scheme = "wss" if args.tls_cert else "ws"
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        print(f"relay listening on {scheme}://{shown}:{bound[1]}{relay.path} -> udp {target[0]}:{target[1]}",
+        print(f"relay listening on {scheme}://{shown}:{bound[1]}{relay.path} -> udp {format_address(target)}",
               flush=True)
         await stopping.wait()
         await relay.close()

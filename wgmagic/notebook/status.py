@@ -40,7 +40,7 @@ def tunnel_status_report(tunnel: Any, handshake_seconds: float | None = None) ->
     lines = [f"tunnel {tunnel.name}"]
     in_use = {row["fingerprint"]: row["endpoint"] for row in tunnel.peer_report()}
     for peer in tunnel.config.peers:
-        where = f"{peer.endpoint[0]}:{peer.endpoint[1]}" if peer.endpoint else "(no endpoint)"
+        where = format_address(peer.endpoint) if peer.endpoint else "(no endpoint)"
         now = in_use.get(peer.public_key_b64[:8] + "...")
         if now and peer.endpoint and now != where:
             where += f" ({now})"  # a name, and the address in use

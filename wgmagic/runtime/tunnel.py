@@ -240,7 +240,7 @@ class Tunnel:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        peers = ", ".join(f"{p.endpoint[0]}:{p.endpoint[1]}" for p in self.config.peers if p.endpoint)
+        peers = ", ".join(format_address(p.endpoint) for p in self.config.peers if p.endpoint)
         return f"<Tunnel {self.name!r} {state} peers=[{peers}]>"
 
     # ---- lifecycle --------------------------------------------------------------------------------------
@@ -749,10 +749,9 @@ class Tunnel:
             configured = runtime.configured_endpoint
             report.append({
                 "fingerprint": peer.public_key_b64[:8] + "...",
-                "endpoint": f"{endpoint[0]}:{endpoint[1]}" if endpoint else "(none)",
+                "endpoint": format_address(endpoint) if endpoint else "(none)",
                 # the Endpoint as configured when it is a name (followed: runtime/endpoints.py), else None
-                "endpoint_name": (f"{configured[0]}:{configured[1]}"
-                                  if configured and is_name(configured[0]) else None),
+                "endpoint_name": (format_address(configured) if configured and is_name(configured[0]) else None),
                 "allowed_ips": [str(net) for net in peer.allowed_ips],
                 "has_session": peer.has_session(now),
                 "handshakes": runtime.handshakes,
@@ -783,7 +782,7 @@ class Tunnel:
             "stack_drops": dict(engine.stack.drops),
             "connections": len(engine.streams),
             "tcp": engine.tcp_stats(),
-            "tcp_connections": [{"remote": f"{c.remote[0]}:{c.remote[1]}", "state": c.state, **c.stats()}
+            "tcp_connections": [{"remote": format_address(c.remote), "state": c.state, **c.stats()}
                                 for c in engine.stack.tcp.values()],
             "handshake_age": engine.handshake_age(),
             "handshake_rtt": engine.last_handshake_rtt(),

@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from wgmagic.addresses import format_address
 from wgmagic.runtime.websocket import flush
 
 MAX_MESSAGE = 65536
@@ -74,7 +75,7 @@ class WebSocketRelay:
         self._family = socket.AF_INET
 
     def __repr__(self) -> str:
-        return (f"<WebSocketRelay {self.path} -> udp {self.target_name[0]}:{self.target_name[1]} "
+        return (f"<WebSocketRelay {self.path} -> udp {format_address(self.target_name)} "
                 f"clients={len(self.clients)}>")
 
     # ---- lifecycle --------------------------------------------------------------------------------------
@@ -182,7 +183,7 @@ class WebSocketRelay:
             self.counters["udp_socket_failed"] += 1
             return
         address = conn.remote_address
-        client = _Client(conn, sock, f"{address[0]}:{address[1]}" if address else "?")
+        client = _Client(conn, sock, format_address(address) if address else "?")
         conn.wg_client = client
         self.clients[id(conn)] = client
         self.counters["accepted"] += 1
