@@ -288,3 +288,18 @@ def test_tunnels_are_named_after_the_file_stem():
     assert default_name("<string>") == "wg0"
     assert default_name("good.conf", {"good"}) == "good-2"
     assert default_name("<string>", {"wg0", "wg1"}) == "wg2"
+
+
+def test_wgsql_with_a_sqlalchemy_url_names_the_extra(monkeypatch, capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    monkeypatch.setitem(sys.modules, "sqlalchemy", None)
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "wgmagic")
+    try:
+        result = shell.run_cell("%%wgsql sqlite:// --no-tunnel\nSELECT 1")
+        assert not result.success or result.result is None
+        shown = capsys.readouterr()
+        assert "pip install 'wgmagic[tools]'" in shown.out + shown.err
+    finally:
+        shell.run_line_magic("unload_ext", "wgmagic")

@@ -690,6 +690,12 @@ class WgMagic(Magics):
                 conn.alias = args.alias
             return conn
         dsn = parse_dsn(target)
+        from wgmagic.sql.connection import _PSYCOPG_DRIVERS, SqlConnection
+
+        if connection_class(dsn) is SqlConnection and not (dsn.is_postgres and dsn.driver in _PSYCOPG_DRIVERS):
+            from wgmagic.errors import import_optional  # not psycopg: SQLAlchemy, an extra
+
+            import_optional("sqlalchemy", "tools", "%%wgsql with this URL (a SQLAlchemy dialect)")
         alias = args.alias or dsn.masked()
         existing = self.connections.get(alias)
         if existing is not None and existing.dsn.masked() == dsn.masked() and (
