@@ -48,6 +48,33 @@ def test_a_listener_that_cannot_bind_names_its_option_and_address(good, option, 
     assert "Traceback" not in done.stderr
 
 
+def test_an_expose_that_cannot_listen_names_its_option(good):
+    spec = f"{_a_port()}:127.0.0.1:9"
+    done = _wgmagic("up", str(good), "-q", "-R", spec, "-R", spec)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(f"wgmagic: -R {spec}: cannot listen on TCP port {spec.split(':')[0]} of any "
+                                  "tunnel address to expose 127.0.0.1:9"), done.stderr
+
+
+def test_relay_and_gateway_listeners_that_cannot_bind_name_their_option(testbed, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        where = f"127.0.0.1:{taken.getsockname()[1]}"
+        relay = _wgmagic("relay", "--listen", where, "--to", "127.0.0.1:9")
+        assert relay.returncode == 2
+        assert relay.stderr.startswith(f"wgmagic: --listen {where}: cannot listen on {where} for WebSocket "
+                                       "clients: Address already in use"), relay.stderr
+        server = tmp_path / "gateway.conf"
+        server.write_text(f"[Interface]\nPrivateKey = {testbed.ref_private}\nAddress = 198.18.0.1/24\n"
+                          f"ListenPort = 0\n\n[Peer]\nPublicKey = {testbed.client_public}\n"
+                          "AllowedIPs = 198.18.0.2/32\n")
+        gateway = _wgmagic("gateway", str(server), "-q", "--expose", "5432=127.0.0.1:9", "--websocket", where)
+        assert gateway.returncode == 2
+        assert gateway.stderr.startswith(f"wgmagic: --websocket {where}: cannot listen on {where} for WebSocket "
+                                         "clients"), gateway.stderr
+
+
 def test_private_key_from_the_environment_for_every_command(testbed, tmp_path):
     path = tmp_path / "nopriv.conf"
     path.write_text(re.sub(r"PrivateKey = \S+\n", "", testbed.client_config(identity=IDENTITY)))

@@ -139,7 +139,7 @@ _BIND_HINTS = {
 def bind_error(exc: OSError, where: str, what: str) -> OSError:
     """An OSError (same errno) whose message is a sentence naming the listener's address and service, and what
     to do for the common errnos: "cannot listen on 127.0.0.1:5432 for a forward: Address already in use (...)"."""
-    reason = exc.strerror or str(exc)
+    reason = os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)  # asyncio's own wording repeats
     hint = _BIND_HINTS.get(exc.errno or 0)
     service = f" for {what}" if what else ""
     return OSError(exc.errno, f"cannot listen on {where}{service}: {reason}" + (f" ({hint})" if hint else ""))
