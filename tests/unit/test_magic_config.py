@@ -180,3 +180,17 @@ def test_assigned_wgsql_line_holds_every_row_beyond_the_display_limit(load, caps
     assert type(y.head(10)) is pd.DataFrame and len(y[y["x"] > 2]) == 18
     sh.run_line_magic("config", "WgMagic.displaylimit = 50")
     assert sh.run_cell(f"z = %wgsql {TWENTY}").success and type(sh.user_ns["z"]) is pd.DataFrame
+
+
+def test_a_limited_result_pickles_and_compares_as_its_rows():
+    import pickle
+
+    import pandas as pd
+
+    from wgmagic.notebook.frames import limited_frame
+
+    frame = pd.DataFrame({"x": range(100)})
+    limited = limited_frame(frame, 5)
+    back = pickle.loads(pickle.dumps(limited))
+    pd.testing.assert_frame_equal(pd.DataFrame(back), frame)
+    assert "100 rows; showing the first 5" in repr(back)

@@ -661,6 +661,8 @@ class WgMagic(Magics):
         does); beyond `limit` rows it displays its first `limit` and a line saying how many there are."""
         if limit is None or len(frame) <= limit:
             return frame
+        from wgmagic.notebook.frames import limited_frame
+
         return limited_frame(frame, limit)
 
     def _sql_connection(self, args: argparse.Namespace) -> Any:
@@ -824,44 +826,6 @@ def _affected(result: Any) -> str:
             "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "SELECT", ""):
         return f"{result.rowcount} row{'s' if result.rowcount != 1 else ''} affected"
     return result.status or "done"
-
-
-_LIMITED_FRAME: list[type] = []
-
-
-def limited_frame(frame: Any, limit: int) -> Any:
-    """`frame` (every row, the same data) as a DataFrame whose notebook and text display show its first `limit`
-    rows and "N rows; showing the first limit". Anything derived from it (head, filters, copies) is a plain
-    DataFrame."""
-    if not _LIMITED_FRAME:
-        import pandas as pd
-
-        class WgsqlFrame(pd.DataFrame):  # type: ignore[misc]
-            """A %%wgsql result: every row; displayed as its first `_wgmagic_limit` rows and their count."""
-
-            _metadata = ["_wgmagic_limit"]
-
-            @property
-            def _constructor(self) -> Any:
-                return pd.DataFrame
-
-            def _wgmagic_note(self) -> str:
-                return (f"{len(self):,} rows; showing the first {self._wgmagic_limit:,} (every row is in the "
-                        "result; --limit N or %config WgMagic.displaylimit to show more)")
-
-            def __repr__(self) -> str:
-                return f"{pd.DataFrame.__repr__(self.head(self._wgmagic_limit))}\n{self._wgmagic_note()}"
-
-            def _repr_html_(self) -> str | None:
-                html = self.head(self._wgmagic_limit)._repr_html_()
-                if html is None:
-                    return None
-                return f"{html}<p>{self._wgmagic_note()}</p>"
-
-        _LIMITED_FRAME.append(WgsqlFrame)
-    limited = _LIMITED_FRAME[0](frame)
-    limited._wgmagic_limit = limit
-    return limited
 
 
 def _default_name(source: str, taken: dict[str, Any]) -> str:
