@@ -279,7 +279,10 @@ def _private_key_elsewhere(p: _Parser, line: int, ask: Callable[[str], str] | No
     """The private key of a file without `PrivateKey`: $WGMAGIC_PRIVATE_KEY, else asked for, else an error."""
     value, where = os.environ.get(PRIVATE_KEY_ENV, "").strip(), PRIVATE_KEY_ENV
     if not value and ask is not None:
-        value = (ask(f"PrivateKey for {p.source} (or set {PRIVATE_KEY_ENV}): ") or "").strip()
+        try:
+            value = (ask(f"PrivateKey for {p.source} (or set {PRIVATE_KEY_ENV}): ") or "").strip()
+        except (EOFError, OSError):  # nobody to answer after all (no tty, stdin closed)
+            value = ""
         where = "the PrivateKey typed"
     if not value:
         raise p.error(f"is missing: put it in the file, or set {PRIVATE_KEY_ENV} (on a terminal wgmagic asks "
@@ -372,11 +375,13 @@ def load_config(source: str | os.PathLike[str] | WireGuardConfig,
 
 
 def private_key_prompt() -> Callable[[str], str] | None:
-    """getpass.getpass where someone can answer it (stdin a terminal, or an IPython kernel, which forwards it to
+    """getpass.getpass where someone can answer it (stdin a terminal, or a Jupyter kernel, which forwards it to
     the notebook), else None: a script or a pipe gets the "is missing" error instead of a hanging read."""
     import sys
 
-    interactive = "ipykernel" in sys.modules
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    interactive = getattr(shell, "kernel", None) is not None  # a Jupyter kernel forwards getpass to the page
     if not interactive:
         try:
             interactive = sys.stdin is not None and sys.stdin.isatty()

@@ -57,8 +57,6 @@ def test_private_key_asked_for_when_someone_can_answer(monkeypatch, tmp_path):
     assert parse_config(_config(private=None), ask_private_key=lambda prompt: asked.append(prompt) or PRIVATE)
     assert PRIVATE_KEY_ENV in asked[0]
     monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(isatty=lambda: True))
-    monkeypatch.setitem(sys.modules, "ipykernel", None)
-    monkeypatch.delitem(sys.modules, "ipykernel")
     monkeypatch.setattr("getpass.getpass", lambda prompt: PRIVATE)
     path = tmp_path / "nopriv.conf"
     path.write_text(_config(private=None))
@@ -115,8 +113,12 @@ def test_a_handshake_that_cannot_start_leaves_no_unretrieved_future(monkeypatch,
 
 
 # ---- 5: the doctor's fix line, per kind of config error ---------------------------------------------------------
-def test_doctor_fix_line_fits_the_error(tmp_path):
+def test_doctor_fix_line_fits_the_error(tmp_path, monkeypatch):
+    import ipykernel  # noqa: F401  (imported, as in the whole suite: no kernel runs, so no prompt)
+
     from wgmagic.tools.doctor import run_doctor
+
+    monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(isatty=lambda: False))
 
     (tmp_path / "nopriv.conf").write_text(_config(private=None))
     (tmp_path / "badkey.conf").write_text(_config(peer="AAAA"))
