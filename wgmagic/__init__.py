@@ -40,9 +40,10 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ipython: Any) -> None:
     """%load_ext wgmagic: registers %wg and %%wgsql, configurable as `%config WgMagic.<setting>`."""
-    from wgmagic.notebook.magics import WgMagic, capture_transformer
+    from wgmagic.notebook.magics import WgMagic, capture_transformer, install_log_handler
 
     magics = WgMagic(ipython)
+    magics._log_handler = install_log_handler()  # type: ignore[attr-defined]
     ipython.register_magics(magics)
     if capture_transformer not in ipython.input_transformers_cleanup:
         ipython.input_transformers_cleanup.append(capture_transformer)
@@ -55,6 +56,11 @@ def unload_ipython_extension(ipython: Any) -> None:
     if magics is None:
         return
     magics.close_all()
+    handler = getattr(magics, "_log_handler", None)
+    if handler is not None:
+        import logging
+
+        logging.getLogger("wgmagic").removeHandler(handler)
     from wgmagic.notebook.magics import capture_transformer
 
     configurables = getattr(ipython, "configurables", None)

@@ -37,6 +37,16 @@ def format_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def format_address(address: object) -> str:
+    """A socket address as users write it: (host, port[, ...]) -> "host:port" or "[v6]:port"; a Unix socket's
+    path (str or bytes) as it is; anything else as str()."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{format_host(str(address[0]))}:{address[1]}"
+    if isinstance(address, bytes):
+        return address.decode(errors="replace")
+    return str(address)
+
+
 def _port(text: str, port_text: str, low: int) -> int:
     if not (port_text.isascii() and port_text.isdigit()):
         raise AddressError(text, "the port must be a number")

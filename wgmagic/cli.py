@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from wgmagic import __version__
 from wgmagic.errors import WgMagicError
@@ -46,9 +47,7 @@ def _cmd_ping(args: argparse.Namespace) -> int:
     tunnel = connect(_client_config(args.config), timeout=args.handshake_timeout, timers=timers_from_environment(),
                      via=args.via, via_ca=args.via_ca)
     try:
-        peer = tunnel.config.peers[0]
-        where = f"{peer.endpoint[0]}:{peer.endpoint[1]}" if peer.endpoint else "?"
-        print(f"PING {args.host} through wgmagic (peer at {where}): {args.size} data bytes", flush=True)
+        print(ping_header(tunnel, args.host, args.size), flush=True)
         rtts: list[float] = []
         sent = 0
         for reply in tunnel.ping_iter(args.host, args.count, interval=args.interval, timeout=args.wait,
@@ -71,6 +70,19 @@ def _cmd_ping(args: argparse.Namespace) -> int:
         return 0 if rtts else 1
     finally:
         tunnel.close()
+
+
+def ping_header(tunnel: object, host: str, size: int) -> str:
+    """ping's first line: the peer's endpoint, and the WebSocket relay when the datagrams ride one."""
+    from wgmagic.addresses import format_address
+    from wgmagic.via import mask_url
+
+    peer = tunnel.config.peers[0]  # type: ignore[attr-defined]
+    where = f"peer at {format_address(peer.endpoint) if peer.endpoint else '?'}"
+    via = getattr(tunnel, "via", None)
+    if via is not None and via.url:
+        where = f"{where}, over the WebSocket {mask_url(via.url)}"
+    return f"PING {host} through wgmagic ({where}): {size} data bytes"
 
 
 def _client_config(path: str) -> object:
@@ -125,6 +137,17 @@ def _parse_dynamic_spec(spec: str) -> tuple[str, int]:
     return _parse_listen(spec, "-D")
 
 
+@contextlib.contextmanager
+def _listener_named(option: str, spec: str) -> Iterator[None]:
+    """An OSError while starting the listener of `option spec` (-L, -D, -R, --listen, --websocket, --expose)
+    becomes one sentence that names that option and the listener's address (the error's own text)."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise WgMagicError(f"{option} {spec}: {reason}") from None
+
+
 def _stop_on_signals() -> threading.Event:
     """An event set by Ctrl-C or SIGTERM: long-running commands end cleanly instead of dying mid-write."""
     stopping = threading.Event()
@@ -144,7 +167,7 @@ def _show_status_until(stopping: threading.Event, status_line: Callable[[], str]
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from wgmagic.addresses import format_host
+    from wgmagic.addresses import format_address, format_host
     from wgmagic.runtime.tunnel import connect
 
     tunnel = connect(_client_config(args.config), timeout=args.handshake_timeout, timers=timers_from_environment(),
@@ -152,20 +175,22 @@ def _cmd_up(args: argparse.Namespace) -> int:
     stopping = _stop_on_signals()
     try:
         for spec in args.local:
-            if spec.strip().lower().startswith("udp:"):
-                _start_udp_forward(tunnel, spec)
-                continue
-            bind, port, target = _parse_local_spec(spec)
-            forward = tunnel.forward(target, local=f"{format_host(bind)}:{port}")
-            host, lport = forward.local_address
-            print(f"forwarding {host}:{lport} -> {target} through the tunnel", flush=True)
+            with _listener_named("-L", spec):
+                if spec.strip().lower().startswith("udp:"):
+                    _start_udp_forward(tunnel, spec)
+                    continue
+                bind, port, target = _parse_local_spec(spec)
+                forward = tunnel.forward(target, local=f"{format_host(bind)}:{port}")
+            print(f"forwarding {format_address(forward.local_address)} -> {target} through the tunnel", flush=True)
         for spec in args.remote:
-            exposed = tunnel.expose(_parse_remote_spec(spec))
-            where = ", ".join(f"{a}:{exposed.port}" for a in exposed.addresses)
+            with _listener_named("-R", spec):
+                exposed = tunnel.expose(_parse_remote_spec(spec))
+            where = ", ".join(format_address((a, exposed.port)) for a in exposed.addresses)
             print(f"exposing {exposed.expose.target_host}:{exposed.expose.target_port} on the tunnel at {where}",
                   flush=True)
         for spec in args.dynamic:
-            _start_socks(tunnel, spec, args.no_auth)
+            with _listener_named("-D", spec):
+                _start_socks(tunnel, spec, args.no_auth)
         print("tunnel up; Ctrl-C to stop", flush=True)
         _show_status_until(stopping, lambda: tunnel_status_line(tunnel), args.quiet)
     finally:
@@ -184,13 +209,15 @@ def _start_socks(tunnel: object, spec: str, no_auth: bool) -> None:
         print(f"SOCKS5 proxy on the Unix socket {server.address} (curl --proxy {server.proxy_url()})", flush=True)
         return
     bind, port = _parse_dynamic_spec(spec)
+    from wgmagic.addresses import format_address
+
     server = tunnel.socks(port=port, host=bind, no_auth=no_auth)  # type: ignore[attr-defined]
-    host, lport = server.address[:2]
+    where = format_address(server.address)
     if server.credentials is None:
-        print(f"SOCKS5 proxy on {host}:{lport} without credentials: any local user can use it", flush=True)
+        print(f"SOCKS5 proxy on {where} without credentials: any local user can use it", flush=True)
     else:
         user, password = server.credentials
-        print(f"SOCKS5 proxy on {host}:{lport}, username {user} password {password} (shown only now; "
+        print(f"SOCKS5 proxy on {where}, username {user} password {password} (shown only now; "
               f"curl --proxy {server.proxy_url(reveal=True)})", flush=True)
 
 
@@ -198,10 +225,11 @@ def _start_udp_forward(tunnel: object, spec: str) -> None:
     from wgmagic.addresses import parse_udp_listen_spec
 
     listen = parse_udp_listen_spec(spec)
+    from wgmagic.addresses import format_address
+
     forward = tunnel.forward(listen.target, local=listen.local)  # type: ignore[attr-defined]
-    host, lport = forward.local_address
-    print(f"forwarding udp {host}:{lport} -> {listen.target} through the tunnel (flows idle out after "
-          f"{forward.spec.idle_timeout:g} s)", flush=True)
+    print(f"forwarding udp {format_address(forward.local_address)} -> {listen.target} through the tunnel (flows "
+          f"idle out after {forward.spec.idle_timeout:g} s)", flush=True)
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
@@ -350,7 +378,7 @@ def _cmd_relay(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from wgmagic.addresses import split_host_port
+    from wgmagic.addresses import format_address, split_host_port
     from wgmagic.runtime.services.wsrelay import WebSocketRelay
 
     host, port = _parse_listen(args.listen, "--listen")
@@ -365,10 +393,11 @@ def _cmd_relay(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
-        bound = await relay.start(host, port, tls_cert=args.tls_cert, tls_key=args.tls_key)
+        with _listener_named("--listen", args.listen):
+            bound = await relay.start(host, port, tls_cert=args.tls_cert, tls_key=args.tls_key)
         scheme = "wss" if args.tls_cert else "ws"
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        print(f"relay listening on {scheme}://{shown}:{bound[1]}{relay.path} -> udp {target[0]}:{target[1]}",
+        print(f"relay listening on {scheme}://{shown}:{bound[1]}{relay.path} -> udp {format_address(target)}",
               flush=True)
         await stopping.wait()
         await relay.close()
@@ -390,8 +419,18 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     names = dict(parse_name(spec) for spec in args.name)
     stopping = _stop_on_signals()
     websocket = _parse_listen(args.websocket, "--websocket") if args.websocket else None
-    gateway = Gateway(args.config, exposes, names, timers=timers_from_environment(), websocket=websocket,
-                      tls_cert=args.tls_cert, tls_key=args.tls_key, websocket_path=args.path)
+    try:
+        gateway = Gateway(args.config, exposes, names, timers=timers_from_environment(), websocket=websocket,
+                          tls_cert=args.tls_cert, tls_key=args.tls_key, websocket_path=args.path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        spec = next((s for s, e in zip(args.expose, exposes, strict=True) if f"expose {e.target_host}:" in reason
+                     and f"port {e.port} " in reason), None)
+        if spec is not None:
+            raise WgMagicError(f"--expose {spec}: {reason}") from None
+        if "WebSocket" in reason and args.websocket:
+            raise WgMagicError(f"--websocket {args.websocket}: {reason}") from None
+        raise
     try:
         print(f"gateway listening on UDP port {gateway.listen_port}", flush=True)
         if gateway.websocket_address:
@@ -433,16 +472,26 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if report.healthy else 1
 
 
+class PlainFormatter(logging.Formatter):
+    """A record as one line for a user: "wgmagic: warning: ..." ("error:" above, nothing more below)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        kind = "error: " if record.levelno >= logging.ERROR else "warning: " if record.levelno >= logging.WARNING \
+            else ""
+        return f"wgmagic: {kind}{record.getMessage()}"
+
+
 def _configure_logging(verbosity: int) -> None:
     """The library logs through the `wgmagic` logger hierarchy; the CLI shows warnings (degraded modes such as a
     forward on guarded loopback TCP) and, with -v/-vv, lifecycle and debug records on stderr."""
-    import logging
-
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("wgmagic: %(message)s" if verbosity <= 0
-                                           else "%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    handler.setFormatter(PlainFormatter() if verbosity <= 0
+                         else logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    handler.set_name("wgmagic-cli")
     logger = logging.getLogger("wgmagic")
+    for old in [h for h in logger.handlers if h.get_name() == "wgmagic-cli"]:  # main() called again in-process
+        logger.removeHandler(old)
     logger.addHandler(handler)
     logger.setLevel(level)
 

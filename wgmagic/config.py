@@ -12,10 +12,11 @@ import binascii
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 from wgmagic.addresses import AddressError, split_host_port
 from wgmagic.errors import ConfigError
@@ -33,6 +34,28 @@ _LABEL = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}"
 _MARKED = re.compile(r"^\s*#@wgmagic\s+([A-Za-z]+)\s*=\s*(.*?)\s*$", re.IGNORECASE)
 MARKED_PEER_KEYS = {"via"}
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?$")
+
+# The private key may stay out of the file: then it comes from this variable, or is asked for (hidden).
+PRIVATE_KEY_ENV = "WGMAGIC_PRIVATE_KEY"
+
+# Curve25519 points of small order (the u-coordinates of order 1, 2, 4 and 8, and their non-canonical
+# encodings below 2^255), compared with the top bit cleared as X25519 ignores it (RFC 7748 5). A peer key
+# among them makes every Diffie-Hellman result the all-zero value, which the whitepaper's handshake (5.4.2)
+# and RFC 7748 section 6.1 require rejecting: no session could ever be made with it.
+_SMALL_ORDER_POINTS = frozenset(bytes.fromhex(h) for h in (
+    "00" * 32,
+    "01" + "00" * 31,
+    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+    "ec" + "ff" * 30 + "7f",
+    "ed" + "ff" * 30 + "7f",
+    "ee" + "ff" * 30 + "7f",
+))
+
+
+def is_small_order_point(key: bytes) -> bool:
+    """True for a Curve25519 public key whose X25519 with any private key is all zeros (RFC 7748 6.1)."""
+    return len(key) == 32 and key[:31] + bytes([key[31] & 0x7F]) in _SMALL_ORDER_POINTS
 
 
 @dataclass(frozen=True)
@@ -159,8 +182,13 @@ def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def parse_config(text: str, *, source: str = "<string>") -> WireGuardConfig:
-    """Parse wg-quick text. Raises ConfigError naming source, line and key; never echoes a secret."""
+def parse_config(text: str, *, source: str = "<string>",
+                 ask_private_key: Callable[[str], str] | None = None) -> WireGuardConfig:
+    """Parse wg-quick text. Raises ConfigError naming source, line and key; never echoes a secret.
+
+    Without a `PrivateKey` line the key comes from $WGMAGIC_PRIVATE_KEY, else from `ask_private_key(prompt)`
+    (a hidden prompt such as getpass.getpass) when given; else ConfigError("PrivateKey: is missing ...").
+    """
     if not isinstance(text, str):
         raise ConfigError("configuration must be text", source=source)
     text = text.removeprefix("\ufeff")  # a byte-order mark read as a character (open() with UTF-8)
@@ -217,7 +245,7 @@ def parse_config(text: str, *, source: str = "<string>") -> WireGuardConfig:
     if interface is None:
         raise p.error("has no [Interface] section")
     if "privatekey" not in interface:
-        raise p.error("is missing", interface_line, "PrivateKey")
+        interface["privatekey"] = _private_key_elsewhere(p, interface_line, ask_private_key)
     dns = cast("tuple[object, ...]", interface.get("dns", ()))
     iface = InterfaceConfig(
         private_key=interface["privatekey"],  # type: ignore[arg-type]
@@ -245,6 +273,28 @@ def parse_config(text: str, *, source: str = "<string>") -> WireGuardConfig:
         ))
     return WireGuardConfig(interface=iface, peers=tuple(peer_configs), source=source,
                            warnings=tuple(p.warnings))
+
+
+def _private_key_elsewhere(p: _Parser, line: int, ask: Callable[[str], str] | None) -> bytes:
+    """The private key of a file without `PrivateKey`: $WGMAGIC_PRIVATE_KEY, else asked for, else an error."""
+    value, where = os.environ.get(PRIVATE_KEY_ENV, "").strip(), PRIVATE_KEY_ENV
+    if not value and ask is not None:
+        try:
+            value = (ask(f"PrivateKey for {p.source} (or set {PRIVATE_KEY_ENV}): ") or "").strip()
+        except (EOFError, OSError):  # nobody to answer after all (no tty, stdin closed)
+            value = ""
+        where = "the PrivateKey typed"
+    if not value:
+        raise p.error(f"is missing: put it in the file, or set {PRIVATE_KEY_ENV} (on a terminal wgmagic asks "
+                      "for it)", line, "PrivateKey")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise p.error(f"{where} is not 32 bytes of base64 (a WireGuard key is 44 characters ending in '=')",
+                      line, "PrivateKey")
+    return raw
 
 
 def _marked_setting(p: _Parser, peer: dict[str, object] | None, key: str, value: str, line: int) -> None:
@@ -287,7 +337,12 @@ def _parse_value(p: _Parser, in_interface: bool, lower: str, key: str, value: st
             return p.integer(value, line, key, 0, 65535)
     else:
         if lower == "publickey":
-            return p.key32(value, line, key)
+            public = p.key32(value, line, key)
+            if is_small_order_point(public):
+                raise p.error("is not a usable Curve25519 key (a point of small order such "
+                              "as all zeros: every key exchange with it gives zero, which WireGuard rejects); "
+                              "copy the peer's real public key", line, key)
+            return public
         if lower == "presharedkey":
             return p.key32(value, line, key)
         if lower == "endpoint":
@@ -302,15 +357,41 @@ def _parse_value(p: _Parser, in_interface: bool, lower: str, key: str, value: st
     raise p.error(f"is not a key wgmagic knows in {section}", line, key)
 
 
-def load_config(source: str | os.PathLike[str] | WireGuardConfig) -> WireGuardConfig:
+def load_config(source: str | os.PathLike[str] | WireGuardConfig,
+                ask_private_key: Callable[[str], str] | Literal["auto"] | None = "auto") -> WireGuardConfig:
     """A parsed config, a path to a wg-quick file, or wg-quick text itself. Raises ConfigError (never
-    OSError or UnicodeDecodeError) for a file that is missing, unreadable or not text."""
+    OSError or UnicodeDecodeError) for a file that is missing, unreadable or not text.
+
+    A file without `PrivateKey`: the key from $WGMAGIC_PRIVATE_KEY, else `ask_private_key(prompt)`; "auto"
+    (the default) asks with a hidden prompt where someone can answer (a terminal, or an IPython kernel), None
+    never asks. The one rule of the CLI, `wgmagic.connect()` and `%wg connect`."""
     if isinstance(source, WireGuardConfig):
         return source
+    ask = private_key_prompt() if ask_private_key == "auto" else ask_private_key
     if isinstance(source, os.PathLike) or ("\n" not in str(source) and "[" not in str(source)):
         path = str(Path(os.fspath(source)).expanduser())
-        return parse_config(read_config_file(path), source=path)
-    return parse_config(str(source))
+        return parse_config(read_config_file(path), source=path, ask_private_key=ask)
+    return parse_config(str(source), ask_private_key=ask)
+
+
+def private_key_prompt() -> Callable[[str], str] | None:
+    """getpass.getpass where someone can answer it (stdin a terminal, or a Jupyter kernel, which forwards it to
+    the notebook), else None: a script or a pipe gets the "is missing" error instead of a hanging read."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    interactive = getattr(shell, "kernel", None) is not None  # a Jupyter kernel forwards getpass to the page
+    if not interactive:
+        try:
+            interactive = sys.stdin is not None and sys.stdin.isatty()
+        except (AttributeError, ValueError):
+            interactive = False
+    if not interactive:
+        return None
+    import getpass
+
+    return lambda prompt: getpass.getpass(prompt)
 
 
 def read_config_file(path: str | os.PathLike[str]) -> str:

@@ -7,6 +7,8 @@ secrets.
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -78,3 +80,23 @@ class MessageTooLongError(TunnelError, OSError):
 
 class TransportError(TunnelError, ConnectionError):
     """The way to the peer other than UDP failed: a WebSocket relay, TLS or an HTTP proxy refused (issue 13)."""
+
+
+class MissingDependencyError(WgMagicError, ModuleNotFoundError):
+    """An optional package behind a public API is not installed; the message names the extra that brings it
+    (`pip install 'wgmagic[tools]'`). A ModuleNotFoundError too, so `except ImportError` still catches it."""
+
+
+def import_optional(module: str, extra: str, feature: str) -> ModuleType:
+    """`import module` for `feature` (the public API that needs it, e.g. "tunnel.engine()"); when it is not
+    installed, MissingDependencyError naming the pip extra of wgmagic that installs it. Raises any other
+    ImportError of the module unchanged (a broken install should say what is broken)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        top = module.partition(".")[0]
+        if exc.name is None or exc.name.partition(".")[0] != top:
+            raise
+        raise MissingDependencyError(
+            f"{feature} needs the package {top!r}, which is not installed: pip install 'wgmagic[{extra}]'",
+            name=top) from None

@@ -95,3 +95,36 @@ def test_down_leaves_nothing():
     assert not bed.dir.exists()
     leftovers = subprocess.run(["pgrep", "-f", f"wireguard-go -f {bed.peer_if}"], capture_output=True)
     assert leftovers.returncode == 1
+
+
+def test_bed_by_hand_keeps_its_secrets_private_and_down_from_another_shell_stops_it():
+    """`python -m tests.testbed up` writes the DSN (a password) and the client config 0600 in a directory others
+    cannot list, and `python -m tests.testbed down` from another process tears that bed down (it printed
+    "removed: nothing" while the bed stayed up)."""
+    import stat
+    import time
+    from pathlib import Path
+
+    up = subprocess.Popen([sys.executable, "-m", "tests.testbed", "up"], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in up.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C"):
+                break
+        config = Path(next(x for x in lines if x.startswith("client config:")).split(": ", 1)[1].strip())
+        namespace = lines[0].split("peer namespace ", 1)[1].split(",")[0]
+        assert namespace in run("ip", "netns", "list").stdout
+        for secret in (config, config.parent / "dsn", config.parent / "peer.key"):
+            assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
+        assert stat.S_IMODE(config.parent.stat().st_mode) & 0o077 in (0, 0o011)  # others may not list it
+        down = subprocess.run([sys.executable, "-m", "tests.testbed", "down"], capture_output=True, text=True,
+                              timeout=60)
+        assert namespace in down.stdout and "nothing" not in down.stdout
+        assert up.wait(30) == 0
+        time.sleep(0.1)
+        assert namespace not in run("ip", "netns", "list").stdout and not config.parent.exists()
+    finally:
+        if up.poll() is None:
+            up.terminate()
+            up.wait(30)

@@ -120,7 +120,9 @@ class TestBed:
         self.peer_if = f"{PREFIX}p{self.id}"
         self.ref_if = f"{PREFIX}r{self.id}"
         self.dir = Path(tempfile.mkdtemp(prefix=f"wgmagic-bed-{self.id}-"))
-        os.chmod(self.dir, 0o755)  # postgres must traverse it
+        # 0711: postgres and mysql (their own users) must reach their files in here, but nobody else may list
+        # it; every file holding a secret is 0600 from its creation (write_private).
+        os.chmod(self.dir, 0o711)
         (self.dir / "owner.pid").write_text(str(os.getpid()))  # clean_leftovers() spares beds in use
         self.port = 0  # the peer's UDP port on the host's loopback: the kernel's choice, read back once it is up
         self.peer_private, self.peer_public = keypair()
@@ -166,9 +168,7 @@ class TestBed:
 
     def _write_keys(self) -> None:
         for name, value in (("peer.key", self.peer_private), ("ref.key", self.ref_private)):
-            path = self.dir / name
-            path.write_text(value + "\n")
-            path.chmod(0o600)
+            write_private(self.dir / name, value + "\n")
 
     def _start_wireguard_go(self, interface: str) -> subprocess.Popen:
         # A killed wireguard-go leaves its control socket behind; a stale one would look like a ready daemon.
@@ -380,9 +380,7 @@ class TestBed:
             return self.second
         ns, interface = f"{PREFIX}b-{self.id}", f"{PREFIX}b{self.id}"
         private, public = keypair()
-        key_file = self.dir / "second.key"
-        key_file.write_text(private + "\n")
-        key_file.chmod(0o600)
+        key_file = write_private(self.dir / "second.key", private + "\n")
         run("ip", "netns", "add", ns)
         self.second = SecondPeer(ns, interface, public, 0)
         run("ip", "link", "set", "lo", "up", ns=ns)
@@ -543,6 +541,15 @@ class TestBed:
         self.second = None
         shutil.rmtree(self.dir, ignore_errors=True)
         self.up_ = False
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write `text` to a file readable by its owner only (0600 from creation: no moment at the umask's 0644)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return path
 
 
 def _owner_alive(bed_id: str) -> bool:

@@ -32,7 +32,7 @@ AllowedIPs = 198.18.0.0/24, fd77:6d61:6769:6300::/64
 PersistentKeepalive = 25
 
 [Peer]
-PublicKey = {base64.b64encode(bytes(32)).decode()}
+PublicKey = {base64.b64encode(bytes(range(128, 160))).decode()}
 Endpoint = [fd00::1]:51820
 """
 

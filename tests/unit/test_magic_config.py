@@ -52,16 +52,13 @@ def test_config_displaylimit_limits_the_rows_shown(load, capsys):
     sh = load()
     assert sh.run_cell(f"%%wgsql sqlite:// --no-tunnel --alias lite\n{TWENTY}").success
     sh.run_line_magic("config", "WgMagic.displaylimit = 5")
-    displayed = []
-    sh.display_pub.publish = lambda data, **kw: displayed.append(data)  # what IPython.display.display sends
     capsys.readouterr()
     result = sh.run_cell(f"%%wgsql\n{TWENTY}")
     out = capsys.readouterr().out
-    assert result.success and result.result is None
     assert "20 rows; showing the first 5" in out
-    assert len(sh.user_ns["_"]) == 20  # the whole frame is kept
-    text = displayed[-1]["text/plain"]
-    assert text.splitlines()[-1].split()[0] == "4" and " 19 " not in text  # rows 0..4 shown
+    assert len(result.result) == 20 and len(sh.user_ns["_"]) == 20  # the whole frame is the result
+    shown = out.splitlines()
+    assert any(line.split()[:1] == ["4"] for line in shown) and not any(line.split()[:1] == ["19"] for line in shown)
     sh.run_line_magic("config", "WgMagic.displaylimit = 0")  # 0: every row, as in JupySQL
     result = sh.run_cell(f"%%wgsql\n{TWENTY}")
     assert len(result.result) == 20
@@ -166,3 +163,34 @@ def test_jupysql_keys_make_a_url(home):
     connection = read_connection(path, "pg")
     assert connection.dsn == "postgresql://app@[fd00::1]:6432/app?sslmode=verify-full"
     assert (connection.tunnel, connection.direct) == (None, False)
+
+
+def test_assigned_wgsql_line_holds_every_row_beyond_the_display_limit(load, capsys):
+    """`y = %wgsql SELECT ...` with more rows than displaylimit: a DataFrame with every row (it was None), shown
+    limited; what is derived from it is a plain DataFrame."""
+    import pandas as pd
+
+    sh = load()
+    assert sh.run_cell(f"%%wgsql sqlite:// --no-tunnel --alias lite\n{TWENTY}").success
+    sh.run_line_magic("config", "WgMagic.displaylimit = 5")
+    assert sh.run_cell(f"y = %wgsql {TWENTY}").success
+    y = sh.user_ns["y"]
+    assert isinstance(y, pd.DataFrame) and len(y) == 20 and list(y["x"]) == list(range(1, 21))
+    assert "20 rows; showing the first 5" in repr(y) and "20 rows" in y._repr_html_()
+    assert type(y.head(10)) is pd.DataFrame and len(y[y["x"] > 2]) == 18
+    sh.run_line_magic("config", "WgMagic.displaylimit = 50")
+    assert sh.run_cell(f"z = %wgsql {TWENTY}").success and type(sh.user_ns["z"]) is pd.DataFrame
+
+
+def test_a_limited_result_pickles_and_compares_as_its_rows():
+    import pickle
+
+    import pandas as pd
+
+    from wgmagic.notebook.frames import limited_frame
+
+    frame = pd.DataFrame({"x": range(100)})
+    limited = limited_frame(frame, 5)
+    back = pickle.loads(pickle.dumps(limited))
+    pd.testing.assert_frame_equal(pd.DataFrame(back), frame)
+    assert "100 rows; showing the first 5" in repr(back)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import logging
 import os
 import re
 import shlex
@@ -22,10 +23,10 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 from traitlets import Bool, Float, Int, TraitError, Unicode, default, validate
 
+from wgmagic.addresses import format_address
 from wgmagic.errors import ConfigError, WgMagicError
 from wgmagic.sql.connstr import mask_all_secrets as scrub
 
-PRIVATE_KEY_ENV = "WGMAGIC_PRIVATE_KEY"
 DEFAULT_DISPLAY_LIMIT = 50
 _VARIABLE = re.compile(r"^(?:\{\s*([A-Za-z_][\w.]*)\s*\}|\$([A-Za-z_]\w*))$")
 _CAPTURE = re.compile(r"^\s*([A-Za-z_]\w*)\s*<<\s*(.*)$")
@@ -195,7 +196,13 @@ def _wg_parser() -> _Parser:
     p.add_argument("config", nargs="?", help="a wg-quick file or {var}; default: the current tunnel")
     p.add_argument("--target", help="HOST:PORT (or HOST) on the private network to check too")
     p.add_argument("--timeout", type=float, default=5.0)
+    sub.add_parser("help", help="this list of commands (as %%wg? shows it)")
     return parser
+
+
+def _wg_usage() -> str:
+    """%wg's docstring and `%wg help`: the parser's own list of subcommands, so the two cannot drift."""
+    return _wg_parser().format_help()
 
 
 def _wgsql_parser() -> _Parser:
@@ -297,13 +304,12 @@ class WgMagic(Magics):
     @no_var_expand
     @line_magic
     def wg(self, line: str) -> Any:
-        """User-mode WireGuard: %wg connect CONFIG | status | disconnect | forward | socks | ping | resolve |
-        connections | diag | plot | bench | doctor. `%wg COMMAND --help` for each."""
+        """(replaced below the class by _wg_usage(): the commands as the parser knows them)"""
         args = _parse(_wg_parser(), line)
         if args is None:
             return None
-        if args.command is None:
-            _wg_parser().print_help()
+        if args.command in (None, "help"):
+            print(_wg_usage())
             return None
         handler = getattr(self, f"_wg_{args.command}")
         return _guarded(f"%wg {args.command}", handler, args)
@@ -313,14 +319,7 @@ class WgMagic(Magics):
         from wgmagic.runtime.tunnel import connect
 
         text, source = self._config_text(args.config)
-        try:
-            config = parse_config(text, source=source)
-        except ConfigError as exc:
-            if exc.key != "PrivateKey":
-                raise
-            key = os.environ.get(PRIVATE_KEY_ENV) or getpass.getpass(
-                f"PrivateKey for {source} (or set {PRIVATE_KEY_ENV}): ")
-            config = parse_config(_with_private_key(text, key.strip()), source=source)
+        config = parse_config(text, source=source, ask_private_key=lambda prompt: getpass.getpass(prompt))
         if not config.peers:
             raise ConfigError("has no [Peer] section: there is nothing to connect to", source=source)
         name = args.name
@@ -437,7 +436,7 @@ class WgMagic(Magics):
             raise UsageError("%wg forward: --idle-timeout is for UDP forwards (udp:HOST:PORT)")
         forward = self.tunnel(args.tunnel).forward(target, local=local)
         params = forward.libpq_params()
-        print(f"wgmagic: {forward.local_address} -> {args.target}; libpq: "
+        print(f"wgmagic: {format_address(forward.local_address)} -> {args.target}; libpq: "
               + " ".join(f"{k}={v}" for k, v in params.items()))
         return forward
 
@@ -447,7 +446,7 @@ class WgMagic(Magics):
         except ValueError as exc:
             raise UsageError(f"%wg forward: {exc}") from None
         where = forward.local_address
-        shown = where if isinstance(where, str) else f"udp {where[0]}:{where[1]}"
+        shown = where if isinstance(where, str) else f"udp {format_address(where)}"
         print(f"wgmagic: {shown} -> {forward.target} (a flow per client address; idle flows end after "
               f"{forward.spec.idle_timeout:g} s)")
         return forward
@@ -467,10 +466,10 @@ class WgMagic(Magics):
                   "wgmagic.runtime.services.socks.socks5_connect(PATH, host, port)")
         elif server.credentials is not None:
             user, password = server.credentials
-            print(f"wgmagic: SOCKS5 on {server.address[0]}:{server.address[1]}, username {user} password "
+            print(f"wgmagic: SOCKS5 on {format_address(server.address)}, username {user} password "
                   f"{password} (shown only now)\n  curl --proxy {server.proxy_url(reveal=True)} URL")
         else:
-            print(f"wgmagic: SOCKS5 on {server.address[0]}:{server.address[1]} WITHOUT credentials: any local "
+            print(f"wgmagic: SOCKS5 on {format_address(server.address)} WITHOUT credentials: any local "
                   "user can use it (curl --socks5-hostname)")
         return server
 
@@ -654,21 +653,20 @@ class WgMagic(Magics):
                 print(_affected(result))
         if frame is None:
             return None
-        for name in (args.out, target_var):
+        frame = self._show(frame, (self.displaylimit or None) if args.limit is None else args.limit)
+        for name in (args.out, target_var):  # the same object as the result (and `_`): every row
             if name:
                 self.shell.user_ns[name] = frame
-        return self._show(frame, (self.displaylimit or None) if args.limit is None else args.limit)
+        return frame
 
     def _show(self, frame: Any, limit: int | None) -> Any:
+        """The whole DataFrame, whatever its length (`x = %wgsql ...` holds every row, as JupySQL's ResultSet
+        does); beyond `limit` rows it displays its first `limit` and a line saying how many there are."""
         if limit is None or len(frame) <= limit:
             return frame
-        from IPython.display import display
+        from wgmagic.notebook.frames import limited_frame
 
-        display(frame.head(limit))
-        print(f"{len(frame):,} rows; showing the first {limit:,} (the whole DataFrame is in _; --limit N or -o VAR)")
-        with contextlib.suppress(Exception):
-            self.shell.displayhook.update_user_ns(frame)  # `_` is the full frame, as if it had been displayed
-        return None
+        return limited_frame(frame, limit)
 
     def _sql_connection(self, args: argparse.Namespace) -> Any:
         from wgmagic.sql.connstr import parse_dsn
@@ -697,6 +695,12 @@ class WgMagic(Magics):
                 conn.alias = args.alias
             return conn
         dsn = parse_dsn(target)
+        from wgmagic.sql.connection import _PSYCOPG_DRIVERS, SqlConnection
+
+        if connection_class(dsn) is SqlConnection and not (dsn.is_postgres and dsn.driver in _PSYCOPG_DRIVERS):
+            from wgmagic.errors import import_optional  # not psycopg: SQLAlchemy, an extra
+
+            import_optional("sqlalchemy", "tools", "%%wgsql with this URL (a SQLAlchemy dialect)")
         alias = args.alias or dsn.masked()
         existing = self.connections.get(alias)
         if existing is not None and existing.dsn.masked() == dsn.masked() and (
@@ -737,6 +741,9 @@ class WgMagic(Magics):
             tunnel.close()
         self.tunnels.clear()
         self.current_tunnel = self.current_connection = None
+
+
+WgMagic.wg.__doc__ = _wg_usage() + "\n`%wg COMMAND --help` for each command's arguments."
 
 
 def _standard_conforming_strings(conn: Any) -> bool:
@@ -824,24 +831,11 @@ def _affected(result: Any) -> str:
     return result.status or "done"
 
 
-def _with_private_key(text: str, key: str) -> str:
-    lines = text.splitlines()
-    for index, line in enumerate(lines):
-        if line.strip().lower() == "[interface]":
-            lines.insert(index + 1, f"PrivateKey = {key}")
-            return "\n".join(lines) + "\n"
-    raise ConfigError("has no [Interface] section", key="PrivateKey")
-
-
 def _default_name(source: str, taken: dict[str, Any]) -> str:
-    base = os.path.splitext(os.path.basename(source))[0] if not source.startswith("$") else source[1:]
-    base = re.sub(r"[^\w.-]", "_", base) or "wg"
-    if base not in taken or taken[base].closed:
-        return base
-    index = 1
-    while f"{base}{index}" in taken:
-        index += 1
-    return f"{base}{index}"
+    """The tunnel's name by the one rule of wgmagic.connect and `wgmagic up` (runtime.tunnel.default_name)."""
+    from wgmagic.runtime.tunnel import default_name
+
+    return default_name(source, {name for name, tunnel in taken.items() if not tunnel.closed})
 
 
 class _PhaseBar:
@@ -894,3 +888,28 @@ def _progress_bar(threshold: float | None = 1.0) -> Any:
 
 
 WireGuardMagics = WgMagic  # the class's earlier name
+
+
+class NotebookLogHandler(logging.Handler):
+    """The `wgmagic` logger's warnings in a notebook: one plain line, "wgmagic: warning: ...", on the cell's
+    stderr (looked up per record: the kernel replaces sys.stderr), never a Python warning with a source line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            kind = "error" if record.levelno >= logging.ERROR else "warning"
+            print(f"wgmagic: {kind}: {scrub(record.getMessage())}", file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+def install_log_handler() -> logging.Handler | None:
+    """Show the library's warnings as plain lines, unless the user configured the `wgmagic` logger already."""
+    logger = logging.getLogger("wgmagic")
+    if logger.handlers:
+        return None
+    handler = NotebookLogHandler()
+    logger.addHandler(handler)
+    return handler

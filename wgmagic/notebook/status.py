@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from wgmagic.addresses import format_address
+
 
 def human_bytes(count: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -38,7 +40,7 @@ def tunnel_status_report(tunnel: Any, handshake_seconds: float | None = None) ->
     lines = [f"tunnel {tunnel.name}"]
     in_use = {row["fingerprint"]: row["endpoint"] for row in tunnel.peer_report()}
     for peer in tunnel.config.peers:
-        where = f"{peer.endpoint[0]}:{peer.endpoint[1]}" if peer.endpoint else "(no endpoint)"
+        where = format_address(peer.endpoint) if peer.endpoint else "(no endpoint)"
         now = in_use.get(peer.public_key_b64[:8] + "...")
         if now and peer.endpoint and now != where:
             where += f" ({now})"  # a name, and the address in use
@@ -150,7 +152,9 @@ class TunnelStatus(_Table):
             "handshake rtt": "-" if rtt is None else f"{rtt * 1000:.2f} ms",
             "received": human_bytes(totals["udp_rx_bytes"]),
             "sent": human_bytes(totals["udp_tx_bytes"]),
-            "forwards": ", ".join(str(f.local_address) for f in tunnel.forwards) or "-",
+            "forwards": ", ".join(f"{format_address(f.local_address)} -> {_forward_target(f)}"
+                                  for f in tunnel.forwards) or "-",
+            "socks5": ", ".join(format_address(s.address) for s in getattr(tunnel, "socks_servers", [])) or "-",
             "exposed": ", ".join(f"{e['listen']} -> {e['target']} ({e['accepted']} accepted, {e['refused']} "
                                  "refused)" for e in exposes) or "-",
             "tcp connections": totals["tcp_established"],
@@ -162,6 +166,13 @@ class TunnelStatus(_Table):
     def many(cls, statuses: list[TunnelStatus]) -> TunnelStatus:
         return cls([row for status in statuses for row in status.rows],
                    peers=[row for status in statuses for row in status.peers or []])
+
+
+def _forward_target(forward: Any) -> str:
+    """A forward's remote end as host:port ("udp:" before a UDP forward's)."""
+    if isinstance(getattr(type(forward), "target", None), property):  # a UdpForward: "udp:host:port"
+        return str(forward.target)
+    return format_address((forward.spec.remote_host, forward.spec.remote_port))
 
 
 @dataclass(repr=False)

@@ -137,6 +137,8 @@ class Engine:
             for fut in peer.handshake_waiters:
                 if not fut.done():
                     fut.set_exception(TunnelClosedError("the tunnel was closed"))
+                    fut.exception()  # retrieved: a waiter that gave up must not leave a warning behind
+            peer.handshake_waiters.clear()
         closed_error = TunnelClosedError("the tunnel was closed")
         for lookup in list(self.lookups):
             lookup.fail(closed_error)
@@ -420,7 +422,17 @@ class Engine:
                 return fut
         for peer in peers:
             peer.handshake_waiters.append(fut)
-            self.device.initiate_handshake(peer.public_key, now)
+        try:
+            for peer in peers:
+                self.device.initiate_handshake(peer.public_key, now)
+        except BaseException:
+            # Nobody will await `fut` now: leave no waiter behind for close() to fail unretrieved ("Future
+            # exception was never retrieved").
+            for peer in peers:
+                with contextlib.suppress(ValueError):
+                    peer.handshake_waiters.remove(fut)
+            fut.cancel()
+            raise
         self.pump(now)
         return fut
 

@@ -16,12 +16,12 @@ import stat
 import tempfile
 import threading
 import time
-import warnings
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Container, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from wgmagic import explain, platform
+from wgmagic.addresses import format_address
 from wgmagic.config import WireGuardConfig, load_config
 from wgmagic.errors import (
     EndpointUnresolvableError,
@@ -30,6 +30,7 @@ from wgmagic.errors import (
     PeerNotRespondingError,
     TunnelClosedError,
     TunnelConflictError,
+    import_optional,
 )
 from wgmagic.runtime.engine import Engine
 from wgmagic.runtime.loop import LoopThread
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     from wgmagic.runtime.services.udp_forward import UdpForward
 
 T = TypeVar("T")
-_names = itertools.count(1)
 logger = logging.getLogger(__name__)
 # Strong references: an open tunnel runs a thread and holds a socket until close(), referenced or not, so it
 # stays findable (get_tunnel, the one-key check) and the atexit hook still closes it.
@@ -76,6 +76,27 @@ def _resolve_endpoint(host: str, port: int) -> list[tuple[str, int]]:
     if not addresses:
         raise EndpointUnresolvableError(f"the peer's Endpoint {host}:{port} has no IPv4 or IPv6 address")
     return addresses
+
+
+def default_name(source: str, taken: Container[str] = ()) -> str:
+    """A tunnel's name when none is given, one rule for `wgmagic.connect`, `wgmagic up` and `%wg connect`: the
+    config file's stem, as wg-quick names the interface (/etc/wireguard/wg0.conf -> wg0); "$var" (text from a
+    notebook variable) -> var; other text -> wg0. A name an open tunnel of this process (or `taken`) already
+    has gets a suffix: wg0-2, wg0-3, ... (text: wg1, wg2, ...)."""
+    with _registry_lock:
+        return _free_name(source, taken)
+
+
+def _free_name(source: str, taken: Container[str]) -> str:
+    import re
+
+    if source.startswith("<"):  # text given directly: wg0, wg1, ... as wg-quick users number interfaces
+        candidates: Iterator[str] = (f"wg{index}" for index in itertools.count())
+    else:
+        base = source[1:] if source.startswith("$") else os.path.splitext(os.path.basename(source))[0]
+        base = re.sub(r"[^\w.-]", "_", base) or "wg"
+        candidates = itertools.chain([base], (f"{base}-{index}" for index in itertools.count(2)))
+    return next(n for n in candidates if n not in taken and not (n in _open_tunnels and not _open_tunnels[n]._closed))
 
 
 def find_twin(config: WireGuardConfig) -> Tunnel | None:
@@ -169,10 +190,10 @@ class Tunnel:
         self.via = via  # runtime.websocket.Via when the datagrams go over a WebSocket; None: UDP
         self._endpoint_resolver = endpoint_resolver or _resolve_endpoint
         self._reresolve_interval = reresolve_interval
-        self.name = name or f"wg{next(_names)}"
         self._closed = False
         self._key_locks: list[int] = []
         with _registry_lock:
+            self.name = name or _free_name(config.source, ())
             if self.name in _open_tunnels:
                 raise TunnelConflictError(f"a tunnel named {self.name!r} is already open: close it, or choose "
                                           "another name")
@@ -217,7 +238,7 @@ class Tunnel:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        peers = ", ".join(f"{p.endpoint[0]}:{p.endpoint[1]}" for p in self.config.peers if p.endpoint)
+        peers = ", ".join(format_address(p.endpoint) for p in self.config.peers if p.endpoint)
         return f"<Tunnel {self.name!r} {state} peers=[{peers}]>"
 
     # ---- lifecycle --------------------------------------------------------------------------------------
@@ -533,8 +554,8 @@ class Tunnel:
             if no_auth and credentials is not None:
                 raise ValueError("no_auth=True and credentials contradict each other")
             if no_auth:
-                warnings.warn(f"the SOCKS5 proxy on {host}:{port} asks for no credentials: every user of this "
-                              "machine can reach the private network through it", stacklevel=2)
+                logger.warning("the SOCKS5 proxy on %s asks for no credentials: every user of this machine "
+                               "can reach the private network through it", format_address((host, port)))
             elif credentials is None:
                 credentials = generate_credentials()
             server = self._thread.call(Socks5Server, self._engine, self._resolve_routable_async, host, port,
@@ -719,10 +740,9 @@ class Tunnel:
             configured = runtime.configured_endpoint
             report.append({
                 "fingerprint": peer.public_key_b64[:8] + "...",
-                "endpoint": f"{endpoint[0]}:{endpoint[1]}" if endpoint else "(none)",
+                "endpoint": format_address(endpoint) if endpoint else "(none)",
                 # the Endpoint as configured when it is a name (followed: runtime/endpoints.py), else None
-                "endpoint_name": (f"{configured[0]}:{configured[1]}"
-                                  if configured and is_name(configured[0]) else None),
+                "endpoint_name": (format_address(configured) if configured and is_name(configured[0]) else None),
                 "allowed_ips": [str(net) for net in peer.allowed_ips],
                 "has_session": peer.has_session(now),
                 "handshakes": runtime.handshakes,
@@ -753,7 +773,7 @@ class Tunnel:
             "stack_drops": dict(engine.stack.drops),
             "connections": len(engine.streams),
             "tcp": engine.tcp_stats(),
-            "tcp_connections": [{"remote": f"{c.remote[0]}:{c.remote[1]}", "state": c.state, **c.stats()}
+            "tcp_connections": [{"remote": format_address(c.remote), "state": c.state, **c.stats()}
                                 for c in engine.stack.tcp.values()],
             "handshake_age": engine.handshake_age(),
             "handshake_rtt": engine.last_handshake_rtt(),
@@ -820,6 +840,8 @@ class Tunnel:
         """An httpx.Client whose connections go through this tunnel: names resolved by the tunnel's DNS, TLS
         verified against the URL's real host (verify= a CA file or SSLContext for a private CA). kwargs are
         httpx.Client's (timeout, headers, verify, http2...); transport/proxy/mounts are refused (TypeError)."""
+        for module in ("httpx", "httpcore", "anyio"):
+            import_optional(module, "tools", "tunnel.http_client()")
         from wgmagic.runtime.services.http import http_client
 
         self._check_open()
@@ -827,6 +849,8 @@ class Tunnel:
 
     def async_http_client(self, **kwargs: Any) -> Any:
         """The httpx.AsyncClient counterpart of http_client (asyncio; connects in a worker thread)."""
+        for module in ("httpx", "httpcore", "anyio"):
+            import_optional(module, "tools", "tunnel.async_http_client()")
         from wgmagic.runtime.services.http import async_http_client
 
         self._check_open()
@@ -851,6 +875,7 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
     from wgmagic.via import choose_via, mask_url
 
     parsed = load_config(config)
+    _check_peer_keys(parsed)
     config_via = next((p.via for p in parsed.peers if getattr(p, "via", None)), None)
     choice = choose_via(via, config_via, ca_file=via_ca)
     if choice.mode == "websocket" and len(parsed.peers) != 1:
@@ -872,6 +897,13 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
                     note(message)
                 tunnel.switch_to_websocket(choice)
                 rtt = tunnel.wait_handshake(timeout=timeout)
+        elif choice.mode == "auto":
+            try:
+                rtt = tunnel.wait_handshake(timeout=timeout)
+            except HandshakeTimeoutError as exc:
+                raise HandshakeTimeoutError(
+                    f"{exc} (via auto: only UDP was tried, since no WebSocket URL was given: none after auto, "
+                    "in $WGMAGIC_VIA, or in the config's `#@wgmagic Via = wss://...` under [Peer])") from None
         else:
             rtt = tunnel.wait_handshake(timeout=timeout)
     except BaseException as exc:
@@ -881,6 +913,19 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
     logger.info("tunnel %r is up (handshake %s)", tunnel.name,
                 f"{rtt * 1000:.1f} ms" if isinstance(rtt, float) else "done")
     return tunnel
+
+
+def _check_peer_keys(config: WireGuardConfig) -> None:
+    """A WireGuardConfig built in code skips the parser's check: a peer key of small order (all zeros...) would
+    fail deep in the handshake as "Error computing shared key" (RFC 7748 6.1; whitepaper 5.4.2)."""
+    from wgmagic.config import is_small_order_point
+    from wgmagic.errors import ConfigError
+
+    for peer in config.peers:
+        if is_small_order_point(peer.public_key):
+            raise ConfigError("is not a usable Curve25519 key (a point of small order such as all zeros: every "
+                              "key exchange with it gives zero, which WireGuard rejects); copy the peer's real "
+                              "public key", source=config.source, key="PublicKey")
 
 
 def open_tunnels() -> list[Tunnel]:

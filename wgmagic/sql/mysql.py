@@ -63,6 +63,9 @@ class MySqlConnection(SqlConnection):
 
     def __init__(self, dsn: Dsn, alias: str, tunnel: Callable[[], Any] | None,
                  prompt: Callable[[str], str] | None = None, *, autocommit: bool = True) -> None:
+        from wgmagic.errors import import_optional
+
+        import_optional("pymysql", "mysql", "%%wgsql with a MySQL or MariaDB URL")
         super().__init__(dsn, alias, tunnel, prompt, autocommit=autocommit)
         self.connection_id: int | None = None  # the server's id for this session (KILL QUERY's argument)
         self._worker: threading.Thread | None = None

@@ -91,7 +91,7 @@ def run_doctor(config_source: Any, *, target: str | None = None, tunnel: Any = N
     try:
         config = tunnel.config if tunnel is not None else load_config(config_source)
     except ConfigError as exc:
-        add("config", FAIL, str(exc), "correct that line of the wg-quick file (keys are 44-character base64)")
+        add("config", FAIL, str(exc), config_fix(exc))
         return report
     try:
         host, port = _split_target(target)
@@ -139,6 +139,43 @@ def run_doctor(config_source: Any, *, target: str | None = None, tunnel: Any = N
         if own:
             tunnel.close()
     return report
+
+
+def config_fix(error: Any) -> str:
+    """The fix line for a ConfigError, by its kind: the file itself, a missing key, a key's value, a line."""
+    message, key = str(error), (getattr(error, "key", None) or "")
+    reason = message.rsplit(": ", 1)[-1] if not key else message.split(f"{key}: ", 1)[-1]
+    if getattr(error, "line", None) is None and not key:
+        if "no such file" in reason:
+            return "check the path (and the current directory): give the wg-quick file that exists"
+        if "is a directory" in reason:
+            return "give the wg-quick file inside that directory (for example wg0.conf), not the directory"
+        if "permission denied" in reason:
+            return "make the file readable by this user (chmod u+r), or run as its owner"
+        if "not a text file" in reason or "larger than" in reason:
+            return "give the wg-quick file itself (text with [Interface] and [Peer] sections)"
+        if "[Peer]" in reason:
+            return "add a [Peer] section with the server's PublicKey, Endpoint and AllowedIPs"
+    if key == "PrivateKey" and reason.startswith("is missing"):
+        return ("add `PrivateKey = ...` under [Interface], or set WGMAGIC_PRIVATE_KEY (on a terminal wgmagic "
+                "asks for it)")
+    if reason.startswith("is missing"):
+        return f"add the {key} line to that section"
+    if "Curve25519" in reason:
+        return "copy the peer's real public key (`wg show` or `wg pubkey` on the peer) into PublicKey"
+    if key in ("PrivateKey", "PublicKey", "PresharedKey"):
+        return f"correct {key} on that line: a WireGuard key is 44 characters of base64 ending in '='"
+    if key == "Endpoint":
+        return "write Endpoint as HOST:PORT or [IPv6]:PORT"
+    if key in ("Address", "AllowedIPs"):
+        return f"write {key} as comma-separated addresses with a /prefix, such as 198.18.0.2/32 or fd00::2/128"
+    if key == "DNS":
+        return "write DNS as comma-separated server addresses and search domains"
+    if "given twice" in reason or "appears twice" in reason:
+        return "remove the duplicate line (or the duplicate [Peer])"
+    if "not a key wgmagic knows" in reason or "section" in reason:
+        return "correct or remove that line (wg-quick's keys: see `man wg-quick`)"
+    return "correct that line of the wg-quick file"
 
 
 def _split_target(target: str | None) -> tuple[str | None, int | None]:

@@ -90,7 +90,13 @@ class ExposeListener:
         self.closed = False
         self._connecting: dict[tuple[Any, Any], LocalConnect] = {}
         self._refused: dict[tuple[Any, Any], float] = {}  # (local, remote) -> until when it stays refused
-        self.listener = engine.stack.tcp_listen(expose.port, expose.address)
+        try:
+            self.listener = engine.stack.tcp_listen(expose.port, expose.address)
+        except OSError as exc:
+            where = "any tunnel address" if expose.address is None else str(expose.address)
+            raise OSError(exc.errno, f"cannot listen on TCP port {expose.port} of {where} to expose "
+                          f"{expose.target_host}:{expose.target_port}: the port already listens on the tunnel "
+                          "(an earlier expose has it)") from None
         self.listener.admit = self._admit
 
     def __repr__(self) -> str:

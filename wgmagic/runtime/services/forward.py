@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wgmagic import explain, platform
+from wgmagic.addresses import format_address
 from wgmagic.addresses import split_host_port as parse_target  # noqa: F401 (the old name, kept)
 from wgmagic.proto.postgres import error_response as postgres_error_response
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
@@ -129,8 +130,8 @@ class Forward:
             spec.clients = "any"
         sock, address = listen_inet(spec.bind_host, spec.bind_port, socket.SOCK_STREAM, backlog=BACKLOG,
                                     what="a forward")
-        logger.info("forward listening on TCP %s:%s -> %s:%s (clients: %s)", address[0], address[1],
-                    spec.remote_host, spec.remote_port, spec.clients)
+        logger.info("forward listening on TCP %s -> %s (clients: %s)", format_address(address),
+                    format_address((spec.remote_host, spec.remote_port)), spec.clients)
         return sock, address
 
     def _listen_unix(self) -> tuple[socket.socket, Any]:
@@ -172,8 +173,8 @@ class Forward:
             return True
         self.refused += 1
         who = "this process" if scope == "process" else "processes of this user"
-        logger.warning("forward %s refused a connection from %s: it accepts %s only", self.address,
-                       f"{peer[0]}:{peer[1]}", who)
+        logger.warning("forward %s refused a connection from %s: it accepts %s only", format_address(self.address),
+                       format_address(peer), who)
         self._goodbye(client, f"wgmagic: this forward accepts connections from {who} only")
         return False
 
@@ -293,5 +294,5 @@ class Forward:
         return {"host": self.spec.remote_host, "hostaddr": host, "port": str(port)}
 
     def __repr__(self) -> str:
-        target = f"{self.spec.remote_host}:{self.spec.remote_port}"
-        return f"<Forward {self.address} -> {target} ({len(self.relays)} open)>"
+        target = format_address((self.spec.remote_host, self.spec.remote_port))
+        return f"<Forward {format_address(self.address)} -> {target} ({len(self.relays)} open)>"

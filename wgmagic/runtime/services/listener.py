@@ -9,16 +9,19 @@ Sockets are returned non-blocking; everything here runs on the tunnel's loop thr
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
+import logging
 import os
 import shutil
 import socket
 import tempfile
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 from wgmagic import platform
+
+logger = logging.getLogger(__name__)
 
 SUN_PATH_MAX = 107  # bytes of a Unix socket path, without the terminating NUL (Linux sun_path is 108)
 ACCEPT_BATCH = 64  # connections taken per readiness callback, so that one busy listener cannot starve the loop
@@ -54,8 +57,10 @@ def warn_if_exposed(host: str, what: str) -> None:
     except ValueError:
         loopback = host == "localhost"
     if not loopback:
-        warnings.warn(f"{what} listens on {host}, not loopback: anyone who can reach this machine can use the "
-                      "tunnel through it", stacklevel=4)
+        # A log record, not warnings.warn: the user sees one plain line ("wgmagic: warning: ..."), not a
+        # UserWarning with this file's name and line.
+        logger.warning("%s listens on %s, not loopback: anyone who can reach this machine can use the tunnel "
+                       "through it", what, host)
 
 
 def listen_unix(name: str, directory: str | None, kind: int, *, backlog: int, alternative: str,
@@ -86,7 +91,10 @@ def listen_unix(name: str, directory: str | None, kind: int, *, backlog: int, al
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        sock.bind(path)
+        try:
+            sock.bind(path)
+        except OSError as exc:
+            raise bind_error(exc, f"the Unix socket {path}", "") from None
         os.chmod(path, 0o600)
         if kind == socket.SOCK_STREAM:
             sock.listen(backlog)
@@ -111,11 +119,31 @@ def listen_inet(host: str, port: int, kind: int, *, backlog: int, what: str) -> 
         sock.bind((host, port))
         if kind == socket.SOCK_STREAM:
             sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise bind_error(exc, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", what) from None
     except BaseException:
         sock.close()
         raise
     sock.setblocking(False)
     return sock, sock.getsockname()[:2]
+
+
+_BIND_HINTS = {
+    errno.EADDRINUSE: "another program, or another listener of this process, has it; choose another port, or 0 "
+                      "for any free one",
+    errno.EACCES: "ports below 1024 need privileges; choose one of 1024 or more",
+    errno.EADDRNOTAVAIL: "that address is not one of this machine's",
+}
+
+
+def bind_error(exc: OSError, where: str, what: str) -> OSError:
+    """An OSError (same errno) whose message is a sentence naming the listener's address and service, and what
+    to do for the common errnos: "cannot listen on 127.0.0.1:5432 for a forward: Address already in use (...)"."""
+    reason = os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)  # asyncio's own wording repeats
+    hint = _BIND_HINTS.get(exc.errno or 0)
+    service = f" for {what}" if what else ""
+    return OSError(exc.errno, f"cannot listen on {where}{service}: {reason}" + (f" ({hint})" if hint else ""))
 
 
 def close_listener(loop: Any, sock: socket.socket, address: Any, socket_dir: str | None, owns_dir: bool) -> None:

@@ -122,8 +122,11 @@ def create_engine(tunnel: Any, url: str, **kwargs: Any) -> Any:
     to True, so a connection that died with a tunnel flap or a server restart is replaced before use.
     pg8000 gets a socket through the tunnel per connection (`sock=`, with `host=` the real name: its TLS
     server name); every other driver connects to a forward (route_url).
+    Raises MissingDependencyError (pip install 'wgmagic[tools]') without SQLAlchemy.
     """
-    import sqlalchemy
+    from wgmagic.errors import import_optional
+
+    sqlalchemy = import_optional("sqlalchemy", "tools", "tunnel.engine()")
 
     if "://" not in url:  # libpq keywords: the same connection as a psycopg URL
         url = replace(parse_dsn(url), dialect="postgresql", driver="psycopg").url()

@@ -124,7 +124,9 @@ class Socks5Server:
         return run_on_loop(self.engine.loop, snapshot)
 
     def __repr__(self) -> str:
-        where = self.address if self.is_unix else f"{self.address[0]}:{self.address[1]}"
+        from wgmagic.addresses import format_address
+
+        where = format_address(self.address)
         return f"<Socks5Server {where} auth={'on' if self.credentials else 'off'}>"
 
     def _on_accept(self) -> None:

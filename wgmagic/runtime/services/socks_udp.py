@@ -156,7 +156,9 @@ class UdpAssociation:
         self.loop.add_reader(control.fileno(), self._on_control)
 
     def __repr__(self) -> str:
-        return f"<UdpAssociation relay {self.address[0]}:{self.address[1]} client={self.client}>"
+        from wgmagic.addresses import format_address
+
+        return f"<UdpAssociation relay {format_address(self.address)} client={self.client}>"
 
     def _drop(self, reason: str) -> None:
         self.drops[reason] += 1

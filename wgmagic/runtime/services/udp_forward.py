@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ipaddress
+import logging
 import os
 import socket
 import struct
 import time
-import warnings
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +36,8 @@ from wgmagic.addresses import (  # noqa: F401 (is_udp_target, UdpListenSpec, par
     parse_udp_target,
 )
 from wgmagic.runtime.services.listener import close_listener, listen_inet, listen_unix
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_IDLE_TIMEOUT = 120.0  # seconds; RFC 4787 REQ-5: a UDP mapping lives at least 2 minutes idle
 DEFAULT_MAX_FLOWS = 1024
@@ -193,8 +195,8 @@ class UdpForward:
         self.sock, self.address = self._listen()
         if self._check_owner and udp_socket_owners("127.0.0.1", 0) is None:
             self._check_owner = False
-            warnings.warn("this system does not say who owns a UDP socket: other local users can send through "
-                          "this UDP forward; prefer the default (a private Unix socket)", stacklevel=3)
+            logger.warning("this system does not say who owns a UDP socket: other local users can send through "
+                           "this UDP forward; prefer the default (a private Unix socket)")
         engine.loop.add_reader(self.sock.fileno(), self._on_local_readable)
 
     def _listen(self) -> tuple[socket.socket, Any]:
@@ -348,5 +350,7 @@ class UdpForward:
         raise TypeError("a UDP forward carries datagrams, not PostgreSQL connections")
 
     def __repr__(self) -> str:
-        where = self.address if isinstance(self.address, str) else f"udp {self.address[0]}:{self.address[1]}"
+        from wgmagic.addresses import format_address
+
+        where = self.address if isinstance(self.address, str) else f"udp {format_address(self.address)}"
         return f"<UdpForward {where} -> {self.target} ({len(self.flows)} flows)>"

@@ -41,6 +41,7 @@ from collections import Counter, deque
 from typing import Any
 
 from wgmagic import platform
+from wgmagic.addresses import format_address
 from wgmagic.runtime.transport import gso_run_end
 from wgmagic.runtime.websocket import flush
 
@@ -202,7 +203,7 @@ class WebSocketRelay:
         self._up_queued = 0  # bytes in all clients' pacers
 
     def __repr__(self) -> str:
-        return (f"<WebSocketRelay {self.path} -> udp {self.target_name[0]}:{self.target_name[1]} "
+        return (f"<WebSocketRelay {self.path} -> udp {format_address(self.target_name)} "
                 f"clients={len(self.clients)}>")
 
     # ---- lifecycle --------------------------------------------------------------------------------------
@@ -230,7 +231,10 @@ class WebSocketRelay:
                 ping_interval=30, ping_timeout=30, close_timeout=2, server_header="wgmagic-relay",
                 write_limit=CLIENT_BUFFER)
         except OSError as exc:
-            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            from wgmagic.runtime.services.listener import bind_error
+
+            raise bind_error(exc, f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                             "WebSocket clients") from None
         bound = self.server.sockets[0].getsockname()
         return bound[0], bound[1]
 
@@ -313,7 +317,7 @@ class WebSocketRelay:
             self.counters["udp_socket_failed"] += 1
             return
         address = conn.remote_address
-        client = _Client(conn, sock, f"{address[0]}:{address[1]}" if address else "?")
+        client = _Client(conn, sock, format_address(address) if address else "?")
         conn.wg_client = client
         self.clients[id(conn)] = client
         self.counters["accepted"] += 1
