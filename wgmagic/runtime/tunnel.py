@@ -705,7 +705,8 @@ class Tunnel:
         return self._thread.call(self._snapshot)
 
     def peer_report(self) -> list[dict[str, object]]:
-        """Per peer: key fingerprint (public), endpoint, handshake age, seconds to the next rekey, traffic."""
+        """Per peer: key fingerprint (public), endpoint, handshake age, seconds to the next rekey, traffic, and
+        "not_answering": a sentence when the peer stopped answering traffic (whitepaper 6 timers), else None."""
         self._check_open()
         return self._thread.call(self._peer_report)
 
@@ -739,6 +740,8 @@ class Tunnel:
                 "next_rekey_in": rekey,
                 "rx_bytes": stats["rx_bytes"], "tx_bytes": stats["tx_bytes"],
                 "rx_packets": stats["rx_packets"], "tx_packets": stats["tx_packets"],
+                # why the peer counts as not answering (Engine.peer_not_answering_since), or None
+                "not_answering": self._engine.peer_not_answering_reason(key, now),
             })
         return report
 
