@@ -7,13 +7,17 @@ No timing thresholds: each call must return (pytest's timeout is the hang guard)
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+
 import psycopg
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from wgmagic.notebook.status import TunnelStatus
 from wgmagic.runtime.tunnel import connect
-from wgmagic.sql.messages import SqlError
+from wgmagic.sql.messages import QueryCancelledError, SqlError
 from wgmagic.wireguard.timers import Timers
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -74,6 +78,28 @@ def test_wgsql_cell_ends_with_a_clear_error_when_the_peer_dies(shell, testbed, c
         assert "is not answering" in str(error) and "was not run again" in str(error)
         status = shell.run_cell("%wg status").result
         assert "not answering" in repr(status)
+    finally:
+        testbed.restart_peer()
+    capsys.readouterr()
+
+
+def test_an_interrupt_with_the_peer_gone_says_the_cancel_was_not_confirmed(shell, testbed, capsys):
+    assert shell.run_cell("%wg connect {dead_config} --name corpdead").success
+    assert shell.run_cell("%%wgsql {dead_dsn} --alias deadapp\nSELECT 1 AS v").success
+    testbed.kill_peer()
+    try:
+        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        result = shell.run_cell("%%wgsql deadapp\nSELECT pg_sleep(30)")
+        timer.join()
+        error = result.error_in_exec
+        assert isinstance(error, QueryCancelledError), error
+        text = str(error)
+        # Before: "the server stopped the query. The connection is still usable." -- both false.
+        assert "could not be confirmed" in text and "may still be running" in text, text
+        assert "stopped" not in text and "still usable" not in text
+        assert error.sqlstate is None
+        assert not shell._wgmagic.connections["deadapp"].is_usable()  # closed, as the message says
     finally:
         testbed.restart_peer()
     capsys.readouterr()
