@@ -537,11 +537,22 @@ class Engine:
                 return since - (timers.keepalive_timeout + timers.rekey_timeout if patience else 0.0)
         return None
 
+    def _fail_connections_after(self) -> float:
+        """Seconds of silence after which check_peer_liveness fails the peer's TCP connections: one
+        REKEY_TIMEOUT (the granularity of the handshake retries that wake the engine) before the TCP user
+        timeout would fail them anyway, so they get the clear reason first and yet survive every outage TCP
+        itself survives (a roaming endpoint, a relay that moved). No user timeout: when the handshake retries
+        give up (REKEY_ATTEMPT_TIME)."""
+        timers = self.device.timers
+        user_timeout = getattr(self.stack.tcp_options, "user_timeout", None)
+        return max(0.0, (user_timeout or timers.rekey_attempt_time) - timers.rekey_timeout)
+
     def check_peer_liveness(self, now: float) -> None:
         """Loop thread, on every timer: note WireGuard's "no answer to data" timer before the device fires it,
-        forget what the peer answered since, and when a peer has just become not answering, fail every TCP
-        connection routed to it (its AllowedIPs) with a PeerNotRespondingError (an ETIMEDOUT): relays reset
-        their local sockets, callers get the reason instead of waiting for TCP's own timers."""
+        forget what the peer answered since, and once a peer has been not answering for
+        `_fail_connections_after()` seconds, fail every TCP connection routed to it (its AllowedIPs) with a
+        PeerNotRespondingError (an ETIMEDOUT): relays reset their local sockets, callers get the reason instead
+        of TCP's bare "connection timed out". Status shows "not answering" from the start of the silence."""
         for runtime in self.peers.values():
             peer = self.device.peer(runtime.public_key)
             if runtime.unanswered_at is None and peer.new_handshake_at is not None and now >= peer.new_handshake_at:
@@ -556,7 +567,7 @@ class Engine:
             if since is None:
                 runtime.declared_dead = False
                 continue
-            if runtime.declared_dead:
+            if runtime.declared_dead or now - since < self._fail_connections_after():
                 continue
             runtime.declared_dead = True
             self.counters["peer_not_answering"] += 1
