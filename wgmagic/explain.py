@@ -212,3 +212,27 @@ __all__ = [
     "no_interface_address", "no_route", "outside_allowed_ips", "proxy_failed", "proxy_unreachable",
     "stage_advice",
 ]
+
+
+def peer_not_answering(peer: str, endpoint: str | None, silent_for: float) -> str:
+    """A tunnel connection failed because its WireGuard peer went silent (the engine's liveness check, and
+    %wg status's reason). peer: the base64 public key (only its prefix is shown); endpoint: "host:port" or None;
+    silent_for: seconds since anything came back while data was sent."""
+    shown = endpoint or "(no endpoint)"
+    return (f"the WireGuard peer at {shown} ({key_prefix(peer)}...) is not answering: nothing came back for "
+            f"{silent_for:.0f} s while data was sent to it, not even to a new handshake; it may be down or "
+            "unreachable (the connection was closed)")
+
+
+def connection_lost(reason: str) -> str:
+    """A statement failed because the tunnel's peer stopped answering (%%wgsql); reason: peer_not_answering's."""
+    return (f"The connection to the server was lost: {reason}. The statement was not run again; check whether "
+            "it took effect once the peer answers (%wg status), then re-run the cell: it reconnects.")
+
+
+def cancel_unconfirmed(reason: str | None) -> str:
+    """After an interrupt, when the server-side cancel could not be confirmed (never claim the server stopped
+    the query unless the connection is idle again)."""
+    why = f" ({reason})" if reason else ""
+    return ("Query interrupted, but the cancel could not be confirmed" + why + ": the query may still be running "
+            "on the server. The connection was closed; the next cell opens a new one.")

@@ -262,3 +262,11 @@ def test_the_runtime_asks_the_transport_through_its_interface_only():
                     and node.func.id in ("getattr", "hasattr") and node.args:
                 target = ast.unparse(node.args[0])
                 assert not target.endswith("transport"), f"{path.name}:{node.lineno}: {ast.unparse(node)}"
+
+
+def test_the_dead_peer_and_cancel_sentences():
+    text = explain.peer_not_answering("A" * 43 + "=", "[fd00::1]:51820", 31.4)
+    assert "AAAAAAAA..." in text and "A" * 9 not in text and "[fd00::1]:51820" in text and "31 s" in text
+    assert "not answering" in explain.connection_lost(text)
+    assert "may still be running" in explain.cancel_unconfirmed(None)
+    assert "stopped the query" not in explain.cancel_unconfirmed("timeout")

@@ -34,7 +34,8 @@ CONFIGS = {
     "plain": TcpConfig(verify_checksums=True, timestamps=False, sack=False, recv_buffer=64 * 1024,
                        send_buffer=64 * 1024),
 }
-_PARTS = ("rtt", "reassembly", "scoreboard", "recovery", "persist", "keepalive", "window_update", "cc")
+_PARTS = ("rtt", "reassembly", "scoreboard", "recovery", "persist", "keepalive", "window_update", "cc",
+          "user_timeout")
 
 
 def _fields(obj: Any) -> dict[str, Any]:

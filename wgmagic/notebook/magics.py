@@ -228,6 +228,9 @@ class WgMagic(Magics):
     displaylimit = Int(DEFAULT_DISPLAY_LIMIT, config=True,
                        help="Rows of a result shown (the DataFrame holds them all); 0 shows every row.")
     timeout = Float(10.0, config=True, help="Seconds %wg connect waits for the first handshake.")
+    tcp_user_timeout = Float(30.0, allow_none=True, config=True,
+                             help="Seconds data may go unacknowledged before a tunnel connection fails (RFC 5482; "
+                                  "None: off). Applies from the next %wg connect.")
     progress_bar = Bool(True, config=True, help="Show a progress bar while a large result arrives.")
     progress_bar_threshold = Float(1.0, config=True,
                                    help="Seconds a result must take before its progress bar appears.")
@@ -316,6 +319,7 @@ class WgMagic(Magics):
 
     def _wg_connect(self, args: argparse.Namespace) -> Any:
         from wgmagic.config import parse_config
+        from wgmagic.netstack.tcp.config import tunnel_config
         from wgmagic.runtime.tunnel import connect
 
         text, source = self._config_text(args.config)
@@ -331,6 +335,7 @@ class WgMagic(Magics):
             self.tunnels[name].close()
         _PREFETCH.start()  # while the handshake is in flight
         tunnel = connect(config, name=name, timeout=self.timeout if args.timeout is None else args.timeout,
+                         tcp=tunnel_config(user_timeout=self.tcp_user_timeout),
                          via=getattr(args, "via", None), via_ca=getattr(args, "via_ca", None),
                          note=lambda message: print(f"wgmagic: {message}"))
         self.tunnels[name] = tunnel

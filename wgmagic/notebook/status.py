@@ -111,8 +111,17 @@ def peer_rows(tunnel: Any, peers: list[dict[str, Any]]) -> list[dict[str, object
             "handshake": "never" if age is None else f"{age:.0f} s ago",
             "received": human_bytes(float(peer["rx_bytes"])),
             "sent": human_bytes(float(peer["tx_bytes"])),
+            "state": peer_state(peer),
         })
     return rows
+
+
+def peer_state(peer: dict[str, Any]) -> str:
+    """A peer_report row in plain words: "not answering (...)" when traffic sent to it went unanswered past
+    WireGuard's patience (Engine.peer_not_answering_since), else "answering" with a session, "no session"."""
+    if peer.get("not_answering"):
+        return "not answering (traffic sent, nothing back: down or unreachable?)"
+    return "answering" if peer.get("has_session") else "no session (idle)"
 
 
 @dataclass(repr=False)
@@ -145,10 +154,14 @@ class TunnelStatus(_Table):
         endpoints = ", ".join(peer_endpoint(p) for p in peers)
         exposes = [e.describe() for e in getattr(tunnel, "exposes", [])]
         sql = [c.alias for c in connections if getattr(c, "tunnel_name", None) == tunnel.name]
+        dead = [p for p in peers if p.get("not_answering")]
+        handshake = "never" if age is None else f"{age:.0f} s ago"
+        if dead:
+            handshake += f" (peer {', '.join(str(p['fingerprint']) for p in dead)} not answering)"
         return cls([{
             "tunnel": tunnel.name,
             "endpoint": endpoints,
-            "handshake": "never" if age is None else f"{age:.0f} s ago",
+            "handshake": handshake,
             "handshake rtt": "-" if rtt is None else f"{rtt * 1000:.2f} ms",
             "received": human_bytes(totals["udp_rx_bytes"]),
             "sent": human_bytes(totals["udp_tx_bytes"]),

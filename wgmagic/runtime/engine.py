@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import time
 from collections import Counter
@@ -18,16 +19,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wgmagic import explain
+from wgmagic.addresses import format_address
 from wgmagic.config import WireGuardConfig
 from wgmagic.errors import (
     HandshakeTimeoutError,
     NoRouteError,
+    PeerNotRespondingError,
     TransportError,
     TunnelClosedError,
 )
 from wgmagic.explain import Explanation
 from wgmagic.netstack.events import EchoReply, NetstackEvent, TcpClosed, TcpEvent, UdpReadable
 from wgmagic.netstack.stack import Stack
+from wgmagic.netstack.tcp.config import TUNNEL_CONFIG, TcpConfig
 from wgmagic.runtime.transport import Transport, UdpTransport
 from wgmagic.wireguard.allowedips import AllowedIPs
 from wgmagic.wireguard.device import Device
@@ -58,11 +62,20 @@ class PeerRuntime:
     handshakes: int = 0
     attempts_exhausted: int = 0
     endpoint_refused: bool = False
+    # Liveness (whitepaper 6): when WireGuard's "data sent, nothing back for KEEPALIVE_TIMEOUT + REKEY_TIMEOUT"
+    # timer fired (seconds, monotonic), when the handshake retries gave up (REKEY_ATTEMPT_TIME), and whether the
+    # engine has declared the peer not answering (its TCP connections were failed then).
+    unanswered_at: float | None = None
+    gave_up_at: float | None = None
+    declared_dead: bool = False
 
 
 class Engine:
     def __init__(self, config: WireGuardConfig, endpoints: dict[bytes, Any], *,
-                 loop: asyncio.AbstractEventLoop, timers: Timers | None = None, via: Any = None) -> None:
+                 loop: asyncio.AbstractEventLoop, timers: Timers | None = None, via: Any = None,
+                 tcp_config: TcpConfig | None = None) -> None:
+        """tcp_config: the TCP knobs of every connection through the tunnel (default TUNNEL_CONFIG: a 30 s user
+        timeout and 15/5/3 keep-alives, see wgmagic.netstack.tcp.config.tunnel_config)."""
         self.config = config
         self.loop = loop
         self.device = Device(config.interface.private_key, timers=timers or Timers(), wall_clock=time.time)
@@ -76,7 +89,7 @@ class Engine:
                                  allowed_ips=peer.allowed_ips, endpoint=endpoint,
                                  persistent_keepalive=peer.persistent_keepalive)
             self.peers[peer.public_key] = PeerRuntime(peer.public_key, peer.endpoint, endpoint, candidates)
-        self.stack = Stack(config.interface.addresses, mtu=config.mtu)
+        self.stack = Stack(config.interface.addresses, mtu=config.mtu, tcp_options=tcp_config or TUNNEL_CONFIG)
         self.counters: Counter[str] = Counter()
         self.via = via  # websocket.Via, or None for plain UDP
         self.transport_error: str | None = None
@@ -292,6 +305,7 @@ class Engine:
         self._timer_deadline = None
         now = time.monotonic()
         self._next_endpoint_if_unanswered(now)
+        self.check_peer_liveness(now)
         if self.transport.outer_stalled():
             # TCP over TCP: the outer connection is repairing a loss; what the inner TCP sent is delayed, not
             # lost. Hold its retransmission timers a little and look again (the transport, not the inner TCP,
@@ -354,6 +368,7 @@ class Engine:
                 peer.handshake_waiters.clear()
             elif isinstance(event, HandshakeAttemptsExhausted):
                 peer.attempts_exhausted += 1
+                peer.gave_up_at = time.monotonic()
                 explanation = self.describe_no_handshake(peer)
                 error = HandshakeTimeoutError(str(explanation), explanation=explanation)
                 for fut in peer.handshake_waiters:
@@ -526,6 +541,81 @@ class Engine:
             if waited >= patience or last_send - (last_receive or since) >= patience:
                 return True
         return False
+
+    # ---- per-peer liveness (whitepaper 6) ---------------------------------------------------------------
+    def peer_not_answering_since(self, public_key: bytes, now: float) -> float | None:
+        """When the peer stopped answering (seconds, monotonic), or None while it answers.
+
+        A live WireGuard peer answers data within KEEPALIVE_TIMEOUT (a passive keepalive at worst) and a
+        handshake initiation within a round trip. So a peer is not answering when WireGuard's own timers said
+        so and nothing came from it since: data went out and nothing came back for KEEPALIVE_TIMEOUT +
+        REKEY_TIMEOUT (the device then starts a new handshake, whitepaper 6.2), and that handshake also went
+        unanswered for REKEY_TIMEOUT (15 + 5 = 20 s with the whitepaper's constants); or the handshake retries
+        gave up after REKEY_ATTEMPT_TIME. Idle tunnels are never "not answering": only unanswered traffic
+        counts."""
+        runtime = self.peers[public_key]
+        last_receive = self.device.peer(public_key).last_receive
+        timers = self.device.timers
+        for since, patience in ((runtime.unanswered_at, timers.rekey_timeout), (runtime.gave_up_at, 0.0)):
+            if since is not None and (last_receive is None or last_receive < since) and now >= since + patience:
+                return since - (timers.keepalive_timeout + timers.rekey_timeout if patience else 0.0)
+        return None
+
+    def _fail_connections_after(self) -> float:
+        """Seconds of silence after which check_peer_liveness fails the peer's TCP connections: one
+        REKEY_TIMEOUT (the granularity of the handshake retries that wake the engine) before the TCP user
+        timeout would fail them anyway, so they get the clear reason first and yet survive every outage TCP
+        itself survives (a roaming endpoint, a relay that moved). No user timeout: when the handshake retries
+        give up (REKEY_ATTEMPT_TIME)."""
+        timers = self.device.timers
+        user_timeout = getattr(self.stack.tcp_options, "user_timeout", None)
+        return max(0.0, (user_timeout or timers.rekey_attempt_time) - timers.rekey_timeout)
+
+    def check_peer_liveness(self, now: float) -> None:
+        """Loop thread, on every timer: note WireGuard's "no answer to data" timer before the device fires it,
+        forget what the peer answered since, and once a peer has been not answering for
+        `_fail_connections_after()` seconds, fail every TCP connection routed to it (its AllowedIPs) with a
+        PeerNotRespondingError (an ETIMEDOUT): relays reset their local sockets, callers get the reason instead
+        of TCP's bare "connection timed out". Status shows "not answering" from the start of the silence."""
+        for runtime in self.peers.values():
+            peer = self.device.peer(runtime.public_key)
+            if runtime.unanswered_at is None and peer.new_handshake_at is not None and now >= peer.new_handshake_at:
+                runtime.unanswered_at = now
+            last_receive = peer.last_receive
+            if last_receive is not None:
+                if runtime.unanswered_at is not None and last_receive >= runtime.unanswered_at:
+                    runtime.unanswered_at = None
+                if runtime.gave_up_at is not None and last_receive >= runtime.gave_up_at:
+                    runtime.gave_up_at = None
+            since = self.peer_not_answering_since(runtime.public_key, now)
+            if since is None:
+                runtime.declared_dead = False
+                continue
+            if runtime.declared_dead or now - since < self._fail_connections_after():
+                continue
+            runtime.declared_dead = True
+            self.counters["peer_not_answering"] += 1
+            message = self.describe_peer_not_answering(runtime, now - since)
+            for conn in list(self.stack.tcp.values()):
+                if conn.state != "CLOSED" and self.allowed_ips.routes(conn.remote[0]) is peer:
+                    error = PeerNotRespondingError(message)
+                    error.errno = errno.ETIMEDOUT
+                    conn.time_out(error, now)
+                    self.stack.wake(conn)
+                    self.counters["tcp_failed_peer_not_answering"] += 1
+
+    def peer_not_answering_reason(self, public_key: bytes, now: float) -> str | None:
+        """describe_peer_not_answering's sentence while the peer is not answering, else None."""
+        since = self.peer_not_answering_since(public_key, now)
+        return None if since is None else self.describe_peer_not_answering(self.peers[public_key], now - since)
+
+    def describe_peer_not_answering(self, runtime: PeerRuntime, silent_for: float) -> str:
+        """The sentence a connection failed by check_peer_liveness carries (and %wg status's reason)."""
+        from wgmagic.config import PeerConfig
+
+        key = PeerConfig(runtime.public_key).public_key_b64
+        where = runtime.resolved_endpoint or runtime.configured_endpoint
+        return explain.peer_not_answering(key, format_address(where) if where else None, silent_for)
 
     def peer_recently_answered(self, window: float) -> bool:
         """Whether any peer completed a handshake or sent data within `window` seconds."""

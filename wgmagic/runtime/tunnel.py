@@ -32,6 +32,7 @@ from wgmagic.errors import (
     TunnelConflictError,
     import_optional,
 )
+from wgmagic.netstack.tcp.config import TcpConfig
 from wgmagic.runtime.engine import Engine
 from wgmagic.runtime.loop import LoopThread
 from wgmagic.wireguard.timers import Timers
@@ -182,12 +183,13 @@ class Tunnel:
 
     def __init__(self, config: WireGuardConfig, *, name: str | None = None, timers: Timers | None = None,
                  endpoint_resolver: Callable[[str, int], list[tuple[str, int]]] | None = None,
-                 reresolve_interval: float = 120.0, via: Any = None) -> None:
+                 reresolve_interval: float = 120.0, via: Any = None, tcp: TcpConfig | None = None) -> None:
         """endpoint_resolver(host, port) -> [(address, port), ...]: how a peer's Endpoint name is resolved, at
         start and again every `reresolve_interval` seconds (default: the system's getaddrinfo); see
         runtime/endpoints.py."""
         self.config = config
         self.via = via  # runtime.websocket.Via when the datagrams go over a WebSocket; None: UDP
+        self._tcp = tcp  # the TCP knobs of its connections (None: TUNNEL_CONFIG, see netstack/tcp/config.py)
         self._endpoint_resolver = endpoint_resolver or _resolve_endpoint
         self._reresolve_interval = reresolve_interval
         self._closed = False
@@ -217,7 +219,8 @@ class Tunnel:
         else:
             endpoints = {p.public_key: resolver(*p.endpoint) if p.endpoint else [] for p in config.peers}
         self._thread = LoopThread(self.name)
-        self._engine = Engine(config, endpoints, loop=self._thread.loop, timers=timers, via=self.via)
+        self._engine = Engine(config, endpoints, loop=self._thread.loop, timers=timers, via=self.via,
+                              tcp_config=self._tcp)
         self._ident = os.getpid() & 0xFFFF
         self._seq = itertools.count(1)
         self._forwards: list[Forward | UdpForward] = []
@@ -717,7 +720,8 @@ class Tunnel:
         return self._thread.call(self._snapshot)
 
     def peer_report(self) -> list[dict[str, object]]:
-        """Per peer: key fingerprint (public), endpoint, handshake age, seconds to the next rekey, traffic."""
+        """Per peer: key fingerprint (public), endpoint, handshake age, seconds to the next rekey, traffic, and
+        "not_answering": a sentence when the peer stopped answering traffic (whitepaper 6 timers), else None."""
         self._check_open()
         return self._thread.call(self._peer_report)
 
@@ -750,6 +754,8 @@ class Tunnel:
                 "next_rekey_in": rekey,
                 "rx_bytes": stats["rx_bytes"], "tx_bytes": stats["tx_bytes"],
                 "rx_packets": stats["rx_packets"], "tx_packets": stats["tx_packets"],
+                # why the peer counts as not answering (Engine.peer_not_answering_since), or None
+                "not_answering": self._engine.peer_not_answering_reason(key, now),
             })
         return report
 
@@ -858,7 +864,7 @@ class Tunnel:
 
 
 def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | None = None,
-            timeout: float = 10.0, timers: Timers | None = None,
+            timeout: float = 10.0, timers: Timers | None = None, tcp: TcpConfig | None = None,
             endpoint_resolver: Callable[[str, int], list[tuple[str, int]]] | None = None,
             reresolve_interval: float = 120.0, via: str | None = None, via_ca: str | None = None,
             note: Callable[[str], None] | None = None) -> Tunnel:
@@ -868,6 +874,9 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
     relay`), or "auto" / "auto URL" (UDP first; no handshake answer within 3 s and a URL known: the
     WebSocket, and `note` says so). Unset: $WGMAGIC_VIA, else the config's `#@wgmagic Via = ...`, else UDP.
     via_ca: a CA file for wss:// (default $WGMAGIC_VIA_CA, else the system trust store).
+    tcp: the TCP knobs of the tunnel's connections (default `wgmagic.netstack.tcp.config.TUNNEL_CONFIG`: a 30 s
+    user timeout and 15/5/3 keep-alives; `tunnel_config(user_timeout=...)` builds others), so a peer that dies
+    fails calls with ETIMEDOUT in bounded time.
     Raises ConfigError, EndpointUnresolvableError, HandshakeTimeoutError, or TransportError (the
     WebSocket, its TLS or an HTTP proxy refused) with what was tried.
     """
@@ -883,7 +892,7 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
 
         raise ConfigError(f"a WebSocket carries the datagrams of one peer; this config has {len(parsed.peers)}",
                           source=parsed.source)
-    tunnel = Tunnel(parsed, name=name, timers=timers, endpoint_resolver=endpoint_resolver,
+    tunnel = Tunnel(parsed, name=name, timers=timers, tcp=tcp, endpoint_resolver=endpoint_resolver,
                     reresolve_interval=reresolve_interval, via=choice if choice.mode == "websocket" else None)
     try:
         if choice.mode == "auto" and choice.url:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from wgmagic import explain
 from wgmagic.errors import NoRouteError, TunnelError
 from wgmagic.sql.connstr import Dsn, mask_secrets
 from wgmagic.sql.messages import (
@@ -216,15 +217,20 @@ class SqlConnection:
         try:
             return run_statement(self.raw, statement.sql, statement.params, progress=progress)
         except KeyboardInterrupt:
-            self._after_interrupt()
-            raise QueryCancelledError("Query cancelled: a cancel request went to the server through the tunnel "
-                                      "and the server stopped the query. The connection is still usable.",
-                                      sqlstate="57014") from None
+            if self._after_interrupt():
+                raise QueryCancelledError("Query cancelled: a cancel request went to the server through the "
+                                          "tunnel and the query has stopped. The connection is still usable.",
+                                          sqlstate="57014") from None
+            raise QueryCancelledError(_cancel_unconfirmed_message(self._peer_not_answering())) from None
         except psycopg.errors.QueryCanceled as exc:
             raise QueryCancelledError(format_server_error(exc, statement.sql if not statement.params else None),
                                       sqlstate="57014") from None
         except psycopg.Error as exc:
             if self.raw.broken or self.raw.closed:
+                reason = self._peer_not_answering()
+                if reason is not None:  # reconnecting now would only wait out a connect timeout
+                    self._drop()
+                    raise SqlError(_peer_lost_message(reason)) from None
                 # The server or the path went away. A read-only first statement of a cell is retried once on
                 # a fresh connection; anything else is not re-run (it may have taken effect), as psql does.
                 stale = retry and idle_before and is_row_query(statement.sql)
@@ -237,13 +243,29 @@ class SqlConnection:
             raise SqlError(format_server_error(exc, statement.sql if not statement.params else None),
                            sqlstate=getattr(exc, "sqlstate", None)) from None
 
-    def _after_interrupt(self) -> None:
-        """Make sure the query is stopped on the server and the connection is idle again; else replace it."""
+    def _after_interrupt(self) -> bool:
+        """Make sure the query is stopped on the server and the connection is idle again; else close it (the
+        next cell opens a fresh one). True only when the connection is idle again: the query stopped."""
         raw = self.raw
         if raw is None or raw.closed or raw.broken:
-            return
+            self._drop()
+            return False
         if not drain_after_interrupt(raw):
-            self._drop()  # the next cell opens a fresh connection
+            self._drop()
+            return False
+        return True
+
+    def _peer_not_answering(self) -> str | None:
+        """Why the tunnel under this connection's forward is dead (its WireGuard peer is not answering), or
+        None while it answers or when there is no tunnel. Never raises."""
+        tunnel = self._forward_tunnel
+        if tunnel is None or getattr(tunnel, "closed", True):
+            return None
+        try:
+            reasons = [row.get("not_answering") for row in tunnel.peer_report()]
+        except Exception:
+            return None
+        return next((str(r) for r in reasons if r), None)
 
     def _run_sqlalchemy(self, statement: Statement) -> Result:
         import pandas as pd
@@ -266,6 +288,16 @@ class SqlConnection:
             return Result(None, cursor.rowcount, "")
         frame = pd.DataFrame(cursor.fetchall(), columns=list(cursor.keys()))
         return Result(frame, len(frame), "")
+
+
+def _peer_lost_message(reason: str) -> str:
+    """A statement failed because the tunnel's peer stopped answering (the words: wgmagic.explain)."""
+    return explain.connection_lost(reason)
+
+
+def _cancel_unconfirmed_message(reason: str | None) -> str:
+    """After Ctrl-C, when the server-side cancel could not be confirmed (the words: wgmagic.explain)."""
+    return explain.cancel_unconfirmed(reason)
 
 
 def drain_after_interrupt(raw: Any, timeout: float = 5.0) -> bool:

@@ -24,7 +24,9 @@ class SqlError(WgMagicError):
 
 
 class QueryCancelledError(SqlError):
-    """The query was cancelled on the server (Ctrl-C / interrupt kernel, or statement_timeout)."""
+    """The query was cancelled on the server (Ctrl-C / interrupt kernel, or statement_timeout), or interrupted
+    when the cancel could not be confirmed: then the message says the query may still run and `sqlstate` is
+    None (only a confirmed cancel carries 57014)."""
 
 
 class ConnectionStageError(WgMagicError, ConnectionError):

@@ -39,7 +39,7 @@ from wgmagic.netstack.tcp.state import (
     TIME_WAIT,
     TcpState,
 )
-from wgmagic.netstack.tcp.timers import KeepaliveAction, KeepaliveTimer, PersistTimer, WindowUpdateTimer
+from wgmagic.netstack.tcp.timers import KeepaliveAction, KeepaliveTimer, PersistTimer, UserTimeout, WindowUpdateTimer
 from wgmagic.netstack.wire import tcp as wire
 from wgmagic.netstack.wire.icmp import IcmpKind
 from wgmagic.netstack.wire.tcp import ACK, FIN, HEADER, PSH, RST, SYN
@@ -128,6 +128,7 @@ class TcpConnection:
         self.time_wait_at: float | None = None
         self.connect_deadline: float | None = None
         self.keepalive = KeepaliveTimer(self.opts)
+        self.user_timeout = UserTimeout(self.opts)
         self.last_receive = now
         self.syn_sent_at = now
         # congestion
@@ -319,6 +320,16 @@ class TcpConnection:
         if self.state not in (CLOSED, TIME_WAIT, SYN_SENT):
             self._out.append(self._segment(RST | ACK, self.snd_nxt, now))
         self._finish(ConnectionAbortedError(errno.ECONNABORTED, "connection aborted"))
+
+    def time_out(self, error: TimeoutError, now: float) -> None:
+        """Fail the connection at once with `error` (an ETIMEDOUT the caller words), as if its own timers had
+        given up: the runtime's verdict that the path is dead (a WireGuard peer that stopped answering). A
+        RST goes out as after a keep-alive timeout (Linux does the same), in case the path comes back."""
+        if self.state in (CLOSED, TIME_WAIT):
+            return
+        if self.state != SYN_SENT:
+            self._out.append(self._segment(RST | ACK, self.snd_nxt, now))
+        self._finish(error)
 
     def is_finished(self) -> bool:
         """CLOSED (TIME_WAIT over): the stack may forget the 4-tuple."""
@@ -935,14 +946,18 @@ class TcpConnection:
 
     def _on_rto(self, now: float) -> None:
         self.retries += 1
+        if self.user_timeout.on_rto(now, self.snd_una, self.rtt.rto):
+            self._finish(TimeoutError(errno.ETIMEDOUT, f"connection timed out (nothing acknowledged for "
+                                      f"{self.opts.user_timeout:g} s: user timeout)"))
+            return
         if self.retries > self.opts.max_retries:
             self._finish(TimeoutError(errno.ETIMEDOUT, "connection timed out (no acknowledgement)"))
             return
         self.rtt.back_off()
-        self.rto_at = now + self.rtt.rto
+        self.rto_at = self.user_timeout.clamp(now + self.rtt.rto)
         if self.state in (SYN_SENT, SYN_RECEIVED):
             self._send_syn(now)
-            self.rto_at = now + self.rtt.rto
+            self.rto_at = self.user_timeout.clamp(now + self.rtt.rto)
             if self.connect_deadline is not None:
                 self.rto_at = min(self.rto_at, self.connect_deadline)
             return

@@ -1,5 +1,6 @@
-"""The timers of an idle or flow-controlled TCP connection, each a small decision machine (sans-I/O):
-zero-window probes (persist, RFC 9293 3.8.6.1), keep-alives (RFC 9293 3.8.4) and repeated window updates.
+"""The timers of an idle, flow-controlled or unanswered TCP connection, each a small decision machine (sans-I/O):
+zero-window probes (persist, RFC 9293 3.8.6.1), keep-alives (RFC 9293 3.8.4), repeated window updates and
+the user timeout (RFC 5482) that bounds how long data may go unacknowledged.
 
 Each holds an absolute deadline `at` (seconds, the caller's clock; None when not armed). The connection
 fires the one that is due and builds whatever segment the answer calls for.
@@ -69,15 +70,52 @@ class KeepaliveTimer:
         if self.idle is None:
             self.at = None
             return KeepaliveAction.OFF
-        if now - last_receive < self.idle:
-            self.probes = 0
-            self.at = last_receive + self.idle
+        idle_until = last_receive + self.idle
+        if now < idle_until:  # the very expression the deadline is set to: `now - last_receive < idle` could
+            self.probes = 0  # round below idle at that deadline and re-arm it for the same instant forever
+            self.at = idle_until
             return KeepaliveAction.REARMED
         if self.probes >= self.count:
             return KeepaliveAction.DEAD
         self.probes += 1
         self.at = now + self.interval
         return KeepaliveAction.PROBE
+
+
+class UserTimeout:
+    """RFC 5482's user timeout (Linux's TCP_USER_TIMEOUT), as RFC 9293 3.8.3's R2 threshold in seconds:
+    data unacknowledged for `limit` seconds fails the connection with ETIMEDOUT, however few retransmissions
+    that took (`limit` None: off; max_retries alone then bounds them).
+
+    Driven by the retransmission timer, so it costs nothing on the data path: at each RTO the connection
+    calls `on_rto(now, snd_una, waited)`. The first RTO for a given SND.UNA fires one (not yet backed-off) RTO
+    after the last acknowledgement that moved SND.UNA, or after the first transmission: the clock starts
+    there (`since = now - waited`). `clamp` then keeps the next RTO from landing after `since + limit`, so the
+    failure comes on time (as Linux's tcp_clamp_rto_to_user_timeout), not one backed-off RTO (up to rto_max)
+    late."""
+
+    __slots__ = ("limit", "since", "una")
+
+    def __init__(self, config: TcpConfig) -> None:
+        self.limit = config.user_timeout
+        self.una: int | None = None  # the SND.UNA the clock runs for
+        self.since = 0.0  # when that data was (re)sent last with progress before it (seconds)
+
+    def on_rto(self, now: float, snd_una: int, waited: float) -> bool:
+        """An RTO fired at `now` with `snd_una` still unacknowledged, `waited` seconds (the RTO that just
+        elapsed) after the transmission it guards. True when the user timeout passed: the connection fails."""
+        if self.limit is None:
+            return False
+        if snd_una != self.una:
+            self.una = snd_una
+            self.since = now - waited
+        return now - self.since >= self.limit
+
+    def clamp(self, deadline: float) -> float:
+        """The next RTO deadline, no later than the moment the user timeout passes."""
+        if self.limit is None or self.una is None:
+            return deadline
+        return min(deadline, self.since + self.limit)
 
 
 class WindowUpdateTimer:
