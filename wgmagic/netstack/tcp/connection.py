@@ -475,6 +475,26 @@ class TcpConnection:
             self.ack_now = True
         self._maybe_consume_fin(now)
 
+    def _data_arrived(self, now: float) -> None:
+        """In-order data was taken: readable, and an ACK at once every second segment, else delayed (RFC 9293
+        3.8.6.3, RFC 1122 4.2.3.2)."""
+        self._readable = True
+        self.unacked_segments += 1
+        if self.unacked_segments >= 2:
+            self.ack_now = True
+        elif self.delack_at is None:
+            self.delack_at = now + self.opts.delayed_ack
+
+    def _release_sent(self, count: int) -> None:
+        """Drop `count` acknowledged bytes from the send buffer; a buffer that was full raises TcpWritable."""
+        drop = min(count, len(self.sbuf))
+        if drop:
+            del self.sbuf[:drop]
+            self.sbuf_seq += drop
+            if self._was_full:
+                self._was_full = False
+                self._writable = True
+
     def _receive_predicted(self, segment: memoryview | bytes, header_len: int, ack_w: int, window: int,
                            now: float) -> bool:
         """Header prediction (RFC 9293 3.10.7.4 done as Van Jacobson's, Linux's tcp_rcv_established): the two
@@ -512,12 +532,7 @@ class TcpConnection:
             self.rbuf += segment[header_len:]
             self.rcv_nxt = rcv_nxt + size
             self.bytes_received += size
-            self._readable = True
-            self.unacked_segments += 1
-            if self.unacked_segments >= 2:
-                self.ack_now = True
-            elif self.delack_at is None:
-                self.delack_at = now + self.opts.delayed_ack
+            self._data_arrived(now)
             return True
         # A pure ACK of new data.
         recovery = self.recovery
@@ -540,13 +555,7 @@ class TcpConnection:
         elif rtt.timed_seq is not None:
             rtt.on_ack(ack, now)
         acked = ack - snd_una
-        drop = min(acked, len(self.sbuf))
-        if drop:
-            del self.sbuf[:drop]
-            self.sbuf_seq += drop
-            if self._was_full:
-                self._was_full = False
-                self._writable = True
+        self._release_sent(acked)
         self.snd_una = ack
         if self.snd_nxt < ack:
             self.snd_nxt = ack
@@ -629,13 +638,7 @@ class TcpConnection:
             data_acked = acked
             if self.fin_seq is not None and ack > self.fin_seq:
                 data_acked -= 1
-            drop = min(data_acked, len(self.sbuf))
-            if drop:
-                del self.sbuf[:drop]
-                self.sbuf_seq += drop
-                if self._was_full:
-                    self._was_full = False
-                    self._writable = True
+            self._release_sent(data_acked)
             if recovery.recovery_tsval is not None and ack > recovery.recovery_una:
                 undo = recovery.check_spurious(opts.ts)
                 if undo is not None:
@@ -756,12 +759,7 @@ class TcpConnection:
                     self.rcv_nxt += len(fresh)
                     self.bytes_received += len(fresh)
                 self.ack_now = True
-            self._readable = True
-            self.unacked_segments += 1
-            if self.unacked_segments >= 2:
-                self.ack_now = True
-            elif self.delack_at is None:
-                self.delack_at = now + self.opts.delayed_ack
+            self._data_arrived(now)
         else:
             if not self.reassembly.store(seq, bytes(payload)):
                 self.drops += 1
