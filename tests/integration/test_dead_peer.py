@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
+from tests.testbed.bed import TestBed
 from wgmagic.notebook.status import TunnelStatus
 from wgmagic.runtime.tunnel import connect
 from wgmagic.sql.messages import QueryCancelledError, SqlError
@@ -25,6 +26,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 # Short WireGuard patience (the whitepaper's are 10 s and 5 s): data unanswered for 2 + 1 s starts a new
 # handshake; that one unanswered for 1 s more and the peer counts as not answering.
 SHORT = Timers(keepalive_timeout=2.0, rekey_timeout=1.0)
+
+
+@pytest.fixture(scope="module")
+def testbed(testbed):
+    """A bed of this module's own (the session's bed is only asked to be usable): three kill-and-restart cycles of
+    its peer must not leave the shared bed's wireguard-go in a state later modules would inherit (one did: a later
+    module's restarted peer ended up listening on another port)."""
+    bed = TestBed().up()
+    try:
+        yield bed
+    finally:
+        bed.down()
 
 
 def test_psycopg_through_tunnel_url_fails_clearly_when_the_peer_dies(testbed):
