@@ -134,7 +134,22 @@ def test_closing_the_tunnel_while_queries_run(testbed):
     assert not os.path.exists(params["host"])
 
 
-def test_peer_outage_fails_clearly_and_recovers_by_itself(testbed):
+@pytest.fixture
+def fresh_bed(testbed):
+    """A bed whose peer was never restarted. On the shared bed, after an earlier module's kill-and-restart of the
+    peer, a second restart sometimes left wireguard-go listening on another UDP port than the one the clients
+    send to (seen in `wg show`; not yet explained), and nothing could recover then."""
+    from tests.testbed.bed import TestBed
+
+    bed = TestBed().up()
+    try:
+        yield bed
+    finally:
+        bed.down()
+
+
+def test_peer_outage_fails_clearly_and_recovers_by_itself(fresh_bed):
+    testbed = fresh_bed
     with connect(testbed.client_config(identity=3)) as tun:
         forward = tun.forward("db.internal:5432")
         params = {**forward.libpq_params(), "user": "app", "password": testbed.db_password, "dbname": "app"}
