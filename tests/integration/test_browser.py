@@ -110,16 +110,18 @@ def test_dashboard_draws_and_redraws_in_the_browser(jupyterlab):
             page.wait_for_selector(".jp-Notebook", timeout=60_000)
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
                                    ".jp-Toolbar-kernelStatus:has-text('Idle')", timeout=60_000, state="attached")
-            # Run All can land before the kernel is ready (then nothing runs): try again, up to three times.
-            for attempt in range(3):
+            # Run All can land before the kernel is ready (then nothing runs), and a modal the front end raises
+            # late (the kernel picker) swallows the menu click: dismiss it and try again, up to four times.
+            for attempt in range(4):
                 _accept_dialogs(page)
-                page.get_by_role("menuitem", name="Run", exact=True).click()
-                page.get_by_text("Run All Cells", exact=True).click()
                 try:
+                    page.get_by_role("menuitem", name="Run", exact=True).click(timeout=15_000)
+                    page.get_by_text("Run All Cells", exact=True).click(timeout=15_000)
                     page.wait_for_selector("img.widget-image", timeout=40_000)
                     break
                 except Exception:
-                    if attempt == 2:
+                    page.keyboard.press("Escape")  # a menu left open
+                    if attempt == 3:
                         page.screenshot(path=str(ARTIFACTS / f"{frontend}-failed.png"), full_page=True)
                         raise
             deadline = time.monotonic() + 60
