@@ -12,14 +12,15 @@ library and wgmagic.errors (docs/layers.md: beside config).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 __all__ = [
-    "AddressError", "Expose", "LocalSpec", "UdpListenSpec", "format_host", "is_udp_target", "parse_expose",
-    "parse_local", "parse_name", "parse_udp_listen_spec", "parse_udp_target", "parse_window", "split_colons",
-    "split_forward_spec", "split_host_optional_port", "split_host_port",
+    "AddressError", "Expose", "LocalSpec", "UdpListenSpec", "format_host", "is_udp_target", "no_proxy_matches",
+    "parse_expose", "parse_local", "parse_name", "parse_udp_listen_spec", "parse_udp_target", "parse_window",
+    "proxy_from_environment", "split_colons", "split_forward_spec", "split_host_optional_port", "split_host_port",
 ]
 
 
@@ -291,3 +292,99 @@ def parse_window(text: str) -> float:
     if not 0 < seconds <= 3600:
         raise ValueError(f"window {text!r}: between 1 s and 1 h")
     return min(seconds, 600.0)
+
+
+# Proxy settings from the environment, read as curl reads them (curl's documentation of NO_PROXY and
+# --noproxy, libcurl's CURLOPT_NOPROXY; Go's httpproxy package for the optional port).
+_PROXY_VARIABLES = {"https": "https_proxy", "wss": "https_proxy", "http": "http_proxy", "ws": "http_proxy"}
+
+
+def _env(environ: Mapping[str, str], name: str, *, upper: bool = True) -> str:
+    value = environ.get(name.lower(), "")
+    if not value and upper:
+        value = environ.get(name.upper(), "")
+    return value.strip()
+
+
+def _no_proxy_entry(entry: str) -> tuple[str, int | None]:
+    """One NO_PROXY entry as (name or network, port or None): "[v6]:p", "v6", "v6/len", "h:p", "h"."""
+    if entry.startswith("["):
+        close = entry.find("]")
+        if close < 0:
+            return entry, None
+        host, rest = entry[1:close], entry[close + 1:]
+        port_text = rest[1:] if rest.startswith(":") else ""
+        return host, int(port_text) if port_text.isascii() and port_text.isdigit() else None
+    if entry.count(":") == 1:
+        host, port_text = entry.split(":")
+        if port_text.isascii() and port_text.isdigit():
+            return host, int(port_text)
+    return entry, None
+
+
+def no_proxy_matches(host: str, port: int | None, no_proxy: str) -> bool:
+    """Whether `host` (a name or an IP literal, IPv6 with or without brackets) at `port` bypasses the proxy under
+    the NO_PROXY text `no_proxy`, as curl reads it: entries separated by commas or spaces, case-insensitive;
+    `*` alone matches every host; a name matches itself and every name under it (`example.com` and
+    `.example.com` both match `example.com` and `db.example.com`, not `badexample.com`); an IP address or a CIDR
+    network (`10.0.0.0/8`, `fd00::/8`, `[::1]`) matches IP literals inside it, never a name; an entry with a port
+    (`host:8443`, `[fd00::1]:443`, as Go reads it) matches that port only. Malformed entries are ignored."""
+    host = host.strip().strip("[]").rstrip(".").lower()
+    address: IPAddress | None
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        address = None
+    for raw in no_proxy.replace(",", " ").split():
+        entry = raw.lower()
+        if entry == "*":
+            return True
+        name, entry_port = _no_proxy_entry(entry)
+        if entry_port is not None and entry_port != port:
+            continue
+        name = name.rstrip(".")
+        if not name:
+            continue
+        try:
+            network = ipaddress.ip_network(name, strict=False)
+        except ValueError:
+            network = None
+        if network is not None:
+            if address is not None and address.version == network.version and address in network:
+                return True
+            continue
+        if address is not None:
+            continue
+        name = name.lstrip("*").lstrip(".")
+        if name and (host == name or host.endswith("." + name)):
+            return True
+    return False
+
+
+def proxy_from_environment(url: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The proxy URL the environment names for `url` (ws/wss/http/https), or None for a direct connection.
+    Read as curl reads it: `https_proxy`/`HTTPS_PROXY` for wss and https, `http_proxy` for ws and http
+    (`HTTP_PROXY` too, except under CGI where REQUEST_METHOD is set, the httpoxy rule), then
+    `all_proxy`/`ALL_PROXY`; NO_PROXY/no_proxy as `no_proxy_matches` reads it. A proxy written without a scheme
+    is taken as http://."""
+    import os
+    import urllib.parse
+
+    environ = os.environ if environ is None else environ
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    variable = _PROXY_VARIABLES.get(scheme)
+    if variable is None or not parts.hostname:
+        return None
+    try:
+        port = parts.port or (443 if scheme in ("https", "wss") else 80)
+    except ValueError:
+        return None
+    no_proxy = _env(environ, "no_proxy")
+    if no_proxy and no_proxy_matches(parts.hostname, port, no_proxy):
+        return None
+    upper = not (variable == "http_proxy" and "REQUEST_METHOD" in environ)
+    proxy = _env(environ, variable, upper=upper) or _env(environ, "all_proxy")
+    if not proxy:
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
