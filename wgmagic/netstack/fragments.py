@@ -70,7 +70,7 @@ class _Datagram:
         self.header = b""  # the first fragment's header (offset 0), once it came
         self.next_at = -1
         self.proto = -1
-        self.charge = DATAGRAM_OVERHEAD
+        self.charge = 0  # bytes charged against the bounds (Reassembler._charge)
 
 
 class Reassembler:
