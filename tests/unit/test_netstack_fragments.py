@@ -548,3 +548,35 @@ def test_parse_fragment_never_raises(data, prefix):
     assert isinstance(result, (str, Fragment))
     if isinstance(result, Fragment):
         assert result.offset + len(result.data) <= 65535 and (not result.more or len(result.data) % 8 == 0)
+
+
+@pytest.mark.parametrize("shape", ["one_fragment_datagrams", "tiny_fragments", "full_fragments"])
+def test_the_charge_is_what_the_memory_really_costs(shape):
+    """Real memory (tracemalloc) of a reassembly filled to its bound stays within 1.5 times `max_bytes`, for
+    the costliest shapes: a datagram per fragment, 8-byte fragments, 1,400-byte fragments."""
+    import tracemalloc
+
+    max_bytes = 1024 * 1024
+    fragments = []
+    for i in range(8000):
+        if shape == "one_fragment_datagrams":
+            fragments.append(v6_fragment(ipaddress.ip_address(f"fd77::{i % 500 + 100:x}"), ME6.ip, i, 8, True,
+                                         bytes(8)))
+        elif shape == "tiny_fragments":
+            source = ipaddress.ip_address(f"198.18.{i // 100 % 250}.{i % 100 + 1}")
+            fragments.append(v4_fragment(source, ME4.ip, i // 2000, 8 * (i // 100 % 20 + 1), True, bytes(8)))
+        else:
+            source = ipaddress.ip_address(f"198.18.0.{i % 40 + 10}")
+            fragments.append(v4_fragment(source, ME4.ip, i // 40, 1400 * (i // 200 % 40), True, bytes(1400)))
+    parsed = [parse_fragment(f) for f in fragments]
+    tracemalloc.start()
+    try:
+        reassembler = Reassembler(max_bytes=max_bytes, max_bytes_per_source=max_bytes // 4)
+        before = tracemalloc.get_traced_memory()[0]
+        for fragment in parsed:
+            reassembler.add(fragment, 0.0)
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert reassembler.drops["fragment_evicted"] > 0 and max_bytes // 2 < reassembler.held_bytes <= max_bytes
+    assert used <= 1.5 * max_bytes, (used, reassembler.held_bytes, reassembler.datagrams)
