@@ -3,7 +3,9 @@
 Sans-I/O: the runtime feeds inner IP packets from the tunnel with `receive_packet(packet, now)`, then pulls
 `events()` (every event that input produced, TCP connections' included) and `packets_to_send(now)`.
 Connections and sockets live in tables keyed by raw address bytes. IPv4 (RFC 791), IPv6 (RFC 8200), ICMP
-(RFC 792, RFC 4443), UDP (RFC 768), TCP (RFC 9293, in `tcp/`).
+(RFC 792, RFC 4443), UDP (RFC 768), TCP (RFC 9293, in `tcp/`). Datagrams bigger than the path MTU (UDP, ICMP
+echo) leave as fragments and fragments are reassembled (`fragments.py`); TCP keeps to its MSS and never needs
+either.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from wgmagic.netstack.events import EchoReply, IcmpUnreachable, NetstackEvent, TcpAccepted, UdpReadable
+from wgmagic.netstack.fragments import FragmentIds, Reassembler
 from wgmagic.netstack.tcp.config import TcpConfig
 from wgmagic.netstack.tcp.connection import TcpConnection, reset_for
 from wgmagic.netstack.tcp.listener import DEFER, TcpListener
@@ -27,8 +30,11 @@ from wgmagic.netstack.wire.ip import (
     PROTO_TCP,
     PROTO_UDP,
     IPv4Builder,
+    build_ipv4_fragments,
     build_ipv6,
+    build_ipv6_fragments,
     parse,
+    parse_fragment,
 )
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -42,6 +48,11 @@ MAX_EVENTS = 65536
 SHARED_RECEIVE_BUDGET = 16 * 1024 * 1024
 MIN_CONNECTION_WINDOW = 128 * 1024
 UDP_QUEUE = 256
+UDP_QUEUE_BYTES = 1024 * 1024  # per socket, besides UDP_QUEUE: 16 datagrams of 64 KiB
+# The largest UDP payload: a datagram's length fields are 16 bits (RFC 768; RFC 791 Total Length includes the
+# 20-byte header, RFC 8200 Payload Length does not count the 40-byte one). No jumbograms (RFC 2675).
+UDP_MAX_PAYLOAD = {4: 65535 - 20 - 8, 6: 65535 - 8}
+V4_TIME_EXCEEDED, V6_TIME_EXCEEDED, CODE_REASSEMBLY_TIME_EXCEEDED = 11, 3, 1  # RFC 792; RFC 4443 3.3
 # What a listener's `admit` hook may answer besides True (answer the SYN now) and False (refuse it with a
 # reset): hold the SYN unanswered until the listener's owner calls `TcpListener.settle` (a gateway connecting
 # to its local target first, as a forwarder that completes the handshake only once it knows the outcome).
@@ -57,13 +68,14 @@ def _address(raw: bytes) -> IPAddress:
 
 class UdpSocket:
     """A UDP socket bound to (local address, port) on a `Stack` (RFC 768). Received datagrams queue up to
-    UDP_QUEUE (more are dropped and counted); each raises `UdpReadable`."""
+    UDP_QUEUE datagrams and UDP_QUEUE_BYTES bytes (more are dropped and counted); each raises `UdpReadable`."""
 
     def __init__(self, stack: Stack, local: bytes, port: int) -> None:
         self.stack = stack
         self.local = local
         self.port = port
         self.queue: deque[tuple[bytes, tuple[IPAddress, int]]] = deque()
+        self.queued_bytes = 0
         self.dropped = 0
         self.closed = False
 
@@ -71,24 +83,29 @@ class UdpSocket:
         return f"<UdpSocket {_address(self.local)}:{self.port}>"
 
     def sendto(self, data: bytes, target: tuple[IPAddress, int], now: float) -> None:
-        """Send one datagram to (ip, port) at `now`. Raises OSError: closed (EBADF), address family mismatch
-        (EAFNOSUPPORT) or larger than the path MTU allows (EMSGSIZE; no fragmentation)."""
+        """Send one datagram of at most 65,507 (IPv4) or 65,527 (IPv6) bytes to (ip, port) at `now`; one
+        bigger than the path MTU leaves in fragments (RFC 791, RFC 8200 4.5). Raises OSError: closed (EBADF),
+        address family mismatch (EAFNOSUPPORT), longer than a UDP datagram can be (EMSGSIZE)."""
         if self.closed:
             raise OSError(9, "UDP socket closed")
         dst = target[0].packed
         if len(dst) != len(self.local):
             raise OSError(97, "address family mismatch")
-        limit = self.stack.path_mtu(dst) - (28 if len(dst) == 4 else 48)
+        limit = UDP_MAX_PAYLOAD[4 if len(dst) == 4 else 6]
         if len(data) > limit:
-            raise OSError(90, f"datagram of {len(data)} bytes exceeds the path MTU payload of {limit}")
+            raise OSError(90, f"datagram of {len(data)} bytes exceeds the UDP maximum of {limit}")
         segment = bytearray(_UDP.pack(self.port, target[1], 8 + len(data), 0) + data)
         checksum = transport_checksum(self.local, dst, PROTO_UDP, segment) or 0xFFFF
         segment[6:8] = checksum.to_bytes(2, "big")
-        self.stack._emit(self.local, dst, PROTO_UDP, bytes(segment))
+        self.stack._emit_datagram(self.local, dst, PROTO_UDP, bytes(segment))
 
     def recvfrom(self) -> tuple[bytes, tuple[IPAddress, int]] | None:
         """The oldest queued (data, (ip, port)), or None."""
-        return self.queue.popleft() if self.queue else None
+        if not self.queue:
+            return None
+        item = self.queue.popleft()
+        self.queued_bytes -= len(item[0])
+        return item
 
     def close(self) -> None:
         """Unbind; later datagrams to the port get ICMP port unreachable."""
@@ -100,7 +117,8 @@ class Stack:
     """The IP stack of one tunnel: `addresses` are the interface's (their IPs are ours), `mtu` the tunnel's
     (bytes), `rng(n) -> n bytes` the randomness (ports, ISNs), `tcp_options` a `TcpConfig` for every connection.
     `verify_checksums` checks inbound checksums (off: WireGuard's AEAD already authenticated the bytes). Bad
-    input is counted in `drops` by reason and never raises."""
+    input is counted in `drops` by reason and never raises. `fragments` is the reassembly (`Reassembler`,
+    bounded in time and memory), `fragment_ids` the Identification of the datagrams the stack cuts."""
 
     def __init__(self, addresses: Sequence[IPInterface], *, mtu: int = 1420,
                  rng: Callable[[int], bytes] = os.urandom, tcp_options: TcpConfig | None = None,
@@ -120,6 +138,8 @@ class Stack:
         self._events: list[NetstackEvent] = []
         self.drops: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
+        self.fragments = Reassembler(self.drops)
+        self.fragment_ids = FragmentIds(rng)
         self._udp: dict[tuple[bytes, int], UdpSocket] = {}
         self.tcp: dict[tuple[bytes, int, bytes, int], TcpConnection] = {}  # (local, lport, remote, rport) -> connection
         self._listeners: dict[int, TcpListener] = {}
@@ -156,6 +176,25 @@ class Stack:
         else:
             self._out.append(build_ipv6(src, dst, proto, payload))
         self.counters["packets_out"] += 1
+
+    def _emit_datagram(self, src: bytes, dst: bytes, proto: int, payload: bytes) -> None:
+        """Send a datagram that may be bigger than the path MTU: whole (IPv4 with DF) when it fits, else in
+        fragments (IPv4 with DF clear, as Linux sends UDP; IPv6 with a Fragment header) of at most the path
+        MTU each, with an Identification from `fragment_ids` (RFC 6864, RFC 7739)."""
+        mtu = self._pmtu.get(dst, self.mtu)
+        v4 = len(src) == 4
+        if len(payload) + (20 if v4 else 40) <= mtu:
+            self._emit(src, dst, proto, payload)
+            return
+        ident = self.fragment_ids.next(src, dst, proto)
+        if v4:
+            packets = build_ipv4_fragments(src, dst, proto, payload, ident, mtu)
+        else:
+            packets = build_ipv6_fragments(src, dst, proto, payload, ident, mtu)
+        self._out.extend(packets)
+        self.counters["packets_out"] += len(packets)
+        self.counters["fragments_out"] += len(packets)
+        self.counters["datagrams_fragmented"] += 1
 
     def packets_to_send(self, now: float) -> list[bytes]:
         """IP packets to send into the tunnel, drained: what inputs, timers and the user's calls produced since the
@@ -195,8 +234,17 @@ class Stack:
     def _receive(self, packet: bytes | memoryview, now: float) -> None:
         parsed = parse(packet, self.verify_checksums)
         if isinstance(parsed, str):
-            self.drops[parsed] += 1
-            return
+            if parsed != "fragment":
+                self.drops[parsed] += 1
+                return
+            whole = self._reassemble(packet, now)
+            if whole is None:
+                return
+            parsed = parse(whole, False)  # the fragments' headers were checked; the new one is ours
+            if isinstance(parsed, str):  # a Fragment header inside a reassembled packet is not taken apart again
+                self.drops["nested_fragment" if parsed == "fragment" else parsed] += 1
+                return
+            packet = whole
         version, src, dst, proto, payload, _ttl = parsed
         if dst not in self._local:
             self.drops["not_for_us"] += 1
@@ -211,6 +259,21 @@ class Stack:
         else:
             self.drops["unknown_protocol"] += 1
 
+    def _reassemble(self, packet: bytes | memoryview, now: float) -> bytes | None:
+        """A fragment addressed to us into the reassembly; the whole packet when it was the last missing."""
+        fragment = parse_fragment(packet, self.verify_checksums)
+        if isinstance(fragment, str):
+            self.drops[fragment] += 1
+            return None
+        if fragment.dst not in self._local:
+            self.drops["not_for_us"] += 1
+            return None
+        self.counters["fragments_in"] += 1
+        whole = self.fragments.add(fragment, now)
+        if whole is not None:
+            self.counters["reassembled"] += 1
+        return whole
+
     def _receive_icmp(self, version: int, src: bytes, dst: bytes, message: memoryview, now: float) -> None:
         if len(message) < 8:
             self.drops["malformed_icmp"] += 1
@@ -223,7 +286,7 @@ class Stack:
         reply = icmp.V4_ECHO_REPLY if version == 4 else icmp.V6_ECHO_REPLY
         if kind == request:
             answer = icmp.build_echo(version, False, ident, seq, bytes(message[8:]), dst, src)
-            self._emit(dst, src, PROTO_ICMP if version == 4 else PROTO_ICMPV6, answer)
+            self._emit_datagram(dst, src, PROTO_ICMP if version == 4 else PROTO_ICMPV6, answer)
         elif kind == reply:
             self._event(EchoReply(_address(src), ident, seq, bytes(message[8:]), now))
         elif version == 4 and kind == icmp.V4_UNREACHABLE:
@@ -284,10 +347,11 @@ class Stack:
                 error = icmp.build_error(6, icmp.V6_UNREACHABLE, icmp.V6_CODE_PORT_UNREACHABLE, 0, quoted, dst, src)
                 self._emit(dst, src, PROTO_ICMPV6, error)
             return
-        if len(sock.queue) >= UDP_QUEUE:
+        if len(sock.queue) >= UDP_QUEUE or sock.queued_bytes + length - 8 > UDP_QUEUE_BYTES:
             sock.dropped += 1
             self.drops["udp_queue_full"] += 1
             return
+        sock.queued_bytes += length - 8
         sock.queue.append((bytes(segment[8:length]), (_address(src), sport)))
         self._event(UdpReadable(sock))
 
@@ -317,8 +381,13 @@ class Stack:
 
     # ---- timers -------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
-        """The earliest deadline of any TCP connection (seconds, the caller's clock), or None."""
-        return min((d for conn in self.tcp.values() if (d := conn.next_timer()) is not None), default=None)
+        """The earliest deadline of any TCP connection or of the fragment reassembly (seconds, the caller's
+        clock), or None."""
+        deadline = min((d for conn in self.tcp.values() if (d := conn.next_timer()) is not None), default=None)
+        fragments = self.fragments.next_deadline()
+        if fragments is not None and (deadline is None or fragments < deadline):
+            return fragments
+        return deadline
 
     def defer_retransmissions(self, until: float) -> None:
         """The transport below is stalled but reliable (TCP over TCP): hold every connection's retransmission
@@ -327,21 +396,36 @@ class Stack:
             conn.defer_rto(until)
 
     def handle_timers(self, now: float) -> None:
-        """Fire every TCP timer due at `now`; their segments and events come out of the next pulls."""
+        """Fire every TCP timer due at `now` and time out the datagrams in reassembly whose time is up (an ICMP
+        time exceeded, code 1, to the sender of each whose first fragment came: RFC 792, RFC 4443 3.3); their
+        segments, packets and events come out of the next pulls."""
         for conn in list(self.tcp.values()):
             deadline = conn.next_timer()
             if deadline is not None and deadline <= now:
                 conn.handle_timer(now)
                 self._active.add(conn)
+        deadline = self.fragments.next_deadline()
+        if deadline is not None and deadline <= now:
+            for version, src, dst, quote in self.fragments.expire(now):
+                if version == 4:
+                    error = icmp.build_error(4, V4_TIME_EXCEEDED, CODE_REASSEMBLY_TIME_EXCEEDED, 0, quote)
+                    self._emit(dst, src, PROTO_ICMP, error)
+                else:
+                    error = icmp.build_error(6, V6_TIME_EXCEEDED, CODE_REASSEMBLY_TIME_EXCEEDED, 0, quote, dst, src)
+                    self._emit(dst, src, PROTO_ICMPV6, error)
 
     # ---- user API ------------------------------------------------------------------------------------
     def send_echo(self, dst: IPAddress, ident: int, seq: int, payload: bytes, now: float) -> None:
-        """Send an ICMP echo request (RFC 792 / RFC 4443 4.1) to `dst`; the answer is an `EchoReply` event.
-        Raises OSError (ENETUNREACH) when the interface has no address of that family."""
+        """Send an ICMP echo request (RFC 792 / RFC 4443 4.1) to `dst`; the answer is an `EchoReply` event. A
+        request bigger than the path MTU leaves in fragments, as Linux's ping sends it. Raises OSError:
+        ENETUNREACH when the interface has no address of that family, EMSGSIZE past what a datagram holds
+        (65,507 bytes of payload over IPv4, 65,527 over IPv6)."""
         src = self._source_for(dst)
         version = dst.version
+        if len(payload) > UDP_MAX_PAYLOAD[version]:  # the same 8-byte header and 16-bit lengths as UDP
+            raise OSError(90, f"an echo of {len(payload)} bytes exceeds the maximum of {UDP_MAX_PAYLOAD[version]}")
         message = icmp.build_echo(version, True, ident, seq, payload, src, dst.packed)
-        self._emit(src, dst.packed, PROTO_ICMP if version == 4 else PROTO_ICMPV6, message)
+        self._emit_datagram(src, dst.packed, PROTO_ICMP if version == 4 else PROTO_ICMPV6, message)
 
     def _source_for(self, dst: IPAddress) -> bytes:
         src = self.local_v4 if dst.version == 4 else self.local_v6
@@ -414,5 +498,6 @@ class Stack:
 
     def stats(self) -> dict[str, object]:
         """{"connections": int, "drops": {reason: count}, plus the counters (packets_in, packets_out, ...)}."""
-        return {"connections": len(self.tcp), "drops": dict(self.drops), **self.counters}
+        return {"connections": len(self.tcp), "drops": dict(self.drops), **self.counters,
+                "reassembly_datagrams": self.fragments.datagrams, "reassembly_bytes": self.fragments.held_bytes}
 
