@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -220,3 +222,34 @@ def test_outer_and_inner_packets_keep_their_original_lengths_and_decode(testbed,
         assert all(row[0] == row[1] for row in inner)
     else:
         assert all(int(row[1]) < int(row[0]) for row in tcp + icmp), (tcp + icmp)[:5]
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_capture_example() -> list[tuple[str, str]]:
+    """The fenced blocks of README.md's "Packet captures" section, in order: (language, text as printed)."""
+    section = README.read_text().split("\n### Packet captures\n", 1)[1].split("\n### ", 1)[0]
+    return re.findall(r"^```(\w+)\n(.*?)^```$", section, re.S | re.M)
+
+
+def test_the_readme_capture_example_runs_as_printed(testbed, tmp_path, monkeypatch, capsys):
+    blocks = readme_capture_example()
+    assert [language for language, _ in blocks] == ["python", "sql", "python", "sh"], blocks
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PGPASSWORD", testbed.db_password)  # the README's DSN has no password
+    with magic_shell(testbed, IDENTITY, name="readme") as sh:
+        for _, cell in blocks[:-1]:  # the notebook cells
+            result = sh.run_cell(cell)
+            assert result.success, (cell, result.error_in_exec)
+    out = capsys.readouterr().out
+    path = tmp_path.resolve() / "support.pcapng"
+    assert f"capturing to {path} " in out and f"written to {path} " in out, out
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    shown = subprocess.run(blocks[-1][1], shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                           check=True).stdout  # the shell line as printed
+    lines = shown.splitlines()
+    assert any(" TCP " in line and "5432" in line for line in lines), shown  # the query's connection
+    assert any("WireGuard" in line and "Transport Data" in line for line in lines), shown
+    # every outer datagram decodes as WireGuard: none left as bare UDP to or from the peer's port
+    assert not [line for line in lines if " UDP " in line and str(testbed.port) in line], shown
