@@ -178,29 +178,32 @@ def _traffic(tunnel) -> None:
     assert received == 20_000
 
 
+@pytest.mark.parametrize("outer", [True, False], ids=["outer", "inner-only"])
 @pytest.mark.parametrize("payload", [False, True], ids=["headers-only", "payload"])
-def test_outer_and_inner_packets_keep_their_original_lengths_and_decode(testbed, tmp_path, payload):
+def test_outer_and_inner_packets_keep_their_original_lengths_and_decode(testbed, tmp_path, payload, outer):
     path = tmp_path / "decode.pcapng"
     with connect(testbed.client_config(identity=IDENTITY)) as tunnel:
-        capture = tunnel.capture(path, outer=True, payload=payload)
+        capture = tunnel.capture(path, outer=outer, payload=payload)
         _traffic(tunnel)
         capture.stop()
     decode = ("-d", f"udp.port=={testbed.port},wg")
+    if not outer:
+        assert tshark(path, "frame.number", display_filter="frame.interface_id == 1") == []
     # Outer (interface 1): IPv4 + UDP headers as on the wire, the WireGuard message decoded, with and without
     # telling tshark the port (its heuristic finds WireGuard by the message's length and type).
     fields = ("frame.len", "frame.cap_len", "ip.len", "udp.length", "wg.type", "wg.receiver", "wg.counter",
               "udp.srcport", "udp.dstport", "_ws.col.Protocol", "_ws.col.Info")
-    for extra in (decode, ()):
-        outer = tshark(path, *fields, display_filter="frame.interface_id == 1", extra=extra)
-        assert outer
-        data = [row for row in outer if row[4] == "4"]
-        assert data and all(row[5] and row[6] for row in data), outer[:5]
-        for row in outer:
+    for extra in (decode, ()) if outer else ():
+        datagrams = tshark(path, *fields, display_filter="frame.interface_id == 1", extra=extra)
+        assert datagrams
+        data = [row for row in datagrams if row[4] == "4"]
+        assert data and all(row[5] and row[6] for row in data), datagrams[:5]
+        for row in datagrams:
             assert row[9] == "WireGuard" and "Len=" not in row[10], row
             assert int(row[2]) == int(row[0]) and int(row[3]) == int(row[0]) - 20, row
             assert testbed.port in (int(row[7]), int(row[8]))
         if payload:
-            assert all(row[0] == row[1] for row in outer)
+            assert all(row[0] == row[1] for row in datagrams)
         else:  # cut after WireGuard's 16-byte header; the original length kept in the block and the headers
             assert all(int(row[1]) == 20 + 8 + 16 < int(row[0]) for row in data), data[:5]
     # Inner (interface 0): every packet's IP length is its original length, whatever was kept.
