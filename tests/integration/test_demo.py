@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,35 @@ def test_demo_headless_executes_the_quickstart(tmp_path):
     assert (out / "quickstart.html").stat().st_size > 10_000
     assert (out / "wg-demo.conf").stat().st_mode & 0o077 == 0
     assert "stopped the gateway and PostgreSQL" in done.stdout
+
+
+def test_demo_output_lands_where_it_says_private_whatever_was_there(tmp_path):
+    """Issue 21 item 2: an output directory left loose (0777) by an earlier run, a symlink where the client
+    config goes and an old 0644 HTML copy: the directory becomes 0700, each file is replaced (never written
+    through the symlink) and is 0600; the messages name the absolute paths."""
+    prefix = _as_unprivileged(tmp_path)
+    uid = 65534 if prefix else os.getuid()
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "notes.txt"
+    victim.write_text("the user's own file")
+    (out / "wg-demo.conf").symlink_to(victim)
+    (out / "quickstart.html").write_text("an old copy")
+    for path in (out, victim, out / "quickstart.html"):
+        os.chown(path, uid, uid)
+    os.lchown(out / "wg-demo.conf", uid, uid)
+    out.chmod(0o777)
+    victim.chmod(0o644)
+    (out / "quickstart.html").chmod(0o644)
+    done = subprocess.run([*prefix, sys.executable, "-m", "wgmagic.cli", "demo", "--headless", "--output-dir",
+                           "out"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    print(done.stdout, done.stderr[-2000:])
+    assert done.returncode == 0
+    assert victim.read_text() == "the user's own file" and stat.S_IMODE(victim.stat().st_mode) == 0o644
+    for name in ("wg-demo.conf", "quickstart.ipynb", "quickstart.html"):
+        assert not (out / name).is_symlink() and stat.S_IMODE((out / name).lstat().st_mode) == 0o600, name
+    assert "PrivateKey" in (out / "wg-demo.conf").read_text()
+    assert stat.S_IMODE(out.lstat().st_mode) == 0o700
+    absolute = tmp_path.resolve() / "out"
+    assert f"client config written to {absolute / 'wg-demo.conf'}" in done.stdout
+    assert f"made {absolute} private (mode 0777 -> 0700)" in done.stdout

@@ -15,9 +15,11 @@ from wgmagic.runtime.services.capture import (
     INBOUND,
     LINKTYPE_RAW,
     OUTBOUND,
+    WIREGUARD_HEADER,
     Record,
     header_length,
     udp_packet,
+    udp_packet_length,
     write_pcapng,
 )
 
@@ -99,3 +101,29 @@ def test_outer_udp_packets_carry_valid_checksums(payload, v6, sport, dport):
     assert struct.unpack("!HHH", udp[:6]) == (sport, dport, 8 + len(payload))
     assert transport_checksum(ipaddress.ip_address(src), ipaddress.ip_address(dst), 17, udp) == 0
     assert udp[8:] == payload
+
+
+@given(payload=st.binary(max_size=1500), v6=st.booleans(), keep=st.integers(0, 1600))
+def test_a_cut_outer_packet_keeps_the_whole_datagrams_lengths_and_checksum(payload, v6, keep):
+    """Issue 21: the rebuilt headers of a cut datagram carry its original lengths (IPv4 total length / IPv6
+    payload length, UDP length) and the checksum of the whole datagram, as a snaplen-cut capture does."""
+    src, dst = (("fd00::1", 51820), ("fd00::2", 40000)) if v6 else (("198.18.0.1", 51820), ("198.18.0.2", 40000))
+    whole = udp_packet(src, dst, payload)
+    cut = udp_packet(src, dst, payload, keep)
+    header = 40 if v6 else 20
+    assert len(whole) == udp_packet_length(src, payload) == header + 8 + len(payload)
+    assert cut == whole[:header + 8 + keep]
+    if v6:
+        assert struct.unpack_from("!H", cut, 4)[0] == 8 + len(payload)
+    else:
+        assert struct.unpack_from("!H", cut, 2)[0] == len(whole)
+        assert internet_checksum(cut[:20]) == 0
+    assert struct.unpack_from("!H", cut, header + 4)[0] == 8 + len(payload)
+
+
+def test_a_cut_wireguard_data_message_still_says_how_long_it_was():
+    message = struct.pack("<IIQ", 4, 7, 3) + bytes(64)  # transport data: type 4, receiver, counter, 64 bytes
+    packet = udp_packet(("127.0.0.1", 51820), ("127.0.0.1", 40000), message, WIREGUARD_HEADER)
+    assert len(packet) == 20 + 8 + 16
+    assert struct.unpack_from("!H", packet, 2)[0] == 20 + 8 + 80 == udp_packet_length(("127.0.0.1", 1), message)
+    assert struct.unpack_from("!H", packet, 24)[0] == 8 + 80

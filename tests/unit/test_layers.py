@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "wgmagic"
 # cycle check applies. Keep in step with docs/layers.md.
 LAYERS: list[tuple[str, ...]] = [
     ("wgmagic.errors", "wgmagic.explain"),
-    ("wgmagic.addresses", "wgmagic.config", "wgmagic.connstr", "wgmagic.platform", "wgmagic.via"),
+    ("wgmagic.addresses", "wgmagic.config", "wgmagic.connstr", "wgmagic.files", "wgmagic.platform", "wgmagic.via"),
     ("wgmagic.wireguard", "wgmagic.netstack", "wgmagic.proto"),
     ("wgmagic.runtime",),
     ("wgmagic.sql",),
@@ -139,6 +139,6 @@ def test_no_import_cycles() -> None:
 
 def test_nothing_at_the_top_that_belongs_to_a_layer() -> None:
     top = {p.stem for p in PACKAGE.glob("*.py")}
-    allowed = {"__init__", "__main__", "addresses", "cli", "config", "connstr", "errors", "explain", "platform",
-               "via"}
+    allowed = {"__init__", "__main__", "addresses", "cli", "config", "connstr", "errors", "explain", "files",
+               "platform", "via"}
     assert top <= allowed, f"modules at the top that belong to a layer: {sorted(top - allowed)}"

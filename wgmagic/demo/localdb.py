@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from wgmagic import files
 from wgmagic.errors import WgMagicError
 
 SAMPLE = """
@@ -77,15 +78,13 @@ class LocalPostgres:
 
     def start(self, timeout: float = 30.0) -> LocalPostgres:
         owner = self.dir.owner()
-        pwfile = self.dir / "pw"
-        pwfile.write_text(self.password + "\n")
-        pwfile.chmod(0o600)
+        pwfile = files.write_text(self.dir / "pw", self.password + "\n", private=True)
         with contextlib.suppress(OSError):
             shutil.chown(pwfile, owner)
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth-local=trust",
                   "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C")
         pwfile.unlink()
-        log = open(self.dir / "postgres.log", "w")  # noqa: SIM115 (the server's stdout, closed in stop)
+        log = files.create_new(self.dir / "postgres.log", private=True)  # the server's stdout, closed in stop
         with contextlib.suppress(OSError):
             shutil.chown(self.dir / "postgres.log", owner)
         self.process = subprocess.Popen(

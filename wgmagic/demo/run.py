@@ -3,6 +3,11 @@
 A local PostgreSQL with sample data, a `wgmagic gateway` in front of it on loopback (both rootless), a
 matching client config, and the quickstart notebook pointed at it: opened in JupyterLab, or with --headless
 executed and written out (the executed notebook and an HTML copy). Ctrl-C stops everything it started.
+
+Its files go where it says, as `wgmagic.files` writes every file: the output directory (default ./wgmagic-demo,
+resolved when given) is made 0700, or tightened to 0700 (it holds the client's private key); the client config,
+the notebook and its HTML copy are written whole and mode 0600, replacing whatever was at those paths (a
+symlink there is replaced, never followed).
 """
 
 from __future__ import annotations
@@ -10,13 +15,14 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from wgmagic import files
 from wgmagic.wireguard.crypto import generate_keypair
 
 GATEWAY4, GATEWAY6 = "198.18.77.1", "fd77:6d61:6769:7700::1"
@@ -25,18 +31,43 @@ NET4, NET6 = "198.18.77.0/24", "fd77:6d61:6769:7700::/64"
 
 
 class Demo:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
+    def __init__(self, workdir: str | os.PathLike[str]) -> None:
+        self.workdir = files.resolve(workdir)
         self.postgres = None
         self.gateway = None
-        self.config_path = workdir / "wg-demo.conf"
+        self.config_path = self.workdir / "wg-demo.conf"
+
+    def make_workdir(self) -> Path:
+        """The output directory, private (0700: it holds the client's private key); says so when an existing
+        one was looser."""
+        before = self.workdir.lstat().st_mode & 0o777 if self.workdir.is_dir() else None
+        files.private_directory(self.workdir)
+        if before is not None and before != 0o700:
+            print(f"demo: made {self.workdir} private (mode {before:04o} -> 0700): it holds a private key",
+                  flush=True)
+        return self.workdir
+
+    def write_config(self, text: str) -> Path:
+        """The client's wg-quick config (with its private key): 0600, written whole."""
+        return files.write_text(self.config_path, text, private=True)
+
+    def write_outputs(self, nb: Any, name: str) -> tuple[Path, Path]:
+        """The executed notebook `name` and its HTML copy in the output directory (0600: they hold query
+        results); returns both absolute paths."""
+        import nbformat
+        from nbconvert import HTMLExporter
+
+        executed = files.write_text(self.workdir / name, nbformat.writes(nb), private=True)
+        body, _ = HTMLExporter().from_notebook_node(nb)
+        html_path = files.write_text(executed.with_suffix(".html"), body, private=True)
+        return executed, html_path
 
     def start(self) -> Demo:
         from wgmagic.addresses import parse_expose
         from wgmagic.demo.localdb import LocalPostgres
         from wgmagic.runtime.services.gateway import Gateway
 
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.make_workdir()
         print("demo: starting a local PostgreSQL with sample data ...", flush=True)
         self.postgres = LocalPostgres().start()
         gateway_private, gateway_public = generate_keypair()
@@ -53,9 +84,7 @@ class Demo:
         client_config = (f"[Interface]\nPrivateKey = {client_private}\nAddress = {CLIENT4}/32, {CLIENT6}/128\n"
                          f"DNS = {GATEWAY4}\n\n[Peer]\nPublicKey = {gateway_public}\nEndpoint = 127.0.0.1:{port}\n"
                          f"AllowedIPs = {NET4}, {NET6}\nPersistentKeepalive = 25\n")
-        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(client_config)
+        self.write_config(client_config)
         print(f"demo: client config written to {self.config_path}", flush=True)
         return self
 
@@ -75,7 +104,6 @@ class Demo:
     def run_headless(self, notebook: Path) -> tuple[Path, Path]:
         import nbformat
         from nbclient import NotebookClient
-        from nbconvert import HTMLExporter
 
         nb = nbformat.read(notebook, as_version=4)
         env_before = dict(os.environ)
@@ -86,11 +114,7 @@ class Demo:
         finally:
             os.environ.clear()
             os.environ.update(env_before)
-        executed = self.workdir / notebook.name
-        nbformat.write(nb, executed)
-        body, _ = HTMLExporter().from_notebook_node(nb)
-        html_path = executed.with_suffix(".html")
-        html_path.write_text(body)
+        executed, html_path = self.write_outputs(nb, notebook.name)
         errors = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs
                   if o.output_type == "error"]
         if errors:
@@ -103,8 +127,7 @@ class Demo:
         if importlib.util.find_spec("jupyterlab") is None:
             print("demo: JupyterLab is not installed: pip install 'wgmagic[demo]', or use --headless", flush=True)
             return 2
-        target = self.workdir / notebook.name
-        shutil.copy(notebook, target)
+        target = files.write_bytes(self.workdir / notebook.name, notebook.read_bytes(), private=True)
         command = [sys.executable, "-m", "jupyterlab", str(target), f"--ServerApp.root_dir={self.workdir}"]
         if os.geteuid() == 0:
             command.append("--allow-root")
@@ -124,15 +147,16 @@ def main(headless: bool, output_dir: str | None, notebook: str = "quickstart.ipy
     """Run the demo: `headless` executes `notebook` (package data of wgmagic.demo) and writes it out with an
     HTML copy under `output_dir` (default ./wgmagic-demo); otherwise opens it in JupyterLab. Returns an exit
     status."""
-    from importlib.resources import as_file, files
+    from importlib.resources import as_file
+    from importlib.resources import files as package_files
 
-    workdir = Path(output_dir or "wgmagic-demo").resolve()
+    workdir = files.resolve(output_dir or "wgmagic-demo")
 
     demo = Demo(workdir)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         demo.start()
-        with as_file(files("wgmagic.demo") / notebook) as path:
+        with as_file(package_files("wgmagic.demo") / notebook) as path:
             if headless:
                 started = time.monotonic()
                 executed, html_path = demo.run_headless(path)

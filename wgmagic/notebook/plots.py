@@ -125,8 +125,9 @@ class PngFigure:
         return f"<{self.title or 'figure'}: PNG, {len(self.data):,} bytes>"
 
     def save(self, path: str) -> None:
-        with open(path, "wb") as handle:
-            handle.write(self.data)
+        from wgmagic import files  # written whole, in place of whatever was there (wgmagic/files.py)
+
+        files.write_bytes(path, self.data, private=False)
 
 
 def bench_figure(result: Any) -> Any:

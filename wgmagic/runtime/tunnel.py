@@ -20,7 +20,7 @@ from collections.abc import Callable, Container, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from wgmagic import explain, platform
+from wgmagic import explain, files, platform
 from wgmagic.addresses import format_address
 from wgmagic.config import WireGuardConfig, load_config
 from wgmagic.errors import (
@@ -157,7 +157,7 @@ def _claim_key(config: WireGuardConfig) -> list[int]:
     for peer in config.peers:
         name = hashlib.blake2s(ours + peer.public_key, digest_size=12).hexdigest()
         try:
-            fd = os.open(os.path.join(directory, f"{name}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fd = files.open_private(os.path.join(directory, f"{name}.lock"))  # 0600, never via a symlink
         except OSError:
             continue
         try:

@@ -4,18 +4,23 @@ Interface 0 (LINKTYPE_RAW: each packet starts with its IPv4 or IPv6 header) hold
 directions, as they cross between the WireGuard device and this process's IP stack; each Enhanced Packet
 Block carries its direction in `epb_flags` (inbound: decrypted from the peer; outbound: to be encrypted).
 With `outer=True`, interface 1 (also LINKTYPE_RAW) holds the WireGuard UDP datagrams as sent and received;
-their IP and UDP headers are rebuilt here (the kernel's socket hides them), the WireGuard message is what went
-over the wire.
+their IP and UDP headers are rebuilt here (the kernel's socket hides them) as they were on the wire (lengths and
+checksums of the whole datagram), the WireGuard message is what went over the wire.
 
 Payload capture is off unless asked: a packet is then cut after its transport header (IP header + TCP header
 with options, or the 8 bytes of a UDP or ICMP header), and an outer datagram after WireGuard's 16-byte message
 header, so the file holds no query data, only what a network admin needs (addresses, ports, flags, sequence
-numbers, windows, sizes). The original length stays in each block, so Wireshark shows what was cut.
+numbers, windows, sizes). A cut packet keeps its original lengths: in its IP and UDP headers (IPv4 total
+length, IPv6 payload length, UDP length) and in its block's original-length field, so Wireshark and tshark
+decode it as the packet it was ("[Packet size limited during capture]"), WireGuard included.
 
-The capture is bounded: it stops by itself after `max_packets` packets or `max_bytes` captured bytes (or after
-`seconds`), and then the file is written (by an executor thread, never on the loop thread). Formats: pcapng,
-draft-ietf-opsawg-pcapng (section header, interface description, enhanced packet blocks); link types:
-draft-ietf-opsawg-pcaplinktype (LINKTYPE_RAW = 101). The blocks are written with python-pcapng.
+The file is the one named when the capture started: a relative path is resolved then (`wgmagic.files`), and it
+is written whole at the end, atomically and mode 0600, replacing whatever was at that path (a symlink there is
+replaced, never followed). The capture is bounded: it stops by itself after `max_packets` packets or
+`max_bytes` captured bytes (or after `seconds`), and then the file is written (by an executor thread, never on
+the loop thread). Formats: pcapng, draft-ietf-opsawg-pcapng (section header, interface description, enhanced
+packet blocks); link types: draft-ietf-opsawg-pcaplinktype (LINKTYPE_RAW = 101). The blocks are written with
+python-pcapng.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from wgmagic import files
 
 LINKTYPE_RAW = 101
 INBOUND, OUTBOUND = 1, 2  # epb_flags bits 0-1 (pcapng section 4.3.1)
@@ -76,9 +83,12 @@ def header_length(packet: bytes | memoryview) -> int:
     return min(size, ip_len)
 
 
-def udp_packet(src: tuple[str, int], dst: tuple[str, int], payload: bytes) -> bytes:
+def udp_packet(src: tuple[str, int], dst: tuple[str, int], payload: bytes, keep: int | None = None) -> bytes:
     """An IPv4 or IPv6 packet carrying `payload` in UDP from `src` to `dst` (both (address, port) of one
-    family), with correct IP and UDP checksums: how an outer WireGuard datagram looked on the wire."""
+    family), with correct lengths and IP and UDP checksums: how an outer WireGuard datagram looked on the wire.
+    With `keep`, only the first `keep` bytes of the payload follow the headers, which still carry the lengths
+    and checksum of the whole datagram (a capture cut as `tcpdump -s` cuts); the original length is then
+    `udp_packet_length(src, payload)`."""
     from wgmagic.netstack.wire.checksum import internet_checksum, transport_checksum
 
     source, destination = ipaddress.ip_address(src[0]), ipaddress.ip_address(dst[0])
@@ -86,13 +96,19 @@ def udp_packet(src: tuple[str, int], dst: tuple[str, int], payload: bytes) -> by
     udp = bytearray(struct.pack("!HHHH", src[1], dst[1], length & 0xFFFF, 0) + payload)
     checksum = transport_checksum(source, destination, _PROTO_UDP, udp) or 0xFFFF
     struct.pack_into("!H", udp, 6, checksum)
+    kept = bytes(udp if keep is None else udp[:8 + max(0, keep)])
     if source.version == 4:
         header = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, (20 + length) & 0xFFFF, 0, 0x4000, 64,
                                        _PROTO_UDP, 0, source.packed, destination.packed))
         struct.pack_into("!H", header, 10, internet_checksum(header))
-        return bytes(header) + bytes(udp)
+        return bytes(header) + kept
     return struct.pack("!IHBB16s16s", 6 << 28, length & 0xFFFF, _PROTO_UDP, 64, source.packed,
-                       destination.packed) + bytes(udp)
+                       destination.packed) + kept
+
+
+def udp_packet_length(src: tuple[str, int], payload: bytes) -> int:
+    """Bytes of the whole IP packet `udp_packet(src, ..., payload)` stands for: IP header (20 or 40) + 8 + payload."""
+    return (40 if ipaddress.ip_address(src[0]).version == 6 else 20) + 8 + len(payload)
 
 
 def write_pcapng(stream: BinaryIO, records: Iterable[Record], *, outer: bool = False, payload: bool = False,
@@ -114,7 +130,8 @@ def write_pcapng(stream: BinaryIO, records: Iterable[Record], *, outer: bool = F
         shb.new_member(blocks.InterfaceDescription, link_type=LINKTYPE_RAW, snaplen=0,
                        options={"if_name": "wgmagic-outer",
                                 "if_description": "WireGuard UDP datagrams; IP and UDP headers rebuilt by "
-                                                  f"wgmagic{'' if payload else ', cut after the WireGuard header'}"})
+                                                  f"wgmagic{'' if payload else ', cut after the WireGuard header'}"
+                                                  "; lengths as on the wire"})
     writer = FileWriter(stream, shb)
     count = 0
     for record in records:
@@ -134,8 +151,10 @@ def write_pcapng(stream: BinaryIO, records: Iterable[Record], *, outer: bool = F
 class Capture:
     """A running capture on one tunnel; created by `Tunnel.capture` (thread-safe methods).
 
-    Attributes: `path` (the pcapng file), `packets` and `captured_bytes` so far, `stopped_by` (None while
-    running; then "stop", "seconds", "packets", "bytes" or "closed"), `written` (packets in the file).
+    Attributes: `path` (the pcapng file: absolute, resolved when the capture started), `packets` and
+    `captured_bytes` so far, `stopped_by` (None while running; then "stop", "seconds", "packets", "bytes" or
+    "closed"), `written` (packets in the file). OSError (naming the absolute path) when no file can be
+    written there; ValueError for a bad bound.
     """
 
     def __init__(self, tunnel: Any, path: str | os.PathLike[str], *, seconds: float | None = None,
@@ -145,8 +164,10 @@ class Capture:
             raise ValueError("max_packets and max_bytes must be positive")
         if seconds is not None and seconds <= 0:
             raise ValueError("seconds must be positive")
+        # Resolved now (a later chdir, such as %cd, changes nothing) and proved writable now, so a bad path fails
+        # here, not at the end; nothing is created until the file is written whole (0600: it may hold query data).
+        self.path: Path = files.check_writable(path)
         self.tunnel = tunnel
-        self.path = Path(path)
         self.seconds = seconds
         self.max_packets = max_packets
         self.max_bytes = max_bytes
@@ -164,15 +185,7 @@ class Capture:
         self._timer: Any = None
         self._receive: Any = None
         self._local_for: dict[str, str] = {}
-        # Create the file now (0600: it may hold query data), so a bad path fails here, not at the end.
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.close(fd)
-        try:
-            tunnel.call_on_loop(self._start)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-            raise
+        tunnel.call_on_loop(self._start)
 
     def __repr__(self) -> str:
         state = "running" if self.stopped_by is None else f"stopped ({self.stopped_by})"
@@ -190,7 +203,7 @@ class Capture:
 
             def receive(data: bytes, addr: tuple[str, int], now: float) -> None:
                 if engine.tap is self:
-                    self._add(1, True, self._outer_packet(addr, data, inbound=True), len(data) + 28, now)
+                    self._add(1, True, *self._outer_packet(addr, data, inbound=True), now)
                 self._receive(data, addr, now)
 
             transport.receive = receive
@@ -208,14 +221,16 @@ class Capture:
         if not self.outer:
             return
         for data, addr in datagrams:
-            if not self._add(1, False, self._outer_packet(addr, data, inbound=False), len(data) + 28, now):
+            if not self._add(1, False, *self._outer_packet(addr, data, inbound=False), now):
                 return
 
-    def _outer_packet(self, peer: tuple[str, int], data: bytes, *, inbound: bool) -> bytes:
-        kept = data if self.payload else data[:WIREGUARD_HEADER]
+    def _outer_packet(self, peer: tuple[str, int], data: bytes, *, inbound: bool) -> tuple[bytes, int]:
+        """(the captured bytes, the original length) of one outer datagram: the whole IP/UDP packet's headers
+        as on the wire, followed by the WireGuard message (its 16-byte header only, without payload)."""
         local = (self._local_address(peer[0]), self._engine.local_port)
         src, dst = (peer, local) if inbound else (local, peer)
-        return udp_packet(src, dst, kept)
+        keep = None if self.payload else WIREGUARD_HEADER
+        return udp_packet(src, dst, data, keep), udp_packet_length(src, data)
 
     def _local_address(self, remote: str) -> str:
         """The address this machine sends from to `remote` (a connected UDP socket sends nothing)."""
@@ -262,7 +277,7 @@ class Capture:
 
     def _write(self) -> None:
         try:
-            with open(self.path, "wb") as stream:
+            with files.replace(self.path, private=True) as stream:
                 comment = f"wgmagic tunnel {self.tunnel.name}; stopped by {self.stopped_by}"
                 self.written = write_pcapng(stream, self.records, outer=self.outer, payload=self.payload,
                                             comment=comment)
