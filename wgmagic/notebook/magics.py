@@ -25,6 +25,7 @@ from traitlets import Bool, Float, Int, TraitError, Unicode, default, validate
 
 from wgmagic.addresses import format_address
 from wgmagic.errors import ConfigError, WgMagicError
+from wgmagic.notebook.arguments import split_sql_line
 from wgmagic.sql.connstr import mask_all_secrets as scrub
 
 DEFAULT_DISPLAY_LIMIT = 50
@@ -225,8 +226,9 @@ class WgMagic(Magics):
     sets one; they are also read from `[tool.wgmagic]` in the project's pyproject.toml or the user's config
     file (wgmagic.notebook.settings says which, and in what order)."""
 
-    displaylimit = Int(DEFAULT_DISPLAY_LIMIT, config=True,
-                       help="Rows of a result shown (the DataFrame holds them all); 0 shows every row.")
+    displaylimit = Int(DEFAULT_DISPLAY_LIMIT, allow_none=True, config=True,
+                       help="Rows of a result shown (the DataFrame holds them all); 0 or None shows every row "
+                            "(as JupySQL's displaylimit).")
     timeout = Float(10.0, config=True, help="Seconds %wg connect waits for the first handshake.")
     tcp_user_timeout = Float(30.0, allow_none=True, config=True,
                              help="Seconds data may go unacknowledged before a tunnel connection fails (RFC 5482; "
@@ -248,9 +250,17 @@ class WgMagic(Magics):
 
     @validate("displaylimit")
     def _valid_displaylimit(self, proposal: Any) -> int:
+        """JupySQL's rule: None is 0 (every row), a negative number is refused."""
+        if proposal["value"] is None:
+            return 0
         if proposal["value"] < 0:
-            raise TraitError("displaylimit must be 0 (every row) or more")
+            raise TraitError("displaylimit must be 0 or None (every row) or more")
         return int(proposal["value"])
+
+    @validate("dsn_filename")
+    def _valid_dsn_filename(self, proposal: Any) -> str:
+        """`~` expanded when set, as JupySQL's dsn_filename."""
+        return os.path.expanduser(proposal["value"])
 
     @validate("timeout", "progress_bar_threshold")
     def _valid_seconds(self, proposal: Any) -> float:
@@ -274,34 +284,10 @@ class WgMagic(Magics):
 
     def _load_settings_file(self, start: str | os.PathLike[str] | None) -> None:
         """Apply the settings file's values, below IPython's own configuration (as JupySQL does)."""
-        from wgmagic.notebook.settings import load_settings
+        from wgmagic.notebook.settings import apply_settings_file
 
-        try:
-            values, path = load_settings(start)
-        except ConfigError as exc:
-            print(f"wgmagic: settings file ignored: {scrub(str(exc))}", file=sys.stderr)
-            return
-        if path is None:
-            return
-        self.settings_file = str(path)
-        from_ipython = set(self.config.get(type(self).__name__, {}))
-        known = set(self.class_trait_names(config=True))
-        applied = []
-        for key, value in values.items():
-            if key not in known:
-                print(f"wgmagic: {path}: unknown setting {key!r} ignored (known: {', '.join(sorted(known))})",
-                      file=sys.stderr)
-                continue
-            if key in from_ipython:
-                continue
-            try:
-                setattr(self, key, value)
-            except TraitError as exc:
-                print(f"wgmagic: {path}: {key}: {scrub(str(exc).splitlines()[0])}", file=sys.stderr)
-                continue
-            applied.append(key)
-        if applied:
-            print(f"wgmagic: settings from {path}: " + ", ".join(f"{k} = {getattr(self, k)!r}" for k in applied))
+        path = apply_settings_file(self, start)
+        self.settings_file = None if path is None else str(path)
 
     # ---- %wg ---------------------------------------------------------------------------------------------
     @no_var_expand
@@ -609,18 +595,14 @@ class WgMagic(Magics):
         target_var = None
         if capture:
             target_var, line = capture.group(1), capture.group(2)
-        if cell is None and self._line_is_sql(line):
-            line, cell = "", line  # `%wgsql SELECT ...` (and `x = %wgsql SELECT ...`) on the current connection
-        args = _parse(_wgsql_parser(), _keyword_dsn_as_one_argument(line), may_hold_secrets=("target",))
+        parser = _wgsql_parser()
+        if cell is None:  # `x = %wgsql [DSN|ALIAS] [options] SELECT ...`: the SQL starts where our words end
+            split = split_sql_line(line, parser, lambda word: word in self.connections)
+            line, cell = split.arguments, split.sql
+        args = _parse(parser, _keyword_dsn_as_one_argument(line), may_hold_secrets=("target",))
         if args is None:
             return None
         return _guarded("%%wgsql", self._wgsql, args, cell or "", target_var)
-
-    def _line_is_sql(self, line: str) -> bool:
-        first = line.strip().split(None, 1)[0] if line.strip() else ""
-        if not first or first.startswith("-") or first in self.connections or _VARIABLE.match(first):
-            return False
-        return "://" not in first and "=" not in first
 
     def _wgsql(self, args: argparse.Namespace, cell: str, target_var: str | None) -> Any:
         _PREFETCH.wait(_PREFETCH.driver)  # before any import of the SQL layer (see _Prefetch)
