@@ -8,10 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from IPython.core.interactiveshell import InteractiveShell
 
-from wgmagic.notebook.arguments import split_sql_line, words_with_offsets
-from wgmagic.notebook.magics import _wgsql_parser
+from wgmagic.notebook.arguments import split_sql_line, wgsql_parser, words_with_offsets
 
-PARSER = _wgsql_parser()
+PARSER = wgsql_parser()
 
 
 def split(line: str, aliases: tuple[str, ...] = ()) -> tuple[str, str]:
