@@ -267,3 +267,11 @@ def test_autocommit_and_dsn_filename_as_in_jupysql(load):
         assert sh._wgmagic.autocommit is expected
     sh.run_line_magic("config", "WgMagic.dsn_filename = '~/connections.ini'")  # JupySQL expands ~
     assert sh._wgmagic.dsn_filename == str(Path("~/connections.ini").expanduser())
+
+
+def test_a_tunnel_in_the_file_that_is_not_up_is_named_by_section_and_key(home, load):
+    path = write(home, "[w]\ndsn = postgresql://app@db.internal/app\ntunnel = corp ; not up\n")
+    sh = load()
+    sh.run_line_magic("config", f"WgMagic.dsn_filename = {str(path)!r}")
+    error = str(sh.run_cell("%%wgsql --section w\nSELECT 1").error_in_exec)
+    assert f"{path}: section [w], key tunnel: no tunnel is up" in error and "--name corp" in error

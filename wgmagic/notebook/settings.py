@@ -164,18 +164,15 @@ def settings_value(found: SettingsFile, key: str, value: Any) -> Any:
     return value
 
 
-def apply_settings_file(configurable: Any, start: str | os.PathLike[str] | None = None,
-                        *, report: Any = print) -> Path | None:
+def apply_settings_file(configurable: Any, start: str | os.PathLike[str] | None = None) -> Path | None:
     """Apply the settings file's values to `configurable` (the WgMagic instance), below IPython's own
     configuration (as JupySQL does): a key IPython's config sets is left alone. Each unknown key and each value
     the setting refuses is reported (file, table and key named) on stderr and skipped; the keys applied are
     reported once on stdout. Returns the file's path, or None."""
-    import sys as _sys
-
     from traitlets import TraitError
 
     def warn(text: str) -> None:
-        report(f"wgmagic: {text}", file=_sys.stderr)
+        print(f"wgmagic: {text}", file=sys.stderr)
 
     try:
         found = read_settings(start)
@@ -202,7 +199,7 @@ def apply_settings_file(configurable: Any, start: str | os.PathLike[str] | None 
             continue
         applied.append(key)
     if applied:
-        report(f"wgmagic: settings from {found.path}: "
+        print(f"wgmagic: settings from {found.path}: "
                + ", ".join(f"{k} = {getattr(configurable, k)!r}" for k in applied))
     return found.path
 

@@ -171,7 +171,12 @@ def sql_connection(magic: WgMagic, args: argparse.Namespace) -> Any:
     tunnel_name = None if direct else (args.tunnel or (section.tunnel if section else None)
                                        or default_tunnel_name(magic))
     if tunnel_name is not None:
-        find_tunnel(magic, tunnel_name)  # fails now, with advice, if that tunnel is not up
+        try:
+            find_tunnel(magic, tunnel_name)  # fails now, with advice, if that tunnel is not up
+        except UsageError as exc:
+            if section is None or args.tunnel or tunnel_name != section.tunnel:
+                raise
+            raise UsageError(f"{section.source}: section [{section.section}], key tunnel: {exc}") from None
     provider = None if tunnel_name is None else (lambda: find_tunnel(magic, tunnel_name))
     conn = connection_class(dsn, alias, provider, prompt=getpass.getpass, autocommit=magic.autocommit)
     conn.tunnel_name = tunnel_name
