@@ -40,7 +40,9 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ipython: Any) -> None:
     """%load_ext wgmagic: registers %wg and %%wgsql, configurable as `%config WgMagic.<setting>`."""
-    from wgmagic.notebook.magics import WgMagic, capture_transformer, install_log_handler
+    from wgmagic.notebook.magics import WgMagic
+    from wgmagic.notebook.presentation import install_log_handler
+    from wgmagic.notebook.transformer import capture_transformer
 
     magics = WgMagic(ipython)
     magics._log_handler = install_log_handler()  # type: ignore[attr-defined]
@@ -61,7 +63,7 @@ def unload_ipython_extension(ipython: Any) -> None:
         import logging
 
         logging.getLogger("wgmagic").removeHandler(handler)
-    from wgmagic.notebook.magics import capture_transformer
+    from wgmagic.notebook.transformer import capture_transformer
 
     configurables = getattr(ipython, "configurables", None)
     if configurables is not None and magics in configurables:

@@ -154,6 +154,6 @@ def test_wgmagic_up_dash_r(testbed, http_server, tmp_path):
     ("8080=127.0.0.1:8000", "8080=127.0.0.1:8000"),
 ])
 def test_dash_r_syntax(spec, expected):
-    from wgmagic.cli import _parse_remote_spec
+    from wgmagic.cli.common import parse_remote_spec
 
-    assert _parse_remote_spec(spec) == expected
+    assert parse_remote_spec(spec) == expected

@@ -272,12 +272,12 @@ def test_connection_failures_name_the_stage(connected, testbed, tmp_path, capsys
 
 
 def test_password_prompt_and_pgpassword(connected, testbed, monkeypatch, capsys):
-    import wgmagic.notebook.magics
+    import getpass
 
     asked: list[str] = []
     monkeypatch.delenv("PGPASSWORD", raising=False)
     monkeypatch.setenv("PGPASSFILE", "/nonexistent")
-    monkeypatch.setattr(wgmagic.notebook.magics.getpass, "getpass",
+    monkeypatch.setattr(getpass, "getpass",
                         lambda prompt: asked.append(prompt) or testbed.db_password)
     result, out = run(connected, "%%wgsql postgresql://app@db.internal/app --alias prompted\nSELECT 3 AS v", capsys)
     assert result.success, out

@@ -159,9 +159,10 @@ def test_bind_errors_name_the_listener_address():
 
 
 def test_cli_names_the_option_whose_listener_failed():
-    from wgmagic.cli import WgMagicError, _listener_named
+    from wgmagic.cli.common import listener_named
+    from wgmagic.errors import WgMagicError
 
-    with pytest.raises(WgMagicError) as caught, _listener_named("-L", "25432:db.internal:5432"):
+    with pytest.raises(WgMagicError) as caught, listener_named("-L", "25432:db.internal:5432"):
         raise OSError(errno.EADDRINUSE, "cannot listen on 127.0.0.1:25432 for a forward: Address already in use")
     assert str(caught.value) == ("-L 25432:db.internal:5432: cannot listen on 127.0.0.1:25432 for a forward: "
                                  "Address already in use")
@@ -193,9 +194,10 @@ def test_missing_optional_packages_name_the_extra(monkeypatch):
 def test_wg_help_prints_the_usage_and_the_docstring_lists_every_command(capsys):
     from IPython.core.interactiveshell import InteractiveShell
 
-    from wgmagic.notebook.magics import WgMagic, _wg_parser
+    from wgmagic.notebook.arguments import wg_parser
+    from wgmagic.notebook.magics import WgMagic
 
-    commands = next(a for a in _wg_parser()._actions if hasattr(a, "choices") and a.choices).choices
+    commands = next(a for a in wg_parser()._actions if hasattr(a, "choices") and a.choices).choices
     assert {"expose", "capture", "doctor", "help"} <= set(commands)
     doc = WgMagic.wg.__doc__
     assert all(name in doc for name in commands)
@@ -262,7 +264,7 @@ def test_notebook_shows_library_warnings_as_one_line(capsys, monkeypatch):
 
 # ---- 13: --via, said where it matters ----------------------------------------------------------------------------
 def test_ping_header_mentions_the_websocket():
-    from wgmagic.cli import ping_header
+    from wgmagic.cli.client import ping_header
     from wgmagic.via import Via
 
     config = parse_config(_config())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wgmagic.cli import _parse_remote_spec
+from wgmagic.cli.common import parse_remote_spec
 from wgmagic.errors import WgMagicError
 from wgmagic.runtime.services.expose import Expose, parse_expose
 
@@ -14,7 +14,7 @@ from wgmagic.runtime.services.expose import Expose, parse_expose
 @given(st.text(alphabet=st.sampled_from("0123456789:=[].abcf-x "), max_size=40))
 def test_remote_spec_gives_an_expose_or_a_usage_error(text):
     try:
-        spec = _parse_remote_spec(text)
+        spec = parse_remote_spec(text)
     except WgMagicError:
         return
     try:

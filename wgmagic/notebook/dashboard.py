@@ -23,6 +23,10 @@ PING_EVERY = 1.0  # seconds between ICMP echoes to the ping target
 
 
 class Dashboard:
+    """`%wg diag`: ipywidgets showing a tunnel's latency and throughput over `window` seconds, its status and
+    connections, redrawn every `interval` seconds on a thread of its own until close(); optional ICMP pings to
+    `ping_target` and a throughput-test button against a bench service at `bench_target` (HOST:PORT)."""
+
     def __init__(self, tunnel: Any, *, window: float = 300.0, ping_target: str | None = None,
                  interval: float = 0.5, bench_target: str | None = None) -> None:
         import ipywidgets as w

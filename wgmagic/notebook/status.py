@@ -68,7 +68,10 @@ def gateway_status_line(gateway: Any) -> str:
             f"cookie replies {snap['device'].get('cookie_replies_sent', 0)}")
 
 
-class _Table:
+class Table:
+    """Rows of plain values shown as a text table (repr) and an HTML table (Jupyter), with a title; every row
+    has the first row's keys."""
+
     rows: list[dict[str, object]]
     title: str
 
@@ -125,13 +128,16 @@ def peer_state(peer: dict[str, Any]) -> str:
 
 
 @dataclass(repr=False)
-class _PeersTable(_Table):
+class _PeersTable(Table):
     rows: list[dict[str, object]]
     title: str = "peers"
 
 
 @dataclass(repr=False)
-class TunnelStatus(_Table):
+class TunnelStatus(Table):
+    """`%wg status`: one row per tunnel (endpoint, handshake age and RTT, bytes, forwards, connections) and,
+    below, one per peer (`peers`); `of(tunnel, connections)` builds one, `many(statuses)` joins them."""
+
     rows: list[dict[str, object]]
     title: str = "wgmagic tunnels"
     peers: list[dict[str, object]] | None = None  # one row per peer (shown below the tunnels)
@@ -189,7 +195,10 @@ def _forward_target(forward: Any) -> str:
 
 
 @dataclass(repr=False)
-class ConnectionsTable(_Table):
+class ConnectionsTable(Table):
+    """`%wg connections`: one row per %%wgsql connection (its describe(): alias, masked DSN, tunnel, via, open,
+    reconnects), the current one marked with `*`."""
+
     rows: list[dict[str, object]]
     current: str | None = None
     title: str = "wgmagic SQL connections"

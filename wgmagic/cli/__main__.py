@@ -1,0 +1,7 @@
+"""`python -m wgmagic.cli`: the console script."""
+
+import sys
+
+from wgmagic.cli import main
+
+sys.exit(main())

@@ -1,0 +1,200 @@
+"""`%%wgsql`: SQL through the tunnel into DataFrames, its connection registry (`WgMagic.connections`: alias ->
+connection, with `current_connection`), the choice of dialect, and `%wg connections`.
+
+The magic asks one function which connection class (dialect) serves a DSN, `connection_class_for`, and one
+which lexer rules cut its statements, `statement_rules`: the two places that know about drivers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+
+from wgmagic.notebook.arguments import (
+    CAPTURE,
+    VARIABLE,
+    keyword_dsn_as_one_argument,
+    parse_arguments,
+    split_sql_line,
+    wgsql_parser,
+)
+from wgmagic.notebook.cmd.tunnels import default_tunnel_name, find_tunnel
+from wgmagic.notebook.prefetch import PREFETCH
+from wgmagic.notebook.presentation import guarded
+from wgmagic.notebook.progress import progress_bar
+from wgmagic.notebook.variables import lookup
+
+if TYPE_CHECKING:
+    from wgmagic.connstr import Dsn
+    from wgmagic.notebook.magics import WgMagic
+
+
+def wgsql(magic: WgMagic, line: str, cell: str | None) -> Any:
+    """`%%wgsql [VAR <<] [DSN|ALIAS] [options]` with SQL in the cell, or `%wgsql [DSN|ALIAS] [options] SQL` on
+    one line: the last result's DataFrame (every row; displayed up to the display limit), or None."""
+    capture = CAPTURE.match(line)
+    target_var = None
+    if capture:
+        target_var, line = capture.group(1), capture.group(2)
+    parser = wgsql_parser()
+    if cell is None:  # `x = %wgsql [DSN|ALIAS] [options] SELECT ...`: the SQL starts where our words end
+        split = split_sql_line(line, parser, lambda word: word in magic.connections)
+        line, cell = split.arguments, split.sql
+    args = parse_arguments(parser, keyword_dsn_as_one_argument(line), may_hold_secrets=("target",))
+    if args is None:
+        return None
+    return guarded("%%wgsql", run, magic, args, cell or "", target_var)
+
+
+def run(magic: WgMagic, args: argparse.Namespace, cell: str, target_var: str | None) -> Any:
+    """The cell's statements on the connection `args` name; results printed or returned (see wgsql)."""
+    PREFETCH.wait(PREFETCH.driver)  # before any import of the SQL layer (see Prefetch)
+    from wgmagic.sql.parameters import split_statements
+
+    if args.limit is not None and args.limit < 0:
+        raise UsageError("--limit must be 0 or more")
+    if args.out is not None and not args.out.isidentifier():
+        raise UsageError(f"-o/--out takes a Python variable name, not {args.out!r}")
+    conn = sql_connection(magic, args)
+    if args.close:
+        conn.close()
+        magic.connections.pop(conn.alias, None)
+        if magic.current_connection == conn.alias:
+            magic.current_connection = next(iter(magic.connections), None)
+        print(f"wgmagic: closed connection {conn.alias!r}")
+        return None
+    magic.current_connection = conn.alias
+    conn.set_autocommit(magic.autocommit)  # %config WgMagic.autocommit applies to open connections too
+    statements = split_statements(cell, magic.shell.user_ns, **statement_rules(conn))
+    if not statements:
+        conn.ensure()
+        print(f"wgmagic: connected: {conn.dsn.masked()}")
+        return None
+    PREFETCH.wait(PREFETCH.frames)  # pandas went on importing while the connection opened
+    with progress_bar(magic.progress_bar_threshold if magic.progress_bar else None) as progress:
+        results = conn.run(statements, progress=progress)
+    frame = None
+    for result in results:
+        if result.frame is not None:
+            frame = result.frame
+        else:
+            print(affected(result))
+    if frame is None:
+        return None
+    frame = shown(frame, (magic.displaylimit or None) if args.limit is None else args.limit)
+    for name in (args.out, target_var):  # the same object as the result (and `_`): every row
+        if name:
+            magic.shell.user_ns[name] = frame
+    return frame
+
+
+def shown(frame: Any, limit: int | None) -> Any:
+    """The whole DataFrame, whatever its length (`x = %wgsql ...` holds every row, as JupySQL's ResultSet
+    does); beyond `limit` rows it displays its first `limit` and a line saying how many there are."""
+    if limit is None or len(frame) <= limit:
+        return frame
+    from wgmagic.notebook.frames import limited_frame
+
+    return limited_frame(frame, limit)
+
+
+def connection_class_for(dsn: Dsn) -> Any:
+    """The connection class (dialect) that serves `dsn`: the sql layer's choice; ImportError-like
+    MissingDependencyError naming the pip extra when a SQLAlchemy dialect is needed and absent."""
+    from wgmagic.sql.connection import _PSYCOPG_DRIVERS, SqlConnection
+    from wgmagic.sql.mysql import connection_class
+
+    chosen = connection_class(dsn)
+    if chosen is SqlConnection and not (dsn.is_postgres and dsn.driver in _PSYCOPG_DRIVERS):
+        from wgmagic.errors import import_optional  # not psycopg: SQLAlchemy, an extra
+
+        import_optional("sqlalchemy", "tools", "%%wgsql with this URL (a SQLAlchemy dialect)")
+    return chosen
+
+
+def statement_rules(conn: Any) -> dict[str, bool]:
+    """How the cell is cut into statements on this connection (split_statements' keywords): MySQL/MariaDB's
+    backslash escapes unless NO_BACKSLASH_ESCAPES; PostgreSQL's standard_conforming_strings as the server last
+    reported it (on unless it said off: off, backslashes escape inside '...', as psql cuts them)."""
+    mysql = getattr(conn, "backslash_escapes", None) is not None
+    if mysql:
+        return {"standard_conforming_strings": not conn.backslash_escapes, "mysql": True}
+    try:
+        value = conn.raw.info.parameter_status("standard_conforming_strings")
+    except Exception:
+        return {"standard_conforming_strings": True, "mysql": False}
+    return {"standard_conforming_strings": value not in ("off", b"off"), "mysql": False}
+
+
+def sql_connection(magic: WgMagic, args: argparse.Namespace) -> Any:
+    """The connection a cell names (a DSN, an alias, `--section NAME`, or the current one), opened through its
+    tunnel and kept under its alias; UsageError saying what to do when there is none."""
+    from wgmagic.connstr import parse_dsn
+
+    target = args.target
+    section = None
+    if args.section is not None:
+        if target is not None:
+            raise UsageError("%%wgsql: give a DSN, an alias or --section NAME, not two of them")
+        from wgmagic.notebook.settings import read_connection
+
+        section = read_connection(magic.dsn_filename, args.section)
+        target = section.dsn
+        args.alias = args.alias or section.section
+    match = VARIABLE.match(target) if target else None
+    if match:
+        target = str(lookup(magic.shell.user_ns, match.group(1) or match.group(2)))
+    if target is None or ("://" not in target and "=" not in target):
+        alias = target or magic.current_connection
+        if alias is None:
+            raise UsageError("no SQL connection yet: start with %%wgsql postgresql://user@host/db")
+        if alias not in magic.connections:
+            raise UsageError(f"no connection named {alias!r}; known: {', '.join(magic.connections) or 'none'}")
+        conn = magic.connections[alias]
+        if args.alias and args.alias != alias:
+            magic.connections[args.alias] = magic.connections.pop(alias)
+            conn.alias = args.alias
+        return conn
+    dsn = parse_dsn(target)
+    connection_class = connection_class_for(dsn)
+    alias = args.alias or dsn.masked()
+    existing = magic.connections.get(alias)
+    if existing is not None and existing.dsn.masked() == dsn.masked() and (
+            dsn.password is None or existing.dsn.password == dsn.password):
+        return existing
+    if existing is not None:
+        existing.close()
+    direct = args.no_tunnel or (section is not None and section.direct and not args.tunnel)
+    tunnel_name = None if direct else (args.tunnel or (section.tunnel if section else None)
+                                       or default_tunnel_name(magic))
+    if tunnel_name is not None:
+        try:
+            find_tunnel(magic, tunnel_name)  # fails now, with advice, if that tunnel is not up
+        except UsageError as exc:
+            if section is None or args.tunnel or tunnel_name != section.tunnel:
+                raise
+            raise UsageError(f"{section.source}: section [{section.section}], key tunnel: {exc}") from None
+    provider = None if tunnel_name is None else (lambda: find_tunnel(magic, tunnel_name))
+    conn = connection_class(dsn, alias, provider, prompt=getpass.getpass, autocommit=magic.autocommit)
+    conn.tunnel_name = tunnel_name
+    conn.ensure()  # a connection that cannot open is not kept, and the current one stays current
+    magic.connections[alias] = conn
+    return conn
+
+
+def affected(result: Any) -> str:
+    """A statement without rows, as psql reports it: "N rows affected", or its status ("CREATE TABLE")."""
+    if result.rowcount is not None and result.rowcount >= 0 and result.status.split(" ")[0] in (
+            "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "SELECT", ""):
+        return f"{result.rowcount} row{'s' if result.rowcount != 1 else ''} affected"
+    return result.status or "done"
+
+
+def connections(magic: WgMagic, args: argparse.Namespace) -> Any:
+    """`%wg connections`: the %%wgsql connections, passwords masked."""
+    from wgmagic.notebook.status import ConnectionsTable
+
+    return ConnectionsTable([c.describe() for c in magic.connections.values()], magic.current_connection)

@@ -1,0 +1,51 @@
+"""Imports the first `%%wgsql` needs, started by `%wg connect` on a thread of their own."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+
+class Prefetch:
+    """The SQL driver and pandas, imported on a thread from `%wg connect` on: the first `%%wgsql` no longer
+    waits for a handshake, then for psycopg, then for pandas, one after the other (time to first result).
+    `import wgmagic` and `%load_ext wgmagic` stay cheap: nothing starts before a tunnel is asked for.
+
+    The thread imports in two stages, each marked by an event; the magics wait for a stage before they use
+    its modules, so no module is ever imported by two threads at once (that could meet the import system's
+    deadlock detection and a half-initialised module)."""
+
+    # The first %%wgsql resolves its host through the tunnel before its driver connects: the DNS messages'
+    # library (dnspython, tens of ms to import) comes first, while the handshake is in flight.
+    DRIVER = ("wgmagic.netstack.dns", "wgmagic.runtime.resolver", "psycopg", "wgmagic.sql.parameters",
+              "wgmagic.sql.connection")
+    FRAMES = ("numpy", "pandas")
+
+    def __init__(self) -> None:
+        self.driver = threading.Event()
+        self.frames = threading.Event()
+        self._lock = threading.Lock()
+        self._started = False
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        threading.Thread(target=self._run, name="wgmagic-prefetch", daemon=True).start()
+
+    def _run(self) -> None:
+        import importlib
+
+        for names, done in ((self.DRIVER, self.driver), (self.FRAMES, self.frames)):
+            for name in names:
+                with contextlib.suppress(Exception):  # a missing module fails later, where it is used
+                    importlib.import_module(name)
+            done.set()
+
+    def wait(self, stage: threading.Event) -> None:
+        if self._started:
+            stage.wait(60.0)
+
+
+PREFETCH = Prefetch()
