@@ -18,7 +18,6 @@ DNS and PyMySQL keeps the real host name, so `ssl_verify_identity=true` checks t
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 from collections.abc import Callable, Collection
@@ -27,6 +26,7 @@ from typing import Any
 
 from wgmagic.sql.connection import CONNECT_TIMEOUT, SqlConnection
 from wgmagic.sql.connstr import Dsn, mask_secrets
+from wgmagic.sql.jsonvalue import JSON_NULL, dumps_json, loads_json
 from wgmagic.sql.messages import ConnectionStageError, QueryCancelledError, SqlError, classify_connection_failure
 from wgmagic.sql.parameters import Statement
 from wgmagic.sql.results import Progress, Result, _objects_to_datetimes, _timedeltas, _unit, is_row_query
@@ -40,9 +40,7 @@ DECIMAL, TINY, SHORT, LONG, FLOAT, DOUBLE, NULL, TIMESTAMP, LONGLONG, INT24 = ra
 DATE, TIME, DATETIME, YEAR, NEWDATE, VARCHAR, BIT = range(10, 17)
 JSON, NEWDECIMAL, ENUM, SET, TINY_BLOB, MEDIUM_BLOB, LONG_BLOB, BLOB, VAR_STRING, STRING, GEOMETRY = range(245, 256)
 UNSIGNED_FLAG = 32
-BINARY_CHARSET = 63
 _INTEGERS = {TINY, SHORT, LONG, LONGLONG, INT24, YEAR}
-_TEXTS = {TINY_BLOB, MEDIUM_BLOB, LONG_BLOB, BLOB, VAR_STRING, STRING, VARCHAR}
 # Errors after which the connection is gone (client: lost / gone away; server: killed, idle timeout).
 _STALE_CODES = {2006, 2013, 2055, 1927, 4031}
 _AUTH_CODES = {1044, 1045, 1698, 1251, 2059, 1275}
@@ -199,11 +197,10 @@ class MySqlConnection(SqlConnection):
         outcome: dict[str, Any] = {}
         done = threading.Event()
         params = _driver_params(statement.params)
-        mariadb = "mariadb" in self.server_version.lower()
 
         def work() -> None:
             try:
-                outcome["value"] = _execute(raw, statement.sql, params, mariadb)
+                outcome["value"] = _execute(raw, statement.sql, params)
             except BaseException as exc:  # handed to the cell's thread
                 outcome["error"] = exc
             finally:
@@ -261,14 +258,14 @@ class MySqlConnection(SqlConnection):
 
 
 def _open_pymysql(kwargs: dict[str, Any], sock: Any) -> Any:
-    import pymysql
+    from wgmagic.sql.mysql_wire import TypedConnection
 
-    connection = pymysql.connections.Connection(**kwargs)
+    connection = TypedConnection(**kwargs)
     connection.connect(sock=sock) if sock is not None else connection.connect()
     return connection
 
 
-def _execute(raw: Any, sql: str, params: dict[str, Any] | None, mariadb: bool) -> tuple[Any, Any, int, set[int]]:
+def _execute(raw: Any, sql: str, params: dict[str, Any] | None) -> tuple[Any, Any, int, set[int]]:
     """One statement: (rows, column definitions or None, affected rows, indexes of JSON columns)."""
     with raw.cursor() as cursor:
         cursor.execute(sql, params) if params is not None else cursor.execute(sql)
@@ -277,29 +274,14 @@ def _execute(raw: Any, sql: str, params: dict[str, Any] | None, mariadb: bool) -
         if fields is None:
             return None, None, cursor.rowcount, set()
         rows = cursor.fetchall()
-    json_columns = {i for i, field in enumerate(fields) if field.type_code == JSON}
-    if mariadb:
-        json_columns |= _mariadb_json_columns(raw, fields)
-    return rows, fields, len(rows), json_columns
+    return rows, fields, len(rows), json_columns(fields)
 
 
-def _mariadb_json_columns(raw: Any, fields: list[Any]) -> set[int]:
-    """MariaDB's JSON is LONGTEXT with a CHECK (json_valid(`col`)) constraint and goes over the wire as text:
-    columns read straight from such a table column are JSON (information_schema.CHECK_CONSTRAINTS)."""
-    candidates = {}
-    for i, field in enumerate(fields):
-        if field.type_code in _TEXTS and field.charsetnr != BINARY_CHARSET and field.org_table and field.org_name:
-            db = field.db.decode() if isinstance(field.db, bytes) else field.db
-            candidates[i] = (db, field.org_table, f"json_valid(`{field.org_name.replace('`', '``')}`)")
-    if not candidates:
-        return set()
-    tables = sorted({(db, table) for db, table, _ in candidates.values()})
-    where = " OR ".join(["(CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s)"] * len(tables))
-    with raw.cursor() as cursor:
-        cursor.execute("SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
-                       f"WHERE {where}", [value for pair in tables for value in pair])
-        checks = {tuple(row) for row in cursor.fetchall()}
-    return {i for i, key in candidates.items() if key in checks}
+def json_columns(fields: list[Any]) -> set[int]:
+    """The indexes of the JSON columns, from the result's own column definitions: MySQL's protocol type JSON,
+    or MariaDB's extended metadata `format=json` (its JSON is LONGTEXT on the wire; see mysql_wire). The same
+    answer for a table, a view, a CTE, a derived or temporary table and an expression: the server decides."""
+    return {i for i, field in enumerate(fields) if field.type_code == JSON or getattr(field, "format", None) == "json"}
 
 
 def frame_from_rows(rows: Any, fields: list[Any], json_columns: Collection[int] = ()) -> Any:
@@ -309,7 +291,8 @@ def frame_from_rows(rows: Any, fields: list[Any], json_columns: Collection[int] 
     fits; TINYINT(1) (BOOLEAN) -> bool (boolean with NULLs) unless it holds a value other than 0 and 1, then an
     integer; FLOAT -> float64 holding the server's single-precision value; DOUBLE -> float64;
     DECIMAL -> decimal.Decimal (exact); DATETIME, TIMESTAMP, DATE -> datetime64[us] (zero dates stay text);
-    TIME -> timedelta64[us] (it is a duration: -838:59:59 to 838:59:59); JSON -> Python objects;
+    TIME -> timedelta64[us] (it is a duration: -838:59:59 to 838:59:59); JSON -> Python objects (the JSON text
+    `null` as JSON_NULL, SQL NULL as None);
     BLOB/BINARY -> bytes; text -> str; NULL -> None (or the nullable dtype's NA).
     """
     import pandas as pd
@@ -349,8 +332,8 @@ def _column(col: Any, field: Any, is_json: bool) -> Any:
         return _unit(_objects_to_datetimes(col, utc=False), "datetime64[us]")
     if kind == TIME:
         return _unit(_timedeltas(col), "timedelta64[us]")
-    if is_json:
-        values = [json.loads(v) if isinstance(v, (str, bytes)) else v for v in values]
+    if is_json:  # SQL NULL stays None, the JSON text `null` is JSON_NULL (wgmagic.sql.jsonvalue)
+        values = [loads_json(v) if isinstance(v, (str, bytes)) else v for v in values]
     return pd.Series(values, index=col.index, dtype=object)
 
 
@@ -360,7 +343,7 @@ def _missing(value: Any) -> bool:
 
 def _driver_params(params: dict[str, object] | None) -> dict[str, object] | None:
     """Notebook values as PyMySQL can escape them: numpy scalars as Python numbers, pandas Timestamps as
-    datetimes, dicts as JSON text; everything else as it is."""
+    datetimes, dicts and JSON_NULL as JSON text; everything else as it is."""
     if params is None:
         return None
     out: dict[str, object] = {}
@@ -371,8 +354,8 @@ def _driver_params(params: dict[str, object] | None) -> dict[str, object] | None
             value = value.to_pytimedelta()
         elif type(value).__module__ == "numpy" and hasattr(value, "item"):
             value = value.item()
-        elif isinstance(value, dict):
-            value = json.dumps(value)
+        elif isinstance(value, dict) or value is JSON_NULL:
+            value = dumps_json(value)
         out[name] = value
     return out
 
