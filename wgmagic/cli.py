@@ -506,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (WgMagicError, OSError, ValueError) as exc:
-        from wgmagic.sql.connstr import mask_all_secrets
+        from wgmagic.connstr import mask_all_secrets
 
         print(f"wgmagic: {mask_all_secrets(str(exc))}", file=sys.stderr)
         return 2

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from wgmagic.connstr import parse_dsn
 from wgmagic.runtime.tunnel import connect
-from wgmagic.sql.connection import SqlConnection
-from wgmagic.sql.connstr import parse_dsn
+from wgmagic.sql.dialects import dialect_for
 from wgmagic.sql.jsonvalue import JSON_NULL
 from wgmagic.sql.results import run_statement
 
@@ -84,7 +84,8 @@ def _literal_rows() -> list[dict[str, str]]:
 def session(testbed):
     """One tunnel and one %%wgsql connection (its raw psycopg session) for the whole module."""
     tunnel = connect(testbed.client_config(identity=5))  # its own key: other modules' tunnels use 0-4
-    sql = SqlConnection(parse_dsn(testbed.dsn()), "values", lambda: tunnel)
+    dsn = parse_dsn(testbed.dsn())
+    sql = dialect_for(dsn).connection(dsn, "values", lambda: tunnel)
     try:
         sql.ensure()
         yield sql.raw

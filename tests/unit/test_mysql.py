@@ -13,27 +13,24 @@ import pymysql
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wgmagic.sql import mysql
-from wgmagic.sql.connection import SqlConnection
-from wgmagic.sql.connstr import parse_dsn
-from wgmagic.sql.mysql import (
-    MySqlConnection,
-    connection_class,
-    format_mysql_error,
-    frame_from_rows,
-    my_cnf_password,
-)
+from wgmagic.connstr import parse_dsn
+from wgmagic.sql import mysql_types as mysql
+from wgmagic.sql.dialects import dialect_for
+from wgmagic.sql.dialects.mysql import DIALECT as MYSQL
+from wgmagic.sql.dialects.mysql import format_mysql_error
+from wgmagic.sql.mysql_types import frame_from_rows
+from wgmagic.sql.passwords import my_cnf_password
 
 
 def field(name: str, type_code: int, *, flags: int = 0, length: int = 11) -> SimpleNamespace:
     return SimpleNamespace(name=name, type_code=type_code, flags=flags, length=length)
 
 
-def test_mysql_urls_get_the_mysql_connection():
+def test_mysql_urls_get_the_mysql_dialect():
     for url in ("mysql+pymysql://app@h/app", "mysql://app@h/app", "mariadb://app@h/app"):
-        assert connection_class(parse_dsn(url)) is MySqlConnection
-    assert connection_class(parse_dsn("postgresql://app@h/app")) is SqlConnection
-    assert connection_class(parse_dsn("mysql+mysqldb://app@h/app")) is SqlConnection  # through SQLAlchemy
+        assert dialect_for(parse_dsn(url)) is MYSQL
+    assert dialect_for(parse_dsn("postgresql://app@h/app")).name == "PostgreSQL"
+    assert dialect_for(parse_dsn("mysql+mysqldb://app@h/app"), require_driver=False).fallback  # SQLAlchemy
 
 
 def test_errors_read_like_the_mysql_client():
@@ -62,7 +59,7 @@ def test_column_types_follow_the_postgres_conventions():
 
 
 def test_driver_params_are_python_values():
-    params = mysql._driver_params({"a": np.int64(3), "b": pd.Timestamp("2026-01-02 03:04:05"), "c": {"k": 1},
+    params = mysql.driver_params({"a": np.int64(3), "b": pd.Timestamp("2026-01-02 03:04:05"), "c": {"k": 1},
                                    "d": "x'y"})
     assert params == {"a": 3, "b": pd.Timestamp("2026-01-02 03:04:05").to_pydatetime(), "c": json.dumps({"k": 1}),
                       "d": "x'y"}
@@ -237,7 +234,7 @@ def test_json_columns_come_from_the_result_and_null_stays_apart():
                             mysql.json_columns(fields))
     assert frame["doc"][0] is JSON_NULL and frame["doc"][1] is None and frame["txt"][0] == "null"
     assert frame["doc"].isna().tolist() == [False, True, False] and frame["my"][2] == {"a": None}
-    assert mysql._driver_params({"j": JSON_NULL}) == {"j": "null"}
+    assert mysql.driver_params({"j": JSON_NULL}) == {"j": "null"}
 
 
 def test_json_null_is_one_value_through_copy_and_pickle():

@@ -24,8 +24,8 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from traitlets import Bool, Float, Int, TraitError, Unicode, default, validate
 
 from wgmagic.addresses import format_address
+from wgmagic.connstr import mask_all_secrets as scrub
 from wgmagic.errors import ConfigError, WgMagicError
-from wgmagic.sql.connstr import mask_all_secrets as scrub
 
 DEFAULT_DISPLAY_LIMIT = 50
 _VARIABLE = re.compile(r"^(?:\{\s*([A-Za-z_][\w.]*)\s*\}|\$([A-Za-z_]\w*))$")
@@ -45,7 +45,7 @@ class _Prefetch:
     # The first %%wgsql resolves its host through the tunnel before its driver connects: the DNS messages'
     # library (dnspython, tens of ms to import) comes first, while the handshake is in flight.
     DRIVER = ("wgmagic.netstack.dns", "wgmagic.runtime.resolver", "psycopg", "wgmagic.sql.parameters",
-              "wgmagic.sql.connection")
+              "wgmagic.sql.dialects.postgres")
     FRAMES = ("numpy", "pandas")
 
     def __init__(self) -> None:
@@ -624,8 +624,6 @@ class WgMagic(Magics):
 
     def _wgsql(self, args: argparse.Namespace, cell: str, target_var: str | None) -> Any:
         _PREFETCH.wait(_PREFETCH.driver)  # before any import of the SQL layer (see _Prefetch)
-        from wgmagic.sql.parameters import split_statements
-
         if args.limit is not None and args.limit < 0:
             raise UsageError("--limit must be 0 or more")
         if args.out is not None and not args.out.isidentifier():
@@ -640,9 +638,7 @@ class WgMagic(Magics):
             return None
         self.current_connection = conn.alias
         conn.set_autocommit(self.autocommit)  # %config WgMagic.autocommit applies to open connections too
-        statements = split_statements(cell, self.shell.user_ns,
-                                      standard_conforming_strings=_standard_conforming_strings(conn),
-                                      mysql=getattr(conn, "backslash_escapes", None) is not None)
+        statements = conn.statements(cell, self.shell.user_ns)  # cut by the dialect's rules for this session
         if not statements:
             conn.ensure()
             print(f"wgmagic: connected: {conn.dsn.masked()}")
@@ -674,8 +670,8 @@ class WgMagic(Magics):
         return limited_frame(frame, limit)
 
     def _sql_connection(self, args: argparse.Namespace) -> Any:
-        from wgmagic.sql.connstr import parse_dsn
-        from wgmagic.sql.mysql import connection_class
+        from wgmagic.connstr import parse_dsn
+        from wgmagic.sql.dialects import dialect_for
 
         target = args.target
         section = None
@@ -700,12 +696,7 @@ class WgMagic(Magics):
                 conn.alias = args.alias
             return conn
         dsn = parse_dsn(target)
-        from wgmagic.sql.connection import _PSYCOPG_DRIVERS, SqlConnection
-
-        if connection_class(dsn) is SqlConnection and not (dsn.is_postgres and dsn.driver in _PSYCOPG_DRIVERS):
-            from wgmagic.errors import import_optional  # not psycopg: SQLAlchemy, an extra
-
-            import_optional("sqlalchemy", "tools", "%%wgsql with this URL (a SQLAlchemy dialect)")
+        dialect = dialect_for(dsn)  # MissingDependencyError now when its driver is not installed
         alias = args.alias or dsn.masked()
         existing = self.connections.get(alias)
         if existing is not None and existing.dsn.masked() == dsn.masked() and (
@@ -719,7 +710,7 @@ class WgMagic(Magics):
         if tunnel_name is not None:
             self.tunnel(tunnel_name)  # fails now, with advice, if that tunnel is not up
         provider = None if tunnel_name is None else (lambda: self.tunnel(tunnel_name))
-        conn = connection_class(dsn)(dsn, alias, provider, prompt=getpass.getpass, autocommit=self.autocommit)
+        conn = dialect.connection(dsn, alias, provider, prompt=getpass.getpass, autocommit=self.autocommit)
         conn.tunnel_name = tunnel_name
         conn.ensure()  # a connection that cannot open is not kept, and the current one stays current
         self.connections[alias] = conn
@@ -749,18 +740,6 @@ class WgMagic(Magics):
 
 
 WgMagic.wg.__doc__ = _wg_usage() + "\n`%wg COMMAND --help` for each command's arguments."
-
-
-def _standard_conforming_strings(conn: Any) -> bool:
-    """The server's standard_conforming_strings as the connection last reported it (on unless it said off):
-    off, backslashes escape inside '...' and the statements are cut accordingly, as psql does."""
-    if getattr(conn, "backslash_escapes", None) is not None:  # MySQL/MariaDB: on unless NO_BACKSLASH_ESCAPES
-        return not conn.backslash_escapes
-    try:
-        value = conn.raw.info.parameter_status("standard_conforming_strings")
-    except Exception:
-        return True
-    return value not in ("off", b"off")
 
 
 def _window(text: str) -> float:

@@ -166,7 +166,7 @@ def read_connection(filename: str | os.PathLike[str], section: str) -> NamedConn
     else:
         raise ConfigError(f"section [{section}] needs a dsn (postgresql://user@host/db) or a drivername",
                           source=path)
-    from wgmagic.sql.connstr import parse_dsn
+    from wgmagic.connstr import parse_dsn
 
     try:
         parsed = parse_dsn(dsn)

@@ -7,9 +7,9 @@ what to check (wgmagic.explain's words), instead of a driver traceback. No messa
 
 from __future__ import annotations
 
+from wgmagic.connstr import mask_secrets
 from wgmagic.errors import WgMagicError
 from wgmagic.explain import stage_advice
-from wgmagic.sql.connstr import mask_secrets
 
 
 class SqlError(WgMagicError):

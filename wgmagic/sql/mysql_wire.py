@@ -69,7 +69,7 @@ def parse_extended_metadata(block: bytes) -> dict[int, str]:
     return entries
 
 
-class ExtendedFieldPacket(FieldDescriptorPacket):
+class ExtendedFieldPacket(FieldDescriptorPacket):  # type: ignore[misc]
     """A column definition carrying MariaDB's extended metadata: PyMySQL's fields plus `type_name` and
     `format` (str or None). Only used on a connection where both sides announced
     MARIADB_CLIENT_EXTENDED_TYPE_INFO, so the block is always there (possibly empty)."""
@@ -136,7 +136,7 @@ class TypedConnection(Connection):  # type: ignore[misc]
             greeting.append(packet.get_all_data())
             return packet
 
-        self._read_packet = first_packet  # PyMySQL reads the greeting with this one call; keep its bytes
+        self._read_packet = first_packet  # type: ignore[method-assign]  # PyMySQL reads the greeting with this one call; keep its bytes
         try:
             super()._get_server_information()
         finally:
