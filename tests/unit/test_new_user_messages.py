@@ -299,7 +299,7 @@ def test_wgsql_with_a_sqlalchemy_url_names_the_extra(monkeypatch, capsys):
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "wgmagic")
     try:
-        result = shell.run_cell("%%wgsql sqlite:// --no-tunnel\nSELECT 1")
+        result = shell.run_cell("%%wgsql duckdb:///:memory: --no-tunnel\nSELECT 1")  # sqlite:// has its own dialect
         assert not result.success or result.result is None
         shown = capsys.readouterr()
         assert "pip install 'wgmagic[tools]'" in shown.out + shown.err
