@@ -17,7 +17,7 @@ __all__ = ["Tunnel", "__version__", "connect", "get_tunnel", "load_ipython_exten
 
 def get_tunnel(name: str | None = None) -> Tunnel:
     """An open tunnel of this process by name (as `%wg connect --name` gave it), or the only/newest one."""
-    from wgmagic.runtime.tunnel import open_tunnels
+    from wgmagic.runtime.registry import open_tunnels
 
     tunnels = open_tunnels()
     if name is not None:

@@ -6,7 +6,6 @@ port nobody answers on.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -77,13 +76,13 @@ def test_another_process_holding_the_key_is_named(silent_port, tmp_path):
 
 def test_a_lock_directory_open_to_others_is_not_used(silent_port, tmp_path, monkeypatch):
     from wgmagic.config import load_config
-    from wgmagic.runtime import tunnel as tunnel_module
+    from wgmagic.runtime.keylock import KeyLock
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    planted = tmp_path / f"wgmagic-{os.getuid()}"
+    planted = tmp_path / "wgmagic"
     planted.mkdir(mode=0o777)
     planted.chmod(0o777)  # as if another user had made it first in a shared /tmp
     ours, _ = keypair()
     _, peer = keypair()
-    assert tunnel_module._claim_key(load_config(_config(ours, peer, silent_port))) == []
+    assert KeyLock.claim(load_config(_config(ours, peer, silent_port))).held == []
     assert list(planted.iterdir()) == []
