@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from wgmagic import __version__
+from wgmagic._version import __version__
 from wgmagic.errors import WgMagicError
 from wgmagic.notebook.status import gateway_status_line, tunnel_status_line, tunnel_status_report
 
