@@ -440,6 +440,10 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
             note: Callable[[str], None] | None = None) -> Tunnel:
     """Bring up a tunnel and return once the first handshake has completed.
 
+    Connecting again is not an error: when this process already has a tunnel up with the same config (same
+    key, peers, addresses), that tunnel is handed back (after its handshake, within `timeout`) with one more
+    holder, whatever `name`, `via` or `tcp` say; each holder's `close()` (or `with` block) lets go of it, and the
+    last one closes it. The same key and peer with another config is a TunnelConflictError.
     via: "udp", a ws:// or wss:// URL (the WireGuard datagrams travel as WebSocket messages to a `wgmagic
     relay`), or "auto" / "auto URL" (UDP first; no handshake answer within 3 s and a URL known: the
     WebSocket, and `note` says so). Unset: $WGMAGIC_VIA, else the config's `#@wgmagic Via = ...`, else UDP.
@@ -452,6 +456,15 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
     """
     parsed = load_config(config)
     _check_peer_keys(parsed)
+    running = registry.share(parsed)
+    if running is not None:  # this key and peer are up here already: hand that tunnel back, one holder more
+        try:
+            running.wait_handshake(timeout=timeout)
+        except BaseException:
+            running.close()
+            raise
+        logger.info("tunnel %r is already up: handed back (%d holders)", running.name, running.holders)
+        return running
     choice = fallback.choose(parsed, via, ca_file=via_ca)
     if choice.mode == "websocket" and len(parsed.peers) != 1:
         from wgmagic.errors import ConfigError
