@@ -214,3 +214,32 @@ def test_a_lock_file_removed_between_open_and_lock_is_not_trusted(tmp_path, monk
     finally:
         keylock.KeyLock([held]).release()
     assert not path.exists()
+
+
+def test_leftover_lock_files_nobody_holds_are_swept_and_held_ones_kept(silent_port, tmp_path, monkeypatch):
+    """A process killed outright cannot remove its lock file: the next claim in that directory does, and
+    never one a live tunnel holds."""
+    import fcntl
+
+    from wgmagic.config import load_config
+    from wgmagic.runtime import keylock
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    directory = tmp_path / "wgmagic"
+    directory.mkdir(mode=0o700)
+    stale = [directory / keylock.lock_name(bytes([n]) * 32, b"p" * 32) for n in range(5)]
+    for path in stale:
+        path.write_text("12345")
+    held_path = directory / keylock.lock_name(b"h" * 32, b"p" * 32)
+    held_fd = os.open(held_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(held_fd, fcntl.LOCK_EX)  # a live tunnel's lock (another open file description: it conflicts)
+    unrelated = directory / "notes.txt"
+    unrelated.write_text("not a lock file")
+    try:
+        ours, _ = keypair()
+        _, peer = keypair()
+        with Tunnel(load_config(_config(ours, peer, silent_port)), name="sweeper"):
+            assert not any(path.exists() for path in stale)
+            assert held_path.exists() and unrelated.exists()
+    finally:
+        os.close(held_fd)

@@ -17,10 +17,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import stat
 import sys
 import tempfile
 import warnings
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _ATTEMPTS = 8  # lock-then-check rounds lost to other processes removing the file before we give up
+_SWEEP_MAX = 256  # leftover lock files looked at per claim
+_LOCK_FILE = re.compile(r"[0-9a-f]{24}\.lock")
 
 
 def runtime_dir() -> str:
@@ -98,6 +102,8 @@ class KeyLock:
         except BaseException:
             lock.release()
             raise
+        if lock.held:
+            sweep(os.path.dirname(lock.held[0][0]), keep={path for path, _fd in lock.held})
         return lock
 
     def release(self) -> None:
@@ -116,6 +122,37 @@ class KeyLock:
             os.rmdir(directory)  # only when empty: another tunnel's lock keeps it
         except OSError:
             pass
+
+
+def sweep(directory: str, keep: Container[str] = ()) -> int:
+    """Remove lock files nobody holds (left by a process that was killed, which cannot remove its own): each
+    is locked, checked to be still the file at its path, and unlinked while locked, as `release` does. At most
+    _SWEEP_MAX files per call; returns how many went."""
+    import fcntl
+
+    removed = 0
+    try:
+        names = [n for n in os.listdir(directory) if _LOCK_FILE.fullmatch(n)][:_SWEEP_MAX]
+    except OSError:
+        return 0
+    for name in names:
+        path = os.path.join(directory, name)
+        if path in keep:
+            continue
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _same_file(fd, path):
+                os.unlink(path)
+                removed += 1
+        except OSError:  # held: a live tunnel's
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _lock_one(name: str, peer_b64: str) -> tuple[str, int] | None:
