@@ -1016,6 +1016,8 @@ class TcpConnection:
         if mtu is not None:
             self.icmp_out.append(too_big_message(self._src, self._dst, self.local[1], self.remote[1], self.rcv_nxt,
                                                  size, mtu))
+            rx.quiet_at = None
+            rx.activity(now, self._quiet())  # still stuck after the resend? ask again, and report lower
 
     def defer_rto(self, until: float) -> None:
         """The path below reports a stall that delays segments without losing them (an outer TCP repairing a
