@@ -8,6 +8,8 @@ import random
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.unit.test_tcp_steps import IRS, MSS, A, B, established, from_peer, out
 from wgmagic.netstack.stack import Stack
@@ -353,3 +355,57 @@ def test_no_black_hole_no_change():
     assert len(got_a) == len(got_b) == 256 * 1024
     assert client.send_mss == server.send_mss == 1380 and client.stats()["pmtu"] == "off"
     assert a.counters["tcp_too_big_sent"] == b.counters["tcp_too_big_sent"] == 0
+
+
+# ---- invariants under any order of events (hypothesis) -------------------------------------------------------
+_EVENT = st.tuples(st.sampled_from(["rto", "answered_rto", "probe", "ack", "loss", "cap", "wait"]),
+                   st.integers(min_value=0, max_value=1500))
+
+
+@given(st.lists(_EVENT, max_size=60), st.sampled_from([(1380, 536), (1360, 1220), (600, 536)]))
+def test_send_search_stays_within_its_bounds(events, sizes):
+    mss, floor = sizes
+    search = fresh(mss, floor)
+    now, seq = 1.0, 1000
+    for kind, value in events:
+        now += 0.25
+        if kind in ("rto", "answered_rto"):
+            lowered = search.on_rto(now, now - 0.1 if kind == "answered_rto" else 0.0, seq, value)
+            assert lowered is None or lowered < value
+        elif kind == "probe":
+            size = search.probe_size(now)
+            if size:
+                assert search.mss < size <= search.max_mss
+                search.probe_sent(seq, seq + size, size)
+                seq += size
+        elif kind == "ack":
+            raised = search.on_ack(seq if value % 2 else seq - 1, now)
+            assert raised is None or raised <= search.max_mss
+        elif kind == "loss":
+            search.on_loss(search.probe_seq if value % 2 and search.probe_seq is not None else seq - 1, now)
+        elif kind == "cap":
+            search.cap(max(floor, value))
+        else:
+            now += PROBE_INTERVAL * (value % 3)
+        assert min(search.floor, search.max_mss) <= search.low <= search.mss <= search.max_mss
+        assert search.low <= search.high <= search.max_mss
+
+
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=3), st.integers(min_value=0, max_value=1500)),
+                max_size=40), st.sampled_from([4, 6]))
+def test_receive_watch_only_ever_lowers_and_reports_a_bounded_number_of_times(events, version):
+    watch = ReceiveWatch(1380 if version == 4 else 1360, version)
+    now, rcv, last = 1.0, 5000, watch.mss
+    for kind, value in events:
+        now += 0.3
+        if kind == 0:
+            watch.beyond(now, rcv, value, 1.0)
+        elif kind == 1 and watch.hold_at is not None:
+            mtu = watch.judge(watch.hold_at, rcv)
+            assert mtu is None or (mtu in (1280, 1064, 576) and mtu - (40 if version == 4 else 60) == watch.mss)
+        elif kind == 2:
+            rcv += value
+        else:
+            watch.activity(now, 1.0)
+        assert watch.mss <= last and watch.reports <= (3 if version == 4 else 1)
+        last = watch.mss
