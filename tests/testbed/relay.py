@@ -7,7 +7,9 @@ Usage: python -m tests.testbed.relay LISTEN_PORT TARGET_PORT JSON_SETTINGS
 LISTEN_PORT 0 (what the bed passes): the kernel picks a free port; the first line on stdout is `ready PORT`,
 or the process exits with status 1 and `relay: cannot bind 127.0.0.1:PORT: REASON` on stderr.
 JSON_SETTINGS: {"seed": 1, "up": {...}, "down": {...}} with loss, delay, jitter, reorder, reorder_delay,
-duplicate (probabilities and seconds); "up" is client -> peer.
+duplicate (probabilities and seconds), and max_size (bytes: a datagram whose UDP payload is larger is
+dropped and counted, as a path whose MTU is smaller and whose ICMP "fragmentation needed" never arrives: a
+path-MTU black hole; 0 = no limit); "up" is client -> peer.
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ class Direction:
     reorder: float = 0.0
     reorder_delay: float = 0.02
     duplicate: float = 0.0
+    max_size: int = 0
 
-    def schedule(self, rng: random.Random, now: float) -> list[float]:
-        """Send times for one datagram: none if lost, two if duplicated."""
+    def schedule(self, rng: random.Random, now: float, size: int = 0) -> list[float]:
+        """Send times for one datagram of `size` bytes: none if lost or too big, two if duplicated."""
+        if self.max_size and size > self.max_size:
+            return []
         if self.loss and rng.random() < self.loss:
             return []
         copies = 2 if self.duplicate and rng.random() < self.duplicate else 1
@@ -66,7 +71,7 @@ def run(listen_port: int, target_port: int, settings: dict) -> None:
     client: tuple[str, int] | None = None
     queue: list[tuple[float, int, bytes, int]] = []  # (when, order, data, direction 0=up 1=down)
     order = 0
-    counts = {"up_in": 0, "down_in": 0, "up_out": 0, "down_out": 0}
+    counts = {"up_in": 0, "down_in": 0, "up_out": 0, "down_out": 0, "up_too_big": 0, "down_too_big": 0}
     stop = False
 
     def on_signal(*_: object) -> None:
@@ -107,7 +112,10 @@ def run(listen_port: int, target_port: int, settings: dict) -> None:
                 else:
                     counts["down_in"] += 1
                     direction, rules = 1, down
-                for when in rules.schedule(rng, now):
+                if rules.max_size and len(data) > rules.max_size:
+                    counts["down_too_big" if direction else "up_too_big"] += 1
+                    continue
+                for when in rules.schedule(rng, now, len(data)):
                     order += 1
                     heapq.heappush(queue, (when, order, data, direction))
     print(json.dumps(counts), flush=True)

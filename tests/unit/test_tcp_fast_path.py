@@ -35,7 +35,7 @@ CONFIGS = {
                        send_buffer=64 * 1024),
 }
 _PARTS = ("rtt", "reassembly", "scoreboard", "recovery", "persist", "keepalive", "window_update", "cc",
-          "user_timeout")
+          "user_timeout", "pmtu", "rx_pmtu")
 
 
 def _fields(obj: Any) -> dict[str, Any]:

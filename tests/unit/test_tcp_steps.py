@@ -152,7 +152,8 @@ def test_every_second_segment_is_acked_at_once():
     for i in range(2):
         conn.receive_segment(from_peer(ACK, IRS + 1 + i * MSS, conn.iss + 1, payload=bytes(MSS)), 1.0)
     (ack,) = out(conn, 1.0)
-    assert ack.ack == IRS + 1 + 2 * MSS and conn.next_timer() is None
+    # no delayed ACK left (the next timer is the black-hole watch's quiet check, tcp/pmtu.py)
+    assert ack.ack == IRS + 1 + 2 * MSS and conn.delack_at is None and conn.next_timer() == conn.rx_pmtu.quiet_at
 
 
 def test_out_of_order_segment_gets_an_immediate_duplicate_ack_with_its_sack_block():
@@ -251,7 +252,7 @@ def test_a_hole_that_fills_within_the_reordering_window_is_no_loss():
     for i in range(3):
         conn.receive_segment(from_peer(ACK, IRS + 1, conn.iss + 1), 1.2 + i / 1000)
     conn.receive_segment(from_peer(ACK, IRS + 1, conn.iss + 1 + 10 * MSS), 1.21)  # the hole filled
-    assert conn.next_timer() is None and not conn.in_recovery and conn.retransmits == 0
+    assert conn.next_timer() == conn.rx_pmtu.quiet_at and not conn.in_recovery and conn.retransmits == 0
 
 
 def test_a_zero_window_stops_sending_and_arms_the_persist_probe():

@@ -211,6 +211,11 @@ class Stack:
         src, dst = local[0].packed, remote[0].packed
         for segment in conn.segments_to_send(now):
             self._emit(src, dst, PROTO_TCP, segment)
+        if conn.icmp_out:  # a path-MTU black hole the connection infers: tell the sender (tcp/pmtu.py)
+            for proto, message in conn.icmp_out:
+                self._emit(src, dst, proto, message)
+            self.counters["tcp_too_big_sent"] += len(conn.icmp_out)
+            conn.icmp_out.clear()
         for event in conn.events():
             self._event(event)
         if conn.is_finished() and self.tcp.pop((src, local[1], dst, remote[1]), None) is not None:

@@ -119,6 +119,29 @@ def peer_rows(tunnel: Any, peers: list[dict[str, Any]]) -> list[dict[str, object
     return rows
 
 
+def tcp_mss_text(connections: list[dict[str, Any]], limit: int = 8) -> str:
+    """The MSS (bytes) each live connection settled on (Tunnel.stats()["tcp_connections"]), as
+    "198.18.0.1:5432 1368", with a path-MTU black hole named (netstack/tcp/pmtu.py): "1276 (black hole;
+    searching up to 1368)" when ours fell back, "in 1240 (black hole reported)" when the peer's were lowered."""
+    parts = []
+    for conn in connections[:limit]:
+        if "mss" not in conn:
+            continue
+        text = f"{conn['remote']} {conn['mss']}"
+        notes = []
+        if conn.get("black_holes"):
+            if conn.get("pmtu") == "searching":
+                notes.append(f"black hole; probing up to {conn.get('mss_max')}")
+            else:
+                notes.append(f"black hole; settled, probes up to {conn.get('mss_max')} again in 10 min")
+        if conn.get("too_big_sent"):
+            notes.append(f"in {conn.get('peer_mss')}: black hole reported")
+        parts.append(text + (f" ({', '.join(notes)})" if notes else ""))
+    if len(connections) > limit:
+        parts.append(f"... {len(connections) - limit} more")
+    return ", ".join(parts) or "-"
+
+
 def peer_state(peer: dict[str, Any]) -> str:
     """A peer_report row in plain words: "not answering (...)" when traffic sent to it went unanswered past
     WireGuard's patience (Engine.peer_not_answering_since), else "answering" with a session, "no session"."""
@@ -177,6 +200,7 @@ class TunnelStatus(Table):
             "exposed": ", ".join(f"{e['listen']} -> {e['target']} ({e['accepted']} accepted, {e['refused']} "
                                  "refused)" for e in exposes) or "-",
             "tcp connections": totals["tcp_established"],
+            "tcp mss": tcp_mss_text(snap.get("tcp_connections") or []),
             "sql connections": ", ".join(sql) or "-",
             "drops": totals["drops"],
         }], peers=peer_rows(tunnel, peers))

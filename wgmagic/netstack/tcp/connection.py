@@ -18,6 +18,7 @@ from typing import Any
 from wgmagic.netstack.events import TcpClosed, TcpConnected, TcpReadable, TcpWritable
 from wgmagic.netstack.tcp.config import DEFAULT_CONFIG, DEFAULT_OPTIONS, TcpConfig
 from wgmagic.netstack.tcp.congestion import Cubic, Reno
+from wgmagic.netstack.tcp.pmtu import FLOOR_MSS, HEADERS, HOLD, QUIET, ReceiveWatch, SendSearch, too_big_message
 from wgmagic.netstack.tcp.reassembly import Reassembly
 from wgmagic.netstack.tcp.recovery import LossRecovery, SackScoreboard
 from wgmagic.netstack.tcp.recovery import unwrap as _unwrap
@@ -135,8 +136,13 @@ class TcpConnection:
         self.cc = (Reno if self.opts.congestion == "reno" else Cubic)(self.send_mss)
         self.scoreboard = SackScoreboard()
         self.recovery = LossRecovery()
+        # path-MTU black holes (pmtu.py): our segments' size, and what the peer's may be
+        version = local[0].version
+        self.pmtu = SendSearch(self.send_mss, FLOOR_MSS[version])
+        self.rx_pmtu = ReceiveWatch(self.our_mss, version)
         # output
         self._out: list[bytes] = []
+        self.icmp_out: list[tuple[int, bytes]] = []  # (IP protocol, ICMP message) for the stack to send to remote
         self._events: list[object] = []
         self._readable = self._writable = False
         self._was_full = False
@@ -221,6 +227,7 @@ class TcpConnection:
     def _take_syn_options(self, opts: wire.Options, window: int) -> None:
         self.send_mss = max(88, min(opts.mss or 536, self.our_mss))
         self.cc = (Reno if self.opts.congestion == "reno" else Cubic)(self.send_mss)
+        self.pmtu.start(self.send_mss)
         if opts.wscale is not None:
             self.snd_wscale = opts.wscale
             self.rcv_wscale = OUR_WSCALE
@@ -354,6 +361,7 @@ class TcpConnection:
         if error is not None and self.error is None:
             self.error = error
         self.rto_at = self.persist.at = self.delack_at = self.time_wait_at = self.keepalive.at = None
+        self.rx_pmtu.quiet_at = self.rx_pmtu.hold_at = None
         self.eof = True
         self._events.append(TcpClosed(self, self.error))
 
@@ -454,6 +462,8 @@ class TcpConnection:
             return
         if not flags & ACK:
             return
+        if seq > self.rcv_nxt and self.state in RECEIVING:  # the peer sent data we lack (pmtu.ReceiveWatch)
+            self.rx_pmtu.beyond(now, self.rcv_nxt, len(payload), max(HOLD, 2 * self.rtt.rto))
         if self.ts_ok and opts.ts is not None and seq <= self.rcv_nxt:
             self.ts_recent = opts.ts[0]
         if self.state == SYN_RECEIVED:
@@ -479,6 +489,8 @@ class TcpConnection:
         """In-order data was taken: readable, and an ACK at once every second segment, else delayed (RFC 9293
         3.8.6.3, RFC 1122 4.2.3.2)."""
         self._readable = True
+        if self.rx_pmtu.quiet_at is None:
+            self.rx_pmtu.activity(now, self._quiet())
         self.unacked_segments += 1
         if self.unacked_segments >= 2:
             self.ack_now = True
@@ -537,7 +549,7 @@ class TcpConnection:
         # A pure ACK of new data.
         recovery = self.recovery
         if recovery.active or recovery.recovery_tsval is not None or recovery.suspect_at is not None \
-                or self.fin_seq is not None:
+                or self.fin_seq is not None or self.pmtu.probe_end is not None:
             return False
         ack = _unwrap(ack_w, snd_una)
         if not snd_una < ack <= self.snd_max:
@@ -561,6 +573,8 @@ class TcpConnection:
             self.snd_nxt = ack
         self.retries = 0
         recovery.dupacks = 0
+        if self.rx_pmtu.quiet_at is None:
+            self.rx_pmtu.activity(now, self._quiet())
         self.cc.on_ack(acked, now, rtt.srtt)
         self.rto_at = now + rtt.rto if ack < self.snd_max else None
         self.persist.backoff = 0
@@ -652,6 +666,12 @@ class TcpConnection:
                 scoreboard.advance(ack)
             self.retries = 0
             recovery.dupacks = 0
+            if self.rx_pmtu.quiet_at is None:
+                self.rx_pmtu.activity(now, self._quiet())
+            if self.pmtu.probe_end is not None:
+                raised = self.pmtu.on_ack(ack, now)
+                if raised:
+                    self._set_send_mss(raised)  # the probe passed: its size is the MSS now
             if recovery.active:
                 if ack >= recovery.recover:
                     recovery.active = False
@@ -697,9 +717,15 @@ class TcpConnection:
                 self._finish(None)
 
     def _enter_recovery(self, now: float) -> None:
+        probe_lost = self.pmtu.probe_seq is not None and self.pmtu.on_loss(self.snd_una, now)
         self.recovery.begin(self.snd_una, self.snd_max, dict(self.cc.__dict__),
                             self._tsval(now) if self.ts_ok else None)
-        self.cc.on_loss(self._flight(), now)
+        if probe_lost:
+            # A lost path-MTU probe says the path is narrower, not congested (RFC 4821 7.6.2): resend its bytes
+            # in the current size and keep the window (recovery's exit deflates to ssthresh: keep that too).
+            self.cc.ssthresh = max(self.cc.cwnd, 2 * self.cc.mss)
+        else:
+            self.cc.on_loss(self._flight(), now)
         self._retransmit_one(self.snd_una, now)
 
     def _flight(self) -> int:
@@ -785,6 +811,7 @@ class TcpConnection:
     def _enter_time_wait(self, now: float) -> None:
         self.state = TIME_WAIT
         self.rto_at = self.persist.at = self.keepalive.at = None
+        self.rx_pmtu.quiet_at = self.rx_pmtu.hold_at = None
         self.time_wait_at = now + self.opts.time_wait
         self._events.append(TcpClosed(self, None))
 
@@ -796,9 +823,9 @@ class TcpConnection:
         if kind == IcmpKind.TOO_BIG and mtu:
             header = 40 if self.local[0].version == 4 else 60
             new_mss = max(536 if self.local[0].version == 4 else 1220, mtu - header)
+            self.pmtu.cap(new_mss)
             if new_mss < self.send_mss:
-                self.send_mss = new_mss
-                self.cc.mss = new_mss
+                self._set_send_mss(new_mss)
                 self.snd_nxt = self.snd_una  # resend what was too big, in the new size
         elif self.state == SYN_SENT:
             if kind == IcmpKind.PORT_UNREACHABLE:
@@ -855,6 +882,9 @@ class TcpConnection:
         recovery.retransmitted_to = seq
 
     def _send_data(self, now: float) -> None:
+        if (self.pmtu.next_probe_at is not None and now >= self.pmtu.next_probe_at and not self.recovery.active
+                and self.snd_nxt == self.snd_max):
+            self._send_probe(now)
         mss = self.send_mss - self._options_len()
         sbuf = self.sbuf
         view = memoryview(sbuf)
@@ -899,6 +929,36 @@ class TcpConnection:
                 self.snd_nxt += 1
             break
 
+    def _send_probe(self, now: float) -> None:
+        """A path-MTU probe (pmtu.SendSearch): one new segment of the probed size, when the data and both
+        windows allow it; else it waits for a later call."""
+        probe_mss = self.pmtu.probe_size(now)
+        size = probe_mss - self._options_len()
+        if size <= self.send_mss - self._options_len():
+            return
+        offset = self.snd_nxt - self.sbuf_seq
+        in_flight = self.snd_nxt - self.snd_una
+        pipe = in_flight - self.scoreboard.sacked_bytes() if self.scoreboard.blocks else in_flight
+        if len(self.sbuf) - offset < size or self.snd_wnd - in_flight < size or self.cc.cwnd - pipe < size:
+            return
+        seq = self.snd_nxt
+        flags = ACK | (PSH if size == len(self.sbuf) - offset else 0)
+        self._out.append(self._segment(flags, seq, now, memoryview(self.sbuf)[offset:offset + size]))
+        self.bytes_sent += size
+        if not self.ts_ok:
+            self.rtt.start_timing(seq, now)
+        self.snd_nxt = self.snd_max = seq + size
+        if self.rto_at is None:
+            self.rto_at = now + self.rtt.rto
+        self.pmtu.probe_sent(seq, seq + size, probe_mss)
+
+    def _set_send_mss(self, mss: int) -> None:
+        self.send_mss = mss
+        self.cc.mss = mss
+
+    def _quiet(self) -> float:
+        return max(QUIET, 2 * self.rtt.rto)
+
     # ---- timers -------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
         """The earliest deadline (seconds, the caller's clock; 0.0 when an ACK is due at once), or None."""
@@ -906,7 +966,8 @@ class TcpConnection:
             return 0.0
         best = None
         for deadline in (self.rto_at, self.delack_at, self.persist.at, self.time_wait_at, self.connect_deadline,
-                         self.keepalive.at, self.recovery.suspect_at, self.window_update.at):
+                         self.keepalive.at, self.recovery.suspect_at, self.window_update.at, self.rx_pmtu.quiet_at,
+                         self.rx_pmtu.hold_at):
             if deadline is not None and (best is None or deadline < best):
                 best = deadline
         return best
@@ -934,6 +995,29 @@ class TcpConnection:
             self._on_window_update(now)
         if self.keepalive.at is not None and now >= self.keepalive.at:
             self._on_keepalive(now)
+        rx = self.rx_pmtu
+        if rx.hold_at is not None and now >= rx.hold_at:
+            self._judge_black_hole(now)
+        if rx.quiet_at is not None and now >= rx.quiet_at:
+            if self.state not in RECEIVING:
+                rx.quiet_at = None
+            elif rx.quiet_due(now, self.last_receive, self._quiet()):
+                # Quiet after activity: a keep-alive-shaped ACK makes the peer answer with its SND.NXT, which
+                # tells whether it has sent data that never arrived (pmtu.ReceiveWatch).
+                self._out.append(self._segment(ACK, self.snd_una - 1, now))
+
+    def _judge_black_hole(self, now: float) -> None:
+        """The receive side's hold timer (pmtu.ReceiveWatch): on a black hole, an ICMP too-big to the peer
+        quoting its segment at RCV.NXT in the size that vanishes, so it lowers its path MTU and resends."""
+        rx = self.rx_pmtu
+        size = rx.mss + HEADERS[rx.version]
+        mtu = rx.judge(now, self.rcv_nxt) if self.state in RECEIVING else None
+        rx.hold_at = None
+        if mtu is not None:
+            self.icmp_out.append(too_big_message(self._src, self._dst, self.local[1], self.remote[1], self.rcv_nxt,
+                                                 size, mtu))
+            rx.quiet_at = None
+            rx.activity(now, self._quiet())  # still stuck after the resend? ask again, and report lower
 
     def defer_rto(self, until: float) -> None:
         """The path below reports a stall that delays segments without losing them (an outer TCP repairing a
@@ -959,6 +1043,11 @@ class TcpConnection:
             if self.connect_deadline is not None:
                 self.rto_at = min(self.rto_at, self.connect_deadline)
             return
+        opt = self._options_len()
+        head = min(self.send_mss - opt, len(self.sbuf) - (self.snd_una - self.sbuf_seq), self.snd_wnd) + opt
+        lowered = self.pmtu.on_rto(now, self.last_receive, self.snd_una, head)
+        if lowered:
+            self._set_send_mss(lowered)  # a black hole: resend in the fallback size (pmtu.SendSearch)
         self.cc.on_timeout(self._flight(), now)
         self.recovery.on_timeout()
         self.scoreboard.clear()
@@ -993,11 +1082,16 @@ class TcpConnection:
 
     def stats(self) -> dict[str, Any]:
         """{"state", "srtt" (s), "rto" (s), "cwnd" (bytes), "bytes_sent", "bytes_received", "retransmits",
-        "buffered" (bytes held in all buffers), "send_window" (bytes)}."""
+        "buffered" (bytes held in all buffers), "send_window" (bytes), "mss" (bytes: what we send with now),
+        "mss_max" (the negotiated or ICMP-lowered ceiling), "pmtu" ("off" | "searching" | "search complete":
+        the send side's black-hole search), "black_holes" (fallbacks), "peer_mss" (what the peer may send us:
+        our SYN's MSS, lowered by each black hole reported), "too_big_sent" (those reports)}."""
         return {"state": self.state, "srtt": self.rtt.srtt, "rto": self.rtt.rto, "cwnd": self.cc.cwnd,
                 "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
                 "retransmits": self.retransmits, "buffered": len(self.rbuf) + self.reassembly.held + len(self.sbuf),
-                "send_window": self.snd_wnd}
+                "send_window": self.snd_wnd, "mss": self.send_mss, "mss_max": self.pmtu.max_mss,
+                "pmtu": self.pmtu.state, "black_holes": self.pmtu.black_holes, "peer_mss": self.rx_pmtu.mss,
+                "too_big_sent": self.rx_pmtu.reports}
 
 
 def reset_for(local: Address, remote: Address, segment: memoryview | bytes) -> bytes | None:
