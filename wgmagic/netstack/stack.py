@@ -497,6 +497,23 @@ class Stack:
         self._listeners[port] = listener
         return listener
 
+    # ---- what a TcpListener may ask of its stack (tcp/listener.py's ListenerHost) -------------------------
+    def announce(self, event: NetstackEvent) -> None:
+        """Queue `event` for the next `events()` (bounded: MAX_EVENTS)."""
+        self._event(event)
+
+    def adopt(self, key: tuple[bytes, int, bytes, int], conn: TcpConnection) -> None:
+        """Take a connection a listener settled into the table under `key`."""
+        self._adopt(key, conn)
+
+    def send_tcp(self, src: bytes, dst: bytes, segment: bytes) -> None:
+        """Send one TCP segment from `src` to `dst` (raw addresses)."""
+        self._emit(src, dst, PROTO_TCP, segment)
+
+    def stop_listening(self, port: int) -> None:
+        """Forget the listener on `port`; later SYNs to it are answered with a reset."""
+        self._listeners.pop(port, None)
+
     def wake(self, conn: Any) -> None:
         """The user side changed a connection (sent, read, closed): collect its segments on the next pull."""
         self._active.add(conn)

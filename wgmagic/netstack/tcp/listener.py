@@ -1,22 +1,62 @@
-"""A listening TCP port (RFC 9293 3.5 passive open): takes SYNs for its port and queues the new connections."""
+"""A listening TCP port (RFC 9293 3.5 passive open): takes SYNs for its port and queues the new connections.
+
+Owns: the queue of new connections, the backlog and the SYNs an `admit` hook holds. Knows the stack that made
+it only through `ListenerHost`, the small interface the stack hands it (no import of stack.py, no private
+member of the stack): emitting a segment, announcing an event, adopting a settled connection, unlisting itself.
+"""
 
 from __future__ import annotations
 
 import ipaddress
-from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
-from wgmagic.netstack.events import TcpAccepted
+from wgmagic.netstack.events import NetstackEvent, TcpAccepted
+from wgmagic.netstack.tcp.config import TcpConfig
 from wgmagic.netstack.tcp.connection import TcpConnection, reset_for
-from wgmagic.netstack.wire.ip import PROTO_TCP
-
-if TYPE_CHECKING:
-    from wgmagic.netstack.stack import Stack
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # What `admit` returns to hold a SYN unanswered until `settle()` (a gateway connecting to its local target).
 DEFER = "defer"
+
+
+ConnectionKey = tuple[bytes, int, bytes, int]  # (local address, local port, remote address, remote port), raw
+
+
+class ListenerHost(Protocol):
+    """What a `TcpListener` may use of the stack that made it (`wgmagic.netstack.stack.Stack` is one).
+
+    Addresses are raw bytes (4 or 16); `now` and lengths as the stack's. `drops`/`counters` are the stack's
+    counters by reason; `tcp` its table of connections by `ConnectionKey`."""
+
+    drops: Counter[str]
+    counters: Counter[str]
+    rng: Callable[[int], bytes]
+    tcp_options: TcpConfig | None
+
+    @property
+    def tcp(self) -> Mapping[ConnectionKey, TcpConnection]: ...
+
+    def path_mtu(self, dst: bytes) -> int:
+        """The path MTU towards `dst` (bytes)."""
+        ...
+
+    def announce(self, event: NetstackEvent) -> None:
+        """Queue `event` for the stack's next `events()`."""
+        ...
+
+    def adopt(self, key: ConnectionKey, conn: TcpConnection) -> None:
+        """Take `conn` into the stack's table under `key` (a deferred SYN the listener's owner accepted)."""
+        ...
+
+    def send_tcp(self, src: bytes, dst: bytes, segment: bytes) -> None:
+        """Send one TCP segment from `src` to `dst` (an IP packet with protocol 6)."""
+        ...
+
+    def stop_listening(self, port: int) -> None:
+        """Forget the listener on `port` (later SYNs to it are answered with a reset)."""
+        ...
 
 
 class TcpListener:
@@ -30,7 +70,7 @@ class TcpListener:
     until its owner calls `settle()`, as smoltcp holds its SYN-ACK.
     """
 
-    def __init__(self, stack: Stack, port: int, local_ip: IPAddress | None, backlog: int) -> None:
+    def __init__(self, stack: ListenerHost, port: int, local_ip: IPAddress | None, backlog: int) -> None:
         self.stack = stack
         self.port = port
         self.local_ip = local_ip
@@ -67,7 +107,7 @@ class TcpListener:
         conn = self._connection(local, remote, segment, now)
         if conn is not None:
             self.pending.append(conn)
-            self.stack._event(TcpAccepted(self))
+            self.stack.announce(TcpAccepted(self))
         return conn
 
     def _connection(self, local: tuple[IPAddress, int], remote: tuple[IPAddress, int],
@@ -89,12 +129,12 @@ class TcpListener:
         if accept and not self.closed and key not in self.stack.tcp:
             conn = self._connection(local, remote, segment, now)
             if conn is not None:
-                self.stack._adopt(key, conn)
+                self.stack.adopt(key, conn)
                 return conn
         self.stack.drops["listen_refused"] += 1
         reset = reset_for(local, remote, segment)
         if reset is not None:
-            self.stack._emit(key[0], key[2], PROTO_TCP, reset)
+            self.stack.send_tcp(key[0], key[2], reset)
         return None
 
     def accept(self) -> TcpConnection | None:
@@ -104,4 +144,4 @@ class TcpListener:
     def close(self) -> None:
         """Stop listening; connections already queued are left to whoever holds the listener."""
         self.closed = True
-        self.stack._listeners.pop(self.port, None)
+        self.stack.stop_listening(self.port)
