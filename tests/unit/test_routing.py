@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wgmagic.connstr import DsnError, conninfo, parse_dsn
+from wgmagic.proto.forwarding import NEUTRAL, ForwardProtocol
 from wgmagic.runtime.services.forward import Forward, ForwardSpec
 from wgmagic.runtime.services.routing import create_engine, route_url
 
@@ -26,13 +27,16 @@ class Tunnel:
         self.forwards: list = []
         self.made: list[tuple[str, object]] = []
         self.ports = iter(range(40001, 40100))
+        self.protocols: list[str] = []
 
-    def forward(self, target: str, local: object = None) -> object:
+    def forward(self, target: str, local: object = None, protocol: ForwardProtocol = NEUTRAL) -> object:
         host, _, port = target.rpartition(":")
-        spec = ForwardSpec(host.strip("[]"), int(port), None, "unix" if local is None else "tcp")  # type: ignore
+        spec = ForwardSpec(host.strip("[]"), int(port), None, "unix" if local is None else "tcp",  # type: ignore
+                           protocol=protocol)
+        self.protocols.append(protocol.name)
         if local is None:
             spec.socket_dir = SOCKET_DIR
-            address = f"{SOCKET_DIR}/.s.PGSQL.{port}"
+            address = f"{SOCKET_DIR}/{protocol.socket_name(int(port))}"
         else:
             address = ("127.0.0.1", next(self.ports))
         forward = SimpleNamespace(spec=spec, address=address, local_address=address, closed=False)
@@ -185,3 +189,24 @@ def test_conninfo_round_trips_through_the_parser(params):
     assert dsn.user == params.get("user") and dsn.password == params.get("password")
     assert dsn.database == params.get("dbname")
     assert dict(dsn.query) == {k: v for k, v in params.items() if k in ("options", "application_name")}
+
+
+@pytest.mark.parametrize(("text", "protocol"), [
+    ("host=db.internal dbname=app", "postgresql"),
+    ("postgresql://app@db.internal/app", "postgresql"),
+    ("postgresql+psycopg://app@db.internal:6543/app", "postgresql"),
+    ("postgresql+pg8000://app@db.internal:15432/app", "postgresql"),
+    ("mysql+pymysql://app@db.internal/app", "neutral"),
+    ("mysql+pymysql://app@db.internal:5432/app", "neutral"),  # a MySQL server on PostgreSQL's port: still MySQL
+    ("mssql+pytds://app@db.internal:1433/app", "neutral"),
+])
+def test_the_forward_speaks_the_urls_protocol_never_the_ports(text, protocol):
+    tunnel = Tunnel()
+    route_url(tunnel, text)
+    assert tunnel.protocols == [protocol]
+
+
+def test_a_postgres_unix_forward_is_named_for_libpq():
+    tunnel = Tunnel()
+    route_url(tunnel, "host=db.internal port=7000 dbname=app")
+    assert tunnel.forwards[0].address == f"{SOCKET_DIR}/.s.PGSQL.7000"

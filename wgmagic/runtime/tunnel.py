@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import httpx
     import sqlalchemy
 
+    from wgmagic.proto.forwarding import ForwardProtocol
     from wgmagic.runtime.routes import IPAddress
     from wgmagic.runtime.services.capture import Capture
     from wgmagic.runtime.services.expose import Exposed
@@ -222,7 +223,8 @@ class Tunnel:
 
     # ---- services: forwards, SOCKS5, reverse forwards, captures (tunnel_services.py) -----------------------
     def forward(self, target: str, local: str | int | None = None, *, idle_timeout: float | None = None,
-                max_flows: int | None = None, clients: platform.ClientScope | None = None) -> Forward | UdpForward:
+                max_flows: int | None = None, clients: platform.ClientScope | None = None,
+                protocol: ForwardProtocol | None = None) -> Forward | UdpForward:
         """Listen locally and relay each connection to `target` ("db.internal:5432") through the tunnel.
 
         local=None: a Unix socket in a fresh 0700 directory (see Forward.libpq_params()); local=PORT or
@@ -239,10 +241,14 @@ class Tunnel:
         127.0.0.1 and admits only connections from this user's processes. `clients` sets who a TCP listener
         admits: "any" (the default for local=PORT, like ssh -L), "user", or "process" (only this process's
         sockets: for a driver in this process, as %%wgsql uses it); see wgmagic.platform.loopback_client_allowed.
+        protocol: what the forward knows of its clients' protocol (wgmagic.proto.forwarding.ForwardProtocol): the
+        Unix socket's name and how a refused client is told why. None: wgmagic.proto.postgres.POSTGRES
+        (".s.PGSQL.PORT", an ErrorResponse libpq shows) for ports 5432 and 6432, else the neutral NEUTRAL
+        ("PORT.sock", closed without a word); tunnel.url() and %%wgsql choose by the URL's scheme.
         """
         self._check_open()
         return self._services.forward(target, local, idle_timeout=idle_timeout, max_flows=max_flows,
-                                      clients=clients)
+                                      clients=clients, protocol=protocol)
 
     def close_forward(self, forward: Forward | UdpForward) -> None:
         """Close one forward (TCP or UDP: its listener, connections or flows, and private directory)."""

@@ -19,6 +19,7 @@ from wgmagic import platform
 from wgmagic.addresses import format_address
 
 if TYPE_CHECKING:
+    from wgmagic.proto.forwarding import ForwardProtocol
     from wgmagic.runtime.engine import Engine
     from wgmagic.runtime.loop import LoopThread
     from wgmagic.runtime.services.capture import Capture
@@ -53,9 +54,13 @@ class TunnelServices:
 
     # ---- factories ---------------------------------------------------------------------------------------
     def forward(self, target: str, local: str | int | None, *, idle_timeout: float | None,
-                max_flows: int | None, clients: platform.ClientScope | None) -> Forward | UdpForward:
-        """`Tunnel.forward`: a TCP forward, or a UDP one for "udp:HOST:PORT"."""
+                max_flows: int | None, clients: platform.ClientScope | None,
+                protocol: ForwardProtocol | None = None) -> Forward | UdpForward:
+        """`Tunnel.forward`: a TCP forward, or a UDP one for "udp:HOST:PORT". `protocol` None: PostgreSQL's
+        for its well-known ports (wgmagic.proto.postgres.PORTS), else the neutral one."""
         from wgmagic.addresses import is_udp_target, parse_local, split_host_port
+        from wgmagic.proto import postgres
+        from wgmagic.proto.forwarding import NEUTRAL
         from wgmagic.runtime.services.forward import Forward, ForwardSpec
 
         if is_udp_target(target):
@@ -63,7 +68,10 @@ class TunnelServices:
         host, port = split_host_port(target)
         where = parse_local(local)
         addresses = self._tunnel.resolve_addresses(host)
-        spec = ForwardSpec(host, port, addresses[0], "unix", remote_addresses=tuple(addresses), clients=clients)
+        if protocol is None:
+            protocol = postgres.POSTGRES if port in postgres.PORTS else NEUTRAL
+        spec = ForwardSpec(host, port, addresses[0], "unix", remote_addresses=tuple(addresses), clients=clients,
+                           protocol=protocol)
         if where.kind == "unix":
             spec.socket_dir = where.socket_dir
         else:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from wgmagic.connstr import Dsn, mask_secrets
 from wgmagic.errors import NoRouteError, TunnelError
+from wgmagic.proto.forwarding import NEUTRAL, ForwardProtocol
 from wgmagic.sql.messages import ConnectionStageError, classify_connection_failure
 from wgmagic.sql.parameters import Statement, split_statements
 
@@ -172,21 +173,27 @@ class SqlConnection(ABC):
         the server's words, laid out as its own client prints them) or QueryCancelledError after Ctrl-C."""
 
     # ---- shared by the dialects that reach their server through a forward --------------------------------
+    def forward_protocol(self) -> ForwardProtocol:
+        """What a forward for this session's driver must know of its protocol (wgmagic.proto.forwarding): the
+        neutral one by default; PostgreSQL's dialects answer wgmagic.proto.postgres.POSTGRES (libpq's socket
+        name, an ErrorResponse the driver shows)."""
+        return NEUTRAL
+
     def _forward_through(self, tunnel: Tunnel, host: str, port: int, *, tcp: bool) -> dict[str, str]:
         """A forward of `tunnel` to host:port for the driver (loopback TCP when `tcp`, else a Unix socket),
-        usable by this process only; its libpq parameters. ConnectionStageError names the failed stage."""
+        usable by this process only, speaking `forward_protocol()`; its libpq parameters.
+        ConnectionStageError names the failed stage.
+
+        The name is resolved once, by Tunnel.forward (the tunnel's DNS, then which addresses it can route): its
+        errors name the stage, DNS for NameNotFoundError/DNSTimeoutError, and "TCP connect" for NoRouteError
+        (no address the tunnel can route is not the server's fault)."""
         self.tunnel_name = tunnel.name
         try:
-            # The DNS stage on its own, so its failure is named as such; then which of the addresses the
-            # tunnel can route (none: "no route", at the TCP connect stage, not the server's fault).
-            tunnel.resolve_addresses(host)
+            self._forward = tunnel.forward(f"{bracket(host)}:{port}", local=0 if tcp else None, clients="process",
+                                           protocol=self.forward_protocol())
         except NoRouteError as exc:
             raise ConnectionStageError("TCP connect", str(exc), "the peer's AllowedIPs and the [Interface] "
                                        "Address families of the WireGuard config") from None
-        except Exception as exc:
-            raise classify_connection_failure(exc, host=host, port=port) from None
-        try:
-            self._forward = tunnel.forward(f"{bracket(host)}:{port}", local=0 if tcp else None, clients="process")
         except (TunnelError, ValueError) as exc:
             raise classify_connection_failure(exc, host=host, port=port) from None
         except OSError as exc:

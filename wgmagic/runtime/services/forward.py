@@ -13,6 +13,11 @@ A Unix socket's path must fit sun_path (108 bytes with its NUL, unix(7)); a long
 JupyterHub spawners) does not leave room for ".../wgmagic-XXXXXXXX/.s.PGSQL.5432". The default directory is
 then made in $XDG_RUNTIME_DIR, else in /tmp, and if no short private directory can be had the forward listens
 on loopback TCP with a warning. A directory made for a forward is removed with it, also when listening fails.
+
+The forward carries bytes and knows no database: what it knows of its clients' protocol (the Unix socket's
+name, how to refuse a client with words its driver shows) is a `wgmagic.proto.forwarding.ForwardProtocol` its
+caller chooses (`ForwardSpec.protocol`): PostgreSQL's (`wgmagic.proto.postgres.POSTGRES`: ".s.PGSQL.PORT",
+SSLRequest answered, an ErrorResponse) for a postgres URL or libpq, the neutral one for MySQL or anything else.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 
 from wgmagic import explain, platform
 from wgmagic.addresses import format_address
-from wgmagic.proto.postgres import error_response as postgres_error_response
+from wgmagic.proto.forwarding import NEUTRAL, ForwardProtocol
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
 from wgmagic.runtime.services.listener import (
     SocketPathError,
@@ -41,13 +46,10 @@ from wgmagic.runtime.services.listener import short_private_directory as _short_
 logger = logging.getLogger(__name__)
 
 BACKLOG = 256
-POSTGRES_PORTS = frozenset({5432, 6432})
 CONNECT_TIMEOUT = 15.0  # seconds a forwarded connection may take to reach its target through the tunnel
 
 
-GOODBYE_WAIT = 5.0  # seconds a refused PostgreSQL client has to send its StartupMessage after our "N"
-# SSLRequest and GSSENCRequest codes (PostgreSQL protocol, "Message Formats"): 1234 5679, 1234 5680.
-_ENCRYPTION_REQUESTS = (bytes.fromhex("04d2162f"), bytes.fromhex("04d21630"))
+GOODBYE_WAIT = 5.0  # seconds a refused client has to send its next message when its Goodbye awaits one
 
 
 def _read_available(client: socket.socket, limit: int = 16) -> bytes:
@@ -73,6 +75,8 @@ def _send_and_close(client: socket.socket, message: bytes) -> None:
 
 @dataclass
 class ForwardSpec:
+    """What a forward listens on and relays to. `protocol`: what it knows of its clients (see the module)."""
+
     remote_host: str
     remote_port: int
     remote_address: ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -85,6 +89,7 @@ class ForwardSpec:
     fallback_reason: str | None = None  # why a default Unix-socket forward listens on TCP instead
     clients: platform.ClientScope | None = None  # who may connect over TCP; None: "user" for a default
     # forward that fell back to TCP, "any" for a TCP forward asked for by port (ssh -L)
+    protocol: ForwardProtocol = NEUTRAL
 
 
 class Forward:
@@ -100,7 +105,7 @@ class Forward:
         self.accepted = 0
         self.failed = 0
         self.refused = 0  # connections the loopback guard turned away
-        self.goodbyes: set[socket.socket] = set()  # refused PostgreSQL clients awaited for their StartupMessage
+        self.goodbyes: set[socket.socket] = set()  # refused clients awaited for their next message
         self.closed = False
         self.listener, self.address = self._listen()
         engine.loop.add_reader(self.listener.fileno(), self._on_accept)
@@ -133,8 +138,8 @@ class Forward:
 
     def _listen_unix(self) -> tuple[socket.socket, Any]:
         spec = self.spec
-        # libpq looks for DIR/.s.PGSQL.PORT, so name the socket that way: host=DIR port=PORT then works.
-        name = f".s.PGSQL.{spec.remote_port}"
+        # The protocol names it: libpq looks for DIR/.s.PGSQL.PORT, so host=DIR port=PORT then works.
+        name = spec.protocol.socket_name(spec.remote_port)
         sock, path, spec.socket_dir, spec.owns_socket_dir = listen_unix(
             name, spec.socket_dir, socket.SOCK_STREAM, backlog=BACKLOG,
             alternative="choose a shorter directory (unix:DIR) or a TCP forward",
@@ -158,8 +163,8 @@ class Forward:
         self._connect(client)
 
     def _admitted(self, client: socket.socket, peer: Any) -> bool:
-        """The loopback guard: a connection from a process that may not use this forward is refused (for a
-        PostgreSQL port with an ErrorResponse that says why, so libpq shows it), and counted."""
+        """The loopback guard: a connection from a process that may not use this forward is refused (in the
+        words of the forward's protocol, where it has any, so the driver shows why), and counted."""
         scope = self.spec.clients or "any"
         try:
             allowed = platform.loopback_client_allowed(peer, self.address, scope)
@@ -176,26 +181,28 @@ class Forward:
         return False
 
     def _goodbye(self, client: socket.socket, reason: str) -> None:
-        """Close a client we will not relay; to a PostgreSQL client, first say why in a way libpq shows.
+        """Close a client we will not relay; first say why, as the forward's protocol decides (`Goodbye`).
 
-        libpq over TCP opens with an SSLRequest or GSSENCRequest (sslmode=prefer, the default) and reports an
-        ErrorResponse to that only as "server sent an error response during SSL exchange". So such a request is
-        answered "N" (no encryption, as a server without TLS does), the StartupMessage that follows is awaited
-        (at most GOODBYE_WAIT seconds) and read, and the ErrorResponse comes after it. Unread input would turn
-        the close into a reset that may overtake the message, so input is read first.
+        What the client sent is read first (unread input would turn the close into a reset that may overtake
+        the message); a Goodbye that awaits the client's next message (PostgreSQL's StartupMessage after an
+        SSLRequest) waits for it at most GOODBYE_WAIT seconds.
         """
-        if self.spec.remote_port not in POSTGRES_PORTS or self.closed:
+        if self.closed:
             with contextlib.suppress(OSError):
                 client.close()
             return
         with contextlib.suppress(OSError):
             client.setblocking(False)
-        received = _read_available(client)
-        if received[4:8] not in _ENCRYPTION_REQUESTS or len(received) != 8:
-            _send_and_close(client, postgres_error_response(reason))
+        goodbye = self.spec.protocol.goodbye(_read_available(client), reason)
+        if goodbye is None:
+            with contextlib.suppress(OSError):
+                client.close()
+            return
+        if not goodbye.await_next:
+            _send_and_close(client, goodbye.reply + goodbye.final)
             return
         try:
-            client.send(b"N")
+            client.send(goodbye.reply)
         except OSError:
             with contextlib.suppress(OSError):
                 client.close()
@@ -203,18 +210,18 @@ class Forward:
         loop = self.engine.loop
         timer: Any = None
 
-        def startup_arrived() -> None:
+        def next_arrived() -> None:
             with contextlib.suppress(Exception):
                 loop.remove_reader(client.fileno())
             if timer is not None:
                 timer.cancel()
             self.goodbyes.discard(client)
             _read_available(client)
-            _send_and_close(client, postgres_error_response(reason))
+            _send_and_close(client, goodbye.final)
 
         self.goodbyes.add(client)
-        loop.add_reader(client.fileno(), startup_arrived)
-        timer = loop.call_later(GOODBYE_WAIT, startup_arrived)
+        loop.add_reader(client.fileno(), next_arrived)
+        timer = loop.call_later(GOODBYE_WAIT, next_arrived)
 
     def _connect(self, client: socket.socket) -> None:
         attempt: HappyEyeballs | None = None
@@ -237,9 +244,9 @@ class Forward:
     def _on_failed(self, client: socket.socket, error: BaseException) -> None:
         """A connection that could not reach its target; closes `client`. libpq shows a server's ErrorResponse
         to the user verbatim, so a driver behind this forward learns why instead of "server closed the
-        connection unexpectedly"."""
+        connection unexpectedly" (where the forward's protocol has words for it)."""
         self.failed += 1
-        self._goodbye(client, self._failure_reason(error) if self.spec.remote_port in POSTGRES_PORTS else "")
+        self._goodbye(client, self._failure_reason(error))
 
     def _failure_reason(self, error: BaseException) -> str:
         """Why a connection could not reach the target, in wgmagic.explain's words, for the client to show."""
@@ -292,4 +299,5 @@ class Forward:
 
     def __repr__(self) -> str:
         target = format_address((self.spec.remote_host, self.spec.remote_port))
-        return f"<Forward {format_address(self.address)} -> {target} ({len(self.relays)} open)>"
+        return (f"<Forward {format_address(self.address)} -> {target} ({self.spec.protocol.name}, "
+                f"{len(self.relays)} open)>")

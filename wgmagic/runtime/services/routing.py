@@ -24,6 +24,10 @@ to, 127.0.0.1 in a rewritten URL: for those, `Tunnel.engine()` hands the driver 
 the real name where it takes one (pg8000: `sock=` with `host=`, used as the TLS server name), or verification
 has to name the server explicitly (see README, "Every tool through the tunnel").
 
+The forward speaks the URL's protocol where it must (wgmagic.proto.forwarding): PostgreSQL's for libpq keywords
+and postgres URLs (a Unix socket named .s.PGSQL.PORT, an ErrorResponse the driver shows when the target cannot
+be reached), the neutral one for MySQL/MariaDB and any other scheme, whatever the port.
+
 Names are resolved through the tunnel's DNS when the forward is made (Tunnel.forward). A forward is made once
 per (host, port, kind) and tunnel, reused by later calls, and closed with the tunnel. The returned string holds
 the password the user gave (the driver needs it); wgmagic never shows it (Dsn.masked()).
@@ -37,27 +41,36 @@ from dataclasses import replace
 from typing import Any
 
 from wgmagic.connstr import LIBPQ_DRIVERS, TLS_MODES, Dsn, DsnError, conninfo, parse_dsn
+from wgmagic.proto.forwarding import NEUTRAL, ForwardProtocol
+from wgmagic.proto.postgres import POSTGRES
 
 LOOPBACK = "127.0.0.1"
 
 _lock = threading.Lock()
-_routes: weakref.WeakKeyDictionary[Any, dict[tuple[str, int, str], Any]] = weakref.WeakKeyDictionary()
+_routes: weakref.WeakKeyDictionary[Any, dict[tuple[str, int, str, str], Any]] = weakref.WeakKeyDictionary()
 
 
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def forward_for(tunnel: Any, host: str, port: int, kind: str) -> Any:
-    """The tunnel's forward to host:port of `kind` ("unix" or "tcp"), made on first use and reused while the
-    tunnel keeps it (Tunnel.close closes it; close_forward drops it and the next call makes a new one)."""
-    key = (host.lower(), port, kind)
+def protocol_for(dsn: Dsn, keywords: bool) -> ForwardProtocol:
+    """The forward protocol of a connection string: PostgreSQL's for libpq keywords and postgres URLs of any
+    driver, the neutral one for every other scheme."""
+    return POSTGRES if keywords or dsn.is_postgres else NEUTRAL
+
+
+def forward_for(tunnel: Any, host: str, port: int, kind: str, protocol: ForwardProtocol = NEUTRAL) -> Any:
+    """The tunnel's forward to host:port of `kind` ("unix" or "tcp") speaking `protocol`, made on first use and
+    reused while the tunnel keeps it (Tunnel.close closes it; close_forward drops it and the next call makes a
+    new one)."""
+    key = (host.lower(), port, kind, protocol.name)
     with _lock:
         forwards = _routes.setdefault(tunnel, {})
         forward = forwards.get(key)
         if forward is not None and forward in tunnel.forwards and not forward.closed:
             return forward
-        forward = tunnel.forward(f"{_bracket(host)}:{port}", local=0 if kind == "tcp" else None)
+        forward = tunnel.forward(f"{_bracket(host)}:{port}", local=0 if kind == "tcp" else None, protocol=protocol)
         forwards[key] = forward
         return forward
 
@@ -97,7 +110,7 @@ def route_url(tunnel: Any, text: str, *, local: str = "auto") -> str:
     # it from what the driver is given, or libpq would connect to the private address around the forward.
     target = dsn.options.get("hostaddr") or dsn.host
     query = [(k, v) for k, v in dsn.query if k not in ("host", "hostaddr", "port")]
-    forward = forward_for(tunnel, target, port, kind)
+    forward = forward_for(tunnel, target, port, kind, protocol_for(dsn, keywords))
     if keywords:
         return conninfo(replace(dsn, query=tuple(query)).libpq_kwargs(forward.libpq_params()))
     if kind == "unix":  # SQLAlchemy's libpq dialects and libpq URIs both read ?host=/dir

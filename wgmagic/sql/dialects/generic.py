@@ -14,6 +14,8 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from wgmagic.connstr import Dsn, DsnError
+from wgmagic.proto.forwarding import NEUTRAL, ForwardProtocol
+from wgmagic.proto.postgres import POSTGRES
 from wgmagic.sql.dialect import Dialect, PasswordPrompt, SqlConnection, TunnelProvider, first_line, probe_tcp
 from wgmagic.sql.messages import ConnectionStageError, QueryCancelledError, SqlError, classify_connection_failure
 from wgmagic.sql.parameters import Statement
@@ -56,6 +58,10 @@ class SqlAlchemyConnection(SqlConnection):
     def is_usable(self) -> bool:
         raw = self.raw
         return raw is not None and not raw.closed and not getattr(raw, "invalidated", False)
+
+    def forward_protocol(self) -> ForwardProtocol:
+        """PostgreSQL's for a postgres URL of any driver (pg8000, asyncpg...), else the neutral one."""
+        return POSTGRES if self.dsn.is_postgres else NEUTRAL
 
     def _open(self, tunnel: Tunnel | None) -> None:
         host, port = self.dsn.host, self.dsn.port or 0

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from wgmagic import explain
 from wgmagic.connstr import TLS_MODES, Dsn, mask_secrets
+from wgmagic.proto.forwarding import ForwardProtocol
+from wgmagic.proto.postgres import POSTGRES
 from wgmagic.sql.dialect import (
     CONNECT_TIMEOUT,
     Dialect,
@@ -70,6 +72,10 @@ class PostgresConnection(SqlConnection):
     def is_usable(self) -> bool:
         raw = self.raw
         return raw is not None and not raw.closed and not raw.broken
+
+    def forward_protocol(self) -> ForwardProtocol:
+        """PostgreSQL's: libpq finds the Unix socket as .s.PGSQL.PORT and shows the forward's ErrorResponse."""
+        return POSTGRES
 
     def _open(self, tunnel: Tunnel | None) -> None:
         host, port = self.dsn.host, self.dsn.port or 5432
