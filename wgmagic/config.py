@@ -60,6 +60,9 @@ def is_small_order_point(key: bytes) -> bool:
 
 @dataclass(frozen=True)
 class InterfaceConfig:
+    """The [Interface] section (wg-quick(8)): the private key (32 bytes, Curve25519; never in a repr),
+    the Address lines, DNS servers and search domains, MTU (bytes; None: the default 1420) and ListenPort."""
+
     private_key: bytes = field(repr=False)
     addresses: tuple[IPInterface, ...] = ()
     dns_servers: tuple[IPAddress, ...] = ()
@@ -75,12 +78,16 @@ class InterfaceConfig:
 
 @dataclass(frozen=True)
 class PeerConfig:
+    """One [Peer] section (wg(8)): the public key (32 bytes), the preshared key (32 bytes or None; never in
+    a repr), the Endpoint (host, port) or None, AllowedIPs, PersistentKeepalive (seconds or None), and `via`,
+    wgmagic's `#@wgmagic Via = ...` line (a URL or None)."""
+
     public_key: bytes
     preshared_key: bytes | None = field(default=None, repr=False)
     endpoint: tuple[str, int] | None = None
     allowed_ips: tuple[IPNetwork, ...] = ()
     persistent_keepalive: int | None = None
-    # `#@wgmagic Via = wss://...` under [Peer]: how wgmagic reaches this peer where UDP is blocked (issue 13).
+    # `#@wgmagic Via = wss://...` under [Peer]: how wgmagic reaches this peer where UDP is blocked.
     # A comment to wg-quick, so the file stays valid for it.
     via: str | None = None
 
@@ -102,6 +109,9 @@ class PeerConfig:
 
 @dataclass(frozen=True)
 class WireGuardConfig:
+    """A parsed wg-quick file: its [Interface], its peers in file order, where it came from (`source`, for
+    messages) and the warnings the parser had (lines it accepted but wgmagic ignores)."""
+
     interface: InterfaceConfig
     peers: tuple[PeerConfig, ...]
     source: str = "<string>"

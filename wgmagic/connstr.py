@@ -40,6 +40,10 @@ class DsnError(WgMagicError, ValueError):
 
 @dataclass(frozen=True)
 class Dsn:
+    """A parsed connection string (a URL of any dialect and driver, or libpq keywords): its fields, and the
+    query/keyword options in order. The password is never shown: repr and str give `masked()`; `url()` holds it,
+    for a driver only."""
+
     dialect: str  # "postgresql", "mysql", ...
     driver: str | None
     user: str | None

@@ -79,7 +79,7 @@ class MessageTooLongError(TunnelError, OSError):
 
 
 class TransportError(TunnelError, ConnectionError):
-    """The way to the peer other than UDP failed: a WebSocket relay, TLS or an HTTP proxy refused (issue 13)."""
+    """The way to the peer other than UDP failed: a WebSocket relay, TLS or an HTTP proxy refused."""
 
 
 class MissingDependencyError(WgMagicError, ModuleNotFoundError):

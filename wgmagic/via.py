@@ -1,4 +1,4 @@
-"""How a tunnel reaches its peer: plain UDP, a WebSocket URL, or "auto" (issue 13); parsing only.
+"""How a tunnel reaches its peer: plain UDP, a WebSocket URL, or "auto"; parsing only.
 
 The transports themselves live in wgmagic/runtime/ (transport.py, websocket.py); this module sits at the
 config layer so that wgmagic/config.py can check a `#@wgmagic Via = ...` comment without importing upward.

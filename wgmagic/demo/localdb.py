@@ -49,6 +49,9 @@ def _free_tcp_port() -> int:
 
 
 class LocalPostgres:
+    """A throwaway PostgreSQL server for the demo: a fresh data directory in a temporary directory, a random
+    password, a free loopback port and a Unix socket; `start()`, `stop()` (removes it all)."""
+
     def __init__(self, *, database: str = "app", user: str = "app", sample: bool = True) -> None:
         self.bin = find_pg_bin()
         self.database, self.user = database, user

@@ -31,6 +31,9 @@ NET4, NET6 = "198.18.77.0/24", "fd77:6d61:6769:7700::/64"
 
 
 class Demo:
+    """`wgmagic demo`: a local PostgreSQL and a `wgmagic gateway` in front of it, a client config for it and
+    the packaged notebook, all under `workdir` (0700: it holds the client's private key)."""
+
     def __init__(self, workdir: str | os.PathLike[str]) -> None:
         self.workdir = files.resolve(workdir)
         self.postgres = None

@@ -45,6 +45,8 @@ def reply(code: int, bound: tuple[str, int] | None = None) -> bytes:
 
 @dataclass(frozen=True)
 class Send:
+    """Write `data` to the client and keep the connection."""
+
     data: bytes
 
 
@@ -58,6 +60,8 @@ class Fail:
 
 @dataclass(frozen=True)
 class Connect:
+    """A CONNECT request (RFC 1928 section 4): open a connection through the tunnel to `host`:`port`."""
+
     host: str  # an IP literal or a domain name to resolve through the tunnel
     port: int
 

@@ -71,6 +71,9 @@ class PeerRuntime:
 
 
 class Engine:
+    """One tunnel's protocol objects (the WireGuard device, the IP stack) and the I/O that drives them on
+    `loop`: datagrams in, packets pumped, one armed timer. Its methods run on the loop thread only."""
+
     def __init__(self, config: WireGuardConfig, endpoints: dict[bytes, Any], *,
                  loop: asyncio.AbstractEventLoop, timers: Timers | None = None, via: Any = None,
                  tcp_config: TcpConfig | None = None) -> None:
@@ -167,7 +170,7 @@ class Engine:
     def local_port(self) -> int:
         return self.transport.local_port
 
-    # ---- the WebSocket transport (issue 13; runtime/websocket.py) ---------------------------------------
+    # ---- the WebSocket transport (runtime/websocket.py) --------------------------------------------------
     def _websocket_transport(self, via: Any) -> Transport:
         from wgmagic.runtime.websocket import WebSocketTransport
 

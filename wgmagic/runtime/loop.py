@@ -19,6 +19,9 @@ T = TypeVar("T")
 
 
 class LoopThread:
+    """A daemon thread named "wgmagic-<name>" running a new asyncio event loop (`loop`) until `stop()`;
+    `call` and `run` hand work to it from other threads."""
+
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, name=f"wgmagic-{name}", daemon=True)

@@ -184,6 +184,9 @@ class HappyEyeballs:
 
 
 class SocketRelay:
+    """Relays bytes between a local stream socket (`local`) and a tunnel TCP connection (`conn`) on the
+    engine's loop, both ways, until both directions have ended; `on_done` is told then."""
+
     def __init__(self, engine: Any, local: socket.socket, conn: Any,
                  on_done: Callable[[SocketRelay], None] | None = None,
                  on_connected: Callable[[SocketRelay], None] | None = None,

@@ -26,6 +26,8 @@ from wgmagic.sql.messages import ConnectionStageError, classify_connection_failu
 from wgmagic.sql.parameters import Statement, split_statements
 
 if TYPE_CHECKING:
+    from wgmagic.runtime.services.forward import Forward
+    from wgmagic.runtime.services.udp_forward import UdpForward
     from wgmagic.runtime.tunnel import Tunnel
     from wgmagic.sql.results import Progress, Result
 
@@ -90,9 +92,9 @@ class SqlConnection(ABC):
         self.autocommit = autocommit  # False: statements run in a transaction the user ends (COMMIT/ROLLBACK)
         self._tunnel = tunnel
         self._prompt = prompt
-        self._forward: Any = None  # a wgmagic Forward when the driver connects to a local listener
-        self._forward_tunnel: Any = None  # the tunnel the open session goes through
-        self.raw: Any = None  # the driver's connection object
+        self._forward: Forward | UdpForward | None = None  # when the driver connects to a local listener
+        self._forward_tunnel: Tunnel | None = None  # the tunnel the open session goes through
+        self.raw: Any = None  # the driver's connection object (each dialect says which)
         self.reconnects = 0
         self.opened = False  # opened at least once: a later open is a reconnect
         self._tunnel_name: str | None = None

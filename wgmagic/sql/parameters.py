@@ -105,7 +105,7 @@ _SPACES = re.compile(r"[ \t\n\r\f\v]+")
 _INERT = frozenset(",+*%^<>=~!@#&|`?")
 _INERT_RUN = re.compile(r"[,+*%^<>=~!@#&|`?]+")
 # The classes as complements of ASCII sets: a class that names the range \x80-\U0010ffff takes sre tens of ms
-# to compile (it builds a map of the whole BMP), which every first %%wgsql paid on import (issue 15).
+# to compile (it builds a map of the whole BMP), which every first %%wgsql paid on import.
 _LETTER = r"[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f]"  # [A-Za-z_] and any non-ASCII character
 _LETTER_DIGIT = r"[^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # [A-Za-z0-9_] and any non-ASCII
 _LETTER_DIGIT_DOLLAR = r"[^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # [A-Za-z0-9_$], non-ASCII

@@ -13,7 +13,10 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wgmagic.runtime.tunnel import Tunnel
 
 Progress = Callable[[str, float], None]  # (phase, fraction done)
 UNLIMITED = 1 << 50
@@ -21,6 +24,9 @@ UNLIMITED = 1 << 50
 
 @dataclass(repr=False)
 class BenchResult:
+    """What `%wg bench` measured against `target` over `seconds`: bytes and seconds each way (MB/s from
+    them), the RTTs (milliseconds) and the throughput timeline (phase, t, MB/s)."""
+
     target: str
     seconds: float
     download_bytes: int = 0
@@ -64,7 +70,7 @@ class BenchResult:
         ]
 
 
-def run_bench(tunnel: Any, host: str, port: int, seconds: float = 5.0, echoes: int = 500,
+def run_bench(tunnel: Tunnel, host: str, port: int, seconds: float = 5.0, echoes: int = 500,
               progress: Progress | None = None) -> BenchResult:
     result = BenchResult(f"{host}:{port}", seconds)
     _download(tunnel, host, port, seconds, result, progress)
@@ -98,7 +104,7 @@ class _Phase:
         return time.perf_counter() - self.started
 
 
-def _download(tunnel: Any, host: str, port: int, seconds: float, result: BenchResult,
+def _download(tunnel: Tunnel, host: str, port: int, seconds: float, result: BenchResult,
               progress: Progress | None) -> None:
     buffer = bytearray(256 * 1024)
     with tunnel.open_connection(host, port, timeout=15) as sock:
@@ -110,7 +116,7 @@ def _download(tunnel: Any, host: str, port: int, seconds: float, result: BenchRe
         result.download_bytes, result.download_seconds = phase.total, phase.elapsed()
 
 
-def _upload(tunnel: Any, host: str, port: int, seconds: float, result: BenchResult,
+def _upload(tunnel: Tunnel, host: str, port: int, seconds: float, result: BenchResult,
             progress: Progress | None) -> None:
     chunk = bytes(256 * 1024)
     with tunnel.open_connection(host, port, timeout=15) as sock:
@@ -124,7 +130,7 @@ def _upload(tunnel: Any, host: str, port: int, seconds: float, result: BenchResu
         result.upload_bytes, result.upload_seconds = phase.total, phase.elapsed()
 
 
-def _echo(tunnel: Any, host: str, port: int, count: int, result: BenchResult, progress: Progress | None) -> None:
+def _echo(tunnel: Tunnel, host: str, port: int, count: int, result: BenchResult, progress: Progress | None) -> None:
     with tunnel.open_connection(host, port, timeout=15) as sock:
         sock.settimeout(15)
         for index in range(count):

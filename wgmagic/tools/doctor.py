@@ -28,6 +28,8 @@ CONNECT_TIMEOUT = 5.0  # seconds the TCP connect check waits
 
 @dataclass
 class Check:
+    """One doctor step: its name, verdict (OK, WARN, FAIL, SKIP), what was found and the fix."""
+
     name: str
     verdict: str
     detail: str
@@ -36,6 +38,8 @@ class Check:
 
 @dataclass
 class Report:
+    """The doctor's checks in the order they ran; `verdict(name)`, and a summary for text and HTML."""
+
     checks: list[Check] = field(default_factory=list)
 
     def add(self, name: str, verdict: str, detail: str, fix: str = "") -> Check:

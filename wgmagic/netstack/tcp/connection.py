@@ -1021,7 +1021,7 @@ class TcpConnection:
 
     def defer_rto(self, until: float) -> None:
         """The path below reports a stall that delays segments without losing them (an outer TCP repairing a
-        loss, when the tunnel runs over a WebSocket: issue 13). A retransmission timeout due before `until`
+        loss, when the tunnel runs over a WebSocket). A retransmission timeout due before `until`
         would only resend what is still on its way, and go back over the whole flight: hold it until then."""
         if self.rto_at is not None and self.rto_at < until:
             self.rto_at = until

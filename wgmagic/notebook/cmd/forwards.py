@@ -13,6 +13,7 @@ from wgmagic.notebook.variables import value
 
 if TYPE_CHECKING:
     from wgmagic.notebook.magics import WgMagic
+    from wgmagic.runtime.services.udp_forward import UdpForward
 
 
 def forward(magic: WgMagic, args: argparse.Namespace) -> Any:
@@ -32,11 +33,14 @@ def forward(magic: WgMagic, args: argparse.Namespace) -> Any:
     return opened
 
 
-def _forward_udp(magic: WgMagic, args: argparse.Namespace, target: str, local: str | int | None) -> Any:
+def _forward_udp(magic: WgMagic, args: argparse.Namespace, target: str, local: str | int | None) -> UdpForward:
+    from wgmagic.runtime.services.udp_forward import UdpForward
+
     try:
         opened = find_tunnel(magic, args.tunnel).forward(target, local=local, idle_timeout=args.idle_timeout)
     except ValueError as exc:
         raise UsageError(f"%wg forward: {exc}") from None
+    assert isinstance(opened, UdpForward)  # a "udp:" target makes a UDP forward
     where = opened.local_address
     shown = where if isinstance(where, str) else f"udp {format_address(where)}"
     print(f"wgmagic: {shown} -> {opened.target} (a flow per client address; idle flows end after "

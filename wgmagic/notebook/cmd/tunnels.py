@@ -15,9 +15,10 @@ from wgmagic.notebook.variables import config_text
 
 if TYPE_CHECKING:
     from wgmagic.notebook.magics import WgMagic
+    from wgmagic.runtime.tunnel import Tunnel
 
 
-def find_tunnel(magic: WgMagic, name: str | None = None) -> Any:
+def find_tunnel(magic: WgMagic, name: str | None = None) -> Tunnel:
     """The named tunnel, or the default/current one; a UsageError that says what to do when there is none."""
     if name is None and magic.default_tunnel and magic.default_tunnel in magic.tunnels:
         name = magic.default_tunnel
@@ -28,7 +29,7 @@ def find_tunnel(magic: WgMagic, name: str | None = None) -> Any:
             raise UsageError(f"no tunnel is up: run %wg connect CONFIG{again} first")
         raise UsageError(f"no tunnel named {name!r} (up: {', '.join(magic.tunnels)}): "
                          f"%wg connect CONFIG --name {name} brings it back")
-    tunnel = magic.tunnels[name]
+    tunnel: Tunnel = magic.tunnels[name]
     if tunnel.closed:
         raise UsageError(f"tunnel {name!r} was disconnected: %wg connect it again")
     return tunnel
@@ -42,7 +43,7 @@ def default_tunnel_name(magic: WgMagic) -> str | None:
     return magic.current_tunnel or magic.default_tunnel
 
 
-def _default_name(source: str, taken: dict[str, Any]) -> str:
+def _default_name(source: str, taken: dict[str, Tunnel]) -> str:
     """The tunnel's name by the one rule of wgmagic.connect and `wgmagic up` (runtime.tunnel.default_name)."""
     from wgmagic.runtime.tunnel import default_name
 

@@ -29,6 +29,7 @@ from wgmagic.notebook.variables import lookup
 
 if TYPE_CHECKING:
     from wgmagic.notebook.magics import WgMagic
+    from wgmagic.sql.dialect import SqlConnection
 
 
 def wgsql(magic: WgMagic, line: str, cell: str | None) -> Any:
@@ -99,7 +100,7 @@ def shown(frame: Any, limit: int | None) -> Any:
     return limited_frame(frame, limit)
 
 
-def sql_connection(magic: WgMagic, args: argparse.Namespace) -> Any:
+def sql_connection(magic: WgMagic, args: argparse.Namespace) -> SqlConnection:
     """The connection a cell names (a DSN, an alias, `--section NAME`, or the current one), opened through its
     tunnel and kept under its alias; UsageError saying what to do when there is none."""
     from wgmagic.connstr import parse_dsn
@@ -123,7 +124,7 @@ def sql_connection(magic: WgMagic, args: argparse.Namespace) -> Any:
             raise UsageError("no SQL connection yet: start with %%wgsql postgresql://user@host/db")
         if alias not in magic.connections:
             raise UsageError(f"no connection named {alias!r}; known: {', '.join(magic.connections) or 'none'}")
-        conn = magic.connections[alias]
+        conn: SqlConnection = magic.connections[alias]
         if args.alias and args.alias != alias:
             magic.connections[args.alias] = magic.connections.pop(alias)
             conn.alias = args.alias
@@ -133,7 +134,7 @@ def sql_connection(magic: WgMagic, args: argparse.Namespace) -> Any:
 
     dialect = dialect_for(dsn)  # MissingDependencyError now when its driver is not installed
     alias = args.alias or dsn.masked()
-    existing = magic.connections.get(alias)
+    existing: SqlConnection | None = magic.connections.get(alias)
     if existing is not None and existing.dsn.masked() == dsn.masked() and (
             dsn.password is None or existing.dsn.password == dsn.password):
         return existing

@@ -43,6 +43,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 @dataclass(frozen=True)
 class UdpRequest:
+    """One SOCKS5 UDP request header and its payload (RFC 1928 section 7): FRAG, DST.ADDR (`host`), DST.PORT
+    and DATA."""
+
     frag: int
     host: str  # an IP literal, or a domain name to resolve through the tunnel
     port: int

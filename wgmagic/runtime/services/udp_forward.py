@@ -123,6 +123,9 @@ def run_on_loop(loop: asyncio.AbstractEventLoop, fn: Any, timeout: float = 5.0) 
 # ---- the forward --------------------------------------------------------------------------------------
 @dataclass
 class UdpForwardSpec:
+    """What a UDP forward listens on and relays to: the target's name, port and addresses (in the order
+    tried), the local listener, and the flow limits (`idle_timeout` seconds, `max_flows`)."""
+
     remote_host: str
     remote_port: int
     remote_addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]

@@ -34,6 +34,10 @@ from wgmagic.sql.passwords import my_cnf_password
 from wgmagic.sql.results import Progress, Result, is_row_query
 
 if TYPE_CHECKING:
+    import socket
+
+    from pymysql.connections import Connection as PyMySqlConnection
+
     from wgmagic.runtime.tunnel import Tunnel
 
 KILL_TIMEOUT = 10.0  # seconds for the KILL QUERY connection, and again for the server's answer after it
@@ -111,7 +115,7 @@ class MySqlConnection(SqlConnection):
         self.connection_id = self.raw.thread_id()
         self.server_version = self.raw.get_server_info() or ""
 
-    def _socket(self, tunnel: Tunnel | None, host: str, port: int) -> Any:
+    def _socket(self, tunnel: Tunnel | None, host: str, port: int) -> socket.socket | None:
         if tunnel is None:
             return None  # PyMySQL connects by itself (host, port or unix_socket from the URL)
         from wgmagic.errors import NoRouteError
@@ -125,7 +129,7 @@ class MySqlConnection(SqlConnection):
             raise classify_connection_failure(exc, host=host, port=port) from None
 
     def _connect(self, tunnel: Tunnel | None, host: str, port: int, *, timeout: float = CONNECT_TIMEOUT,
-                 may_prompt: bool = True) -> Any:
+                 may_prompt: bool = True) -> PyMySqlConnection:
         import pymysql
 
         kwargs = self._driver_kwargs(host, port)
@@ -198,7 +202,7 @@ class MySqlConnection(SqlConnection):
         frame = frame_from_rows(rows, fields, json_columns)
         return Result(frame, len(frame), "")
 
-    def _in_worker(self, raw: Any, statement: Statement) -> tuple[Any, Any, int, set[int]]:
+    def _in_worker(self, raw: PyMySqlConnection, statement: Statement) -> tuple[Any, Any, int, set[int]]:
         """Run the statement on a worker thread; on KeyboardInterrupt, KILL QUERY it on the server."""
         outcome: dict[str, Any] = {}
         done = threading.Event()
@@ -263,7 +267,7 @@ class MySqlConnection(SqlConnection):
                 killer.close()
 
 
-def _open_pymysql(kwargs: dict[str, Any], sock: Any) -> Any:
+def _open_pymysql(kwargs: dict[str, Any], sock: socket.socket | None) -> PyMySqlConnection:
     from wgmagic.sql.mysql_wire import TypedConnection
 
     connection = TypedConnection(**kwargs)
@@ -271,7 +275,7 @@ def _open_pymysql(kwargs: dict[str, Any], sock: Any) -> Any:
     return connection
 
 
-def _execute(raw: Any, sql: str, params: dict[str, Any] | None) -> tuple[Any, Any, int, set[int]]:
+def _execute(raw: PyMySqlConnection, sql: str, params: dict[str, Any] | None) -> tuple[Any, Any, int, set[int]]:
     """One statement: (rows, column definitions or None, affected rows, indexes of JSON columns)."""
     with raw.cursor() as cursor:
         cursor.execute(sql, params) if params is not None else cursor.execute(sql)

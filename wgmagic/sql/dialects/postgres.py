@@ -46,6 +46,8 @@ from wgmagic.sql.passwords import keyring_lookup, pgpass_lookup
 from wgmagic.sql.results import Progress, Result, is_row_query, run_statement
 
 if TYPE_CHECKING:
+    import psycopg
+
     from wgmagic.runtime.tunnel import Tunnel
 
 
@@ -95,7 +97,7 @@ class PostgresConnection(SqlConnection):
                 failure = probe_tcp(tunnel, host, port) or failure
             raise failure from None
 
-    def _connect(self, forward_params: dict[str, str] | None) -> Any:
+    def _connect(self, forward_params: dict[str, str] | None) -> psycopg.Connection[Any]:
         import psycopg
 
         kwargs: dict[str, Any] = self.dsn.libpq_kwargs(forward_params)
@@ -194,7 +196,7 @@ class PostgresConnection(SqlConnection):
         return True
 
 
-def drain_after_interrupt(raw: Any, timeout: float = 5.0) -> bool:
+def drain_after_interrupt(raw: psycopg.Connection[Any], timeout: float = 5.0) -> bool:
     """After Ctrl-C, a psycopg connection may still be mid-query (a COPY's data not yet read): send the
     server-side cancel and read what is left, until the connection is idle. True when it is usable again."""
     import psycopg
