@@ -1,6 +1,6 @@
 """What every module of wgmagic/ keeps to, checked by reading the source: a docstring on every public class, no
 tracker numbers in comments or docstrings (they say why in words, and outlive the tracker), and no `Any` where
-an engine, a connection, a tunnel or a transport is passed (docs/layers.md, "Typed seams")."""
+an engine, a connection, a tunnel or a transport is passed (docs/layers.md, its first section)."""
 
 from __future__ import annotations
 
