@@ -61,7 +61,10 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
 
 def proxy_for(url: str) -> str | None:
     """The HTTP proxy the environment names for this URL (HTTPS_PROXY/https_proxy, NO_PROXY), or None."""
-    from websockets.proxy import get_proxy
+    try:
+        from websockets.proxy import get_proxy
+    except ImportError:  # websockets 15 keeps it in websockets.uri
+        from websockets.uri import get_proxy
     from websockets.uri import parse_uri
 
     return get_proxy(parse_uri(url))
@@ -265,8 +268,9 @@ class WebSocketTransport:
 
     def _make_connection_class(self) -> type:
         from websockets.asyncio.client import ClientConnection
-        from websockets.frames import BINARY, DATA_OPCODES, Frame
+        from websockets.frames import DATA_OPCODES, Frame, Opcode
 
+        BINARY = Opcode.BINARY  # websockets 17 also exports it as frames.BINARY, 15 and 16 as frames.OP_BINARY
         owner = self
 
         class DatagramConnection(ClientConnection):
