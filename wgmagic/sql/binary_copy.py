@@ -207,6 +207,7 @@ def decode_column(data: bytes | bytearray, offsets: Any, sizes: Any, oid: int, l
         return pd.Series(values), True
     if oid in (TIMESTAMP_OID, TIMESTAMPTZ_OID, DATE_OID):
         raw = fixed(">i4" if oid == DATE_OID else ">i8").astype(np.int64)
+        raw[null] = 0  # a NULL's stand-in bytes are not a value: converted, they overflow (NumPy 2.5 raises)
         live = raw[~null]
         # 0001-01-02 and 9999-12-30 (in days, or microseconds, from 2000-01-01): a day inside Python's range,
         # so that no time zone moves a value out of it; values nearer the ends go value by value below
