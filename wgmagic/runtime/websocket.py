@@ -34,6 +34,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
+from wgmagic.runtime.transport import TransportHooks, TransportKind, TransportSettings, TransportState
 from wgmagic.via import VIA_CA_ENV, Via, check_url, choose_via, mask_url, parse_via
 
 __all__ = ["Via", "WebSocketTransport", "check_url", "choose_via", "mask_url", "parse_via"]
@@ -61,7 +62,10 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
 
 def proxy_for(url: str) -> str | None:
     """The HTTP proxy the environment names for this URL (HTTPS_PROXY/https_proxy, NO_PROXY), or None."""
-    from websockets.proxy import get_proxy
+    try:
+        from websockets.proxy import get_proxy
+    except ImportError:  # websockets 15 keeps it in websockets.uri
+        from websockets.uri import get_proxy
     from websockets.uri import parse_uri
 
     return get_proxy(parse_uri(url))
@@ -149,7 +153,7 @@ class WebSocketTransport:
     `ws_connect_failures`) go into `counters`.
     """
 
-    kind = "websocket"
+    kind = TransportKind.WEBSOCKET
 
     def __init__(self, loop: asyncio.AbstractEventLoop, url: str, address: tuple[str, int], receive: Receive,
                  after_batch: Callable[[float], None], counters: Counter[str], *, ca_file: str | None = None,
@@ -164,7 +168,7 @@ class WebSocketTransport:
         self.ca_file = ca_file
         self.on_error = on_error
         self.on_open = on_open
-        self.state = "closed"  # connecting | open | reconnecting | closed
+        self.state = TransportState.CLOSED
         self.last_error: str | None = None
         self.proxy: str | None = None
         self._conn: Any = None
@@ -193,12 +197,12 @@ class WebSocketTransport:
 
     def open(self) -> None:
         self._closed = False
-        self.state = "connecting"
+        self.state = TransportState.CONNECTING
         self._task = self.loop.create_task(self._run())
 
     def close(self) -> None:
         self._closed = True
-        self.state = "closed"
+        self.state = TransportState.CLOSED
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -265,8 +269,9 @@ class WebSocketTransport:
 
     def _make_connection_class(self) -> type:
         from websockets.asyncio.client import ClientConnection
-        from websockets.frames import BINARY, DATA_OPCODES, Frame
+        from websockets.frames import DATA_OPCODES, Frame, Opcode
 
+        BINARY = Opcode.BINARY  # websockets 17 also exports it as frames.BINARY, 15 and 16 as frames.OP_BINARY
         owner = self
 
         class DatagramConnection(ClientConnection):
@@ -312,7 +317,7 @@ class WebSocketTransport:
             except Exception as exc:
                 self.counters["ws_connect_failures"] += 1
                 self.last_error = describe_failure(exc, self.url, self.proxy)
-                self.state = "reconnecting" if self._ever_open else "connecting"
+                self.state = TransportState.RECONNECTING if self._ever_open else TransportState.CONNECTING
                 if not self._ever_open and self.on_error is not None:
                     self.on_error(self.last_error)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
@@ -326,7 +331,7 @@ class WebSocketTransport:
                 self.counters["ws_reconnects"] += 1
             self._ever_open = True
             self._conn = conn
-            self.state = "open"
+            self.state = TransportState.OPEN
             self.last_error = None
             delay = BACKOFF_FIRST
             if self._pending:
@@ -342,6 +347,15 @@ class WebSocketTransport:
                     self._conn = None
             if self._closed:
                 return
-            self.state = "reconnecting"
+            self.state = TransportState.RECONNECTING
             self.last_error = f"the WebSocket closed ({conn.close_code or 'connection lost'}); reconnecting"
             await asyncio.sleep(BACKOFF_FIRST * random.uniform(0.8, 1.2))
+
+
+def create(hooks: TransportHooks, settings: TransportSettings) -> WebSocketTransport:
+    """The transport registry's factory for TransportKind.WEBSOCKET (wgmagic.runtime.transport.TRANSPORTS)."""
+    if settings.url is None:
+        raise ValueError("a WebSocket transport needs a ws:// or wss:// URL")
+    return WebSocketTransport(hooks.loop, settings.url, settings.peer_address, hooks.receive, hooks.after_batch,
+                              hooks.counters, ca_file=settings.ca_file, on_error=hooks.on_error,
+                              on_open=hooks.on_open)

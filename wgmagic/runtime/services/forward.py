@@ -30,6 +30,7 @@ from wgmagic.addresses import format_address
 from wgmagic.addresses import split_host_port as parse_target  # noqa: F401 (the old name, kept)
 from wgmagic.proto.postgres import error_response as postgres_error_response
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
+from wgmagic.runtime.seams import EngineAPI
 from wgmagic.runtime.services.listener import (  # noqa: F401 (SUN_PATH_MAX, SocketPathError: public here too)
     SUN_PATH_MAX,
     SocketPathError,
@@ -93,7 +94,7 @@ class ForwardSpec:
 class Forward:
     """One local listener; created and driven on the tunnel's loop thread, used from any thread."""
 
-    def __init__(self, engine: Any, spec: ForwardSpec) -> None:
+    def __init__(self, engine: EngineAPI, spec: ForwardSpec) -> None:
         self.engine = engine
         self.spec = spec
         self.relays: set[SocketRelay] = set()

@@ -263,8 +263,9 @@ class WebSocketRelay:
 
     def _connection_class(self) -> type:
         from websockets.asyncio.server import ServerConnection
-        from websockets.frames import BINARY, DATA_OPCODES, Frame
+        from websockets.frames import DATA_OPCODES, Frame, Opcode
 
+        BINARY = Opcode.BINARY  # websockets 17 also exports it as frames.BINARY, 15 and 16 as frames.OP_BINARY
         relay = self
 
         class DatagramConnection(ServerConnection):
