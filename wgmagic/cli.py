@@ -321,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "ADDR defaults to 127.0.0.1, PORT 0 picks a free one)")
     gateway.add_argument("--tls-cert", help="with --websocket: serve wss:// with this certificate (PEM)")
     gateway.add_argument("--tls-key", help="with --websocket: the certificate's private key (PEM)")
-    gateway.add_argument("--path", default="/wg", help="with --websocket: the URL path (default /wg)")
+    gateway.add_argument("--path", help="with --websocket: the URL path (default /wg; / with --framing fly)")
+    _add_framing_argument(gateway)
     gateway.set_defaults(func=_cmd_gateway)
 
     relay = sub.add_parser("relay", help="accept WireGuard over WebSocket and relay it to a WireGuard server's "
@@ -332,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "only place this relay ever sends to)")
     relay.add_argument("--tls-cert", help="serve wss:// with this certificate (PEM)")
     relay.add_argument("--tls-key", help="the certificate's private key (PEM)")
-    relay.add_argument("--path", default="/wg", help="the URL path clients use (default /wg)")
+    relay.add_argument("--path", help="the URL path clients use (default /wg; / with --framing fly)")
+    _add_framing_argument(relay)
     relay.add_argument("--max-clients", type=int, default=1024, help="clients at once (default 1024)")
     relay.add_argument("--idle-timeout", type=float, default=600.0,
                        help="close a client that sent nothing for this many seconds (default 600)")
@@ -353,10 +355,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_framing_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--framing", choices=("binary", "fly"), default="binary",
+                        help="how datagrams lie in the WebSocket: binary (one per message, wgmagic's --via "
+                        "ws(s)://) or fly (Fly.io's gateway framing: flyctl, --via fly+wss://)")
+
+
+def _websocket_path(args: argparse.Namespace) -> str:
+    """--path, or the framing's usual one: / for fly (flyctl dials wss://HOST:443/), /wg otherwise."""
+    return str(args.path or ("/" if args.framing == "fly" else "/wg"))
+
+
+def _websocket_scheme(args: argparse.Namespace) -> str:
+    """The URL scheme clients use: ws or wss, with fly+ for Fly's framing (as --via takes it)."""
+    scheme = "wss" if args.tls_cert else "ws"
+    return f"fly+{scheme}" if args.framing == "fly" else scheme
+
+
 def _add_via_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--via", metavar="udp|auto|URL", help="how to reach the peer: udp, a ws:// or wss:// URL "
-                        "of a `wgmagic relay` (for networks that block UDP), or auto (UDP first, then the "
-                        "config's #@wgmagic Via URL); default $WGMAGIC_VIA, else the config, else udp")
+    parser.add_argument("--via", metavar="udp|auto|fly|URL", help="how to reach the peer: udp, a ws:// or wss:// "
+                        "URL of a `wgmagic relay` (for networks that block UDP), fly (Fly.io's gateway over "
+                        "WebSocket; or fly+wss://HOST/), or auto (UDP first, then the config's #@wgmagic Via URL, "
+                        "or Fly's WebSocket for a Fly gateway); default $WGMAGIC_VIA, else the config, else udp")
     parser.add_argument("--via-ca", metavar="FILE", help="CA file to verify a wss:// relay with (default "
                         "$WGMAGIC_VIA_CA, else the system trust store)")
 
@@ -385,7 +405,8 @@ def _cmd_relay(args: argparse.Namespace) -> int:
     target = split_host_port(args.to)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise WgMagicError("--tls-cert and --tls-key go together")
-    relay = WebSocketRelay(target, path=args.path, max_clients=args.max_clients, idle_timeout=args.idle_timeout)
+    relay = WebSocketRelay(target, path=_websocket_path(args), max_clients=args.max_clients,
+                           idle_timeout=args.idle_timeout, framing=args.framing)
     _raise_file_limit(2 * args.max_clients + 64)  # a TCP and a UDP socket per client
 
     async def serve() -> None:
@@ -395,7 +416,7 @@ def _cmd_relay(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stopping.set)
         with _listener_named("--listen", args.listen):
             bound = await relay.start(host, port, tls_cert=args.tls_cert, tls_key=args.tls_key)
-        scheme = "wss" if args.tls_cert else "ws"
+        scheme = _websocket_scheme(args)
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         print(f"relay listening on {scheme}://{shown}:{bound[1]}{relay.path} -> udp {format_address(target)}",
               flush=True)
@@ -421,7 +442,8 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     websocket = _parse_listen(args.websocket, "--websocket") if args.websocket else None
     try:
         gateway = Gateway(args.config, exposes, names, timers=timers_from_environment(), websocket=websocket,
-                          tls_cert=args.tls_cert, tls_key=args.tls_key, websocket_path=args.path)
+                          tls_cert=args.tls_cert, tls_key=args.tls_key, websocket_path=_websocket_path(args),
+                          websocket_framing=args.framing)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         spec = next((s for s, e in zip(args.expose, exposes, strict=True) if f"expose {e.target_host}:" in reason
@@ -435,8 +457,8 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         print(f"gateway listening on UDP port {gateway.listen_port}", flush=True)
         if gateway.websocket_address:
             host, port = gateway.websocket_address
-            scheme = "wss" if args.tls_cert else "ws"
-            print(f"gateway accepting WebSocket clients on {scheme}://{host}:{port}{args.path}", flush=True)
+            print(f"gateway accepting WebSocket clients on {_websocket_scheme(args)}://{host}:{port}"
+                  f"{_websocket_path(args)}", flush=True)
         for expose in exposes:
             print(f"exposing {expose}", flush=True)
         for name, addresses in names.items():
