@@ -114,7 +114,7 @@ def describe_failure(exc: BaseException, url: str, proxy: str | None, *, server:
         return (f"TLS: the certificate of {target} is not trusted ({exc.verify_message}); give the CA that "
                 f"signed it (via_ca=, --via-ca or ${VIA_CA_ENV})")
     if isinstance(exc, ssl.SSLError):
-        return f"TLS with {target} failed ({exc.reason or exc})"
+        return f"TLS with {target} failed ({getattr(exc, 'reason', None) or exc})"
     if isinstance(exc, InvalidStatus):
         status = exc.response.status_code
         hint = f" (check the URL's path against {server}'s --path)" if status == 404 else ""
