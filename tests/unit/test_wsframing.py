@@ -3,6 +3,7 @@ fed bytes in every split (issue 23 item 1)."""
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections import Counter
 
@@ -52,7 +53,7 @@ def test_binary_framing_one_datagram_per_binary_message() -> None:
 
 def _split(stream: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
-    return [stream[a:b] for a, b in zip(points, points[1:], strict=False)]
+    return [stream[a:b] for a, b in itertools.pairwise(points)]
 
 
 @given(datagrams_st, st.lists(st.integers(min_value=0), max_size=40), st.data())
