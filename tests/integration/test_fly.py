@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
 import random
 import signal
@@ -330,3 +331,70 @@ def test_relay_fly_path_and_cli(tmp_path):
                             env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert result.returncode != 0 and "morse" in result.stderr
 
+
+
+def test_fly_relay_killed_and_restarted_mid_transfer(testbed, blocked):
+    """The WebSocket drops mid-download: the client reconnects with backoff, writes the magic again on the new
+    WebSocket, and the transfer completes intact."""
+    relay = wsbed.relay_process(testbed.dir, blocked.host_ip, testbed.port, path="/", extra=("--framing", "fly"))
+    config = write_config(testbed, blocked, name="fly-restart.conf")
+    size = (32 if FULL else 8) * MiB
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        blocked.command(PYTHON, "-m", "tests.testbed.wsclient", "download", config, relay.url, str(size)),
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("progress"), line + (process.stderr.read() if process.stderr else "")
+        relay.kill()
+        relay.restart()
+        out, err = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        stats = relay.stop()
+    report = json.loads([x for x in out.splitlines() if x.startswith("{")][-1])
+    assert report["ok"], (report, err[-2000:])
+    assert report["sha256"] == streams.stream_sha256(size)
+    assert report["counters"].get("ws_reconnects", 0) >= 1
+    assert stats.get("fly_bad_magic", 0) == 0  # the new WebSocket began with the magic
+
+
+def test_keepalive_records_after_a_second_with_nothing_sent(tmp_path):
+    """The transport itself, idle on a WebSocket to the relay in fly mode and to flyserver: it writes zero-length
+    records (counted by the relay), and skips those flyserver writes."""
+    import asyncio
+    from collections import Counter
+
+    from wgmagic.runtime.websocket import WebSocketTransport
+
+    echo = UdpEcho()
+    relay = wsbed.relay_process(tmp_path, "127.0.0.1", echo.port, path="/", extra=("--framing", "fly"))
+    server, where = start_flyserver("127.0.0.1", echo.port, 3)
+    try:
+        async def idle(url: str, keepalives_back: bool) -> Counter[str]:
+            counters: Counter[str] = Counter()
+            received: list[bytes] = []
+            transport = WebSocketTransport(asyncio.get_running_loop(), url, ("peer", 0),
+                                           lambda data, addr, now: received.append(data), lambda now: None, counters)
+            transport.open()
+            transport.send([(b"\x01hello", ("peer", 0))])
+            for _ in range(200):  # at most 20 s; done as soon as both ways have had a keepalive
+                if counters["ws_tx_keepalives"] >= 2 and received and (
+                        not keepalives_back or counters["ws_rx_fly_keepalives"] >= 1):
+                    break
+                await asyncio.sleep(0.1)
+            transport.close()
+            assert received == [b"echo:\x01hello"]
+            return counters
+
+        to_relay = asyncio.run(idle(relay.url, False))  # the relay writes none: the client's keep the path up
+        to_flyserver = asyncio.run(idle(f"fly+ws://{where}/", True))
+    finally:
+        stats = relay.stop()
+        stop(server)
+        echo.close()
+    assert to_relay["ws_tx_keepalives"] >= 2 and to_flyserver["ws_tx_keepalives"] >= 2
+    assert to_flyserver["ws_rx_fly_keepalives"] >= 1 and to_flyserver["ws_rx_messages"] == 1
+    assert stats["fly_keepalives"] >= 2 and stats["up_messages"] == 1
