@@ -398,3 +398,25 @@ def test_keepalive_records_after_a_second_with_nothing_sent(tmp_path):
     assert to_relay["ws_tx_keepalives"] >= 2 and to_flyserver["ws_tx_keepalives"] >= 2
     assert to_flyserver["ws_rx_fly_keepalives"] >= 1 and to_flyserver["ws_rx_messages"] == 1
     assert stats["fly_keepalives"] >= 2 and stats["up_messages"] == 1
+
+
+def test_fly_framing_through_an_http_proxy(testbed, blocked, tmp_path):
+    """A gateway only this machine's loopback reaches, wss with a certificate no one trusts: the client gets to
+    it through HTTPS_PROXY (tinyproxy, Basic authentication), unverified as flyctl, and a download completes."""
+    _, cert, key = write_ca_and_server_cert(tmp_path, ["gateway.wgmagic.test"], ["127.0.0.1"])
+    server, where = start_flyserver("127.0.0.1", testbed.port, 11, "--tls", str(cert), str(key))
+    password = "pw-" + os.urandom(6).hex()
+    proxy, port = wsbed.start_tinyproxy(tmp_path, blocked.host_ip, "alice", password)
+    try:
+        config = write_config(testbed, blocked, name="fly-proxy.conf")
+        size = 4 * MiB
+        url = f"fly+wss://{where}/"
+        env = {"HTTPS_PROXY": f"http://alice:{password}@{blocked.host_ip}:{port}"}
+        report = client(blocked, "download", config, url, str(size), env=env)
+        assert report["ok"] and report["sha256"] == streams.stream_sha256(size), report
+        assert report["transport"].startswith(f"WebSocket {url} through the HTTP proxy {blocked.host_ip}:{port}")
+        assert password not in report["_output"]
+    finally:
+        proxy.kill()
+        proxy.wait(10)
+        stop(server)
