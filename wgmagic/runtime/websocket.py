@@ -127,8 +127,8 @@ def describe_failure(exc: BaseException, url: str, proxy: str | None, *, server:
         # comes back as an HTTP status, above). So a refused or unreachable connection is the proxy's.
         bypass = f"; or, if {target} should be reached directly, list it in NO_PROXY"
         if isinstance(exc, ConnectionRefusedError):
-            return (f"the HTTP proxy {proxy_name} refused the connection (nothing listens there): is the proxy "
-                    f"in HTTPS_PROXY right and running{bypass}")
+            return (f"the HTTP proxy {proxy_name} refused the connection (nothing listens there): is it running, "
+                    f"and is the proxy the environment names (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY) right{bypass}?")
         if isinstance(exc, socket.gaierror):
             return f"the HTTP proxy's name in {proxy_name} does not resolve ({exc.strerror or exc}){bypass}"
         if isinstance(exc, OSError):
