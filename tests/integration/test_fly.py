@@ -162,6 +162,14 @@ def test_via_fly_dials_the_endpoint_host_on_443_without_verifying(testbed, block
         report = client(blocked, "connect", config, "fly", env={"WGMAGIC_VIA_CA": str(other_ca)})
         assert not report["ok"] and report["error"] == "TransportError", report
         assert "TLS" in report["message"] and "not trusted" in report["message"]
+        # `auto` knows a Fly gateway by AllowedIPs inside fdaa::/16 (a /48 of fd00::/8 that only the config holds:
+        # the handshake sends nothing there): UDP gets no answer, then Fly's WebSocket to the Endpoint's host.
+        text = fly_shaped_config(testbed, f"{blocked.host_ip}:{testbed.port}").replace(BED_48, "fdaa:0:23::/48")
+        config = write_config(testbed, blocked, text, "fly-auto-6pn.conf")
+        report = client(blocked, "connect", config, "auto")
+        assert report["ok"], report
+        assert report["transport"].startswith(f"WebSocket fly+wss://{blocked.host_ip}:443/")
+        assert any("switching to the WebSocket fly+wss://" in note for note in report["notes"]), report["notes"]
     finally:
         stop(process)
 
