@@ -247,3 +247,13 @@ def test_json_null_is_one_value_through_copy_and_pickle():
     assert pickle.loads(pickle.dumps(JSON_NULL)) is JSON_NULL and not JSON_NULL and repr(JSON_NULL) == "JSON_NULL"
     assert not pd.isna(JSON_NULL) and loads_json("null") is JSON_NULL and loads_json("[null]") == [None]
     assert dumps_json(JSON_NULL) == "null" and dumps_json({"a": None}) == '{"a": null}'
+
+
+def test_a_malformed_extended_block_is_a_metadata_error():
+    import pytest
+
+    from wgmagic.sql.mysql_wire import ExtendedFieldPacket, MetadataError
+
+    for block in (b"\x01\x05js", b"\x01\xfb", b"\x01"):
+        with pytest.raises(MetadataError):
+            ExtendedFieldPacket(_column_definition(b"doc", mysql.BLOB, block), "utf-8")

@@ -94,9 +94,18 @@ class SqlConnection(ABC):
         self.raw: Any = None  # the driver's connection object
         self.reconnects = 0
         self.opened = False  # opened at least once: a later open is a reconnect
-        self.tunnel_name: str | None = None
+        self._tunnel_name: str | None = None
 
     # ---- description (never the password) ------------------------------------------------------------
+    @property
+    def tunnel_name(self) -> str | None:
+        """The name of the tunnel this connection goes through; always None for a local dialect's."""
+        return self._tunnel_name
+
+    @tunnel_name.setter
+    def tunnel_name(self, name: str | None) -> None:
+        self._tunnel_name = None if self.dialect.local else name
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.alias}: {self.dsn.masked()}>"
 

@@ -25,11 +25,13 @@ import struct
 from typing import Any
 
 from pymysql.connections import Connection, MysqlPacket
+from pymysql.err import OperationalError
 from pymysql.protocol import FieldDescriptorPacket
 
 CLIENT_MYSQL = 1  # CLIENT_LONG_PASSWORD in MySQL; a MariaDB server clears it, a MariaDB client too
 MARIADB_CLIENT_EXTENDED_TYPE_INFO = 1 << 3  # bit 35 of the capabilities: bit 3 of the extended 4 bytes
 EXTENDED_TYPE_NAME, EXTENDED_FORMAT = 0, 1  # the keys of the extended metadata's entries
+CR_MALFORMED_PACKET = 2027  # the client's error for a packet it cannot parse (errmsg.h)
 _RESPONSE_HEADER = 32  # capabilities, max packet size, collation, 19 + 4 reserved/extended bytes
 _RESERVED = bytes(23)
 
@@ -159,7 +161,11 @@ class TypedConnection(Connection):  # type: ignore[misc]
         super().write_packet(payload)
 
     def _read_packet(self, packet_type: Any = MysqlPacket) -> Any:
-        if packet_type is FieldDescriptorPacket and self.extended_type_info:
-            packet_type = ExtendedFieldPacket
-        return super()._read_packet(packet_type)
+        if packet_type is not FieldDescriptorPacket or not self.extended_type_info:
+            return super()._read_packet(packet_type)
+        try:
+            return super()._read_packet(ExtendedFieldPacket)
+        except MetadataError as exc:  # the rest of the result cannot be read in step: the session is over
+            self._force_close()
+            raise OperationalError(CR_MALFORMED_PACKET, f"Malformed packet: {exc}") from None
 
