@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wgmagic.connstr import DsnError, parse_dsn
-from wgmagic.sql.messages import classify_connection_failure, format_server_error
+from wgmagic.sql.dialects.postgres import format_server_error
+from wgmagic.sql.messages import classify_connection_failure
 from wgmagic.sql.parameters import UnknownParameterError, split_sql, split_statements
 
 NS = {"name": "O'Brien", "n": 3, "payload": "'; DROP TABLE t; --"}

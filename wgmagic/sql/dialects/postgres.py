@@ -11,7 +11,7 @@ loopback TCP when `sslmode` asks for TLS (libpq's `host` stays the real name, `h
 - Ctrl-C sends a server-side cancel through the same forward and reads the connection back to idle.
 - A statement that fails because the session broke is re-run once on a fresh session only when it is the
   cell's first statement, read-only, and no transaction was open; otherwise the message says it was not.
-- Errors read as psql prints them (wgmagic.sql.messages.format_server_error).
+- Errors read as psql prints them (format_server_error).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from wgmagic import explain
-from wgmagic.connstr import TLS_MODES, Dsn
+from wgmagic.connstr import TLS_MODES, Dsn, mask_secrets
 from wgmagic.sql.dialect import (
     CONNECT_TIMEOUT,
     Dialect,
@@ -38,7 +38,6 @@ from wgmagic.sql.messages import (
     QueryCancelledError,
     SqlError,
     classify_connection_failure,
-    format_server_error,
 )
 from wgmagic.sql.parameters import Statement
 from wgmagic.sql.passwords import keyring_lookup, pgpass_lookup
@@ -215,3 +214,41 @@ def drain_after_interrupt(raw: Any, timeout: float = 5.0) -> bool:
     except (psycopg.Error, OSError):
         return False
     return raw.info.transaction_status != active and not raw.broken
+
+
+def format_server_error(exc: BaseException, sql: str | None = None) -> str:
+    """psql's layout for a psycopg error: severity and message, LINE and caret, DETAIL, HINT."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    if not primary:
+        return mask_secrets(str(exc).strip() or type(exc).__name__)
+    severity = getattr(diag, "severity", None) or "ERROR"
+    lines = [f"{severity}:  {primary}"]
+    position = getattr(diag, "statement_position", None)
+    if sql and position and str(position).isdigit():
+        lines.extend(_caret_lines(sql, int(position)))
+    for label, attr in (("DETAIL", "message_detail"), ("HINT", "message_hint"), ("CONTEXT", "context")):
+        value = getattr(diag, attr, None)
+        if value:
+            lines.append(f"{label}:  {value}")
+    return mask_secrets("\n".join(lines))
+
+
+def _caret_lines(sql: str, position: int) -> list[str]:
+    """'LINE n: text' and a caret under character `position` (1-based, in characters, as the server counts)."""
+    index = max(0, min(position - 1, len(sql)))
+    line_start = sql.rfind("\n", 0, index) + 1
+    line_end = sql.find("\n", index)
+    line_end = len(sql) if line_end < 0 else line_end
+    number = sql.count("\n", 0, line_start) + 1
+    text = sql[line_start:line_end].replace("\t", " ")
+    prefix = f"LINE {number}: "
+    column = index - line_start
+    # Long lines are cut around the position, as psql does, so the caret stays on screen.
+    if len(text) > 100 and column > 60:
+        cut = column - 50
+        text = "..." + text[cut:]
+        column = column - cut + 3
+    if len(text) > 110:
+        text = text[:107] + "..."
+    return [prefix + text, " " * (len(prefix) + column) + "^"]
