@@ -25,6 +25,14 @@ _KEYWORD_PASSWORD = re.compile(r"(\b(?:ssl|pg)?(?:password|passwd|pwd)\s*(?:=|%3
                                re.IGNORECASE)
 SECRET_OPTIONS = frozenset({"password", "sslpassword", "passwd", "pwd"})  # never shown, wherever they appear
 
+# The driver table: what a URL's dialect+driver means for how it is reached. Its one home: the runtime's
+# routing (Tunnel.url, Tunnel.engine: layer 3) and the sql layer's dialects (layer 4) both import it, so it
+# sits here, at layer 1, with the parser whose fields it reads.
+LIBPQ_DRIVERS = frozenset({"psycopg", "psycopg2", "psycopg2cffi", "psycopg_async"})  # postgresql+X built on libpq
+TLS_MODES = frozenset({"require", "verify-ca", "verify-full"})  # libpq sslmode values that ask for TLS
+MYSQL_DIALECTS = frozenset({"mysql", "mariadb"})
+PYMYSQL_DRIVERS = frozenset({None, "pymysql"})  # mysql:// and mysql+pymysql://: PyMySQL, which %%wgsql drives
+
 
 class DsnError(WgMagicError, ValueError):
     """A connection string that cannot be understood (the message never repeats the password)."""
@@ -50,6 +58,11 @@ class Dsn:
     @property
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
+
+    @property
+    def uses_libpq(self) -> bool:
+        """A PostgreSQL URL without a driver or with one built on libpq (LIBPQ_DRIVERS): libpq's keywords apply."""
+        return self.is_postgres and (self.driver is None or self.driver in LIBPQ_DRIVERS)
 
     @property
     def options(self) -> dict[str, str]:

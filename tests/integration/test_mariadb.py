@@ -17,6 +17,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from tests.integration.helpers import magic_shell
 from tests.secret_probe import seen
+from wgmagic.sql.jsonvalue import JSON_NULL
 from wgmagic.sql.messages import QueryCancelledError, SqlError
 
 pytestmark = pytest.mark.integration
@@ -89,6 +90,76 @@ def test_every_type_comes_back_typed(shell, capsys):
     result, out = run(shell, "%%wgsql maria\nSELECT ub, flag, i, bits FROM typed WHERE id < 3 ORDER BY id", capsys)
     assert {n: str(t) for n, t in result.result.dtypes.items()} == {"ub": "uint64", "flag": "bool", "i": "int64",
                                                                   "bits": "uint64"}
+
+
+KINDS = """
+CREATE TABLE IF NOT EXISTS kinds (id INT PRIMARY KEY, doc JSON);
+DELETE FROM kinds;
+INSERT INTO kinds VALUES (1, '{"a": [1, null], "b": "x"}'), (2, 'null'), (3, NULL), (4, '"text"'), (5, '1.5'),
+ (6, '[]'), (7, 'true');
+CREATE OR REPLACE VIEW kinds_view AS SELECT * FROM kinds;
+CREATE OR REPLACE VIEW typed_view AS SELECT * FROM typed;
+CREATE TEMPORARY TABLE IF NOT EXISTS kinds_tmp (id INT PRIMARY KEY, doc JSON);
+DELETE FROM kinds_tmp;
+INSERT INTO kinds_tmp SELECT * FROM kinds;
+CREATE TEMPORARY TABLE IF NOT EXISTS typed_tmp LIKE typed;
+DELETE FROM typed_tmp;
+INSERT INTO typed_tmp SELECT * FROM typed;
+SELECT 1
+"""
+
+# The same rows through every shape a query takes: a column's type is decided by the result's own column
+# definitions (MariaDB's extended metadata for JSON), so none of these may change a value or a dtype.
+SHAPES = {
+    "table": "SELECT * FROM {t} ORDER BY id",
+    "view": "SELECT * FROM {t}_view ORDER BY id",
+    "CTE": "WITH c AS (SELECT * FROM {t}) SELECT * FROM c ORDER BY id",
+    "derived table": "SELECT * FROM (SELECT * FROM {t}) AS d ORDER BY id",
+    "subquery": "SELECT * FROM {t} WHERE id IN (SELECT id FROM {t}) ORDER BY id",
+    "temporary table": "SELECT * FROM {t}_tmp ORDER BY id",
+}
+
+
+def _same_frames(left: pd.DataFrame, right: pd.DataFrame, shape: str) -> None:
+    assert list(left.columns) == list(right.columns), shape
+    assert [str(t) for t in left.dtypes] == [str(t) for t in right.dtypes], shape
+    for name in left.columns:  # type and repr value by value: None, JSON_NULL and NaN never pass for each other
+        assert [(type(v).__name__, repr(v)) for v in left[name]] == \
+            [(type(v).__name__, repr(v)) for v in right[name]], (shape, name)
+
+
+def test_types_follow_the_result_not_the_table(shell, capsys):
+    result, out = run(shell, "%%wgsql maria\n" + TYPED + KINDS, capsys)
+    assert result.success, out
+    for table in ("typed", "kinds"):
+        frames = {}
+        for shape, sql in SHAPES.items():
+            result, out = run(shell, "%%wgsql maria\n" + sql.format(t=table), capsys)
+            assert result.success, out
+            frames[shape] = result.result
+        for shape, frame in frames.items():
+            _same_frames(frames["table"], frame, shape)
+    docs = frames["table"]["doc"].tolist()
+    assert docs == [{"a": [1, None], "b": "x"}, JSON_NULL, None, "text", 1.5, [], True]
+    assert docs[1] is JSON_NULL and docs[2] is None  # the JSON text null is a value; SQL NULL is missing
+    assert frames["table"]["doc"].isna().tolist() == [False, False, True, False, False, False, False]
+    # Expressions: JSON functions' results are JSON too, whatever table (if any) they read.
+    result, out = run(shell, "%%wgsql maria\nSELECT id, JSON_EXTRACT(doc, '$') AS doc FROM kinds ORDER BY id", capsys)
+    assert result.success, out
+    _same_frames(frames["table"], result.result, "JSON_EXTRACT")
+    result, out = run(shell, "%%wgsql maria\nSELECT JSON_OBJECT('a', 1, 'b', NULL) AS o, JSON_ARRAY() AS a, "
+                             "JSON_EXTRACT('[null]', '$[0]') AS n, JSON_EXTRACT('{}', '$.x') AS m, "
+                             "CAST(doc AS CHAR) AS t FROM kinds WHERE id = 1", capsys)
+    assert result.success, out
+    row = result.result.iloc[0]
+    assert row["o"] == {"a": 1, "b": None} and row["a"] == [] and row["n"] is JSON_NULL and row["m"] is None
+    assert row["t"] == '{"a": [1, null], "b": "x"}'  # cast to text: the server says text, so a str
+    # A JSON_NULL parameter goes to the server as the JSON text null.
+    shell.user_ns["nothing"] = JSON_NULL
+    result, out = run(shell, "%%wgsql maria\nSELECT JSON_EXTRACT(:nothing, '$') AS n, JSON_TYPE(:nothing) AS t",
+                      capsys)
+    assert result.success, out
+    assert result.result["n"][0] is JSON_NULL and result.result["t"][0] == "NULL"
 
 
 def test_tinyint1_holding_other_values_stays_an_integer(shell, capsys):

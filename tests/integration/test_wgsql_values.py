@@ -18,9 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from wgmagic.connstr import parse_dsn
 from wgmagic.runtime.tunnel import connect
-from wgmagic.sql.connection import SqlConnection
-from wgmagic.sql.connstr import parse_dsn
+from wgmagic.sql.dialects import dialect_for
+from wgmagic.sql.jsonvalue import JSON_NULL
 from wgmagic.sql.results import run_statement
 
 pytestmark = pytest.mark.integration
@@ -83,7 +84,8 @@ def _literal_rows() -> list[dict[str, str]]:
 def session(testbed):
     """One tunnel and one %%wgsql connection (its raw psycopg session) for the whole module."""
     tunnel = connect(testbed.client_config(identity=5))  # its own key: other modules' tunnels use 0-4
-    sql = SqlConnection(parse_dsn(testbed.dsn()), "values", lambda: tunnel)
+    dsn = parse_dsn(testbed.dsn())
+    sql = dialect_for(dsn).connection(dsn, "values", lambda: tunnel)
     try:
         sql.ensure()
         yield sql.raw
@@ -171,6 +173,18 @@ def test_issue_inputs(session):
     assert bulk["t"][0] == "\\N"
     bulk, cursor = _both(conn, "SELECT pg_sleep(0) AS v")  # void
     assert_same(bulk, cursor)
+
+
+def test_json_null_is_not_sql_null(session):
+    """The JSON text null is JSON_NULL, SQL NULL is None, on both paths and inside arrays (the MariaDB path
+    keeps the same convention: tests/integration/test_mariadb.py)."""
+    sql = ("SELECT * FROM (VALUES (1, 'null'::json, 'null'::jsonb, ARRAY['null'::jsonb, NULL]), "
+           "(2, NULL, NULL, NULL), (3, '[null]', '{\"a\": null}', '{}')) AS v(k, j, jb, ja) ORDER BY k")
+    bulk, cursor = _both(session, sql)
+    assert_same(bulk, cursor)
+    assert bulk["j"].tolist() == [JSON_NULL, None, [None]] and bulk["j"][0] is JSON_NULL and bulk["j"][1] is None
+    assert bulk["jb"].tolist() == [JSON_NULL, None, {"a": None}] and bulk["ja"][0] == [JSON_NULL, None]
+    assert bulk["j"].isna().tolist() == [False, True, False]
 
 
 def test_same_session_settings_and_temp_tables(session):

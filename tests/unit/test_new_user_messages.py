@@ -182,12 +182,12 @@ def test_missing_optional_packages_name_the_extra(monkeypatch):
         Tunnel.http_client(types.SimpleNamespace())  # type: ignore[arg-type]
     with pytest.raises(ImportError, match=r"wgmagic\[tools\]"):
         Tunnel.async_http_client(types.SimpleNamespace())  # type: ignore[arg-type]
-    from wgmagic.sql.connstr import parse_dsn
-    from wgmagic.sql.mysql import MySqlConnection
+    from wgmagic.connstr import parse_dsn
+    from wgmagic.sql.dialects import dialect_for
 
     monkeypatch.setitem(sys.modules, "pymysql", None)
     with pytest.raises(MissingDependencyError, match=r"wgmagic\[mysql\]"):
-        MySqlConnection(parse_dsn("mysql+pymysql://app@db.internal/app"), "db", None)
+        dialect_for(parse_dsn("mysql+pymysql://app@db.internal/app"))
 
 
 # ---- 10: %wg help, and %wg? listing every subcommand ---------------------------------------------------------
@@ -301,7 +301,7 @@ def test_wgsql_with_a_sqlalchemy_url_names_the_extra(monkeypatch, capsys):
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "wgmagic")
     try:
-        result = shell.run_cell("%%wgsql sqlite:// --no-tunnel\nSELECT 1")
+        result = shell.run_cell("%%wgsql duckdb:///:memory: --no-tunnel\nSELECT 1")  # sqlite:// has its own dialect
         assert not result.success or result.result is None
         shown = capsys.readouterr()
         assert "pip install 'wgmagic[tools]'" in shown.out + shown.err

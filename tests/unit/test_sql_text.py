@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wgmagic.sql.connstr import DsnError, parse_dsn
-from wgmagic.sql.messages import classify_connection_failure, format_server_error
+from wgmagic.connstr import DsnError, parse_dsn
+from wgmagic.sql.dialects.postgres import format_server_error
+from wgmagic.sql.messages import classify_connection_failure
 from wgmagic.sql.parameters import UnknownParameterError, split_sql, split_statements
 
 NS = {"name": "O'Brien", "n": 3, "payload": "'; DROP TABLE t; --"}
@@ -234,7 +235,7 @@ def test_passwords_in_every_dsn_form_are_never_shown(text):
     "u:Zq9pw@host", "key " + "A" * 43 + "=",
 ])
 def test_mask_all_secrets(text):
-    from wgmagic.sql.connstr import mask_all_secrets
+    from wgmagic.connstr import mask_all_secrets
 
     masked = mask_all_secrets(text)
     assert "Zq9" not in masked and "A" * 43 not in masked

@@ -18,7 +18,7 @@ class Prefetch:
     # The first %%wgsql resolves its host through the tunnel before its driver connects: the DNS messages'
     # library (dnspython, tens of ms to import) comes first, while the handshake is in flight.
     DRIVER = ("wgmagic.netstack.dns", "wgmagic.runtime.resolver", "psycopg", "wgmagic.sql.parameters",
-              "wgmagic.sql.connection")
+              "wgmagic.sql.dialects.postgres")
     FRAMES = ("numpy", "pandas")
 
     def __init__(self) -> None:

@@ -1,1 +1,1 @@
-"""SQL over the tunnel: statements and parameters, connection strings, connections, results, messages."""
+"""SQL over the tunnel: dialects (`dialect.py`, `dialects/`), statements and parameters, typed results, messages."""

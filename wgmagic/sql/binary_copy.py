@@ -445,9 +445,9 @@ def _encoded_json_loader() -> Any:
     with wgmagic."""
     if _ENCODED_JSON:
         return _ENCODED_JSON[0]
-    import json
-
     from psycopg.adapt import Loader
+
+    from wgmagic.sql.jsonvalue import loads_json
 
     class EncodedJsonLoader(Loader):
         jsonb = False
@@ -459,7 +459,7 @@ def _encoded_json_loader() -> Any:
                     raise BulkDecodeError(f"unknown jsonb binary version {raw[:1]!r}")
                 raw = raw[1:]
             info = getattr(self.connection, "info", None)
-            return json.loads(raw.decode(info.encoding if info is not None else "utf-8"))
+            return loads_json(raw.decode(info.encoding if info is not None else "utf-8"))  # `null`: JSON_NULL
 
     _ENCODED_JSON.append(EncodedJsonLoader)
     return EncodedJsonLoader

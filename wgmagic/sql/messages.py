@@ -1,15 +1,16 @@
-"""Short, actionable messages for SQL errors and connection failures.
+"""Short, actionable messages for SQL errors and connection failures, shared by every dialect.
 
-A server error reads the way psql prints it (ERROR, LINE with a caret under the position, DETAIL, HINT).
-A connection failure names the stage that failed (handshake, DNS, TCP connect, TLS, authentication) and
-what to check (wgmagic.explain's words), instead of a driver traceback. No message ever carries a password.
+A server error reads the way the database's own client prints it (each dialect's module lays it out: psql's
+in dialects/postgres.py, the mysql client's in dialects/mysql.py). A connection failure names the stage that
+failed (handshake, DNS, TCP connect, TLS, authentication) and what to check (wgmagic.explain's words), instead
+of a driver traceback. No message ever carries a password.
 """
 
 from __future__ import annotations
 
+from wgmagic.connstr import mask_secrets
 from wgmagic.errors import WgMagicError
 from wgmagic.explain import stage_advice
-from wgmagic.sql.connstr import mask_secrets
 
 
 class SqlError(WgMagicError):
@@ -41,44 +42,6 @@ class ConnectionStageError(WgMagicError, ConnectionError):
 
     def _render_traceback_(self) -> list[str]:
         return [f"{type(self).__name__}: {self}"]
-
-
-def format_server_error(exc: BaseException, sql: str | None = None) -> str:
-    """psql's layout for a psycopg error: severity and message, LINE and caret, DETAIL, HINT."""
-    diag = getattr(exc, "diag", None)
-    primary = getattr(diag, "message_primary", None) if diag is not None else None
-    if not primary:
-        return mask_secrets(str(exc).strip() or type(exc).__name__)
-    severity = getattr(diag, "severity", None) or "ERROR"
-    lines = [f"{severity}:  {primary}"]
-    position = getattr(diag, "statement_position", None)
-    if sql and position and str(position).isdigit():
-        lines.extend(_caret_lines(sql, int(position)))
-    for label, attr in (("DETAIL", "message_detail"), ("HINT", "message_hint"), ("CONTEXT", "context")):
-        value = getattr(diag, attr, None)
-        if value:
-            lines.append(f"{label}:  {value}")
-    return mask_secrets("\n".join(lines))
-
-
-def _caret_lines(sql: str, position: int) -> list[str]:
-    """'LINE n: text' and a caret under character `position` (1-based, in characters, as the server counts)."""
-    index = max(0, min(position - 1, len(sql)))
-    line_start = sql.rfind("\n", 0, index) + 1
-    line_end = sql.find("\n", index)
-    line_end = len(sql) if line_end < 0 else line_end
-    number = sql.count("\n", 0, line_start) + 1
-    text = sql[line_start:line_end].replace("\t", " ")
-    prefix = f"LINE {number}: "
-    column = index - line_start
-    # Long lines are cut around the position, as psql does, so the caret stays on screen.
-    if len(text) > 100 and column > 60:
-        cut = column - 50
-        text = "..." + text[cut:]
-        column = column - cut + 3
-    if len(text) > 110:
-        text = text[:107] + "..."
-    return [prefix + text, " " * (len(prefix) + column) + "^"]
 
 
 def classify_connection_failure(exc: BaseException, *, host: str, port: int) -> ConnectionStageError:

@@ -31,6 +31,8 @@ class UnknownParameterError(WgMagicError, NameError):
 
 @dataclass
 class Statement:
+    """One statement of a cell, as written and as each kind of driver takes it (split_statements makes it)."""
+
     text: str  # what the user wrote (escapes resolved), for messages
     sql: str  # what the driver gets: placeholders as %(name)s and % doubled when there are parameters
     params: dict[str, object] | None = field(default=None)

@@ -37,6 +37,8 @@ PROGRESS_AFTER = 1.0  # seconds before a progress bar appears
 
 @dataclass
 class Result:
+    """What one statement gave back: rows as a DataFrame (or None), the row count and the server's status."""
+
     frame: Any | None  # a DataFrame when the statement returned rows
     rowcount: int
     status: str  # the server's command tag, e.g. "INSERT 0 3"

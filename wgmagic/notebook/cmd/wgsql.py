@@ -1,8 +1,9 @@
 """`%%wgsql`: SQL through the tunnel into DataFrames, its connection registry (`WgMagic.connections`: alias ->
 connection, with `current_connection`), the choice of dialect, and `%wg connections`.
 
-The magic asks one function which connection class (dialect) serves a DSN, `connection_class_for`, and one
-which lexer rules cut its statements, `statement_rules`: the two places that know about drivers.
+The magic asks the sql layer which dialect opens a DSN (`wgmagic.sql.dialects.dialect_for`) and the open
+connection how its cell is cut into statements (`SqlConnection.statements`, the session's own lexer rules):
+nothing here knows about drivers.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ def wgsql(magic: WgMagic, line: str, cell: str | None) -> Any:
 def run(magic: WgMagic, args: argparse.Namespace, cell: str, target_var: str | None) -> Any:
     """The cell's statements on the connection `args` name; results printed or returned (see wgsql)."""
     PREFETCH.wait(PREFETCH.driver)  # before any import of the SQL layer (see Prefetch)
-    from wgmagic.sql.parameters import split_statements
 
     if args.limit is not None and args.limit < 0:
         raise UsageError("--limit must be 0 or more")
@@ -68,7 +68,7 @@ def run(magic: WgMagic, args: argparse.Namespace, cell: str, target_var: str | N
         return None
     magic.current_connection = conn.alias
     conn.set_autocommit(magic.autocommit)  # %config WgMagic.autocommit applies to open connections too
-    statements = split_statements(cell, magic.shell.user_ns, **statement_rules(conn))
+    statements = conn.statements(cell, magic.shell.user_ns)  # cut by the dialect's rules for this session
     if not statements:
         conn.ensure()
         print(f"wgmagic: connected: {conn.dsn.masked()}")
@@ -101,32 +101,12 @@ def shown(frame: Any, limit: int | None) -> Any:
     return limited_frame(frame, limit)
 
 
-def connection_class_for(dsn: Dsn) -> Any:
-    """The connection class (dialect) that serves `dsn`: the sql layer's choice; ImportError-like
-    MissingDependencyError naming the pip extra when a SQLAlchemy dialect is needed and absent."""
-    from wgmagic.sql.connection import _PSYCOPG_DRIVERS, SqlConnection
-    from wgmagic.sql.mysql import connection_class
+def dialect_for_dsn(dsn: Dsn) -> Any:
+    """The dialect (wgmagic.sql.dialect.Dialect) that opens `dsn`: the sql layer's choice, `dialect_for`;
+    MissingDependencyError naming the pip extra now when its driver is not installed."""
+    from wgmagic.sql.dialects import dialect_for
 
-    chosen = connection_class(dsn)
-    if chosen is SqlConnection and not (dsn.is_postgres and dsn.driver in _PSYCOPG_DRIVERS):
-        from wgmagic.errors import import_optional  # not psycopg: SQLAlchemy, an extra
-
-        import_optional("sqlalchemy", "tools", "%%wgsql with this URL (a SQLAlchemy dialect)")
-    return chosen
-
-
-def statement_rules(conn: Any) -> dict[str, bool]:
-    """How the cell is cut into statements on this connection (split_statements' keywords): MySQL/MariaDB's
-    backslash escapes unless NO_BACKSLASH_ESCAPES; PostgreSQL's standard_conforming_strings as the server last
-    reported it (on unless it said off: off, backslashes escape inside '...', as psql cuts them)."""
-    mysql = getattr(conn, "backslash_escapes", None) is not None
-    if mysql:
-        return {"standard_conforming_strings": not conn.backslash_escapes, "mysql": True}
-    try:
-        value = conn.raw.info.parameter_status("standard_conforming_strings")
-    except Exception:
-        return {"standard_conforming_strings": True, "mysql": False}
-    return {"standard_conforming_strings": value not in ("off", b"off"), "mysql": False}
+    return dialect_for(dsn)
 
 
 def sql_connection(magic: WgMagic, args: argparse.Namespace) -> Any:
@@ -159,7 +139,7 @@ def sql_connection(magic: WgMagic, args: argparse.Namespace) -> Any:
             conn.alias = args.alias
         return conn
     dsn = parse_dsn(target)
-    connection_class = connection_class_for(dsn)
+    dialect = dialect_for_dsn(dsn)
     alias = args.alias or dsn.masked()
     existing = magic.connections.get(alias)
     if existing is not None and existing.dsn.masked() == dsn.masked() and (
@@ -178,7 +158,7 @@ def sql_connection(magic: WgMagic, args: argparse.Namespace) -> Any:
                 raise
             raise UsageError(f"{section.source}: section [{section.section}], key tunnel: {exc}") from None
     provider = None if tunnel_name is None else (lambda: find_tunnel(magic, tunnel_name))
-    conn = connection_class(dsn, alias, provider, prompt=getpass.getpass, autocommit=magic.autocommit)
+    conn = dialect.connection(dsn, alias, provider, prompt=getpass.getpass, autocommit=magic.autocommit)
     conn.tunnel_name = tunnel_name
     conn.ensure()  # a connection that cannot open is not kept, and the current one stays current
     magic.connections[alias] = conn

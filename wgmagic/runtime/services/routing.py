@@ -36,10 +36,8 @@ import weakref
 from dataclasses import replace
 from typing import Any
 
-from wgmagic.connstr import Dsn, DsnError, conninfo, parse_dsn
+from wgmagic.connstr import LIBPQ_DRIVERS, TLS_MODES, Dsn, DsnError, conninfo, parse_dsn
 
-LIBPQ_DRIVERS = frozenset({"psycopg", "psycopg2", "psycopg2cffi", "psycopg_async"})
-TLS_MODES = frozenset({"require", "verify-ca", "verify-full"})
 LOOPBACK = "127.0.0.1"
 
 _lock = threading.Lock()
@@ -107,8 +105,7 @@ def route_url(tunnel: Any, text: str, *, local: str = "auto") -> str:
                          query=(*query, ("host", str(forward.spec.socket_dir)), ("port", str(port))))
         return routed.url()
     local_host, local_port = forward.local_address[:2]
-    libpq = dsn.is_postgres and (dsn.driver is None or dsn.driver in LIBPQ_DRIVERS)
-    if libpq and dsn.options.get("sslmode") in ("verify-ca", "verify-full"):
+    if dsn.uses_libpq and dsn.options.get("sslmode") in ("verify-ca", "verify-full"):
         # The certificate is checked against `host`; the connection goes to `hostaddr` (libpq 34.1.2).
         return replace(dsn, port=local_port, query=(*query, ("hostaddr", local_host))).url()
     return replace(dsn, host=local_host, port=local_port, query=tuple(query)).url()

@@ -6,81 +6,85 @@ DNS and PyMySQL keeps the real host name, so `ssl_verify_identity=true` checks t
 
 - Parameters (`:name`, `{name}`) are bound by the driver (PyMySQL's escaping for the connection's character
   set and sql_mode); values never enter the SQL text as wgmagic's own.
+- The lexer's rules: MySQL's (`#` comments, `backtick` identifiers, "..." strings), with backslash escapes
+  unless the session's sql_mode has NO_BACKSLASH_ESCAPES (the server status flag it reports).
 - Each statement runs on a worker thread while the cell's thread waits; Ctrl-C / "interrupt kernel" sends
   `KILL QUERY <connection id>` on a second connection through the tunnel, then waits for the server's answer so
   the connection stays usable (as the mysql client does on Ctrl-C).
-- Column types come from the result's column definitions (protocol type, UNSIGNED and BINARY flags, display
-  width): see `frame_from_rows` for the mapping. Source: MySQL client/server protocol, "Column Definition".
+- Column types come from the result's column definitions (wgmagic.sql.mysql_types; MariaDB's extended type
+  info through wgmagic.sql.mysql_wire), the same for every shape of query.
 - The password comes from the URL, MYSQL_PWD, the `[client]` group of ~/.my.cnf (as libmysqlclient reads
   its option files), or a hidden prompt; it never appears in a message.
+- Errors read as the mysql client prints them: `ERROR 1146 (42S02): Table 'app.nope' doesn't exist`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
-from collections.abc import Callable, Collection
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from wgmagic.sql.connection import CONNECT_TIMEOUT, SqlConnection
-from wgmagic.sql.connstr import Dsn, mask_secrets
+from wgmagic.connstr import MYSQL_DIALECTS, PYMYSQL_DRIVERS, Dsn, mask_secrets
+from wgmagic.sql.dialect import CONNECT_TIMEOUT, Dialect, LexerRules, PasswordPrompt, SqlConnection, TunnelProvider
 from wgmagic.sql.messages import ConnectionStageError, QueryCancelledError, SqlError, classify_connection_failure
+from wgmagic.sql.mysql_types import driver_params, frame_from_rows, json_columns
 from wgmagic.sql.parameters import Statement
-from wgmagic.sql.results import Progress, Result, _objects_to_datetimes, _timedeltas, _unit, is_row_query
+from wgmagic.sql.passwords import my_cnf_password
+from wgmagic.sql.results import Progress, Result, is_row_query
 
-MYSQL_DIALECTS = {"mysql", "mariadb"}
-MYSQL_DRIVERS = {None, "pymysql"}
+if TYPE_CHECKING:
+    from wgmagic.runtime.tunnel import Tunnel
+
 KILL_TIMEOUT = 10.0  # seconds for the KILL QUERY connection, and again for the server's answer after it
-
-# Protocol column types (include/mysql_com.h enum_field_types) and column flags.
-DECIMAL, TINY, SHORT, LONG, FLOAT, DOUBLE, NULL, TIMESTAMP, LONGLONG, INT24 = range(10)
-DATE, TIME, DATETIME, YEAR, NEWDATE, VARCHAR, BIT = range(10, 17)
-JSON, NEWDECIMAL, ENUM, SET, TINY_BLOB, MEDIUM_BLOB, LONG_BLOB, BLOB, VAR_STRING, STRING, GEOMETRY = range(245, 256)
-UNSIGNED_FLAG = 32
-BINARY_CHARSET = 63
-_INTEGERS = {TINY, SHORT, LONG, LONGLONG, INT24, YEAR}
-_TEXTS = {TINY_BLOB, MEDIUM_BLOB, LONG_BLOB, BLOB, VAR_STRING, STRING, VARCHAR}
 # Errors after which the connection is gone (client: lost / gone away; server: killed, idle timeout).
 _STALE_CODES = {2006, 2013, 2055, 1927, 4031}
 _AUTH_CODES = {1044, 1045, 1698, 1251, 2059, 1275}
+SERVER_STATUS_NO_BACKSLASH_ESCAPES = 512
 
 
-def is_mysql(dsn: Dsn) -> bool:
-    return dsn.dialect in MYSQL_DIALECTS and dsn.driver in MYSQL_DRIVERS
+class MySqlDialect(Dialect):
+    """MySQL and MariaDB through PyMySQL: mysql:// and mariadb:// URLs without a driver or with +pymysql
+    (other drivers, such as +mysqldb, go through SQLAlchemy's generic dialect)."""
 
+    name = "MySQL/MariaDB"
 
-def connection_class(dsn: Dsn) -> type[SqlConnection]:
-    """The %%wgsql connection class for a DSN: MySqlConnection for MySQL/MariaDB through PyMySQL (mysql://,
-    mysql+pymysql://, mariadb://), SqlConnection (psycopg, or SQLAlchemy for other drivers) otherwise."""
-    return MySqlConnection if is_mysql(dsn) else SqlConnection
+    def accepts(self, dsn: Dsn) -> bool:
+        return dsn.dialect in MYSQL_DIALECTS and dsn.driver in PYMYSQL_DRIVERS
 
-
-class MySqlConnection(SqlConnection):
-    """A %%wgsql connection to MySQL or MariaDB (connection_class picks it for mysql URLs)."""
-
-    def __init__(self, dsn: Dsn, alias: str, tunnel: Callable[[], Any] | None,
-                 prompt: Callable[[str], str] | None = None, *, autocommit: bool = True) -> None:
+    def require_driver(self) -> None:
         from wgmagic.errors import import_optional
 
         import_optional("pymysql", "mysql", "%%wgsql with a MySQL or MariaDB URL")
-        super().__init__(dsn, alias, tunnel, prompt, autocommit=autocommit)
+
+    def connection(self, dsn: Dsn, alias: str, tunnel: TunnelProvider | None, *,
+                   prompt: PasswordPrompt | None = None, autocommit: bool = True) -> SqlConnection:
+        self.require_driver()
+        return MySqlConnection(self, dsn, alias, tunnel, prompt, autocommit=autocommit)
+
+
+DIALECT = MySqlDialect()
+
+
+class MySqlConnection(SqlConnection):
+    """A %%wgsql session to MySQL or MariaDB: `raw` is a PyMySQL connection (mysql_wire.TypedConnection)."""
+
+    def __init__(self, dialect: Dialect, dsn: Dsn, alias: str, tunnel: TunnelProvider | None,
+                 prompt: PasswordPrompt | None = None, *, autocommit: bool = True) -> None:
+        super().__init__(dialect, dsn, alias, tunnel, prompt, autocommit=autocommit)
         self.connection_id: int | None = None  # the server's id for this session (KILL QUERY's argument)
         self._worker: threading.Thread | None = None
         self.server_version = ""
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
     @property
-    def uses_psycopg(self) -> bool:
-        return False
-
-    @property
     def backslash_escapes(self) -> bool:
         """Whether '...' literals take backslash escapes (unless sql_mode has NO_BACKSLASH_ESCAPES)."""
         raw = self.raw
-        return raw is None or not (getattr(raw, "server_status", 0) & 512)  # SERVER_STATUS_NO_BACKSLASH_ESCAPES
+        return raw is None or not (getattr(raw, "server_status", 0) & SERVER_STATUS_NO_BACKSLASH_ESCAPES)
+
+    def lexer_rules(self) -> LexerRules:
+        return LexerRules(standard_conforming_strings=not self.backslash_escapes, mysql=True)
 
     def is_usable(self) -> bool:
         busy = self._worker is not None and self._worker.is_alive()  # never two threads on one session
@@ -91,7 +95,7 @@ class MySqlConnection(SqlConnection):
         described["via"] = f"tunnel {self.tunnel_name!r} (a socket per connection)" if self._tunnel else "direct"
         return described
 
-    def _open(self, tunnel: Any) -> None:
+    def _open(self, tunnel: Tunnel | None) -> None:
         host, port = self.dsn.host or "localhost", self.dsn.port or 3306
         if tunnel is not None:
             self.tunnel_name = tunnel.name
@@ -107,7 +111,7 @@ class MySqlConnection(SqlConnection):
         self.connection_id = self.raw.thread_id()
         self.server_version = self.raw.get_server_info() or ""
 
-    def _socket(self, tunnel: Any, host: str, port: int) -> Any:
+    def _socket(self, tunnel: Tunnel | None, host: str, port: int) -> Any:
         if tunnel is None:
             return None  # PyMySQL connects by itself (host, port or unix_socket from the URL)
         from wgmagic.errors import NoRouteError
@@ -120,7 +124,7 @@ class MySqlConnection(SqlConnection):
         except Exception as exc:
             raise classify_connection_failure(exc, host=host, port=port) from None
 
-    def _connect(self, tunnel: Any, host: str, port: int, *, timeout: float = CONNECT_TIMEOUT,
+    def _connect(self, tunnel: Tunnel | None, host: str, port: int, *, timeout: float = CONNECT_TIMEOUT,
                  may_prompt: bool = True) -> Any:
         import pymysql
 
@@ -198,12 +202,11 @@ class MySqlConnection(SqlConnection):
         """Run the statement on a worker thread; on KeyboardInterrupt, KILL QUERY it on the server."""
         outcome: dict[str, Any] = {}
         done = threading.Event()
-        params = _driver_params(statement.params)
-        mariadb = "mariadb" in self.server_version.lower()
+        params = driver_params(statement.params)
 
         def work() -> None:
             try:
-                outcome["value"] = _execute(raw, statement.sql, params, mariadb)
+                outcome["value"] = _execute(raw, statement.sql, params)
             except BaseException as exc:  # handed to the cell's thread
                 outcome["error"] = exc
             finally:
@@ -261,14 +264,14 @@ class MySqlConnection(SqlConnection):
 
 
 def _open_pymysql(kwargs: dict[str, Any], sock: Any) -> Any:
-    import pymysql
+    from wgmagic.sql.mysql_wire import TypedConnection
 
-    connection = pymysql.connections.Connection(**kwargs)
+    connection = TypedConnection(**kwargs)
     connection.connect(sock=sock) if sock is not None else connection.connect()
     return connection
 
 
-def _execute(raw: Any, sql: str, params: dict[str, Any] | None, mariadb: bool) -> tuple[Any, Any, int, set[int]]:
+def _execute(raw: Any, sql: str, params: dict[str, Any] | None) -> tuple[Any, Any, int, set[int]]:
     """One statement: (rows, column definitions or None, affected rows, indexes of JSON columns)."""
     with raw.cursor() as cursor:
         cursor.execute(sql, params) if params is not None else cursor.execute(sql)
@@ -277,104 +280,7 @@ def _execute(raw: Any, sql: str, params: dict[str, Any] | None, mariadb: bool) -
         if fields is None:
             return None, None, cursor.rowcount, set()
         rows = cursor.fetchall()
-    json_columns = {i for i, field in enumerate(fields) if field.type_code == JSON}
-    if mariadb:
-        json_columns |= _mariadb_json_columns(raw, fields)
-    return rows, fields, len(rows), json_columns
-
-
-def _mariadb_json_columns(raw: Any, fields: list[Any]) -> set[int]:
-    """MariaDB's JSON is LONGTEXT with a CHECK (json_valid(`col`)) constraint and goes over the wire as text:
-    columns read straight from such a table column are JSON (information_schema.CHECK_CONSTRAINTS)."""
-    candidates = {}
-    for i, field in enumerate(fields):
-        if field.type_code in _TEXTS and field.charsetnr != BINARY_CHARSET and field.org_table and field.org_name:
-            db = field.db.decode() if isinstance(field.db, bytes) else field.db
-            candidates[i] = (db, field.org_table, f"json_valid(`{field.org_name.replace('`', '``')}`)")
-    if not candidates:
-        return set()
-    tables = sorted({(db, table) for db, table, _ in candidates.values()})
-    where = " OR ".join(["(CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s)"] * len(tables))
-    with raw.cursor() as cursor:
-        cursor.execute("SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
-                       f"WHERE {where}", [value for pair in tables for value in pair])
-        checks = {tuple(row) for row in cursor.fetchall()}
-    return {i for i, key in candidates.items() if key in checks}
-
-
-def frame_from_rows(rows: Any, fields: list[Any], json_columns: Collection[int] = ()) -> Any:
-    """A DataFrame with one dtype per MySQL column type, following the Postgres path's conventions:
-
-    integers -> int64 (Int64 with NULLs); BIGINT UNSIGNED and BIT -> uint64 (UInt64 with NULLs), so 2**64-1
-    fits; TINYINT(1) (BOOLEAN) -> bool (boolean with NULLs) unless it holds a value other than 0 and 1, then an
-    integer; FLOAT -> float64 holding the server's single-precision value; DOUBLE -> float64;
-    DECIMAL -> decimal.Decimal (exact); DATETIME, TIMESTAMP, DATE -> datetime64[us] (zero dates stay text);
-    TIME -> timedelta64[us] (it is a duration: -838:59:59 to 838:59:59); JSON -> Python objects;
-    BLOB/BINARY -> bytes; text -> str; NULL -> None (or the nullable dtype's NA).
-    """
-    import pandas as pd
-
-    names = [field.name for field in fields]
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in fields]
-    frame = pd.DataFrame({i: pd.Series(list(col), dtype=object) for i, col in enumerate(columns)},
-                         index=range(len(rows)))
-    for i, field in enumerate(fields):
-        frame[i] = _column(frame[i], field, i in json_columns)
-    frame.columns = names
-    return frame
-
-
-def _column(col: Any, field: Any, is_json: bool) -> Any:
-    import numpy as np
-    import pandas as pd
-
-    kind = field.type_code
-    unsigned = bool(field.flags & UNSIGNED_FLAG)
-    values = [None if _missing(v) else v for v in col]  # Series.map would infer a dtype (None -> NaN)
-    nulls = any(v is None for v in values)
-    if kind == TINY and field.length == 1 and all(v in (0, 1) for v in values if v is not None):
-        col = pd.Series(pd.array(values, dtype="boolean"), index=col.index)
-        return col if nulls else col.astype(bool)
-    if kind in _INTEGERS or kind == BIT:
-        wide = (kind == LONGLONG and unsigned) or kind == BIT
-        ints = [None if v is None else int.from_bytes(v, "big") if isinstance(v, bytes) else int(v) for v in values]
-        # From the Python ints themselves: through float64 (where astype on objects may go), 2**64-1 is lost.
-        col = pd.Series(pd.array(ints, dtype="UInt64" if wide else "Int64"), index=col.index)
-        return col if nulls else col.astype("uint64" if wide else "int64")
-    if kind == FLOAT:  # the text's shortest decimal back to the server's single-precision value, held exactly
-        return col.astype("float64").astype(np.float32).astype("float64")
-    if kind == DOUBLE:
-        return col.astype("float64")
-    if kind in (DATETIME, TIMESTAMP, DATE, NEWDATE):
-        return _unit(_objects_to_datetimes(col, utc=False), "datetime64[us]")
-    if kind == TIME:
-        return _unit(_timedeltas(col), "timedelta64[us]")
-    if is_json:
-        values = [json.loads(v) if isinstance(v, (str, bytes)) else v for v in values]
-    return pd.Series(values, index=col.index, dtype=object)
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
-
-
-def _driver_params(params: dict[str, object] | None) -> dict[str, object] | None:
-    """Notebook values as PyMySQL can escape them: numpy scalars as Python numbers, pandas Timestamps as
-    datetimes, dicts as JSON text; everything else as it is."""
-    if params is None:
-        return None
-    out: dict[str, object] = {}
-    for name, value in params.items():
-        if hasattr(value, "to_pydatetime"):
-            value = value.to_pydatetime()
-        elif hasattr(value, "to_pytimedelta"):
-            value = value.to_pytimedelta()
-        elif type(value).__module__ == "numpy" and hasattr(value, "item"):
-            value = value.item()
-        elif isinstance(value, dict):
-            value = json.dumps(value)
-        out[name] = value
-    return out
+    return rows, fields, len(rows), json_columns(fields)
 
 
 def format_mysql_error(exc: BaseException) -> str:
@@ -406,65 +312,3 @@ def _classify(exc: BaseException, host: str, port: int) -> ConnectionStageError:
         return ConnectionStageError("server", text, f"the database name and the server's error log on "
                                     f"{host}:{port}")
     return classify_connection_failure(exc, host=host, port=port)
-
-
-def my_cnf_password(path: Path | None = None) -> str | None:
-    """The `password` of the [client] group in ~/.my.cnf (or MYSQL_HOME/my.cnf), as libmysqlclient reads
-    option files: `key = value`, values optionally quoted, # and ; comments; a world-writable file is ignored.
-    Source: MySQL reference manual, "Using Option Files"."""
-    candidates = [path] if path is not None else [Path.home() / ".my.cnf"]
-    if path is None and os.environ.get("MYSQL_HOME"):
-        candidates.insert(0, Path(os.environ["MYSQL_HOME"]) / "my.cnf")
-    found = None
-    for candidate in candidates:
-        try:
-            if candidate.stat().st_mode & 0o002:
-                continue  # libmysqlclient: "World-writable config file ... is ignored"
-            lines = candidate.read_text().splitlines()
-        except (OSError, UnicodeDecodeError):
-            continue
-        group = None
-        for line in lines:
-            line = line.strip()
-            if not line or line[0] in "#;" or line.startswith("!"):  # comments, !include / !includedir
-                continue
-            if line.startswith("[") and line.endswith("]"):
-                group = line[1:-1].strip().lower()
-                continue
-            key, sep, value = line.partition("=")
-            if group == "client" and sep and key.strip().replace("_", "-").lower() == "password":
-                found = _option_value(value.strip())
-    return found
-
-
-_ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "r": "\r", "s": " ", "\\": "\\", '"': '"', "'": "'"}
-
-
-def _option_value(value: str) -> str:
-    """An option file value as libmysqlclient reads it (mysys/my_default.cc): a # outside quotes ends the line,
-    surrounding spaces go, one pair of enclosing quotes goes, then \\b \\t \\n \\r \\s \\\\ \\" \\' are escapes
-    and any other backslash stays as written."""
-    quote, escape = "", False
-    for i, char in enumerate(value):
-        if char in "'\"" and not escape:
-            quote = char if not quote else ("" if char == quote else quote)
-        if not quote and char == "#":
-            value = value[:i]
-            break
-        escape = bool(quote) and char == "\\" and not escape
-    value = value.strip()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        value = value[1:-1]
-    out, i = [], 0
-    while i < len(value):
-        if value[i] == "\\" and i + 1 < len(value):
-            out.append(_ESCAPES.get(value[i + 1], "\\" + value[i + 1]))
-            i += 2
-        else:
-            out.append(value[i])
-            i += 1
-    return "".join(out)
-
-
-__all__ = ["MySqlConnection", "connection_class", "format_mysql_error", "frame_from_rows", "is_mysql",
-           "my_cnf_password"]
