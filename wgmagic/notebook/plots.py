@@ -147,3 +147,60 @@ def bench_figure(result: Any) -> Any:
     _style(right, "Round trips", "count")
     right.set_xlabel("milliseconds", color="#222222")
     return fig
+
+
+STAGE_COLOURS = {"dns": "#8c564b", "connect": "#e377c2", "tls": "#bcbd22", "auth": "#7f7f7f",
+                 "send": "#c5b0d5", "latency": "#ff7f0e", "server": "#d62728", "transfer": "#1f77b4",
+                 "decode": "#2ca02c"}
+STAGE_LABELS = {"dns": "DNS", "connect": "TCP connect", "tls": "TLS", "auth": "authentication",
+                "send": "client + earlier round trips", "latency": "round trip", "server": "server",
+                "transfer": "transfer", "decode": "decoding"}
+
+
+def waterfall_figure(timelines: list[Any], width: float = 7.0, height: float | None = None) -> Any:
+    """The query timeline as a waterfall: one horizontal bar per statement (newest at the bottom), split by
+    stage (wgmagic.sql.timeline.STAGES) in milliseconds, with each statement's verdict at the bar's end."""
+    from wgmagic.sql.timeline import verdict
+
+    count = len(timelines)
+    fig = _figure(width, height if height is not None else max(1.6, 0.9 + 0.36 * count))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_facecolor("white")
+    ax.set_title("query timeline (where each statement's time went)", color=INK, fontsize=11)
+    ax.set_xlabel("ms", color=INK)
+    ax.tick_params(colors=INK)
+    ax.grid(True, axis="x", color=GRID, linewidth=0.6)
+    for spine in ax.spines.values():
+        spine.set_color(GRID)
+    if not timelines:
+        ax.text(0.5, 0.5, "no %%wgsql statement yet", ha="center", va="center", color=INK, transform=ax.transAxes)
+        ax.set_yticks([])
+        return fig
+    used: set[str] = set()
+    longest = max(t.total_ms for t in timelines) or 1.0
+    for row, t in enumerate(timelines):
+        y = count - 1 - row
+        left = 0.0
+        for stage, value in t.stages().items():
+            if value <= 0:
+                continue
+            ax.barh(y, value, left=left, height=0.6, color=STAGE_COLOURS[stage],
+                    label=STAGE_LABELS[stage] if stage not in used else None)
+            used.add(stage)
+            left += value
+        rest = t.total_ms - left  # what no stage measured (a session without a forward)
+        if rest > 0.001 * longest:
+            ax.barh(y, rest, left=left, height=0.6, color="#dddddd", label="unmeasured" if "x" not in used else None)
+            used.add("x")
+        ax.text(max(left, t.total_ms) + 0.01 * longest, y, f"{t.total_ms:.0f} ms · {verdict(t)}", va="center",
+                fontsize=8, color=INK)
+    ax.set_yticks(range(count))
+    ax.set_yticklabels([_cut(t.statement, 28) for t in reversed(timelines)], fontsize=8, color=INK)
+    ax.set_xlim(0, longest * 1.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25 if count > 2 else -0.45), ncol=5, fontsize=7,
+              frameon=False, labelcolor=INK)
+    return fig
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
