@@ -44,6 +44,10 @@ def jupyterlab(request, testbed, tmp_path):
     settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    # The kernel picker, raised late, swallowed clicks and restarted the kernel mid-run: start the notebook's own.
+    tracker = tmp_path / "lab-settings" / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True)
+    (tracker / "tracker.jupyterlab-settings").write_text('{"autoStartDefaultKernel": true}')
     token = secrets.token_hex(16)
     env = {**os.environ, "WGMAGIC_CONFIG": str(config), "WGMAGIC_BENCH": "198.18.0.1:9000",
            "WGMAGIC_TEST_DSN": testbed.dsn(),

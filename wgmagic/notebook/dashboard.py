@@ -160,7 +160,7 @@ class Dashboard:
         self.bench_target = w.Text(value=bench_target or "", description="bench", placeholder="HOST:PORT")
         self.bench_button = w.Button(description="Throughput test", icon="tachometer")
         self.bench_result = w.HTML()
-        self.doctor_button = w.Button(description="Check with doctor", icon="stethoscope",
+        self.doctor_button = w.Button(description="Doctor", icon="stethoscope",
                                       tooltip="%wg doctor on this tunnel: each check's verdict, cause and fix")
         self.doctor_result = w.HTML()
         self.pause.observe(self._on_pause, names="value")
@@ -286,7 +286,7 @@ class Dashboard:
             "handshake": (ago(min(ages)) if ages else "never",
                           f"next rekey in {min(rekeys):.0f} s" if rekeys else f"{len(peers)} peer(s)"),
             "retransmissions": (f"{retrans / span:.1f}/s" if span > 0 else "0/s",
-                                f"{totals['tcp_retransmits']} since the tunnel came up"),
+                                f"mean over {window}; {totals['tcp_retransmits']} since the tunnel came up"),
             "drops": (f"{sum(drops.values())}", "; ".join(f"{drop_words(k)}: {v}" for k, v in top) or "none"),
         }
         self.figures = {label: f"{value} ({note})" for label, (value, note) in figures.items()}

@@ -204,7 +204,7 @@ def waterfall_figure(timelines: list[Any], width: float = 7.0, height: float | N
     from wgmagic.sql.timeline import verdict
 
     count = len(timelines)
-    fig = _figure(width, height if height is not None else max(1.6, 0.9 + 0.36 * count))
+    fig = _figure(width, height if height is not None else max(2.4, 1.5 + 0.36 * count))
     ax = fig.add_subplot(1, 1, 1)
     ax.set_facecolor("white")
     ax.set_title("query timeline (where each statement's time went)", color=INK, fontsize=11)
@@ -237,9 +237,8 @@ def waterfall_figure(timelines: list[Any], width: float = 7.0, height: float | N
                 fontsize=8, color=INK)
     ax.set_yticks(range(count))
     ax.set_yticklabels([_cut(t.statement, 28) for t in reversed(timelines)], fontsize=8, color=INK)
-    ax.set_xlim(0, longest * 1.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25 if count > 2 else -0.45), ncol=5, fontsize=7,
-              frameon=False, labelcolor=INK)
+    ax.set_xlim(0, longest * 1.45)
+    fig.legend(loc="outside lower center", ncol=4, fontsize=7, frameon=False, labelcolor=INK)
     return fig
 
 
