@@ -183,6 +183,34 @@ class HappyEyeballs:
             self._cancel_others()
 
 
+class Exchanges:
+    """When the latest request's last byte went up and its answer's first and last bytes came down
+    (time.monotonic() seconds; None: not yet), for the query timeline (wgmagic.sql.timeline). A request is
+    bytes up after bytes down (or the first bytes up); `starts` keeps the first 8 requests' start times."""
+
+    __slots__ = ("count", "first_down", "last_down", "last_up", "opened", "starts")
+
+    def __init__(self, opened: float) -> None:
+        self.opened = opened
+        self.count = 0
+        self.last_up: float | None = None
+        self.first_down: float | None = None
+        self.last_down: float | None = None
+        self.starts: list[float] = []
+
+    def up(self, now: float) -> None:
+        if self.last_up is None or self.first_down is not None:
+            self.count += 1
+            if len(self.starts) < 8:
+                self.starts.append(now)
+        self.last_up, self.first_down = now, None
+
+    def down(self, now: float) -> None:
+        if self.first_down is None:
+            self.first_down = now
+        self.last_down = now
+
+
 class SocketRelay:
     def __init__(self, engine: Any, local: socket.socket, conn: Any,
                  on_done: Callable[[SocketRelay], None] | None = None,
@@ -209,6 +237,7 @@ class SocketRelay:
         self.resetting = False
         self.reset_waited_since = 0.0
         self.reset_unsent = -1
+        self.exchanges = Exchanges(time.monotonic())
         local.setblocking(False)
         engine.register_stream(conn, self)
         if connected:  # HappyEyeballs already saw TcpConnected
@@ -282,6 +311,7 @@ class SocketRelay:
         now = time.monotonic()
         if size:
             self.bytes_up += size
+            self.exchanges.up(now)
             self.conn.send(buffer[:size])
         else:
             self.local_eof = True
@@ -303,6 +333,7 @@ class SocketRelay:
                 return
             self.pending += data
             self.bytes_down += len(data)
+            self.exchanges.down(time.monotonic())
         self._flush_local()
 
     def _flush_local(self) -> None:
