@@ -429,7 +429,7 @@ class Tunnel:
             # AF_UNIX has no RST: a byte left unread in `theirs` makes its close reach `ours` as ECONNRESET.
             ours.send(b"\0", getattr(socket, "MSG_DONTWAIT", 0))  # one byte into an empty pair never blocks
 
-        def connected(conn: object) -> None:
+        def connected(conn: Any) -> None:  # a TcpConnection
             SocketRelay(self._engine, theirs, conn, on_connected=lambda _relay: settle(None), connected=True,
                         wake_local_peer=wake_ours)
 
