@@ -37,7 +37,7 @@ FLY_PORT = 443
 
 class ViaMode(str, enum.Enum):
     """How the datagrams travel: UDP only, a WebSocket only, or AUTO (UDP first, the WebSocket if UDP gets no
-    handshake; the ladder is wgmagic.runtime.transport.transport_ladder). A str enum: its value is the word
+    handshake; the ladder is wgmagic.runtime.fallback.plan). A str enum: its value is the word
     users write (`--via udp`)."""
 
     UDP = "udp"

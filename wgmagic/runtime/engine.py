@@ -17,37 +17,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from wgmagic.config import WireGuardConfig
-from wgmagic.errors import HandshakeTimeoutError, NoRouteError, TransportError, TunnelClosedError
+from wgmagic.errors import HandshakeTimeoutError, NoRouteError, TunnelClosedError
 from wgmagic.explain import Explanation
 from wgmagic.netstack.events import EchoReply, NetstackEvent, TcpClosed, TcpEvent, UdpReadable
 from wgmagic.netstack.stack import Stack, UdpSocket
 from wgmagic.netstack.tcp.config import TUNNEL_CONFIG, TcpConfig
 from wgmagic.netstack.tcp.connection import TcpConnection
-from wgmagic.runtime import addresses
+from wgmagic.runtime import metrics
+from wgmagic.runtime.addresses import Routes
+from wgmagic.runtime.carrier import Carrier
 from wgmagic.runtime.dnscache import DnsCache
 from wgmagic.runtime.liveness import LivenessWatch
 from wgmagic.runtime.metrics import MetricsRecorder
 from wgmagic.runtime.peers import PeerRuntime, describe_no_handshake
 from wgmagic.runtime.seams import IPAddress, StreamHandler, Tap
-from wgmagic.runtime.transport import (
-    Transport,
-    TransportFactory,
-    TransportHooks,
-    TransportKind,
-    TransportSettings,
-    transport_factory,
-    transport_ladder,
-)
-from wgmagic.runtime.waiters import EchoWaiters
+from wgmagic.runtime.transport import Transport, TransportFactory, TransportKind, TransportSettings, kind_for
+from wgmagic.runtime.waiters import EchoWaiters, wait_handshake
 from wgmagic.via import Via, ViaMode
-from wgmagic.wireguard.allowedips import AllowedIPs
 from wgmagic.wireguard.device import Device
 from wgmagic.wireguard.endpoint import EndpointReason
 from wgmagic.wireguard.events import HandshakeAttemptsExhausted, HandshakeCompleted, PeerEndpointChanged
@@ -75,7 +67,7 @@ class Engine:
         self.loop = loop
         self.clock = clock
         self.via = via
-        kind = transport_ladder(via)[0]
+        kind = kind_for(via)
         self.device = Device(config.interface.private_key, timers=timers or Timers(), wall_clock=time.time)
         self.peers: dict[bytes, PeerRuntime] = {}
         for peer in config.peers:
@@ -88,11 +80,9 @@ class Engine:
                                  endpoint=endpoint, candidates=candidates,
                                  persistent_keepalive=peer.persistent_keepalive)
             self.peers[peer.public_key] = PeerRuntime(peer.public_key, peer.endpoint, endpoint)
+        self.routes = Routes(config.interface.addresses, self.device.allowed_ips)
         self.stack = Stack(config.interface.addresses, mtu=config.mtu, tcp_options=tcp_config or TUNNEL_CONFIG)
         self.counters: Counter[str] = Counter()
-        self.transport_error: str | None = None
-        self._transport_override = transport
-        self._transport = self._make_transport(kind)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._pump_handle: asyncio.Handle | None = None  # the pump pump_soon scheduled
@@ -106,10 +96,10 @@ class Engine:
         self.lookups: set[Any] = set()  # DNS lookups under way (wgmagic.runtime.resolver.DnsLookup)
         self.dns_cache = DnsCache()
         self.closed = False
-        self.started_at = clock()
         self.liveness = LivenessWatch(self.device, self.stack, self.peers, self.counters)
         self.metrics = MetricsRecorder(self)
         self.tap: Tap | None = None  # a packet capture (runtime/services/capture.py), or None
+        self.carrier = Carrier(self, kind, transport)
 
     def now(self) -> float:
         """The engine's clock (seconds, monotonic): the `now` every protocol object is given."""
@@ -118,7 +108,7 @@ class Engine:
     # ---- lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:
         """Open the transport (OSError when a UDP port cannot be bound) and start the metrics."""
-        self._transport.open()
+        self.carrier.transport.open()
         self.metrics.start()
         self.pump()
 
@@ -147,69 +137,26 @@ class Engine:
         for on_close in list(self.close_handlers):
             with contextlib.suppress(Exception):
                 on_close(error)
-        self._transport.close()
+        self.carrier.transport.close()
 
-    # ---- the transport (transport.py decides which; this only carries it out) --------------------------
+    # ---- the transport (transport.py says which, carrier.py holds it) -----------------------------------
     @property
     def transport(self) -> Transport:
-        return self._transport
+        return self.carrier.transport
 
     @property
     def local_port(self) -> int:
-        return self._transport.local_port
-
-    def _make_transport(self, kind: TransportKind) -> Transport:
-        via = self.via
-        hooks = TransportHooks(self.loop, self.device.receive_datagram, self.pump, self.counters,
-                               self._endpoint_refused, self._transport_failed, self._transport_reopened)
-        settings = TransportSettings(self.config.interface.listen_port or 0, via.url if via else None,
-                                     via.ca_file if via else None, self._peer_address())
-        return (self._transport_override or transport_factory(kind))(hooks, settings)
-
-    def _peer_address(self) -> Address:
-        runtime = next(iter(self.peers.values()), None)
-        return (runtime.resolved_endpoint if runtime else None) or TransportSettings.peer_address
-
-    def switch_transport(self, kind: TransportKind, via: Via | None = None) -> None:
-        """Carry the datagrams the `kind` way from now on (--via auto's fallback); the handshake starts again."""
-        self._transport.close()
-        if via is not None:
-            self.via = via
-        self._transport = self._make_transport(kind)
-        self._transport.open()
-        now = self.clock()
-        for key in self.peers:
-            self.device.initiate_handshake(key, now)
-        self.pump(now)
+        return self.carrier.transport.local_port
 
     def switch_to_websocket(self, via: Via) -> None:
         """--via auto: leave UDP for the WebSocket at via.url; the handshake starts again."""
-        self.switch_transport(TransportKind.WEBSOCKET, Via(ViaMode.WEBSOCKET, via.url, via.ca_file))
-
-    def _transport_reopened(self) -> None:
-        """The transport came back (a new relay socket, so a new endpoint at the peer): tell the peer now."""
-        now = self.clock()
-        for key in self.peers:
-            self.device.send_keepalive(key, now)
-        self.pump(now)
-
-    def _transport_failed(self, message: str) -> None:
-        """The transport could not be opened: fail whoever waits for a first handshake, with the cause."""
-        self.transport_error = message
-        for peer in self.peers.values():
-            peer.handshake_waiters.fail(TransportError(message))
-
-    def _endpoint_refused(self) -> None:
-        """ICMP port unreachable for something we sent: the device decides where to go next."""
-        now = self.clock()
-        self.device.endpoint_refused(now)
-        self.pump(now)
+        self.carrier.switch(TransportKind.WEBSOCKET, Via(ViaMode.WEBSOCKET, via.url, via.ca_file))
 
     # ---- the hot path: transport.receive -> device -> stack -> device -> transport.send ---------------
     def receive_datagrams(self, datagrams: Sequence[tuple[bytes, Address]], now: float) -> None:
         """Feed datagrams as the transport would, then pump once (tests and in-memory transports)."""
         for data, addr in datagrams:
-            self._transport.receive(data, addr, now)
+            self.carrier.transport.receive(data, addr, now)
         self.pump(now)
 
     def pump(self, now: float | None = None) -> None:
@@ -252,7 +199,7 @@ class Engine:
                     moved = True
                     if self.tap is not None:
                         self.tap.outer_sent(datagrams, now)
-                    self._transport.send(datagrams)
+                    self.carrier.transport.send(datagrams)
                 if not moved and not self._pump_again:
                     break
             else:
@@ -305,7 +252,7 @@ class Engine:
         if self.closed:
             return
         self.liveness.check(now)
-        if self._transport.outer_stalled():
+        if self.carrier.transport.outer_stalled():
             # TCP over TCP: the outer connection is repairing a loss; what the inner TCP sent is delayed, not
             # lost. Hold its retransmission timers a little and look again.
             self.counters["inner_rto_deferred"] += 1
@@ -367,31 +314,12 @@ class Engine:
 
     def describe_no_handshake(self, peer: PeerRuntime) -> Explanation:
         """Why `peer` has not answered the handshake (peers.describe_no_handshake)."""
-        return describe_no_handshake(peer, self.device.peer(peer.public_key), self._transport)
+        return describe_no_handshake(peer, self.device.peer(peer.public_key), self.carrier.transport)
 
     # ---- what services, relays and the Tunnel call (on the loop) ---------------------------------------
     def wait_handshake(self, public_key: bytes | None = None) -> asyncio.Future[float | None]:
-        """A future for the next handshake with the peer (default: any): its RTT in seconds (None as
-        responder), HandshakeTimeoutError when the retries give up, TransportError, TunnelClosedError."""
-        peers = [self.peers[public_key]] if public_key else list(self.peers.values())
-        fut: asyncio.Future[float | None] = self.loop.create_future()
-        now = self.clock()
-        for peer in peers:
-            if self.device.peer(peer.public_key).has_session(now):
-                fut.set_result(peer.last_handshake_rtt)
-                return fut
-        for peer in peers:
-            peer.handshake_waiters.add(fut)
-        try:
-            for peer in peers:
-                self.device.initiate_handshake(peer.public_key, now)
-        except BaseException:
-            for peer in peers:  # nobody will await `fut`: leave no waiter for close() to fail unretrieved
-                peer.handshake_waiters.discard(fut)
-            fut.cancel()
-            raise
-        self.pump(now)
-        return fut
+        """A future for the next handshake with the peer (default: any); see waiters.wait_handshake."""
+        return wait_handshake(self, public_key)
 
     def send_echo(self, dst: IPAddress, ident: int, seq: int, payload: bytes) -> asyncio.Future[float]:
         """Send an ICMP echo request; the future gets the reply's arrival time (seconds, `clock`)."""
@@ -405,11 +333,6 @@ class Engine:
     def last_echo(self) -> tuple[float, float] | None:
         """(when, rtt) of the newest answered ICMP echo, seconds."""
         return self.echoes.last
-
-    def post(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Schedule fn on the loop from any thread (dropped once the loop is gone)."""
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(fn, *args)
 
     def pump_conn(self, conn: TcpConnection, now: float | None = None) -> None:
         """After the user side touched a connection (sent, read, closed): it sends what it now has to say in
@@ -435,26 +358,16 @@ class Engine:
     def forget_stream(self, conn: TcpConnection) -> None:
         self.streams.pop(id(conn), None)
 
-    @property
-    def allowed_ips(self) -> AllowedIPs[Any]:
-        """The device's cryptokey routing table (whitepaper 2.1): the one place AllowedIPs are checked."""
-        return self.device.allowed_ips
-
     def select_addresses(self, candidates: Sequence[IPAddress]) -> list[IPAddress]:
-        """The addresses this tunnel can reach, in connection order (addresses.select_destinations). Safe from
-        any thread: the AllowedIPs table is fixed once the tunnel is up."""
-        return addresses.select_destinations(list(candidates), sources=self.config.interface.addresses,
-                                             allowed_ips=self.allowed_ips)
+        """The addresses this tunnel can reach, in connection order (addresses.Routes.select)."""
+        return self.routes.select(candidates)
 
-    def no_route(self, name: str, candidates: list[Any]) -> NoRouteError:
-        return NoRouteError(addresses.describe_no_route(name, candidates, sources=self.config.interface.addresses,
-                                                        allowed_ips=self.allowed_ips))
+    def no_route(self, name: str, candidates: Sequence[IPAddress]) -> NoRouteError:
+        return self.routes.no_route(name, candidates)
 
-    def check_route(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
-        """Raise NoRouteError unless some peer's AllowedIPs cover the address and the [Interface] has an
-        Address of its family to send from."""
-        if not self.select_addresses([address]):
-            raise self.no_route(str(address), [address])
+    def check_route(self, address: IPAddress) -> None:
+        """NoRouteError unless the tunnel can reach `address` (addresses.Routes.check)."""
+        self.routes.check(address)
 
     async def resolve_async(self, name: str, timeout: float = 2.0, attempts: int = 2,
                             lifetime: float | None = None) -> list[Any]:
@@ -464,29 +377,19 @@ class Engine:
 
         return await resolve(self, name, timeout=timeout, attempts=attempts, lifetime=lifetime)
 
-    # ---- figures for status and metrics (read only) ---------------------------------------------------
+    # ---- figures for status and metrics (read only; metrics.py and liveness.py work them out) ----------
     def tcp_stats(self) -> dict[str, int]:
-        """Totals over live connections, plus what the runtime's socket buffers hold for them."""
-        conns = list(self.stack.tcp.values())
-        buffered = sum(c.stats()["buffered"] for c in conns)
-        buffered += sum(len(getattr(h, "pending", b"")) for h in self.streams.values())  # relays' tunnel->local
-        return {"connections": len(conns), "buffered_bytes": buffered,
-                "retransmits": sum(c.retransmits for c in conns) + self.stack.counters["tcp_retransmits_closed"]}
+        return metrics.tcp_stats(self)
 
     def handshake_age(self) -> float | None:
-        """Seconds since the most recent handshake with any peer."""
-        known = [t for key in self.peers if (t := self.device.peer(key).last_handshake_time) is not None]
-        return self.clock() - max(known) if known else None
+        return metrics.handshake_age(self)
 
     def last_handshake_rtt(self) -> float | None:
-        return next((p.last_handshake_rtt for p in self.peers.values() if p.last_handshake_rtt is not None), None)
+        return metrics.last_handshake_rtt(self)
 
     def peer_silent_since(self, since: float) -> bool:
         """liveness.LivenessWatch.silent_since at the engine's `now`."""
         return self.liveness.silent_since(since, self.clock())
-
-    def peer_recently_answered(self, window: float) -> bool:
-        return self.liveness.recently_answered(window, self.clock())
 
     def peer_not_answering_reason(self, public_key: bytes, now: float) -> str | None:
         """Why the peer counts as not answering (a sentence), or None while it answers."""

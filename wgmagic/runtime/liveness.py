@@ -95,7 +95,3 @@ class LivenessWatch:
             if waited >= patience or last_send - (last_receive or since) >= patience:
                 return True
         return False
-
-    def recently_answered(self, window: float, now: float) -> bool:
-        """Whether any peer completed a handshake or sent data within `window` seconds."""
-        return any(p.last_receive is not None and now - p.last_receive <= window for p in self.device.peers.values())

@@ -8,9 +8,10 @@ and `outer_stalled()`, and hands what it receives to `receive(data, addr, now)` 
 once per batch. The engine asks only through this interface.
 
 Choosing one, in one place: `TRANSPORTS` maps each `TransportKind` to the factory that builds it
-(`"module:function"`, imported when first used), and `transport_ladder(via)` says which to try in which order
-(`connect()` and the doctor both ask it). A new transport is one module with a `create(hooks, settings)`
-function, one `TransportKind` member and one line in `TRANSPORTS`; `create_udp` below is the example.
+(`"module:function"`, imported when first used), and `kind_for(via)` says which one a `Via` names; the order
+to try them in is `wgmagic.runtime.fallback.plan` (`connect()`, `connect_async()` and the doctor ask it). A new
+transport is one module with a `create(hooks, settings)` function, one `TransportKind` member and one line in
+`TRANSPORTS`; `create_udp` below is the example.
 """
 
 from __future__ import annotations
@@ -141,14 +142,9 @@ def transport_factory(kind: TransportKind) -> TransportFactory:
     return factory
 
 
-def transport_ladder(via: Via | None) -> list[TransportKind]:
-    """The transports to try, in order, for a `Via` (None: UDP): UDP; a WebSocket; or AUTO, UDP first and
-    the WebSocket when UDP gets no handshake (only when a URL is known)."""
-    if via is None or via.mode is ViaMode.UDP:
-        return [TransportKind.UDP]
-    if via.mode is ViaMode.WEBSOCKET:
-        return [TransportKind.WEBSOCKET]
-    return [TransportKind.UDP, TransportKind.WEBSOCKET] if via.url else [TransportKind.UDP]
+def kind_for(via: Via | None) -> TransportKind:
+    """The transport a `Via` names (None or UDP or AUTO: UDP first; WEBSOCKET: the WebSocket)."""
+    return TransportKind.WEBSOCKET if via is not None and via.mode is ViaMode.WEBSOCKET else TransportKind.UDP
 
 
 def create_udp(hooks: TransportHooks, settings: TransportSettings) -> UdpTransport:

@@ -7,7 +7,10 @@ failed with nobody awaiting it would print "Future exception was never retrieved
 from __future__ import annotations
 
 import asyncio
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from wgmagic.runtime.engine import Engine
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -78,3 +81,28 @@ class EchoWaiters:
                 future.set_exception(error)
                 future.exception()  # retrieved: a ping no longer waiting must not leave a warning behind
         self._waiting.clear()
+
+
+def wait_handshake(engine: Engine, public_key: bytes | None = None) -> asyncio.Future[float | None]:
+    """A future for the next handshake with the peer (default: any peer), started now unless a session stands:
+    its RTT in seconds (None as responder, or when a session already stood); HandshakeTimeoutError when the
+    retries give up (REKEY_ATTEMPT_TIME), TransportError when the transport cannot open, TunnelClosedError."""
+    peers = [engine.peers[public_key]] if public_key else list(engine.peers.values())
+    future: asyncio.Future[float | None] = engine.loop.create_future()
+    now = engine.now()
+    for peer in peers:
+        if engine.device.peer(peer.public_key).has_session(now):
+            future.set_result(peer.last_handshake_rtt)
+            return future
+    for peer in peers:
+        peer.handshake_waiters.add(future)
+    try:
+        for peer in peers:
+            engine.device.initiate_handshake(peer.public_key, now)
+    except BaseException:
+        for peer in peers:  # nobody will await `future`: leave no waiter for close() to fail unretrieved
+            peer.handshake_waiters.discard(future)
+        future.cancel()
+        raise
+    engine.pump(now)
+    return future

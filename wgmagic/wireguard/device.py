@@ -152,7 +152,7 @@ class Device:
             moved = peer.candidates.next_on_refused(peer.endpoint)
             if moved is not None:
                 self._move(peer, moved)
-                peer.retransmit_at = now  # resend to the next address now, not after REKEY_TIMEOUT
+                expiry.retransmit_handshake(self, peer, now, move=False)  # there now, not after REKEY_TIMEOUT
         self.handle_timers(now)
 
     def _move(self, peer: Peer, endpoint: tuple[str, int]) -> None:

@@ -33,10 +33,11 @@ def fire_due(device: Device, now: float) -> None:
             zero_key_material(device, peer)
 
 
-def retransmit_handshake(device: Device, peer: Peer, now: float) -> None:
+def retransmit_handshake(device: Device, peer: Peer, now: float, *, move: bool = True) -> None:
     """REKEY_TIMEOUT (+ jitter) without a response (6.4): resend, to the Endpoint name's next address if it
-    has one (endpoint.py); after REKEY_ATTEMPT_TIME give up, drop what was staged and report it."""
-    if not peer.has_session(now):
+    has one (endpoint.py; `move` False: the caller just moved it); after REKEY_ATTEMPT_TIME give up, drop what
+    was staged and report it."""
+    if move and not peer.has_session(now):
         moved = peer.candidates.next_on_timeout(peer.endpoint)
         if moved is not None:
             device._move(peer, moved)
