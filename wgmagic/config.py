@@ -20,6 +20,7 @@ from typing import Literal, cast
 
 from wgmagic.addresses import AddressError, split_host_port
 from wgmagic.errors import ConfigError
+from wgmagic.files import text_lines
 
 IPAddress = IPv4Address | IPv6Address
 IPInterface = IPv4Interface | IPv6Interface
@@ -209,7 +210,7 @@ def parse_config(text: str, *, source: str = "<string>",
     section: dict[str, object] | None = None
     seen: set[str] = set()
 
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text_lines(text), start=1):
         marked = _MARKED.match(raw)
         if marked:
             _marked_setting(p, section if section is not interface else None, marked.group(1),

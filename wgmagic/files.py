@@ -195,3 +195,13 @@ def open_private(path: str | os.PathLike[str]) -> int:
             os.close(fd)
             raise
     return fd
+
+
+def text_lines(text: str) -> list[str]:
+    """A text file's lines as the tools whose files these are read them (wg-quick, libpq's .pgpass, my.cnf): cut
+    at \\n, \\r\\n or \\r only, never at the other separators `str.splitlines` knows (U+2028, U+0085, \\f, ...),
+    which may sit inside a value; no trailing empty line."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines

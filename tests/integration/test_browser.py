@@ -1,8 +1,10 @@
 """A real browser: JupyterLab and Notebook 7, driven by Playwright (Debian's chromium), run
-diagnostics.ipynb (issue 6).
+diagnostics.ipynb (issue 6) with two %%wgsql cells appended (issue 26).
 
-It waits until the dashboard's plot is drawn and then redrawn with new data, and saves a screenshot as a test
-artifact (tests/artifacts/dashboard.png; README's docs/dashboard.png is a copy of one).
+It waits until the dashboard's plots are drawn and then redrawn with new data, its headline tiles are drawn and
+their figures change, and the query waterfall is redrawn once the appended statements ran; then it saves
+screenshots as test artifacts (tests/artifacts/dashboard.png, dashboard-notebook7.png; README's
+docs/dashboard.png and docs/dashboard-notebook7.png are copies of them).
 """
 
 from __future__ import annotations
@@ -33,15 +35,22 @@ def jupyterlab(request, testbed, tmp_path):
         pytest.fail("Debian's chromium is missing: run scripts/install-system-deps")
     root = tmp_path / "lab"
     root.mkdir()
-    shutil.copy(REPO / "notebooks" / "diagnostics.ipynb", root)
+    notebook = json.loads((REPO / "notebooks" / "diagnostics.ipynb").read_text())
+    notebook["cells"].extend(_cell(source) for source in QUERY_CELLS)
+    (root / "diagnostics.ipynb").write_text(json.dumps(notebook))
     config = tmp_path / "wg0.conf"
     config.write_text(testbed.client_config())
     config.chmod(0o600)
     settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    # The kernel picker, raised late, swallowed clicks and restarted the kernel mid-run: start the notebook's own.
+    tracker = tmp_path / "lab-settings" / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True)
+    (tracker / "tracker.jupyterlab-settings").write_text('{"autoStartDefaultKernel": true}')
     token = secrets.token_hex(16)
     env = {**os.environ, "WGMAGIC_CONFIG": str(config), "WGMAGIC_BENCH": "198.18.0.1:9000",
+           "WGMAGIC_TEST_DSN": testbed.dsn(),
            "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"), "JUPYTER_DATA_DIR": str(tmp_path / "jupyter-data"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"), "PYTHONPATH": str(REPO),
            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings")}
@@ -80,8 +89,26 @@ def jupyterlab(request, testbed, tmp_path):
         log.close()
 
 
+# Appended to the copied notebook: statements for the dashboard's query waterfall (its third image).
+QUERY_CELLS = [
+    "import os\ntest_dsn = os.environ['WGMAGIC_TEST_DSN']",
+    "%%wgsql {test_dsn} --alias bed --timing\nSELECT pg_sleep(0.3) AS slept",
+    "%%wgsql bed --timing\nSELECT g, md5(g::text) FROM generate_series(1, 200000) AS g",
+    "%wg queries",
+]
+
+
+def _cell(source: str) -> dict:
+    return {"cell_type": "code", "execution_count": None, "id": secrets.token_hex(4), "metadata": {},
+            "outputs": [], "source": source}
+
+
 def _dashboard_image_sources(page) -> list[str]:
     return page.eval_on_selector_all("img.widget-image", "els => els.map(e => e.src)")
+
+
+def _tiles(page) -> list[str]:
+    return page.eval_on_selector_all(".wgmagic-tile", "els => els.map(e => e.innerText)")
 
 
 def _accept_dialogs(page) -> None:
@@ -138,11 +165,34 @@ def test_dashboard_draws_and_redraws_in_the_browser(jupyterlab):
                     redrawn = True
                     break
             assert redrawn, "the dashboard's plots were never redrawn"
+            tiles = _tiles(page)
+            assert len(tiles) >= 7 and any("round trip" in t for t in tiles) and any("drops" in t for t in tiles)
+            updated = False
+            while time.monotonic() < deadline + 30:
+                time.sleep(0.5)
+                if _tiles(page) != tiles:
+                    updated = True
+                    break
+            assert updated, "the dashboard's tiles were never updated"
+            # The waterfall (the third image) is redrawn when the appended statements have run.
+            waterfall = first[2] if len(first) > 2 else ""
+            drawn = False
+            while time.monotonic() < deadline + 120:
+                sources = _dashboard_image_sources(page)
+                if len(sources) > 2 and sources[2].startswith("blob:") and sources[2] != waterfall and \
+                        page.locator("text=timing:").count() >= 2:
+                    drawn = True
+                    break
+                time.sleep(0.5)
+            assert drawn, "the query waterfall was never drawn with the cells' statements"
+            time.sleep(2 * 0.5 + 1)  # the next redraw picks up the last statement
             page.locator(".jupyter-widgets.widget-vbox").first.scroll_into_view_if_needed()
             time.sleep(1.5)  # let the throughput test's traffic show up in a redraw
             suffix = "" if frontend == "jupyterlab" else "-notebook7"
             page.locator(".jupyter-widgets.widget-vbox").first.screenshot(
                 path=str(ARTIFACTS / f"dashboard{suffix}.png"))
+            if os.environ.get("WGMAGIC_UPDATE_DOCS"):  # the README's screenshots: docs/dashboard*.png
+                shutil.copy(ARTIFACTS / f"dashboard{suffix}.png", REPO / "docs" / f"dashboard{suffix}.png")
             page.screenshot(path=str(ARTIFACTS / f"{frontend}.png"), full_page=True)
         finally:
             browser.close()

@@ -41,7 +41,7 @@ def test_dashboard_moves_while_a_query_blocks_then_pauses_and_stops(shell, testb
     assert moved.is_set(), "the dashboard froze while a query ran"
     assert dash.latency_plot.value[:8] == b"\x89PNG\r\n\x1a\n"
     dash.pause.value = True
-    time.sleep(dash.interval * 2)
+    assert poll(lambda: dash.parked.is_set(), 30), "the updater never parked after Pause"
     paused_at = dash.redraws
     time.sleep(dash.interval * 4)
     assert dash.redraws == paused_at, "the updater kept working while paused"
@@ -71,3 +71,32 @@ def test_static_plot_and_history(shell, tmp_path):
     history = pd.DataFrame(wgmagic.get_tunnel("dash").history())
     assert {"time", "rx_bytes_per_s", "tx_bytes_per_s", "handshake_rtt", "tcp_srtt"} <= set(history.columns)
     assert poll(lambda: len(wgmagic.get_tunnel("dash").history()) >= 3, 10)
+
+
+def test_tiles_words_and_the_query_waterfall(shell):
+    """Issue 26 item 2: headline tiles in human units, drops in words, one aligned sortable TCP table, and the
+    latest statements' waterfall redrawn when a %%wgsql statement is recorded."""
+    dash = shell.run_cell("%wg diag --window 1m").result
+    try:
+        assert poll(lambda: dash.redraws >= 1, 10)
+        labels = set(dash.figures)
+        assert {"round trip now", "in now", "out now", "handshake", "retransmissions", "drops"} <= labels
+        assert any(label.startswith("round trip p50 / p99") for label in labels)
+        assert "s ago" in dash.figures["handshake"] and "/s" in dash.figures["in now"]
+        assert "wgmagic-tile" in dash.tiles.value and "udp_rx_bytes" not in dash.tiles.value
+        first_waterfall = dash.queries_plot.value
+        assert first_waterfall[:8] == b"\x89PNG\r\n\x1a\n"
+        assert shell.run_cell("%%wgsql {dash_dsn} --alias dash\nSELECT pg_sleep(0.1)").success
+        assert poll(lambda: dash.queries_plot.value != first_waterfall, 10), "the waterfall was not redrawn"
+        assert poll(lambda: "<thead>" in dash.connections.value, 10)  # the SQL session's TCP connection
+        dash.sort.value = "remote"
+        assert "TCP connections" in dash.connections.value
+    finally:
+        dash.close()
+
+
+def test_drop_reasons_read_as_words():
+    from wgmagic.notebook.dashboard import drop_words
+
+    assert drop_words("ip.tcp_no_connection") == "packets for connections already closed"
+    assert drop_words("wireguard.something_new") == "something new"

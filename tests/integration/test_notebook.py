@@ -97,9 +97,11 @@ def test_diagnostics_widgets_hold_live_numbers(environment, tmp_path):
     assert probe["second"] > probe["first"] + 1_000_000  # the bench's bytes arrived in the widget
     assert probe["second"] <= probe["actual"] <= probe["second"] + 200_000  # and match the tunnel's counter
     state = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
-    numbers = {model["state"].get("description"): model["state"].get("value") for model in state.values()
-               if model.get("model_name") == "IntTextModel"}
-    assert numbers.get("rx bytes", 0) > 0 and numbers.get("handshakes", 0) >= 1
+    # The headline tiles (issue 26: figures in words and units, no counters in text boxes) in the saved state.
+    tiles = [m["state"].get("value", "") for m in state.values() if m.get("model_name") == "HTMLModel"
+             and "wgmagic-tile" in m["state"].get("value", "")]
+    assert tiles and "in now" in tiles[0] and "s ago" in tiles[0]
+    assert not [m for m in state.values() if m.get("model_name") == "IntTextModel"]
     images = [m for m in state.values() if m.get("model_name") == "ImageModel"]
-    assert len(images) == 2
+    assert len(images) == 3  # latency, throughput, the query waterfall
     assert any("doctor" in json.dumps(o) for o in outputs)

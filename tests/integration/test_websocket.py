@@ -179,11 +179,12 @@ def test_http_proxy_connect_with_basic_auth(testbed, blocked, loopback_relay):
     try:
         config = write_config(testbed, blocked, name="proxy.conf")
         size = 8 * MiB
-        good = {"HTTPS_PROXY": f"http://alice:{password}@{blocked.host_ip}:{port}"}
+        # A ws:// URL takes HTTP_PROXY, as curl reads it (HTTPS_PROXY is for wss://).
+        good = {"HTTP_PROXY": f"http://alice:{password}@{blocked.host_ip}:{port}"}
         report = client(blocked, "download", config, loopback_relay.url, str(size), env=good)
         assert report["ok"] and report["sha256"] == streams.stream_sha256(size), report
         # A wrong password: the proxy's refusal, naming the proxy, never showing either password.
-        bad = {"https_proxy": f"http://alice:wrong-{password}@{blocked.host_ip}:{port}"}
+        bad = {"http_proxy": f"http://alice:wrong-{password}@{blocked.host_ip}:{port}"}
         report = client(blocked, "connect", config, loopback_relay.url, env=bad)
         assert not report["ok"] and report["error"] == "TransportError", report
         assert f"HTTP proxy {blocked.host_ip}:{port} refused" in report["message"]

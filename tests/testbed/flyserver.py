@@ -2,12 +2,13 @@
 gateway in front of the bed's wireguard-go. Written from the framing's description (flyctl `wg/ws.go`), not
 from wgmagic's code, so a test through it checks wgmagic's client against the framing, not against itself.
 
-Usage: python -m tests.testbed.flyserver LISTEN_HOST UPSTREAM_HOST:PORT [SEED]
-Prints "flyserver listening on HOST:PORT" once it accepts WebSockets (an ephemeral port), then serves until
-killed. Per WebSocket: expects the 4-byte magic 2F AC ED 77, then 4-byte big-endian lengths and datagrams, all in
-text messages read as one byte stream; forwards each datagram over UDP to the upstream from a socket of its own;
-sends each UDP reply back as a record, cutting the outgoing byte stream into text messages at random places
-(seeded), and merging records now and then; a zero-length record every second with nothing sent.
+Usage: python -m tests.testbed.flyserver LISTEN_HOST UPSTREAM_HOST:PORT [SEED] [--port N] [--tls CERT KEY]
+Prints "flyserver listening on HOST:PORT" once it accepts WebSockets (an ephemeral port unless --port; wss with
+--tls, as Fly's gateways on 443), then serves until killed. Per WebSocket: expects the 4-byte magic 2F AC ED 77,
+then 4-byte big-endian lengths and datagrams, all in text messages read as one byte stream; forwards each
+datagram over UDP to the upstream from a socket of its own; sends each UDP reply back as a record, cutting the
+outgoing byte stream into text messages at random places (seeded), and merging records now and then; a
+zero-length record every second with nothing sent.
 """
 
 from __future__ import annotations
@@ -92,12 +93,19 @@ async def _session(websocket, upstream: tuple[str, int], rng: random.Random) -> 
         transport.close()
 
 
-async def _main(listen_host: str, upstream: tuple[str, int], seed: int) -> None:
+async def _main(listen_host: str, upstream: tuple[str, int], seed: int, port: int,
+                tls: tuple[str, str] | None) -> None:
+    import ssl
+
     from websockets.asyncio.server import serve
 
     rng = random.Random(seed)
-    async with serve(lambda ws: _session(ws, upstream, rng), listen_host, 0, max_size=None,
-                     compression=None) as server:
+    context = None
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+    async with serve(lambda ws: _session(ws, upstream, rng), listen_host, port, max_size=None,
+                     compression=None, ssl=context) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         host = f"[{listen_host}]" if ":" in listen_host else listen_host
         print(f"flyserver listening on {host}:{port}", flush=True)
@@ -105,10 +113,18 @@ async def _main(listen_host: str, upstream: tuple[str, int], seed: int) -> None:
 
 
 def main() -> None:
-    listen_host = sys.argv[1]
-    host, _, port = sys.argv[2].rpartition(":")
-    seed = int(sys.argv[3]) if len(sys.argv) > 3 else 1
-    asyncio.run(_main(listen_host, (host.strip("[]"), int(port)), seed))
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="flyserver")
+    parser.add_argument("listen_host")
+    parser.add_argument("upstream")
+    parser.add_argument("seed", nargs="?", type=int, default=1)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    args = parser.parse_args(sys.argv[1:])
+    host, _, port = args.upstream.rpartition(":")
+    asyncio.run(_main(args.listen_host, (host.strip("[]"), int(port)), args.seed, args.port,
+                      tuple(args.tls) if args.tls else None))
 
 
 if __name__ == "__main__":

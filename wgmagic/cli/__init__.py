@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "ADDR defaults to 127.0.0.1, PORT 0 picks a free one)")
     gateway.add_argument("--tls-cert", help="with --websocket: serve wss:// with this certificate (PEM)")
     gateway.add_argument("--tls-key", help="with --websocket: the certificate's private key (PEM)")
-    gateway.add_argument("--path", default="/wg", help="with --websocket: the URL path (default /wg)")
+    gateway.add_argument("--path", help="with --websocket: the URL path (default /wg; / with --framing fly)")
+    _add_framing_argument(gateway)
     gateway.set_defaults(func=cmd_gateway)
 
     relay = sub.add_parser("relay", help="accept WireGuard over WebSocket and relay it to a WireGuard server's "
@@ -88,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "only place this relay ever sends to)")
     relay.add_argument("--tls-cert", help="serve wss:// with this certificate (PEM)")
     relay.add_argument("--tls-key", help="the certificate's private key (PEM)")
-    relay.add_argument("--path", default="/wg", help="the URL path clients use (default /wg)")
+    relay.add_argument("--path", help="the URL path clients use (default /wg; / with --framing fly)")
+    _add_framing_argument(relay)
     relay.add_argument("--max-clients", type=int, default=1024, help="clients at once (default 1024)")
     relay.add_argument("--idle-timeout", type=float, default=600.0,
                        help="close a client that sent nothing for this many seconds (default 600)")
@@ -109,10 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_framing_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--framing", choices=("binary", "fly"), default="binary",
+                        help="how datagrams lie in the WebSocket: binary (one per message, wgmagic's --via "
+                        "ws(s)://) or fly (Fly.io's gateway framing: flyctl, --via fly+wss://)")
+
+
 def _add_via_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--via", metavar="udp|auto|URL", help="how to reach the peer: udp, a ws:// or wss:// URL "
-                        "of a `wgmagic relay` (for networks that block UDP), or auto (UDP first, then the "
-                        "config's #@wgmagic Via URL); default $WGMAGIC_VIA, else the config, else udp")
+    parser.add_argument("--via", metavar="udp|auto|fly|URL", help="how to reach the peer: udp, a ws:// or wss:// "
+                        "URL of a `wgmagic relay` (for networks that block UDP), fly (Fly.io's gateway over "
+                        "WebSocket; or fly+wss://HOST/), or auto (UDP first, then the config's #@wgmagic Via URL, "
+                        "or Fly's WebSocket for a Fly gateway); default $WGMAGIC_VIA, else the config, else udp")
     parser.add_argument("--via-ca", metavar="FILE", help="CA file to verify a wss:// relay with (default "
                         "$WGMAGIC_VIA_CA, else the system trust store)")
 

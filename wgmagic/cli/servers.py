@@ -42,7 +42,8 @@ def cmd_relay(args: argparse.Namespace) -> int:
     target = split_host_port(args.to)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise WgMagicError("--tls-cert and --tls-key go together")
-    relay = WebSocketRelay(target, path=args.path, max_clients=args.max_clients, idle_timeout=args.idle_timeout)
+    relay = WebSocketRelay(target, path=_websocket_path(args), max_clients=args.max_clients,
+                           idle_timeout=args.idle_timeout, framing=args.framing)
     _raise_file_limit(2 * args.max_clients + 64)  # a TCP and a UDP socket per client
 
     async def serve() -> None:
@@ -52,7 +53,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stopping.set)
         with listener_named("--listen", args.listen):
             bound = await relay.start(host, port, tls_cert=args.tls_cert, tls_key=args.tls_key)
-        scheme = "wss" if args.tls_cert else "ws"
+        scheme = _websocket_scheme(args)
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         print(f"relay listening on {scheme}://{shown}:{bound[1]}{relay.path} -> udp {format_address(target)}",
               flush=True)
@@ -78,7 +79,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     websocket = parse_listen(args.websocket, "--websocket") if args.websocket else None
     try:
         gateway = Gateway(args.config, exposes, names, timers=timers_from_environment(), websocket=websocket,
-                          tls_cert=args.tls_cert, tls_key=args.tls_key, websocket_path=args.path)
+                          tls_cert=args.tls_cert, tls_key=args.tls_key, websocket_path=_websocket_path(args),
+                          websocket_framing=args.framing)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         spec = next((s for s, e in zip(args.expose, exposes, strict=True) if f"expose {e.target_host}:" in reason
@@ -92,8 +94,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         print(f"gateway listening on UDP port {gateway.listen_port}", flush=True)
         if gateway.websocket_address:
             host, port = gateway.websocket_address
-            scheme = "wss" if args.tls_cert else "ws"
-            print(f"gateway accepting WebSocket clients on {scheme}://{host}:{port}{args.path}", flush=True)
+            print(f"gateway accepting WebSocket clients on {_websocket_scheme(args)}://{host}:{port}"
+                  f"{_websocket_path(args)}", flush=True)
         for expose in exposes:
             print(f"exposing {expose}", flush=True)
         for name, addresses in names.items():
@@ -114,3 +116,14 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         print(f"gateway WebSocket counters: {json.dumps(websocket_stats)}", flush=True)
     print("gateway closed", flush=True)
     return 0
+
+
+def _websocket_path(args: argparse.Namespace) -> str:
+    """--path, or the framing's usual one: / for fly (flyctl dials wss://HOST:443/), /wg otherwise."""
+    return str(args.path or ("/" if args.framing == "fly" else "/wg"))
+
+
+def _websocket_scheme(args: argparse.Namespace) -> str:
+    """The URL scheme clients use: ws or wss, with fly+ for Fly's framing (as --via takes it)."""
+    scheme = "wss" if args.tls_cert else "ws"
+    return f"fly+{scheme}" if args.framing == "fly" else scheme

@@ -175,6 +175,10 @@ def wg_parser() -> CommandParser:
     p.add_argument("name")
     p.add_argument("--tunnel")
     sub.add_parser("connections", help="the %%wgsql connections (passwords masked)")
+    p = sub.add_parser("queries", help="where the recent %%wgsql statements' time went: a table and a waterfall")
+    p.add_argument("--last", type=int, default=None, help="how many statements (default 20)")
+    p.add_argument("--no-chart", action="store_true", help="the table only")
+    p.add_argument("--clear", action="store_true", help="forget the recorded statements")
     p = sub.add_parser("diag", help="a live dashboard: latency, throughput, status, connections")
     p.add_argument("--window", default="5m", help="history shown: 90s, 5m, 10m (default 5m)")
     p.add_argument("--tunnel")
@@ -212,6 +216,8 @@ def wgsql_parser() -> CommandParser:
     parser.add_argument("--limit", type=int, default=None, help="rows to display (the DataFrame holds all)")
     parser.add_argument("--close", action="store_true", help="close this connection (no SQL is run)")
     parser.add_argument("--no-tunnel", action="store_true", help="connect directly, not through a tunnel")
+    parser.add_argument("--timing", action="store_true", help="print where the time went under the result "
+                        "(the last statement's verdict; %%wg queries shows them all)")
     return parser
 
 

@@ -15,17 +15,118 @@ import time
 from typing import Any
 
 from wgmagic.addresses import parse_window  # noqa: F401 (public here too)
-from wgmagic.notebook.plots import latency_figure, png, throughput_figure
+from wgmagic.notebook.plots import latency_figure, percentiles, png, throughput_figure
 from wgmagic.notebook.status import human_bytes
 
 WINDOWS = [("1 min", 60.0), ("5 min", 300.0), ("10 min", 600.0)]
 PING_EVERY = 1.0  # seconds between ICMP echoes to the ping target
+QUERIES_SHOWN = 8  # statements in the dashboard's waterfall
+SORT_KEYS = [("bytes in", "bytes_received"), ("bytes out", "bytes_sent"), ("RTT", "srtt"),
+             ("retransmissions", "retransmits"), ("remote", "remote"), ("state", "state")]
+
+# The internal drop reasons (wgmagic.runtime.metrics.totals' "drops_by_reason": "wireguard.<reason>" and
+# "ip.<reason>") in words a user reads; a reason not listed is shown with its underscores as spaces.
+DROP_WORDS = {
+    "ip.tcp_no_connection": "packets for connections already closed",
+    "ip.udp_no_socket": "UDP packets for no open socket",
+    "ip.bad_checksum": "packets with a bad checksum",
+    "ip.malformed_inner": "malformed packets from the peer",
+    "ip.malformed_tcp": "malformed TCP segments",
+    "ip.malformed_udp": "malformed UDP datagrams",
+    "ip.malformed_icmp": "malformed ICMP messages",
+    "ip.not_for_us": "packets addressed to someone else",
+    "ip.unknown_protocol": "packets of a protocol not handled",
+    "ip.icmp_ignored": "ICMP messages ignored",
+    "ip.listen_backlog_full": "connections refused: listener backlog full",
+    "ip.listen_refused": "connections to a port nobody listens on",
+    "ip.udp_queue_full": "UDP datagrams dropped: the reader is behind",
+    "ip.receive_queue_full": "packets dropped: the receive queue was full",
+    "ip.fragment_timeout": "fragments whose packet never completed",
+    "ip.fragment_evicted": "fragments evicted (too many at once)",
+    "ip.fragment_duplicate": "duplicate fragments",
+    "ip.fragment_too_long": "fragments beyond the largest packet",
+    "ip.fragment_discarded": "fragments discarded",
+    "wireguard.replay": "replayed or too-late packets",
+    "wireguard.decrypt_failed": "packets that failed decryption",
+    "wireguard.allowed_ips": "packets from outside the peer's AllowedIPs",
+    "wireguard.unknown_receiver_index": "packets for a session no longer known",
+    "wireguard.expired_keypair": "packets under an expired session key",
+    "wireguard.no_endpoint": "packets with no peer endpoint to go to",
+    "wireguard.no_route": "packets with no peer for their address (AllowedIPs)",
+    "wireguard.queue_full": "packets dropped: the send queue was full while handshaking",
+    "wireguard.short": "datagrams too short to be WireGuard",
+    "wireguard.unknown_peer": "handshakes from an unknown peer",
+    "wireguard.malformed_handshake": "malformed handshake messages",
+    "wireguard.handshake_failed": "handshakes that failed",
+    "wireguard.handshake_gave_up": "handshakes given up (the peer never answered)",
+    "wireguard.initiation_flood": "handshake initiations too often (flood limit)",
+    "wireguard.replayed_initiation": "replayed handshake initiations",
+    "wireguard.bad_cookie_reply": "cookie replies that did not verify",
+    "wireguard.malformed_cookie_reply": "malformed cookie replies",
+    "wireguard.mismatched": "messages of a mismatched type",
+    "wireguard.internal_error": "internal errors (please report)",
+    "wireguard.event_queue_full": "events dropped: the queue was full",
+    "wireguard.unexpected_source": "packets from an unexpected address",
+}
+
+
+def drop_words(reason: str) -> str:
+    """An internal drop reason in words (DROP_WORDS; else its last part with spaces)."""
+    return DROP_WORDS.get(reason) or reason.rpartition(".")[2].replace("_", " ")
+
+
+def ago(seconds: float | None) -> str:
+    """"4 s ago", "3 min ago", "never"."""
+    if seconds is None:
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def rate(bytes_per_s: float | None) -> str:
+    if bytes_per_s is None:
+        return "-"
+    if bytes_per_s < 1024:
+        return f"{bytes_per_s:.0f} B/s"
+    if bytes_per_s < 1048576:
+        return f"{bytes_per_s / 1024:.1f} KiB/s"
+    return f"{bytes_per_s / 1048576:.1f} MiB/s"
+
+
+def millis(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    value = seconds * 1000
+    return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+class Reading:
+    """A number the dashboard computed, for code and tests (`dash.rx_bytes.value`); never shown as a box."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+_TILE_CSS = ("display:inline-block;min-width:9.5em;margin:0 .6em .6em 0;padding:.45em .7em;border-radius:6px;"
+             "background:#f4f6f8;border:1px solid #dde3e8;color:#222;vertical-align:top")
+
+
+def tile(label: str, value: str, note: str = "") -> str:
+    return (f"<div class='wgmagic-tile' style='{_TILE_CSS}'><div style='font-size:.75em;color:#555'>"
+            f"{html.escape(label)}</div><div style='font-size:1.35em;font-weight:600'>{html.escape(value)}</div>"
+            f"<div style='font-size:.72em;color:#666'>{html.escape(note)}</div></div>")
 
 
 class Dashboard:
-    """`%wg diag`: ipywidgets showing a tunnel's latency and throughput over `window` seconds, its status and
-    connections, redrawn every `interval` seconds on a thread of its own until close(); optional ICMP pings to
-    `ping_target` and a throughput-test button against a bench service at `bench_target` (HOST:PORT)."""
+    """`%wg diag`: ipywidgets showing a tunnel at a glance: headline tiles (round trip now and its p50/p99,
+    throughput in and out, handshake age, retransmissions, drops in words), latency as lines and a
+    distribution, smoothed throughput with its peaks, the latest `%%wgsql` statements' waterfall, per-peer rows,
+    a sortable table of TCP connections and the doctor's verdicts from one button; redrawn every `interval`
+    seconds on a thread of its own until close(); optional ICMP pings to `ping_target` and a throughput-test
+    button against a bench service at `bench_target` (HOST:PORT)."""
 
     def __init__(self, tunnel: Any, *, window: float = 300.0, ping_target: str | None = None,
                  interval: float = 0.5, bench_target: str | None = None) -> None:
@@ -38,18 +139,19 @@ class Dashboard:
         self._running.set()
         self._lock = threading.Lock()
         self._last_ping = 0.0
+        self._queries_seen = -1
+        self.parked = threading.Event()  # set while the paused updater sleeps (no update under way)
         self.redraws = 0
+        self.figures: dict[str, str] = {}  # the tiles' texts, by label
+        self.rx_bytes, self.tx_bytes, self.retransmits = Reading(), Reading(), Reading()
+        self.tiles = w.HTML()
         self.latency_plot = w.Image(format="png", layout=w.Layout(width="100%", max_width="720px"))
         self.throughput_plot = w.Image(format="png", layout=w.Layout(width="100%", max_width="720px"))
-        # Numbers as widgets of their own: the frontend (and a test reading the model state) sees values.
-        self.rx_bytes = w.IntText(description="rx bytes", disabled=True)
-        self.tx_bytes = w.IntText(description="tx bytes", disabled=True)
-        self.rx_packets = w.IntText(description="rx packets", disabled=True)
-        self.tx_packets = w.IntText(description="tx packets", disabled=True)
-        self.handshakes = w.IntText(description="handshakes", disabled=True)
-        self.retransmits = w.IntText(description="retransmits", disabled=True)
+        self.queries_plot = w.Image(format="png", layout=w.Layout(width="100%", max_width="560px"))
         self.status = w.HTML()
+        self.peers = w.HTML()
         self.connections = w.HTML()
+        self.sort = w.Dropdown(options=SORT_KEYS, value="bytes_received", description="sort by")
         self.pause = w.ToggleButton(description="Pause", icon="pause", tooltip="stop updating (uses no CPU)")
         self.window = w.Dropdown(options=WINDOWS, value=min((v for _, v in WINDOWS), key=lambda v: abs(v - window)),
                                  description="window")
@@ -58,14 +160,21 @@ class Dashboard:
         self.bench_target = w.Text(value=bench_target or "", description="bench", placeholder="HOST:PORT")
         self.bench_button = w.Button(description="Throughput test", icon="tachometer")
         self.bench_result = w.HTML()
+        self.doctor_button = w.Button(description="Doctor", icon="stethoscope",
+                                      tooltip="%wg doctor on this tunnel: each check's verdict, cause and fix")
+        self.doctor_result = w.HTML()
         self.pause.observe(self._on_pause, names="value")
+        self.sort.observe(lambda _change: self._redraw_connections(), names="value")
         self.bench_button.on_click(self._on_bench)
-        counters = w.GridBox([self.rx_bytes, self.tx_bytes, self.rx_packets, self.tx_packets, self.handshakes,
-                              self.retransmits], layout=w.Layout(grid_template_columns="repeat(3, auto)"))
+        self.doctor_button.on_click(self._on_doctor)
         controls = w.HBox([self.pause, self.window, self.ping_target])
-        bench = w.HBox([self.bench_target, self.bench_button])
-        self.widget = w.VBox([controls, w.HBox([self.latency_plot]), w.HBox([self.throughput_plot]), self.status,
-                              counters, self.connections, bench, self.bench_result])
+        plots = w.VBox([self.latency_plot, self.throughput_plot], layout=w.Layout(flex="3 1 480px"))
+        side = w.VBox([self.queries_plot], layout=w.Layout(flex="2 1 360px"))
+        bench = w.HBox([self.bench_target, self.bench_button, self.doctor_button])
+        self.widget = w.VBox([controls, self.tiles, w.HBox([plots, side], layout=w.Layout(flex_flow="row wrap")),
+                              self.status, self.peers, w.HBox([self.sort]), self.connections, bench,
+                              self.bench_result, self.doctor_result])
+        self._snap: dict[str, Any] = {}
         self._thread = threading.Thread(target=self._run, name=f"wgmagic-diag-{tunnel.name}", daemon=True)
 
     # ---- lifecycle -----------------------------------------------------------------------------------
@@ -102,7 +211,10 @@ class Dashboard:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if not self._running.is_set():
+                self.parked.set()  # paused: no update is under way until Resume
             self._running.wait()
+            self.parked.clear()
             if self._stop.is_set() or self.tunnel.closed or self._widget_closed():
                 break
             started = time.monotonic()
@@ -124,17 +236,124 @@ class Dashboard:
             records = self.tunnel.history(window)
             self.latency_plot.value = png(latency_figure(records, window))
             self.throughput_plot.value = png(throughput_figure(records, window))
+            self._maybe_draw_queries()
             snap = self.tunnel.stats()
+            self._snap = snap
             totals = snap["totals"]
             self.rx_bytes.value = int(totals["udp_rx_bytes"])
             self.tx_bytes.value = int(totals["udp_tx_bytes"])
-            self.rx_packets.value = int(totals["wg_rx_packets"])
-            self.tx_packets.value = int(totals["wg_tx_packets"])
-            self.handshakes.value = int(totals["handshakes"])
             self.retransmits.value = int(totals["tcp_retransmits"])
-            self.status.value = self._status_html(snap, records)
-            self.connections.value = self._connections_html(snap)
+            peers = self.tunnel.peer_report()
+            self.tiles.value = self._tiles_html(snap, records, peers)
+            self.peers.value = self._peers_html(peers)
+            self.status.value = ""
+            self._redraw_connections()
             self.redraws += 1
+
+    def _maybe_draw_queries(self) -> None:
+        from wgmagic.notebook.plots import waterfall_figure
+        from wgmagic.sql import timeline
+
+        count = timeline.recorded()
+        if count != self._queries_seen:  # redrawn only when a statement was recorded
+            self._queries_seen = count
+            self.queries_plot.value = png(waterfall_figure(timeline.recent(QUERIES_SHOWN), width=5.6))
+
+    def _tiles_html(self, snap: dict[str, Any], records: list[dict[str, Any]], peers: list[dict[str, Any]]) -> str:
+        totals = snap["totals"]
+        tcp = [r["tcp_srtt"] for r in records if r.get("tcp_srtt") is not None]
+        icmp = [r["icmp_rtt"] for r in records if r.get("icmp_rtt") is not None]
+        source, samples = ("TCP", tcp) if tcp else ("ICMP echo", icmp)
+        now = samples[-1] if samples else snap.get("handshake_rtt")
+        pct = percentiles(samples, (50, 99))
+        recent = records[-20:]  # the last 2 s
+        rx_now = sum(r.get("rx_bytes_per_s") or 0.0 for r in recent) / len(recent) if recent else None
+        tx_now = sum(r.get("tx_bytes_per_s") or 0.0 for r in recent) / len(recent) if recent else None
+        peak_rx = max((r.get("rx_bytes_per_s") or 0.0 for r in records), default=0.0)
+        ages = [p["handshake_age"] for p in peers if p.get("handshake_age") is not None]
+        rekeys = [p["next_rekey_in"] for p in peers if p.get("next_rekey_in") is not None]
+        span = (records[-1]["time"] - records[0]["time"]) if len(records) > 1 else 0.0
+        retrans = (records[-1]["tcp_retransmits"] - records[0]["tcp_retransmits"]) if len(records) > 1 else 0
+        drops = {k: v for k, v in (totals.get("drops_by_reason") or {}).items() if v}
+        top = sorted(drops.items(), key=lambda item: -item[1])[:2]
+        window = _window_words(float(self.window.value))
+        figures = {
+            "round trip now": (millis(now), source if samples else "handshake"),
+            f"round trip p50 / p99 ({window})": (f"{millis(pct.get(50))} / {millis(pct.get(99))}",
+                                                f"{len(samples)} {source} samples" if samples else "no samples yet"),
+            "in now": (rate(rx_now), f"peak {rate(peak_rx)}, total {human_bytes(totals['udp_rx_bytes'])}"),
+            "out now": (rate(tx_now), f"total {human_bytes(totals['udp_tx_bytes'])}"),
+            "handshake": (ago(min(ages)) if ages else "never",
+                          f"next rekey in {min(rekeys):.0f} s" if rekeys else f"{len(peers)} peer(s)"),
+            "retransmissions": (f"{retrans / span:.1f}/s" if span > 0 else "0/s",
+                                f"mean over {window}; {totals['tcp_retransmits']} since the tunnel came up"),
+            "drops": (f"{sum(drops.values())}", "; ".join(f"{drop_words(k)}: {v}" for k, v in top) or "none"),
+        }
+        self.figures = {label: f"{value} ({note})" for label, (value, note) in figures.items()}
+        return "<div>" + "".join(tile(label, value, note) for label, (value, note) in figures.items()) + "</div>"
+
+    def _peers_html(self, peers: list[dict[str, Any]]) -> str:
+        head = ("<tr><th style='text-align:left'>peer</th><th style='text-align:left'>endpoint</th>"
+                "<th style='text-align:left'>allowed IPs</th><th>handshake</th><th>in</th><th>out</th></tr>")
+        rows = []
+        for peer in peers:
+            where = f"{peer['endpoint_name']} ({peer['endpoint']})" if peer.get("endpoint_name") else peer["endpoint"]
+            cells = [peer["fingerprint"], where, ", ".join(peer.get("allowed_ips") or []) or "-"]
+            numbers = [ago(peer["handshake_age"]), human_bytes(peer["rx_bytes"]), human_bytes(peer["tx_bytes"])]
+            rows.append("<tr>" + "".join(f"<td style='padding-right:1.2em'>{html.escape(str(c))}</td>" for c in cells)
+                        + "".join(f"<td style='text-align:right;padding-right:1.2em'>{html.escape(n)}</td>"
+                                  for n in numbers) + "</tr>")
+        return f"<table style='border-collapse:collapse'><caption style='text-align:left'>peers</caption>{head}" \
+               f"{''.join(rows)}</table>"
+
+    def _redraw_connections(self) -> None:
+        self.connections.value = self._connections_html(self._snap)
+
+    def _connections_html(self, snap: dict[str, Any]) -> str:
+        conns = list(snap.get("tcp_connections") or [])
+        if not conns:
+            return "<p>no TCP connections</p>"
+        key = self.sort.value
+        if key in ("remote", "state"):
+            conns.sort(key=lambda c: str(c.get(key)))
+        else:
+            conns.sort(key=lambda c: -(c.get(key) or 0))
+        cell = "padding:1px 1.2em 1px 0"
+        head = "".join(f"<th style='{cell};text-align:{align}'>{name}</th>" for name, align in (
+            ("remote", "left"), ("state", "left"), ("in", "right"), ("out", "right"), ("RTT", "right"),
+            ("retransmissions", "right")))
+        rows = []
+        for conn in conns[:50]:
+            values = [(str(conn["remote"]), "left"), (str(conn["state"]), "left"),
+                      (human_bytes(conn.get("bytes_received", 0)), "right"),
+                      (human_bytes(conn.get("bytes_sent", 0)), "right"), (millis(conn.get("srtt")), "right"),
+                      (str(conn.get("retransmits", 0)), "right")]
+            rows.append("<tr>" + "".join(f"<td style='{cell};text-align:{align};font-variant-numeric:tabular-nums'>"
+                                         f"{html.escape(v)}</td>" for v, align in values) + "</tr>")
+        more = f"<p>and {len(conns) - 50} more</p>" if len(conns) > 50 else ""
+        return (f"<table style='border-collapse:collapse'><caption style='text-align:left'>TCP connections "
+                f"({len(conns)})</caption><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}")
+
+    def _status_html(self, snap: dict[str, Any], records: list[dict[str, Any]]) -> str:
+        """The per-peer rows (kept for callers of the earlier dashboard)."""
+        return self._peers_html(self.tunnel.peer_report())
+
+    # ---- doctor ------------------------------------------------------------------------------------------
+    def _on_doctor(self, _button: Any) -> None:
+        self.doctor_button.disabled = True
+        self.doctor_result.value = "<p>checking the tunnel and its path...</p>"
+        threading.Thread(target=self._doctor, name="wgmagic-doctor", daemon=True).start()
+
+    def _doctor(self) -> None:
+        from wgmagic.tools.doctor import run_doctor
+
+        try:
+            report = run_doctor(None, tunnel=self.tunnel, timeout=5.0)
+            self.doctor_result.value = report._repr_html_()
+        except Exception as exc:
+            self.doctor_result.value = f"<p>the doctor could not run: {html.escape(str(exc))}</p>"
+        finally:
+            self.doctor_button.disabled = False
 
     def _maybe_ping(self) -> None:
         target = self.ping_target.value.strip()
@@ -148,48 +367,6 @@ class Dashboard:
     def _default_ping_target(self) -> str:
         servers = list(self.tunnel.config.interface.dns_servers)
         return str(servers[0]) if servers else ""
-
-    def _status_html(self, snap: dict[str, Any], records: list[dict[str, Any]]) -> str:
-        peers = self.tunnel.peer_report()
-        totals = snap["totals"]
-        rows = []
-        for peer in peers:
-            age = peer["handshake_age"]
-            rekey = peer["next_rekey_in"]
-            where = f"{peer['endpoint_name']} ({peer['endpoint']})" if peer.get("endpoint_name") else peer["endpoint"]
-            rows += [("peer", f"{peer['fingerprint']} at {where}"),
-                     ("allowed ips", ", ".join(peer.get("allowed_ips") or []) or "-"),
-                     ("last handshake", "never" if age is None else f"{age:.0f} s ago"),
-                     ("peer traffic", f"in {human_bytes(peer['rx_bytes'])}, out {human_bytes(peer['tx_bytes'])}"),
-                     ("next rekey", "-" if rekey is None else f"in {rekey:.0f} s")]
-        rtt = snap.get("handshake_rtt")
-        retrans_rate = records[-1]["retransmits_per_s"] if records else 0.0
-        drops = totals["drops_by_reason"]
-        shown_drops = ", ".join(f"{k}: {v}" for k, v in sorted(drops.items()) if v) or "none"
-        rows += [("handshake RTT", "-" if rtt is None else f"{rtt * 1000:.2f} ms"),
-                 ("traffic", f"in {human_bytes(totals['udp_rx_bytes'])} ({totals['wg_rx_packets']} packets), "
-                             f"out {human_bytes(totals['udp_tx_bytes'])} ({totals['wg_tx_packets']} packets)"),
-                 ("retransmissions", f"{totals['tcp_retransmits']} ({retrans_rate:.1f}/s now)"),
-                 ("drops", shown_drops)]
-        body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
-                       f"<td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-        return f"<table>{body}</table>"
-
-    def _connections_html(self, snap: dict[str, Any]) -> str:
-        conns = snap.get("tcp_connections") or []
-        if not conns:
-            return "<p>no TCP connections</p>"
-        head = "<tr><th>remote</th><th>state</th><th>in</th><th>out</th><th>RTT</th><th>retransmits</th></tr>"
-        rows = []
-        for conn in conns[:50]:
-            srtt = conn.get("srtt")
-            rows.append(f"<tr><td>{html.escape(str(conn['remote']))}</td><td>{html.escape(str(conn['state']))}</td>"
-                        f"<td>{human_bytes(conn.get('bytes_received', 0))}</td>"
-                        f"<td>{human_bytes(conn.get('bytes_sent', 0))}</td>"
-                        f"<td>{'-' if srtt is None else f'{srtt * 1000:.2f} ms'}</td>"
-                        f"<td>{conn.get('retransmits', 0)}</td></tr>")
-        more = f"<p>and {len(conns) - 50} more</p>" if len(conns) > 50 else ""
-        return f"<table><caption>TCP connections</caption>{head}{''.join(rows)}</table>{more}"
 
     # ---- throughput test -------------------------------------------------------------------------------
     def _on_bench(self, _button: Any) -> None:
@@ -215,3 +392,7 @@ class Dashboard:
             self.bench_result.value = f"<p>throughput test failed: {html.escape(str(exc))}</p>"
         finally:
             self.bench_button.disabled = False
+
+
+def _window_words(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"

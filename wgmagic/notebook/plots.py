@@ -8,6 +8,7 @@ and dark notebook themes.
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 INK = "#222222"
@@ -49,30 +50,70 @@ def _series(records: list[dict[str, Any]], key: str, scale: float) -> tuple[list
     return xs, ys
 
 
+def percentiles(values: list[float], points: tuple[float, ...] = (50, 90, 99)) -> dict[float, float]:
+    """Nearest-rank percentiles of `values` (empty dict for no values)."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    return {p: ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))] for p in points}
+
+
+def smoothed(xs: list[float], ys: list[float], seconds: float = 2.0) -> list[float]:
+    """A trailing mean of `ys` over `seconds` of `xs` (seconds): the throughput line without sampling jitter."""
+    out: list[float] = []
+    total, start = 0.0, 0
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        total += y
+        while xs[start] < x - seconds:
+            total -= ys[start]
+            start += 1
+        out.append(total / (i - start + 1))
+    return out
+
+
 def latency_figure(records: list[dict[str, Any]], window: float, width: float = 7.0, height: float = 2.6) -> Any:
+    """Latency over the window (ICMP echo as dots, TCP's smoothed RTT and the handshake's as lines) and, beside
+    it, each source's distribution over the window: p50 to p99 as a band with the p50 marked."""
     fig = _figure(width, height)
-    ax = fig.subplots()
+    ax, dist = fig.subplots(1, 2, gridspec_kw={"width_ratios": [4, 1]})
+    spreads = []
     for key in ("handshake_rtt", "icmp_rtt", "tcp_srtt"):
         xs, ys = _series(records, key, 1000.0)
         if xs:
             style = "o" if key == "icmp_rtt" else "-"
             ax.plot(xs, ys, style, color=COLOURS[key], label=LABELS[key], markersize=3, linewidth=1.4)
+            if key != "handshake_rtt":
+                spreads.append((key, percentiles(ys, (1, 50, 99))))
     _style(ax, "Tunnel latency", "milliseconds")
     ax.set_xlim(-window, 0)
     ax.set_ylim(bottom=0)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", fontsize=8, frameon=False, labelcolor=INK)
+    dist.set_facecolor("white")
+    dist.set_title("p1, p50, p99", color=INK, fontsize=9)
+    dist.tick_params(colors=INK, labelsize=8)
+    for spine in dist.spines.values():
+        spine.set_color(GRID)
+    for i, (key, pct) in enumerate(spreads):
+        dist.bar(i, pct[99] - pct[1], bottom=pct[1], width=0.6, color=COLOURS[key], alpha=0.35)
+        dist.plot([i - 0.3, i + 0.3], [pct[50], pct[50]], color=COLOURS[key], linewidth=2)
+    dist.set_xticks(range(len(spreads)))
+    dist.set_xticklabels(["ICMP" if key == "icmp_rtt" else "TCP" for key, _ in spreads], color=INK)
+    dist.set_ylim(ax.get_ylim())
+    dist.grid(True, axis="y", color=GRID, linewidth=0.6)
     return fig
 
 
 def throughput_figure(records: list[dict[str, Any]], window: float, width: float = 7.0,
                       height: float = 2.6) -> Any:
+    """Throughput in and out: a 2 s trailing mean as the line, each 0.1 s sample faintly behind it (peaks)."""
     fig = _figure(width, height)
     ax = fig.subplots()
     for key in ("rx_bytes_per_s", "tx_bytes_per_s"):
-        xs, ys = _series(records, key, 1e-6)
-        ax.plot(xs, ys, "-", color=COLOURS[key], label=LABELS[key], linewidth=1.4)
-    _style(ax, "Tunnel throughput (WireGuard UDP)", "MB/s")
+        xs, ys = _series(records, key, 1 / 1048576)
+        ax.plot(xs, ys, "-", color=COLOURS[key], linewidth=0.6, alpha=0.3)
+        ax.plot(xs, smoothed(xs, ys), "-", color=COLOURS[key], label=LABELS[key] + " (2 s mean)", linewidth=1.6)
+    _style(ax, "Tunnel throughput (WireGuard UDP)", "MiB/s")
     ax.set_xlim(-window, 0)
     ax.set_ylim(bottom=0)
     ax.legend(loc="upper left", fontsize=8, frameon=False, labelcolor=INK)
@@ -147,3 +188,59 @@ def bench_figure(result: Any) -> Any:
     _style(right, "Round trips", "count")
     right.set_xlabel("milliseconds", color="#222222")
     return fig
+
+
+STAGE_COLOURS = {"dns": "#8c564b", "connect": "#e377c2", "tls": "#bcbd22", "auth": "#7f7f7f",
+                 "send": "#c5b0d5", "latency": "#ff7f0e", "server": "#d62728", "transfer": "#1f77b4",
+                 "decode": "#2ca02c"}
+STAGE_LABELS = {"dns": "DNS", "connect": "TCP connect", "tls": "TLS", "auth": "authentication",
+                "send": "client + earlier round trips", "latency": "round trip", "server": "server",
+                "transfer": "transfer", "decode": "decoding"}
+
+
+def waterfall_figure(timelines: list[Any], width: float = 7.0, height: float | None = None) -> Any:
+    """The query timeline as a waterfall: one horizontal bar per statement (newest at the bottom), split by
+    stage (wgmagic.sql.timeline.STAGES) in milliseconds, with each statement's verdict at the bar's end."""
+    from wgmagic.sql.timeline import verdict
+
+    count = len(timelines)
+    fig = _figure(width, height if height is not None else max(2.4, 1.5 + 0.36 * count))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_facecolor("white")
+    ax.set_title("query timeline (where each statement's time went)", color=INK, fontsize=11)
+    ax.set_xlabel("ms", color=INK)
+    ax.tick_params(colors=INK)
+    ax.grid(True, axis="x", color=GRID, linewidth=0.6)
+    for spine in ax.spines.values():
+        spine.set_color(GRID)
+    if not timelines:
+        ax.text(0.5, 0.5, "no %%wgsql statement yet", ha="center", va="center", color=INK, transform=ax.transAxes)
+        ax.set_yticks([])
+        return fig
+    used: set[str] = set()
+    longest = max(t.total_ms for t in timelines) or 1.0
+    for row, t in enumerate(timelines):
+        y = count - 1 - row
+        left = 0.0
+        for stage, value in t.stages().items():
+            if value <= 0:
+                continue
+            ax.barh(y, value, left=left, height=0.6, color=STAGE_COLOURS[stage],
+                    label=STAGE_LABELS[stage] if stage not in used else None)
+            used.add(stage)
+            left += value
+        rest = t.total_ms - left  # what no stage measured (a session without a forward)
+        if rest > 0.001 * longest:
+            ax.barh(y, rest, left=left, height=0.6, color="#dddddd", label="unmeasured" if "x" not in used else None)
+            used.add("x")
+        ax.text(max(left, t.total_ms) + 0.01 * longest, y, f"{t.total_ms:.0f} ms · {verdict(t)}", va="center",
+                fontsize=8, color=INK)
+    ax.set_yticks(range(count))
+    ax.set_yticklabels([_cut(t.statement, 28) for t in reversed(timelines)], fontsize=8, color=INK)
+    ax.set_xlim(0, longest * 1.45)
+    fig.legend(loc="outside lower center", ncol=4, fontsize=7, frameon=False, labelcolor=INK)
+    return fig
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"

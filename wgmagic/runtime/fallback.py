@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from wgmagic.errors import HandshakeTimeoutError
-from wgmagic.via import Via, choose_via, mask_url
+from wgmagic.via import Via, ViaMode, choose_via, mask_url
 
 if TYPE_CHECKING:
     from wgmagic.config import WireGuardConfig
@@ -59,8 +59,10 @@ def config_via(config: WireGuardConfig) -> str | None:
 
 
 def choose(config: WireGuardConfig, via: str | Via | None = None, *, ca_file: str | None = None) -> Via:
-    """The transport asked for: `via` > $WGMAGIC_VIA > the config's comment > UDP (see via.choose_via)."""
-    return choose_via(via, config_via(config), ca_file=ca_file)
+    """The transport asked for: `via` > $WGMAGIC_VIA > the config's comment > UDP (see via.choose_via); with one
+    peer, "fly" and a Fly.io gateway under "auto" are worked out from that peer's Endpoint and AllowedIPs."""
+    peer = config.peers[0] if len(config.peers) == 1 else None
+    return choose_via(via, config_via(config), ca_file=ca_file, peer=peer)
 
 
 def plan(choice: Via, timeout: float) -> Ladder:
@@ -69,13 +71,13 @@ def plan(choice: Via, timeout: float) -> Ladder:
     udp: UDP for `timeout`; websocket: the WebSocket for `timeout`; auto with a URL: UDP for AUTO_UDP_WAIT (at
     most `timeout`), then the WebSocket for `timeout`; auto without one: UDP for `timeout`, and the error says
     that only UDP was tried and where a URL would come from."""
-    if choice.mode == "websocket":
+    if choice.mode is ViaMode.WEBSOCKET:
         return Ladder((Rung(choice, timeout),))
-    udp = Via("udp", None, choice.ca_file)
-    if choice.mode == "auto" and choice.url:
-        websocket = Via("websocket", choice.url, choice.ca_file)
+    udp = Via(ViaMode.UDP, None, choice.ca_file)
+    if choice.mode is ViaMode.AUTO and choice.url:
+        websocket = Via(ViaMode.WEBSOCKET, choice.url, choice.ca_file)
         return Ladder((Rung(udp, min(AUTO_UDP_WAIT, timeout)), Rung(websocket, timeout)))
-    if choice.mode == "auto":
+    if choice.mode is ViaMode.AUTO:
         return Ladder((Rung(udp, timeout),), exhausted=(
             "(via auto: only UDP was tried, since no WebSocket URL was given: none after auto, in $WGMAGIC_VIA, "
             "or in the config's `#@wgmagic Via = wss://...` under [Peer])"))
@@ -87,9 +89,9 @@ def websocket_probe(config: WireGuardConfig) -> Via | None:
     "neither works": the URL known from any source (as "auto" would take it), unless the transport chosen was
     already that WebSocket; None when no URL is known. Raises ConfigError for a bad Via text."""
     chosen, known = choose(config), choose(config, "auto")
-    if chosen.mode == "websocket" or known.url is None:
+    if chosen.mode is ViaMode.WEBSOCKET or known.url is None:
         return None
-    return Via("websocket", known.url, known.ca_file)
+    return Via(ViaMode.WEBSOCKET, known.url, known.ca_file)
 
 
 class Switchable(Protocol):

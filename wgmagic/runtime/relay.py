@@ -12,10 +12,16 @@ truncated transfer look complete. A local client that resets its socket makes th
 connection in turn.
 
 `HappyEyeballs` makes the connection attempts for a name with several addresses (RFC 8305 section 5).
+
+Downloaded bytes are not copied on their way: what the tunnel connection hands over (`TcpConnection.recv`, one
+copy out of its receive buffer) is sent to the local socket as it is, and only a part the socket did not take
+is kept, as a view of the same bytes (`pending`), until it is writable again.
+Owns: both sockets' readiness and the endings; never the protocol (it asks the engine, `seams.EngineAPI`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import socket
@@ -23,11 +29,12 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from wgmagic import platform
 from wgmagic.netstack.events import TcpClosed, TcpConnected, TcpEvent, TcpReadable, TcpWritable
+from wgmagic.netstack.tcp.connection import TcpConnection
 from wgmagic.netstack.tcp.state import TcpState
+from wgmagic.runtime.seams import EngineAPI, IPAddress
 
 CHUNK = 256 * 1024
 CONNECTION_ATTEMPT_DELAY = 0.25  # seconds; RFC 8305 section 8's recommended default
@@ -67,9 +74,9 @@ def reset_socket(sock: socket.socket, wake_peer: Callable[[], None] | None = Non
 
 
 class _Attempt:
-    """Stands in engine.streams for one connection attempt until it connects or fails."""
+    """Stands in engine.streams for one connection attempt until it connects or fails (a StreamHandler)."""
 
-    def __init__(self, owner: HappyEyeballs, conn: Any, index: int) -> None:
+    def __init__(self, owner: HappyEyeballs, conn: TcpConnection, index: int) -> None:
         self.owner = owner
         self.conn = conn
         self.index = index
@@ -96,8 +103,8 @@ class HappyEyeballs:
     attempt.
     """
 
-    def __init__(self, engine: Any, addresses: Sequence[Any], port: int, timeout: float,
-                 on_connected: Callable[[Any], None], on_failed: Callable[[BaseException], None], *,
+    def __init__(self, engine: EngineAPI, addresses: Sequence[IPAddress], port: int, timeout: float,
+                 on_connected: Callable[[TcpConnection], None], on_failed: Callable[[BaseException], None], *,
                  delay: float = CONNECTION_ATTEMPT_DELAY) -> None:
         self.engine = engine
         self.addresses = list(addresses)
@@ -109,9 +116,9 @@ class HappyEyeballs:
         self.attempts: list[_Attempt] = []
         self.errors: list[tuple[int, BaseException]] = []
         self.next_index = 0
-        self.timer: Any = None
+        self.timer: asyncio.TimerHandle | None = None
         self.done = False
-        self.winner: Any = None
+        self.winner: TcpConnection | None = None
         self._start_next()
 
     def _start_next(self) -> None:
@@ -121,7 +128,7 @@ class HappyEyeballs:
         while not self.done and self.next_index < len(self.addresses):
             index = self.next_index
             self.next_index += 1
-            now = time.monotonic()
+            now = self.engine.now()
             try:
                 conn = self.engine.stack.tcp_connect(self.addresses[index], self.port, now, timeout=self.timeout)
             except OSError as exc:
@@ -144,7 +151,7 @@ class HappyEyeballs:
             self.done = True
             self.winner = attempt.conn
             self._cancel_others(keep=attempt)
-            self.engine.streams.pop(id(attempt.conn), None)
+            self.engine.forget_stream(attempt.conn)
             self.on_connected(attempt.conn)
         elif isinstance(event, TcpClosed):
             self.attempts.remove(attempt)
@@ -157,11 +164,11 @@ class HappyEyeballs:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        now = time.monotonic()
+        now = self.engine.now()
         for other in self.attempts:
             if other is keep:
                 continue
-            self.engine.streams.pop(id(other.conn), None)
+            self.engine.forget_stream(other.conn)
             other.conn.abort(now)
             self.engine.stack.wake(other.conn)
         self.attempts = [keep] if keep is not None else []
@@ -183,11 +190,44 @@ class HappyEyeballs:
             self._cancel_others()
 
 
-class SocketRelay:
-    """Relays bytes between a local stream socket (`local`) and a tunnel TCP connection (`conn`) on the
-    engine's loop, both ways, until both directions have ended; `on_done` is told then."""
+class Exchanges:
+    """When the latest request's last byte went up and its answer's first and last bytes came down
+    (time.monotonic() seconds; None: not yet), for the query timeline (wgmagic.sql.timeline). A request is
+    bytes up after bytes down (or the first bytes up); `starts` keeps the first 8 requests' start times."""
 
-    def __init__(self, engine: Any, local: socket.socket, conn: Any,
+    __slots__ = ("count", "first_down", "last_down", "last_up", "opened", "starts")
+
+    def __init__(self, opened: float) -> None:
+        self.opened = opened
+        self.count = 0
+        self.last_up: float | None = None
+        self.first_down: float | None = None
+        self.last_down: float | None = None
+        self.starts: list[float] = []
+
+    def up(self, now: float) -> None:
+        if self.last_up is None or self.first_down is not None:
+            self.count += 1
+            if len(self.starts) < 8:
+                self.starts.append(now)
+        self.last_up, self.first_down = now, None
+
+    def down(self, now: float) -> None:
+        if self.first_down is None:
+            self.first_down = now
+        self.last_down = now
+
+
+class SocketRelay:
+    """Relays bytes between a local socket (`local`: a connected TCP or Unix stream socket; made non-blocking)
+    and a tunnel TCP connection (`conn`), on the engine's loop, until both directions ended.
+
+    on_connected(relay) once `conn` is established (immediately with connected=True: HappyEyeballs saw it);
+    on_failed(relay, error) when it never was; on_done(relay) once both sockets are finished. A reset either
+    way is passed on as a reset (see the module). bytes_up / bytes_down: bytes relayed each way. A StreamHandler.
+    """
+
+    def __init__(self, engine: EngineAPI, local: socket.socket, conn: TcpConnection,
                  on_done: Callable[[SocketRelay], None] | None = None,
                  on_connected: Callable[[SocketRelay], None] | None = None,
                  on_failed: Callable[[SocketRelay, BaseException], None] | None = None, *,
@@ -199,7 +239,7 @@ class SocketRelay:
         self.on_done = on_done
         self.on_connected = on_connected
         self.on_failed = on_failed
-        self.pending = bytearray()  # tunnel -> local bytes the local socket has not taken yet
+        self.pending: memoryview | bytes = b""  # tunnel -> local bytes the local socket has not taken yet
         self.connected = False
         self.local_eof = False
         self.remote_eof = False
@@ -212,6 +252,7 @@ class SocketRelay:
         self.resetting = False
         self.reset_waited_since = 0.0
         self.reset_unsent = -1
+        self.exchanges = Exchanges(time.monotonic())
         local.setblocking(False)
         engine.register_stream(conn, self)
         if connected:  # HappyEyeballs already saw TcpConnected
@@ -239,7 +280,7 @@ class SocketRelay:
             self._pull_remote()
             self.remote_eof = True
             if error is not None and not self.connected:
-                self.pending.clear()
+                self.pending = b""
             if self.resetting:
                 self._flush_local()
             else:
@@ -282,9 +323,10 @@ class SocketRelay:
         except OSError:
             self._abort()  # the local client reset its connection: reset the tunnel's, too
             return
-        now = time.monotonic()
+        now = self.engine.now()
         if size:
             self.bytes_up += size
+            self.exchanges.up(now)
             self.conn.send(buffer[:size])
         else:
             self.local_eof = True
@@ -304,27 +346,34 @@ class SocketRelay:
                     self.remote_eof = True
                     self._maybe_finish()
                 return
-            self.pending += data
+            self.pending = data
             self.bytes_down += len(data)
+            self.exchanges.down(time.monotonic())
         self._flush_local()
 
     def _flush_local(self) -> None:
+        """Send what is pending, then what the connection has, until the local socket is full (then wait for it
+        to be writable). A partial send keeps a view of the rest, not a copy."""
         if self.done:
             return
-        while self.pending:
+        pending = self.pending
+        while pending:
             try:
-                sent = self.local.send(self.pending)
+                sent = self.local.send(pending)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
+                self.pending = b""
                 self._abort()
                 return
-            del self.pending[:sent]
-            if not self.pending:
-                more = self.conn.recv(CHUNK)
-                if more:
-                    self.pending += more
-                    self.bytes_down += len(more)
+            if sent < len(pending):
+                pending = memoryview(pending)[sent:]
+                continue
+            pending = self.conn.recv(CHUNK)
+            if pending:
+                self.bytes_down += len(pending)
+                self.exchanges.down(time.monotonic())
+        self.pending = pending
         self._write_local(bool(self.pending))
         if not self.pending:
             if self.conn.eof and not self.conn.recv_available():
@@ -350,7 +399,7 @@ class SocketRelay:
             self._finish()
 
     def _abort(self) -> None:
-        self.conn.abort(time.monotonic())
+        self.conn.abort(self.engine.now())
         self._finish()
         self.engine.pump_conn(self.conn)  # the RST leaves now
 
@@ -361,7 +410,7 @@ class SocketRelay:
             return
         self._read_local(False)
         unsent = platform.unsent_bytes(self.local) if self.local.family != getattr(socket, "AF_UNIX", -1) else 0
-        now = time.monotonic()
+        now = self.engine.now()
         if unsent:
             if unsent != self.reset_unsent:
                 self.reset_unsent, self.reset_waited_since = unsent, now
@@ -382,8 +431,8 @@ class SocketRelay:
             with contextlib.suppress(OSError):
                 self.local.close()
         if self.conn.state not in (TcpState.CLOSED, TcpState.TIME_WAIT):
-            self.conn.close(time.monotonic())
-        self.engine.streams.pop(id(self.conn), None)
+            self.conn.close(self.engine.now())
+        self.engine.forget_stream(self.conn)
         if self.on_done:
             self.on_done(self)
 
@@ -395,5 +444,5 @@ class SocketRelay:
     def close(self) -> None:
         """Reset both sides now (a forward is being closed)."""
         if not self.done:
-            self.conn.abort(time.monotonic())
+            self.conn.abort(self.engine.now())
             self._finish(reset=True)

@@ -453,6 +453,7 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
     via: "udp", a ws:// or wss:// URL (the WireGuard datagrams travel as WebSocket messages to a `wgmagic
     relay`), or "auto" / "auto URL" (UDP first; no handshake answer within 3 s and a URL known: the
     WebSocket, and `note` says so). Unset: $WGMAGIC_VIA, else the config's `#@wgmagic Via = ...`, else UDP.
+    "fly" or a fly+wss:// URL: Fly.io's gateway framing (wgmagic.via; auto picks it for a Fly gateway).
     via_ca: a CA file for wss:// (default $WGMAGIC_VIA_CA, else the system trust store).
     tcp: the TCP knobs of the tunnel's connections (default `wgmagic.netstack.tcp.config.TUNNEL_CONFIG`: a 30 s
     user timeout and 15/5/3 keep-alives; `tunnel_config(user_timeout=...)` builds others), so a peer that dies

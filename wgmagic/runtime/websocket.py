@@ -2,16 +2,21 @@
 
 `WebSocketTransport` is a `Transport` (transport.py) as `UdpTransport` is: `open()`, `send(datagrams)`,
 `close()`, `local_port`, `kind`, `state`, `last_error`, `describe()`, `outer_stalled()`, and hands each datagram
-it receives to `receive(data, addr, now)`, then `after_batch(now)` once per batch. Each WireGuard message
-travels as one binary WebSocket message (RFC 6455 section 5.6), to a
-`wgmagic relay` (or `wgmagic gateway --websocket`) that turns it back into a UDP datagram.
+it receives to `receive(data, addr, now)`, then `after_batch(now)` once per batch. How the datagrams lie inside
+the WebSocket is the URL's framing (wgmagic/runtime/wsframing.py): with ws:// and wss://, each WireGuard
+message travels as one binary WebSocket message (RFC 6455 section 5.6) to a `wgmagic relay` (or `wgmagic
+gateway --websocket`) that turns it back into a UDP datagram; with fly+wss:// (and fly+ws://), as Fly.io's
+gateways and flyctl speak it: the magic first, then length-prefixed records in text messages of raw bytes read
+as one byte stream, and a keepalive record after a second with nothing sent. With Fly's framing the gateway's
+certificate is verified only when a CA file is given (as flyctl does: WireGuard authenticates the peer).
 
 The WebSocket itself (HTTP/1.1 upgrade, framing, masking, ping/pong, close) is the `websockets` package's:
-its asyncio client connects (through an HTTP CONNECT proxy from HTTPS_PROXY/NO_PROXY when one is configured,
-with Basic authentication from the proxy URL) and verifies TLS; the connection object it builds is
-subclassed only to take binary frames straight off its sans-I/O protocol (one callback per frame, one
-`after_batch` per read, no per-message task or queue) and to write frames without a per-message await.
-Everything runs on the tunnel's loop thread.
+its asyncio client connects (through the HTTP CONNECT proxy the environment names for the URL, read as curl
+reads HTTPS_PROXY/NO_PROXY by `wgmagic.addresses.proxy_from_environment`, with Basic authentication from the
+proxy URL; handed to the library explicitly, None for a direct connection) and does TLS; the connection object
+it builds is subclassed only to take data frames straight off its sans-I/O protocol (one callback per frame,
+one `after_batch` per read, no per-message task or queue, and no text ever decoded as UTF-8) and to write
+frames without a per-message await. Everything runs on the tunnel's loop thread.
 
 Datagram semantics are kept: while the WebSocket (re)connects a few datagrams are held (bounded) and sent
 once it is open; when the outer TCP cannot take more (its write buffer is over WRITE_BUFFER_LIMIT) datagrams
@@ -35,7 +40,10 @@ from collections.abc import Callable
 from typing import Any
 
 from wgmagic._version import __version__
-from wgmagic.via import VIA_CA_ENV, check_url, mask_url
+from wgmagic.addresses import proxy_from_environment
+from wgmagic.runtime.transport import TransportHooks, TransportKind, TransportSettings, TransportState
+from wgmagic.runtime.wsframing import Framing, framing_class
+from wgmagic.via import BINARY_FRAMING, VIA_CA_ENV, check_url, mask_url, split_framing
 
 # A WireGuard message is at most one UDP payload (65,535 bytes); a message larger than this is not ours.
 MAX_MESSAGE = 65536
@@ -51,34 +59,43 @@ Receive = Callable[[bytes, tuple[str, int], float], None]
 # at 36. TCP_CA_Recovery = 3, TCP_CA_Loss = 4.
 _TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform.startswith("linux") else None
 
-def tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """Certificate and host-name verification against the system trust store, or only `ca_file` if given."""
-    context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+def tls_context(ca_file: str | None, *, verify: bool = True) -> ssl.SSLContext:
+    """Certificate and host-name verification against the system trust store, or only `ca_file` if given;
+    `verify=False` (Fly's framing without a CA file, as flyctl dials its gateways): encryption without
+    verification, WireGuard authenticating the peer."""
+    if ca_file:
+        return ssl.create_default_context(cafile=ca_file)
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     return context
 
 
 def proxy_for(url: str) -> str | None:
-    """The HTTP proxy the environment names for this URL (HTTPS_PROXY/https_proxy, NO_PROXY), or None."""
-    from websockets.proxy import get_proxy
-    from websockets.uri import parse_uri
-
-    return get_proxy(parse_uri(url))
+    """The HTTP proxy the environment names for this URL (a fly+ framing prefix is ignored), read as curl reads
+    HTTPS_PROXY/HTTP_PROXY/ALL_PROXY and NO_PROXY (CIDR, .domain, *, ports, IPv6 literals:
+    `wgmagic.addresses.proxy_from_environment`), or None for a direct connection."""
+    return proxy_from_environment(split_framing(url)[1])
 
 
 def _where(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "wss" else 80)
-    return f"{parts.hostname}:{port}"
+    port = parts.port or (443 if parts.scheme in ("wss", "https") else 80)
+    host = parts.hostname or "?"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def describe_failure(exc: BaseException, url: str, proxy: str | None) -> str:
-    """One plain sentence for a failed WebSocket connection: which hop (proxy, TLS, server) and why.
-    Never shows a password (the proxy is named by host and port only)."""
+def describe_failure(exc: BaseException, url: str, proxy: str | None, *, server: str = "the relay") -> str:
+    """One plain sentence for a failed WebSocket connection that names the party that failed: the HTTP proxy
+    (when one was used, a refused or unreachable connection is the proxy's), TLS, or the WebSocket server
+    (`server`: "the relay", "the Fly gateway"). Never shows a password (the proxy is named by host and port)."""
     from websockets.exceptions import InvalidProxyMessage, InvalidProxyStatus, InvalidStatus, ProxyError
 
+    url = split_framing(url)[1]
     target = _where(url)
     shown = mask_url(url)
-    proxy_name = _where(proxy.replace("http://", "ws://", 1).replace("https://", "wss://", 1)) if proxy else None
+    proxy_name = _where(proxy) if proxy else None
     if isinstance(exc, InvalidProxyStatus):
         status = exc.response.status_code
         reason = exc.response.reason_phrase
@@ -95,18 +112,31 @@ def describe_failure(exc: BaseException, url: str, proxy: str | None) -> str:
         return (f"TLS: the certificate of {target} is not trusted ({exc.verify_message}); give the CA that "
                 f"signed it (via_ca=, --via-ca or ${VIA_CA_ENV})")
     if isinstance(exc, ssl.SSLError):
-        return f"TLS with {target} failed ({exc.reason or exc})"
+        return f"TLS with {target} failed ({getattr(exc, 'reason', None) or exc})"
     if isinstance(exc, InvalidStatus):
         status = exc.response.status_code
-        hint = " (check the URL's path against the relay's --path)" if status == 404 else ""
+        hint = f" (check the URL's path against {server}'s --path)" if status == 404 else ""
         return f"the WebSocket server at {shown} answered HTTP {status} instead of upgrading{hint}"
     via = f" (through the HTTP proxy {proxy_name})" if proxy_name else ""
-    if isinstance(exc, ConnectionRefusedError):
-        return f"nothing accepts connections at {proxy_name or target}{via}: is the relay running?"
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return f"no WebSocket to {shown} within {OPEN_TIMEOUT:g} s{via}"
+    if proxy_name:
+        # The library's own connection goes to the proxy; the hop to the server is the proxy's (a refusal there
+        # comes back as an HTTP status, above). So a refused or unreachable connection is the proxy's.
+        bypass = f"; or, if {target} should be reached directly, list it in NO_PROXY"
+        if isinstance(exc, ConnectionRefusedError):
+            return (f"the HTTP proxy {proxy_name} refused the connection (nothing listens there): is it running, "
+                    f"and is the proxy the environment names (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY) right{bypass}?")
+        if isinstance(exc, socket.gaierror):
+            return f"the HTTP proxy's name in {proxy_name} does not resolve ({exc.strerror or exc}){bypass}"
+        if isinstance(exc, OSError):
+            return f"cannot connect to the HTTP proxy {proxy_name}: {exc.strerror or exc}{bypass}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"nothing accepts connections at {target}: is {server} running?"
+    if isinstance(exc, socket.gaierror):
+        return f"{server}'s name in {shown} does not resolve ({exc.strerror or exc})"
     if isinstance(exc, OSError):
-        return f"cannot connect to {proxy_name or target}{via}: {exc.strerror or exc}"
+        return f"cannot connect to {server} at {target}: {exc.strerror or exc}"
     text = f"the WebSocket to {shown} failed{via}: {type(exc).__name__}: {exc}"
     for url_with_secrets in (proxy, url):  # a library's message may quote a URL whole
         if url_with_secrets:
@@ -138,16 +168,18 @@ def flush(conn: Any) -> None:
 
 # ---- the transport -----------------------------------------------------------------------------------------
 class WebSocketTransport:
-    """The tunnel's datagrams as binary WebSocket messages (loop thread only).
+    """The tunnel's datagrams inside a WebSocket, framed as the URL says (loop thread only).
 
-    address: the (host, port) stamped on every received datagram (the peer's endpoint as the WireGuard
-    device knows it; the relay behind the WebSocket has exactly one UDP target). on_error(message) is called
-    when a connection attempt fails before any succeeded (so `connect` can fail fast with the cause).
-    Counters (`ws_rx_*`, `ws_tx_*`, `ws_tx_dropped`, `ws_rx_dropped_*`, `ws_connects`, `ws_reconnects`,
-    `ws_connect_failures`) go into `counters`.
+    url: ws:// or wss:// (one datagram per binary message, a `wgmagic relay`), or fly+wss:// / fly+ws://
+    (Fly.io's framing). address: the (host, port) stamped on every received datagram (the peer's endpoint as the
+    WireGuard device knows it; the server behind the WebSocket has exactly one UDP target). on_error(message) is
+    called when a connection attempt fails before any succeeded (so `connect` can fail fast with the cause).
+    Counters (`ws_rx_*`, `ws_tx_*` (messages: datagrams carried), `ws_tx_dropped`, `ws_tx_keepalives`, the
+    framing's `ws_rx_not_binary`, `ws_rx_fly_keepalives`, `ws_rx_fly_bad_magic`, `ws_rx_fly_record_too_long`,
+    `ws_connects`, `ws_reconnects`, `ws_connect_failures`) go into `counters`.
     """
 
-    kind = "websocket"
+    kind = TransportKind.WEBSOCKET
 
     def __init__(self, loop: asyncio.AbstractEventLoop, url: str, address: tuple[str, int], receive: Receive,
                  after_batch: Callable[[float], None], counters: Counter[str], *, ca_file: str | None = None,
@@ -155,6 +187,8 @@ class WebSocketTransport:
                  on_open: Callable[[], None] | None = None) -> None:
         self.loop = loop
         self.url = check_url(url)
+        self.framing, self.ws_url = split_framing(self.url)
+        self._framing_class = framing_class(self.framing)
         self.address = address
         self.receive = receive
         self.after_batch = after_batch
@@ -162,7 +196,7 @@ class WebSocketTransport:
         self.ca_file = ca_file
         self.on_error = on_error
         self.on_open = on_open
-        self.state = "closed"  # connecting | open | reconnecting | closed
+        self.state = TransportState.CLOSED
         self.last_error: str | None = None
         self.proxy: str | None = None
         self._conn: Any = None
@@ -170,10 +204,17 @@ class WebSocketTransport:
         self._pending: deque[bytes] = deque(maxlen=PENDING_MAX)
         self._closed = False
         self._ever_open = False
+        self._last_sent = 0.0
+        self._keepalive: asyncio.TimerHandle | None = None
         self._connection_class = self._make_connection_class()
 
     def __repr__(self) -> str:
         return f"<WebSocketTransport {mask_url(self.url)} {self.state}>"
+
+    @property
+    def server_name(self) -> str:
+        """Who serves the WebSocket, for messages: "the relay", or "the Fly gateway" with Fly's framing."""
+        return "the relay" if self.framing == BINARY_FRAMING else f"the {self.framing.capitalize()} gateway"
 
     @property
     def local_port(self) -> int:
@@ -186,17 +227,18 @@ class WebSocketTransport:
             return 0
 
     def describe(self) -> str:
-        proxy = f" through the HTTP proxy {_where(self.proxy.replace('http', 'ws', 1))}" if self.proxy else ""
+        proxy = f" through the HTTP proxy {_where(self.proxy)}" if self.proxy else ""
         return f"WebSocket {mask_url(self.url)}{proxy} ({self.state})"
 
     def open(self) -> None:
         self._closed = False
-        self.state = "connecting"
+        self.state = TransportState.CONNECTING
         self._task = self.loop.create_task(self._run())
 
     def close(self) -> None:
         self._closed = True
-        self.state = "closed"
+        self.state = TransportState.CLOSED
+        self._stop_keepalive()
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -217,21 +259,53 @@ class WebSocketTransport:
                 self._pending.append(data)
             return
         transport = conn.transport
-        if transport.is_closing():
+        # The frames are queued in the protocol and written at once below, so the outer TCP's buffer is what it
+        # was before this batch: over the limit, the whole batch is dropped (a full UDP buffer's semantics).
+        if transport.is_closing() or transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
             counters["ws_tx_dropped"] += len(datagrams)
             return
+        payloads = [data for data, _ in datagrams]
+        self._write(conn, conn.wg_framing.encode(payloads))
+        counters["ws_tx_messages"] += len(payloads)
+        counters["ws_tx_bytes"] += sum(len(d) for d in payloads)
+
+    def _write(self, conn: Any, payloads: list[bytes]) -> None:
+        """Queue `payloads` as frames of the connection's framing (text or binary) and write them in one go."""
         protocol = conn.protocol
-        sent = size = 0
-        for data, _ in datagrams:
-            if transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
-                counters["ws_tx_dropped"] += len(datagrams) - sent
-                break
-            protocol.send_binary(data)
-            sent += 1
-            size += len(data)
+        send = protocol.send_text if conn.wg_framing.text else protocol.send_binary
+        for payload in payloads:
+            send(payload)  # bytes as they are: a text frame's payload is never encoded or checked here
         flush(conn)
-        counters["ws_tx_messages"] += sent
-        counters["ws_tx_bytes"] += size
+        self._last_sent = time.monotonic()
+
+    def _start_keepalive(self, conn: Any) -> None:
+        after = conn.wg_framing.keepalive_after
+        if after is not None:
+            self._keepalive = self.loop.call_later(after, self._keepalive_due, conn)
+
+    def _stop_keepalive(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+
+    def _keepalive_due(self, conn: Any) -> None:
+        """The framing's keepalive once `keepalive_after` seconds passed with nothing sent (Fly's: a zero-length
+        record after 1 s, as flyctl writes it)."""
+        self._keepalive = None
+        if self._conn is not conn or self._closed:
+            return
+        framing = conn.wg_framing
+        after = framing.keepalive_after
+        idle = time.monotonic() - self._last_sent
+        if idle >= after * 0.999:
+            payload = framing.keepalive()
+            if payload is not None and not conn.transport.is_closing():
+                self._write(conn, [payload])
+                self.counters["ws_tx_keepalives"] += 1
+            wait = after
+        else:
+            wait = after - idle
+        self._keepalive = self.loop.call_later(wait, self._keepalive_due, conn)
 
     def outer_stalled(self) -> bool:
         """Whether the outer TCP connection is repairing a loss right now (Linux TCP_INFO: in fast recovery or
@@ -255,27 +329,41 @@ class WebSocketTransport:
         return ca_state >= 3 or backoff > 0 or lost > 0 or retrans > 0
 
     # ---- receiving (called by the connection, on the loop thread) -----------------------------------
-    def _on_message(self, data: bytes) -> None:
-        counters = self.counters
-        counters["ws_rx_messages"] += 1
-        counters["ws_rx_bytes"] += len(data)
-        self.receive(data, self.address, time.monotonic())
+    def _on_frame(self, conn: Any, opcode: int, data: bytes, fin: bool) -> None:
+        framing: Framing = conn.wg_framing
+        datagrams = framing.decode(opcode, data, fin)
+        if datagrams:
+            counters = self.counters
+            counters["ws_rx_messages"] += len(datagrams)
+            counters["ws_rx_bytes"] += sum(len(d) for d in datagrams)
+            receive, address, now = self.receive, self.address, time.monotonic()
+            for datagram in datagrams:
+                receive(datagram, address, now)
+        if framing.failed is not None and not conn.transport.is_closing():
+            # The stream cannot be resynchronised: drop this WebSocket; _run connects a new one.
+            self.last_error = f"{self.server_name} sent a malformed {framing.name} stream ({framing.failed})"
+            conn.transport.abort()
+
+    def _make_framing(self) -> Framing:
+        return self._framing_class(self.counters, "ws_rx_", server=False)
 
     def _make_connection_class(self) -> type:
         from websockets.asyncio.client import ClientConnection
-        from websockets.frames import BINARY, DATA_OPCODES, Frame
+        from websockets.frames import DATA_OPCODES, Frame
 
         owner = self
 
         class DatagramConnection(ClientConnection):
-            """Binary frames go straight to the tunnel; the rest (handshake, pings, close) as usual."""
+            """Data frames go straight to the framing and the tunnel (never decoded as text by the library); the
+            rest (handshake, pings, close) as usual."""
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self.wg_framing = owner._make_framing()  # per connection: a byte stream starts anew
 
             def process_event(self, event: Any) -> None:
                 if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
-                    if event.opcode is BINARY and event.fin:
-                        owner._on_message(event.data)
-                    else:  # text, fragments: not a WireGuard datagram
-                        owner.counters["ws_rx_dropped_not_binary"] += 1
+                    owner._on_frame(self, int(event.opcode), event.data, event.fin)
                     return
                 super().process_event(event)
 
@@ -289,14 +377,18 @@ class WebSocketTransport:
     async def _connect(self) -> Any:
         from websockets.asyncio.client import connect
 
-        self.proxy = proxy_for(self.url)
+        self.proxy = proxy_for(self.ws_url)
+        fly = self.framing != BINARY_FRAMING
         kwargs: dict[str, Any] = {}
-        if self.url.startswith("wss:"):
-            kwargs["ssl"] = tls_context(self.ca_file)
-        return await connect(self.url, proxy=self.proxy, create_connection=self._connection_class,
-                             max_size=MAX_MESSAGE, compression=None, open_timeout=OPEN_TIMEOUT,
-                             ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT, close_timeout=2,
-                             user_agent_header=f"wgmagic/{__version__}", **kwargs)
+        if self.ws_url.startswith("wss:"):
+            kwargs["ssl"] = tls_context(self.ca_file, verify=not fly or self.ca_file is not None)
+        if fly:
+            # Servers built on Go's x/net/websocket refuse an upgrade without Origin; flyctl sends its URL.
+            kwargs["origin"] = self.ws_url
+        return await connect(self.ws_url, proxy=self.proxy, create_connection=self._connection_class,
+                             max_size=self._framing_class.max_message, compression=None,
+                             open_timeout=OPEN_TIMEOUT, ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT,
+                             close_timeout=2, user_agent_header=f"wgmagic/{__version__}", **kwargs)
 
     async def _run(self) -> None:
         delay = BACKOFF_FIRST
@@ -307,8 +399,8 @@ class WebSocketTransport:
                 raise
             except Exception as exc:
                 self.counters["ws_connect_failures"] += 1
-                self.last_error = describe_failure(exc, self.url, self.proxy)
-                self.state = "reconnecting" if self._ever_open else "connecting"
+                self.last_error = describe_failure(exc, self.ws_url, self.proxy, server=self.server_name)
+                self.state = TransportState.RECONNECTING if self._ever_open else TransportState.CONNECTING
                 if not self._ever_open and self.on_error is not None:
                     self.on_error(self.last_error)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
@@ -322,13 +414,17 @@ class WebSocketTransport:
                 self.counters["ws_reconnects"] += 1
             self._ever_open = True
             self._conn = conn
-            self.state = "open"
+            self.state = TransportState.OPEN
             self.last_error = None
-            delay = BACKOFF_FIRST
+            opened_at = time.monotonic()
+            start = conn.wg_framing.start()  # Fly's magic, before any datagram
+            if start:
+                self._write(conn, start)
             if self._pending:
                 held = [(data, self.address) for data in self._pending]
                 self._pending.clear()
                 self.send(held)
+            self._start_keepalive(conn)
             if self.on_open is not None and self.counters["ws_reconnects"]:
                 self.on_open()
             try:
@@ -336,8 +432,25 @@ class WebSocketTransport:
             finally:
                 if self._conn is conn:
                     self._conn = None
+                    self._stop_keepalive()
             if self._closed:
                 return
-            self.state = "reconnecting"
-            self.last_error = f"the WebSocket closed ({conn.close_code or 'connection lost'}); reconnecting"
-            await asyncio.sleep(BACKOFF_FIRST * random.uniform(0.8, 1.2))
+            self.state = TransportState.RECONNECTING
+            if conn.wg_framing.failed is None:
+                self.last_error = f"the WebSocket closed ({conn.close_code or 'connection lost'}); reconnecting"
+            # One that lived a while reconnects at once; one that dies as soon as it opens (a server refusing
+            # the stream) backs off as failed attempts do.
+            if time.monotonic() - opened_at >= BACKOFF_MAX:
+                delay = BACKOFF_FIRST
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+
+def create(hooks: TransportHooks, settings: TransportSettings) -> WebSocketTransport:
+    """The transport registry's factory for TransportKind.WEBSOCKET (wgmagic.runtime.transport.TRANSPORTS); the
+    URL's scheme chooses the framing (wgmagic.runtime.wsframing)."""
+    if settings.url is None:
+        raise ValueError("a WebSocket transport needs a ws:// or wss:// URL (or fly+wss:// for Fly's framing)")
+    return WebSocketTransport(hooks.loop, settings.url, settings.peer_address, hooks.receive, hooks.after_batch,
+                              hooks.counters, ca_file=settings.ca_file, on_error=hooks.on_error,
+                              on_open=hooks.on_open)

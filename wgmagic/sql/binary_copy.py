@@ -207,6 +207,7 @@ def decode_column(data: bytes | bytearray, offsets: Any, sizes: Any, oid: int, l
         return pd.Series(values), True
     if oid in (TIMESTAMP_OID, TIMESTAMPTZ_OID, DATE_OID):
         raw = fixed(">i4" if oid == DATE_OID else ">i8").astype(np.int64)
+        raw[null] = 0  # a NULL's stand-in bytes are not a value: converted, they overflow (NumPy 2.5 raises)
         live = raw[~null]
         # 0001-01-02 and 9999-12-30 (in days, or microseconds, from 2000-01-01): a day inside Python's range,
         # so that no time zone moves a value out of it; values nearer the ends go value by value below
@@ -220,7 +221,7 @@ def decode_column(data: bytes | bytearray, offsets: Any, sizes: Any, oid: int, l
             values = (raw + PG_EPOCH_DAYS).astype("datetime64[D]").astype("datetime64[us]")
         else:
             values = (raw + PG_EPOCH_US).astype("datetime64[us]")
-        values[null] = np.datetime64("NaT")
+        values[null] = np.datetime64("NaT", "us")  # a unit always: NumPy 2.5 deprecates the generic one
         series = pd.Series(values)
         if oid == TIMESTAMPTZ_OID:
             series = series.dt.tz_localize("UTC")
@@ -245,7 +246,7 @@ def decode_column(data: bytes | bytearray, offsets: Any, sizes: Any, oid: int, l
         if live.any() and (span[live] > 100_000_000).any():
             return _each(data, offsets, sizes, load_one(oid)), False
         values = (total_days * 86_400_000_000 + micros).astype("timedelta64[us]")
-        values[null] = np.timedelta64("NaT")
+        values[null] = np.timedelta64("NaT", "us")
         return pd.Series(values), True
     if oid == VOID_OID:  # no loader: psycopg gives the text form, '', on the row path
         return [None if size < 0 else "" for size in sizes.tolist()], False

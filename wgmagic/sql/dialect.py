@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from wgmagic.errors import NoRouteError, TunnelError
 from wgmagic.proto.forwarding import NEUTRAL, ForwardProtocol
 from wgmagic.sql.messages import ConnectionStageError, classify_connection_failure
 from wgmagic.sql.parameters import Statement, split_statements
+from wgmagic.sql.timeline import OpeningStages, StatementClock, opening_stages
 
 if TYPE_CHECKING:
     from wgmagic.runtime.services.forward import Forward
@@ -98,6 +100,8 @@ class SqlConnection(ABC):
         self.reconnects = 0
         self.opened = False  # opened at least once: a later open is a reconnect
         self._tunnel_name: str | None = None
+        self.opening: OpeningStages | None = None  # the last opening's stages, until a statement is charged
+        self._resolved: float | None = None  # when the opening's name lookup ended (time.monotonic())
 
     # ---- description (never the password) ------------------------------------------------------------
     @property
@@ -145,7 +149,11 @@ class SqlConnection(ABC):
             logger.info("connection %r: %s, opening a new one", self.alias,
                         "the tunnel was replaced" if self.is_usable() else "closed or broken")
         self._drop()
+        started, self._resolved = time.monotonic(), None
         self._open(tunnel)
+        relay = self._relay()
+        self.opening = opening_stages(started, self._resolved, relay.exchanges if relay else None,
+                                      time.monotonic(), tls=self.tls_in_use())
         self.opened = True
         logger.debug("connection %r open: %s via %s", self.alias, self.dsn.masked(),
                      self.forward_address or "a direct connection")
@@ -156,6 +164,24 @@ class SqlConnection(ABC):
     def set_autocommit(self, on: bool) -> None:
         """Autocommit for the next statements; by default from the next connection on."""
         self.autocommit = on
+
+    def tls_in_use(self) -> bool:
+        """Whether the open session speaks TLS (its opening then has a TLS stage)."""
+        return False
+
+    def _relay(self) -> Any:
+        """The forward's relay carrying this session (its bytes and exchanges), or None without a forward."""
+        try:
+            relays = [r for r in list(getattr(self._forward, "relays", ())) if not r.done]
+        except RuntimeError:  # the loop thread changed the set while it was copied
+            return None
+        return min(relays, key=lambda relay: relay.exchanges.opened) if relays else None
+
+    def clock(self, sql: str) -> StatementClock:
+        """A started clock for one statement (wgmagic.sql.timeline): stop(rows) records its timeline. The
+        session's opening, if no statement has been charged with it yet, goes to this one."""
+        opening, self.opening = self.opening, None
+        return StatementClock(sql, self.alias, self._relay(), opening).start()
 
     # ---- running a cell ------------------------------------------------------------------------------
     def lexer_rules(self) -> LexerRules:
@@ -193,6 +219,8 @@ class SqlConnection(ABC):
         try:
             self._forward = tunnel.forward(f"{bracket(host)}:{port}", local=0 if tcp else None, clients="process",
                                            protocol=self.forward_protocol())
+            # The query timeline's DNS stage ends here: the name lookup, then making the local listener.
+            self._resolved = time.monotonic()
         except NoRouteError as exc:
             raise ConnectionStageError("TCP connect", str(exc), "the peer's AllowedIPs and the [Interface] "
                                        "Address families of the WireGuard config") from None

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from wgmagic.connstr import Dsn
+from wgmagic.files import text_lines
 
 
 def pgpass_lookup(dsn: Dsn) -> str | None:
@@ -19,7 +20,7 @@ def pgpass_lookup(dsn: Dsn) -> str | None:
     try:
         if path.stat().st_mode & 0o077:
             return None  # libpq ignores a file others can read
-        lines = path.read_text().splitlines()
+        lines = text_lines(path.read_text())
     except OSError:
         return None
     wanted = [dsn.host or "localhost", str(dsn.port or 5432), dsn.database or dsn.user or "", dsn.user or ""]
@@ -86,7 +87,7 @@ def my_cnf_password(path: Path | None = None) -> str | None:
         try:
             if candidate.stat().st_mode & 0o002:
                 continue  # libmysqlclient: "World-writable config file ... is ignored"
-            lines = candidate.read_text().splitlines()
+            lines = text_lines(candidate.read_text())
         except (OSError, UnicodeDecodeError):
             continue
         group = None

@@ -9,6 +9,7 @@ parsed arguments (wgmagic.notebook.arguments.wg_parser). `%%wgsql` lives in `wgs
 | `capture.py` | capture |
 | `diagnose.py` | ping, resolve, doctor, bench |
 | `dashboard.py` | diag (the live dashboard), plot |
+| `queries.py` | queries (the %%wgsql statements' timelines: table and waterfall) |
 | `wgsql.py` | `%%wgsql`, its connection registry and dialect choice; `%wg connections` |
 """
 
@@ -18,7 +19,7 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from wgmagic.notebook.cmd import capture, dashboard, diagnose, forwards, tunnels, wgsql
+from wgmagic.notebook.cmd import capture, dashboard, diagnose, forwards, queries, tunnels, wgsql
 
 if TYPE_CHECKING:
     from wgmagic.notebook.magics import WgMagic
@@ -40,4 +41,5 @@ COMMANDS: dict[str, Command] = {
     "diag": dashboard.diag,
     "plot": dashboard.plot,
     "connections": wgsql.connections,
+    "queries": queries.queries,
 }

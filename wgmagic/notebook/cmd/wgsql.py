@@ -73,8 +73,13 @@ def run(magic: WgMagic, args: argparse.Namespace, cell: str, target_var: str | N
         print(f"wgmagic: connected: {conn.dsn.masked()}")
         return None
     PREFETCH.wait(PREFETCH.frames)  # pandas went on importing while the connection opened
+    from wgmagic.sql import timeline
+
+    before = timeline.recorded()
     with progress_bar(magic.progress_bar_threshold if magic.progress_bar else None) as progress:
         results = conn.run(statements, progress=progress)
+    if getattr(args, "timing", False) and timeline.recorded() > before:
+        print_after_cell(magic, timeline.explain(timeline.recent(1)[0]))
     frame = None
     for result in results:
         if result.frame is not None:
@@ -88,6 +93,21 @@ def run(magic: WgMagic, args: argparse.Namespace, cell: str, target_var: str | N
         if name:
             magic.shell.user_ns[name] = frame
     return frame
+
+
+def print_after_cell(magic: WgMagic, text: str) -> None:
+    """Print `text` once the cell's result has been displayed (IPython's post_run_cell event), so it stands
+    under the DataFrame; at once where there is no event manager."""
+    events = getattr(magic.shell, "events", None)
+    if events is None:
+        print(text)
+        return
+
+    def once(*_: Any) -> None:
+        events.unregister("post_run_cell", once)
+        print(text)
+
+    events.register("post_run_cell", once)
 
 
 def shown(frame: Any, limit: int | None) -> Any:

@@ -34,11 +34,12 @@ class Gateway:
     def __init__(self, config: Any, exposes: list[Expose], names: dict[str, tuple[IPAddress, ...]] | None = None,
                  *, name: str = "gateway", timers: Any = None,
                  connect_timeout: float = LOCAL_CONNECT_TIMEOUT, websocket: tuple[str, int] | None = None,
-                 tls_cert: str | None = None, tls_key: str | None = None, websocket_path: str = "/wg") -> None:
+                 tls_cert: str | None = None, tls_key: str | None = None, websocket_path: str = "/wg",
+                 websocket_framing: str = "binary") -> None:
         """config: a wg-quick file or text ([Interface] with Address, one [Peer] per client); `websocket`:
         also accept WebSocket clients on this (host, port) (TLS with tls_cert/tls_key), relayed to our own UDP
-        port. Raises ConfigError, ValueError when a target's host does not resolve, OSError when a port cannot
-        be bound."""
+        port, in `websocket_framing` ("binary", or "fly": Fly.io's gateway framing). Raises ConfigError,
+        ValueError when a target's host does not resolve, OSError when a port cannot be bound."""
         from wgmagic.config import load_config
         from wgmagic.runtime.tunnel import Tunnel
 
@@ -58,7 +59,7 @@ class Gateway:
         try:
             self.tunnel.call_on_loop(self._setup)
             if websocket is not None:
-                self._start_websocket(websocket, tls_cert, tls_key, websocket_path)
+                self._start_websocket(websocket, tls_cert, tls_key, websocket_path, websocket_framing)
         except BaseException:
             self.tunnel.close()
             raise
@@ -84,14 +85,14 @@ class Gateway:
         return self.tunnel.call_on_loop(lambda: self.engine.local_port)
 
     def _start_websocket(self, listen: tuple[str, int], tls_cert: str | None, tls_key: str | None,
-                         path: str) -> None:
+                         path: str, framing: str = "binary") -> None:
         """WireGuard over WebSocket beside UDP: the relay of `wgmagic relay`, on this gateway's own
         loop thread, toward this gateway's UDP port on loopback. Each WebSocket client gets a UDP socket of its
         own, so the WireGuard device sees one endpoint per client and roaming between UDP and WebSocket works
         unchanged (see docs/layers.md)."""
         from wgmagic.runtime.services.wsrelay import WebSocketRelay
 
-        self.websocket_relay = WebSocketRelay(("127.0.0.1", self.listen_port), path=path)
+        self.websocket_relay = WebSocketRelay(("127.0.0.1", self.listen_port), path=path, framing=framing)
         self.websocket_address = self.tunnel.run_on_loop(
             self.websocket_relay.start(*listen, tls_cert=tls_cert, tls_key=tls_key), timeout=15)
 

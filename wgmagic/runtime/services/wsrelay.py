@@ -7,18 +7,25 @@ target's datagrams come back); the target's replies go back as binary messages. 
 else: it is not an open relay. `wgmagic relay` runs it standalone next to any WireGuard server, and
 `wgmagic gateway --websocket` runs it on the gateway's own loop thread toward the gateway's UDP port.
 
+How the datagrams lie inside the WebSocket is the relay's framing (wgmagic/runtime/wsframing.py; `--framing`):
+"binary", one datagram per binary message, what wgmagic's client speaks over ws:// and wss://; or "fly", Fly.io's
+gateway framing (the client's magic, then length-prefixed records in text messages read as one byte stream), so
+flyctl and `--via fly+wss://...` can use a wgmagic relay. Replies go back in the same framing.
+
 Every byte from a client is untrusted and memory is bounded:
-- a message larger than MAX_MESSAGE closes that client (1009, counted `oversized`); text messages and
-  fragments are dropped and counted (`not_binary`); a malformed frame closes that client (1002, counted
-  `protocol_error`); a failed upgrade (not WebSocket, wrong path) is answered 400/404 and counted;
+- a message larger than the framing's limit (64 KiB binary, 256 KiB fly) closes that client (1009, counted
+  `oversized`); with the binary framing, text messages and fragments are dropped and counted (`not_binary`);
+  a malformed frame, or a fly stream with a wrong magic or a record over 65,535 bytes, closes that client (1002,
+  counted `protocol_error`, and `fly_bad_magic` / `fly_record_too_long`); a failed upgrade (not WebSocket,
+  wrong path) is answered 400/404 and counted;
 - at most `max_clients` clients (more get HTTP 503, counted `refused_full`); a client that sends nothing for
   `idle_timeout` seconds is closed (`idle_closed`); the upgrade must finish within 10 s;
-- per client: the frame being read (<= MAX_MESSAGE) and at most CLIENT_BUFFER bytes waiting on its TCP,
-  TOTAL_BUFFER over all clients; beyond that, datagrams toward it are dropped (`down_dropped`), as a full
+- per client: the frame being read (<= the framing's largest message) and at most CLIENT_BUFFER bytes waiting
+  on its TCP, TOTAL_BUFFER over all clients; beyond that, datagrams toward it are dropped (`down_dropped`), as a full
   UDP buffer would drop them. Toward the server, at most UP_QUEUE_LIMIT bytes per client (reading that
   client pauses past UP_QUEUE_HIGH, so the outer TCP's flow control holds the rest) and TOTAL_BUFFER over
-  all clients (`up_dropped` beyond). Worst case: 2 * TOTAL_BUFFER + max_clients * (MAX_MESSAGE + 256 KiB)
-  over a fixed base, in practice far less; an idle client costs a few KiB (about 18 KiB measured).
+  all clients (`up_dropped` beyond). Worst case: 2 * TOTAL_BUFFER + max_clients * (the framing's largest
+  message + 256 KiB) over a fixed base, in practice far less; an idle client costs a few KiB (about 18 KiB measured).
 
 Toward the server, datagrams are paced (`UpstreamPacer`): a WireGuard server in user space reads its UDP
 socket one datagram at a time and holds little (wireguard-go before 2023 keeps Linux's default 208 KiB: 92
@@ -44,6 +51,7 @@ from wgmagic import platform
 from wgmagic.addresses import format_address
 from wgmagic.runtime.transport import gso_run_end
 from wgmagic.runtime.websocket import flush
+from wgmagic.runtime.wsframing import Framing, framing_class
 
 MAX_MESSAGE = 65536
 # Bytes waiting on one client's TCP before datagrams toward it are dropped. Enough to ride out one outer
@@ -62,7 +70,8 @@ UP_BURST = 32
 UP_RATE = 64_000.0  # datagrams per second at most, per client (about 90 MB/s of 1,420-byte datagrams)
 UP_QUEUE_HIGH = 128 * 1024  # bytes queued toward the server before reading this client pauses
 # The hard bound per client: reading pauses after the read that crossed UP_QUEUE_HIGH, so at most one read
-# (READ_CHUNK, or asyncio's 256 KiB where READ_CHUNK cannot be set) and one message more; past it, dropped.
+# (READ_CHUNK, or asyncio's 256 KiB where READ_CHUNK cannot be set) and one message more (of the binary framing;
+# the relay adds the framing's own largest message instead); past it, dropped.
 UP_QUEUE_LIMIT = UP_QUEUE_HIGH + 256 * 1024 + MAX_MESSAGE
 DEFAULT_MAX_CLIENTS = 1024
 DEFAULT_IDLE_TIMEOUT = 600.0  # seconds without a message from a client; the client reconnects when it has more
@@ -173,23 +182,27 @@ def send_connected(sock: socket.socket, datagrams: list[bytes], gso: bool, count
 class _Client:
     __slots__ = ("conn", "last_seen", "pacer", "paused", "peer", "sock", "timer", "watchdog")
 
-    def __init__(self, conn: Any, sock: socket.socket, peer: str) -> None:
+    def __init__(self, conn: Any, sock: socket.socket, peer: str, queue_limit: int = UP_QUEUE_LIMIT) -> None:
         self.conn = conn
         self.sock = sock
         self.peer = peer
         self.last_seen = time.monotonic()
         self.watchdog: asyncio.Task[None] | None = None
-        self.pacer = UpstreamPacer()
+        self.pacer = UpstreamPacer(limit=queue_limit)
         self.paused = False  # reading this client's TCP is paused: its queue toward the server is full
         self.timer: asyncio.TimerHandle | None = None
 
 
 class WebSocketRelay:
-    """Runs on one asyncio loop (the caller's). target: (host, port) of the WireGuard server's UDP port."""
+    """Runs on one asyncio loop (the caller's). target: (host, port) of the WireGuard server's UDP port;
+    framing: "binary" (wgmagic's client) or "fly" (Fly.io's gateway framing; flyctl dials the path "/").
+    ValueError for an unknown framing."""
 
     def __init__(self, target: tuple[str, int], *, path: str = "/wg", max_clients: int = DEFAULT_MAX_CLIENTS,
-                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, framing: str = "binary") -> None:
         self.target_name = target
+        self.framing = framing
+        self._framing_class = framing_class(framing)
         self.path = "/" + path.lstrip("/")
         self.max_clients = max_clients
         self.idle_timeout = idle_timeout
@@ -203,7 +216,8 @@ class WebSocketRelay:
         self._up_queued = 0  # bytes in all clients' pacers
 
     def __repr__(self) -> str:
-        return (f"<WebSocketRelay {self.path} -> udp {format_address(self.target_name)} "
+        framing = f" ({self.framing})" if self.framing != "binary" else ""
+        return (f"<WebSocketRelay {self.path}{framing} -> udp {format_address(self.target_name)} "
                 f"clients={len(self.clients)}>")
 
     # ---- lifecycle --------------------------------------------------------------------------------------
@@ -227,8 +241,8 @@ class WebSocketRelay:
         try:
             self.server = await serve(
                 self._handler, host, port, ssl=context, create_connection=self._connection_class(),
-                process_request=self._process_request, max_size=MAX_MESSAGE, compression=None, open_timeout=10,
-                ping_interval=30, ping_timeout=30, close_timeout=2, server_header="wgmagic-relay",
+                process_request=self._process_request, max_size=self._framing_class.max_message, compression=None,
+                open_timeout=10, ping_interval=30, ping_timeout=30, close_timeout=2, server_header="wgmagic-relay",
                 write_limit=CLIENT_BUFFER)
         except OSError as exc:
             from wgmagic.runtime.services.listener import bind_error
@@ -263,24 +277,35 @@ class WebSocketRelay:
 
     def _connection_class(self) -> type:
         from websockets.asyncio.server import ServerConnection
-        from websockets.frames import BINARY, DATA_OPCODES, Frame
+        from websockets.frames import DATA_OPCODES, CloseCode, Frame
 
         relay = self
 
         class DatagramConnection(ServerConnection):
-            """Binary frames go straight to the client's UDP socket; handshake, pings and close as usual."""
+            """Data frames go through the framing (never decoded as text by the library) straight to the client's
+            UDP socket; handshake, pings and close as usual."""
 
             wg_client: _Client | None = None
 
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                # Per connection, from the first byte: Fly's magic may arrive before the handler runs.
+                self.wg_framing: Framing = relay._framing_class(relay.counters, "", server=True)
+
             def process_event(self, event: Any) -> None:
                 if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
+                    framing = self.wg_framing
+                    datagrams = framing.decode(int(event.opcode), event.data, event.fin)
                     client = self.wg_client
-                    if event.opcode is not BINARY or not event.fin:
-                        relay.counters["not_binary"] += 1
-                    elif client is None:  # before this client's UDP socket exists (not expected)
-                        relay.counters["up_before_ready"] += 1
-                    else:
-                        relay._up(client, event.data)
+                    for datagram in datagrams:
+                        if client is None:  # before this client's UDP socket exists (not expected)
+                            relay.counters["up_before_ready"] += 1
+                        else:
+                            relay._up(client, datagram)
+                    if framing.failed is not None and self.protocol.close_sent is None:
+                        # The byte stream cannot be resynchronised: close this client as a protocol error.
+                        self.protocol.fail(CloseCode.PROTOCOL_ERROR, f"{framing.name} framing: {framing.failed}")
+                        flush(self)
                     return
                 super().process_event(event)
 
@@ -317,7 +342,8 @@ class WebSocketRelay:
             self.counters["udp_socket_failed"] += 1
             return
         address = conn.remote_address
-        client = _Client(conn, sock, format_address(address) if address else "?")
+        client = _Client(conn, sock, format_address(address) if address else "?",
+                         UP_QUEUE_LIMIT - MAX_MESSAGE + self._framing_class.max_message)
         conn.wg_client = client
         self.clients[id(conn)] = client
         self.counters["accepted"] += 1
@@ -406,7 +432,7 @@ class WebSocketRelay:
         transport = conn.transport
         protocol = conn.protocol
         counters = self.counters
-        sent = 0
+        sent: list[bytes] = []
         for _ in range(UDP_BATCH):
             try:
                 data = client.sock.recv(65535)
@@ -420,9 +446,12 @@ class WebSocketRelay:
                     waiting > CLIENT_BUFFER or self._waiting_total() > TOTAL_BUFFER)):
                 counters["down_dropped"] += 1
                 continue
-            protocol.send_binary(data)
-            sent += 1
+            sent.append(data)
             counters["down_messages"] += 1
             counters["down_bytes"] += len(data)
         if sent:
+            framing: Framing = conn.wg_framing
+            send = protocol.send_text if framing.text else protocol.send_binary
+            for payload in framing.encode(sent):
+                send(payload)  # bytes as they are (Fly's text messages are raw bytes)
             flush(conn)

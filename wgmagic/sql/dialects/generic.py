@@ -113,6 +113,7 @@ class SqlAlchemyConnection(SqlConnection):
         import pandas as pd
         import sqlalchemy
 
+        clock = self.clock(statement.sql)
         try:
             if statement.params:
                 cursor = self.raw.execute(sqlalchemy.text(statement.bind_sql), statement.params)
@@ -127,6 +128,8 @@ class SqlAlchemyConnection(SqlConnection):
                 self._drop()
             raise SqlError(first_line(exc.orig or exc)) from None
         if not cursor.returns_rows:
+            clock.stop(cursor.rowcount)
             return Result(None, cursor.rowcount, "")
         frame = pd.DataFrame(cursor.fetchall(), columns=list(cursor.keys()))
+        clock.stop(len(frame))
         return Result(frame, len(frame), "")

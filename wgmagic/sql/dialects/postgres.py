@@ -136,6 +136,9 @@ class PostgresConnection(SqlConnection):
         if raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             raw.autocommit = on
 
+    def tls_in_use(self) -> bool:
+        return bool(getattr(getattr(self.raw, "pgconn", None), "ssl_in_use", False))
+
     def lexer_rules(self) -> LexerRules:
         """standard_conforming_strings as the server last reported it (on unless it said off): off,
         backslashes escape inside '...' and the statements are cut accordingly, as psql does."""
@@ -155,7 +158,10 @@ class PostgresConnection(SqlConnection):
 
         idle_before = self.raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         try:
-            return run_statement(self.raw, statement.sql, statement.params, progress=progress)
+            clock = self.clock(statement.sql)
+            result = run_statement(self.raw, statement.sql, statement.params, progress=progress)
+            clock.stop(result.rowcount)
+            return result
         except KeyboardInterrupt:
             if self._after_interrupt():
                 raise QueryCancelledError("Query cancelled: a cancel request went to the server through the "

@@ -1,0 +1,131 @@
+"""wgmagic.sql.timeline: the stages, the verdict and the recorder, with plain numbers (issue 26 item 1)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wgmagic.sql import timeline
+from wgmagic.sql.timeline import OpeningStages, QueryTimeline, build, opening_stages, shown_statement, verdict
+
+
+class FakeExchanges:
+    def __init__(self, opened=0.0, count=0, last_up=None, first_down=None, last_down=None, starts=()):
+        self.opened, self.count, self.last_up = opened, count, last_up
+        self.first_down, self.last_down, self.starts = first_down, last_down, list(starts)
+
+
+class FakeEstimator:
+    def __init__(self, srtt, min_rtt=None):
+        self.srtt, self.min_rtt = srtt, min_rtt
+
+
+class FakeConn:
+    def __init__(self, srtt):
+        self.rtt = FakeEstimator(srtt)
+
+
+class FakeRelay:
+    def __init__(self, exchanges, srtt, bytes_down=0):
+        self.exchanges, self.conn, self.bytes_down = exchanges, FakeConn(srtt), bytes_down
+
+
+def _t(**values) -> QueryTimeline:
+    return QueryTimeline("SELECT 1", **values)
+
+
+def test_verdicts_from_plain_numbers():
+    assert verdict(_t(send_ms=0.5, latency_ms=80, server_ms=1, transfer_ms=0, decode_ms=1, rtt_ms=80)) == "network"
+    assert verdict(_t(send_ms=0.5, latency_ms=1, server_ms=2000, transfer_ms=0, decode_ms=1, rtt_ms=1)) == "database"
+    assert verdict(_t(send_ms=1, latency_ms=20, server_ms=5, transfer_ms=4000, decode_ms=300, rtt_ms=20)) == \
+        "transfer"
+    assert verdict(_t(send_ms=1, latency_ms=1, server_ms=5, transfer_ms=100, decode_ms=2500, rtt_ms=1)) == \
+        "this machine"
+    assert verdict(_t(dns_ms=300, connect_ms=200, auth_ms=200, send_ms=1, latency_ms=1, server_ms=5,
+                      transfer_ms=0, decode_ms=2, rtt_ms=1)) == "network"  # the opening is the network's
+    assert verdict(_t(total_ms=12)) == "unknown"  # nothing measured (no forward)
+
+
+def test_earlier_round_trips_in_send_are_the_networks():
+    t = _t(send_ms=85, latency_ms=80, server_ms=1, transfer_ms=0, decode_ms=10, rtt_ms=80, exchanges=2)
+    parts = timeline.shares(t)
+    assert parts["network"] == 160 and parts["this machine"] == 15
+
+
+def test_build_splits_the_statement_at_the_relays_marks():
+    ex = FakeExchanges(count=3, last_up=10.010, first_down=10.600, last_down=11.600)
+    relay = FakeRelay(ex, srtt=0.080, bytes_down=1_000_000 + 500)
+    t = build("SELECT pg_sleep(0.5)", "a", 10.000, 12.000, 7, relay, count0=1, bytes0=500,
+              opening=OpeningStages(dns_ms=5, connect_ms=6, tls_ms=0, auth_ms=7))
+    assert t.exchanges == 2 and t.bytes == 1_000_000 and t.rows == 7
+    assert round(t.send_ms, 6) == 10 and round(t.latency_ms, 6) == 80 and round(t.server_ms, 6) == 510
+    assert round(t.transfer_ms, 6) == 1000 and round(t.decode_ms, 6) == 400
+    assert round(t.total_ms, 6) == 2018
+    assert round(sum(t.stages().values()), 6) == round(t.total_ms, 6)
+    assert round(t.rate_mbit_s, 3) == 8.0
+
+
+def test_server_time_is_never_negative_and_a_wait_shorter_than_srtt_is_all_latency():
+    ex = FakeExchanges(count=1, last_up=0.001, first_down=0.050, last_down=0.050)
+    t = build("SELECT 1", "a", 0.0, 0.051, 1, FakeRelay(ex, srtt=0.120), count0=0, bytes0=0, opening=None)
+    assert t.server_ms == 0 and round(t.latency_ms, 6) == 49
+
+
+def test_nothing_through_the_tunnel_is_all_this_machine_and_no_forward_is_unmeasured():
+    ex = FakeExchanges(count=4, last_up=1.0, first_down=1.1, last_down=1.2)
+    t = build("SELECT 1", "a", 5.0, 5.010, 1, FakeRelay(ex, srtt=0.01), count0=4, bytes0=0, opening=None)
+    assert round(t.decode_ms, 6) == 10 and t.server_ms is None
+    t = build("SELECT 1", "a", 5.0, 5.010, 1, None, count0=0, bytes0=0, opening=None)
+    assert t.decode_ms is None and verdict(t) == "unknown" and "not measured" in timeline.explain(t)
+
+
+@given(st.lists(st.floats(min_value=0, max_value=5, allow_nan=False), min_size=6, max_size=6),
+       st.floats(min_value=0, max_value=1, allow_nan=False), st.integers(min_value=1, max_value=5))
+def test_stages_always_add_up_to_the_total(marks, srtt, count):
+    started, a, b, c, ended = 0.0, *sorted(marks[:3]), max(marks[:3]) + marks[3]
+    ex = FakeExchanges(count=count, last_up=a, first_down=b, last_down=c)
+    t = build("x", "a", started, ended, 0, FakeRelay(ex, srtt=srtt), count0=0, bytes0=0,
+              opening=OpeningStages(dns_ms=marks[4], auth_ms=marks[5]))
+    assert all(value >= 0 for value in t.stages().values())
+    assert abs(sum(t.stages().values()) - t.total_ms) < 1e-6
+    assert verdict(t) in timeline.VERDICTS
+
+
+def test_opening_stages():
+    ex = FakeExchanges(opened=1.5, starts=[1.6, 1.7, 1.9])
+    stages = opening_stages(1.0, 1.2, ex, 2.5, tls=True)
+    assert [round(v, 6) for v in (stages.dns_ms, stages.connect_ms, stages.tls_ms, stages.auth_ms)] == \
+        [200, 300, 400, 600]
+    stages = opening_stages(1.0, 1.2, ex, 2.5, tls=False)
+    assert round(stages.tls_ms, 6) == 0 and round(stages.auth_ms, 6) == 1000
+    stages = opening_stages(1.0, None, None, 1.3, tls=False)
+    assert stages.dns_ms == 0 and round(stages.auth_ms, 6) == 300
+
+
+def test_statements_are_masked_and_shortened():
+    assert shown_statement("ALTER ROLE app PASSWORD 'hunter2'") == "ALTER ROLE app PASSWORD '***'"
+    assert "s3cr3t" not in shown_statement("SELECT dblink('postgresql://u:s3cr3t@h/db', 'x')")
+    long = shown_statement("SELECT\n  " + "a, " * 100 + "b FROM t")
+    assert len(long) == timeline.STATEMENT_WIDTH and long.endswith("…") and "\n" not in long
+
+
+def test_recorder_keeps_the_latest():
+    timeline.clear()
+    before = timeline.recorded()
+    for i in range(timeline.KEPT + 5):
+        timeline.record(_t(total_ms=i))
+    assert timeline.recorded() == before + timeline.KEPT + 5
+    assert len(timeline.recent()) == timeline.KEPT and timeline.recent(2)[-1].total_ms == timeline.KEPT + 4
+    frame = timeline.frame(timeline.recent(3))
+    assert list(frame.columns) == list(timeline.COLUMNS) and len(frame) == 3
+    timeline.clear()
+    assert timeline.recent() == []
+
+
+def test_waterfall_draws_with_agg():
+    from wgmagic.notebook.plots import png, waterfall_figure
+
+    items = [_t(send_ms=1, latency_ms=80, server_ms=1, transfer_ms=0, decode_ms=1, rtt_ms=80, total_ms=83),
+             _t(total_ms=5)]
+    assert png(waterfall_figure(items)).startswith(b"\x89PNG")
+    assert png(waterfall_figure([])).startswith(b"\x89PNG")
