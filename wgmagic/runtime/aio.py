@@ -29,7 +29,7 @@ from wgmagic.runtime import fallback
 from wgmagic.runtime.engine import Engine
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
 from wgmagic.runtime.seams import IPAddress
-from wgmagic.runtime.services.forward import Forward, ForwardSpec
+from wgmagic.runtime.services.forward import Forward, ForwardSpec, default_protocol
 from wgmagic.runtime.transport import TransportKind
 from wgmagic.via import Via, ViaMode
 from wgmagic.wireguard.timers import Timers
@@ -132,7 +132,8 @@ class AsyncTunnel:
         self._check_open()
         host, port = split_host_port(target)
         addresses = await self.resolve_addresses(host)
-        spec = ForwardSpec(host, port, addresses[0], "unix", remote_addresses=tuple(addresses))
+        spec = ForwardSpec(host, port, addresses[0], "unix", remote_addresses=tuple(addresses),
+                           protocol=default_protocol(port))  # libpq's socket name on PostgreSQL's ports
         if local_port is not None:
             spec.local_kind, spec.bind_port, spec.clients = "tcp", local_port, "any"
         forward = Forward(self.engine, spec)

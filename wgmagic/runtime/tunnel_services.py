@@ -59,19 +59,15 @@ class TunnelServices:
         """`Tunnel.forward`: a TCP forward, or a UDP one for "udp:HOST:PORT". `protocol` None: PostgreSQL's
         for its well-known ports (wgmagic.proto.postgres.PORTS), else the neutral one."""
         from wgmagic.addresses import is_udp_target, parse_local, split_host_port
-        from wgmagic.proto import postgres
-        from wgmagic.proto.forwarding import NEUTRAL
-        from wgmagic.runtime.services.forward import Forward, ForwardSpec
+        from wgmagic.runtime.services.forward import Forward, ForwardSpec, default_protocol
 
         if is_udp_target(target):
             return self._udp_forward(target, local, idle_timeout, max_flows)
         host, port = split_host_port(target)
         where = parse_local(local)
         addresses = self._tunnel.resolve_addresses(host)
-        if protocol is None:
-            protocol = postgres.POSTGRES if port in postgres.PORTS else NEUTRAL
         spec = ForwardSpec(host, port, addresses[0], "unix", remote_addresses=tuple(addresses), clients=clients,
-                           protocol=protocol)
+                           protocol=protocol or default_protocol(port))
         if where.kind == "unix":
             spec.socket_dir = where.socket_dir
         else:

@@ -32,6 +32,7 @@ from typing import Any
 
 from wgmagic import explain, platform
 from wgmagic.addresses import format_address
+from wgmagic.proto import postgres
 from wgmagic.proto.forwarding import NEUTRAL, ForwardProtocol
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
 from wgmagic.runtime.seams import EngineAPI
@@ -72,6 +73,12 @@ def _send_and_close(client: socket.socket, message: bytes) -> None:
         client.send(message)
     with contextlib.suppress(OSError):
         client.close()
+
+
+def default_protocol(port: int) -> ForwardProtocol:
+    """The protocol of a forward whose caller named none: PostgreSQL's on its well-known ports
+    (wgmagic.proto.postgres.PORTS: 5432, 6432), else the neutral one."""
+    return postgres.POSTGRES if port in postgres.PORTS else NEUTRAL
 
 
 @dataclass
