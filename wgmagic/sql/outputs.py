@@ -1,0 +1,494 @@
+"""What `%%wgsql` gives back: a pandas DataFrame, a polars DataFrame, a pyarrow Table, a Parquet file written
+as the rows arrive, or an iterator of DataFrames of N rows.
+
+`OutputSpec` says which (the magic builds it from `--arrow`, `--to`, `--chunks` and `%config WgMagic.autopolars`
+/ `WgMagic.string_dtype`) and `run_cell` runs a cell's statements with it. The PostgreSQL bulk path
+(wgmagic.sql.results) reads the spec while it streams and hands each decoded chunk (wgmagic.sql.copy_stream
+pieces) to a sink here: the Parquet sink writes a row group per chunk and so holds one chunk at a time, whatever
+the row count; the others keep the decoded columns and build their result once, without a pandas detour for
+Arrow and polars. A result that did not stream (another dialect, the row path) is converted from its
+DataFrame at the end, with the same outcome.
+
+Types in Arrow (and so in polars and Parquet): integers int64, floats float64 (NULL a null, not NaN), bool,
+date date32, timestamp timestamp[us], timestamptz timestamp[us, UTC], interval duration[us] (a month 30
+days, a year 365, as psycopg and the pandas path count them), text large_string, bytea large_binary. A
+date/time value Arrow cannot hold in that unit (PostgreSQL's infinity, -infinity) is null there. Every other
+type (numeric, json, arrays, uuid, inet, ...) is the text of its Python value (`str`; json as JSON text).
+
+Text in pandas: pandas' string dtype backed by pyarrow (`str` in pandas 3), NULL as NaN; with
+`string_dtype="object"`, Python str objects and None, as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from wgmagic.sql.binary_copy import INT64_MAX, INT64_MIN, PG_EPOCH_DAYS, PG_EPOCH_US
+from wgmagic.sql.copy_stream import Piece, concat_pieces, slice_piece
+
+FORMS = ("pandas", "polars", "arrow")
+STRING_DTYPES = ("str", "object")
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """form: "pandas", "polars" or "arrow" (a pyarrow.Table); string_dtype: "str" (pandas' Arrow-backed string
+    dtype) or "object"; to: a .parquet path to stream the rows into (the cell returns a `ParquetWritten`);
+    chunks: return an iterator of DataFrames (in `form`) of this many rows."""
+
+    form: str = "pandas"
+    string_dtype: str = "str"
+    to: str | None = None
+    chunks: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.form not in FORMS:
+            raise ValueError(f"output form must be one of {', '.join(FORMS)}, not {self.form!r}")
+        if self.string_dtype not in STRING_DTYPES:
+            raise ValueError(f"string_dtype must be 'str' or 'object', not {self.string_dtype!r}")
+        if self.chunks is not None and self.chunks < 1:
+            raise ValueError("--chunks takes a row count of 1 or more")
+        if self.to is not None and self.chunks is not None:
+            raise ValueError("--to and --chunks cannot be used together")
+
+    @property
+    def streams(self) -> bool:
+        """Whether the rows should take the bulk (streaming) path whenever it can carry them."""
+        return self.to is not None or self.chunks is not None
+
+
+_SPEC: contextvars.ContextVar[OutputSpec | None] = contextvars.ContextVar("wgmagic_output", default=None)
+DEFAULT = OutputSpec()
+
+
+def current() -> OutputSpec:
+    """The spec of the cell being run (the default one outside `using`)."""
+    return _SPEC.get() or DEFAULT
+
+
+@contextlib.contextmanager
+def using(spec: OutputSpec) -> Iterator[OutputSpec]:
+    token = _SPEC.set(spec)
+    try:
+        yield spec
+    finally:
+        _SPEC.reset(token)
+
+
+def run_cell(conn: Any, statements: list[Any], spec: OutputSpec, *, progress: Any = None) -> list[Any]:
+    """Run `statements` on an SqlConnection with `spec`; the Results' frames in the form `spec` asks for."""
+    with using(spec):
+        results = conn.run(statements, progress=progress)
+    for result in results:
+        if result.frame is not None:
+            result.frame = convert(result.frame, spec)
+    return results
+
+
+@dataclass(frozen=True)
+class ParquetWritten:
+    """What `%%wgsql --to PATH` returns: the file written and its row count."""
+
+    path: str
+    rows: int
+
+    def __repr__(self) -> str:
+        return f"wgmagic: wrote {self.rows:,} rows to {self.path}"
+
+
+def convert(frame: Any, spec: OutputSpec) -> Any:
+    """A result that came back as a pandas DataFrame (another dialect, the row path) in `spec`'s form;
+    anything else (already converted while streaming) as it is."""
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame):
+        return frame
+    if spec.string_dtype == "str":
+        frame = frame.copy(deep=False)
+        for name in frame.columns[[_is_text(frame[c]) for c in frame.columns]] if len(frame.columns) else []:
+            frame[name] = frame[name].astype(text_dtype())
+    if spec.to is not None:
+        table = pa_table_from_pandas(frame)
+        with atomic_path(spec.to) as temporary:
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, temporary)
+        return ParquetWritten(os.path.abspath(spec.to), len(frame))
+    if spec.chunks is not None:
+        size = spec.chunks
+        return (_form_of_pandas(frame.iloc[start:start + size].reset_index(drop=True), spec.form)
+                for start in range(0, len(frame), size))
+    return _form_of_pandas(frame, spec.form)
+
+
+def _is_text(column: Any) -> bool:
+    if column.dtype != object:
+        return False
+    values = column.dropna()
+    return len(values) > 0 and bool(values.map(lambda v: isinstance(v, str)).all())
+
+
+def _form_of_pandas(frame: Any, form: str) -> Any:
+    if form == "pandas":
+        return frame
+    table = pa_table_from_pandas(frame)
+    if form == "arrow":
+        return table
+    import polars as pl
+
+    return pl.from_arrow(table, rechunk=False)
+
+
+def pa_table_from_pandas(frame: Any) -> Any:
+    import pyarrow as pa
+
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        columns = {}
+        for name in frame.columns:
+            try:
+                columns[str(name)] = pa.Array.from_pandas(frame[name])
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                columns[str(name)] = pa.array([_text_of(v) for v in frame[name]], pa.large_string())
+        return pa.table(columns)
+
+
+def text_dtype() -> Any:
+    """pandas' string dtype backed by pyarrow, NULL as NaN (pandas 3's default `str`; pandas 2.2's
+    "pyarrow_numpy"; older pandas: the pyarrow string dtype with pd.NA)."""
+    import numpy as np
+    import pandas as pd
+
+    try:
+        return pd.StringDtype("pyarrow", na_value=np.nan)
+    except TypeError:
+        pass
+    try:
+        return pd.StringDtype("pyarrow_numpy")
+    except (TypeError, ValueError):
+        return pd.StringDtype("pyarrow")
+
+
+# ---- pieces into pandas columns (the row path's dtypes) ---------------------------------------------------
+
+def piece_to_pandas(piece: Piece, load_one: Callable[[int], Any], string_dtype: str) -> tuple[Any, bool]:
+    """(values, final): final, a pandas Series in the row path's dtype; otherwise a list of Python values (as
+    psycopg's loader gives them) for the shared normalisation (wgmagic.sql.results._normalise)."""
+    import numpy as np
+    import pandas as pd
+
+    from wgmagic.sql.binary_copy import DATE_OID, INTERVAL_OID, TIMESTAMPTZ_OID
+
+    null, values, kind, oid = piece.null, piece.values, piece.kind, piece.oid
+    any_null = bool(null.any())
+    if kind == "int":
+        if any_null:
+            return pd.Series(pd.arrays.IntegerArray(values, null)), True
+        return pd.Series(values), True
+    if kind == "float":
+        values = values.copy()
+        values[null] = np.nan
+        return pd.Series(values), True
+    if kind == "bool":
+        if any_null:
+            return pd.Series(pd.arrays.BooleanArray(values, null)), True
+        return pd.Series(values), True
+    if kind == "time":
+        live = values[~null]
+        # 0001-01-02 and 9999-12-30 (in days, or microseconds, from 2000-01-01): a day inside Python's range,
+        # so that no time zone moves a value out of it; values nearer the ends go value by value
+        if oid == DATE_OID:
+            low, high = -730_118, 2_921_938
+        else:
+            low, high = -63_082_195_200_000_000, 252_455_443_200_000_000
+        if len(live) and (live.min() < low or live.max() > high):
+            fmt = ">i" if oid == DATE_OID else ">q"
+            return _each_packed(piece, load_one, lambda v: int(v).to_bytes(4 if fmt == ">i" else 8, "big",
+                                                                              signed=True)), False
+        if oid == DATE_OID:
+            stamps = (values + PG_EPOCH_DAYS).astype("datetime64[D]").astype("datetime64[us]")
+        else:
+            stamps = (values + PG_EPOCH_US).astype("datetime64[us]")
+        stamps[null] = np.datetime64("NaT")
+        series = pd.Series(stamps)
+        if oid == TIMESTAMPTZ_OID:
+            series = series.dt.tz_localize("UTC")
+        return series, True
+    if kind == "interval":
+        micros, days, months = values
+        total, inside = _interval_micros(micros, days, months)
+        if (~inside & ~null).any():
+            import struct
+
+            pack = struct.Struct(">qii").pack
+            flat = list(zip(micros.tolist(), days.tolist(), months.tolist(), strict=True))
+            load = load_one(INTERVAL_OID)
+            return [None if n else load(pack(*flat[i])) for i, n in enumerate(null.tolist())], False
+        stamps = total.astype("timedelta64[us]")
+        stamps[null] = np.timedelta64("NaT")
+        return pd.Series(stamps), True
+    if kind == "void":  # no loader: psycopg gives the text form, '', on the row path
+        return [None if n else "" for n in null.tolist()], False
+    if kind == "text":
+        if string_dtype == "str":
+            return pd.Series(pd.array(values, dtype=text_dtype())), True
+        objects = values.to_numpy(zero_copy_only=False)
+        objects[null] = None
+        return pd.Series(objects, dtype=object), True
+    return list(values), False
+
+
+def _interval_micros(micros: Any, days: Any, months: Any) -> tuple[Any, Any]:
+    """(microseconds, inside): psycopg's convention (and so the row path's): a year is 365 days, a month 30,
+    each part signed. inside: the value fits both Python's timedelta and numpy's timedelta64[us] (about 106
+    million days); where it does not, the microseconds are 0."""
+    import numpy as np
+
+    years, mons = np.divmod(np.abs(months), 12)
+    sign = np.sign(months)
+    total_days = days + sign * (years * 365 + mons * 30)
+    inside = np.abs(total_days) + np.abs(micros) // 86_400_000_000 <= 100_000_000
+    total = np.where(inside, total_days, 0) * 86_400_000_000 + np.where(inside, micros, 0)
+    return total, inside
+
+
+def _each_packed(piece: Piece, load_one: Callable[[int], Any], pack: Callable[[int], bytes]) -> list[Any]:
+    load = load_one(piece.oid)
+    return [None if n else load(pack(v)) for v, n in zip(piece.values.tolist(), piece.null.tolist(), strict=True)]
+
+
+# ---- pieces into Arrow arrays ------------------------------------------------------------------------------
+
+def arrow_type(oid: int) -> Any:
+    """The Arrow type a column of PostgreSQL type `oid` gets in Arrow, polars and Parquet outputs."""
+    import pyarrow as pa
+
+    from wgmagic.sql.binary_copy import (
+        BOOL_OID,
+        DATE_OID,
+        FLOAT_WIDTHS,
+        INT_WIDTHS,
+        INTERVAL_OID,
+        TIMESTAMP_OID,
+        TIMESTAMPTZ_OID,
+    )
+
+    if oid in INT_WIDTHS:
+        return pa.int64()
+    if oid in FLOAT_WIDTHS:
+        return pa.float64()
+    if oid == BOOL_OID:
+        return pa.bool_()
+    if oid == DATE_OID:
+        return pa.date32()
+    if oid == TIMESTAMP_OID:
+        return pa.timestamp("us")
+    if oid == TIMESTAMPTZ_OID:
+        return pa.timestamp("us", tz="UTC")
+    if oid == INTERVAL_OID:
+        return pa.duration("us")
+    if oid == 17:
+        return pa.large_binary()
+    return pa.large_string()
+
+
+def piece_to_arrow(piece: Piece) -> Any:
+    """One piece as an Arrow array of `arrow_type(piece.oid)` (no Python object per value for the fixed-width
+    and text kinds)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from wgmagic.sql.binary_copy import DATE_OID, INT32_MAX, INT32_MIN
+
+    kind, null, values = piece.kind, piece.null, piece.values
+    target = arrow_type(piece.oid)
+    mask = null if null.any() else None
+    if kind in ("int", "float", "bool"):
+        return pa.array(values, type=target, mask=mask)
+    if kind == "time":
+        if piece.oid == DATE_OID:
+            infinite = (values == INT32_MAX) | (values == INT32_MIN)
+            shifted = values + PG_EPOCH_DAYS
+        else:
+            infinite = (values == INT64_MAX) | (values == INT64_MIN)
+            shifted = np.where(infinite, 0, values) + np.where(infinite, 0, PG_EPOCH_US)
+        gone = null | infinite
+        shifted = np.where(gone, 0, shifted)
+        array = pa.array(shifted.astype(np.int32 if piece.oid == DATE_OID else np.int64),
+                         mask=gone if gone.any() else None)
+        return array.view(target) if piece.oid != DATE_OID else array.cast(target)
+    if kind == "interval":
+        micros, days, months = values
+        total, inside = _interval_micros(micros, days, months)
+        gone = null | ~inside
+        return pa.array(total, type=pa.int64(), mask=gone if gone.any() else None).view(target)
+    if kind == "text":
+        return values
+    if kind == "void":
+        return pa.array([None if n else "" for n in null.tolist()], type=target)
+    if target == pa.large_binary():
+        return pa.array(values, type=target)
+    return pa.array([_text_of(v) for v in values], type=target)
+
+
+def _text_of(value: Any) -> str | None:
+    if value is None:
+        return None
+    from wgmagic.sql.jsonvalue import JSON_NULL
+
+    if value is JSON_NULL:
+        return "null"
+    if isinstance(value, (dict, list)) and not isinstance(value, str):
+        import json
+
+        try:
+            return json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError):
+            return str(value)
+    return str(value)
+
+
+def arrow_schema(names: Sequence[str], oids: Sequence[int]) -> Any:
+    import pyarrow as pa
+
+    return pa.schema([pa.field(_unique(names, i), arrow_type(oid)) for i, oid in enumerate(oids)])
+
+
+def _unique(names: Sequence[str], i: int) -> str:
+    """Column i's name, with a suffix when an earlier column has the same one (Arrow needs no unique names,
+    but Parquet readers and polars do)."""
+    name = names[i]
+    if name not in names[:i]:
+        return name
+    return f"{name}_{list(names[:i]).count(name)}"
+
+
+# ---- sinks: where the bulk path's chunks go -----------------------------------------------------------------
+
+class Sink:
+    """Receives a result's chunks (`add`), then gives what the cell returns (`finish`); `abort` on failure."""
+
+    def add(self, pieces: list[Piece], rows: int) -> None:
+        raise NotImplementedError
+
+    def finish(self, rows: int) -> Any:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        return None
+
+
+class ColumnsSink(Sink):
+    """Keeps the pieces per column; `finish` builds the whole result (pandas via `frame_builder`, Arrow,
+    polars) or an iterator of `chunks`-row results built one at a time."""
+
+    def __init__(self, names: Sequence[str], oids: Sequence[int], spec: OutputSpec,
+                 frame_builder: Callable[[list[Piece], int], Any]) -> None:
+        self.names, self.oids, self.spec = list(names), list(oids), spec
+        self.columns: list[list[Piece]] = [[] for _ in oids]
+        self._frame_builder = frame_builder
+
+    def add(self, pieces: list[Piece], rows: int) -> None:
+        for column, piece in zip(self.columns, pieces, strict=True):
+            column.append(piece)
+
+    def finish(self, rows: int) -> Any:
+        if self.spec.chunks is None:
+            return self._build(self.columns, rows)
+        return self._iterate(rows)
+
+    def _build(self, columns: list[list[Piece]], rows: int) -> Any:
+        if self.spec.form == "pandas":
+            joined = [concat_pieces(c) if c else None for c in columns]
+            return self._frame_builder([p for p in joined if p is not None], rows)
+        import pyarrow as pa
+
+        schema = arrow_schema(self.names, self.oids)
+        arrays = [pa.chunked_array([piece_to_arrow(p) for p in column], type=field.type)
+                  for column, field in zip(columns, schema, strict=True)]
+        table = pa.Table.from_arrays(arrays, schema=schema) if arrays else pa.table({}).slice(0, 0)
+        if self.spec.form == "arrow":
+            return table
+        import polars as pl
+
+        return pl.from_arrow(table, rechunk=False)
+
+    def _iterate(self, rows: int) -> Iterator[Any]:
+        size = self.spec.chunks or rows
+        columns, self.columns = self.columns, [[] for _ in self.oids]
+        joined = [concat_pieces(c) for c in columns] if rows else []
+        del columns
+        for start in range(0, rows, size):
+            stop = min(rows, start + size)
+            part = self._build([[slice_piece(p, start, stop)] for p in joined], stop - start)
+            if hasattr(part, "index") and hasattr(part, "iloc"):
+                part.index = range(start, stop)
+            yield part
+
+
+class ParquetSink(Sink):
+    """Writes each chunk as a row group of a Parquet file at a temporary name beside `path`, renamed to `path`
+    by `finish`; `abort` (an error, Ctrl-C) removes it, so nothing is ever left under `path` half-written.
+    Holds one chunk at a time."""
+
+    def __init__(self, path: str, names: Sequence[str], oids: Sequence[int]) -> None:
+        import pyarrow.parquet as pq
+
+        self.path = os.path.abspath(path)
+        self.schema = arrow_schema(names, oids)
+        self._atomic = atomic_path(self.path)
+        self.temporary = self._atomic.__enter__()
+        self.writer = pq.ParquetWriter(self.temporary, self.schema)
+        self.rows = 0
+
+    def add(self, pieces: list[Piece], rows: int) -> None:
+        import pyarrow as pa
+
+        arrays = [piece_to_arrow(p) for p in pieces]
+        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema) if arrays else None
+        if batch is not None:
+            self.writer.write_batch(batch)
+        self.rows += rows
+
+    def finish(self, rows: int) -> Any:
+        self.writer.close()
+        self._atomic.__exit__(None, None, None)
+        return ParquetWritten(self.path, rows)
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        with contextlib.suppress(Exception):
+            self._atomic.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """A temporary file name beside `path` (same directory, so the rename is atomic); renamed to `path` when
+    the block ends normally, removed when it raises (Ctrl-C included)."""
+    target = os.path.abspath(path)
+    directory = os.path.dirname(target) or "."
+    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".part", dir=directory)
+    os.close(handle)
+    try:
+        yield temporary
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    else:
+        os.replace(temporary, target)
+
+
+def make_sink(spec: OutputSpec, names: Sequence[str], oids: Sequence[int],
+              frame_builder: Callable[[list[Piece], int], Any]) -> Sink:
+    if spec.to is not None:
+        return ParquetSink(spec.to, names, oids)
+    return ColumnsSink(names, oids, spec, frame_builder)
