@@ -21,7 +21,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
-from traitlets import Bool, Float, Int, TraitError, Unicode, default, validate
+from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, validate
 
 from wgmagic.addresses import format_address
 from wgmagic.connstr import mask_all_secrets as scrub
@@ -216,6 +216,10 @@ def _wgsql_parser() -> _Parser:
     parser.add_argument("--limit", type=int, default=None, help="rows to display (the DataFrame holds all)")
     parser.add_argument("--close", action="store_true", help="close this connection (no SQL is run)")
     parser.add_argument("--no-tunnel", action="store_true", help="connect directly, not through a tunnel")
+    parser.add_argument("--to", metavar="PATH", help="stream the rows into this Parquet file (returns its path and "
+                        "row count; memory bounded whatever the row count)")
+    parser.add_argument("--chunks", type=int, metavar="N", help="return an iterator of DataFrames of N rows")
+    parser.add_argument("--arrow", action="store_true", help="return a pyarrow.Table instead of a DataFrame")
     return parser
 
 
@@ -239,6 +243,9 @@ class WgMagic(Magics):
                              help="The tunnel %wg and %%wgsql use without --tunnel, and the name %wg connect "
                                   "gives a tunnel without --name; None: the most recent one.")
     dsn_filename = Unicode(config=True, help="The connections file %%wgsql --section reads (INI, no passwords).")
+    autopolars = Bool(False, config=True, help="Return a polars.DataFrame instead of a pandas one (JupySQL's name).")
+    string_dtype = Enum(["str", "object"], "str", config=True,
+                        help="pandas dtype of text columns: str (pandas' Arrow-backed strings) or object.")
 
     @default("dsn_filename")
     def _default_dsn_filename(self) -> str:
@@ -644,8 +651,15 @@ class WgMagic(Magics):
             print(f"wgmagic: connected: {conn.dsn.masked()}")
             return None
         _PREFETCH.wait(_PREFETCH.frames)  # pandas went on importing while the connection opened
+        from wgmagic.sql.outputs import OutputSpec, run_cell
+
+        try:
+            spec = OutputSpec("arrow" if args.arrow else "polars" if self.autopolars else "pandas",
+                              self.string_dtype, self._value(args.to) if args.to else None, args.chunks)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         with _progress_bar(self.progress_bar_threshold if self.progress_bar else None) as progress:
-            results = conn.run(statements, progress=progress)
+            results = run_cell(conn, statements, spec, progress=progress)
         frame = None
         for result in results:
             if result.frame is not None:
@@ -663,7 +677,7 @@ class WgMagic(Magics):
     def _show(self, frame: Any, limit: int | None) -> Any:
         """The whole DataFrame, whatever its length (`x = %wgsql ...` holds every row, as JupySQL's ResultSet
         does); beyond `limit` rows it displays its first `limit` and a line saying how many there are."""
-        if limit is None or len(frame) <= limit:
+        if limit is None or not hasattr(frame, "iloc") or len(frame) <= limit:  # polars, Arrow, a file, chunks
             return frame
         from wgmagic.notebook.frames import limited_frame
 
@@ -782,7 +796,7 @@ def _short(exc: BaseException) -> BaseException:
 
 
 _KEYWORD_ARGUMENT = re.compile(r"^[A-Za-z_]\w*=")
-_OPTIONS_WITH_VALUES = {"--alias", "-A", "-o", "--out", "--tunnel", "--limit", "--section", "-S"}
+_OPTIONS_WITH_VALUES = {"--alias", "-A", "-o", "--out", "--tunnel", "--limit", "--section", "-S", "--to", "--chunks"}
 
 
 def _keyword_dsn_as_one_argument(line: str) -> str:

@@ -119,7 +119,7 @@ def convert(frame: Any, spec: OutputSpec) -> Any:
             import pyarrow.parquet as pq
 
             pq.write_table(table, temporary)
-        return ParquetWritten(os.path.abspath(spec.to), len(frame))
+        return ParquetWritten(os.path.abspath(os.path.expanduser(spec.to)), len(frame))
     if spec.chunks is not None:
         size = spec.chunks
         return (_form_of_pandas(frame.iloc[start:start + size].reset_index(drop=True), spec.form)
@@ -441,7 +441,7 @@ class ParquetSink(Sink):
     def __init__(self, path: str, names: Sequence[str], oids: Sequence[int]) -> None:
         import pyarrow.parquet as pq
 
-        self.path = os.path.abspath(path)
+        self.path = os.path.abspath(os.path.expanduser(path))
         self.schema = arrow_schema(names, oids)
         self._atomic = atomic_path(self.path)
         self.temporary = self._atomic.__enter__()
@@ -473,7 +473,7 @@ class ParquetSink(Sink):
 def atomic_path(path: str) -> Iterator[str]:
     """A temporary file name beside `path` (same directory, so the rename is atomic); renamed to `path` when
     the block ends normally, removed when it raises (Ctrl-C included)."""
-    target = os.path.abspath(path)
+    target = os.path.abspath(os.path.expanduser(path))
     directory = os.path.dirname(target) or "."
     handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".part", dir=directory)
     os.close(handle)
