@@ -15,8 +15,9 @@ days, a year 365, as psycopg and the pandas path count them), text large_string,
 date/time value Arrow cannot hold in that unit (PostgreSQL's infinity, -infinity) is null there. Every other
 type (numeric, json, arrays, uuid, inet, ...) is the text of its Python value (`str`; json as JSON text).
 
-Text in pandas: pandas' string dtype backed by pyarrow (`str` in pandas 3), NULL as NaN; with
-`string_dtype="object"`, Python str objects and None, as before.
+Text in pandas (PostgreSQL, both paths): pandas' string dtype backed by pyarrow (`str` in pandas 3), NULL as
+NaN; with `string_dtype="object"`, Python str objects and None, as before. The other dialects' frames keep
+their own text dtype.
 """
 
 from __future__ import annotations
@@ -109,10 +110,6 @@ def convert(frame: Any, spec: OutputSpec) -> Any:
 
     if not isinstance(frame, pd.DataFrame):
         return frame
-    if spec.string_dtype == "str":
-        frame = frame.copy(deep=False)
-        for name in frame.columns[[_is_text(frame[c]) for c in frame.columns]] if len(frame.columns) else []:
-            frame[name] = frame[name].astype(text_dtype())
     if spec.to is not None:
         table = pa_table_from_pandas(frame)
         with atomic_path(spec.to) as temporary:
@@ -125,13 +122,6 @@ def convert(frame: Any, spec: OutputSpec) -> Any:
         return (_form_of_pandas(frame.iloc[start:start + size].reset_index(drop=True), spec.form)
                 for start in range(0, len(frame), size))
     return _form_of_pandas(frame, spec.form)
-
-
-def _is_text(column: Any) -> bool:
-    if column.dtype != object:
-        return False
-    values = column.dropna()
-    return len(values) > 0 and bool(values.map(lambda v: isinstance(v, str)).all())
 
 
 def _form_of_pandas(frame: Any, form: str) -> Any:
