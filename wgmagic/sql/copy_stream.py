@@ -53,7 +53,7 @@ class Piece:
     kind: "int" (int64 array), "float" (float64 array; NULLs hold 0), "bool" (bool array), "time" (int64
     array: days from 2000-01-01 for a date, microseconds from 2000-01-01 00:00 UTC for timestamp[tz]),
     "interval" (a tuple of int64 arrays: microseconds, days, months), "text" (a pyarrow LargeStringArray with
-    its NULLs), "void" (no values) or "loose" (a list of Python values, None for NULL). null: a numpy bool
+    its NULLs; a ChunkedArray once pieces are joined), "void" (no values) or "loose" (a list of Python values, None for NULL). null: a numpy bool
     array, True where the value is NULL; its length is the piece's row count."""
 
     kind: str
@@ -299,8 +299,8 @@ def concat_pieces(pieces: Sequence[Piece]) -> Piece:
     null = np.concatenate([p.null for p in pieces])
     if first.kind == "interval":
         values: Any = tuple(np.concatenate([p.values[k] for p in pieces]) for k in range(3))
-    elif first.kind == "text":
-        values = pa.concat_arrays([p.values for p in pieces])
+    elif first.kind == "text":  # chunked: the strings are not copied
+        values = pa.chunked_array([p.values for p in pieces], type=pa.large_string())
     elif first.kind == "void":
         values = None
     elif first.kind == "loose":

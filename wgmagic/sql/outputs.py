@@ -183,8 +183,8 @@ def piece_to_pandas(piece: Piece, load_one: Callable[[int], Any], string_dtype: 
             return pd.Series(pd.arrays.IntegerArray(values, null)), True
         return pd.Series(values), True
     if kind == "float":
-        values = values.copy()
-        values[null] = np.nan
+        if any_null:
+            values = np.where(null, np.nan, values)
         return pd.Series(values), True
     if kind == "bool":
         if any_null:
@@ -320,7 +320,7 @@ def piece_to_arrow(piece: Piece) -> Any:
         gone = null | ~inside
         return pa.array(total, type=pa.int64(), mask=gone if gone.any() else None).view(target)
     if kind == "text":
-        return values
+        return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     if kind == "void":
         return pa.array([None if n else "" for n in null.tolist()], type=target)
     if target == pa.large_binary():
