@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs: about a minute")
     parser.add_argument("--runs", type=int, help="runs per figure (default 5; --quick 2)")
     parser.add_argument("--big-rows", type=int, help="rows of the large-result figures (default 10,000,000; "
-                        "--quick 2,000,000)")
+                        "--quick 500,000)")
     parser.add_argument("--big-runs", type=int, help="runs of each large-result figure (default 2; --quick 1)")
     parser.add_argument("--before", metavar="REF", help="also measure the %%%%wgsql cells with the wgmagic of this "
                         "commit (e.g. main), in the same run")
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
         runs=args.runs or (2 if quick else 5), rows=100_000 if quick else 1_000_000, mib=16 if quick else 96,
         queries=300 if quick else 2000, connections=1000, first_runs=2 if quick else 5, cells=20 if quick else 50,
         idle_windows=2 if quick else 5, idle_seconds=1.0 if quick else 4.0,
-        big_rows=args.big_rows or (2_000_000 if quick else 10_000_000), big_runs=args.big_runs or (1 if quick else 2),
+        big_rows=args.big_rows or (500_000 if quick else 10_000_000), big_runs=args.big_runs or (1 if quick else 2),
         before=args.before)
     sys.path.insert(0, str(REPO))
     # A fresh interpreter (the first-result rows) should find compiled bytecode as an installed package does

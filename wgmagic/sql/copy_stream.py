@@ -53,8 +53,9 @@ class Piece:
     kind: "int" (int64 array), "float" (float64 array; NULLs hold 0), "bool" (bool array), "time" (int64
     array: days from 2000-01-01 for a date, microseconds from 2000-01-01 00:00 UTC for timestamp[tz]),
     "interval" (a tuple of int64 arrays: microseconds, days, months), "text" (a pyarrow LargeStringArray with
-    its NULLs; a ChunkedArray once pieces are joined), "void" (no values) or "loose" (a list of Python values, None for NULL). null: a numpy bool
-    array, True where the value is NULL; its length is the piece's row count."""
+    its NULLs; a ChunkedArray once pieces are joined), "void" (no values) or "loose" (a list of Python values,
+    None for NULL). null: a numpy bool array, True where the value is NULL; its length is the piece's row
+    count. The arrays are the piece's own: turning it into a pandas column may reuse them in place."""
 
     kind: str
     oid: int

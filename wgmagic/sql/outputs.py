@@ -182,10 +182,10 @@ def piece_to_pandas(piece: Piece, load_one: Callable[[int], Any], string_dtype: 
         if any_null:
             return pd.Series(pd.arrays.IntegerArray(values, null)), True
         return pd.Series(values), True
-    if kind == "float":
+    if kind == "float":  # the piece's own array (pieces are the decoder's): NULL becomes NaN in place
         if any_null:
-            values = np.where(null, np.nan, values)
-        return pd.Series(values), True
+            values[null] = np.nan
+        return pd.Series(values, copy=False), True
     if kind == "bool":
         if any_null:
             return pd.Series(pd.arrays.BooleanArray(values, null)), True
@@ -202,15 +202,15 @@ def piece_to_pandas(piece: Piece, load_one: Callable[[int], Any], string_dtype: 
             fmt = ">i" if oid == DATE_OID else ">q"
             return _each_packed(piece, load_one, lambda v: int(v).to_bytes(4 if fmt == ">i" else 8, "big",
                                                                               signed=True)), False
+        # in place, in the piece's own array: the column costs no second copy
         if oid == DATE_OID:
-            stamps = (values + PG_EPOCH_DAYS).astype("datetime64[D]").astype("datetime64[us]")
+            values += PG_EPOCH_DAYS
+            values *= 86_400_000_000
         else:
-            stamps = (values + PG_EPOCH_US).astype("datetime64[us]")
+            values += PG_EPOCH_US
+        stamps = values.view("datetime64[us]")
         stamps[null] = np.datetime64("NaT")
-        series = pd.Series(stamps)
-        if oid == TIMESTAMPTZ_OID:
-            series = series.dt.tz_localize("UTC")
-        return series, True
+        return pd.Series(_utc(stamps) if oid == TIMESTAMPTZ_OID else stamps, copy=False), True
     if kind == "interval":
         micros, days, months = values
         total, inside = _interval_micros(micros, days, months)
@@ -233,6 +233,17 @@ def piece_to_pandas(piece: Piece, load_one: Callable[[int], Any], string_dtype: 
         objects[null] = None
         return pd.Series(objects, dtype=object), True
     return list(values), False
+
+
+def _utc(stamps: Any) -> Any:
+    """datetime64[us] values (UTC) as a tz-aware pandas array without a copy where pandas allows."""
+    import pandas as pd
+
+    dtype = pd.DatetimeTZDtype("us", "UTC")
+    try:
+        return pd.arrays.DatetimeArray._simple_new(stamps, dtype=dtype)
+    except Exception:  # another pandas: the public way (a copy)
+        return pd.Series(stamps).dt.tz_localize("UTC").array
 
 
 def _interval_micros(micros: Any, days: Any, months: Any) -> tuple[Any, Any]:
@@ -396,8 +407,12 @@ class ColumnsSink(Sink):
 
     def _build(self, columns: list[list[Piece]], rows: int) -> Any:
         if self.spec.form == "pandas":
-            joined = [concat_pieces(c) if c else None for c in columns]
-            return self._frame_builder([p for p in joined if p is not None], rows)
+            joined: list[Piece] = []
+            for k, column in enumerate(columns):  # each column's pieces dropped once joined: one extra column
+                if column:
+                    joined.append(concat_pieces(column))
+                    columns[k] = []
+            return self._frame_builder(joined, rows)
         import pyarrow as pa
 
         schema = arrow_schema(self.names, self.oids)

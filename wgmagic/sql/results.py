@@ -222,7 +222,9 @@ def _frame_from_pieces(pieces: list[Any], names: list[str], oids: list[int], row
     if not pieces:
         pieces = [None] * len(names)  # no rows: every column empty
     decoded = []
-    for piece, oid in zip(pieces, oids, strict=True):
+    for k, (piece, oid) in enumerate(zip(pieces, oids, strict=True)):
+        if k < len(pieces) and pieces[k] is not None:
+            pieces[k] = None  # the caller's reference: each piece can go once it is a column
         if piece is None:
             decoded.append(([], False) if oid not in TEXT_OIDS else
                            (pd.Series([], dtype=object if string_dtype == "object" else _text_dtype()), True))
@@ -238,7 +240,7 @@ def _frame_from_pieces(pieces: list[Any], names: list[str], oids: list[int], row
         for i in loose:  # text the bulk path loaded value by value ("char", a non-UTF-8 session): as the row path
             if oids[i] in TEXT_OIDS and string_dtype == "str":
                 columns[i] = columns[i].astype(_text_dtype())
-    frame = pd.DataFrame({i: columns[i].reset_index(drop=True) for i in range(len(names))}, index=range(rows))
+    frame = pd.DataFrame({i: columns.pop(i) for i in range(len(names))}, index=range(rows), copy=False)
     frame.columns = names
     return frame
 
