@@ -84,12 +84,31 @@ def using(spec: OutputSpec) -> Iterator[OutputSpec]:
 
 def run_cell(conn: Any, statements: list[Any], spec: OutputSpec, *, progress: Any = None) -> list[Any]:
     """Run `statements` on an SqlConnection with `spec`; the Results' frames in the form `spec` asks for."""
+    if spec.form == "polars":
+        _import_meanwhile("polars")  # a fresh kernel's first polars result: the import overlaps the query
     with using(spec):
         results = conn.run(statements, progress=progress)
     for result in results:
         if result.frame is not None:
             result.frame = convert(result.frame, spec)
     return results
+
+
+def _import_meanwhile(name: str) -> None:
+    """Import module `name` on a thread while the query runs (a later `import` waits for it to finish)."""
+    import sys
+    import threading
+
+    if name in sys.modules:
+        return
+
+    def load() -> None:
+        import importlib
+
+        with contextlib.suppress(Exception):  # a missing module fails later, where it is used
+            importlib.import_module(name)
+
+    threading.Thread(target=load, name=f"wgmagic-import-{name}", daemon=True).start()
 
 
 @dataclass(frozen=True)
