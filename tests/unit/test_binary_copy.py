@@ -211,7 +211,7 @@ def test_streaming_decoder_equals_whole_stream_wherever_the_chunks_end(data):
     """Hypothesis places the chunk boundaries: inside the header, inside a row's field count, inside a
     field's length word, inside a value, between rows, and feeds either bare bytes or whole messages with
     their lengths (the vectorised walk), mixed. The pieces equal the whole-stream decoder's columns."""
-    from wgmagic.sql.outputs import piece_to_pandas
+    from wgmagic.sql.columns import piece_to_pandas
 
     oids = data.draw(st.lists(st.sampled_from(sorted(VALUES)), min_size=1, max_size=4))
     rows = data.draw(st.lists(st.tuples(*[st.none() | VALUES[oid] for oid in oids]).map(list), max_size=12))
@@ -243,7 +243,7 @@ def test_streaming_decoder_equals_whole_stream_wherever_the_chunks_end(data):
 
 def test_streaming_decoder_every_single_cut_and_byte_by_byte():
     """A small stream cut at every byte position once, and fed one byte at a time: the same columns."""
-    from wgmagic.sql.outputs import piece_to_pandas
+    from wgmagic.sql.columns import piece_to_pandas
 
     oids = [20, 25, 1186]
     rows = [[struct.pack(">q", 7), "ab€".encode(), struct.pack(">qii", 5, 1, 2)], [None, b"", None],

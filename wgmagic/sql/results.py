@@ -217,7 +217,7 @@ def _frame_from_pieces(pieces: list[Any], names: list[str], oids: list[int], row
     """A DataFrame from one piece per column, each column in the row path's dtype."""
     import pandas as pd
 
-    from wgmagic.sql.outputs import piece_to_pandas
+    from wgmagic.sql.columns import piece_to_pandas
 
     if not pieces:
         pieces = [None] * len(names)  # no rows: every column empty
@@ -246,7 +246,7 @@ def _frame_from_pieces(pieces: list[Any], names: list[str], oids: list[int], row
 
 
 def _text_dtype() -> Any:
-    from wgmagic.sql.outputs import text_dtype
+    from wgmagic.sql.columns import text_dtype
 
     return text_dtype()
 
