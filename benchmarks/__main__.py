@@ -289,12 +289,14 @@ def bigger_results(bed: TestBed, p: argparse.Namespace) -> dict[str, list[Any]]:
     wgsql.ensure_table(bed, BIG_TABLE, p.big_rows)
     big_query, query = f"SELECT * FROM {BIG_TABLE}", wgsql.QUERY
     out: dict[str, list[Any]] = {key: [] for key in (
-        "big", "big_adbc", "big_to", "big_before", "polars", "pandas", "small_adbc", "small_before")}
+        "big", "big_adbc", "big_adbc_tunnel", "big_to", "big_before", "polars", "pandas", "small_adbc",
+        "small_before")}
     before = wgsql.before_tree(p.before) if p.before else None
     with tempfile.TemporaryDirectory(prefix="wgmagic-bench-") as directory:
         target = os.path.join(directory, "big.parquet")
         for _ in range(p.big_runs):
             out["big_adbc"].append(wgsql.adbc_one(bed, big_query))
+            out["big_adbc_tunnel"].append(wgsql.adbc_tunnel_one(bed, big_query))
             out["big"].append(wgsql.wgsql_one(bed, f"%%wgsql bench -o frame\n{big_query}"))
             out["big_to"].append(wgsql.wgsql_one(bed, f"%%wgsql bench --to {{target}}\n{big_query}", target=target))
             if before:
@@ -325,6 +327,8 @@ def bigger_rows(big: dict[str, list[Any]], p: argparse.Namespace) -> list[Row]:
             seconds("big_adbc"), "<= 2.0x", lambda m, b: m <= 2.0 * b),
         Row("  peak RSS of that process vs ADBC straight's", "MiB", rss("big"), rss("big_adbc"), "<= 1.5x",
             lambda m, b: m <= 1.5 * b),
+        Row(f"  %%wgsql {label} rows vs ADBC through the same tunnel (a forward)", "s", seconds("big"),
+            seconds("big_adbc_tunnel"), "info", None),
         Row(f"%%wgsql --to file.parquet, {label} rows: peak RSS (vs ADBC straight's)", "MiB", rss("big_to"),
             rss("big_adbc"), "< 500 MiB", lambda m, b: m < 500),
         Row("  its time (vs ADBC straight into pandas)", "s", seconds("big_to"), seconds("big_adbc"), "info", None),

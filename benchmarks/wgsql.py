@@ -130,8 +130,14 @@ def ours_times(bed: TestBed, rows: int, runs: int, *, text_loader: bool = False)
 # `%%wgsql` in a fresh interpreter (a new kernel): connect, then one timed cell; prints ONE [seconds, rows,
 # peak RSS MiB of the whole process]. `repo` is the wgmagic tree to import (this one, or a checkout of an
 # earlier commit for the "before" figures); `settings` are %config lines run before the cell.
-WGSQL_ONE = r"""
-import json, resource, sys, time
+PEAK_RSS = r"""
+def peak_rss():
+    # VmHWM: this process image's peak RSS in MiB (ru_maxrss would carry a forking parent's peak across exec)
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+"""
+WGSQL_ONE = PEAK_RSS + r"""
+import json, sys, time
 sys.path.insert(0, {repo!r})
 from IPython.core.interactiveshell import InteractiveShell
 shell = InteractiveShell.instance()
@@ -149,20 +155,51 @@ elapsed = time.perf_counter() - start
 assert result.success, result.error_in_exec
 value = result.result
 rows = value.rows if hasattr(value, "rows") and isinstance(value.rows, int) else len(value)
-print("ONE", json.dumps([elapsed, rows, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))
+print("ONE", json.dumps([elapsed, rows, peak_rss()]))
 """
 
 # ADBC straight to the database (the peer's namespace, no tunnel), one fetch per fresh interpreter.
-ADBC_ONE = r"""
-import json, resource, time
+ADBC_ONE = PEAK_RSS + r"""
+import json, time
 import adbc_driver_postgresql.dbapi as adbc
 start = time.perf_counter()
 with adbc.connect({uri!r}) as conn, conn.cursor() as cur:
     cur.execute({query!r})
     frame = {fetch}
 elapsed = time.perf_counter() - start
-print("ONE", json.dumps([elapsed, len(frame), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))
+print("ONE", json.dumps([elapsed, len(frame), peak_rss()]))
 """
+
+
+# ADBC through a forward of wgmagic's tunnel, one fetch per fresh interpreter: what the tunnel alone allows a
+# client that holds no GIL (the same transfer %%wgsql makes).
+ADBC_TUNNEL_ONE = PEAK_RSS + r"""
+import json, sys, time
+sys.path.insert(0, {repo!r})
+import adbc_driver_postgresql.dbapi as adbc
+from wgmagic.runtime.tunnel import connect
+with connect({config!r}) as tunnel:
+    params = tunnel.forward("db.internal:5432", local=0).libpq_params()
+    uri = "postgresql://app:{password}@" + params["hostaddr"] + ":" + str(params["port"]) + "/app?sslmode=disable"
+    start = time.perf_counter()
+    with adbc.connect(uri) as conn, conn.cursor() as cur:
+        cur.execute({query!r})
+        frame = cur.fetch_df()
+    elapsed = time.perf_counter() - start
+print("ONE", json.dumps([elapsed, len(frame), peak_rss()]))
+"""
+
+
+def adbc_tunnel_one(bed: TestBed, query: str) -> tuple[float, int, float]:
+    """(seconds, rows, peak RSS MiB) of ADBC through a forward of wgmagic's tunnel, in a fresh interpreter."""
+    import subprocess
+
+    script = ADBC_TUNNEL_ONE.format(repo=str(REPO), config=bed.client_config(), password=bed.db_password,
+                                    query=query)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=1800, cwd=REPO)
+    if done.returncode:
+        raise SystemExit(f"ADBC through the tunnel failed:\n{done.stderr[-3000:]}")
+    return _one(done.stdout)
 
 
 def _one(stdout: str) -> tuple[float, int, float]:

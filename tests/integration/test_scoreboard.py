@@ -32,6 +32,7 @@ ROWS = [
     "20 idle tunnels: RSS per tunnel",
     "rows into pandas vs ADBC straight (fresh kernel)",  # issue 25: the large-result rows
     "peak RSS of that process vs ADBC straight's",
+    "rows vs ADBC through the same tunnel (a forward)",
     "--to file.parquet, 500,000 rows: peak RSS",
     "its time (vs ADBC straight into pandas)",
     "100,000 rows into pandas vs ADBC straight (fresh kernel)",
