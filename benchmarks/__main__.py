@@ -276,17 +276,106 @@ def adbc_straight(bed: TestBed, p: argparse.Namespace) -> list[float]:
     return wgsql._times(bed.run_in_peer(sys.executable, "-c", script, timeout=1800).stdout)
 
 
+BIG_TABLE = "big_many"  # issue 25: `big`'s rows, --big-rows of them
+
+
+def bigger_results(bed: TestBed, p: argparse.Namespace) -> dict[str, list[Any]]:
+    """Issue 25's figures, each cell in a fresh interpreter with its peak RSS: %%wgsql of --big-rows rows into
+    pandas, into a Parquet file (--to), and of --rows rows into polars and pandas; ADBC straight to the
+    database (fetch_df, and fetch_arrow_table for the Parquet row's memory yardstick) in the same run; and,
+    with --before REF, the same pandas cells with the wgmagic of commit REF."""
+    import tempfile
+
+    wgsql.ensure_table(bed, BIG_TABLE, p.big_rows)
+    big_query, query = f"SELECT * FROM {BIG_TABLE}", wgsql.QUERY
+    out: dict[str, list[Any]] = {key: [] for key in (
+        "big", "big_adbc", "big_adbc_tunnel", "big_to", "big_before", "polars", "pandas", "small_adbc",
+        "small_before")}
+    before = wgsql.before_tree(p.before) if p.before else None
+    with tempfile.TemporaryDirectory(prefix="wgmagic-bench-") as directory:
+        target = os.path.join(directory, "big.parquet")
+        for _ in range(p.big_runs):
+            out["big_adbc"].append(wgsql.adbc_one(bed, big_query))
+            out["big_adbc_tunnel"].append(wgsql.adbc_tunnel_one(bed, big_query))
+            out["big"].append(wgsql.wgsql_one(bed, f"%%wgsql bench -o frame\n{big_query}"))
+            out["big_to"].append(wgsql.wgsql_one(bed, f"%%wgsql bench --to {{target}}\n{big_query}", target=target))
+            if before:
+                out["big_before"].append(wgsql.wgsql_one(bed, f"%%wgsql bench -o frame\n{big_query}", repo=before))
+        for _ in range(p.runs):
+            out["small_adbc"].append(wgsql.adbc_one(bed, query))
+            out["pandas"].append(wgsql.wgsql_one(bed, f"%%wgsql bench -o frame\n{query}"))
+            out["polars"].append(wgsql.wgsql_one(bed, f"%%wgsql bench -o frame\n{query}",
+                                                 settings=("WgMagic.autopolars = True",)))
+            if before:
+                out["small_before"].append(wgsql.wgsql_one(bed, f"%%wgsql bench -o frame\n{query}", repo=before))
+    for key, runs in out.items():
+        expected = p.big_rows if key.startswith("big") else p.rows
+        assert all(rows == expected for _, rows, _ in runs), (key, runs)
+    return out
+
+
+def bigger_rows(big: dict[str, list[Any]], p: argparse.Namespace) -> list[Row]:
+    def seconds(key: str) -> list[float]:
+        return [run[0] for run in big[key]]
+
+    def rss(key: str) -> list[float]:
+        return [run[2] for run in big[key]]
+
+    label, small = f"{p.big_rows:,}", f"{p.rows:,}"
+    rows = [
+        Row(f"%%wgsql {label} rows into pandas vs ADBC straight (fresh kernel)", "s", seconds("big"),
+            seconds("big_adbc"), "<= 2.0x", lambda m, b: m <= 2.0 * b),
+        Row("  peak RSS of that process vs ADBC straight's", "MiB", rss("big"), rss("big_adbc"), "<= 1.5x",
+            lambda m, b: m <= 1.5 * b),
+        Row(f"  %%wgsql {label} rows vs ADBC through the same tunnel (a forward)", "s", seconds("big"),
+            seconds("big_adbc_tunnel"), "info", None),
+        Row(f"%%wgsql --to file.parquet, {label} rows: peak RSS (vs ADBC straight's)", "MiB", rss("big_to"),
+            rss("big_adbc"), "< 500 MiB", lambda m, b: m < 500),
+        Row("  its time (vs ADBC straight into pandas)", "s", seconds("big_to"), seconds("big_adbc"), "info", None),
+        Row(f"%%wgsql {small} rows into pandas vs ADBC straight (fresh kernel)", "s", seconds("pandas"),
+            seconds("small_adbc"), "<= 2.0x", lambda m, b: m <= 2.0 * b),
+        Row(f"autopolars {small} rows vs the pandas path", "s", seconds("polars"), seconds("pandas"), "<= 1.00x",
+            lambda m, b: m <= b),
+        Row(f"  autopolars {small} rows vs ADBC straight", "s", seconds("polars"), seconds("small_adbc"), "info",
+            None),
+    ]
+    if big["big_before"]:
+        rows += [
+            Row(f"before ({p.before}): %%wgsql {label} rows into pandas vs ADBC straight", "s", seconds("big_before"),
+                seconds("big_adbc"), "info", None),
+            Row(f"  before ({p.before}): its peak RSS vs ADBC straight's", "MiB", rss("big_before"), rss("big_adbc"),
+                "info", None),
+            Row(f"before ({p.before}): %%wgsql {small} rows into pandas vs ADBC straight", "s",
+                seconds("small_before"), seconds("small_adbc"), "info", None),
+            Row(f"after / before: {label} rows, time", "s", seconds("big"), seconds("big_before"), "info", None),
+            Row(f"after / before: {label} rows, peak RSS", "MiB", rss("big"), rss("big_before"), "info", None),
+        ]
+    return rows
+
+
+class _OnlyBigger(Exception):
+    pass
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs: about a minute")
     parser.add_argument("--runs", type=int, help="runs per figure (default 5; --quick 2)")
+    parser.add_argument("--big-rows", type=int, help="rows of the large-result figures (default 10,000,000; "
+                        "--quick 500,000)")
+    parser.add_argument("--big-runs", type=int, help="runs of each large-result figure (default 2; --quick 1)")
+    parser.add_argument("--before", metavar="REF", help="also measure the %%%%wgsql cells with the wgmagic of this "
+                        "commit (e.g. main), in the same run")
+    parser.add_argument("--only-bigger", action="store_true", help="only the large-result (issue 25) figures")
     args = parser.parse_args(argv)
     quick = args.quick
     p = argparse.Namespace(
         runs=args.runs or (2 if quick else 5), rows=100_000 if quick else 1_000_000, mib=16 if quick else 96,
         queries=300 if quick else 2000, connections=1000, first_runs=2 if quick else 5, cells=20 if quick else 50,
-        idle_windows=2 if quick else 5, idle_seconds=1.0 if quick else 4.0)
+        idle_windows=2 if quick else 5, idle_seconds=1.0 if quick else 4.0,
+        big_rows=args.big_rows or (500_000 if quick else 10_000_000), big_runs=args.big_runs or (1 if quick else 2),
+        before=args.before)
     sys.path.insert(0, str(REPO))
     # A fresh interpreter (the first-result rows) should find compiled bytecode as an installed package does
     # (pip compiles on install); with PYTHONDONTWRITEBYTECODE=1 every run would compile wgmagic's sources again.
@@ -298,12 +387,20 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with contextlib.redirect_stdout(chatter):
             bed.ensure_big_table(p.rows)
+            bigger = bigger_results(bed, p)
+            if args.only_bigger:
+                raise _OnlyBigger
             ref = reference_side(bed, p)
             straight = adbc_straight(bed, p)
             mine = tunnel_side(bed, p)
             wgsql_times = wgsql.ours_times(bed, p.rows, p.runs)
             first = first_result(bed, p)
             idle_cpu, rss_per_tunnel, idle_ref = idle_tunnels(bed, p)
+    except _OnlyBigger:
+        print(f"\nwgmagic scoreboard, large results only (median of {p.big_runs} / {p.runs} runs; "
+              f"{time.monotonic() - started:.0f} s; {os.cpu_count()} CPUs)")
+        print_table(bigger_rows(bigger, p))
+        return
     except BaseException:
         print(chatter.getvalue()[-3000:], file=sys.stderr)
         raise
@@ -341,6 +438,7 @@ def main(argv: list[str] | None = None) -> None:
             lambda m, b: m < 1.0),
         Row(f"{TUNNELS} idle tunnels: RSS per tunnel", "MiB", [rss_per_tunnel], None, "info", None),
     ]
+    rows += bigger_rows(bigger, p)
     mode = "quick" if quick else "full"
     print(f"\nwgmagic scoreboard ({mode}: median of {p.runs} runs, spread min-max; {time.monotonic() - started:.0f} s; "
           f"{os.cpu_count()} CPUs)")

@@ -125,6 +125,129 @@ def ours_times(bed: TestBed, rows: int, runs: int, *, text_loader: bool = False)
         shell.run_line_magic("unload_ext", "wgmagic")
 
 
+# ---- issue 25: one cell per fresh interpreter, with its peak RSS --------------------------------------------
+
+# `%%wgsql` in a fresh interpreter (a new kernel): connect, then one timed cell; prints ONE [seconds, rows,
+# peak RSS MiB of the whole process]. `repo` is the wgmagic tree to import (this one, or a checkout of an
+# earlier commit for the "before" figures); `settings` are %config lines run before the cell.
+PEAK_RSS = r"""
+def peak_rss():
+    # VmHWM: this process image's peak RSS in MiB (ru_maxrss would carry a forking parent's peak across exec)
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+"""
+WGSQL_ONE = PEAK_RSS + r"""
+import json, sys, time
+sys.path.insert(0, {repo!r})
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+shell.user_ns.update(config={config!r}, dsn={dsn!r}, target={target!r})
+shell.run_line_magic("load_ext", "wgmagic")
+shell.run_line_magic("config", "WgMagic.displaylimit = 5")
+shell.run_line_magic("config", "WgMagic.progress_bar = False")
+for line in {settings!r}:
+    shell.run_line_magic("config", line)
+assert shell.run_cell("%wg connect {{config}} --name bench").success
+assert shell.run_cell("%%wgsql {{dsn}} --alias bench\nSELECT 1").success
+start = time.perf_counter()
+result = shell.run_cell({cell!r})
+elapsed = time.perf_counter() - start
+assert result.success, result.error_in_exec
+value = result.result
+rows = value.rows if hasattr(value, "rows") and isinstance(value.rows, int) else len(value)
+print("ONE", json.dumps([elapsed, rows, peak_rss()]))
+"""
+
+# ADBC straight to the database (the peer's namespace, no tunnel), one fetch per fresh interpreter.
+ADBC_ONE = PEAK_RSS + r"""
+import json, time
+import adbc_driver_postgresql.dbapi as adbc
+start = time.perf_counter()
+with adbc.connect({uri!r}) as conn, conn.cursor() as cur:
+    cur.execute({query!r})
+    frame = {fetch}
+elapsed = time.perf_counter() - start
+print("ONE", json.dumps([elapsed, len(frame), peak_rss()]))
+"""
+
+
+# ADBC through a forward of wgmagic's tunnel, one fetch per fresh interpreter: what the tunnel alone allows a
+# client that holds no GIL (the same transfer %%wgsql makes).
+ADBC_TUNNEL_ONE = PEAK_RSS + r"""
+import json, sys, time
+sys.path.insert(0, {repo!r})
+import adbc_driver_postgresql.dbapi as adbc
+from wgmagic.runtime.tunnel import connect
+with connect({config!r}) as tunnel:
+    params = tunnel.forward("db.internal:5432", local=0).libpq_params()
+    uri = "postgresql://app:{password}@" + params["hostaddr"] + ":" + str(params["port"]) + "/app?sslmode=disable"
+    start = time.perf_counter()
+    with adbc.connect(uri) as conn, conn.cursor() as cur:
+        cur.execute({query!r})
+        frame = cur.fetch_df()
+    elapsed = time.perf_counter() - start
+print("ONE", json.dumps([elapsed, len(frame), peak_rss()]))
+"""
+
+
+def adbc_tunnel_one(bed: TestBed, query: str) -> tuple[float, int, float]:
+    """(seconds, rows, peak RSS MiB) of ADBC through a forward of wgmagic's tunnel, in a fresh interpreter."""
+    import subprocess
+
+    script = ADBC_TUNNEL_ONE.format(repo=str(REPO), config=bed.client_config(), password=bed.db_password,
+                                    query=query)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=1800, cwd=REPO)
+    if done.returncode:
+        raise SystemExit(f"ADBC through the tunnel failed:\n{done.stderr[-3000:]}")
+    return _one(done.stdout)
+
+
+def _one(stdout: str) -> tuple[float, int, float]:
+    seconds, rows, rss = json.loads(next(line for line in stdout.splitlines() if line.startswith("ONE "))[4:])
+    return float(seconds), int(rows), float(rss)
+
+
+def wgsql_one(bed: TestBed, cell: str, *, repo: str | None = None, settings: tuple[str, ...] = (),
+              target: str = "") -> tuple[float, int, float]:
+    """(seconds, rows, peak RSS MiB) of one `%%wgsql` cell through the tunnel, in a fresh interpreter."""
+    import subprocess
+
+    script = WGSQL_ONE.format(repo=repo or str(REPO), config=bed.client_config(), dsn=bed.dsn(), target=target,
+                              settings=list(settings), cell=cell)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=1800,
+                          cwd=repo or REPO)
+    if done.returncode:
+        raise SystemExit(f"benchmark cell failed:\n{done.stderr[-3000:]}")
+    return _one(done.stdout)
+
+
+def adbc_one(bed: TestBed, query: str, *, fetch: str = "cur.fetch_df()") -> tuple[float, int, float]:
+    """(seconds, rows, peak RSS MiB) of ADBC straight to the database, in a fresh interpreter."""
+    uri = f"postgresql://app:{bed.db_password}@{PEER4}:5432/app?sslmode=disable"
+    script = ADBC_ONE.format(uri=uri, query=query, fetch=fetch)
+    return _one(bed.run_in_peer(sys.executable, "-c", script, timeout=1800).stdout)
+
+
+def ensure_table(bed: TestBed, name: str, rows: int) -> None:
+    """A table like the bed's `big` (id, x, label, at, flag) with `rows` rows, made once."""
+    bed.psql_admin(
+        f"CREATE TABLE IF NOT EXISTS {name} (id int, x float8, label text, at timestamptz, flag bool); "
+        f"INSERT INTO {name} SELECT i, i * 0.5, 'row ' || i, '2026-01-01'::timestamptz + i * interval '1 second', "
+        f"i % 2 = 0 FROM generate_series(1, {rows}) i WHERE NOT EXISTS (SELECT 1 FROM {name} LIMIT 1); "
+        f"ALTER TABLE {name} OWNER TO app;", database="app")
+
+
+def before_tree(ref: str) -> str:
+    """A checkout of `ref` (a commit of this repository) in a temporary directory, for "before" figures."""
+    import subprocess
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="wgmagic-before-")
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", directory], input=archive.stdout, check=True)
+    return directory
+
+
 def _result(stdout: str) -> float:
     return float(json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[7:]))
 

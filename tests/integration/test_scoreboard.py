@@ -30,6 +30,14 @@ ROWS = [
     "1,000 idle connections: RSS added",
     "20 idle tunnels: CPU",
     "20 idle tunnels: RSS per tunnel",
+    "rows into pandas vs ADBC straight (fresh kernel)",  # issue 25: the large-result rows
+    "peak RSS of that process vs ADBC straight's",
+    "rows vs ADBC through the same tunnel (a forward)",
+    "--to file.parquet, 500,000 rows: peak RSS",
+    "its time (vs ADBC straight into pandas)",
+    "100,000 rows into pandas vs ADBC straight (fresh kernel)",
+    "autopolars 100,000 rows vs the pandas path",
+    "autopolars 100,000 rows vs ADBC straight",
 ]
 
 

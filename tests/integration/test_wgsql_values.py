@@ -261,7 +261,7 @@ def test_generated_values_equal_on_both_paths(session, rows):
     assert_same(bulk, cursor)
     for k, row in enumerate(rows):
         got = bulk["t"][k]
-        assert got == row["t"] or (got is None and row["t"] is None)
+        assert got == row["t"] or (pd.isna(got) and row["t"] is None)
         if row["f8"] is not None and row["f8"] == row["f8"]:
             assert bulk["f8"][k] == row["f8"]
         if isinstance(row["n"], decimal.Decimal) and not row["n"].is_nan():

@@ -132,3 +132,157 @@ def test_stand_ins_for_infinity_and_offsets():
 ])
 def test_interval_stand_in_prints_as_postgres_does(parts, text):
     assert interval_stand_in(*parts) == text
+
+
+# ---- the streaming decoder (wgmagic.sql.copy_stream): chunks cut anywhere give the whole stream's columns ----
+
+def _loader_for_tests():
+    """psycopg's binary loaders with wgmagic's guards (no connection): what the bulk path's load_one gives."""
+    import psycopg
+    from psycopg import pq
+    from psycopg.adapt import AdaptersMap
+
+    from wgmagic.sql.binary_copy import guarded_loaders
+
+    adapters = AdaptersMap(psycopg.adapters)
+    guarded_loaders(adapters)
+    return lambda oid: adapters.get_loader(oid, pq.Format.BINARY)(oid, None).load
+
+
+LOAD_ONE = _loader_for_tests()
+VALUES = {
+    20: st.integers(-(2**63), 2**63 - 1).map(lambda v: struct.pack(">q", v)),
+    23: st.integers(-(2**31), 2**31 - 1).map(lambda v: struct.pack(">i", v)),
+    701: st.floats().map(lambda v: struct.pack(">d", v)),
+    25: st.text(st.characters(codec="utf-8"), max_size=6).map(str.encode),
+    16: st.booleans().map(lambda v: b"\x01" if v else b"\x00"),
+    DATE_OID: st.one_of(st.integers(-700_000, 2_900_000), st.sampled_from([2**31 - 1, -(2**31)]))
+    .map(lambda v: struct.pack(">i", v)),
+    TIMESTAMPTZ_OID: st.one_of(st.integers(-(10**16), 10**16), st.sampled_from([2**63 - 1]))
+    .map(lambda v: struct.pack(">q", v)),
+    1186: st.tuples(st.integers(-(10**12), 10**12), st.integers(-1000, 1000), st.integers(-100, 100))
+    .map(lambda t: struct.pack(">qii", *t)),
+    17: st.binary(max_size=5),  # bytea: psycopg's loader, value by value
+}
+
+
+def _expected_columns(stream: bytes, lengths: list[int], oids: list[int]):
+    offsets, sizes = field_layout(stream, lengths, len(oids))
+    return [decode_column(stream, offsets[i], sizes[i], oid, LOAD_ONE, True) for i, oid in enumerate(oids)]
+
+
+def _assert_column_equal(got, want):
+    import pandas as pd
+
+    (got_values, got_final), (want_values, want_final) = got, want
+    assert got_final == want_final
+    if not want_final:
+        assert [(type(v), repr(v)) for v in got_values] == [(type(v), repr(v)) for v in want_values]
+        return
+    if str(want_values.dtype) == "object":  # text: the whole-stream decoder's Python str objects
+        assert list(got_values.astype(object).where(got_values.notna(), None)) == list(want_values)
+        return
+    pd.testing.assert_series_equal(got_values.reset_index(drop=True), want_values.reset_index(drop=True),
+                                   check_exact=True)
+
+
+def _feed_and_collect(oids, feeds):
+    from wgmagic.sql.copy_stream import StreamDecoder, concat_pieces
+
+    columns = [[] for _ in oids]
+    counts = []
+
+    def emit(pieces, rows):
+        counts.append(rows)
+        assert all(len(p) == rows for p in pieces)
+        for column, piece in zip(columns, pieces, strict=True):
+            column.append(piece)
+
+    decoder = StreamDecoder(oids, LOAD_ONE, True, emit)
+    for data, lengths in feeds:
+        decoder.feed(data, lengths)
+    decoder.finish()
+    return [concat_pieces(c) if c else None for c in columns], sum(counts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_streaming_decoder_equals_whole_stream_wherever_the_chunks_end(data):
+    """Hypothesis places the chunk boundaries: inside the header, inside a row's field count, inside a
+    field's length word, inside a value, between rows, and feeds either bare bytes or whole messages with
+    their lengths (the vectorised walk), mixed. The pieces equal the whole-stream decoder's columns."""
+    from wgmagic.sql.columns import piece_to_pandas
+
+    oids = data.draw(st.lists(st.sampled_from(sorted(VALUES)), min_size=1, max_size=4))
+    rows = data.draw(st.lists(st.tuples(*[st.none() | VALUES[oid] for oid in oids]).map(list), max_size=12))
+    messages = encode(rows)
+    stream = b"".join(messages)
+    lengths = [len(m) for m in messages]
+    feeds = []
+    index = 0
+    while index < len(messages):
+        take = data.draw(st.integers(1, len(messages) - index))
+        group = messages[index:index + take]
+        index += take
+        if data.draw(st.booleans()):
+            feeds.append((b"".join(group), [len(m) for m in group]))  # whole messages: the fast walk
+        else:
+            blob = b"".join(group)
+            cuts = sorted(data.draw(st.lists(st.integers(0, len(blob)), max_size=4)))
+            for start, stop in zip([0, *cuts], [*cuts, len(blob)], strict=True):
+                feeds.append((blob[start:stop], None))  # bytes cut anywhere, a row or a value included
+    pieces, count = _feed_and_collect(oids, feeds)
+    assert count == len(rows)
+    want = _expected_columns(stream, lengths, oids)
+    for piece, expected in zip(pieces, want, strict=True):
+        if piece is None:
+            assert len(rows) == 0
+            continue
+        _assert_column_equal(piece_to_pandas(piece, LOAD_ONE, "str"), expected)
+
+
+def test_streaming_decoder_every_single_cut_and_byte_by_byte():
+    """A small stream cut at every byte position once, and fed one byte at a time: the same columns."""
+    from wgmagic.sql.columns import piece_to_pandas
+
+    oids = [20, 25, 1186]
+    rows = [[struct.pack(">q", 7), "ab€".encode(), struct.pack(">qii", 5, 1, 2)], [None, b"", None],
+            [struct.pack(">q", -1), None, struct.pack(">qii", -5, 0, -13)]]
+    messages = encode(rows)
+    stream = b"".join(messages)
+    want = _expected_columns(stream, [len(m) for m in messages], oids)
+    plans = [[(stream[:cut], None), (stream[cut:], None)] for cut in range(len(stream) + 1)]
+    plans.append([(stream[i:i + 1], None) for i in range(len(stream))])
+    for plan in plans:
+        pieces, count = _feed_and_collect(oids, plan)
+        assert count == 3
+        for piece, expected in zip(pieces, want, strict=True):
+            _assert_column_equal(piece_to_pandas(piece, LOAD_ONE, "str"), expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(stream=st.binary(max_size=60), cut=st.integers(0, 60), ncols=st.integers(0, 3))
+def test_streaming_decoder_raises_only_bulk_decode_error(stream, cut, ncols):
+    from wgmagic.sql.copy_stream import StreamDecoder
+
+    for candidate in (stream, HEADER + stream, b"".join(encode([[b"ab", None, b"c"][:ncols]] * 2))[:cut]):
+        decoder = StreamDecoder([25] * ncols, LOAD_ONE, True, lambda pieces, rows: None)
+        try:
+            decoder.feed(candidate[:cut])
+            decoder.feed(candidate[cut:], [len(candidate) - cut] if len(candidate) > cut else None)
+            decoder.finish()
+        except BulkDecodeError:
+            pass
+
+
+def test_streaming_decoder_refuses_a_truncated_stream_and_data_after_the_trailer():
+    from wgmagic.sql.copy_stream import StreamDecoder
+
+    messages = encode([[b"\x00\x00\x00\x01"]] * 3)
+    decoder = StreamDecoder([23], LOAD_ONE, True, lambda pieces, rows: None)
+    decoder.feed(b"".join(messages[:-1]), [len(m) for m in messages[:-1]])
+    with pytest.raises(BulkDecodeError, match="truncated"):
+        decoder.finish()
+    decoder.feed(messages[-1])
+    with pytest.raises(BulkDecodeError, match="after its trailer"):
+        decoder.feed(b"\x00")

@@ -218,10 +218,14 @@ def wgsql_parser() -> CommandParser:
     parser.add_argument("--no-tunnel", action="store_true", help="connect directly, not through a tunnel")
     parser.add_argument("--timing", action="store_true", help="print where the time went under the result "
                         "(the last statement's verdict; %%wg queries shows them all)")
+    parser.add_argument("--to", metavar="PATH", help="stream the rows into this Parquet file (returns its path and "
+                        "row count; memory bounded whatever the row count)")
+    parser.add_argument("--chunks", type=int, metavar="N", help="return an iterator of DataFrames of N rows")
+    parser.add_argument("--arrow", action="store_true", help="return a pyarrow.Table instead of a DataFrame")
     return parser
 
 
-OPTIONS_WITH_VALUES = {"--alias", "-A", "-o", "--out", "--tunnel", "--limit", "--section", "-S"}
+OPTIONS_WITH_VALUES = {"--alias", "-A", "-o", "--out", "--tunnel", "--limit", "--section", "-S", "--to", "--chunks"}
 
 
 def keyword_dsn_as_one_argument(line: str) -> str:

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
-from traitlets import Bool, Float, Int, TraitError, Unicode, default, validate
+from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, validate
 
 DEFAULT_DISPLAY_LIMIT = 50
 
@@ -41,6 +41,9 @@ class WgMagic(Magics):
                              help="The tunnel %wg and %%wgsql use without --tunnel, and the name %wg connect "
                                   "gives a tunnel without --name; None: the most recent one.")
     dsn_filename = Unicode(config=True, help="The connections file %%wgsql --section reads (INI, no passwords).")
+    autopolars = Bool(False, config=True, help="Return a polars.DataFrame instead of a pandas one (JupySQL's name).")
+    string_dtype = Enum(["str", "object"], "str", config=True,
+                        help="pandas dtype of text columns: str (pandas' Arrow-backed strings) or object.")
 
     @default("dsn_filename")
     def _default_dsn_filename(self) -> str:

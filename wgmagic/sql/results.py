@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from wgmagic.sql.binary_copy import BULK_OIDS, BulkDecodeError, decode_column, field_layout, guarded_loaders
+from wgmagic.sql.binary_copy import BULK_OIDS, BulkDecodeError, guarded_loaders
 from wgmagic.sql.messages import SqlError
 
 INT_OIDS = {20, 21, 23, 26}  # int8, int2, int4, oid
@@ -113,7 +113,9 @@ def run_statement(conn: Any, sql: str, params: dict[str, object] | None, *, bulk
     path. Both paths give the same values and dtypes, so the choice is one of speed only. Raises psycopg.Error
     for what the server reported and ClientDecodeError for what this side could not decode."""
     if bulk is None:
-        bulk = may_be_big(sql)
+        from wgmagic.sql.outputs import current
+
+        bulk = current().streams or may_be_big(sql)
     if bulk and params is None and is_row_query(sql) and not conn.info.transaction_status:
         described = _describe(conn, sql)
         if described is not None and all(oid in BULK_OIDS for oid in described[1]):
@@ -132,7 +134,9 @@ def run_statement(conn: Any, sql: str, params: dict[str, object] | None, *, bulk
             rows = cur.fetchall()
         except psycopg.DataError as exc:  # raised by a loader here, after the server sent the rows
             raise ClientDecodeError(str(exc)) from None
-    return Result(_frame_from_rows(rows, names, oids), len(rows), status)
+    from wgmagic.sql.outputs import current
+
+    return Result(_frame_from_rows(rows, names, oids, current().string_dtype), len(rows), status)
 
 
 def _describe(conn: Any, sql: str) -> tuple[list[str], list[int]] | None:
@@ -149,34 +153,83 @@ def _describe(conn: Any, sql: str) -> tuple[list[str], list[int]] | None:
 
 
 def _copy_out(conn: Any, sql: str, described: tuple[list[str], list[int]], progress: Progress | None) -> Result:
-    import pandas as pd
+    """The COPY path: the binary COPY stream read from libpq and decoded chunk by chunk as it arrives
+    (wgmagic.sql.copy_stream) into the sink the cell's output asks for (wgmagic.sql.outputs)."""
     from psycopg import pq
 
+    from wgmagic.sql import outputs
+    from wgmagic.sql.copy_stream import StreamDecoder
+
     names, oids = described
+    spec = outputs.current()
     body = sql.strip().rstrip(";").strip()
-    started = time.monotonic()
     with conn.cursor() as cur:
         guarded_loaders(cur.adapters)
-        with cur.copy(f"COPY ({body}\n) TO STDOUT (FORMAT binary)"):
-            data, lengths, status = _read_copy_data(conn, progress, started)
-        if progress is not None and time.monotonic() - started >= PROGRESS_AFTER:
-            progress(len(lengths), len(data))
         utf8 = conn.info.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
 
         def load_one(oid: int) -> Any:
             return cur.adapters.get_loader(oid, pq.Format.BINARY)(oid, cur).load
 
+        def frame(pieces: list[Any], rows: int) -> Any:
+            return _frame_from_pieces(pieces, names, oids, rows, load_one, spec.string_dtype)
+
+        sink = outputs.make_sink(spec, names, oids, frame)
+        decoder = StreamDecoder(oids, load_one, utf8, sink.add)
+        failure: str | None = None
         try:
-            offsets, sizes = field_layout(data, lengths, len(names))
-            decoded = [decode_column(data, offsets[i], sizes[i], oid, load_one, utf8) for i, oid in enumerate(oids)]
-        except BulkDecodeError as exc:
-            raise ClientDecodeError(str(exc)) from None
-        except Exception as exc:  # a loader's failure on a value: still this side's, never the server's
-            raise ClientDecodeError(f"{type(exc).__name__}: {exc}") from None
-    if not names:
-        count = int(status.split()[-1]) if status.split()[-1:] and status.split()[-1].isdigit() else 0
-        return Result(_frame_from_rows([()] * count, [], []), count, status, bulk=True)
-    rows = len(sizes[0])
+            with cur.copy(f"COPY ({body}\n) TO STDOUT (FORMAT binary)"):
+                reader = CopyReader(conn, progress)
+                for data, lengths in reader.chunks():
+                    if failure is not None:
+                        continue  # read on to the end: the connection must be left idle
+                    try:
+                        decoder.feed(data, lengths)
+                    except BulkDecodeError as exc:
+                        failure = str(exc)
+                    except Exception as exc:  # a loader's failure on a value: still this side's
+                        failure = f"{type(exc).__name__}: {exc}"
+            if failure is None:
+                try:
+                    decoder.finish()
+                except BulkDecodeError as exc:
+                    failure = str(exc)
+            if failure is not None:
+                raise ClientDecodeError(failure)
+            status = reader.status
+            if not names:
+                count = int(status.split()[-1]) if status.split()[-1:] and status.split()[-1].isdigit() else 0
+                sink.abort()
+                return Result(outputs.convert(_frame_from_rows([()] * count, [], [], spec.string_dtype), spec),
+                              count, status, bulk=True)
+            rows = decoder.rows
+            try:
+                value = sink.finish(rows)
+            except BulkDecodeError as exc:
+                raise ClientDecodeError(str(exc)) from None
+        except BaseException:
+            sink.abort()
+            raise
+    return Result(value, rows, status, bulk=True)
+
+
+def _frame_from_pieces(pieces: list[Any], names: list[str], oids: list[int], rows: int, load_one: Any,
+                       string_dtype: str) -> Any:
+    """A DataFrame from one piece per column, each column in the row path's dtype."""
+    import pandas as pd
+
+    from wgmagic.sql.columns import piece_to_pandas
+
+    if not pieces:
+        pieces = [None] * len(names)  # no rows: every column empty
+    decoded = []
+    for k, (piece, oid) in enumerate(zip(pieces, oids, strict=True)):
+        if k < len(pieces) and pieces[k] is not None:
+            pieces[k] = None  # the caller's reference: each piece can go once it is a column
+        if piece is None:
+            decoded.append(([], False) if oid not in TEXT_OIDS else
+                           (pd.Series([], dtype=object if string_dtype == "object" else _text_dtype()), True))
+        else:
+            decoded.append(piece_to_pandas(piece, load_one, string_dtype))
     loose = [i for i, (_, final) in enumerate(decoded) if not final]
     columns = {i: values for i, (values, final) in enumerate(decoded) if final}
     if loose:
@@ -184,49 +237,84 @@ def _copy_out(conn: Any, sql: str, described: tuple[list[str], list[int]], progr
                                index=range(rows))
         objects = _normalise(objects, [oids[i] for i in loose])
         columns.update({i: objects[k] for k, i in enumerate(loose)})
-    frame = pd.DataFrame({i: columns[i].reset_index(drop=True) for i in range(len(names))}, index=range(rows))
+        for i in loose:  # text the bulk path loaded value by value ("char", a non-UTF-8 session): as the row path
+            if oids[i] in TEXT_OIDS and string_dtype == "str":
+                columns[i] = columns[i].astype(_text_dtype())
+    frame = pd.DataFrame({i: columns.pop(i) for i in range(len(names))}, index=range(rows), copy=False)
     frame.columns = names
-    return Result(frame, rows, status, bulk=True)
+    return frame
 
 
-def _read_copy_data(conn: Any, progress: Progress | None, started: float) -> tuple[bytearray, Any, str]:
-    """All CopyData messages of a COPY TO STDOUT, read straight from libpq: (data, message lengths, status).
+def _text_dtype() -> Any:
+    from wgmagic.sql.columns import text_dtype
+
+    return text_dtype()
+
+
+class CopyReader:
+    """The CopyData messages of a COPY TO STDOUT, read straight from libpq, in chunks of about CHUNK_BYTES:
+    `chunks()` yields (data, message lengths); `status` is the command tag once it has ended.
 
     psycopg's Copy iterator costs about a microsecond of Python per message and a message is one row: for a
-    million rows that was half the time of a query through the tunnel. Here each row costs one libpq call.
-    """
-    from array import array
+    million rows that was half the time of a query through the tunnel. Here each row costs one libpq call;
+    a signal (Ctrl-C) interrupts the wait for the socket."""
 
-    import psycopg
-    from psycopg import generators, pq
+    def __init__(self, conn: Any, progress: Progress | None) -> None:
+        self.conn = conn
+        self.progress = progress
+        self.status = ""
+        self.rows = 0
+        self.bytes = 0
 
-    pgconn = conn.pgconn
-    data = bytearray()
-    lengths = array("q")
-    next_report = started + PROGRESS_AFTER
-    while True:
-        nbytes, chunk = pgconn.get_copy_data(1)
-        if nbytes > 0:
-            data += chunk
-            lengths.append(nbytes)
-            if progress is not None and not len(lengths) & 0xFFF and time.monotonic() >= next_report:
-                progress(len(lengths), len(data))
-                next_report = time.monotonic() + 0.25
-        elif nbytes == 0:  # nothing buffered: wait for the socket (a signal, e.g. Ctrl-C, interrupts the wait)
-            select.select([pgconn.socket], [], [], 0.5)
-            pgconn.consume_input()
-        else:
-            break
-    if nbytes == -2:
-        raise psycopg.OperationalError(pgconn.get_error_message())
-    results = conn.wait(generators.fetch_many(pgconn))
-    if not results or results[-1].status != pq.ExecStatus.COMMAND_OK:
-        raise psycopg.errors.error_from_result(results[-1], encoding=conn.info.encoding) if results else \
-            psycopg.OperationalError("the COPY ended without a result")
-    return data, lengths, (results[-1].command_status or b"").decode() or f"COPY {len(lengths)}"
+    def chunks(self) -> Any:
+        from array import array
+
+        import psycopg
+        from psycopg import generators, pq
+
+        from wgmagic.sql.copy_stream import CHUNK_BYTES
+
+        conn, progress = self.conn, self.progress
+        pgconn = conn.pgconn
+        get = pgconn.get_copy_data
+        started = time.monotonic()
+        next_report = started + PROGRESS_AFTER
+        data = bytearray()
+        lengths = array("q")
+        while True:
+            nbytes, chunk = get(1)
+            if nbytes > 0:
+                data += chunk
+                lengths.append(nbytes)
+                if len(data) >= CHUNK_BYTES:
+                    self.rows += len(lengths)
+                    self.bytes += len(data)
+                    yield data, lengths
+                    data, lengths = bytearray(), array("q")
+                    if progress is not None and time.monotonic() >= next_report:
+                        progress(self.rows, self.bytes)
+                        next_report = time.monotonic() + 0.25
+            elif nbytes == 0:  # nothing buffered: wait for the socket (a signal, e.g. Ctrl-C, interrupts it)
+                select.select([pgconn.socket], [], [], 0.5)
+                pgconn.consume_input()
+            else:
+                break
+        if lengths:
+            self.rows += len(lengths)
+            self.bytes += len(data)
+            yield data, lengths
+        if nbytes == -2:
+            raise psycopg.OperationalError(pgconn.get_error_message())
+        results = conn.wait(generators.fetch_many(pgconn))
+        if not results or results[-1].status != pq.ExecStatus.COMMAND_OK:
+            raise psycopg.errors.error_from_result(results[-1], encoding=conn.info.encoding) if results else \
+                psycopg.OperationalError("the COPY ended without a result")
+        if progress is not None and time.monotonic() - started >= PROGRESS_AFTER:
+            progress(self.rows, self.bytes)
+        self.status = (results[-1].command_status or b"").decode() or f"COPY {self.rows}"
 
 
-def _frame_from_rows(rows: list[tuple], names: list[str], oids: list[int]) -> Any:
+def _frame_from_rows(rows: list[tuple], names: list[str], oids: list[int], string_dtype: str = "str") -> Any:
     import pandas as pd
 
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
@@ -239,8 +327,11 @@ def _frame_from_rows(rows: list[tuple], names: list[str], oids: list[int]) -> An
         data.update({i: objects[k] for k, i in enumerate(loose)})
     index = range(len(rows))
     for i, oid in enumerate(oids):
-        if oid in TEXT_OIDS:  # a Series, so that pandas keeps Python str objects instead of inferring a dtype
-            data[i] = pd.Series(data[i], index=index, dtype=object, copy=False)
+        if oid in TEXT_OIDS:  # pandas' Arrow-backed string dtype, or Python str objects when asked for
+            if string_dtype == "str":
+                data[i] = pd.Series(data[i], index=index, dtype=_text_dtype())
+            else:
+                data[i] = pd.Series(data[i], index=index, dtype=object, copy=False)
     frame = pd.DataFrame(data, index=index)
     frame.columns = names
     return frame

@@ -25,7 +25,7 @@ from wgmagic.notebook.cmd.tunnels import default_tunnel_name, find_tunnel
 from wgmagic.notebook.prefetch import PREFETCH
 from wgmagic.notebook.presentation import guarded
 from wgmagic.notebook.progress import progress_bar
-from wgmagic.notebook.variables import lookup
+from wgmagic.notebook.variables import lookup, value
 
 if TYPE_CHECKING:
     from wgmagic.notebook.magics import WgMagic
@@ -74,10 +74,16 @@ def run(magic: WgMagic, args: argparse.Namespace, cell: str, target_var: str | N
         return None
     PREFETCH.wait(PREFETCH.frames)  # pandas went on importing while the connection opened
     from wgmagic.sql import timeline
+    from wgmagic.sql.outputs import OutputSpec, run_cell
 
+    try:
+        spec = OutputSpec("arrow" if args.arrow else "polars" if magic.autopolars else "pandas",
+                          magic.string_dtype, value(magic.shell.user_ns, args.to) if args.to else None, args.chunks)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     before = timeline.recorded()
     with progress_bar(magic.progress_bar_threshold if magic.progress_bar else None) as progress:
-        results = conn.run(statements, progress=progress)
+        results = run_cell(conn, statements, spec, progress=progress)
     if getattr(args, "timing", False) and timeline.recorded() > before:
         print_after_cell(magic, timeline.explain(timeline.recent(1)[0]))
     frame = None
@@ -113,7 +119,7 @@ def print_after_cell(magic: WgMagic, text: str) -> None:
 def shown(frame: Any, limit: int | None) -> Any:
     """The whole DataFrame, whatever its length (`x = %wgsql ...` holds every row, as JupySQL's ResultSet
     does); beyond `limit` rows it displays its first `limit` and a line saying how many there are."""
-    if limit is None or len(frame) <= limit:
+    if limit is None or not hasattr(frame, "iloc") or len(frame) <= limit:  # polars, Arrow, a file, chunks
         return frame
     from wgmagic.notebook.frames import limited_frame
 
