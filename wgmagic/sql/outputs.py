@@ -28,10 +28,13 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wgmagic.sql.columns import arrow_schema, piece_to_arrow, text_of
 from wgmagic.sql.copy_stream import Piece, concat_pieces, slice_piece
+
+if TYPE_CHECKING:
+    from wgmagic.sql.dialect import SqlConnection
 
 FORMS = ("pandas", "polars", "arrow")
 STRING_DTYPES = ("str", "object")
@@ -82,7 +85,7 @@ def using(spec: OutputSpec) -> Iterator[OutputSpec]:
         _SPEC.reset(token)
 
 
-def run_cell(conn: Any, statements: list[Any], spec: OutputSpec, *, progress: Any = None) -> list[Any]:
+def run_cell(conn: SqlConnection, statements: list[Any], spec: OutputSpec, *, progress: Any = None) -> list[Any]:
     """Run `statements` on an SqlConnection with `spec`; the Results' frames in the form `spec` asks for."""
     if spec.form == "polars":
         _import_meanwhile("polars")  # a fresh kernel's first polars result: the import overlaps the query
