@@ -58,14 +58,21 @@ def test_a_refused_target_in_each_protocols_words(testbed, tunnel):
     postgres = tunnel.forward(f"db.internal:{CLOSED_PORT}", local=0, protocol=POSTGRES)
     neutral = tunnel.forward(f"db.internal:{CLOSED_PORT}", local=0, protocol=NEUTRAL)
     try:
-        # libpq (sslmode=prefer: an SSLRequest first, answered "N") shows the forward's ErrorResponse verbatim.
-        with pytest.raises(psycopg.OperationalError, match="refused"):
-            psycopg.connect(**postgres.libpq_params(), user="app", password=testbed.db_password, dbname="app",
-                            connect_timeout=15)
+        # libpq (sslmode=prefer: an SSLRequest first, answered "N") shows the forward's ErrorResponse verbatim,
+        # also when the refusal comes back before the SSLRequest has arrived (the forward waits for it), so
+        # this runs a few times.
+        for _ in range(5):
+            with pytest.raises(psycopg.OperationalError, match="refused"):
+                psycopg.connect(**postgres.libpq_params(), user="app", password=testbed.db_password, dbname="app",
+                                connect_timeout=15)
         # The neutral forward closes without a word, whatever the client sent.
         with socket.create_connection(neutral.local_address[:2], timeout=15) as client:
             client.sendall(SSL_REQUEST)
-            assert _recv_all(client) == b""
+            try:
+                said = _recv_all(client)
+            except ConnectionResetError:  # the close overtook the client's bytes: a reset, still no word
+                said = b""
+            assert said == b""
         assert neutral.failed >= 1 and postgres.failed >= 1
     finally:
         tunnel.close_forward(postgres)

@@ -27,13 +27,14 @@ import ipaddress
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from wgmagic import explain, platform
 from wgmagic.addresses import format_address
 from wgmagic.proto import postgres
-from wgmagic.proto.forwarding import NEUTRAL, ForwardProtocol
+from wgmagic.proto.forwarding import NEUTRAL, ForwardProtocol, Goodbye
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
 from wgmagic.runtime.seams import EngineAPI
 from wgmagic.runtime.services.listener import (
@@ -192,17 +193,28 @@ class Forward:
         """Close a client we will not relay; first say why, as the forward's protocol decides (`Goodbye`).
 
         What the client sent is read first (unread input would turn the close into a reset that may overtake
-        the message); a Goodbye that awaits the client's next message (PostgreSQL's StartupMessage after an
-        SSLRequest) waits for it at most GOODBYE_WAIT seconds.
+        the message). The protocol's answer may depend on the client's opening (PostgreSQL's SSLRequest), so a
+        client that has sent nothing yet (the refusal came back before its first bytes) is awaited for them;
+        a Goodbye that awaits the client's next message (the StartupMessage after an SSLRequest) waits for it
+        too. Each wait is at most GOODBYE_WAIT seconds.
         """
-        if self.closed:
+        protocol = self.spec.protocol
+        if self.closed or protocol.goodbye(b"", reason) is None:  # closed, or nothing to say: close now
             with contextlib.suppress(OSError):
                 client.close()
             return
         with contextlib.suppress(OSError):
             client.setblocking(False)
-        goodbye = self.spec.protocol.goodbye(_read_available(client), reason)
-        if goodbye is None:
+        opening = _read_available(client)
+        if opening:
+            self._answer(client, protocol.goodbye(opening, reason))
+        else:
+            self._await(client, lambda: self._answer(client, protocol.goodbye(_read_available(client), reason)))
+
+    def _answer(self, client: socket.socket, goodbye: Goodbye | None) -> None:
+        """Carry out `goodbye`: reply, then (after the client's next message, when it awaits one) the final
+        words, and close."""
+        if goodbye is None or self.closed:
             with contextlib.suppress(OSError):
                 client.close()
             return
@@ -215,21 +227,31 @@ class Forward:
             with contextlib.suppress(OSError):
                 client.close()
             return
+
+        def next_arrived() -> None:
+            _read_available(client)
+            _send_and_close(client, goodbye.final)
+
+        self._await(client, next_arrived)
+
+    def _await(self, client: socket.socket, then: Callable[[], None]) -> None:
+        """Run `then` once `client` has something to read (or has closed), or after GOODBYE_WAIT seconds."""
         loop = self.engine.loop
         timer: Any = None
 
-        def next_arrived() -> None:
+        def ready() -> None:
             with contextlib.suppress(Exception):
                 loop.remove_reader(client.fileno())
             if timer is not None:
                 timer.cancel()
+            if client not in self.goodbyes:
+                return  # the forward closed meanwhile and closed the client
             self.goodbyes.discard(client)
-            _read_available(client)
-            _send_and_close(client, goodbye.final)
+            then()
 
         self.goodbyes.add(client)
-        loop.add_reader(client.fileno(), next_arrived)
-        timer = loop.call_later(GOODBYE_WAIT, next_arrived)
+        loop.add_reader(client.fileno(), ready)
+        timer = loop.call_later(GOODBYE_WAIT, ready)
 
     def _connect(self, client: socket.socket) -> None:
         attempt: HappyEyeballs | None = None
