@@ -65,7 +65,7 @@ def unitless(tree: ast.AST) -> list[tuple[int, str]]:
         if kind and len(node.args) < 2 and not any(k.arg is not None for k in node.keywords):
             found.append((node.lineno, f"np.{kind}(...) without a unit"))
         dtype_args = [k.value for k in node.keywords if k.arg == "dtype"]
-        if isinstance(node.func, ast.Attribute) and node.func.attr in ("astype", "dtype", "view") or (
+        if (isinstance(node.func, ast.Attribute) and node.func.attr in ("astype", "dtype", "view")) or (
                 isinstance(node.func, ast.Name) and node.func.id == "dtype"):
             dtype_args += node.args[:1]
         for arg in dtype_args:
