@@ -61,10 +61,7 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
 
 def proxy_for(url: str) -> str | None:
     """The HTTP proxy the environment names for this URL (HTTPS_PROXY/https_proxy, NO_PROXY), or None."""
-    try:
-        from websockets.proxy import get_proxy
-    except ImportError:  # websockets 15 keeps it in websockets.uri
-        from websockets.uri import get_proxy
+    from websockets.proxy import get_proxy
     from websockets.uri import parse_uri
 
     return get_proxy(parse_uri(url))
