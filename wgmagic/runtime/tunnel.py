@@ -477,6 +477,7 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
                     reresolve_interval=reresolve_interval, via=first.via if first.via.mode == "websocket" else None)
     try:
         rtt = fallback.climb(tunnel, ladder, note)
+        tunnel._thread.call(tunnel._engine.follow_via, choice)  # auto: for the whole session (path_policy.py)
     except BaseException as exc:
         logger.info("tunnel %r: no handshake: %s", tunnel.name, type(exc).__name__)
         tunnel.close(force=True)
