@@ -15,7 +15,7 @@ from wgmagic.runtime.transport import TransportHooks, TransportKind, TransportSe
 from wgmagic.via import Via, ViaMode
 from wgmagic.wireguard import crypto
 from wgmagic.wireguard.device import Device
-from wgmagic.wireguard.messages import INITIATION
+from wgmagic.wireguard.messages import INITIATION, TRANSPORT
 from wgmagic.wireguard.timers import Timers
 
 KEY = b"k" * 32
@@ -211,7 +211,7 @@ Endpoint = {FIRST[0]}:{FIRST[1]}
 
     def send_data(self) -> None:
         """One IP packet to the peer (a TCP SYN), as an application's query would send."""
-        self.engine.stack.tcp_connect(ipaddress.ip_address("198.18.0.1"), 5432, self.now)
+        self.engine.stack.tcp_connect(ipaddress.ip_address("198.18.0.1"), 5432, self.now, timeout=60.0)
         self.engine.pump(self.now)
 
     def close(self) -> None:
@@ -248,6 +248,9 @@ def test_the_dead_first_address_is_left_at_wireguards_own_retry_not_when_the_key
     bed.answer(sent, source=SECOND)
     assert bed.engine.device.not_answering_since(bed.key, bed.now) is None
     assert bed.engine.peers[bed.key].resolved_endpoint == SECOND
+    # the inner TCP's SYN, backed off during the outage, goes again now (not at its doubled RTO)
+    assert bed.engine.counters["path_restored"] == 1
+    assert [addr for data, addr in bed.transport.take() if data[0] == TRANSPORT and len(data) > 32] == [SECOND]
     bed.at(25.0)
     assert initiations(bed.transport.take()) == []  # answered: no more moves
 
@@ -268,6 +271,8 @@ def test_auto_moves_to_the_websocket_at_wireguards_notice_and_back_when_a_udp_pr
     assert bed.engine.counters["path_to_fallback"] == 1
     bed.answer(sent)  # through the relay
     assert bed.engine.device.not_answering_since(bed.key, bed.now) is None
+    assert bed.engine.counters["path_restored"] == 1  # the SYN in backoff went again at once, over the WebSocket
+    assert [data[0] for data, _ in ws.take()].count(TRANSPORT) >= 1
     bed.at(29.9)
     assert len(bed.made) == 2  # no probe yet
     bed.at(30.0)  # UDP_PROBE_INTERVAL later: a handshake initiation over a fresh UDP socket
@@ -285,3 +290,25 @@ def test_auto_moves_to_the_websocket_at_wireguards_notice_and_back_when_a_udp_pr
     assert bed.engine.counters["path_back_to_primary"] == 1
     assert bed.engine.peers[bed.key].resolved_endpoint == SECOND
     assert initiations(bed.transport.take()) == [SECOND]  # the peer learns our new socket at once
+
+
+# ---- the inner TCP after the path came back (TcpConnection.path_restored) -----------------------------------------
+def test_a_connection_in_retransmission_backoff_resends_when_the_path_is_restored_and_only_then():
+    from wgmagic.netstack.tcp.config import TcpConfig
+    from wgmagic.netstack.tcp.connection import TcpConnection
+
+    here = (ipaddress.ip_address("198.18.0.2"), 40000)
+    there = (ipaddress.ip_address("198.18.0.1"), 5432)
+    conn = TcpConnection.connect(here, there, 0.0, options=TcpConfig(user_timeout=30.0), mss=1380, timeout=60.0)
+    assert len(conn.segments_to_send(0.0)) == 1  # the SYN
+    assert conn.path_restored(0.5) is False  # no backoff yet: nothing to bring forward
+    assert conn.rto_at == 1.0  # rto_initial
+    conn.handle_timer(1.0)
+    assert len(conn.segments_to_send(1.0)) == 1 and conn.rto_at == 3.0  # backed off: 2 s
+    conn.handle_timer(3.0)
+    conn.segments_to_send(3.0)
+    assert conn.rto_at == 7.0
+    assert conn.path_restored(5.0) is True and conn.rto_at == 5.0  # the path is back at 5.0: resend now
+    conn.handle_timer(5.0)
+    assert len(conn.segments_to_send(5.0)) == 1
+    assert conn.rto_at == 13.0  # and the backoff goes on from there (8 s) until an ACK resets it

@@ -283,6 +283,7 @@ class Engine:
                 if event.rtt is not None:
                     peer.last_handshake_rtt = event.rtt
                 peer.handshake_waiters.resolve(event.rtt)
+                self.paths.handshake_completed(now)
             elif isinstance(event, HandshakeAttemptsExhausted):
                 peer.attempts_exhausted += 1
                 explanation = self.describe_no_handshake(peer)

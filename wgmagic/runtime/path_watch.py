@@ -38,6 +38,7 @@ class PathWatch:
         self.policy = PathPolicy(transport_ladder(engine.via)[0])
         self.via: Via | None = None  # the auto choice being followed
         self.probe: Transport | None = None
+        self._restore_pending = False  # a move was made for an outage: the next handshake ends it
 
     def follow(self, via: Via) -> None:
         """The session was asked for with `via` (auto with a URL: move between its rungs for the whole session;
@@ -71,6 +72,7 @@ class PathWatch:
                 logger.info("peer %s: %s (%s)", _short(decision.public_key), decision.reason,
                             _address(decision.address))
                 self.engine.device.set_endpoint(decision.public_key, decision.address, now)
+                self._restore_pending = True
             elif decision.action is PathAction.SWITCH and decision.kind is not None:
                 self._switch(decision, now)
             elif decision.action is PathAction.PROBE and decision.public_key and decision.address:
@@ -86,6 +88,7 @@ class PathWatch:
             engine.carrier.switch(kind, Via(ViaMode.UDP, None, self.via.ca_file))
         else:
             engine.counters["path_to_fallback"] += 1
+            self._restore_pending = True
             logger.warning("tunnel: %s (%s)", decision.reason, self.via)
             engine.carrier.switch(kind, Via(ViaMode(kind.value), self.via.url, self.via.ca_file))
         # A fresh handshake over the new transport now: the peer moves to the new way when it arrives
@@ -94,6 +97,15 @@ class PathWatch:
         for key in engine.peers:
             engine.device.initiate_handshake(key, now, force=True)
         engine.pump(now)
+
+    def handshake_completed(self, now: float) -> None:
+        """A handshake completed (inside the engine's pump): after a move made for an outage, the inner TCP's
+        connections in retransmission backoff resend now instead of at their doubled RTO (Stack.path_restored),
+        so what was in flight arrives well inside the user timeout."""
+        if self._restore_pending:
+            self._restore_pending = False
+            self.engine.counters["path_restored"] += 1
+            self.engine.stack.path_restored(now)
 
     def _probe(self, decision: PathDecision, now: float) -> None:
         engine, key, address = self.engine, decision.public_key, decision.address
