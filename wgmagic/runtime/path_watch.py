@@ -90,7 +90,7 @@ class PathWatch:
             engine.counters["path_to_fallback"] += 1
             self._restore_pending = True
             logger.warning("tunnel: %s (%s)", decision.reason, self.via)
-            engine.carrier.switch(kind, Via(ViaMode(kind.value), self.via.url, self.via.ca_file))
+            engine.carrier.switch(kind, Via(_mode_of(kind), self.via.url, self.via.ca_file))
         # A fresh handshake over the new transport now: the peer moves to the new way when it arrives
         # (whitepaper 2.1 roaming) and its answer, one round trip later, tells the liveness watch the peer
         # answers, well before its connections would be failed (liveness.py) or time out.
@@ -153,6 +153,14 @@ class PathWatch:
 
     def close(self) -> None:
         self._close_probe()
+
+
+def _mode_of(kind: TransportKind) -> ViaMode:
+    """The `--via` word of a transport kind (a WebSocket-kind plugin may share the WebSocket's)."""
+    try:
+        return ViaMode(kind.value)
+    except ValueError:
+        return ViaMode.WEBSOCKET
 
 
 def _short(public_key: bytes) -> str:
