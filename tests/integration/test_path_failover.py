@@ -105,12 +105,14 @@ def test_auto_moves_to_the_websocket_when_udp_is_blocked_mid_session_and_back_wh
         assert changed["resumed"] is not None and changed["resumed"] < RESUME_WITHIN, changed
         assert changed["old_ok"] is True, changed  # the TCP connection opened before still works
         assert changed["counters"].get("path_to_fallback") == 1, changed
+        assert f"WebSocket {relay.url}" in changed["status"], changed  # %wg status shows it
 
         _udp(udp_namespace, blocked=False)
         back = client.say("udp")
         assert back["transport"] == "UDP", back
         assert back["query_ok"] is True and back["old_ok"] is True, back
         assert back["counters"].get("path_back_to_primary") == 1, back
+        assert "WebSocket" not in back["status"] and " UDP " in back["status"], back
         print(f"queries resumed {changed['resumed']:.1f} s after UDP was blocked; back on UDP "
               f"{back['seconds']:.1f} s after it was let through")
     finally:

@@ -51,6 +51,13 @@ def _query(tunnel, timeout: float = 5.0) -> bool:
         return False
 
 
+def _status(tunnel) -> str:
+    """What `%wg status` shows for the tunnel."""
+    from wgmagic.notebook.status import TunnelStatus
+
+    return repr(TunnelStatus.of(tunnel))
+
+
 def main(argv: list[str]) -> int:
     import os
 
@@ -85,6 +92,7 @@ def main(argv: list[str]) -> int:
                 except OSError as exc:
                     old_ok = f"{type(exc).__name__}: {exc}"
                 _report(stage="changed", resumed=resumed, old_ok=old_ok, transport=tunnel.transport_description,
+                        status=_status(tunnel),
                         counters=tunnel.stats()["counters"], peer=tunnel.peer_report())
             elif command == "udp":
                 started = time.monotonic()
@@ -92,7 +100,7 @@ def main(argv: list[str]) -> int:
                        and not tunnel.transport_description.startswith("UDP")):
                     time.sleep(0.2)
                 seconds = time.monotonic() - started
-                _report(stage="udp", seconds=seconds, transport=tunnel.transport_description,
+                _report(stage="udp", seconds=seconds, transport=tunnel.transport_description, status=_status(tunnel),
                         query_ok=_query(tunnel), old_ok=_echo(old, b"still", 10),
                         counters=tunnel.stats()["counters"])
             elif command == "quit":

@@ -266,6 +266,7 @@ def test_auto_moves_to_the_websocket_at_wireguards_notice_and_back_when_a_udp_pr
     bed.at(20.0)  # unanswered: the whole session moves to the WebSocket, with a fresh handshake there
     ws = bed.transport
     assert ws.kind is WS and udp.state is TransportState.CLOSED
+    assert bed.engine.via == Via(ViaMode.WEBSOCKET, "ws://198.18.0.1:8080/wg")
     sent = ws.take()
     assert len(initiations(sent)) == 1
     assert bed.engine.counters["path_to_fallback"] == 1
@@ -288,6 +289,7 @@ def test_auto_moves_to_the_websocket_at_wireguards_notice_and_back_when_a_udp_pr
     assert bed.transport.kind is UDP and ws.state is TransportState.CLOSED
     assert probe.state is TransportState.CLOSED
     assert bed.engine.counters["path_back_to_primary"] == 1
+    assert bed.engine.via is None  # UDP, as Tunnel.via says it
     assert bed.engine.peers[bed.key].resolved_endpoint == SECOND
     assert initiations(bed.transport.take()) == [SECOND]  # the peer learns our new socket at once
 

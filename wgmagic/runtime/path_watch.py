@@ -85,7 +85,8 @@ class PathWatch:
         if kind is self.policy.primary:
             engine.counters["path_back_to_primary"] += 1
             logger.info("tunnel: %s", decision.reason)
-            engine.carrier.switch(kind, Via(ViaMode.UDP, None, self.via.ca_file))
+            engine.via = None  # UDP, as Tunnel.via says it
+            engine.carrier.switch(kind)
         else:
             engine.counters["path_to_fallback"] += 1
             self._restore_pending = True
