@@ -4,9 +4,10 @@
   wireguard-go; then nft drops the namespace's outbound UDP: the tunnel moves to `wgmagic relay` over a
   WebSocket, queries resume, and a TCP connection with data in flight through the change still works; nft lets
   UDP through again: the tunnel goes back to UDP.
-- An Endpoint name with two addresses (two UDP relays of the suite's own, 127.0.0.1 and 127.0.0.2, in front of
-  the bed's peer; the name service is the tunnel's injected resolver, as in test_endpoint_moves.py): the
-  first relay is killed mid-session; queries resume on the second address and the open connection survives.
+- An Endpoint name with an AAAA and an A record (two UDP relays of the suite's own, on ::1 and 127.0.0.1 at the
+  same port, in front of the bed's peer; the name service is the tunnel's injected resolver, as in
+  test_endpoint_moves.py): the first relay is killed, or stopped, mid-session; queries resume on the second
+  address and the open connection survives.
 
 The deadlines (30 s) are the issue's generous bounds, not timing thresholds.
 """
@@ -16,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.integration.test_endpoint_moves import QueryLoop, two_relays
+from tests.integration.test_endpoint_moves import QueryLoop
 from tests.testbed import wsbed
 from tests.testbed.bed import REPO
 from wgmagic.runtime.tunnel import connect
@@ -81,6 +83,15 @@ class PathClient:
         return stderr
 
 
+@contextlib.contextmanager
+def v6_and_v4_relays(testbed):
+    """Relays at [::1]:P and 127.0.0.1:P (the same kernel-chosen port P) in front of the bed's peer."""
+    with testbed.relay(listen="::1") as first:
+        port = int(first.endpoint.rsplit(":", 1)[1])
+        with testbed.relay(listen="127.0.0.1", listen_port=port) as second:
+            yield first, second, port
+
+
 @pytest.fixture
 def udp_namespace(testbed):
     namespace = testbed.blocked_namespace()
@@ -123,28 +134,38 @@ def test_auto_moves_to_the_websocket_when_udp_is_blocked_mid_session_and_back_wh
     assert relay.url.split("@")[-1] in said[0]
 
 
-def test_a_dead_first_endpoint_address_is_left_in_seconds_and_connections_survive(testbed):
-    with two_relays(testbed) as (first, second, port):
+@pytest.mark.parametrize("death", ["killed", "silent"])
+def test_a_dead_first_endpoint_address_is_left_in_seconds_and_connections_survive(testbed, death):
+    """killed: the first relay's process is gone (its port answers ICMP port unreachable); silent: it is stopped
+    (SIGSTOP: the socket stays, datagrams vanish without a word, as on a path that died)."""
+    with v6_and_v4_relays(testbed) as (first, second, port):
         lookups: list[str] = []
 
         def names(host: str, port_: int) -> list[tuple[str, int]]:  # the name's AAAA-and-A shape: two addresses
             lookups.append(host)
-            return [("127.0.0.1", port_), ("127.0.0.2", port_)]
+            return [("::1", port_), ("127.0.0.1", port_)]  # RFC 6724's order: IPv6 first
 
-        config = testbed.client_config(endpoint=f"{NAME}:{port}", identity=1)
-        with connect(config, endpoint_resolver=names) as tunnel:
-            assert tunnel.peer_report()[0]["endpoint"] == f"127.0.0.1:{port}"
-            loop = QueryLoop(tunnel, testbed)  # a connection opened before the fault, queried throughout
-            loop.start()
-            loop.wait_for(20)
-            first.process.kill()  # the path to the first address dies
-            first.process.wait(10)
-            died = time.monotonic()
-            loop.wait_for(20, timeout=RESUME_WITHIN)
-            resumed = time.monotonic() - died
-            assert tunnel.peer_report()[0]["endpoint"] == f"127.0.0.2:{port}"
-            assert tunnel.stats()["counters"]["path_next_address"] >= 1
-            loop.finish()  # no error: the connection survived, every answer in order
-            print(f"queries resumed {resumed:.1f} s after the first address died")
+        try:
+            config = testbed.client_config(endpoint=f"{NAME}:{port}", identity=1)
+            with connect(config, endpoint_resolver=names) as tunnel:
+                assert tunnel.peer_report()[0]["endpoint"] == f"[::1]:{port}"
+                loop = QueryLoop(tunnel, testbed)  # a connection opened before the fault, queried throughout
+                loop.start()
+                loop.wait_for(20)
+                if death == "killed":  # the path to the first address dies
+                    first.process.kill()
+                    first.process.wait(10)
+                else:
+                    first.process.send_signal(signal.SIGSTOP)
+                died = time.monotonic()
+                loop.wait_for(20, timeout=RESUME_WITHIN)
+                resumed = time.monotonic() - died
+                assert tunnel.peer_report()[0]["endpoint"] == f"127.0.0.1:{port}"
+                assert tunnel.stats()["counters"]["path_next_address"] >= 1
+                loop.finish()  # no error: the connection survived, every answer in order
+                print(f"queries resumed {resumed:.1f} s after the first address died ({death})")
+        finally:
+            if first.process.poll() is None:
+                first.process.send_signal(signal.SIGCONT)  # so that the relay's own teardown can stop it
         carried = second.stop()
         assert carried.get("up_in", 0) > 0 and carried.get("down_in", 0) > 0, carried
