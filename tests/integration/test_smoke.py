@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 
 from tests.testbed import wsbed
+from wgmagic.connstr import parse_dsn
 from wgmagic.runtime.tunnel import connect
-from wgmagic.sql.connection import SqlConnection
-from wgmagic.sql.connstr import parse_dsn
+from wgmagic.sql.dialects import dialect_for
 from wgmagic.sql.results import run_statement
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,8 @@ TIMES = ("SELECT n, CASE WHEN n % 3 = 0 THEN NULL ELSE timestamp '2026-01-01' + 
 
 
 def _query(tunnel, dsn: str, sql: str, *, bulk: bool) -> pd.DataFrame:
-    session = SqlConnection(parse_dsn(dsn), "smoke", lambda: tunnel)
+    parsed = parse_dsn(dsn)
+    session = dialect_for(parsed).connection(parsed, "smoke", lambda: tunnel)
     try:
         session.ensure()
         result = run_statement(session.raw, sql, None, bulk=bulk)

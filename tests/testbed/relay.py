@@ -55,8 +55,8 @@ def run(listen_port: int, target_port: int, settings: dict) -> None:
     rng = random.Random(settings.get("seed", 1))
     up = Direction(**settings.get("up", {}))
     down = Direction(**settings.get("down", {}))
-    listen_host = settings.get("listen", "127.0.0.1")  # another loopback address (127.0.0.2...) if given
-    client_side = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listen_host = settings.get("listen", "127.0.0.1")  # another loopback address (127.0.0.2, ::1...) if given
+    client_side = socket.socket(socket.AF_INET6 if ":" in listen_host else socket.AF_INET, socket.SOCK_DGRAM)
     try:
         client_side.bind((listen_host, listen_port))
     except OSError as exc:

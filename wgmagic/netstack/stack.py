@@ -400,6 +400,14 @@ class Stack:
         for conn in self.tcp.values():
             conn.defer_rto(until)
 
+    def path_restored(self, now: float) -> None:
+        """The tunnel's path came back after an outage: every connection in retransmission backoff resends now
+        (TcpConnection.path_restored); the segments come out of the next pulls."""
+        for conn in list(self.tcp.values()):
+            if conn.path_restored(now):
+                conn.handle_timer(now)
+                self._active.add(conn)
+
     def handle_timers(self, now: float) -> None:
         """Fire every TCP timer due at `now` and time out the datagrams in reassembly whose time is up (an ICMP
         time exceeded, code 1, to the sender of each whose first fragment came: RFC 792, RFC 4443 3.3); their

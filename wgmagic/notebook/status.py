@@ -190,6 +190,7 @@ class TunnelStatus(Table):
         return cls([{
             "tunnel": tunnel.name,
             "endpoint": endpoints,
+            "transport": getattr(tunnel, "transport_description", "UDP"),  # --via auto may move it mid-session
             "handshake": handshake,
             "handshake rtt": "-" if rtt is None else f"{rtt * 1000:.2f} ms",
             "received": human_bytes(totals["udp_rx_bytes"]),

@@ -207,6 +207,7 @@ async def connect_async(config: str | os.PathLike[str] | WireGuardConfig, *,
             except HandshakeTimeoutError:
                 if step == len(ladder.rungs) - 1:
                     raise
+        engine.follow_via(choice)  # --via auto: keep choosing the path for the whole session, as connect() does
     except BaseException:
         await tunnel.aclose()
         raise

@@ -35,6 +35,7 @@ from wgmagic.runtime.carrier import Carrier
 from wgmagic.runtime.dnscache import DnsCache
 from wgmagic.runtime.liveness import LivenessWatch
 from wgmagic.runtime.metrics import MetricsRecorder
+from wgmagic.runtime.path_watch import PathWatch
 from wgmagic.runtime.peers import PeerRuntime, describe_no_handshake
 from wgmagic.runtime.seams import IPAddress, StreamHandler, Tap
 from wgmagic.runtime.transport import Transport, TransportFactory, TransportKind, TransportSettings, kind_for
@@ -100,6 +101,7 @@ class Engine:
         self.metrics = MetricsRecorder(self)
         self.tap: Tap | None = None  # a packet capture (runtime/services/capture.py), or None
         self.carrier = Carrier(self, kind, transport)
+        self.paths = PathWatch(self)  # which address and transport mid-session (path_policy.py decides)
 
     def now(self) -> float:
         """The engine's clock (seconds, monotonic): the `now` every protocol object is given."""
@@ -123,6 +125,7 @@ class Engine:
             self.pump()
         self.closed = True
         self.metrics.stop()
+        self.paths.close()
         if self._timer:
             self._timer.cancel()
         error = TunnelClosedError("the tunnel was closed")
@@ -151,6 +154,11 @@ class Engine:
     def switch_to_websocket(self, via: Via) -> None:
         """--via auto: leave UDP for the WebSocket at via.url; the handshake starts again."""
         self.carrier.switch(TransportKind.WEBSOCKET, Via(ViaMode.WEBSOCKET, via.url, via.ca_file))
+
+    def follow_via(self, via: Via) -> None:
+        """The session was asked for with `via`: for auto with a URL, keep choosing between its transports
+        for the whole session (path_policy.py), not only in `connect()`."""
+        self.paths.follow(via)
 
     # ---- the hot path: transport.receive -> device -> stack -> device -> transport.send ---------------
     def receive_datagrams(self, datagrams: Sequence[tuple[bytes, Address]], now: float) -> None:
@@ -225,10 +233,8 @@ class Engine:
 
     def next_deadline(self) -> float | None:
         """The earliest deadline of the device's and the stack's timers (seconds, `clock`), or None."""
-        deadline, stack_deadline = self.device.next_timer(), self.stack.next_timer()
-        if stack_deadline is not None and (deadline is None or stack_deadline < deadline):
-            return stack_deadline
-        return deadline
+        deadlines = (self.device.next_timer(), self.stack.next_timer(), self.paths.next_deadline())
+        return min((d for d in deadlines if d is not None), default=None)
 
     def _reschedule(self) -> None:
         deadline = self.next_deadline()
@@ -252,6 +258,7 @@ class Engine:
         if self.closed:
             return
         self.liveness.check(now)
+        self.paths.check(now)  # before the device's timers: a retransmission due goes the new way
         if self.carrier.transport.outer_stalled():
             # TCP over TCP: the outer connection is repairing a loss; what the inner TCP sent is delayed, not
             # lost. Hold its retransmission timers a little and look again.
@@ -276,6 +283,7 @@ class Engine:
                 if event.rtt is not None:
                     peer.last_handshake_rtt = event.rtt
                 peer.handshake_waiters.resolve(event.rtt)
+                self.paths.handshake_completed(now)
             elif isinstance(event, HandshakeAttemptsExhausted):
                 peer.attempts_exhausted += 1
                 explanation = self.describe_no_handshake(peer)

@@ -58,7 +58,7 @@ class Tunnel:
     Thread-safe: every method may be called from any thread but the tunnel's own loop thread. `connect()`
     builds one and waits for the first handshake; a second `connect()` for the same config in this process
     hands the same tunnel back, and `close()` closes it once every such holder has closed it.
-    Attributes: `name`, `config` (the WireGuardConfig), `via` (the WebSocket's Via, None over UDP).
+    Attributes: `name`, `config` (the WireGuardConfig), `via` (the WebSocket's Via, None over UDP; read only).
     """
 
     def __init__(self, config: WireGuardConfig, *, name: str | None = None, timers: Timers | None = None,
@@ -69,7 +69,7 @@ class Tunnel:
         runtime/endpoints.py. via: a Via of mode "websocket" to carry the datagrams over a WebSocket; None: UDP.
         Raises TunnelConflictError (the name is taken, or this key and peer are up here or in another
         process), EndpointUnresolvableError, OSError."""
-        self.config, self.name, self.via = config, name or "", via
+        self.config, self.name, self._via = config, name or "", via
         self._tcp = tcp  # the TCP knobs of its connections (None: TUNNEL_CONFIG, see netstack/tcp/config.py)
         self._endpoint_resolver = endpoint_resolver or endpoint_lookup.resolve_endpoint
         self._reresolve_interval = reresolve_interval
@@ -133,7 +133,13 @@ class Tunnel:
         """Carry the datagrams over the WebSocket at via.url from now on (what --via auto does)."""
         self._check_open()
         self._thread.call(self._engine.switch_to_websocket, via)
-        self.via = self._engine.via
+
+    @property
+    def via(self) -> Via | None:
+        """The WebSocket's Via while the datagrams travel over one, None over UDP; follows `--via auto`'s
+        switches mid-session (runtime/path_policy.py)."""
+        engine = getattr(self, "_engine", None)
+        return engine.via if engine is not None else self._via
 
     @property
     def transport_description(self) -> str:
@@ -484,6 +490,7 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
                     reresolve_interval=reresolve_interval, via=first.via if first.via.mode == "websocket" else None)
     try:
         rtt = fallback.climb(tunnel, ladder, note)
+        tunnel._thread.call(tunnel._engine.follow_via, choice)  # auto: for the whole session (path_policy.py)
     except BaseException as exc:
         logger.info("tunnel %r: no handshake: %s", tunnel.name, type(exc).__name__)
         tunnel.close(force=True)

@@ -398,7 +398,7 @@ def _objects_to_datetimes(col: Any, *, utc: bool) -> Any:
     try:
         return pd.to_datetime(col, utc=utc)
     except (ValueError, OverflowError, TypeError, pd.errors.OutOfBoundsDatetime):
-        return col
+        return _microseconds(col, "datetime64[us]", utc=utc)
 
 
 def _timedeltas(col: Any) -> Any:
@@ -409,7 +409,27 @@ def _timedeltas(col: Any) -> Any:
     try:
         return pd.to_timedelta(col)
     except (ValueError, OverflowError, TypeError):
+        return _microseconds(col, "timedelta64[us]")
+
+
+def _microseconds(col: Any, dtype: str, *, utc: bool = False) -> Any:
+    """pandas 2 (the newest on Python 3.10) parses Python datetimes and timedeltas into nanoseconds only (years
+    1677-2262, durations up to 292 years); pandas 3 into microseconds. Past that range, the same microsecond
+    column as pandas 3 and the bulk path give, built by NumPy (None -> NaT); the objects if NumPy cannot."""
+    import datetime
+
+    import numpy as np
+    import pandas as pd
+
+    values = col.tolist()
+    try:
+        if utc:
+            values = [None if v is None else v.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+                      for v in values]
+        series = pd.Series(np.array(values, dtype=dtype), index=col.index)
+    except (ValueError, OverflowError, TypeError, AttributeError):
         return col
+    return series.dt.tz_localize("UTC") if utc else series
 
 
 def _unit(col: Any, dtype: str) -> Any:

@@ -256,10 +256,14 @@ class Device:
         if peer is not None:
             self._send_keepalive(peer, now)
 
-    def initiate_handshake(self, public_key: bytes, now: float) -> None:
-        """Start a handshake now unless a session exists or one is already in flight."""
+    def initiate_handshake(self, public_key: bytes, now: float, *, force: bool = False) -> None:
+        """Start a handshake now unless a session exists or one is already in flight; `force`: a fresh one now
+        whatever the session (a probe of another path, runtime/path_policy.py)."""
         peer = self.peers[public_key]
-        if not peer.has_session(now):
+        if force:
+            peer.retransmit_at = peer.last_handshake_sent = None
+            self._initiate(peer, now, retry=False)
+        elif not peer.has_session(now):
             self._initiate(peer, now, retry=False)
 
     def _initiate(self, peer: Peer, now: float, *, retry: bool) -> None:

@@ -1026,6 +1026,16 @@ class TcpConnection:
         if self.rto_at is not None and self.rto_at < until:
             self.rto_at = until
 
+    def path_restored(self, now: float) -> bool:
+        """The path below came back after an outage (the tunnel moved to another address or transport and the
+        peer answered there): a retransmission timeout backed off during the outage would wait out its doubled
+        RTO on a path that works again, maybe past the user timeout. Bring it forward to `now` (RFC 6069's
+        idea: evidence that the path is back reverts the backoff). True if a retransmission is now due."""
+        if self.rto_at is None or self.retries == 0 or self.rto_at <= now:
+            return False
+        self.rto_at = now
+        return True
+
     def _on_rto(self, now: float) -> None:
         self.retries += 1
         if self.user_timeout.on_rto(now, self.snd_una, self.rtt.rto):
