@@ -7,17 +7,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from wgmagic._version import __version__
+
 if TYPE_CHECKING:  # type checkers see the real types; at run time they load on first use (__getattr__)
     from wgmagic.runtime.tunnel import Tunnel, connect
-
-__version__ = "0.1.0"
 
 __all__ = ["Tunnel", "__version__", "connect", "get_tunnel", "load_ipython_extension", "unload_ipython_extension"]
 
 
 def get_tunnel(name: str | None = None) -> Tunnel:
     """An open tunnel of this process by name (as `%wg connect --name` gave it), or the only/newest one."""
-    from wgmagic.runtime.tunnel import open_tunnels
+    from wgmagic.runtime.registry import open_tunnels
 
     tunnels = open_tunnels()
     if name is not None:

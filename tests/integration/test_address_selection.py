@@ -18,7 +18,7 @@ import pytest
 from tests.integration.helpers import magic_shell, poll
 from tests.testbed.bed import PEER4, PEER6
 from wgmagic.errors import MessageTooLongError, NoRouteError
-from wgmagic.runtime import tunnel as tunnel_module
+from wgmagic.runtime import endpoint_lookup
 from wgmagic.runtime.relay import HappyEyeballs
 from wgmagic.runtime.tunnel import connect
 from wgmagic.sql.messages import ConnectionStageError
@@ -164,7 +164,7 @@ def test_the_endpoint_name_s_next_address_is_tried_when_one_gets_no_answer(testb
     silent.bind(("127.0.0.1", 0))
     try:
         order = [("127.0.0.1", silent.getsockname()[1]), ("127.0.0.1", testbed.port)]
-        monkeypatch.setattr(tunnel_module, "_resolve_endpoint", lambda host, port: list(order))
+        monkeypatch.setattr(endpoint_lookup, "resolve_endpoint", lambda host, port: list(order))
         with connect(testbed.client_config(identity=5), timers=Timers(rekey_timeout=1.0), timeout=20) as tun:
             assert tun.stats()["counters"]["endpoint_next_address"] >= 1
             with tun.open_connection(PEER4, 9001, timeout=10) as sock:

@@ -19,8 +19,9 @@ from tests.integration.helpers import wait_for
 from tests.testbed import streams
 from tests.testbed.bed import REF4, REF6, keypair, run
 from tests.testbed.local import closed_tcp_port, loopback_services
+from wgmagic.addresses import parse_expose, parse_name
 from wgmagic.demo.localdb import LocalPostgres
-from wgmagic.runtime.services.gateway import Gateway, parse_expose, parse_name
+from wgmagic.runtime.services.gateway import Gateway
 from wgmagic.runtime.tunnel import connect
 
 pytestmark = pytest.mark.integration
@@ -266,7 +267,7 @@ def test_a_local_target_that_never_answers_gets_the_peer_a_reset_after_the_timeo
 
 
 def test_target_host_names_resolve_once_at_start_with_a_clear_error():
-    from wgmagic.runtime.services.gateway import resolve_target
+    from wgmagic.runtime.services.expose import resolve_target
 
     addresses = resolve_target(parse_expose("80=localhost:8080"))
     assert addresses and all(sockaddr[1] == 8080 for _, sockaddr in addresses)

@@ -16,7 +16,7 @@ import pytest
 
 from tests.integration.helpers import magic_shell
 from wgmagic.runtime.services import forward as forward_module
-from wgmagic.runtime.services.forward import SUN_PATH_MAX, SocketPathError
+from wgmagic.runtime.services.listener import SUN_PATH_MAX, SocketPathError
 from wgmagic.runtime.tunnel import connect
 
 pytestmark = pytest.mark.integration

@@ -328,13 +328,22 @@ def test_handshake_failure_is_short(connected, testbed, capsys):
     assert testbed.clients[3][0] not in out
 
 
-def test_same_key_twice_is_refused_with_what_to_do(connected, testbed, capsys):
+def test_same_key_twice_hands_back_the_running_tunnel(connected, testbed, capsys):
     connected.user_ns["twin"] = testbed.client_config()  # what the tunnel 'bed' already uses
     result, out = run(connected, "%wg connect {twin} --name twin", capsys)
-    assert not result.success and "Traceback" not in out
-    assert "TunnelConflictError" in out and "'bed'" in out and "%wg disconnect bed" in out
+    assert result.success and "Traceback" not in out, out
+    tunnels = connected._wgmagic.tunnels
+    assert tunnels["twin"] is tunnels["bed"] and tunnels["bed"].holders == 2
     assert testbed.client_private not in out
-    assert "twin" not in connected._wgmagic.tunnels
+    result, out = run(connected, "%wg disconnect twin", capsys)
+    assert result.success, out
+    assert not tunnels["bed"].closed and tunnels["bed"].holders == 1  # 'bed' still holds it
+    connected._wgmagic.current_tunnel = "bed"
+    connected.user_ns["changed"] = testbed.client_config().replace("DNS = ", "DNS = 198.18.0.53, ")
+    result, out = run(connected, "%wg connect {changed} --name changed", capsys)
+    assert not result.success and "Traceback" not in out
+    assert "TunnelConflictError" in out and "%wg disconnect bed" in out and "get_tunnel('bed').close()" in out
+    assert testbed.client_private not in out and "changed" not in tunnels
 
 
 def test_unload_closes_what_it_opened(testbed):

@@ -117,7 +117,7 @@ def test_an_explicit_port_admits_any_local_client_like_ssh_L(tunnel):
 
 
 def test_a_named_unix_directory_is_refused_without_unix_sockets(tunnel, tmp_path):
-    from wgmagic.runtime.services.forward import SocketPathError
+    from wgmagic.runtime.services.listener import SocketPathError
 
     with pytest.raises(SocketPathError, match="no Unix sockets"):
         tunnel.forward("db.internal:5432", local=f"unix:{tmp_path}")

@@ -14,7 +14,7 @@ import pytest
 from tests.integration.helpers import poll
 from tests.testbed import streams
 from wgmagic.errors import NameNotFoundError
-from wgmagic.netstack.tcp.connection import TcpOptions
+from wgmagic.netstack.tcp.config import TcpConfig
 from wgmagic.runtime.tunnel import connect
 
 pytestmark = pytest.mark.integration
@@ -92,7 +92,7 @@ def test_impaired_link_intact(testbed):
         assert download(tun, PEER_V4, IMPAIRED, progress) == streams.stream_sha256(IMPAIRED)
         ours, theirs = upload(tun, PEER_V4, IMPAIRED, progress)
         assert ours == theirs
-        ceiling = TcpOptions().rto_max
+        ceiling = TcpConfig().rto_max
         print(f"impaired: longest stall {progress.longest_stall:.2f} s (RTO ceiling {ceiling:g} s)")
         assert progress.longest_stall < ceiling
         retransmits = tun.stats()["tcp"].get("retransmits", 0)

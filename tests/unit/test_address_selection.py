@@ -101,11 +101,11 @@ def test_equal_addresses_keep_the_resolver_order_rule_10(resolved):
 def test_the_endpoint_name_keeps_the_system_resolver_order(monkeypatch):
     import socket
 
-    from wgmagic.runtime import tunnel
+    from wgmagic.runtime import endpoint_lookup
 
     answers = [(socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("fd00::7%eth0", 51820, 0, 2)),
                (socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("198.18.0.7", 51820)),
                (socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("fd00::7", 51820, 0, 0))]
-    monkeypatch.setattr(tunnel.socket, "getaddrinfo", lambda *args, **kwargs: list(answers))
+    monkeypatch.setattr(endpoint_lookup.socket, "getaddrinfo", lambda *args, **kwargs: list(answers))
     # getaddrinfo already applied RFC 6724 and /etc/gai.conf: no family is moved ahead of the other.
-    assert tunnel._resolve_endpoint("wg.example", 51820) == [("fd00::7", 51820), ("198.18.0.7", 51820)]
+    assert endpoint_lookup.resolve_endpoint("wg.example", 51820) == [("fd00::7", 51820), ("198.18.0.7", 51820)]

@@ -12,12 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wgmagic.netstack.dns import candidates, parse_answer
-from wgmagic.netstack.tcp.connection import TcpClosed, TcpConnection, TcpOptions, reset_for
+from wgmagic.netstack.tcp.config import TcpConfig
+from wgmagic.netstack.tcp.connection import TcpClosed, TcpConnection, reset_for
 from wgmagic.netstack.wire import tcp as wire
 
 A = (ipaddress.ip_address("198.18.0.2"), 50000)
 B = (ipaddress.ip_address("198.18.0.1"), 9000)
-OPTS = TcpOptions(verify_checksums=True)
+OPTS = TcpConfig(verify_checksums=True)
 
 
 class Link:
@@ -156,7 +157,7 @@ def fill_a_small_window(size: int) -> tuple[Link, TcpConnection, TcpConnection, 
     """A server with a 64 KiB receive buffer that nobody reads, and a client with `size` bytes to send."""
     link = Link()
     client, server = open_pair(link)
-    server.opts = TcpOptions(recv_buffer=64 * 1024, verify_checksums=True)
+    server.opts = TcpConfig(recv_buffer=64 * 1024, verify_checksums=True)
     server.window_cap = 64 * 1024
     data = bytes(size)
     sent = 0
@@ -240,7 +241,7 @@ def test_search_list_follows_ndots():
     assert candidates("x.", ("internal",)) == ["x."]
 
 
-NO_TS = TcpOptions(verify_checksums=True, timestamps=False)
+NO_TS = TcpConfig(verify_checksums=True, timestamps=False)
 
 
 def crafted_pair() -> tuple[TcpConnection, Link]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wgmagic.addresses import Expose, parse_expose
 from wgmagic.cli.common import parse_remote_spec
 from wgmagic.errors import WgMagicError
-from wgmagic.runtime.services.expose import Expose, parse_expose
 
 
 @settings(max_examples=400, deadline=None)

@@ -1,6 +1,6 @@
 """The machines TcpConnection composes, each on its own: RTT (RFC 6298), reassembly (RFC 9293 3.10.7.4,
 RFC 2018 SACK blocks), the SACK scoreboard and recovery episode (RFC 6675, RFC 8985, RFC 3522), the
-persist / keep-alive / window-update timers; and the names kept for callers (TcpOptions, str states)."""
+persist / keep-alive / window-update timers; and states that compare as strings."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wgmagic.netstack.tcp import connection
-from wgmagic.netstack.tcp.config import TcpConfig, TcpOptions
+from wgmagic.netstack.tcp.config import TcpConfig
 from wgmagic.netstack.tcp.reassembly import Reassembly
 from wgmagic.netstack.tcp.recovery import LossRecovery, SackScoreboard, unwrap
 from wgmagic.netstack.tcp.rtt import RttEstimator
@@ -28,8 +28,8 @@ from wgmagic.netstack.wire.icmp import IcmpKind
 
 
 # ---- names ------------------------------------------------------------------------------------------------
-def test_old_names_still_import_and_states_compare_as_strings():
-    assert TcpOptions is TcpConfig and connection.TcpOptions is TcpConfig
+def test_states_compare_as_strings():
+    assert not hasattr(connection, "TcpOptions")  # the 0.x alias is gone: TcpConfig is the one name
     assert TcpState.ESTABLISHED == "ESTABLISHED" and TcpState.TIME_WAIT == "TIME_WAIT"
     assert str(TcpState.FIN_WAIT_1) == "FIN_WAIT_1" and f"{TcpState.CLOSED}" == "CLOSED"
     assert json.dumps({"state": TcpState.LAST_ACK}) == '{"state": "LAST_ACK"}'

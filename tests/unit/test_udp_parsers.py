@@ -10,21 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wgmagic.runtime.services.socks import (
-    Send,
-    Socks5Negotiation,
-    Socks5Server,
-    UdpAssociate,
-    generate_credentials,
-)
+from wgmagic.addresses import UdpListenSpec, parse_udp_listen_spec, parse_udp_target
+from wgmagic.proto.socks5 import Send, Socks5Negotiation, UdpAssociate
+from wgmagic.runtime.services.socks import Socks5Server, generate_credentials
 from wgmagic.runtime.services.socks_udp import UdpRequest, build_udp_header, parse_udp_request
-from wgmagic.runtime.services.udp_forward import (
-    UdpListenSpec,
-    make_spec,
-    parse_udp_listen_spec,
-    parse_udp_target,
-    udp_socket_owners,
-)
+from wgmagic.runtime.services.udp_forward import make_spec, udp_socket_owners
 
 ipv4 = st.ip_addresses(v=4)
 ipv6 = st.ip_addresses(v=6)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wgmagic.addresses import parse_expose, parse_name
 from wgmagic.notebook.dashboard import parse_window
-from wgmagic.runtime.services.gateway import parse_expose, parse_name
 
 
 def test_expose_forms():

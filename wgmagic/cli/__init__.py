@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from wgmagic import __version__
+from wgmagic._version import __version__
 from wgmagic.cli.client import cmd_demo, cmd_doctor, cmd_ping, cmd_resolve, cmd_status, cmd_up
 from wgmagic.cli.servers import cmd_gateway, cmd_relay
 from wgmagic.errors import WgMagicError

@@ -182,7 +182,7 @@ class Engine:
 
     def switch_to_websocket(self, via: Any) -> None:
         """--via auto: leave UDP for the WebSocket at via.url (loop thread); the handshake starts again."""
-        from wgmagic.runtime.websocket import Via
+        from wgmagic.via import Via
 
         self.transport.close()
         self.via = Via("websocket", via.url, via.ca_file)

@@ -59,7 +59,7 @@ def totals(engine: Any) -> dict[str, Any]:
 class MetricsRecorder:
     """Takes a sample every SAMPLE_INTERVAL on the loop thread into a ring of HISTORY_SECONDS.
 
-    An idle tunnel costs little (issue 15: 20 idle tunnels under 1% of one core together): a sample that finds
+    An idle tunnel costs little (20 idle tunnels take under 1% of one core together): a sample that finds
     no datagram sent or received since the last one repeats the last record with zero rates instead of reading
     every counter, and after IDLE_AFTER such samples they come every IDLE_INTERVAL; the first sample that sees
     traffic returns to SAMPLE_INTERVAL."""

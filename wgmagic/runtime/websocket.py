@@ -1,4 +1,4 @@
-"""WireGuard datagrams over a WebSocket, for networks that block UDP (issue 13).
+"""WireGuard datagrams over a WebSocket, for networks that block UDP.
 
 `WebSocketTransport` is a `Transport` (transport.py) as `UdpTransport` is: `open()`, `send(datagrams)`,
 `close()`, `local_port`, `kind`, `state`, `last_error`, `describe()`, `outer_stalled()`, and hands each datagram
@@ -34,9 +34,8 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from wgmagic.via import VIA_CA_ENV, Via, check_url, choose_via, mask_url, parse_via
-
-__all__ = ["Via", "WebSocketTransport", "check_url", "choose_via", "mask_url", "parse_via"]
+from wgmagic._version import __version__
+from wgmagic.via import VIA_CA_ENV, check_url, mask_url
 
 # A WireGuard message is at most one UDP payload (65,535 bytes); a message larger than this is not ours.
 MAX_MESSAGE = 65536
@@ -46,7 +45,6 @@ OPEN_TIMEOUT = 10.0  # seconds for TCP, proxy CONNECT, TLS and the HTTP upgrade 
 PING_INTERVAL = 15.0  # WebSocket pings keep middleboxes' idle timers from cutting the connection
 PING_TIMEOUT = 20.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.25, 8.0
-AUTO_UDP_WAIT = 3.0  # --via auto: seconds without a UDP handshake answer before switching to the WebSocket
 
 Receive = Callable[[bytes, tuple[str, int], float], None]
 # struct tcp_info (linux/tcp.h): u8 state, ca_state, retransmits, probes, backoff, ...; u32 lost at 32, retrans
@@ -295,8 +293,6 @@ class WebSocketTransport:
         kwargs: dict[str, Any] = {}
         if self.url.startswith("wss:"):
             kwargs["ssl"] = tls_context(self.ca_file)
-        from wgmagic import __version__
-
         return await connect(self.url, proxy=self.proxy, create_connection=self._connection_class,
                              max_size=MAX_MESSAGE, compression=None, open_timeout=OPEN_TIMEOUT,
                              ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT, close_timeout=2,

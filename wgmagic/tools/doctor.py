@@ -239,24 +239,24 @@ def _try_websocket(config: Any, error: Exception, timeout: float, add: Callable[
     the WebSocket URL known (config `#@wgmagic Via`, $WGMAGIC_VIA) to tell "UDP is blocked here" from "neither
     works". Returns a tunnel over the WebSocket, or None."""
     from wgmagic.errors import HandshakeTimeoutError, TransportError, WgMagicError
+    from wgmagic.runtime.fallback import websocket_probe
     from wgmagic.runtime.tunnel import connect
-    from wgmagic.via import Via, choose_via, mask_url
+    from wgmagic.via import mask_url
 
     if isinstance(error, TransportError):
         add("websocket", FAIL, str(error), _transport_fix(str(error)))
         return None
     _handshake_failed(error, add)
-    config_via = next((p.via for p in config.peers if getattr(p, "via", None)), None)
     try:
-        chosen, known = choose_via(None, config_via), choose_via("auto", config_via)
+        known = websocket_probe(config)  # the one fallback policy (runtime/fallback.py), as connect() climbs it
     except WgMagicError:
         return None
-    if chosen.mode == "websocket" or known.url is None:
+    if known is None or known.url is None:
         return None
     shown = mask_url(known.url)
     try:
         tunnel = connect(config, name=f"doctor-ws-{int(time.monotonic() * 1000) % 100000}", timeout=timeout,
-                         via=Via("websocket", known.url, known.ca_file))
+                         via=known)
     except TransportError as exc:
         add("transport", FAIL, f"neither works: UDP to the endpoint gets no answer, and the WebSocket {shown} "
             f"failed: {exc}", _transport_fix(str(exc)))

@@ -1,7 +1,6 @@
 """A TCP connection's configuration (buffers, timers, features): `TcpConfig`.
 
-`TcpOptions` is the old name of the same class (kept as an alias): it is configuration, not the TCP header's
-options, which live in `wgmagic.netstack.wire.tcp.Options`.
+Configuration, not the TCP header's options, which live in `wgmagic.netstack.wire.tcp.Options`.
 """
 
 from __future__ import annotations
@@ -54,8 +53,6 @@ class TcpConfig:
     keepalive_count: int = 9
     max_out_of_order_ranges: int = 512
 
-
-TcpOptions = TcpConfig  # the old name, still imported by users (tests, the runtime's tcp_options)
 
 DEFAULT_CONFIG = TcpConfig()
 DEFAULT_OPTIONS = DEFAULT_CONFIG

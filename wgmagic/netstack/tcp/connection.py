@@ -16,7 +16,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from wgmagic.netstack.events import TcpClosed, TcpConnected, TcpReadable, TcpWritable
-from wgmagic.netstack.tcp.config import DEFAULT_CONFIG, DEFAULT_OPTIONS, TcpConfig, TcpOptions
+from wgmagic.netstack.tcp.config import DEFAULT_CONFIG, DEFAULT_OPTIONS, TcpConfig
 from wgmagic.netstack.tcp.congestion import Cubic, Reno
 from wgmagic.netstack.tcp.reassembly import Reassembly
 from wgmagic.netstack.tcp.recovery import LossRecovery, SackScoreboard
@@ -44,7 +44,7 @@ from wgmagic.netstack.wire import tcp as wire
 from wgmagic.netstack.wire.icmp import IcmpKind
 from wgmagic.netstack.wire.tcp import ACK, FIN, HEADER, PSH, RST, SYN
 
-__all__ = ["DEFAULT_OPTIONS", "TcpClosed", "TcpConfig", "TcpConnected", "TcpConnection", "TcpOptions",
+__all__ = ["DEFAULT_OPTIONS", "TcpClosed", "TcpConfig", "TcpConnected", "TcpConnection",
            "TcpReadable", "TcpState", "TcpWritable", "reset_for"]
 
 Address = tuple[IPv4Address | IPv6Address, int]

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from wgmagic.addresses import Expose, parse_expose  # noqa: F401 (public here too)
+from wgmagic.addresses import Expose
 from wgmagic.netstack.stack import DEFER
 from wgmagic.runtime.relay import SocketRelay
 

@@ -27,17 +27,14 @@ from typing import Any
 
 from wgmagic import explain, platform
 from wgmagic.addresses import format_address
-from wgmagic.addresses import split_host_port as parse_target  # noqa: F401 (the old name, kept)
 from wgmagic.proto.postgres import error_response as postgres_error_response
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
-from wgmagic.runtime.services.listener import (  # noqa: F401 (SUN_PATH_MAX, SocketPathError: public here too)
-    SUN_PATH_MAX,
+from wgmagic.runtime.services.listener import (
     SocketPathError,
     accept_pending,
     close_listener,
     listen_inet,
     listen_unix,
-    warn_if_exposed,
 )
 from wgmagic.runtime.services.listener import short_private_directory as _short_private_directory
 

@@ -18,15 +18,12 @@ import contextlib
 import time
 from typing import Any
 
-from wgmagic.addresses import parse_name  # noqa: F401 (public here too)
 from wgmagic.runtime.relay import SocketRelay
-from wgmagic.runtime.services.expose import (  # noqa: F401 (Expose, parse_expose, resolve_target: public here)
+from wgmagic.runtime.services.expose import (
     LOCAL_CONNECT_TIMEOUT,
     Expose,
     ExposeListener,
     IPAddress,
-    LocalConnect,
-    parse_expose,
     resolve_target,
 )
 
@@ -88,7 +85,7 @@ class Gateway:
 
     def _start_websocket(self, listen: tuple[str, int], tls_cert: str | None, tls_key: str | None,
                          path: str) -> None:
-        """WireGuard over WebSocket beside UDP (issue 13): the relay of `wgmagic relay`, on this gateway's own
+        """WireGuard over WebSocket beside UDP: the relay of `wgmagic relay`, on this gateway's own
         loop thread, toward this gateway's UDP port on loopback. Each WebSocket client gets a UDP socket of its
         own, so the WireGuard device sees one endpoint per client and roaming between UDP and WebSocket works
         unchanged (see docs/layers.md)."""

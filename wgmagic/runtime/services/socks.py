@@ -22,22 +22,17 @@ from collections import Counter
 from typing import Any
 
 from wgmagic import explain
-from wgmagic.proto.socks5 import (  # noqa: F401  (re-exported: their home was this module)
+from wgmagic.proto.socks5 import (
     ATYP_DOMAIN,
     ATYP_IPV4,
     ATYP_IPV6,
     CMD_CONNECT,
-    CMD_UDP_ASSOCIATE,
-    MAX_NEGOTIATION_BYTES,
     NO_ACCEPTABLE,
     NO_AUTH,
-    REP_ADDRESS_TYPE_NOT_SUPPORTED,
-    REP_COMMAND_NOT_SUPPORTED,
     REP_CONNECTION_REFUSED,
     REP_GENERAL_FAILURE,
     REP_HOST_UNREACHABLE,
     REP_NETWORK_UNREACHABLE,
-    REP_NOT_ALLOWED,
     REP_SUCCEEDED,
     REP_TTL_EXPIRED,
     USER_PASS,

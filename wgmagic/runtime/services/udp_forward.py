@@ -28,11 +28,8 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from wgmagic.addresses import (  # noqa: F401 (is_udp_target, UdpListenSpec, parse_udp_listen_spec: public here)
-    UdpListenSpec,
-    is_udp_target,
+from wgmagic.addresses import (
     parse_local,
-    parse_udp_listen_spec,
     parse_udp_target,
 )
 from wgmagic.runtime.services.listener import close_listener, listen_inet, listen_unix

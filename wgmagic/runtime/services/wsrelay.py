@@ -1,4 +1,4 @@
-"""The WebSocket end of issue 13: WebSocket clients in, UDP to one fixed WireGuard port out.
+"""The relay end of WireGuard over WebSocket: WebSocket clients in, UDP to one fixed WireGuard port out.
 
 `WebSocketRelay` accepts WebSocket clients (RFC 6455, served by the `websockets` package, optionally over
 TLS) and relays each client's binary messages, one per UDP datagram, to the fixed `target` from a UDP socket

@@ -1,0 +1,202 @@
+"""The key lock across processes: one tunnel per (our public key, peer) for this user on this machine.
+
+Owns: the per-user runtime directory (`runtime_dir()`: platformdirs' `user_runtime_dir`, which is
+$XDG_RUNTIME_DIR/wgmagic on Linux, else `wgmagic-UID` in the temporary directory; 0700, ours), and in it one lock
+file per (key, peer), held with flock(2) while a tunnel is up and removed when nothing holds it. Never: a key
+on disk (a lock file is named by a hash of both public keys and holds the holder's pid), a directory another
+user could write, a lock that outlives its process (the kernel drops an flock with its last descriptor).
+
+Removing a lock file races with a process that opened it just before: that process may then lock a file no
+longer in the directory while a third creates a new one under the same name. The standard answer (as in
+systemd's and lockfile libraries'): after locking, check that the path still names the inode locked, else
+close and try again; and remove the file only while holding its lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import stat
+import sys
+import tempfile
+import warnings
+from collections.abc import Container
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from wgmagic import platform
+from wgmagic.errors import TunnelConflictError
+
+if TYPE_CHECKING:
+    from wgmagic.config import WireGuardConfig
+
+logger = logging.getLogger(__name__)
+_ATTEMPTS = 8  # lock-then-check rounds lost to other processes removing the file before we give up
+_SWEEP_MAX = 256  # leftover lock files looked at per claim
+_LOCK_FILE = re.compile(r"[0-9a-f]{24}\.lock")
+
+
+def runtime_dir() -> str:
+    """Where this user's tunnel state lives: platformdirs.user_runtime_dir("wgmagic") ($XDG_RUNTIME_DIR/wgmagic
+    on Linux; the platform's place elsewhere), or, on a Linux or BSD without $XDG_RUNTIME_DIR, `wgmagic-UID` in
+    the temporary directory. Not created here (see `private_dir`)."""
+    if sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")) and not os.environ.get("XDG_RUNTIME_DIR"):
+        return os.path.join(tempfile.gettempdir(), f"wgmagic-{os.getuid()}")
+    import platformdirs
+
+    with warnings.catch_warnings():  # its fallbacks warn; ours is to check the directory below
+        warnings.simplefilter("ignore")
+        return str(platformdirs.user_runtime_dir("wgmagic"))
+
+
+def private_dir() -> str | None:
+    """`runtime_dir()`, made 0700 if missing; None unless it is a real directory of this user closed to others.
+
+    In a shared /tmp the directory may be someone else's (planted to hold our locks or to point a lock file at a
+    file of ours): it is used only when lstat shows a directory, ours, with no group or other permission."""
+    try:
+        directory = runtime_dir()
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        info = os.lstat(directory)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return None
+    return directory
+
+
+def lock_name(ours: bytes, peer: bytes) -> str:
+    """The lock file's name for (our public key, the peer's): 24 hex digits of BLAKE2s, never the keys."""
+    return hashlib.blake2s(ours + peer, digest_size=12).hexdigest() + ".lock"
+
+
+@dataclass
+class KeyLock:
+    """The flocks one tunnel holds, one per peer of its config (none where there is no flock).
+
+    `KeyLock.claim(config)` takes them or raises TunnelConflictError naming the process that holds one;
+    `release()` removes each lock file (while still holding it) and then lets go; idempotent."""
+
+    held: list[tuple[str, int]] = field(default_factory=list)  # (path, descriptor)
+
+    @classmethod
+    def claim(cls, config: WireGuardConfig) -> KeyLock:
+        """Lock (our public key, peer) for every peer of `config`, or raise TunnelConflictError (nothing held).
+
+        Where flock is missing (or WGMAGIC_PORTABLE=flock), or the runtime directory is not private, nothing is
+        locked and only this process's own check applies."""
+        lock = cls()
+        if not platform.enabled("flock"):
+            logger.debug("no flock on this system: the one-key check covers this process only")
+            return lock
+        from wgmagic.wireguard.crypto import public_key
+
+        ours = public_key(config.interface.private_key)
+        try:
+            for peer in config.peers:
+                held = _lock_one(lock_name(ours, peer.public_key), peer.public_key_b64)
+                if held is not None:
+                    lock.held.append(held)
+        except BaseException:
+            lock.release()
+            raise
+        if lock.held:
+            sweep(os.path.dirname(lock.held[0][0]), keep={path for path, _fd in lock.held})
+        return lock
+
+    def release(self) -> None:
+        """Remove the lock files and drop the locks; the directory goes too when it is left empty."""
+        if not self.held:
+            return
+        directory = os.path.dirname(self.held[0][0])
+        for path, fd in self.held:
+            try:
+                os.unlink(path)  # still locked: whoever opened it meanwhile finds the inode gone and retries
+            except OSError:
+                pass
+            os.close(fd)
+        self.held = []
+        try:
+            os.rmdir(directory)  # only when empty: another tunnel's lock keeps it
+        except OSError:
+            pass
+
+
+def sweep(directory: str, keep: Container[str] = ()) -> int:
+    """Remove lock files nobody holds (left by a process that was killed, which cannot remove its own): each
+    is locked, checked to be still the file at its path, and unlinked while locked, as `release` does. At most
+    _SWEEP_MAX files per call; returns how many went."""
+    import fcntl
+
+    removed = 0
+    try:
+        names = [n for n in os.listdir(directory) if _LOCK_FILE.fullmatch(n)][:_SWEEP_MAX]
+    except OSError:
+        return 0
+    for name in names:
+        path = os.path.join(directory, name)
+        if path in keep:
+            continue
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _same_file(fd, path):
+                os.unlink(path)
+                removed += 1
+        except OSError:  # held: a live tunnel's
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _lock_one(name: str, peer_b64: str) -> tuple[str, int] | None:
+    import fcntl
+
+    for _attempt in range(_ATTEMPTS):
+        directory = private_dir()
+        if directory is None:
+            return None
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:  # the directory was removed as its last lock went: make it again
+            continue
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise TunnelConflictError(
+                f"process {owner} already has a tunnel up with this private key to peer {peer_b64[:8]}... "
+                "(another notebook, or `wgmagic up`); a WireGuard peer answers only the one that spoke last, so "
+                "both would lose traffic. Close that one (tunnel.close() or %wg disconnect in that notebook, "
+                "Ctrl-C for `wgmagic up`), or give this client its own key (a [Peer] entry of its own on the "
+                "server)") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        if not _same_file(fd, path):  # removed (and maybe made again) between our open and our lock
+            os.close(fd)
+            continue
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        return path, fd
+    logger.debug("lock file %s kept changing under us: the one-key check covers this process only", name)
+    return None
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        on_disk = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
