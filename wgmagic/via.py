@@ -6,6 +6,7 @@ config layer so that wgmagic/config.py can check a `#@wgmagic Via = ...` comment
 
 from __future__ import annotations
 
+import enum
 import os
 import urllib.parse
 from collections.abc import Mapping
@@ -17,20 +18,37 @@ VIA_ENV = "WGMAGIC_VIA"
 VIA_CA_ENV = "WGMAGIC_VIA_CA"
 
 
-# --------------------------------------------------------------------------------
+class ViaMode(str, enum.Enum):
+    """How the datagrams travel: UDP only, a WebSocket only, or AUTO (UDP first, the WebSocket if UDP gets no
+    handshake; the ladder is wgmagic.runtime.transport.transport_ladder). A str enum: its value is the word
+    users write (`--via udp`)."""
+
+    UDP = "udp"
+    WEBSOCKET = "websocket"
+    AUTO = "auto"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class Via:
-    """How the tunnel reaches its peer. mode: "udp", "websocket" or "auto" (UDP first, then `url`)."""
+    """How the tunnel reaches its peer: `mode` (ViaMode; a plain word is converted, ValueError if unknown),
+    `url` (the ws:// or wss:// URL for WEBSOCKET and AUTO), `ca_file` (PEM file to verify wss:// with)."""
 
-    mode: str = "udp"
+    mode: ViaMode = ViaMode.UDP
     url: str | None = None
     ca_file: str | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, ViaMode):
+            object.__setattr__(self, "mode", ViaMode(self.mode))
+
     def __str__(self) -> str:
-        if self.mode == "udp":
+        if self.mode is ViaMode.UDP:
             return "udp"
         shown = mask_url(self.url) if self.url else "(no WebSocket URL)"
-        return shown if self.mode == "websocket" else f"auto {shown}"
+        return shown if self.mode is ViaMode.WEBSOCKET else f"auto {shown}"
 
     def __repr__(self) -> str:
         return f"Via({self})"
@@ -71,12 +89,12 @@ def parse_via(text: str) -> Via:
     if not words:
         raise ValueError("empty: expected udp, auto, or a ws:// or wss:// URL")
     head = words[0].lower()
-    if head == "udp" and len(words) == 1:
-        return Via("udp")
-    if head == "auto" and len(words) <= 2:
-        return Via("auto", check_url(words[1]) if len(words) == 2 else None)
+    if head == ViaMode.UDP and len(words) == 1:
+        return Via(ViaMode.UDP)
+    if head == ViaMode.AUTO and len(words) <= 2:
+        return Via(ViaMode.AUTO, check_url(words[1]) if len(words) == 2 else None)
     if len(words) == 1:
-        return Via("websocket", check_url(words[0]))
+        return Via(ViaMode.WEBSOCKET, check_url(words[0]))
     raise ValueError(f"{mask_url(text)!r}: expected udp, auto, 'auto URL', or a ws:// or wss:// URL")
 
 
@@ -105,9 +123,9 @@ def choose_via(explicit: str | Via | None, config_via: str | None, *, ca_file: s
             raise ConfigError(f"{name}: {exc}") from None
     ca = ca_file or env.get(VIA_CA_ENV) or None
     if not parsed:
-        return Via("udp", None, ca)
+        return Via(ViaMode.UDP, None, ca)
     first = parsed[0]
     url = first.url
-    if first.mode == "auto" and url is None:
+    if first.mode is ViaMode.AUTO and url is None:
         url = next((v.url for v in parsed[1:] if v.url), None)
     return Via(first.mode, url, ca or first.ca_file)

@@ -3,35 +3,47 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections import Counter
 from types import SimpleNamespace
 
 import pytest
 
 from wgmagic.runtime.endpoints import EndpointFollower, is_name
-from wgmagic.runtime.engine import PeerRuntime
+from wgmagic.runtime.peers import PeerRuntime
+from wgmagic.wireguard import crypto
+from wgmagic.wireguard.device import Device
+from wgmagic.wireguard.endpoint import EndpointReason
 
-KEY = b"k" * 32
-
-
-class FakeDevicePeer:
-    def __init__(self, endpoint):
-        self.endpoint = endpoint
-        self.retransmit_at = None
-        self.session = True
-        self.initiated = 0
-
-    def has_session(self, now):
-        return self.session
+NOW = 100.0
 
 
-def _engine(endpoint=("127.0.0.1", 51820), name=("wg.example.test", 51820)):
-    peer = FakeDevicePeer(endpoint)
-    runtime = PeerRuntime(KEY, name, endpoint, [endpoint])
-    device = SimpleNamespace(peer=lambda key: peer,
-                             initiate_handshake=lambda key, now: setattr(peer, "initiated", peer.initiated + 1))
-    engine = SimpleNamespace(peers={KEY: runtime}, device=device, counters=Counter(), closed=False,
-                             pump=lambda now=None: None, loop=None)
+class Engine(SimpleNamespace):
+    def now(self):
+        return NOW
+
+
+def _engine(endpoint=("127.0.0.1", 51820), name=("wg.example.test", 51820), session=True):
+    """A real WireGuard device (sans-I/O) whose one peer sits at `endpoint`; with `session`, a handshake with
+    a second device completed first (datagrams passed by hand)."""
+    ours, theirs = crypto.generate_private_key(), crypto.generate_private_key()
+    device = Device(ours)
+    key = crypto.public_key(theirs)
+    peer = device.add_peer(key, endpoint=endpoint, allowed_ips=[ipaddress.ip_network("198.18.0.0/24")])
+    if session:
+        other = Device(theirs)
+        other.add_peer(crypto.public_key(ours), allowed_ips=[ipaddress.ip_network("198.18.1.0/24")])
+        device.initiate_handshake(key, NOW)
+        for _ in range(3):
+            for data, _addr in device.datagrams_to_send():
+                other.receive_datagram(data, ("127.0.0.9", 1), NOW)
+            for data, _addr in other.datagrams_to_send():
+                device.receive_datagram(data, endpoint, NOW)
+        assert peer.has_session(NOW)
+    device.events()
+    runtime = PeerRuntime(key, name, endpoint)
+    engine = Engine(peers={key: runtime}, device=device, counters=Counter(), closed=False,
+                    pump=lambda now=None: None, loop=None)
     return engine, peer, runtime
 
 
@@ -42,23 +54,34 @@ def test_is_name():
 
 def test_a_new_address_moves_the_peer_and_an_unchanged_one_does_not():
     engine, peer, runtime = _engine()
+    key = peer.public_key
     follower = EndpointFollower(engine, lambda h, p: [])
-    follower.apply(KEY, [("127.0.0.1", 51820), ("127.0.0.3", 51820)])
+    follower.apply(key, [("127.0.0.1", 51820), ("127.0.0.3", 51820)])
     assert peer.endpoint == ("127.0.0.1", 51820) and engine.counters["endpoint_moved"] == 0
-    follower.apply(KEY, [("127.0.0.2", 51820)])
+    assert peer.candidates.addresses == [("127.0.0.1", 51820), ("127.0.0.3", 51820)]
+    follower.apply(key, [("127.0.0.2", 51820)])
     assert peer.endpoint == ("127.0.0.2", 51820) == runtime.resolved_endpoint
-    assert engine.counters["endpoint_moved"] == 1 and peer.initiated == 0  # a session stands: no handshake
-    peer.session = False
-    follower.apply(KEY, [("127.0.0.4", 51820)])
-    assert peer.endpoint == ("127.0.0.4", 51820) and peer.initiated == 1
+    assert engine.counters["endpoint_moved"] == 1
+    assert engine.device.datagrams_to_send() == []  # a session stands: no handshake
+    (event,) = engine.device.events()
+    assert (event.endpoint, event.reason) == (("127.0.0.2", 51820), EndpointReason.SET)
+
+
+def test_a_move_without_a_session_starts_a_handshake_at_the_new_address():
+    engine, peer, _ = _engine(session=False)
+    EndpointFollower(engine, lambda h, p: []).apply(peer.public_key, [("127.0.0.4", 51820)])
+    sent = engine.device.datagrams_to_send()
+    assert peer.endpoint == ("127.0.0.4", 51820) and [addr for _, addr in sent] == [("127.0.0.4", 51820)]
+    assert sent[0][0][0] == 1  # a handshake initiation (whitepaper 5.4.2)
 
 
 def test_a_roamed_peer_stays_where_it_roamed():
-    engine, peer, runtime = _engine()
-    peer.endpoint = ("192.0.2.9", 40000)  # an authenticated packet came from there
-    EndpointFollower(engine, lambda h, p: []).apply(KEY, [("127.0.0.2", 51820)])
+    engine, peer, _ = _engine(endpoint=("192.0.2.9", 40000))  # an authenticated packet came from there
+    follower = EndpointFollower(engine, lambda h, p: [])
+    follower.former[peer.public_key] = {("127.0.0.1", 51820)}  # what the name had: never 192.0.2.9
+    follower.apply(peer.public_key, [("127.0.0.2", 51820)])
     assert peer.endpoint == ("192.0.2.9", 40000)
-    assert runtime.endpoint_candidates == [("127.0.0.2", 51820)]
+    assert peer.candidates.addresses == [("127.0.0.2", 51820)]
 
 
 def test_address_literals_are_not_followed_and_bad_settings_raise():
@@ -70,6 +93,7 @@ def test_address_literals_are_not_followed_and_bad_settings_raise():
 
 def test_lookups_run_in_an_executor_and_failures_keep_the_address():
     engine, peer, _ = _engine()
+    KEY = peer.public_key
     loop = asyncio.new_event_loop()
     engine.loop = loop
     calls = []
@@ -99,6 +123,7 @@ def test_late_packets_from_the_old_address_do_not_end_the_following():
     """After a move, the old path's last datagrams roam the peer back to the name's former address (WireGuard's
     roaming); that is not a roam elsewhere: each check puts it back, and later moves still happen."""
     engine, peer, _ = _engine()
+    KEY = peer.public_key
     follower = EndpointFollower(engine, lambda h, p: [])
     follower.apply(KEY, [("127.0.0.2", 51820)])
     assert peer.endpoint == ("127.0.0.2", 51820) and engine.counters["endpoint_moved"] == 1

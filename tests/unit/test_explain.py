@@ -180,7 +180,7 @@ def test_the_engine_words_a_missing_handshake_with_explain():
     try:
         peer = next(iter(engine.peers.values()))
         assert engine.describe_no_handshake(peer) == explain.no_handshake(PEER, "198.18.0.1:51820")
-        peer.endpoint_refused = True
+        engine.device.endpoint_refused(engine.now())  # ICMP port unreachable: the device notes it
         refused = engine.describe_no_handshake(peer)
         assert refused == explain.no_handshake(PEER, "198.18.0.1:51820", refused=True)
         assert KEY not in refused.text and KEY[:8] not in refused.text

@@ -130,7 +130,7 @@ def test_replayed_initiation_is_rejected():
 
 def test_cookie_exchange_under_load():
     pair = Pair()
-    pair.b.force_under_load = True
+    pair.b.load.force = True
     pair.a.send_packet(ipv4("10.9.0.1", "10.0.0.5"), pair.now)
     pair.exchange(1)
     assert parse_cookie_reply(pair.b_to_a[-1]) is not None

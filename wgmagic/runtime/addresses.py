@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from wgmagic import explain
+from wgmagic.errors import NoRouteError
 from wgmagic.wireguard.allowedips import AllowedIPs
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -42,9 +43,9 @@ SCOPE_LINK_LOCAL, SCOPE_SITE_LOCAL, SCOPE_GLOBAL = 0x2, 0x5, 0xE
 
 
 def _as_v6(address: IPAddress) -> ipaddress.IPv6Address:
-    if address.version == 4:
+    if isinstance(address, ipaddress.IPv4Address):
         return ipaddress.IPv6Address(b"\x00" * 10 + b"\xff\xff" + address.packed)
-    return address  # type: ignore[return-value]
+    return address
 
 
 def policy(address: IPAddress) -> tuple[int, int]:
@@ -180,3 +181,27 @@ def describe_no_route(name: str, addresses: Sequence[IPAddress], *, sources: Seq
             reasons.append(explain.outside_allowed_ips(str(address)))
     literal = [str(a) for a in addresses] == [name]
     return str(explain.no_route(name, reasons, literal=literal))
+
+
+class Routes:
+    """Where the tunnel can connect: its [Interface] Address entries (`sources`, the candidate source
+    addresses) and the device's AllowedIPs table (cryptokey routing, whitepaper 2.1). Fixed once the tunnel is
+    up, so safe from any thread."""
+
+    def __init__(self, sources: Sequence[IPInterface], allowed_ips: AllowedIPs[Any]) -> None:
+        self.sources = sources
+        self.allowed_ips = allowed_ips
+
+    def select(self, addresses: Iterable[IPAddress]) -> list[IPAddress]:
+        """`select_destinations` for this tunnel: the reachable ones, in connection order."""
+        return select_destinations(addresses, sources=self.sources, allowed_ips=self.allowed_ips)
+
+    def no_route(self, name: str, addresses: Sequence[IPAddress]) -> NoRouteError:
+        """The NoRouteError for `name`, whose `addresses` none can be reached (describe_no_route's words)."""
+        return NoRouteError(describe_no_route(name, addresses, sources=self.sources, allowed_ips=self.allowed_ips))
+
+    def check(self, address: IPAddress) -> None:
+        """Raise NoRouteError unless some peer's AllowedIPs cover `address` and an Address of its family
+        exists to send from."""
+        if not self.select([address]):
+            raise self.no_route(str(address), [address])

@@ -12,17 +12,20 @@ until `wg set` moves it. A packet still in flight from an address the name had b
 datagrams, after a move) does move the peer back there, as WireGuard's roaming must; each check (every `retry`
 seconds) puts such a peer back on the name's current address without a lookup (counted `endpoint_restored`).
 
-Loop-thread object; `Tunnel` starts it and closes it.
+Loop-thread object; `Tunnel` starts it and closes it. It decides only *when to look the name up* and whether the
+answer means a move; the WireGuard device keeps the candidates and moves between them
+(`Device.set_endpoint_addresses`, `Device.set_endpoint`; wgmagic/wireguard/endpoint.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wgmagic.runtime.engine import Engine
 
 DEFAULT_INTERVAL = 120.0  # seconds between lookups of an Endpoint name (no TTL is known through getaddrinfo)
 DEFAULT_RETRY = 5.0  # seconds: the check for unanswered handshakes, and the least time between two lookups
@@ -40,11 +43,12 @@ def is_name(host: str) -> bool:
 
 
 class EndpointFollower:
-    """engine: the tunnel's Engine; resolve(host, port) -> [(address, port), ...] in preference order, raising
-    on failure (the tunnel's `_resolve_endpoint`, or a test's). Counters in engine.counters:
-    `endpoint_reresolved`, `endpoint_reresolve_failed`, `endpoint_moved`, `endpoint_restored`."""
+    """Follows the peers' Endpoint names. engine: the tunnel's Engine; resolve(host, port) -> [(address, port),
+    ...] in preference order, raising on failure (the tunnel's `_resolve_endpoint`, or a test's); interval,
+    retry: seconds (see the module). Counters in engine.counters: `endpoint_reresolved`,
+    `endpoint_reresolve_failed`, `endpoint_moved`, `endpoint_restored`."""
 
-    def __init__(self, engine: Any, resolve: Resolver, *, interval: float = DEFAULT_INTERVAL,
+    def __init__(self, engine: Engine, resolve: Resolver, *, interval: float = DEFAULT_INTERVAL,
                  retry: float = DEFAULT_RETRY) -> None:
         if interval <= 0 or retry <= 0:
             raise ValueError("interval and retry must be positive seconds")
@@ -57,19 +61,19 @@ class EndpointFollower:
         # every address each name has had (the start's included): a peer found on one of them that the name no
         # longer has did not roam, it was moved back by the old path's late packets
         self.former: dict[bytes, set[tuple[str, int]]] = {
-            key: set(engine.peers[key].endpoint_candidates) for key in self.names}
+            key: set(engine.device.peer(key).candidates.addresses) for key in self.names}
         self.next_lookup: dict[bytes, float] = {}
         self.last_lookup: dict[bytes, float] = {}
         self.pending: set[bytes] = set()
         self._outstanding_since: dict[bytes, float] = {}  # when a check first saw a handshake outstanding
-        self.moves: list[tuple[float, bytes, tuple[str, int], tuple[str, int]]] = []  # (when, key, old, new)
+        self.moves: list[tuple[float, bytes, tuple[str, int] | None, tuple[str, int]]] = []  # (when, key, old, new)
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
 
     def start(self) -> None:
         if not self.names:
             return
-        now = time.monotonic()
+        now = self.engine.now()
         for key in self.names:
             self.next_lookup[key] = now + self.interval
             self.last_lookup[key] = now  # the tunnel resolved the name when it started
@@ -90,7 +94,7 @@ class EndpointFollower:
         self._timer = None
         if self.closed or self.engine.closed:
             return
-        now = time.monotonic()
+        now = self.engine.now()
         for key in self.names:
             if key in self.pending:
                 continue
@@ -105,21 +109,22 @@ class EndpointFollower:
     def _restore(self, key: bytes, now: float) -> None:
         """Put a peer that the old path's late packets moved back to a former address of its name on the name's
         current address again (no lookup: the candidates are the last answer)."""
-        runtime = self.engine.peers[key]
         peer = self.engine.device.peer(key)
-        current, candidates = peer.endpoint, runtime.endpoint_candidates
-        if current is None or not candidates or current in candidates or current not in self.former[key]:
+        current, candidates = peer.endpoint, peer.candidates
+        target = candidates.current
+        if current is None or target is None or current in candidates.addresses or current not in self.former[key]:
             return
-        peer.endpoint = candidates[runtime.endpoint_index if runtime.endpoint_index < len(candidates) else 0]
+        self.engine.device.set_endpoint(key, target, now)
         self.engine.counters["endpoint_restored"] += 1
         self.engine.pump(now)
 
     def _unanswered(self, key: bytes, now: float) -> bool:
         """Handshakes to the peer stop being answered: an initiation has been outstanding since an earlier
         check (its answer takes one round trip), or the address answered "port unreachable"."""
-        if self.engine.peers[key].endpoint_refused:
+        peer = self.engine.device.peer(key)
+        if peer.candidates.refused:
             return True
-        if self.engine.device.peer(key).retransmit_at is None:
+        if not peer.handshake_in_flight:
             self._outstanding_since.pop(key, None)
             return False
         since = self._outstanding_since.setdefault(key, now)
@@ -128,7 +133,7 @@ class EndpointFollower:
     def lookup(self, key: bytes) -> None:
         """Resolve the peer's Endpoint name again now (in an executor); the answer is applied on the loop."""
         host, port = self.names[key]
-        now = time.monotonic()
+        now = self.engine.now()
         self.pending.add(key)
         self.last_lookup[key] = now
         self.next_lookup[key] = now + self.interval
@@ -153,29 +158,20 @@ class EndpointFollower:
     def apply(self, key: bytes, addresses: list[tuple[str, int]]) -> None:
         """The name's addresses now: keep the peer where it is if that is still one of them (or it roamed
         elsewhere), else move it to the first."""
-        runtime = self.engine.peers[key]
-        peer = self.engine.device.peer(key)
+        device = self.engine.device
         former = self.former.setdefault(key, set())
-        runtime.endpoint_candidates = addresses
-        current = peer.endpoint
-        if current in addresses:
-            runtime.endpoint_index = addresses.index(current)
+        current = device.peer(key).endpoint
+        if device.set_endpoint_addresses(key, addresses):
             former.update(addresses)
             return
         if current is not None and former and current not in former:
             return  # roamed: an authenticated packet moved it to an address the name never had
         if len(former) < 256:
             former.update(addresses)
-        now = time.monotonic()
-        runtime.endpoint_index = 0
-        peer.endpoint = addresses[0]
-        runtime.resolved_endpoint = addresses[0]
-        runtime.endpoint_refused = False
-        runtime.endpoint_quick_moves = 0
+        now = self.engine.now()
+        device.set_endpoint(key, addresses[0], now)  # a handshake starts there unless a session stands
+        self.engine.peers[key].resolved_endpoint = addresses[0]
         self.engine.counters["endpoint_moved"] += 1
         self.moves.append((now, key, current, addresses[0]))
         del self.moves[:-16]
-        if not peer.has_session(now):
-            with contextlib.suppress(Exception):
-                self.engine.device.initiate_handshake(key, now)
         self.engine.pump(now)

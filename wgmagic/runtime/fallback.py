@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from wgmagic.errors import HandshakeTimeoutError
-from wgmagic.via import Via, choose_via, mask_url
+from wgmagic.via import Via, ViaMode, choose_via, mask_url
 
 if TYPE_CHECKING:
     from wgmagic.config import WireGuardConfig
@@ -71,9 +71,9 @@ def plan(choice: Via, timeout: float) -> Ladder:
     that only UDP was tried and where a URL would come from."""
     if choice.mode == "websocket":
         return Ladder((Rung(choice, timeout),))
-    udp = Via("udp", None, choice.ca_file)
+    udp = Via(ViaMode.UDP, None, choice.ca_file)
     if choice.mode == "auto" and choice.url:
-        websocket = Via("websocket", choice.url, choice.ca_file)
+        websocket = Via(ViaMode.WEBSOCKET, choice.url, choice.ca_file)
         return Ladder((Rung(udp, min(AUTO_UDP_WAIT, timeout)), Rung(websocket, timeout)))
     if choice.mode == "auto":
         return Ladder((Rung(udp, timeout),), exhausted=(
@@ -89,7 +89,7 @@ def websocket_probe(config: WireGuardConfig) -> Via | None:
     chosen, known = choose(config), choose(config, "auto")
     if chosen.mode == "websocket" or known.url is None:
         return None
-    return Via("websocket", known.url, known.ca_file)
+    return Via(ViaMode.WEBSOCKET, known.url, known.ca_file)
 
 
 class Switchable(Protocol):

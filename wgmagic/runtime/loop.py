@@ -2,6 +2,8 @@
 
 Other threads never touch tunnel state; they post a call here and wait on a future with a timeout. Waiting
 on a concurrent future is a lock acquire, which a signal interrupts, so Ctrl-C reaches a waiting notebook cell.
+The engine does not need this thread: it runs on whatever loop it is given (runtime/aio.py runs it on the
+caller's). Owns: the thread and its loop's life; never any tunnel state.
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ T = TypeVar("T")
 
 
 class LoopThread:
+    """A daemon thread named "wgmagic-<name>" running a new asyncio event loop (`loop`) until `stop()`.
+
+    `call(fn, *args)` runs fn there and returns its result (TimeoutError after `timeout` seconds, the call then
+    cancelled; TunnelClosedError once stopped); `run(coro)` the same for a coroutine; `post(fn, *args)` fires and
+    forgets. A call made from the loop thread itself runs inline. `stop()` cancels the loop's remaining tasks
+    and closes the loop."""
+
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, name=f"wgmagic-{name}", daemon=True)
@@ -26,6 +35,7 @@ class LoopThread:
         self._stopping = False
 
     def start(self) -> None:
+        """Start the thread and return once its loop runs."""
         self.thread.start()
         self._started.wait()
 
@@ -99,6 +109,7 @@ class LoopThread:
             raise
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop and wait up to `timeout` seconds for the thread to end. Idempotent."""
         if self._stopping:
             return
         self._stopping = True

@@ -2,15 +2,21 @@
 
 Everything here is read from the live engine (the WireGuard device, the stack and its connections): what the
 tunnel did, not an estimate. A sample is a flat dict so `pandas.DataFrame(tunnel.history())` just works.
+Owns: the figures and the ring; never changes the engine. Rates use the engine's clock (`engine.now()`); each
+record's "time" is the wall clock (seconds since the epoch), for plotting.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from wgmagic.netstack.tcp.state import TcpState
+
+if TYPE_CHECKING:
+    from wgmagic.runtime.engine import Engine
 
 SAMPLE_INTERVAL = 0.1  # seconds: about 10 samples a second
 IDLE_INTERVAL = 0.5  # seconds between samples once nothing has moved for IDLE_AFTER samples
@@ -18,15 +24,15 @@ IDLE_AFTER = 10  # samples (a second at SAMPLE_INTERVAL) without a datagram eith
 HISTORY_SECONDS = 600.0  # the ring holds the last 10 minutes
 
 
-def totals(engine: Any) -> dict[str, Any]:
-    """Counters since the tunnel started (loop thread)."""
-    device_stats = engine.device.stats()
-    peers = device_stats["peers"].values()
+def totals(engine: Engine) -> dict[str, Any]:
+    """Counters since the tunnel started (loop thread): bytes, datagrams, packets, handshakes, connections, the
+    mean smoothed RTT of established connections (seconds, or None) and drops by reason."""
+    peers: list[dict[str, Any]] = [peer.stats() for peer in engine.device.peers.values()]
     stack = engine.stack
     conns = list(stack.tcp.values())
     established = [c for c in conns if c.state is TcpState.ESTABLISHED]
     srtts = [c.srtt for c in established if c.srtt is not None]
-    drops = {f"wireguard.{k}": v for k, v in device_stats["drops"].items()}
+    drops = {f"wireguard.{k}": v for k, v in engine.device.drops.items()}
     drops.update({f"ip.{k}": v for k, v in stack.drops.items()})
     counters = engine.counters
     return {
@@ -56,6 +62,27 @@ def totals(engine: Any) -> dict[str, Any]:
     }
 
 
+def tcp_stats(engine: Engine) -> dict[str, int]:
+    """Live connections, bytes buffered (their buffers plus what relays hold for their local sockets),
+    retransmissions (the closed connections' included)."""
+    conns = list(engine.stack.tcp.values())
+    buffered = sum(c.stats()["buffered"] for c in conns)
+    buffered += sum(len(getattr(h, "pending", b"")) for h in engine.streams.values())  # relays' tunnel->local
+    return {"connections": len(conns), "buffered_bytes": buffered,
+            "retransmits": sum(c.retransmits for c in conns) + engine.stack.counters["tcp_retransmits_closed"]}
+
+
+def handshake_age(engine: Engine) -> float | None:
+    """Seconds since the most recent handshake with any peer, or None."""
+    known = [t for peer in engine.device.peers.values() if (t := peer.last_handshake_time) is not None]
+    return engine.now() - max(known) if known else None
+
+
+def last_handshake_rtt(engine: Engine) -> float | None:
+    """The round trip of the most recent handshake we initiated (seconds), or None."""
+    return next((p.last_handshake_rtt for p in engine.peers.values() if p.last_handshake_rtt is not None), None)
+
+
 class MetricsRecorder:
     """Takes a sample every SAMPLE_INTERVAL on the loop thread into a ring of HISTORY_SECONDS.
 
@@ -64,8 +91,10 @@ class MetricsRecorder:
     every counter, and after IDLE_AFTER such samples they come every IDLE_INTERVAL; the first sample that sees
     traffic returns to SAMPLE_INTERVAL."""
 
-    def __init__(self, engine: Any, interval: float = SAMPLE_INTERVAL, seconds: float = HISTORY_SECONDS) -> None:
+    def __init__(self, engine: Engine, interval: float = SAMPLE_INTERVAL, seconds: float = HISTORY_SECONDS, *,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
+        self.wall_clock = wall_clock
         self.interval = interval
         self.samples: deque[dict[str, Any]] = deque(maxlen=max(1, int(seconds / interval)))
         self._previous: tuple[float, dict[str, Any]] | None = None
@@ -75,6 +104,7 @@ class MetricsRecorder:
         self._datagrams = -1
 
     def start(self) -> None:
+        """Start sampling on the engine's loop (every `interval` seconds; IDLE_INTERVAL when idle)."""
         self._handle = self.engine.loop.call_later(self.interval, self._tick)
 
     def stop(self) -> None:
@@ -100,16 +130,17 @@ class MetricsRecorder:
     def _repeat(self) -> None:
         """A sample of an idle tunnel: the last record, now, with nothing moving."""
         record = dict(self.samples[-1])
-        record.update(time=time.time(), rx_bytes_per_s=0.0, tx_bytes_per_s=0.0, tcp_in_bytes_per_s=0.0,
+        record.update(time=self.wall_clock(), rx_bytes_per_s=0.0, tx_bytes_per_s=0.0, tcp_in_bytes_per_s=0.0,
                       tcp_out_bytes_per_s=0.0, retransmits_per_s=0.0, icmp_rtt=None,
                       handshake_age=self.engine.handshake_age())
-        self._previous = (time.monotonic(), self._previous[1]) if self._previous is not None else None
+        self._previous = (self.engine.now(), self._previous[1]) if self._previous is not None else None
         self.samples.append(record)
 
     def sample(self) -> dict[str, Any]:
-        now = time.monotonic()
+        """Take one sample now: rates (bytes/s, retransmits/s) since the previous sample, totals, ages."""
+        now = self.engine.now()
         current = totals(self.engine)
-        record: dict[str, Any] = {"time": time.time()}
+        record: dict[str, Any] = {"time": self.wall_clock()}
         if self._previous is not None:
             then, before = self._previous
             span = max(now - then, 1e-6)
@@ -137,13 +168,14 @@ class MetricsRecorder:
             "handshakes": current["handshakes"],
             "handshake_age": self.engine.handshake_age(),
             "handshake_rtt": self.engine.last_handshake_rtt(),
-            "icmp_rtt": echo[1] if fresh_echo else None,
+            "icmp_rtt": echo[1] if echo is not None and fresh_echo else None,
             "tcp_srtt": current["tcp_srtt"],
         })
         self.samples.append(record)
         return record
 
     def history(self, window: float | None = None) -> list[dict[str, Any]]:
+        """The samples, oldest first; with `window`, only those of the last `window` seconds."""
         records = list(self.samples)
         if window is not None and records:
             cutoff = records[-1]["time"] - window

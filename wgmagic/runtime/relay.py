@@ -12,22 +12,28 @@ truncated transfer look complete. A local client that resets its socket makes th
 connection in turn.
 
 `HappyEyeballs` makes the connection attempts for a name with several addresses (RFC 8305 section 5).
+
+Downloaded bytes are not copied on their way: what the tunnel connection hands over (`TcpConnection.recv`, one
+copy out of its receive buffer) is sent to the local socket as it is, and only a part the socket did not take
+is kept, as a view of the same bytes (`pending`), until it is writable again.
+Owns: both sockets' readiness and the endings; never the protocol (it asks the engine, `seams.EngineAPI`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import socket
 import struct
 import threading
-import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from wgmagic import platform
 from wgmagic.netstack.events import TcpClosed, TcpConnected, TcpEvent, TcpReadable, TcpWritable
+from wgmagic.netstack.tcp.connection import TcpConnection
 from wgmagic.netstack.tcp.state import TcpState
+from wgmagic.runtime.seams import EngineAPI, IPAddress
 
 CHUNK = 256 * 1024
 CONNECTION_ATTEMPT_DELAY = 0.25  # seconds; RFC 8305 section 8's recommended default
@@ -67,9 +73,9 @@ def reset_socket(sock: socket.socket, wake_peer: Callable[[], None] | None = Non
 
 
 class _Attempt:
-    """Stands in engine.streams for one connection attempt until it connects or fails."""
+    """Stands in engine.streams for one connection attempt until it connects or fails (a StreamHandler)."""
 
-    def __init__(self, owner: HappyEyeballs, conn: Any, index: int) -> None:
+    def __init__(self, owner: HappyEyeballs, conn: TcpConnection, index: int) -> None:
         self.owner = owner
         self.conn = conn
         self.index = index
@@ -96,8 +102,8 @@ class HappyEyeballs:
     attempt.
     """
 
-    def __init__(self, engine: Any, addresses: Sequence[Any], port: int, timeout: float,
-                 on_connected: Callable[[Any], None], on_failed: Callable[[BaseException], None], *,
+    def __init__(self, engine: EngineAPI, addresses: Sequence[IPAddress], port: int, timeout: float,
+                 on_connected: Callable[[TcpConnection], None], on_failed: Callable[[BaseException], None], *,
                  delay: float = CONNECTION_ATTEMPT_DELAY) -> None:
         self.engine = engine
         self.addresses = list(addresses)
@@ -109,9 +115,9 @@ class HappyEyeballs:
         self.attempts: list[_Attempt] = []
         self.errors: list[tuple[int, BaseException]] = []
         self.next_index = 0
-        self.timer: Any = None
+        self.timer: asyncio.TimerHandle | None = None
         self.done = False
-        self.winner: Any = None
+        self.winner: TcpConnection | None = None
         self._start_next()
 
     def _start_next(self) -> None:
@@ -121,7 +127,7 @@ class HappyEyeballs:
         while not self.done and self.next_index < len(self.addresses):
             index = self.next_index
             self.next_index += 1
-            now = time.monotonic()
+            now = self.engine.now()
             try:
                 conn = self.engine.stack.tcp_connect(self.addresses[index], self.port, now, timeout=self.timeout)
             except OSError as exc:
@@ -144,7 +150,7 @@ class HappyEyeballs:
             self.done = True
             self.winner = attempt.conn
             self._cancel_others(keep=attempt)
-            self.engine.streams.pop(id(attempt.conn), None)
+            self.engine.forget_stream(attempt.conn)
             self.on_connected(attempt.conn)
         elif isinstance(event, TcpClosed):
             self.attempts.remove(attempt)
@@ -157,11 +163,11 @@ class HappyEyeballs:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        now = time.monotonic()
+        now = self.engine.now()
         for other in self.attempts:
             if other is keep:
                 continue
-            self.engine.streams.pop(id(other.conn), None)
+            self.engine.forget_stream(other.conn)
             other.conn.abort(now)
             self.engine.stack.wake(other.conn)
         self.attempts = [keep] if keep is not None else []
@@ -184,7 +190,15 @@ class HappyEyeballs:
 
 
 class SocketRelay:
-    def __init__(self, engine: Any, local: socket.socket, conn: Any,
+    """Relays bytes between a local socket (`local`: a connected TCP or Unix stream socket; made non-blocking)
+    and a tunnel TCP connection (`conn`), on the engine's loop, until both directions ended.
+
+    on_connected(relay) once `conn` is established (immediately with connected=True: HappyEyeballs saw it);
+    on_failed(relay, error) when it never was; on_done(relay) once both sockets are finished. A reset either
+    way is passed on as a reset (see the module). bytes_up / bytes_down: bytes relayed each way. A StreamHandler.
+    """
+
+    def __init__(self, engine: EngineAPI, local: socket.socket, conn: TcpConnection,
                  on_done: Callable[[SocketRelay], None] | None = None,
                  on_connected: Callable[[SocketRelay], None] | None = None,
                  on_failed: Callable[[SocketRelay, BaseException], None] | None = None, *,
@@ -196,7 +210,7 @@ class SocketRelay:
         self.on_done = on_done
         self.on_connected = on_connected
         self.on_failed = on_failed
-        self.pending = bytearray()  # tunnel -> local bytes the local socket has not taken yet
+        self.pending: memoryview | bytes = b""  # tunnel -> local bytes the local socket has not taken yet
         self.connected = False
         self.local_eof = False
         self.remote_eof = False
@@ -236,7 +250,7 @@ class SocketRelay:
             self._pull_remote()
             self.remote_eof = True
             if error is not None and not self.connected:
-                self.pending.clear()
+                self.pending = b""
             if self.resetting:
                 self._flush_local()
             else:
@@ -279,7 +293,7 @@ class SocketRelay:
         except OSError:
             self._abort()  # the local client reset its connection: reset the tunnel's, too
             return
-        now = time.monotonic()
+        now = self.engine.now()
         if size:
             self.bytes_up += size
             self.conn.send(buffer[:size])
@@ -301,27 +315,31 @@ class SocketRelay:
                     self.remote_eof = True
                     self._maybe_finish()
                 return
-            self.pending += data
+            self.pending = data
             self.bytes_down += len(data)
         self._flush_local()
 
     def _flush_local(self) -> None:
+        """Send what is pending, then what the connection has, until the local socket is full (then wait for it
+        to be writable). A partial send keeps a view of the rest, not a copy."""
         if self.done:
             return
-        while self.pending:
+        pending = self.pending
+        while pending:
             try:
-                sent = self.local.send(self.pending)
+                sent = self.local.send(pending)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
+                self.pending = b""
                 self._abort()
                 return
-            del self.pending[:sent]
-            if not self.pending:
-                more = self.conn.recv(CHUNK)
-                if more:
-                    self.pending += more
-                    self.bytes_down += len(more)
+            if sent < len(pending):
+                pending = memoryview(pending)[sent:]
+                continue
+            pending = self.conn.recv(CHUNK)
+            self.bytes_down += len(pending)
+        self.pending = pending
         self._write_local(bool(self.pending))
         if not self.pending:
             if self.conn.eof and not self.conn.recv_available():
@@ -347,7 +365,7 @@ class SocketRelay:
             self._finish()
 
     def _abort(self) -> None:
-        self.conn.abort(time.monotonic())
+        self.conn.abort(self.engine.now())
         self._finish()
         self.engine.pump_conn(self.conn)  # the RST leaves now
 
@@ -358,7 +376,7 @@ class SocketRelay:
             return
         self._read_local(False)
         unsent = platform.unsent_bytes(self.local) if self.local.family != getattr(socket, "AF_UNIX", -1) else 0
-        now = time.monotonic()
+        now = self.engine.now()
         if unsent:
             if unsent != self.reset_unsent:
                 self.reset_unsent, self.reset_waited_since = unsent, now
@@ -379,8 +397,8 @@ class SocketRelay:
             with contextlib.suppress(OSError):
                 self.local.close()
         if self.conn.state not in (TcpState.CLOSED, TcpState.TIME_WAIT):
-            self.conn.close(time.monotonic())
-        self.engine.streams.pop(id(self.conn), None)
+            self.conn.close(self.engine.now())
+        self.engine.forget_stream(self.conn)
         if self.on_done:
             self.on_done(self)
 
@@ -392,5 +410,5 @@ class SocketRelay:
     def close(self) -> None:
         """Reset both sides now (a forward is being closed)."""
         if not self.done:
-            self.conn.abort(time.monotonic())
+            self.conn.abort(self.engine.now())
             self._finish(reset=True)

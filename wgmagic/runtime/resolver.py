@@ -2,31 +2,59 @@
 
 The resolver says what to send; a `DnsLookup` does it with the stack (a UDP socket per address family, a TCP
 connection when an answer comes back truncated), feeds back what arrives as the stack's events deliver it,
-and arms one loop timer at the resolver's `next_timer()`. The outcome lands in `future`.
+and arms one loop timer at the resolver's `next_timer()`. The outcome lands in `future`. `resolve(engine,
+name)` is the whole of it, with the engine's DNS cache (dnscache.py) in front.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wgmagic.netstack.dns import CloseTcp, OpenTcp, Resolver, SendTcp, SendUdp
 from wgmagic.netstack.events import TcpClosed, TcpConnected, TcpEvent, TcpReadable
+from wgmagic.netstack.stack import UdpSocket
+from wgmagic.netstack.tcp.connection import TcpConnection
 from wgmagic.netstack.tcp.state import TcpState
+
+if TYPE_CHECKING:
+    from wgmagic.runtime.engine import Engine
+
+
+async def resolve(engine: Engine, name: str, *, timeout: float = 2.0, attempts: int = 2,
+                  lifetime: float | None = None) -> list[Any]:
+    """Resolve `name` through the tunnel's DNS servers (a `wgmagic.netstack.dns.Resolver`: search domains, A
+    then AAAA, the servers in turn, TCP when truncated), on the engine's loop. timeout: seconds a query waits
+    before the next server; lifetime: seconds for the whole resolution (None: bounded by the retries alone).
+    Answers are kept in `engine.dns_cache`. Raises NameNotFoundError, DNSTimeoutError, TunnelClosedError."""
+    cached = engine.dns_cache.get(name, engine.now())
+    if cached is not None:
+        return cached
+    interface = engine.config.interface
+    resolver = Resolver(name, interface.dns_servers, engine.now(), search=interface.dns_search,
+                        timeout=timeout, attempts=attempts, lifetime=lifetime)
+    lookup = DnsLookup(engine, resolver)
+    if not lookup.cleaned:
+        engine.lookups.add(lookup)
+    try:
+        found = await lookup.future
+    finally:
+        lookup.cancel()
+    engine.dns_cache.put(name, found, engine.now())
+    return list(found)
 
 
 class _DnsStream:
     """Stands in engine.streams for the resolver's TCP connection (RFC 7766)."""
 
-    def __init__(self, lookup: DnsLookup, stream: int, conn: Any) -> None:
+    def __init__(self, lookup: DnsLookup, stream: int, conn: TcpConnection) -> None:
         self.lookup = lookup
         self.stream = stream
         self.conn = conn
 
     def tcp_event(self, event: TcpEvent) -> None:
-        lookup, now = self.lookup, time.monotonic()
+        lookup, now = self.lookup, self.lookup.engine.now()
         if isinstance(event, TcpConnected):
             lookup.resolver.tcp_connected(self.stream, now)
         elif isinstance(event, TcpReadable):
@@ -47,13 +75,13 @@ class _DnsStream:
 
 
 class DnsLookup:
-    """One resolution on the loop thread; `future` gets the addresses or the resolver's error."""
+    """One resolution on the engine's loop; `future` gets the addresses or the resolver's error."""
 
-    def __init__(self, engine: Any, resolver: Resolver) -> None:
+    def __init__(self, engine: Engine, resolver: Resolver) -> None:
         self.engine = engine
         self.resolver = resolver
         self.future: asyncio.Future[tuple[Any, ...]] = engine.loop.create_future()
-        self.sockets: dict[int, Any] = {}  # address family (4 or 6) -> stack UDP socket
+        self.sockets: dict[int, UdpSocket] = {}  # address family (4 or 6) -> stack UDP socket
         self.streams: dict[int, _DnsStream] = {}
         self.timer: asyncio.TimerHandle | None = None
         self.cleaned = False
@@ -62,7 +90,7 @@ class DnsLookup:
     def step(self) -> None:
         """Carry out what the resolver asks, then settle the future or arm the timer."""
         engine, resolver = self.engine, self.resolver
-        now = time.monotonic()
+        now = self.engine.now()
         for action in resolver.actions():
             if isinstance(action, SendUdp):
                 sock = self._socket(action.server.version)
@@ -94,7 +122,7 @@ class DnsLookup:
             self._arm()
         engine.pump_soon()
 
-    def _socket(self, family: int) -> Any:
+    def _socket(self, family: int) -> UdpSocket | None:
         sock = self.sockets.get(family)
         if sock is None:
             try:
@@ -105,8 +133,8 @@ class DnsLookup:
             self.engine.udp_handlers[id(sock)] = self._on_udp
         return sock
 
-    def _on_udp(self, sock: Any) -> None:
-        now = time.monotonic()
+    def _on_udp(self, sock: UdpSocket) -> None:
+        now = self.engine.now()
         while (item := sock.recvfrom()) is not None:
             data, source = item
             self.resolver.receive_udp(data, source, now)
@@ -116,7 +144,7 @@ class DnsLookup:
         handler = self.streams.pop(stream, None)
         if handler is None:
             return
-        self.engine.streams.pop(id(handler.conn), None)
+        self.engine.forget_stream(handler.conn)
         if handler.conn.state not in (TcpState.CLOSED, TcpState.TIME_WAIT):
             handler.conn.close(now)
             self.engine.stack.wake(handler.conn)
@@ -127,11 +155,11 @@ class DnsLookup:
             self.timer.cancel()
             self.timer = None
         if deadline is not None:
-            self.timer = self.engine.loop.call_at(deadline, self._on_timer)  # asyncio's clock is time.monotonic
+            self.timer = self.engine.loop.call_later(max(0.0, deadline - self.engine.now()), self._on_timer)
 
     def _on_timer(self) -> None:
         self.timer = None
-        self.resolver.handle_timer(time.monotonic())
+        self.resolver.handle_timer(self.engine.now())
         self.step()
 
     def _cleanup(self) -> None:
@@ -142,7 +170,7 @@ class DnsLookup:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        now = time.monotonic()
+        now = self.engine.now()
         for stream in list(self.streams):
             self._close_stream(stream, now)
         for sock in self.sockets.values():

@@ -6,21 +6,30 @@ datagrams another way (a WebSocket, for networks that block UDP) offers the same
 `open()`, `send(datagrams)`, `close()`, `local_port`, what it is (`kind`, `describe()`, `state`, `last_error`)
 and `outer_stalled()`, and hands what it receives to `receive(data, addr, now)` then calls `after_batch(now)`
 once per batch. The engine asks only through this interface.
+
+Choosing one, in one place: `TRANSPORTS` maps each `TransportKind` to the factory that builds it
+(`"module:function"`, imported when first used), and `transport_ladder(via)` says which to try in which order
+(`connect()` and the doctor both ask it). A new transport is one module with a `create(hooks, settings)`
+function, one `TransportKind` member and one line in `TRANSPORTS`; `create_udp` below is the example.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import errno
+import importlib
 import ipaddress
 import socket
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from wgmagic import platform
+from wgmagic.via import Via, ViaMode
 
 RECV_BATCH = 512
 # A segmented send carries a run of equal-sized datagrams to one address; the kernel cuts them apart. A
@@ -32,20 +41,42 @@ SOCKET_BUFFER = 16 * 1024 * 1024
 Receive = Callable[[bytes, tuple[str, int], float], None]
 
 
+class TransportKind(str, enum.Enum):
+    """Which way the WireGuard datagrams travel; the value is the word status lines and options use."""
+
+    UDP = "udp"
+    WEBSOCKET = "websocket"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TransportState(str, enum.Enum):
+    """A transport's state: CONNECTING (first open under way), OPEN, RECONNECTING (lost, coming back), CLOSED."""
+
+    CONNECTING = "connecting"
+    OPEN = "open"
+    RECONNECTING = "reconnecting"
+    CLOSED = "closed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class Transport(Protocol):
     """What the engine needs of the way its WireGuard datagrams travel (loop thread only).
 
-    kind: "udp" or "websocket"; state: "connecting", "open", "reconnecting" or "closed"; last_error: why the
-    last attempt to open it failed (one sentence, no secret), or None; receive: called with (datagram,
-    (host, port), now) for each datagram that arrives (a capture may wrap it).
+    kind: a TransportKind; state: a TransportState; last_error: why the last attempt to open it failed (one
+    sentence, no secret), or None; receive: called with (datagram, (host, port), now) for each datagram that
+    arrives (a capture may wrap it).
     """
 
-    kind: str
+    kind: TransportKind
     receive: Receive
     last_error: str | None
 
     @property
-    def state(self) -> str: ...
+    def state(self) -> TransportState: ...
 
     @property
     def local_port(self) -> int: ...
@@ -67,6 +98,65 @@ class Transport(Protocol):
         ...
 
 
+@dataclass
+class TransportHooks:
+    """What the engine hands a transport it creates (all called on `loop`): receive(datagram, (host, port),
+    now) per datagram, after_batch(now) once per batch read; on_refused() for ICMP port unreachable (UDP);
+    on_error(sentence) when it cannot open, on_open() when it (re)opened (a WebSocket); counters to count in."""
+
+    loop: asyncio.AbstractEventLoop
+    receive: Receive
+    after_batch: Callable[[float], None]
+    counters: Counter[str]
+    on_refused: Callable[[], None]
+    on_error: Callable[[str], None]
+    on_open: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class TransportSettings:
+    """listen_port: the UDP port to bind (0: any); url / ca_file: a WebSocket relay and the PEM file to verify
+    wss:// with; peer_address: the (host, port) received datagrams are reported from when the transport has no
+    addresses of its own (a WebSocket: the relay knows the peer)."""
+
+    listen_port: int = 0
+    url: str | None = None
+    ca_file: str | None = None
+    peer_address: tuple[str, int] = ("websocket", 0)
+
+
+TransportFactory = Callable[[TransportHooks, TransportSettings], Transport]
+
+# The registry: one line per transport ("module:function", imported on first use).
+TRANSPORTS: dict[TransportKind, str] = {
+    TransportKind.UDP: "wgmagic.runtime.transport:create_udp",
+    TransportKind.WEBSOCKET: "wgmagic.runtime.websocket:create",
+}
+
+
+def transport_factory(kind: TransportKind) -> TransportFactory:
+    """The factory registered for `kind` (KeyError if none)."""
+    module, _, name = TRANSPORTS[kind].partition(":")
+    factory: TransportFactory = getattr(importlib.import_module(module), name)
+    return factory
+
+
+def transport_ladder(via: Via | None) -> list[TransportKind]:
+    """The transports to try, in order, for a `Via` (None: UDP): UDP; a WebSocket; or AUTO, UDP first and
+    the WebSocket when UDP gets no handshake (only when a URL is known)."""
+    if via is None or via.mode is ViaMode.UDP:
+        return [TransportKind.UDP]
+    if via.mode is ViaMode.WEBSOCKET:
+        return [TransportKind.WEBSOCKET]
+    return [TransportKind.UDP, TransportKind.WEBSOCKET] if via.url else [TransportKind.UDP]
+
+
+def create_udp(hooks: TransportHooks, settings: TransportSettings) -> UdpTransport:
+    """The registry's factory for TransportKind.UDP."""
+    return UdpTransport(hooks.loop, settings.listen_port, hooks.receive, hooks.after_batch, hooks.on_refused,
+                        hooks.counters)
+
+
 def normalize_address(addr: tuple[Any, ...]) -> tuple[str, int]:
     """(host, port) from a socket address; IPv4-mapped IPv6 (::ffff:a.b.c.d) becomes plain IPv4."""
     host = addr[0]
@@ -84,7 +174,7 @@ class UdpTransport:
     `gso_unavailable`, `endpoint_refused`, `sendto_<errno>`) go into `counters`.
     """
 
-    kind = "udp"
+    kind = TransportKind.UDP
     last_error: str | None = None  # binding fails loudly in open(); a datagram transport has no session to lose
 
     def __init__(self, loop: asyncio.AbstractEventLoop, listen_port: int, receive: Receive,
@@ -145,8 +235,8 @@ class UdpTransport:
         return self.sock.getsockname()[1] if self.sock else 0
 
     @property
-    def state(self) -> str:
-        return "open" if self.sock is not None else "closed"
+    def state(self) -> TransportState:
+        return TransportState.OPEN if self.sock is not None else TransportState.CLOSED
 
     def describe(self) -> str:
         return "UDP"

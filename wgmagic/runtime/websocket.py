@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from wgmagic._version import __version__
+from wgmagic.runtime.transport import TransportHooks, TransportKind, TransportSettings, TransportState
 from wgmagic.via import VIA_CA_ENV, check_url, mask_url
 
 # A WireGuard message is at most one UDP payload (65,535 bytes); a message larger than this is not ours.
@@ -147,7 +148,7 @@ class WebSocketTransport:
     `ws_connect_failures`) go into `counters`.
     """
 
-    kind = "websocket"
+    kind = TransportKind.WEBSOCKET
 
     def __init__(self, loop: asyncio.AbstractEventLoop, url: str, address: tuple[str, int], receive: Receive,
                  after_batch: Callable[[float], None], counters: Counter[str], *, ca_file: str | None = None,
@@ -162,7 +163,7 @@ class WebSocketTransport:
         self.ca_file = ca_file
         self.on_error = on_error
         self.on_open = on_open
-        self.state = "closed"  # connecting | open | reconnecting | closed
+        self.state = TransportState.CLOSED
         self.last_error: str | None = None
         self.proxy: str | None = None
         self._conn: Any = None
@@ -191,12 +192,12 @@ class WebSocketTransport:
 
     def open(self) -> None:
         self._closed = False
-        self.state = "connecting"
+        self.state = TransportState.CONNECTING
         self._task = self.loop.create_task(self._run())
 
     def close(self) -> None:
         self._closed = True
-        self.state = "closed"
+        self.state = TransportState.CLOSED
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -308,7 +309,7 @@ class WebSocketTransport:
             except Exception as exc:
                 self.counters["ws_connect_failures"] += 1
                 self.last_error = describe_failure(exc, self.url, self.proxy)
-                self.state = "reconnecting" if self._ever_open else "connecting"
+                self.state = TransportState.RECONNECTING if self._ever_open else TransportState.CONNECTING
                 if not self._ever_open and self.on_error is not None:
                     self.on_error(self.last_error)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
@@ -322,7 +323,7 @@ class WebSocketTransport:
                 self.counters["ws_reconnects"] += 1
             self._ever_open = True
             self._conn = conn
-            self.state = "open"
+            self.state = TransportState.OPEN
             self.last_error = None
             delay = BACKOFF_FIRST
             if self._pending:
@@ -338,6 +339,15 @@ class WebSocketTransport:
                     self._conn = None
             if self._closed:
                 return
-            self.state = "reconnecting"
+            self.state = TransportState.RECONNECTING
             self.last_error = f"the WebSocket closed ({conn.close_code or 'connection lost'}); reconnecting"
             await asyncio.sleep(BACKOFF_FIRST * random.uniform(0.8, 1.2))
+
+
+def create(hooks: TransportHooks, settings: TransportSettings) -> WebSocketTransport:
+    """The transport registry's factory for TransportKind.WEBSOCKET (wgmagic.runtime.transport.TRANSPORTS)."""
+    if settings.url is None:
+        raise ValueError("a WebSocket transport needs a ws:// or wss:// URL")
+    return WebSocketTransport(hooks.loop, settings.url, settings.peer_address, hooks.receive, hooks.after_batch,
+                              hooks.counters, ca_file=settings.ca_file, on_error=hooks.on_error,
+                              on_open=hooks.on_open)

@@ -1,8 +1,12 @@
 """A WireGuard device, sans-I/O: many peers, dispatch by receiver index, cryptokey routing, timers.
 
-Inputs: receive_datagram(data, addr, now), send_packet(ip_packet, now), handle_timers(now).
-Outputs (drained by the caller): datagrams_to_send(), packets_received(), events() (`WireGuardEvent`s).
+Inputs: receive_datagram(data, addr, now), send_packet(ip_packet, now), handle_timers(now), and what the
+caller learns about the way to the peer: endpoint_refused(now), set_endpoint / set_endpoint_addresses.
+Outputs (drained by the caller): datagrams_to_send(), packets_received(), events() (`WireGuardEvent`s); and
+decisions it is asked for: not_answering_since(key, now) (liveness.py), next_timer().
 The whitepaper's sections: messages 5.4, cryptokey routing 2.1 (`allowedips.py`), timers 6, cookies 5.4.7.
+Split by concern: receiver indices (`indices.py`), load (`load.py`), which address (`endpoint.py`), whether
+the peer answers (`liveness.py`). Never does I/O, never reads a clock or randomness of its own.
 """
 
 from __future__ import annotations
@@ -12,14 +16,14 @@ import os
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
 
-from wgmagic.wireguard import crypto
+from wgmagic.wireguard import admission, crypto, expiry, liveness
 from wgmagic.wireguard.allowedips import AllowedIPs
 from wgmagic.wireguard.cookie import CookieChecker
-from wgmagic.wireguard.events import HandshakeAttemptsExhausted, HandshakeCompleted, PeerEndpointChanged, WireGuardEvent
+from wgmagic.wireguard.endpoint import EndpointReason
+from wgmagic.wireguard.events import HandshakeCompleted, PeerEndpointChanged, WireGuardEvent
 from wgmagic.wireguard.handshake import (
     consume_initiation,
     consume_response,
@@ -27,7 +31,9 @@ from wgmagic.wireguard.handshake import (
     create_response,
     timestamp_newer,
 )
+from wgmagic.wireguard.indices import IndexTable
 from wgmagic.wireguard.keypair import Keypair
+from wgmagic.wireguard.load import LoadMonitor
 from wgmagic.wireguard.messages import (
     COOKIE_REPLY,
     INITIATION,
@@ -39,10 +45,7 @@ from wgmagic.wireguard.messages import (
     TRANSPORT,
     TRANSPORT_HEADER,
     TRANSPORT_MIN_LEN,
-    Initiation,
-    Response,
     message_type,
-    parse_cookie_reply,
     parse_initiation,
     parse_response,
 )
@@ -53,7 +56,6 @@ _NONCE_PREFIX = bytes(4)
 _NONCE = struct.Struct("<4xQ")  # the AEAD nonce: 32 zero bits, then the 64-bit counter (whitepaper 5.4.6)
 _PADDING = [bytes(n) for n in range(16)]
 _TRANSPORT_PREFIX = bytes((TRANSPORT, 0, 0, 0))
-_Handshake = TypeVar("_Handshake", Initiation, Response)
 MAX_QUEUED_EVENTS = 4096
 MAX_QUEUED_PACKETS = 65536
 # A peer may not start handshakes faster than this (wireguard-go's HandshakeInitationRate): a flood from one
@@ -81,17 +83,13 @@ class Device:
         self.max_queued_per_peer = max_queued_per_peer
         self.cookies = CookieChecker(self.static.public, rng, self.timers.cookie_refresh_time)
         self.peers: dict[bytes, Peer] = {}
-        self._indices: dict[int, tuple[Peer, Keypair | None]] = {}  # None: a handshake we initiated
+        self._indices = IndexTable(rng)
         self.allowed_ips: AllowedIPs[Peer] = AllowedIPs()
         self._out: list[tuple[bytes, tuple[str, int]]] = []
         self._in: list[bytes] = []
         self._events: list[WireGuardEvent] = []
         self.drops: Counter[str] = Counter()
-        self.force_under_load = False
-        self.under_load_threshold = under_load_threshold
-        self._initiation_window_start = 0.0
-        self._initiations_in_window = 0
-        self._under_load_until = float("-inf")
+        self.load = LoadMonitor(under_load_threshold)
         self.cookie_replies_sent = 0
 
     def __repr__(self) -> str:
@@ -101,9 +99,12 @@ class Device:
     # ---- configuration -------------------------------------------------------------------------------
     def add_peer(self, public_key: bytes, *, preshared_key: bytes | None = None,
                  allowed_ips: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
-                 endpoint: tuple[str, int] | None = None, persistent_keepalive: float | None = None) -> Peer:
+                 endpoint: tuple[str, int] | None = None, persistent_keepalive: float | None = None,
+                 candidates: list[tuple[str, int]] | None = None) -> Peer:
         """Add a peer by its 32-byte public key (ValueError otherwise); `endpoint` is an already-resolved
-        (ip, port); `persistent_keepalive` in seconds (None or 0: off). Its AllowedIPs join the routing table."""
+        (ip, port), `candidates` all the addresses its Endpoint name has (endpoint.py moves between them;
+        default: just `endpoint`); `persistent_keepalive` in seconds (None or 0: off). Its AllowedIPs join the
+        routing table."""
         if len(public_key) != 32:
             raise ValueError("a peer's public key is 32 bytes")
         try:
@@ -111,6 +112,7 @@ class Device:
         except ValueError:
             precomputed = bytes(32)  # a low-order key: no handshake with it can ever authenticate
         peer = Peer(public_key, preshared_key=preshared_key, allowed_ips=tuple(allowed_ips), endpoint=endpoint,
+                    candidates=candidates,
                     persistent_keepalive=persistent_keepalive, precomputed_ss=precomputed, timers=self.timers,
                     max_queued=self.max_queued_per_peer)
         self.peers[public_key] = peer
@@ -121,6 +123,45 @@ class Device:
     def peer(self, public_key: bytes) -> Peer:
         """The peer with this public key (KeyError if none)."""
         return self.peers[public_key]
+
+    # ---- the way to the peer (endpoint.py) and whether it answers (liveness.py) ---------------------------
+    def set_endpoint(self, public_key: bytes, endpoint: tuple[str, int], now: float) -> None:
+        """Send to the peer at `endpoint` from now on (as `wg set ... endpoint`); without a session, a
+        handshake starts there at once. Reported as PeerEndpointChanged(reason=SET)."""
+        peer = self.peers[public_key]
+        peer.candidates.moved_to(endpoint)
+        if peer.endpoint != endpoint:
+            peer.endpoint = endpoint
+            self._event(PeerEndpointChanged(public_key, endpoint, EndpointReason.SET))
+        if not peer.has_session(now):
+            self._initiate(peer, now, retry=False)
+
+    def set_endpoint_addresses(self, public_key: bytes, addresses: list[tuple[str, int]]) -> bool:
+        """The peer's Endpoint name resolved to `addresses` (in order) now; True if the peer's endpoint is
+        among them (else the caller decides whether to `set_endpoint`: the peer may have roamed)."""
+        peer = self.peers[public_key]
+        return peer.candidates.replace(addresses, peer.endpoint)
+
+    def endpoint_refused(self, now: float) -> None:
+        """The transport got ICMP port unreachable for something sent (it cannot say to which peer): each
+        peer whose handshake is in flight moves to its name's next address and resends now (endpoint.py)."""
+        for peer in self.peers.values():
+            if peer.has_session(now) or peer.retransmit_at is None:
+                peer.candidates.refused = True
+                continue
+            moved = peer.candidates.next_on_refused(peer.endpoint)
+            if moved is not None:
+                self._move(peer, moved)
+                expiry.retransmit_handshake(self, peer, now, move=False)  # there now, not after REKEY_TIMEOUT
+        self.handle_timers(now)
+
+    def _move(self, peer: Peer, endpoint: tuple[str, int]) -> None:
+        peer.endpoint = endpoint
+        self._event(PeerEndpointChanged(peer.public_key, endpoint, EndpointReason.NEXT_ADDRESS))
+
+    def not_answering_since(self, public_key: bytes, now: float) -> float | None:
+        """When the peer stopped answering (seconds, monotonic), or None while it answers (liveness.py)."""
+        return liveness.not_answering_since(self.peers[public_key], self.timers, now)
 
     # ---- outputs --------------------------------------------------------------------------------------
     def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
@@ -232,26 +273,20 @@ class Device:
             self.drops["no_endpoint"] += 1
             return
         if peer.handshake is not None:
-            self._indices.pop(peer.handshake.sender_index, None)
-        index = self._new_index()
+            self._indices.forget(peer.handshake.sender_index)
+        index = self._indices.new_index()
         wall = self.wall_clock() if self.wall_clock else now
         message, state = create_initiation(self.static, peer.public_key, index, wall, peer.precomputed_ss,
                                            ephemeral=self.rng(32))
         state.sent_at = now
         peer.handshake = state
-        self._indices[index] = (peer, None)
+        self._indices.set(index, peer, None)
         self._out.append((peer.cookies.add_macs(message, INITIATION_MAC1_AT, now), peer.endpoint))
         peer.handshake_initiations_sent += 1
         peer.last_handshake_sent = now
         peer.last_send = now
         jitter = int.from_bytes(self.rng(2), "big") / 65535 * self.timers.rekey_timeout_jitter
         peer.retransmit_at = now + self.timers.rekey_timeout + jitter
-
-    def _new_index(self) -> int:
-        while True:
-            index = int.from_bytes(self.rng(4), "little")
-            if index not in self._indices:
-                return index
 
     # ---- receiving -------------------------------------------------------------------------------------
     def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
@@ -267,7 +302,7 @@ class Device:
             elif kind == RESPONSE:
                 self._receive_response(data, addr, now)
             elif kind == COOKIE_REPLY:
-                self._receive_cookie_reply(data, now)
+                admission.receive_cookie_reply(self, data, now)
             else:
                 self.drops["unknown_type" if len(data) >= 4 else "short"] += 1
         except Exception:  # an input we did not foresee must never reach the caller as an exception
@@ -278,11 +313,10 @@ class Device:
             self.drops["short"] += 1
             return
         _, receiver, counter = TRANSPORT_HEADER.unpack_from(data)
-        entry = self._indices.get(receiver)
-        if entry is None or entry[1] is None:
+        peer, keypair = self._indices.get(receiver) or (None, None)
+        if peer is None or keypair is None:
             self.drops["unknown_receiver_index"] += 1
             return
-        peer, keypair = entry
         timers = self.timers
         if now - keypair.created >= timers.reject_after_time or counter >= timers.reject_after_messages:
             self.drops["expired_keypair"] += 1
@@ -337,11 +371,12 @@ class Device:
         peer.rx_bytes += size
         peer.rx_packets += 1
         peer.new_handshake_at = None  # the peer answered
+        liveness.answered(peer)
         if peer.persistent_keepalive:
             peer.persistent_at = now + peer.persistent_keepalive
         if peer.endpoint != addr:
             peer.endpoint = addr
-            self._event(PeerEndpointChanged(peer.public_key, addr))
+            self._event(PeerEndpointChanged(peer.public_key, addr, EndpointReason.ROAMED))
 
     def _confirm_next(self, peer: Peer, keypair: Keypair, now: float) -> None:
         """As responder, the initiator's first transport packet under the new keys confirms them."""
@@ -356,50 +391,18 @@ class Device:
         if peer.next is not keypair:
             self._retire(peer.next)
         peer.previous, peer.current, peer.next = peer.current, keypair, None
-        self._indices[keypair.local_index] = (peer, keypair)
+        self._indices.set(keypair.local_index, peer, keypair)
+        peer.candidates.refused = False
         peer.handshakes += 1
         peer.last_handshake_time = now
         peer.rekey_requested_by_receive = False
         peer.zero_keys_at = now + 3 * self.timers.reject_after_time
 
     def _retire(self, keypair: Keypair | None) -> None:
-        if keypair is not None:
-            self._indices.pop(keypair.local_index, None)
-
-    def _under_load(self, now: float) -> bool:
-        if self.force_under_load:
-            return True
-        if now - self._initiation_window_start >= 1.0:
-            self._initiation_window_start, self._initiations_in_window = now, 0
-        self._initiations_in_window += 1
-        if self._initiations_in_window > self.under_load_threshold:
-            self._under_load_until = now + 1.0
-        return now < self._under_load_until
-
-    def _passes_macs(self, data: bytes, mac1_at: int, mac2_at: int, sender: int, addr: tuple[str, int],
-                     now: float) -> bool:
-        """mac1 always; under load, a valid mac2 too, else the sender gets a cookie reply instead."""
-        if not self.cookies.mac1_ok(data, mac1_at):
-            self.drops["bad_mac1"] += 1
-            return False
-        if self._under_load(now) and not self.cookies.mac2_ok(data, mac2_at, addr, now):
-            self._out.append((self.cookies.cookie_reply(data, mac1_at, sender, addr, now), addr))
-            self.cookie_replies_sent += 1
-            return False
-        return True
-
-    def _checked(self, data: bytes, parse: Callable[[bytes], _Handshake | None], mac1_at: int, mac2_at: int,
-                 addr: tuple[str, int], now: float) -> _Handshake | None:
-        """The handshake message `parse` reads from `data` if it is well formed (else counted as malformed) and
-        passes `_passes_macs`; None otherwise."""
-        msg = parse(data)
-        if msg is None:
-            self.drops["malformed_handshake"] += 1
-            return None
-        return msg if self._passes_macs(data, mac1_at, mac2_at, msg.sender, addr, now) else None
+        self._indices.retire(keypair)
 
     def _receive_initiation(self, data: bytes, addr: tuple[str, int], now: float) -> None:
-        msg = self._checked(data, parse_initiation, INITIATION_MAC1_AT, INITIATION_MAC2_AT, addr, now)
+        msg = admission.checked(self, data, parse_initiation, INITIATION_MAC1_AT, INITIATION_MAC2_AT, addr, now)
         if msg is None:
             return
         consumed = consume_initiation(self.static, msg)
@@ -419,18 +422,18 @@ class Device:
             return
         peer.last_initiation_timestamp = consumed.timestamp
         peer.last_initiation_received = now
-        index = self._new_index()
+        index = self._indices.new_index()
         response, keys = create_response(consumed, index, peer.preshared_key, ephemeral=self.rng(32))
         keypair = Keypair.from_session(keys, initiator=False, created=now)
         self._retire(peer.next)
         peer.next = keypair
-        self._indices[index] = (peer, keypair)
+        self._indices.set(index, peer, keypair)
         self._authenticated_from(peer, addr, now, len(data))
         self._out.append((peer.cookies.add_macs(response, RESPONSE_MAC1_AT, now), addr))
         peer.last_send = now
 
     def _receive_response(self, data: bytes, addr: tuple[str, int], now: float) -> None:
-        msg = self._checked(data, parse_response, RESPONSE_MAC1_AT, RESPONSE_MAC2_AT, addr, now)
+        msg = admission.checked(self, data, parse_response, RESPONSE_MAC1_AT, RESPONSE_MAC2_AT, addr, now)
         if msg is None:
             return
         entry = self._indices.get(msg.receiver)
@@ -463,66 +466,15 @@ class Device:
             self._encrypt_and_send(peer, peer.current, packet, now)  # type: ignore[arg-type]
         return True
 
-    def _receive_cookie_reply(self, data: bytes, now: float) -> None:
-        msg = parse_cookie_reply(data)
-        if msg is None:
-            self.drops["malformed_cookie_reply"] += 1
-            return
-        entry = self._indices.get(msg.receiver)
-        if entry is None:
-            self.drops["unknown_receiver_index"] += 1
-            return
-        if not entry[0].cookies.consume_reply(msg.nonce, msg.encrypted_cookie, now):
-            self.drops["bad_cookie_reply"] += 1
-
     # ---- timers -----------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
         """The earliest deadline of any peer's timers (seconds, the caller's clock), or None."""
         return min((d for peer in self.peers.values() if (d := peer.next_deadline()) is not None), default=None)
 
     def handle_timers(self, now: float) -> None:
-        """Fire every peer timer due at `now` (whitepaper 6: retransmit, keepalive, new handshake, zero keys)."""
-        timers = self.timers
-        for peer in self.peers.values():
-            if peer.retransmit_at is not None and now >= peer.retransmit_at:
-                if peer.handshake_attempts >= timers.max_handshake_attempts:
-                    peer.retransmit_at = None
-                    attempts = peer.handshake_attempts + 1
-                    peer.handshake_attempts = 0
-                    if peer.staged:
-                        self.drops["handshake_gave_up"] += len(peer.staged)
-                        peer.staged.clear()
-                    if peer.handshake is not None:
-                        self._indices.pop(peer.handshake.sender_index, None)
-                        peer.handshake = None
-                    if peer.zero_keys_at is None:
-                        peer.zero_keys_at = now + 3 * timers.reject_after_time
-                    self._event(HandshakeAttemptsExhausted(peer.public_key, attempts))
-                else:
-                    peer.handshake_attempts += 1
-                    peer.retransmit_at = None
-                    self._initiate(peer, now, retry=True)
-            if peer.new_handshake_at is not None and now >= peer.new_handshake_at:
-                peer.new_handshake_at = None
-                # Data went out and nothing came back: the session may be dead on the other side.
-                peer.last_handshake_sent = None
-                self._initiate(peer, now, retry=False)
-            if peer.keepalive_at is not None and now >= peer.keepalive_at:
-                peer.keepalive_at = None
-                self._send_keepalive(peer, now)
-            if peer.persistent_at is not None and now >= peer.persistent_at:
-                peer.persistent_at = None
-                self._send_keepalive(peer, now, persistent=True)
-                if peer.persistent_keepalive and peer.persistent_at is None:
-                    peer.persistent_at = now + peer.persistent_keepalive
-            if peer.zero_keys_at is not None and now >= peer.zero_keys_at:
-                peer.zero_keys_at = None
-                for keypair in (peer.previous, peer.current, peer.next):
-                    self._retire(keypair)
-                peer.previous = peer.current = peer.next = None
-                if peer.handshake is not None:
-                    self._indices.pop(peer.handshake.sender_index, None)
-                    peer.handshake = None
+        """Fire every peer timer due at `now` (whitepaper 6: retransmit, keepalive, new handshake, zero keys;
+        expiry.py)."""
+        expiry.fire_due(self, now)
 
     # ---- introspection ------------------------------------------------------------------------------------
     def stats(self) -> dict[str, object]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wgmagic.wireguard.endpoint import EndpointReason
+
 
 @dataclass(frozen=True)
 class WireGuardEvent:
@@ -33,9 +35,12 @@ class HandshakeAttemptsExhausted(WireGuardEvent):
 
 @dataclass(frozen=True)
 class PeerEndpointChanged(WireGuardEvent):
-    """An authenticated message came from a new (ip, port): the peer roamed (whitepaper 2.1, roaming)."""
+    """The device now sends to the peer at `endpoint` (ip, port). `reason`: ROAMED (an authenticated message
+    came from there, whitepaper 2.1), NEXT_ADDRESS (the Endpoint name's next address, see endpoint.py) or SET
+    (the caller's `Device.set_endpoint`)."""
 
     endpoint: tuple[str, int]
+    reason: EndpointReason = EndpointReason.ROAMED
 
 
 __all__ = ["HandshakeAttemptsExhausted", "HandshakeCompleted", "PeerEndpointChanged", "WireGuardEvent"]

@@ -11,6 +11,7 @@ import ipaddress
 from collections import deque
 
 from wgmagic.wireguard.cookie import CookieGenerator
+from wgmagic.wireguard.endpoint import EndpointCandidates
 from wgmagic.wireguard.events import HandshakeAttemptsExhausted, HandshakeCompleted, PeerEndpointChanged
 from wgmagic.wireguard.handshake import InitiatorState
 from wgmagic.wireguard.keypair import Keypair
@@ -27,12 +28,16 @@ class Peer:
     `max_queued`, oldest dropped), and counters. Made by `Device.add_peer`; the preshared key never shows."""
 
     def __init__(self, public_key: bytes, *, preshared_key: bytes | None, allowed_ips: tuple[IPNetwork, ...],
-                 endpoint: tuple[str, int] | None, persistent_keepalive: float | None, precomputed_ss: bytes,
+                 endpoint: tuple[str, int] | None, candidates: list[tuple[str, int]] | None = None,
+                 persistent_keepalive: float | None, precomputed_ss: bytes,
                  timers: Timers, max_queued: int) -> None:
         self.public_key = public_key
         self._psk = preshared_key
         self.allowed_ips = allowed_ips
         self.endpoint = endpoint
+        # The Endpoint name's addresses (endpoint.py decides when to move on); `endpoint` is one of them or
+        # where the peer roamed.
+        self.candidates = EndpointCandidates(list(candidates) if candidates else ([endpoint] if endpoint else []))
         self.persistent_keepalive = persistent_keepalive or None
         self.precomputed_ss = precomputed_ss
         self.timers = timers
@@ -57,6 +62,9 @@ class Peer:
         self.new_handshake_at: float | None = None
         self.zero_keys_at: float | None = None
         self.persistent_at: float | None = None
+        # liveness marks (liveness.py): when data went unanswered, when handshake retries gave up
+        self.unanswered_at: float | None = None
+        self.gave_up_at: float | None = None
         # counters
         self.rx_bytes = self.tx_bytes = self.rx_packets = self.tx_packets = 0
         self.handshakes = 0
@@ -85,6 +93,11 @@ class Peer:
     def has_session(self, now: float) -> bool:
         """Whether the current keypair is usable at `now`."""
         return self.usable(self.current, now)
+
+    @property
+    def handshake_in_flight(self) -> bool:
+        """Whether an initiation of ours awaits its response (its retransmission is armed)."""
+        return self.retransmit_at is not None
 
     def next_deadline(self) -> float | None:
         """The earliest armed timer of this peer (seconds), or None."""

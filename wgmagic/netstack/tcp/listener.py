@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 from collections import deque
 from collections.abc import Callable
@@ -15,8 +16,16 @@ if TYPE_CHECKING:
     from wgmagic.netstack.stack import Stack
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-# What `admit` returns to hold a SYN unanswered until `settle()` (a gateway connecting to its local target).
-DEFER = "defer"
+
+
+class Admission(enum.Enum):
+    """What an `admit` hook decides for a new SYN besides True/False: DEFER holds it unanswered until `settle()`
+    (a gateway connecting to its local target first), as smoltcp's `pause_synack`."""
+
+    DEFER = "defer"
+
+
+DEFER = Admission.DEFER
 
 
 class TcpListener:
@@ -37,7 +46,7 @@ class TcpListener:
         self.backlog = backlog
         self.pending: deque[TcpConnection] = deque()
         self.closed = False
-        self.admit: Callable[[tuple[IPAddress, int], tuple[IPAddress, int]], bool | str] | None = None
+        self.admit: Callable[[tuple[IPAddress, int], tuple[IPAddress, int]], bool | Admission] | None = None
         # SYNs held by DEFER: (local, remote) -> the SYN segment.
         self.held: dict[tuple[tuple[IPAddress, int], tuple[IPAddress, int]], bytes] = {}
 
@@ -45,7 +54,7 @@ class TcpListener:
         return f"<TcpListener {self.local_ip or '*'}:{self.port} pending={len(self.pending)}>"
 
     def offer(self, local: tuple[IPAddress, int], remote: tuple[IPAddress, int], segment: memoryview,
-              now: float) -> TcpConnection | str | None:
+              now: float) -> TcpConnection | Admission | None:
         """A segment for this port that matches no connection: the new connection if it is an acceptable SYN
         (RFC 9293 3.10.7.2), DEFER if `admit` held it, else None (the stack then answers with a RST)."""
         is_syn = len(segment) > 13 and segment[13] & 0x12 == 0x02

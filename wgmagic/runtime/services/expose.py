@@ -27,6 +27,7 @@ from typing import Any
 from wgmagic.addresses import Expose
 from wgmagic.netstack.stack import DEFER
 from wgmagic.runtime.relay import SocketRelay
+from wgmagic.runtime.seams import EngineAPI
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -75,7 +76,7 @@ class ExposeListener:
     Raises OSError (EADDRINUSE) when the tunnel port already listens.
     """
 
-    def __init__(self, engine: Any, expose: Expose, targets: Sequence[tuple[int, tuple[Any, ...]]], *,
+    def __init__(self, engine: EngineAPI, expose: Expose, targets: Sequence[tuple[int, tuple[Any, ...]]], *,
                  connect_timeout: float = LOCAL_CONNECT_TIMEOUT, allow: Sequence[IPNetwork] | None = None,
                  counter_prefix: str = "expose") -> None:
         self.engine = engine

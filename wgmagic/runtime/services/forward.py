@@ -29,6 +29,7 @@ from wgmagic import explain, platform
 from wgmagic.addresses import format_address
 from wgmagic.proto.postgres import error_response as postgres_error_response
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
+from wgmagic.runtime.seams import EngineAPI
 from wgmagic.runtime.services.listener import (
     SocketPathError,
     accept_pending,
@@ -90,7 +91,7 @@ class ForwardSpec:
 class Forward:
     """One local listener; created and driven on the tunnel's loop thread, used from any thread."""
 
-    def __init__(self, engine: Any, spec: ForwardSpec) -> None:
+    def __init__(self, engine: EngineAPI, spec: ForwardSpec) -> None:
         self.engine = engine
         self.spec = spec
         self.relays: set[SocketRelay] = set()

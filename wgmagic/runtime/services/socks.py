@@ -45,6 +45,7 @@ from wgmagic.proto.socks5 import (
     reply,
 )
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
+from wgmagic.runtime.seams import EngineAPI
 from wgmagic.runtime.services.listener import accept_pending, close_listener, listen_inet, listen_unix, receive
 
 NEGOTIATION_TIMEOUT = 10.0
@@ -68,7 +69,7 @@ class Socks5Server:
     """A SOCKS5 listener on the tunnel's loop thread: TCP on `host`:`port`, or (unix=True) a Unix socket in
     `unix_dir` or a fresh 0700 directory. `credentials` (RFC 1929) are never shown by repr."""
 
-    def __init__(self, engine: Any, resolver: Any, host: str = "127.0.0.1", port: int = 1080,
+    def __init__(self, engine: EngineAPI, resolver: Any, host: str = "127.0.0.1", port: int = 1080,
                  credentials: tuple[str, str] | None = None, *, unix: bool = False,
                  unix_dir: str | None = None) -> None:
         self.engine = engine

@@ -32,6 +32,7 @@ from wgmagic.addresses import (
     parse_local,
     parse_udp_target,
 )
+from wgmagic.runtime.seams import EngineAPI
 from wgmagic.runtime.services.listener import close_listener, listen_inet, listen_unix
 
 logger = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ class UdpForward:
     client_busy, client_gone, tunnel_socket.
     """
 
-    def __init__(self, engine: Any, spec: UdpForwardSpec) -> None:
+    def __init__(self, engine: EngineAPI, spec: UdpForwardSpec) -> None:
         self.engine = engine
         self.spec = spec
         self.flows: OrderedDict[Any, UdpFlow] = OrderedDict()  # least recently active first

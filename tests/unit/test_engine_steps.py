@@ -1,0 +1,221 @@
+"""The engine (wgmagic/runtime/engine.py) stepped by hand: a fake clock, an in-memory transport, and a real
+WireGuard device as the peer; every datagram, deadline and outcome is checked at each step. Nothing runs the
+asyncio loop: the engine's futures are created on it and settled by the steps."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+
+import pytest
+
+from wgmagic.config import parse_config
+from wgmagic.errors import HandshakeTimeoutError, PeerNotRespondingError, TunnelClosedError
+from wgmagic.netstack.events import TcpClosed, TcpEvent
+from wgmagic.runtime.engine import Engine
+from wgmagic.runtime.transport import TransportHooks, TransportKind, TransportSettings, TransportState
+from wgmagic.wireguard import crypto
+from wgmagic.wireguard.device import Device
+from wgmagic.wireguard.messages import INITIATION, RESPONSE, TRANSPORT
+from wgmagic.wireguard.timers import Timers
+
+OURS, THEIRS = bytes(range(32)), bytes(range(1, 33))
+ENDPOINT = ("198.18.0.1", 51820)
+HERE = ("198.18.0.2", 40000)  # where the peer sees our datagrams come from
+# Whitepaper constants but for the attempts (REKEY_ATTEMPT_TIME 10 s: 2 retries) and no jitter: exact deadlines.
+TIMERS = Timers(rekey_attempt_time=10.0, rekey_timeout_jitter=0.0)
+T0 = 1000.0
+
+
+class MemoryTransport:
+    """A Transport that keeps what the engine sends; the test hands it what arrives."""
+
+    kind = TransportKind.UDP
+    last_error: str | None = None
+
+    def __init__(self, hooks: TransportHooks, settings: TransportSettings) -> None:
+        self.receive = hooks.receive
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.state = TransportState.CLOSED
+
+    local_port = 40000
+
+    def open(self) -> None:
+        self.state = TransportState.OPEN
+
+    def close(self) -> None:
+        self.state = TransportState.CLOSED
+
+    def send(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
+        self.sent.extend(datagrams)
+
+    def describe(self) -> str:
+        return "memory"
+
+    def outer_stalled(self) -> bool:
+        return False
+
+    def take(self) -> list[tuple[bytes, tuple[str, int]]]:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+class Bed:
+    def __init__(self) -> None:
+        config = parse_config(f"""[Interface]
+PrivateKey = {crypto.encode_key(OURS)}
+Address = 198.18.0.2/32
+
+[Peer]
+PublicKey = {crypto.encode_key(crypto.public_key(THEIRS))}
+AllowedIPs = 198.18.0.0/24
+Endpoint = {ENDPOINT[0]}:{ENDPOINT[1]}
+""")
+        self.now = T0
+        self.loop = asyncio.new_event_loop()
+        self.engine = Engine(config, {config.peers[0].public_key: [ENDPOINT]}, loop=self.loop, timers=TIMERS,
+                             clock=lambda: self.now, transport=MemoryTransport)
+        self.transport: MemoryTransport = self.engine.transport  # type: ignore[assignment]
+        self.peer = Device(THEIRS, timers=TIMERS)
+        self.peer.add_peer(crypto.public_key(OURS), allowed_ips=[ipaddress.ip_network("198.18.0.2/32")])
+        self.engine.open()
+
+    def close(self) -> None:
+        self.engine.close()
+        self.loop.close()
+
+    def to_peer(self) -> list[int]:
+        """Deliver what the engine sent to the peer device; the message types, in order."""
+        kinds = []
+        for data, addr in self.transport.take():
+            assert addr == ENDPOINT
+            kinds.append(data[0])
+            self.peer.receive_datagram(data, HERE, self.now)
+        return kinds
+
+    def from_peer(self) -> list[int]:
+        """Deliver what the peer device sent to the engine (one batch, one pump); the message types."""
+        datagrams = [(data, ENDPOINT) for data, _ in self.peer.datagrams_to_send()]
+        self.engine.receive_datagrams(datagrams, self.now)
+        return [data[0] for data, _ in datagrams]
+
+    def step_to(self, deadline: float) -> None:
+        self.now = deadline
+        self.engine.handle_timer(deadline)
+
+
+@pytest.fixture
+def bed():
+    b = Bed()
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def test_a_handshake_step_by_step(bed):
+    waiter = bed.engine.wait_handshake()
+    assert not waiter.done() and bed.to_peer() == [INITIATION]
+    assert bed.engine.next_deadline() == T0 + TIMERS.rekey_timeout  # the retransmission (jitter 0)
+    bed.now = T0 + 0.025
+    assert bed.from_peer() == [RESPONSE]
+    assert waiter.done() and waiter.result() == pytest.approx(0.025)  # the handshake's round trip, seconds
+    # The initiator speaks first under the new keys: a keepalive confirms them to the responder (5.4.7).
+    assert bed.to_peer() == [TRANSPORT]
+    assert bed.engine.counters["event_HandshakeCompleted"] == 1
+    assert bed.engine.next_deadline() == pytest.approx(T0 + 0.025 + 3 * TIMERS.reject_after_time)  # zero keys
+    already = bed.engine.wait_handshake()
+    assert already.done() and already.result() == pytest.approx(0.025) and bed.transport.sent == []
+
+
+def test_unanswered_initiations_are_retried_then_fail_the_waiter_with_why(bed):
+    waiter = bed.engine.wait_handshake()
+    assert [d[0] for d, _ in bed.transport.take()] == [INITIATION]
+    for attempt in (1, 2):
+        bed.step_to(T0 + attempt * TIMERS.rekey_timeout)
+        assert [d[0] for d, _ in bed.transport.take()] == [INITIATION] and not waiter.done()
+    bed.step_to(T0 + 3 * TIMERS.rekey_timeout)  # REKEY_ATTEMPT_TIME passed: give up (whitepaper 6.4)
+    assert bed.transport.sent == [] and waiter.done()
+    error = waiter.exception()
+    assert isinstance(error, HandshakeTimeoutError) and "198.18.0.1:51820" in str(error)
+    assert bed.engine.counters["event_HandshakeAttemptsExhausted"] == 1
+    peer = next(iter(bed.engine.peers.values()))
+    assert peer.attempts_exhausted == 1
+    # The device decided the peer is not answering since it gave up; the engine only words it.
+    key = peer.public_key
+    assert bed.engine.device.not_answering_since(key, bed.now) == bed.now
+    assert "is not answering" in bed.engine.peer_not_answering_reason(key, bed.now)
+
+
+class Stream:
+    def __init__(self, conn):
+        self.conn = conn
+        self.events: list[TcpEvent] = []
+        self.failed: list[BaseException] = []
+
+    def tcp_event(self, event):
+        self.events.append(event)
+
+    def forget_after_close(self):
+        return True
+
+    def loop_failed(self, error):
+        self.failed.append(error)
+
+
+def test_a_silent_peer_fails_its_connections_when_the_device_says_so(bed):
+    bed.engine.wait_handshake()
+    bed.to_peer()
+    bed.from_peer()
+    bed.to_peer()
+    sent_at = bed.now = T0 + 1.0
+    conn = bed.engine.stack.tcp_connect(ipaddress.ip_address("198.18.0.1"), 5432, bed.now, timeout=120.0)
+    stream = Stream(conn)
+    bed.engine.register_stream(conn, stream)
+    bed.engine.pump_conn(conn)
+    bed.engine.pump(bed.now)  # what pump_soon scheduled, stepped by hand
+    assert [d[0] for d, _ in bed.transport.take()] == [TRANSPORT]  # the SYN, encrypted
+    # From now on the peer is silent. Step from deadline to deadline, as the loop's timer would.
+    while not stream.events and bed.now < sent_at + 60:
+        bed.step_to(bed.engine.next_deadline())
+        bed.transport.take()
+    keepalive, rekey = TIMERS.keepalive_timeout, TIMERS.rekey_timeout
+    # Data unanswered for KEEPALIVE_TIMEOUT + REKEY_TIMEOUT started a handshake (6.2), unanswered REKEY_TIMEOUT
+    # later too: not answering since the data went out. The connections fail one REKEY_TIMEOUT before the TCP
+    # user timeout (30 s) would have: at sent_at + 25 s.
+    assert bed.now == pytest.approx(sent_at + 30.0 - rekey)
+    assert bed.engine.device.not_answering_since(conn_peer_key(bed), bed.now) == pytest.approx(sent_at)
+    assert bed.engine.device.peer(conn_peer_key(bed)).unanswered_at == pytest.approx(sent_at + keepalive + rekey)
+    (closed,) = stream.events
+    assert isinstance(closed, TcpClosed) and isinstance(closed.error, PeerNotRespondingError)
+    assert closed.error.errno == errno.ETIMEDOUT and "not answering" in str(closed.error)
+    assert bed.engine.counters["tcp_failed_peer_not_answering"] == 1
+    assert bed.engine.streams == {}  # forgotten after TcpClosed
+    # The peer answers again: the device clears its marks, the runtime forgets the verdict.
+    bed.to_peer()
+    bed.peer.send_keepalive(crypto.public_key(OURS), bed.now)
+    bed.from_peer()
+    assert bed.engine.device.not_answering_since(conn_peer_key(bed), bed.now) is None
+
+
+def conn_peer_key(bed: Bed) -> bytes:
+    return next(iter(bed.engine.peers))
+
+
+def test_close_fails_waiters_and_streams_and_tells_the_close_handlers(bed):
+    waiter = bed.engine.wait_handshake()
+    assert [d[0] for d, _ in bed.transport.take()] == [INITIATION]
+    conn = bed.engine.stack.tcp_connect(ipaddress.ip_address("198.18.0.1"), 5432, bed.now)
+    stream = Stream(conn)
+    bed.engine.register_stream(conn, stream)
+    told: list[BaseException] = []
+    bed.engine.close_handlers.append(told.append)
+    bed.engine.close()
+    bed.engine.close()  # idempotent
+    assert isinstance(waiter.exception(), TunnelClosedError)
+    assert [type(e) for e in stream.failed] == [TunnelClosedError] and [type(e) for e in told] == [TunnelClosedError]
+    assert bed.transport.state is TransportState.CLOSED and bed.engine.streams == {}
+    bed.engine.pump(bed.now + 1)  # a closed engine moves nothing: the SYN never leaves
+    bed.engine.handle_timer(bed.now + 10)
+    assert bed.transport.sent == []
