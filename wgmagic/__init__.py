@@ -50,6 +50,9 @@ def load_ipython_extension(ipython: Any) -> None:
     if capture_transformer not in ipython.input_transformers_cleanup:
         ipython.input_transformers_cleanup.append(capture_transformer)
     ipython._wgmagic = magics  # unload finds the instance (and the tunnels it opened) here
+    from wgmagic.runtime import lifecycle
+
+    lifecycle.before_exit(magics.close_all)  # a kernel's exit or SIGTERM: %%wgsql sessions say goodbye first
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -58,6 +61,9 @@ def unload_ipython_extension(ipython: Any) -> None:
     if magics is None:
         return
     magics.close_all()
+    from wgmagic.runtime import lifecycle
+
+    lifecycle.forget(magics.close_all)
     handler = getattr(magics, "_log_handler", None)
     if handler is not None:
         import logging

@@ -133,3 +133,30 @@ def test_sigkill_then_the_next_tunnel_on_the_key_ends_what_was_left(testbed):
     with connect(testbed.client_config(identity=IDENTITY)) as tun:
         tun.wait_handshake()
         assert_nothing_left(testbed)
+
+
+def test_a_jupyter_kernel_restart_in_a_locking_transaction(testbed):
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(REPO))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+
+        def run(code: str) -> None:
+            reply = kc.execute_interactive(code, timeout=120, output_hook=lambda _msg: None)
+            assert reply["content"]["status"] == "ok", reply["content"]
+
+        run(f"conf = {testbed.client_config(identity=IDENTITY)!r}\ndsn = {testbed.dsn()!r}")
+        run("%load_ext wgmagic")
+        run("%wg connect {conf} --name kernel")
+        run("%%wgsql {dsn} --alias lt\nBEGIN")
+        run(f"%%wgsql lt\nLOCK TABLE {TABLE}")
+        assert sessions(testbed) == 1 and not lockable(testbed)
+        km.restart_kernel()
+        assert_nothing_left(testbed)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
