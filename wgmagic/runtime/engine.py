@@ -37,6 +37,7 @@ from wgmagic.runtime.liveness import LivenessWatch
 from wgmagic.runtime.metrics import MetricsRecorder
 from wgmagic.runtime.peers import PeerRuntime, describe_no_handshake
 from wgmagic.runtime.seams import IPAddress, StreamHandler, Tap
+from wgmagic.runtime.suspend import SuspendAwareDevice, SuspendClock
 from wgmagic.runtime.transport import Transport, TransportFactory, TransportKind, TransportSettings, transport_ladder
 from wgmagic.runtime.waiters import EchoWaiters, wait_handshake
 from wgmagic.via import Via, ViaMode
@@ -49,6 +50,10 @@ OUTER_STALL_HOLD = 0.05  # seconds an inner retransmission waits while the outer
 MAX_PUMP_ROUNDS = 64  # rounds of one pump before it lets the loop serve others (then goes on next turn)
 Address = tuple[str, int]
 
+
+
+def _never_suspended() -> float:
+    return 0.0
 
 class Engine:
     """One tunnel's protocol objects and the I/O that drives them, on `loop` (see the module's contract).
@@ -68,7 +73,11 @@ class Engine:
         self.clock = clock
         self.via = via
         kind = transport_ladder(via)[0]
-        self.device = Device(config.interface.private_key, timers=timers or Timers(), wall_clock=time.time)
+        # WireGuard's ages count suspended time (runtime/suspend.py); TCP's stay on `clock`. A test's own clock
+        # has no suspend unless it says so.
+        suspended = SuspendClock().suspended if clock is time.monotonic else _never_suspended
+        self.device = SuspendAwareDevice(config.interface.private_key, timers=timers or Timers(),
+                                         wall_clock=time.time, suspended=suspended)
         self.peers: dict[bytes, PeerRuntime] = {}
         for peer in config.peers:
             given = endpoints.get(peer.public_key)
