@@ -120,16 +120,21 @@ class AsyncTunnel:
             raise
         return await asyncio.open_connection(sock=ours, limit=limit)
 
-    async def forward(self, target: str, *, local_port: int = 0) -> Forward:
-        """Listen on 127.0.0.1:`local_port` (0: any free port; see `Forward.address`) and relay each connection
-        to `target` ("db.internal:5432") through the tunnel, on this loop: a driver on the same loop (psycopg's
-        AsyncConnection, asyncpg) connects to it without any thread."""
+    async def forward(self, target: str, *, local_port: int | None = None) -> Forward:
+        """Relay each local connection to `target` ("db.internal:5432") through the tunnel, on this loop: a
+        driver on the same loop (psycopg's AsyncConnection, asyncpg) connects to it without any thread.
+
+        local_port None: a Unix socket in a fresh 0700 directory (`Forward.libpq_params()` names it), as
+        `Tunnel.forward`'s default; a port: TCP on 127.0.0.1 (0: any free port), open to every local client as
+        `ssh -L` is. Raises NoRouteError, NameNotFoundError, OSError (the listener)."""
         from wgmagic.addresses import split_host_port
 
+        self._check_open()
         host, port = split_host_port(target)
         addresses = await self.resolve_addresses(host)
-        spec = ForwardSpec(host, port, addresses[0], "tcp", bind_port=local_port,
-                           remote_addresses=tuple(addresses), clients="any")
+        spec = ForwardSpec(host, port, addresses[0], "unix", remote_addresses=tuple(addresses))
+        if local_port is not None:
+            spec.local_kind, spec.bind_port, spec.clients = "tcp", local_port, "any"
         forward = Forward(self.engine, spec)
         self.forwards.append(forward)
         return forward

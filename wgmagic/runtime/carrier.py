@@ -75,7 +75,7 @@ class Carrier:
             peer.handshake_waiters.fail(TransportError(message))
 
     def _refused(self) -> None:
-        """ICMP port unreachable for something sent: the device decides where to go next (endpoint.py)."""
-        now = self.engine.now()
-        self.engine.device.endpoint_refused(now)
-        self.engine.pump(now)
+        """ICMP port unreachable for something sent: the device decides where to go next (endpoint.py). What it
+        queues leaves with the batch's pump, once the transport has drained the socket's error queue (a send
+        before that would fail with the same refusal)."""
+        self.engine.device.endpoint_refused(self.engine.now())
