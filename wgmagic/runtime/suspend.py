@@ -8,7 +8,8 @@ the boot-time clock: after a suspend longer than a session the peer has thrown i
 packet has to start a handshake at once.
 
 `SuspendClock(boot, monotonic)`: `suspended()` is the seconds slept since it was made (boot time minus
-monotonic time, less the difference at the start; never negative). `boottime()` is CLOCK_BOOTTIME where the
+monotonic time, less the difference at the start; it grows by whole suspends of MIN_SUSPEND or more, never
+shrinks). `boottime()` is CLOCK_BOOTTIME where the
 platform has it (Linux), else the monotonic clock (nothing slept, as before).
 
 `SuspendAwareDevice` is the sans-I/O `Device`, given every `now` as the engine's monotonic time plus
@@ -18,13 +19,16 @@ translation for callers that ask a peer directly (`Peer.has_session(now)`).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from wgmagic.wireguard.device import Device
 
+logger = logging.getLogger(__name__)
 Clock = Callable[[], float]
+MIN_SUSPEND = 0.5  # seconds: a shorter difference between the clocks is not a suspend
 
 
 def boottime() -> float:
@@ -44,10 +48,17 @@ class SuspendClock:
     def __init__(self, boot: Clock = boottime, monotonic: Clock = time.monotonic) -> None:
         self.boot, self.monotonic = boot, monotonic
         self._base = boot() - monotonic()
+        self._slept = 0.0
 
     def suspended(self) -> float:
-        """Seconds slept since the start (>= 0)."""
-        return max(0.0, self.boot() - self.monotonic() - self._base)
+        """Seconds slept since the start: a step function that only grows, by a whole suspend at a time (a
+        difference under MIN_SUSPEND is the two clocks' reading jitter, never counted: a `now` that moved by
+        microseconds between two calls would put the device's deadlines out of step with the engine's timer)."""
+        slept = self.boot() - self.monotonic() - self._base
+        if slept >= self._slept + MIN_SUSPEND:
+            logger.info("the machine slept %.1f s: WireGuard's ages count it", slept - self._slept)
+            self._slept = slept
+        return self._slept
 
 
 class SuspendAwareDevice(Device):
