@@ -97,3 +97,49 @@ def test_another_local_user_cannot_use_the_shared_tunnel(config, testbed):
                 print(type(exc).__name__)
         """))
         assert out in ("PermissionError", "closed"), out
+
+
+def test_two_kernels_on_one_key_the_first_restarts(config, testbed):
+    """Two Jupyter kernels (jupyter_client) attach to the key's host and both query; the first shuts down and
+    the second's next cell works; the first comes back and both work."""
+    from jupyter_client.manager import KernelManager
+
+    def start() -> tuple[KernelManager, object]:
+        km = KernelManager(kernel_name="python3")
+        km.start_kernel(cwd=str(REPO))
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=120)
+        return km, kc
+
+    def run(kc, code: str) -> str:
+        out: list[str] = []
+
+        def hook(msg) -> None:
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+
+        reply = kc.execute_interactive(code, timeout=120, output_hook=hook)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        return "".join(out).strip()
+
+    attach = (f"import psycopg\nfrom wgmagic.runtime.host import HostedTunnel\n"
+              f"hosted = HostedTunnel.attach({config!r})\nurl = hosted.url({testbed.dsn()!r})")
+    cell = "with psycopg.connect(url, connect_timeout=20) as c: print(c.execute('SELECT {}').fetchone()[0])"
+    kernels = [start(), start()]
+    try:
+        for _km, kc in kernels:
+            run(kc, attach)
+        assert [run(kc, cell.format(n)) for n, (_km, kc) in enumerate(kernels)] == ["0", "1"]
+        first_km, first_kc = kernels[0]
+        first_kc.stop_channels()
+        first_km.shutdown_kernel(now=False)
+        assert run(kernels[1][1], cell.format(2)) == "2"
+        kernels[0] = start()
+        run(kernels[0][1], attach)
+        assert [run(kc, cell.format(n + 3)) for n, (_km, kc) in enumerate(kernels)] == ["3", "4"]
+    finally:
+        for km, kc in kernels:
+            kc.stop_channels()
+            if km.is_alive():
+                km.shutdown_kernel(now=True)
