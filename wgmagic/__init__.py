@@ -5,6 +5,7 @@ Import is cheap on purpose: the heavy parts (pandas, matplotlib, ipywidgets, dri
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from wgmagic._version import __version__
@@ -58,6 +59,9 @@ def unload_ipython_extension(ipython: Any) -> None:
     if magics is None:
         return
     magics.close_all()
+    lifecycle = sys.modules.get("wgmagic.runtime.lifecycle")  # loaded by the first %wg connect, if any
+    if lifecycle is not None:
+        lifecycle.forget(magics.close_all)
     handler = getattr(magics, "_log_handler", None)
     if handler is not None:
         import logging

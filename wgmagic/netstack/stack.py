@@ -19,9 +19,12 @@ from typing import Any
 
 from wgmagic.netstack.events import EchoReply, IcmpUnreachable, NetstackEvent, TcpAccepted, UdpReadable
 from wgmagic.netstack.fragments import FragmentIds, Reassembler
+from wgmagic.netstack.leftovers import FourTuple, probe_segment
+from wgmagic.netstack.ratelimit import TokenBucket
 from wgmagic.netstack.tcp.config import TcpConfig
 from wgmagic.netstack.tcp.connection import TcpConnection, reset_for
 from wgmagic.netstack.tcp.listener import DEFER, TcpListener
+from wgmagic.netstack.tcp.state import CLOSED, SYN_SENT, TIME_WAIT
 from wgmagic.netstack.wire import icmp
 from wgmagic.netstack.wire.checksum import transport_checksum
 from wgmagic.netstack.wire.ip import (
@@ -52,6 +55,8 @@ UDP_QUEUE_BYTES = 1024 * 1024  # per socket, besides UDP_QUEUE: 16 datagrams of 
 # The largest UDP payload: a datagram's length fields are 16 bits (RFC 768; RFC 791 Total Length includes the
 # 20-byte header, RFC 8200 Payload Length does not count the 40-byte one). No jumbograms (RFC 2675).
 UDP_MAX_PAYLOAD = {4: 65535 - 20 - 8, 6: 65535 - 8}
+# RSTs answering segments for no connection (RFC 9293 3.10.7.1): at most this many a second, after a burst.
+RESET_RATE, RESET_BURST = 200.0, 100
 V4_TIME_EXCEEDED, V6_TIME_EXCEEDED, CODE_REASSEMBLY_TIME_EXCEEDED = 11, 3, 1  # RFC 792; RFC 4443 3.3
 # What a listener's `admit` hook may answer besides True (answer the SYN now) and False (refuse it with a
 # reset): hold the SYN unanswered until the listener's owner calls `TcpListener.settle` (a gateway connecting
@@ -146,6 +151,7 @@ class Stack:
         self._pmtu: dict[bytes, int] = {}
         self._next_port = EPHEMERAL_LOW + int.from_bytes(rng(2), "big") % (EPHEMERAL_HIGH - EPHEMERAL_LOW)
         self._active: set[TcpConnection] = set()  # connections that may have segments to send
+        self.reset_limit = TokenBucket(RESET_RATE, RESET_BURST)
 
     def __repr__(self) -> str:
         return f"<Stack {', '.join(str(a) for a in self.addresses)} tcp={len(self.tcp)}>"
@@ -379,10 +385,17 @@ class Stack:
             if new is not None:
                 self._adopt((dst, dport, src, sport), new)
                 return
-        reset = reset_for((_address(dst), dport), (_address(src), sport), segment)
-        if reset is not None:
-            self._emit(dst, src, PROTO_TCP, reset)
+        # RFC 9293 3.10.7.1: ACK set -> <SEQ=SEG.ACK><CTL=RST>; else <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>;
+        # a RST is never answered. It is also what ends a connection a dead process left (leftovers.py).
         self.drops["tcp_no_connection"] += 1
+        reset = reset_for((_address(dst), dport), (_address(src), sport), segment)
+        if reset is None:
+            return
+        if not self.reset_limit.allow(now):
+            self.drops["tcp_reset_rate_limited"] += 1
+            return
+        self._emit(dst, src, PROTO_TCP, reset)
+        self.counters["tcp_resets_for_no_connection"] += 1
 
     # ---- timers -------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
@@ -521,6 +534,25 @@ class Stack:
     def stop_listening(self, port: int) -> None:
         """Forget the listener on `port`; later SYNs to it are answered with a reset."""
         self._listeners.pop(port, None)
+
+    def open_connections(self) -> list[FourTuple]:
+        """The 4-tuples of the connections the server may hold now (every state but SYN_SENT, TIME_WAIT and
+        CLOSED): what a dead process would leave on the server (leftovers.py)."""
+        return [FourTuple(_address(k[0]), k[1], _address(k[2]), k[3]) for k, conn in self.tcp.items()
+                if conn.state not in (CLOSED, SYN_SENT, TIME_WAIT)]
+
+    def probe_leftover(self, connection: FourTuple, now: float) -> bool:
+        """Send the SYN that ends `connection`, left on the server by a process that died (leftovers.py): the
+        server's answer (a challenge ACK, a SYN-ACK) reaches no connection here and the closed-port rule answers
+        it with the RST the server accepts. False (nothing sent) when the 4-tuple is ours now, or no address of
+        ours. The ISN comes from `rng`."""
+        src, dst = connection.local_ip.packed, connection.remote_ip.packed
+        if src not in self._local or (src, connection.local_port, dst, connection.remote_port) in self.tcp:
+            return False
+        isn = int.from_bytes(self.rng(4), "big")
+        self._emit(src, dst, PROTO_TCP, probe_segment(connection, isn))
+        self.counters["tcp_leftover_probes"] += 1
+        return True
 
     def wake(self, conn: Any) -> None:
         """The user side changed a connection (sent, read, closed): collect its segments on the next pull."""

@@ -38,6 +38,7 @@ from wgmagic.runtime.metrics import MetricsRecorder
 from wgmagic.runtime.path_watch import PathWatch
 from wgmagic.runtime.peers import PeerRuntime, describe_no_handshake
 from wgmagic.runtime.seams import IPAddress, StreamHandler, Tap
+from wgmagic.runtime.suspend import SuspendAwareDevice, SuspendClock
 from wgmagic.runtime.transport import Transport, TransportFactory, TransportKind, TransportSettings, kind_for
 from wgmagic.runtime.waiters import EchoWaiters, wait_handshake
 from wgmagic.via import Via, ViaMode
@@ -50,6 +51,10 @@ OUTER_STALL_HOLD = 0.05  # seconds an inner retransmission waits while the outer
 MAX_PUMP_ROUNDS = 64  # rounds of one pump before it lets the loop serve others (then goes on next turn)
 Address = tuple[str, int]
 
+
+
+def _never_suspended() -> float:
+    return 0.0
 
 class Engine:
     """One tunnel's protocol objects and the I/O that drives them, on `loop` (see the module's contract).
@@ -69,7 +74,11 @@ class Engine:
         self.clock = clock
         self.via = via
         kind = kind_for(via)
-        self.device = Device(config.interface.private_key, timers=timers or Timers(), wall_clock=time.time)
+        # WireGuard's ages count suspended time (runtime/suspend.py); TCP's stay on `clock`. A test's own clock
+        # has no suspend unless it says so.
+        suspended = SuspendClock().suspended if clock is time.monotonic else _never_suspended
+        self.device = SuspendAwareDevice(config.interface.private_key, timers=timers or Timers(),
+                                         wall_clock=time.time, suspended=suspended)
         self.peers: dict[bytes, PeerRuntime] = {}
         for peer in config.peers:
             given = endpoints.get(peer.public_key)

@@ -84,6 +84,8 @@ class LivenessWatch:
         A WireGuard peer that receives our packets and has nothing to send back still answers with a keepalive
         within KEEPALIVE_TIMEOUT, and a handshake initiation is answered within a round trip; so silence for
         longer than that while we were sending means the peer is down or unreachable."""
+        shift = self.device.protocol_time(now) - now  # the peers' times count suspended time (runtime/suspend.py)
+        since, now = since + shift, now + shift
         waited = now - since
         patience = self.device.timers.keepalive_timeout + 1.0
         for peer in self.device.peers.values():

@@ -75,7 +75,7 @@ def tcp_stats(engine: Engine) -> dict[str, int]:
 def handshake_age(engine: Engine) -> float | None:
     """Seconds since the most recent handshake with any peer, or None."""
     known = [t for peer in engine.device.peers.values() if (t := peer.last_handshake_time) is not None]
-    return engine.now() - max(known) if known else None
+    return engine.device.protocol_time(engine.now()) - max(known) if known else None  # suspended time counts
 
 
 def last_handshake_rtt(engine: Engine) -> float | None:

@@ -442,7 +442,33 @@ class SocketRelay:
         self.close()
 
     def close(self) -> None:
-        """Reset both sides now (a forward is being closed)."""
-        if not self.done:
+        """End both sides now (a forward is being closed): a local client that already wrote its last bytes
+        and closed (a driver's goodbye: libpq's Terminate) has them passed on with a FIN; otherwise both sides
+        are reset. The segments leave now."""
+        if self.done:
+            return
+        if self.connected and self._local_said_goodbye():
+            self._finish()
+        else:
             self.conn.abort(self.engine.now())
             self._finish(reset=True)
+        self.engine.pump_conn(self.conn)
+
+    def _local_said_goodbye(self) -> bool:
+        """Pass on what the local socket still holds; True when it ends in its EOF (the client closed) and all
+        of it fitted in the connection's send buffer."""
+        if self.local_eof:
+            return True
+        while True:
+            space = self.conn.send_space()
+            try:
+                data = self.local.recv(min(max(space, 1), CHUNK))
+            except OSError:  # BlockingIOError: the client is still there; others: it reset
+                return False
+            if not data:
+                self.local_eof = True
+                return True
+            if len(data) > space:
+                return False
+            self.bytes_up += len(data)
+            self.conn.send(data)

@@ -78,6 +78,7 @@ def peer_rows(engine: Engine, now: float | None = None) -> list[dict[str, object
 
     now = time.monotonic() if now is None else now
     device = engine.device
+    engine_now, now = now, device.protocol_time(now)  # the peer's ages count suspended time (runtime/suspend.py)
     report: list[dict[str, object]] = []
     for key, runtime in engine.peers.items():
         peer = device.peer(key)
@@ -102,6 +103,6 @@ def peer_rows(engine: Engine, now: float | None = None) -> list[dict[str, object
             "rx_bytes": stats["rx_bytes"], "tx_bytes": stats["tx_bytes"],
             "rx_packets": stats["rx_packets"], "tx_packets": stats["tx_packets"],
             # why the peer counts as not answering (Engine.peer_not_answering_since), or None
-            "not_answering": engine.peer_not_answering_reason(key, now),
+            "not_answering": engine.peer_not_answering_reason(key, engine_now),
         })
     return report

@@ -24,7 +24,7 @@ from wgmagic.addresses import format_address
 from wgmagic.config import WireGuardConfig, load_config
 from wgmagic.errors import HandshakeTimeoutError, TunnelClosedError
 from wgmagic.netstack.tcp.config import TcpConfig
-from wgmagic.runtime import connections, endpoint_lookup, fallback, integrations, registry, report, routes
+from wgmagic.runtime import connections, endpoint_lookup, fallback, integrations, lifecycle, registry, report, routes
 from wgmagic.runtime.connections import PingReply
 from wgmagic.runtime.engine import Engine
 from wgmagic.runtime.keylock import KeyLock
@@ -96,9 +96,13 @@ class Tunnel:
         self._seq = itertools.count(1)
         self._services = TunnelServices(self, self._thread, self._engine)
         self._follower = EndpointFollower(self._engine, self._endpoint_resolver, interval=self._reresolve_interval)
+        self._leftovers = lifecycle.LeftoverRecord.beside(self._key_lock)  # nothing left on the server
         self._thread.start()
         try:
             self._thread.call(self._engine.open)
+            if self._leftovers is not None:
+                self._thread.call(self._leftovers.start, self._engine)
+            lifecycle.install_sigterm()
             if not over_websocket:
                 self._thread.call(self._follower.start)
         except BaseException:
@@ -160,6 +164,9 @@ class Tunnel:
         if self._thread.running:
             try:
                 self._thread.call(self._follower.close, timeout=5.0)
+                lifecycle.end_connections(self._thread, self._engine)  # FIN (or RST) toward the server first
+                if self._leftovers is not None:
+                    self._thread.call(self._leftovers.stop, timeout=5.0)
                 self._services.close_all(timeout=5.0)
                 self._thread.call(self._engine.close, timeout=5.0)
             except (TimeoutError, TunnelClosedError):

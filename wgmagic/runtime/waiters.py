@@ -91,7 +91,7 @@ def wait_handshake(engine: Engine, public_key: bytes | None = None) -> asyncio.F
     future: asyncio.Future[float | None] = engine.loop.create_future()
     now = engine.now()
     for peer in peers:
-        if engine.device.peer(peer.public_key).has_session(now):
+        if engine.device.peer(peer.public_key).has_session(engine.device.protocol_time(now)):
             future.set_result(peer.last_handshake_rtt)
             return future
     for peer in peers:

@@ -471,6 +471,10 @@ class Device:
         return True
 
     # ---- timers -----------------------------------------------------------------------------------------
+    def protocol_time(self, now: float) -> float:
+        """The device's time for a caller's `now` (the same here; runtime/suspend.py adds suspended time)."""
+        return now
+
     def next_timer(self) -> float | None:
         """The earliest deadline of any peer's timers (seconds, the caller's clock), or None."""
         return min((d for peer in self.peers.values() if (d := peer.next_deadline()) is not None), default=None)

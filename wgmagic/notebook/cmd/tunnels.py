@@ -74,6 +74,9 @@ def connect(magic: WgMagic, args: argparse.Namespace) -> None:
                      note=lambda message: print(f"wgmagic: {message}"))
     magic.tunnels[name] = tunnel
     magic.current_tunnel = name
+    from wgmagic.runtime import lifecycle
+
+    lifecycle.before_exit(magic.close_all)  # a kernel's exit or SIGTERM: %%wgsql sessions say goodbye first
     rtt = tunnel.stats().get("handshake_rtt")
     shown = f" (handshake {rtt * 1000:.1f} ms)" if isinstance(rtt, float) else ""
     if tunnel.via is not None:
