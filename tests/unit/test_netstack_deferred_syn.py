@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from wgmagic.netstack.stack import DEFER, Stack
+from wgmagic.netstack.stack import Stack
+from wgmagic.netstack.tcp.listener import DEFER
 from wgmagic.netstack.wire.ip import PROTO_TCP, parse
 
 CLIENT, SERVER = ipaddress.ip_interface("198.18.0.2/32"), ipaddress.ip_interface("198.18.0.1/32")

@@ -1,4 +1,4 @@
-"""Typed stack events: one base class, the old names importable from their old homes, and events on time:
+"""Typed stack events: one base class, one home (events.py), and events on time:
 what a received segment raises comes out of the very next `Stack.events()`, before any `packets_to_send`."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import random
 
-from wgmagic.netstack import events, stack
+from wgmagic.netstack import events
 from wgmagic.netstack.events import NetstackEvent, TcpAccepted, TcpConnected, TcpEvent, TcpReadable, TcpWritable
 from wgmagic.netstack.stack import Stack
 from wgmagic.netstack.tcp import connection
@@ -23,8 +23,8 @@ def test_every_event_derives_from_the_base_and_keeps_its_name_and_home():
         cls = getattr(connection, name)
         assert cls is getattr(events, name) and cls.__name__ == name and issubclass(cls, TcpEvent)
     for name in ("EchoReply", "IcmpUnreachable", "UdpReadable", "TcpAccepted"):
-        cls = getattr(stack, name)
-        assert cls is getattr(events, name) and cls.__name__ == name and issubclass(cls, NetstackEvent)
+        cls = getattr(events, name)  # one home: events.py (no re-exports kept in stack.py)
+        assert cls.__name__ == name and issubclass(cls, NetstackEvent)
 
 
 def _tcp_from_peer(segment: bytes) -> bytes:

@@ -453,7 +453,7 @@ def test_a_big_echo_request_in_fragments_is_answered_in_fragments(version):
 
 
 def test_a_udp_socket_queues_a_bounded_number_of_bytes():
-    from wgmagic.netstack.stack import UDP_QUEUE_BYTES
+    from wgmagic.netstack.udp import UDP_QUEUE_BYTES
 
     a = Stack([ipaddress.ip_interface("198.18.0.1/32")])
     b = stack()

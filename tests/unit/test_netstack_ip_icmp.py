@@ -8,7 +8,8 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wgmagic.netstack.stack import EchoReply, IcmpUnreachable, Stack
+from wgmagic.netstack.events import EchoReply, IcmpUnreachable
+from wgmagic.netstack.stack import Stack
 from wgmagic.netstack.wire import icmp
 from wgmagic.netstack.wire.checksum import internet_checksum
 from wgmagic.netstack.wire.ip import PROTO_ICMP, PROTO_ICMPV6, PROTO_UDP, IPv4Builder, build_ipv6, parse

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 from wgmagic.netstack.wire.icmp import IcmpKind
 
 if TYPE_CHECKING:
-    from wgmagic.netstack.stack import UdpSocket
     from wgmagic.netstack.tcp.connection import TcpConnection
     from wgmagic.netstack.tcp.listener import TcpListener
+    from wgmagic.netstack.udp import UdpSocket
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import struct
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from wgmagic.netstack.events import EchoReply, IcmpUnreachable, NetstackEvent, TcpAccepted, UdpReadable
+from wgmagic.netstack.events import EchoReply, IcmpUnreachable, NetstackEvent, UdpReadable
 from wgmagic.netstack.fragments import FragmentIds, Reassembler
 from wgmagic.netstack.leftovers import FourTuple, probe_segment
 from wgmagic.netstack.ratelimit import TokenBucket
@@ -25,8 +25,14 @@ from wgmagic.netstack.tcp.config import TcpConfig
 from wgmagic.netstack.tcp.connection import TcpConnection, reset_for
 from wgmagic.netstack.tcp.listener import DEFER, TcpListener
 from wgmagic.netstack.tcp.state import CLOSED, SYN_SENT, TIME_WAIT
+from wgmagic.netstack.udp import (
+    UDP_MAX_PAYLOAD,
+    UdpSocket,
+    parse_datagram,
+    port_unreachable,
+)
 from wgmagic.netstack.wire import icmp
-from wgmagic.netstack.wire.checksum import transport_checksum
+from wgmagic.netstack.wire.icmp import IcmpKind
 from wgmagic.netstack.wire.ip import (
     PROTO_ICMP,
     PROTO_ICMPV6,
@@ -42,80 +48,21 @@ from wgmagic.netstack.wire.ip import (
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-_UDP = struct.Struct("!HHHH")
 _PORTS = struct.Struct("!HH")
 EPHEMERAL_LOW, EPHEMERAL_HIGH = 49152, 65535
 MAX_EVENTS = 65536
-# What all connections together may advertise: enough for full speed on one connection, and a bound on
-# what many parallel transfers can have in flight towards one UDP socket.
+# What all connections together may advertise: full speed on one, a bound on many towards one UDP socket.
 SHARED_RECEIVE_BUDGET = 16 * 1024 * 1024
 MIN_CONNECTION_WINDOW = 128 * 1024
-UDP_QUEUE = 256
-UDP_QUEUE_BYTES = 1024 * 1024  # per socket, besides UDP_QUEUE: 16 datagrams of 64 KiB
-# The largest UDP payload: a datagram's length fields are 16 bits (RFC 768; RFC 791 Total Length includes the
-# 20-byte header, RFC 8200 Payload Length does not count the 40-byte one). No jumbograms (RFC 2675).
-UDP_MAX_PAYLOAD = {4: 65535 - 20 - 8, 6: 65535 - 8}
 # RSTs answering segments for no connection (RFC 9293 3.10.7.1): at most this many a second, after a burst.
 RESET_RATE, RESET_BURST = 200.0, 100
 V4_TIME_EXCEEDED, V6_TIME_EXCEEDED, CODE_REASSEMBLY_TIME_EXCEEDED = 11, 3, 1  # RFC 792; RFC 4443 3.3
-# What a listener's `admit` hook may answer besides True (answer the SYN now) and False (refuse it with a
-# reset): hold the SYN unanswered until the listener's owner calls `TcpListener.settle` (a gateway connecting
-# to its local target first, as a forwarder that completes the handshake only once it knows the outcome).
 
-IcmpKind = icmp.IcmpKind
-
-__all__ = ["EchoReply", "IcmpUnreachable", "Stack", "TcpAccepted", "TcpListener", "UdpReadable", "UdpSocket"]
+__all__ = ["Stack"]
 
 
 def _address(raw: bytes) -> IPAddress:
     return ipaddress.IPv4Address(raw) if len(raw) == 4 else ipaddress.IPv6Address(raw)
-
-
-class UdpSocket:
-    """A UDP socket bound to (local address, port) on a `Stack` (RFC 768). Received datagrams queue up to
-    UDP_QUEUE datagrams and UDP_QUEUE_BYTES bytes (more are dropped and counted); each raises `UdpReadable`."""
-
-    def __init__(self, stack: Stack, local: bytes, port: int) -> None:
-        self.stack = stack
-        self.local = local
-        self.port = port
-        self.queue: deque[tuple[bytes, tuple[IPAddress, int]]] = deque()
-        self.queued_bytes = 0
-        self.dropped = 0
-        self.closed = False
-
-    def __repr__(self) -> str:
-        return f"<UdpSocket {_address(self.local)}:{self.port}>"
-
-    def sendto(self, data: bytes, target: tuple[IPAddress, int], now: float) -> None:
-        """Send one datagram of at most 65,507 (IPv4) or 65,527 (IPv6) bytes to (ip, port) at `now`; one
-        bigger than the path MTU leaves in fragments (RFC 791, RFC 8200 4.5). Raises OSError: closed (EBADF),
-        address family mismatch (EAFNOSUPPORT), longer than a UDP datagram can be (EMSGSIZE)."""
-        if self.closed:
-            raise OSError(9, "UDP socket closed")
-        dst = target[0].packed
-        if len(dst) != len(self.local):
-            raise OSError(97, "address family mismatch")
-        limit = UDP_MAX_PAYLOAD[4 if len(dst) == 4 else 6]
-        if len(data) > limit:
-            raise OSError(90, f"datagram of {len(data)} bytes exceeds the UDP maximum of {limit}")
-        segment = bytearray(_UDP.pack(self.port, target[1], 8 + len(data), 0) + data)
-        checksum = transport_checksum(self.local, dst, PROTO_UDP, segment) or 0xFFFF
-        segment[6:8] = checksum.to_bytes(2, "big")
-        self.stack._emit_datagram(self.local, dst, PROTO_UDP, bytes(segment))
-
-    def recvfrom(self) -> tuple[bytes, tuple[IPAddress, int]] | None:
-        """The oldest queued (data, (ip, port)), or None."""
-        if not self.queue:
-            return None
-        item = self.queue.popleft()
-        self.queued_bytes -= len(item[0])
-        return item
-
-    def close(self) -> None:
-        """Unbind; later datagrams to the port get ICMP port unreachable."""
-        self.closed = True
-        self.stack._udp.pop((self.local, self.port), None)
 
 
 class Stack:
@@ -183,7 +130,7 @@ class Stack:
             self._out.append(build_ipv6(src, dst, proto, payload))
         self.counters["packets_out"] += 1
 
-    def _emit_datagram(self, src: bytes, dst: bytes, proto: int, payload: bytes) -> None:
+    def emit_datagram(self, src: bytes, dst: bytes, proto: int, payload: bytes) -> None:
         """Send a datagram that may be bigger than the path MTU: whole (IPv4 with DF) when it fits, else in
         fragments (IPv4 with DF clear, as Linux sends UDP; IPv6 with a Fragment header) of at most the path
         MTU each, with an Identification from `fragment_ids` (RFC 6864, RFC 7739)."""
@@ -297,7 +244,7 @@ class Stack:
         reply = icmp.V4_ECHO_REPLY if version == 4 else icmp.V6_ECHO_REPLY
         if kind == request:
             answer = icmp.build_echo(version, False, ident, seq, bytes(message[8:]), dst, src)
-            self._emit_datagram(dst, src, PROTO_ICMP if version == 4 else PROTO_ICMPV6, answer)
+            self.emit_datagram(dst, src, PROTO_ICMP if version == 4 else PROTO_ICMPV6, answer)
         elif kind == reply:
             self._event(EchoReply(_address(src), ident, seq, bytes(message[8:]), now))
         elif version == 4 and kind == icmp.V4_UNREACHABLE:
@@ -340,30 +287,19 @@ class Stack:
                 self._active.add(conn)
 
     def _receive_udp(self, version: int, src: bytes, dst: bytes, segment: memoryview, packet: Any) -> None:
-        if len(segment) < 8:
+        datagram = parse_datagram(segment)
+        if datagram is None:
             self.drops["malformed_udp"] += 1
             return
-        sport, dport, length, _checksum = _UDP.unpack_from(segment)
-        if length < 8 or length > len(segment):
-            self.drops["malformed_udp"] += 1
-            return
+        sport, dport, payload = datagram
         sock = self._udp.get((dst, dport))
         if sock is None:
             self.drops["udp_no_socket"] += 1
-            quoted = bytes(packet)[:576 if version == 4 else 1232]
-            if version == 4:
-                error = icmp.build_error(4, icmp.V4_UNREACHABLE, icmp.V4_CODE_PORT_UNREACHABLE, 0, quoted)
-                self._emit(dst, src, PROTO_ICMP, error)
-            else:
-                error = icmp.build_error(6, icmp.V6_UNREACHABLE, icmp.V6_CODE_PORT_UNREACHABLE, 0, quoted, dst, src)
-                self._emit(dst, src, PROTO_ICMPV6, error)
+            self._emit(dst, src, *port_unreachable(version, src, dst, packet))
             return
-        if len(sock.queue) >= UDP_QUEUE or sock.queued_bytes + length - 8 > UDP_QUEUE_BYTES:
-            sock.dropped += 1
+        if not sock.enqueue(payload, (_address(src), sport)):
             self.drops["udp_queue_full"] += 1
             return
-        sock.queued_bytes += length - 8
-        sock.queue.append((bytes(segment[8:length]), (_address(src), sport)))
         self._event(UdpReadable(sock))
 
     def _receive_tcp(self, src: bytes, dst: bytes, segment: memoryview, now: float) -> None:
@@ -383,7 +319,7 @@ class Stack:
             if new is DEFER:
                 return  # held unanswered until the listener's owner settles it
             if new is not None:
-                self._adopt((dst, dport, src, sport), new)
+                self.adopt((dst, dport, src, sport), new)
                 return
         # RFC 9293 3.10.7.1: ACK set -> <SEQ=SEG.ACK><CTL=RST>; else <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>;
         # a RST is never answered. It is also what ends a connection a dead process left (leftovers.py).
@@ -451,7 +387,11 @@ class Stack:
         if len(payload) > UDP_MAX_PAYLOAD[version]:  # the same 8-byte header and 16-bit lengths as UDP
             raise OSError(90, f"an echo of {len(payload)} bytes exceeds the maximum of {UDP_MAX_PAYLOAD[version]}")
         message = icmp.build_echo(version, True, ident, seq, payload, src, dst.packed)
-        self._emit_datagram(src, dst.packed, PROTO_ICMP if version == 4 else PROTO_ICMPV6, message)
+        self.emit_datagram(src, dst.packed, PROTO_ICMP if version == 4 else PROTO_ICMPV6, message)
+
+    def unbind_udp(self, local: bytes, port: int) -> None:
+        """Forget the UDP socket bound to (local, port); later datagrams to it get ICMP port unreachable."""
+        self._udp.pop((local, port), None)
 
     def _source_for(self, dst: IPAddress) -> bytes:
         src = self.local_v4 if dst.version == 4 else self.local_v6
@@ -497,7 +437,8 @@ class Stack:
         self._share_window(conn)
         return conn
 
-    def _adopt(self, key: tuple[bytes, int, bytes, int], conn: Any) -> None:
+    def adopt(self, key: tuple[bytes, int, bytes, int], conn: TcpConnection) -> None:
+        """Take a connection (one a listener settled) into the table under `key`."""
         self.tcp[key] = conn
         self._active.add(conn)
         self._share_window(conn)
@@ -523,10 +464,6 @@ class Stack:
         """Queue `event` for the next `events()` (bounded: MAX_EVENTS)."""
         self._event(event)
 
-    def adopt(self, key: tuple[bytes, int, bytes, int], conn: TcpConnection) -> None:
-        """Take a connection a listener settled into the table under `key`."""
-        self._adopt(key, conn)
-
     def send_tcp(self, src: bytes, dst: bytes, segment: bytes) -> None:
         """Send one TCP segment from `src` to `dst` (raw addresses)."""
         self._emit(src, dst, PROTO_TCP, segment)
@@ -536,16 +473,14 @@ class Stack:
         self._listeners.pop(port, None)
 
     def open_connections(self) -> list[FourTuple]:
-        """The 4-tuples of the connections the server may hold now (every state but SYN_SENT, TIME_WAIT and
-        CLOSED): what a dead process would leave on the server (leftovers.py)."""
+        """The 4-tuples the server may hold now (all but SYN_SENT, TIME_WAIT, CLOSED): leftovers.py's record."""
         return [FourTuple(_address(k[0]), k[1], _address(k[2]), k[3]) for k, conn in self.tcp.items()
                 if conn.state not in (CLOSED, SYN_SENT, TIME_WAIT)]
 
     def probe_leftover(self, connection: FourTuple, now: float) -> bool:
-        """Send the SYN that ends `connection`, left on the server by a process that died (leftovers.py): the
-        server's answer (a challenge ACK, a SYN-ACK) reaches no connection here and the closed-port rule answers
-        it with the RST the server accepts. False (nothing sent) when the 4-tuple is ours now, or no address of
-        ours. The ISN comes from `rng`."""
+        """Send the SYN (ISN from `rng`) that ends `connection`, left on the server by a dead process: the
+        server's challenge ACK or SYN-ACK meets the closed-port rule, whose RST it accepts (leftovers.py). False
+        (nothing sent) when the 4-tuple is ours now, or its address is not."""
         src, dst = connection.local_ip.packed, connection.remote_ip.packed
         if src not in self._local or (src, connection.local_port, dst, connection.remote_port) in self.tcp:
             return False

@@ -26,9 +26,10 @@ from wgmagic.config import WireGuardConfig
 from wgmagic.errors import HandshakeTimeoutError, NoRouteError, TunnelClosedError
 from wgmagic.explain import Explanation
 from wgmagic.netstack.events import EchoReply, NetstackEvent, TcpClosed, TcpEvent, UdpReadable
-from wgmagic.netstack.stack import Stack, UdpSocket
+from wgmagic.netstack.stack import Stack
 from wgmagic.netstack.tcp.config import TUNNEL_CONFIG, TcpConfig
 from wgmagic.netstack.tcp.connection import TcpConnection
+from wgmagic.netstack.udp import UdpSocket
 from wgmagic.runtime import metrics
 from wgmagic.runtime.addresses import Routes
 from wgmagic.runtime.carrier import Carrier

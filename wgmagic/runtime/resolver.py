@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from wgmagic.netstack.dns import CloseTcp, OpenTcp, Resolver, SendTcp, SendUdp
 from wgmagic.netstack.events import TcpClosed, TcpConnected, TcpEvent, TcpReadable
-from wgmagic.netstack.stack import UdpSocket
 from wgmagic.netstack.tcp.connection import TcpConnection
 from wgmagic.netstack.tcp.state import TcpState
+from wgmagic.netstack.udp import UdpSocket
 
 if TYPE_CHECKING:
     from wgmagic.runtime.engine import Engine

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from wgmagic.netstack.events import TcpEvent
-    from wgmagic.netstack.stack import Stack, UdpSocket
+    from wgmagic.netstack.stack import Stack
     from wgmagic.netstack.tcp.connection import TcpConnection
+    from wgmagic.netstack.udp import UdpSocket
     from wgmagic.runtime.transport import Transport
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

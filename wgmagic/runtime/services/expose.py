@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wgmagic.addresses import Expose
-from wgmagic.netstack.stack import DEFER
+from wgmagic.netstack.tcp.listener import DEFER
 from wgmagic.runtime.relay import SocketRelay
 from wgmagic.runtime.seams import EngineAPI
 
