@@ -459,3 +459,14 @@ def decode_config_bytes(data: bytes, *, source: str = "<bytes>") -> str:
         raise ConfigError(f"is not a text file: it holds control character U+{ord(bad.group(0)):04X} at "
                           f"character {bad.start()}", source=source)
     return text
+
+
+def check_peer_keys(config: WireGuardConfig) -> None:
+    """ConfigError unless every peer key is usable. A WireGuardConfig built in code skips the parser's check:
+    a peer key of small order (all zeros...) would fail deep in the handshake as "Error computing shared key"
+    (RFC 7748 6.1; whitepaper 5.4.2)."""
+    for peer in config.peers:
+        if is_small_order_point(peer.public_key):
+            raise ConfigError("is not a usable Curve25519 key (a point of small order such as all zeros: every "
+                              "key exchange with it gives zero, which WireGuard rejects); copy the peer's real "
+                              "public key", source=config.source, key="PublicKey")

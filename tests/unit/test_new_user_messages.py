@@ -103,7 +103,7 @@ def test_a_handshake_that_cannot_start_leaves_no_unretrieved_future(monkeypatch,
 
     import wgmagic.runtime.tunnel as tunnel_module
 
-    monkeypatch.setattr(tunnel_module, "_check_peer_keys", lambda config: None)
+    monkeypatch.setattr(tunnel_module, "check_peer_keys", lambda config: None)
     config = parse_config(_config())
     zero = dataclasses.replace(config, peers=(dataclasses.replace(config.peers[0], public_key=bytes(32)),))
     with caplog.at_level(logging.ERROR, logger="asyncio"), pytest.raises(ValueError):

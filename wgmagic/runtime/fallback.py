@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from wgmagic.errors import HandshakeTimeoutError
+from wgmagic.errors import ConfigError, HandshakeTimeoutError
 from wgmagic.via import Via, ViaMode, choose_via, mask_url
 
 if TYPE_CHECKING:
@@ -60,9 +60,14 @@ def config_via(config: WireGuardConfig) -> str | None:
 
 def choose(config: WireGuardConfig, via: str | Via | None = None, *, ca_file: str | None = None) -> Via:
     """The transport asked for: `via` > $WGMAGIC_VIA > the config's comment > UDP (see via.choose_via); with one
-    peer, "fly" and a Fly.io gateway under "auto" are worked out from that peer's Endpoint and AllowedIPs."""
+    peer, "fly" and a Fly.io gateway under "auto" are worked out from that peer's Endpoint and AllowedIPs.
+    ConfigError for a WebSocket with several peers (it carries one peer's datagrams)."""
     peer = config.peers[0] if len(config.peers) == 1 else None
-    return choose_via(via, config_via(config), ca_file=ca_file, peer=peer)
+    choice = choose_via(via, config_via(config), ca_file=ca_file, peer=peer)
+    if choice.mode is ViaMode.WEBSOCKET and len(config.peers) != 1:
+        raise ConfigError(f"a WebSocket carries the datagrams of one peer; this config has {len(config.peers)}",
+                          source=config.source)
+    return choice
 
 
 def plan(choice: Via, timeout: float) -> Ladder:

@@ -21,17 +21,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from wgmagic import platform
 from wgmagic.addresses import format_address
-from wgmagic.config import WireGuardConfig, load_config
+from wgmagic.config import WireGuardConfig, check_peer_keys, load_config
 from wgmagic.errors import HandshakeTimeoutError, TunnelClosedError
 from wgmagic.netstack.tcp.config import TcpConfig
 from wgmagic.runtime import connections, endpoint_lookup, fallback, integrations, lifecycle, registry, report, routes
 from wgmagic.runtime.connections import PingReply
+from wgmagic.runtime.endpoints import EndpointFollower
 from wgmagic.runtime.engine import Engine
 from wgmagic.runtime.keylock import KeyLock
 from wgmagic.runtime.loop import LoopThread
 from wgmagic.runtime.registry import default_name, find_twin, open_tunnels
 from wgmagic.runtime.tunnel_services import TunnelServices
-from wgmagic.via import Via
+from wgmagic.via import Via, ViaMode
 from wgmagic.wireguard.timers import Timers
 
 if TYPE_CHECKING:
@@ -85,9 +86,7 @@ class Tunnel:
             raise
 
     def _start(self, config: WireGuardConfig, timers: Timers | None) -> None:
-        from wgmagic.runtime.endpoints import EndpointFollower
-
-        over_websocket = self.via is not None and self.via.mode == "websocket"
+        over_websocket = self.via is not None and self.via.mode is ViaMode.WEBSOCKET
         endpoints = endpoint_lookup.initial_endpoints(config, self._endpoint_resolver, over_websocket=over_websocket)
         self._thread = LoopThread(self.name)
         self._engine = Engine(config, dict(endpoints), loop=self._thread.loop, timers=timers, via=self.via,
@@ -140,8 +139,7 @@ class Tunnel:
 
     @property
     def via(self) -> Via | None:
-        """The WebSocket's Via while the datagrams travel over one, None over UDP; follows `--via auto`'s
-        switches mid-session (runtime/path_policy.py)."""
+        """The WebSocket's Via while the datagrams travel over one, None over UDP (follows `--via auto`)."""
         engine = getattr(self, "_engine", None)
         return engine.via if engine is not None else self._via
 
@@ -152,7 +150,7 @@ class Tunnel:
 
     @property
     def holders(self) -> int:
-        """How many `connect()` calls hold this tunnel now (0 once closed): `close()` closes it at the last."""
+        """How many `connect()` calls hold this tunnel now (0 once closed)."""
         return registry.holders(self)
 
     def close(self, *, force: bool = False) -> None:
@@ -463,10 +461,9 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
     key, peers, addresses), that tunnel is handed back (after its handshake, within `timeout`) with one more
     holder, whatever `name`, `via` or `tcp` say; each holder's `close()` (or `with` block) lets go of it, and the
     last one closes it. The same key and peer with another config is a TunnelConflictError.
-    via: "udp", a ws:// or wss:// URL (the WireGuard datagrams travel as WebSocket messages to a `wgmagic
-    relay`), or "auto" / "auto URL" (UDP first; no handshake answer within 3 s and a URL known: the
-    WebSocket, and `note` says so). Unset: $WGMAGIC_VIA, else the config's `#@wgmagic Via = ...`, else UDP.
-    "fly" or a fly+wss:// URL: Fly.io's gateway framing (wgmagic.via; auto picks it for a Fly gateway).
+    via: "udp", a ws:// or wss:// URL (to a `wgmagic relay`), "fly" or fly+wss:// (Fly.io's gateway framing), or
+    "auto" / "auto URL" (UDP first, then the WebSocket, at connect and for the whole session; `note` hears each
+    switch). Unset: $WGMAGIC_VIA, else the config's `#@wgmagic Via = ...`, else UDP.
     via_ca: a CA file for wss:// (default $WGMAGIC_VIA_CA, else the system trust store).
     tcp: the TCP knobs of the tunnel's connections (default `wgmagic.netstack.tcp.config.TUNNEL_CONFIG`: a 30 s
     user timeout and 15/5/3 keep-alives; `tunnel_config(user_timeout=...)` builds others), so a peer that dies
@@ -475,7 +472,7 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
     (the WebSocket, its TLS or an HTTP proxy refused) with what was tried.
     """
     parsed = load_config(config)
-    _check_peer_keys(parsed)
+    check_peer_keys(parsed)
     running = registry.share(parsed)
     if running is not None:  # this key and peer are up here already: hand that tunnel back, one holder more
         try:
@@ -486,15 +483,11 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
         logger.info("tunnel %r is already up: handed back (%d holders)", running.name, running.holders)
         return running
     choice = fallback.choose(parsed, via, ca_file=via_ca)
-    if choice.mode == "websocket" and len(parsed.peers) != 1:
-        from wgmagic.errors import ConfigError
-
-        raise ConfigError(f"a WebSocket carries the datagrams of one peer; this config has {len(parsed.peers)}",
-                          source=parsed.source)
     ladder = fallback.plan(choice, timeout)
     first = ladder.first
     tunnel = Tunnel(parsed, name=name, timers=timers, tcp=tcp, endpoint_resolver=endpoint_resolver,
-                    reresolve_interval=reresolve_interval, via=first.via if first.via.mode == "websocket" else None)
+                    reresolve_interval=reresolve_interval,
+                    via=first.via if first.via.mode is ViaMode.WEBSOCKET else None)
     try:
         rtt = fallback.climb(tunnel, ladder, note)
         tunnel._thread.call(tunnel._engine.follow_via, choice)  # auto: for the whole session (path_policy.py)
@@ -505,16 +498,3 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
     logger.info("tunnel %r is up (handshake %s)", tunnel.name,
                 f"{rtt * 1000:.1f} ms" if isinstance(rtt, float) else "done")
     return tunnel
-
-
-def _check_peer_keys(config: WireGuardConfig) -> None:
-    """A WireGuardConfig built in code skips the parser's check: a peer key of small order (all zeros...) would
-    fail deep in the handshake as "Error computing shared key" (RFC 7748 6.1; whitepaper 5.4.2)."""
-    from wgmagic.config import is_small_order_point
-    from wgmagic.errors import ConfigError
-
-    for peer in config.peers:
-        if is_small_order_point(peer.public_key):
-            raise ConfigError("is not a usable Curve25519 key (a point of small order such as all zeros: every "
-                              "key exchange with it gives zero, which WireGuard rejects); copy the peer's real "
-                              "public key", source=config.source, key="PublicKey")
