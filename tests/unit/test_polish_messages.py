@@ -1,0 +1,35 @@
+"""What a fresh user met on a first trial (2026-12-05), each at its root: a notebook run headless asked for a
+private key, and the messages of a few failures. No bed: in-process objects only."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from wgmagic.config import PRIVATE_KEY_ENV, parse_config
+from wgmagic.errors import ConfigError
+
+PRIVATE = base64.b64encode(bytes(range(32))).decode()
+PEER = base64.b64encode(bytes(range(100, 132))).decode()
+KEYLESS = (f"[Interface]\nAddress = 198.18.0.2/32\n\n[Peer]\nPublicKey = {PEER}\nEndpoint = 127.0.0.1:9\n"
+           "AllowedIPs = 198.18.0.0/24\n")
+
+
+# ---- 5: a frontend that refuses to prompt (nbconvert: no stdin) is "no one to ask" -----------------------------
+def test_a_frontend_without_stdin_gets_the_missing_key_error(monkeypatch):
+    from IPython.core.error import StdinNotImplementedError
+
+    monkeypatch.delenv(PRIVATE_KEY_ENV, raising=False)
+
+    def refuse(prompt: str) -> str:  # what ipykernel's getpass raises when the frontend does not allow stdin
+        raise StdinNotImplementedError("getpass was called, but this frontend does not support input requests.")
+
+    with pytest.raises(ConfigError, match=f"PrivateKey: is missing.*{PRIVATE_KEY_ENV}") as caught:
+        parse_config(KEYLESS, ask_private_key=refuse)
+    assert "getpass" not in str(caught.value) and "StdinNotImplemented" not in str(caught.value)
+    for nobody in (EOFError(), OSError("no tty")):  # the other ways of nobody answering, same message
+        def gone(prompt: str, error: BaseException = nobody) -> str:
+            raise error
+        with pytest.raises(ConfigError, match=PRIVATE_KEY_ENV):
+            parse_config(KEYLESS, ask_private_key=gone)
