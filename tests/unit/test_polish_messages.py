@@ -33,3 +33,32 @@ def test_a_frontend_without_stdin_gets_the_missing_key_error(monkeypatch):
             raise error
         with pytest.raises(ConfigError, match=PRIVATE_KEY_ENV):
             parse_config(KEYLESS, ask_private_key=gone)
+
+
+# ---- 4: `%%wgsql --help` (or -h) prints the options whatever the cell body -----------------------------------
+@pytest.fixture
+def shell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "wgmagic")
+    yield sh
+    sh.run_line_magic("unload_ext", "wgmagic")
+
+
+@pytest.mark.parametrize("cell", ["%%wgsql --help", "%%wgsql --help\n", "%%wgsql -h\n\n  \n",
+                                  "%%wgsql sqlite:// --help\nSELECT 1", "x << %%wgsql --help",
+                                  "y << %%wgsql -h\nSELECT 1"])
+def test_wgsql_help_on_the_cell_magic_line_lists_the_options(shell, capsys, cell):
+    result = shell.run_cell(cell)
+    out = capsys.readouterr()
+    assert result.success, (result.error_in_exec, result.error_before_exec, out)
+    assert "usage: %%wgsql" in out.out and "--alias" in out.out, out
+    assert "cell body is empty" not in out.out + out.err
+    assert "x" not in shell.user_ns and "y" not in shell.user_ns  # nothing ran
+
+
+def test_an_empty_wgsql_cell_without_help_is_still_refused(shell, capsys):
+    result = shell.run_cell("%%wgsql sqlite:// --no-tunnel")
+    assert not result.success
+    assert "cell body is empty" in capsys.readouterr().out + repr(result.error_in_exec)
