@@ -3,9 +3,14 @@ private key, and the messages of a few failures. No bed: in-process objects only
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import socket
+import ssl
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wgmagic.config import PRIVATE_KEY_ENV, parse_config
 from wgmagic.errors import ConfigError
@@ -62,3 +67,51 @@ def test_an_empty_wgsql_cell_without_help_is_still_refused(shell, capsys):
     result = shell.run_cell("%%wgsql sqlite:// --no-tunnel")
     assert not result.success
     assert "cell body is empty" in capsys.readouterr().out + repr(result.error_in_exec)
+
+
+# ---- 7: a failed WebSocket's message never ends on an empty reason ---------------------------------------------
+QUIET = [ConnectionResetError, ConnectionAbortedError, BrokenPipeError, EOFError, OSError, TimeoutError,
+         RuntimeError, ValueError, ssl.SSLError, ssl.SSLEOFError, socket.gaierror]
+
+
+@settings(max_examples=200, deadline=None)
+@given(kind=st.sampled_from(QUIET), message=st.sampled_from(["", " "]),
+       url=st.sampled_from(["wss://gw.example:443/wg", "ws://gw.example/wg", "fly+wss://127.0.0.1:18443/",
+                            "fly+ws://127.0.0.1:18443/"]),
+       proxy=st.sampled_from([None, "http://alice:s3cret@proxy.example:3128"]),
+       server=st.sampled_from(["the relay", "the Fly gateway"]))
+def test_a_failure_without_a_message_still_says_why(kind, message, url, proxy, server):
+    from wgmagic.runtime.websocket import describe_failure
+
+    exc = kind(message) if message else kind()
+    text = describe_failure(exc, url, proxy, server=server)
+    assert text.strip() and not text.rstrip().endswith((":", "()", "( )")), text
+    assert "s3cret" not in text
+    reason = text.rpartition(": ")[2]
+    assert reason.strip(" ();"), text
+
+
+def test_wss_to_a_plain_ws_server_says_it_did_not_speak_tls():
+    """A real wss:// handshake against a plain ws:// server on loopback (what `--via fly+wss://` met)."""
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import serve
+
+    from wgmagic.runtime.websocket import describe_failure
+
+    async def attempt() -> BaseException:
+        async def handler(ws):
+            await ws.wait_closed()
+
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            try:
+                async with connect(f"wss://127.0.0.1:{port}/", ssl=ssl.create_default_context(), open_timeout=10):
+                    pass
+            except Exception as exc:  # whatever the library raises is what the user meets
+                return exc
+        raise AssertionError("a TLS handshake with a plain server succeeded")
+
+    exc = asyncio.run(attempt())
+    text = describe_failure(exc, "fly+wss://127.0.0.1:18443/", None, server="the Fly gateway")
+    assert "did not speak TLS" in text and "ws://" in text, (repr(exc), text)
+    assert not text.rstrip().endswith(":")
