@@ -115,3 +115,32 @@ def test_wss_to_a_plain_ws_server_says_it_did_not_speak_tls():
     text = describe_failure(exc, "fly+wss://127.0.0.1:18443/", None, server="the Fly gateway")
     assert "did not speak TLS" in text and "ws://" in text, (repr(exc), text)
     assert not text.rstrip().endswith(":")
+
+
+# ---- 10: --to writes Parquet only, so a path named otherwise is refused before any row moves --------------------
+@settings(max_examples=200, deadline=None)
+@given(stem=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00."), min_size=1,
+                    max_size=12),
+       suffix=st.sampled_from(["", ".csv", ".json", ".xlsx", ".txt", ".arrow", ".feather", ".parquet.gz",
+                               ".parquet", ".PARQUET", ".pq", ".Pq"]))
+def test_to_refuses_a_path_that_is_not_named_parquet(stem, suffix):
+    from pathlib import Path
+
+    from wgmagic.sql.outputs import OutputSpec
+
+    for path in (f"/tmp/{stem}{suffix}", Path(f"/tmp/{stem}{suffix}")):
+        if suffix.lower() in (".parquet", ".pq"):
+            assert OutputSpec(to=path).to == path
+            continue
+        with pytest.raises(ValueError, match=r"--to writes Parquet .*\.parquet or \.pq") as caught:
+            OutputSpec(to=path)
+        assert (suffix or "without a suffix") in str(caught.value)
+
+
+def test_wgsql_to_a_csv_name_is_a_usage_error_and_writes_nothing(shell, capsys, tmp_path):
+    target = tmp_path / "out.csv"
+    shell.user_ns["target"] = target
+    result = shell.run_cell("%%wgsql sqlite:// --no-tunnel --to {target}\nSELECT 1 AS x")
+    out = capsys.readouterr()
+    assert not result.success and "Parquet" in str(result.error_in_exec) + out.out + out.err
+    assert list(tmp_path.iterdir()) == []
