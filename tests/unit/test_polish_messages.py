@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import socket
 import ssl
 
@@ -144,3 +145,42 @@ def test_wgsql_to_a_csv_name_is_a_usage_error_and_writes_nothing(shell, capsys, 
     out = capsys.readouterr()
     assert not result.success and "Parquet" in str(result.error_in_exec) + out.out + out.err
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- 6: a URL scheme no dialect knows is refused before connecting, naming the scheme and the forms accepted ----
+@settings(max_examples=100, deadline=None)
+@given(scheme=st.from_regex(r"[a-z][a-z0-9]{2,10}", fullmatch=True), driver=st.sampled_from(["", "+nodriver"]))
+def test_an_unknown_scheme_is_refused_before_connecting(scheme, driver):
+    from sqlalchemy.dialects import registry
+
+    from wgmagic.connstr import DsnError, parse_dsn
+    from wgmagic.sql.dialects import dialect_for
+
+    try:
+        registry.load(scheme)
+        known = not driver
+    except Exception:
+        known = False
+    dsn = parse_dsn(f"{scheme}{driver}://app@db.internal:5000/app")
+    if known or dsn.uses_libpq:
+        return
+    with pytest.raises(DsnError, match=rf"^{scheme}{re.escape(driver)}:// is not a database URL scheme") as caught:
+        dialect_for(dsn)
+    assert "postgresql://" in str(caught.value) and "sqlite://" in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["mssql+pymssql://a@h:1433/d", "oracle+oracledb://a@h:1521/d",
+                                 "postgresql+pg8000://a@h/d", "sqlite+aiosqlite:///x.db"])
+def test_installed_sqlalchemy_dialects_are_not_refused(url):
+    from wgmagic.connstr import parse_dsn
+    from wgmagic.sql.dialects import dialect_for
+
+    assert dialect_for(parse_dsn(url)) is not None
+
+
+def test_wgsql_with_an_unknown_scheme_names_it_and_does_not_connect(shell, capsys):
+    result = shell.run_cell("%%wgsql notadsn:// --no-tunnel\nSELECT 1")
+    out = capsys.readouterr()
+    text = str(result.error_in_exec) + out.out + out.err
+    assert not result.success and "notadsn://" in text and "postgresql://" in text, text
+    assert "Can't load plugin" not in text and "server stage" not in text and "localhost:0" not in text
