@@ -134,7 +134,7 @@ class SqlAlchemyConnection(SqlConnection):
         import pandas as pd
         import sqlalchemy
 
-        clock = self.clock(statement.sql)
+        clock = self.clock(statement.text)  # the timeline shows what the user wrote
         try:
             if statement.params:
                 cursor = self.raw.execute(sqlalchemy.text(statement.bind_sql), statement.params)
