@@ -184,3 +184,26 @@ def test_wgsql_with_an_unknown_scheme_names_it_and_does_not_connect(shell, capsy
     text = str(result.error_in_exec) + out.out + out.err
     assert not result.success and "notadsn://" in text and "postgresql://" in text, text
     assert "Can't load plugin" not in text and "server stage" not in text and "localhost:0" not in text
+
+
+# ---- 8: `%wg plot` without --window draws an axis that fits the history it has -------------------------------
+@settings(max_examples=200, deadline=None)
+@given(start=st.floats(0, 1e6), steps=st.lists(st.floats(0.01, 2.0), max_size=50))
+def test_plot_window_fits_the_history(start, steps):
+    from wgmagic.notebook.plots import SHORTEST_WINDOW, data_window
+
+    times = [start]
+    for step in steps:
+        times.append(times[-1] + step)
+    records = [{"time": t, "rx_bytes_per_s": 0.0} for t in times]
+    window = data_window(records)
+    span = times[-1] - times[0]
+    assert window == max(SHORTEST_WINDOW, span)
+    assert window >= span  # every sample is on the axis (x from -window to 0)
+    assert window <= max(SHORTEST_WINDOW, span)  # and the axis is not longer than the data
+
+
+def test_plot_without_window_is_not_a_fixed_span():
+    from wgmagic.notebook.arguments import wg_parser
+
+    assert wg_parser().parse_args(["plot"]).window is None  # was "5m": 5 minutes of axis for 1 s of data
