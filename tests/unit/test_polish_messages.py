@@ -53,15 +53,17 @@ def shell():
 
 
 @pytest.mark.parametrize("cell", ["%%wgsql --help", "%%wgsql --help\n", "%%wgsql -h\n\n  \n",
-                                  "%%wgsql sqlite:// --help\nSELECT 1", "x << %%wgsql --help",
-                                  "y << %%wgsql -h\nSELECT 1"])
+                                  "%%wgsql sqlite:// --help\nSELECT 1", "help_x << %%wgsql --help",
+                                  "help_y << %%wgsql -h\nSELECT 1"])
 def test_wgsql_help_on_the_cell_magic_line_lists_the_options(shell, capsys, cell):
+    for name in ("help_x", "help_y"):
+        shell.user_ns.pop(name, None)
     result = shell.run_cell(cell)
     out = capsys.readouterr()
     assert result.success, (result.error_in_exec, result.error_before_exec, out)
     assert "usage: %%wgsql" in out.out and "--alias" in out.out, out
     assert "cell body is empty" not in out.out + out.err
-    assert "x" not in shell.user_ns and "y" not in shell.user_ns  # nothing ran
+    assert "help_x" not in shell.user_ns and "help_y" not in shell.user_ns  # nothing ran
 
 
 def test_an_empty_wgsql_cell_without_help_is_still_refused(shell, capsys):
