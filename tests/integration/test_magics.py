@@ -347,6 +347,9 @@ def test_same_key_twice_hands_back_the_running_tunnel(connected, testbed, capsys
     assert not result.success and "Traceback" not in out
     assert "TunnelConflictError" in out and "%wg disconnect bed" in out and "get_tunnel('bed').close()" in out
     assert testbed.client_private not in out and "changed" not in tunnels
+    result, out = run(connected, "%wg disconnect --all", capsys)  # the shared tunnel closes once, by its name
+    assert result.success and out.count("closed") == out.count("'bed' closed") == 1, out
+    assert connected.run_cell("%wg connect {bed_config} --name bed").success  # as the module's tests expect it
 
 
 def test_unload_closes_what_it_opened(testbed):
