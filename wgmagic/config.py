@@ -292,7 +292,9 @@ def _private_key_elsewhere(p: _Parser, line: int, ask: Callable[[str], str] | No
     if not value and ask is not None:
         try:
             value = (ask(f"PrivateKey for {p.source} (or set {PRIVATE_KEY_ENV}): ") or "").strip()
-        except (EOFError, OSError):  # nobody to answer after all (no tty, stdin closed)
+        except (EOFError, OSError, NotImplementedError):
+            # nobody to answer after all: no tty, stdin closed, or a frontend that refuses to prompt (IPython's
+            # StdinNotImplementedError, a NotImplementedError, from a kernel run headless by nbconvert)
             value = ""
         where = "the PrivateKey typed"
     if not value:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -40,6 +41,11 @@ def test_demo_headless_executes_the_quickstart(tmp_path):
     assert not [o for o in outputs if o["output_type"] == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "no chart in the executed notebook"
     assert any("mean_value" in "".join(o.get("data", {}).get("text/html", "")) for o in outputs)
+    printed = "".join("".join(o.get("text", "")) for o in outputs if o["output_type"] == "stream")
+    found = re.search(r"(\d+) readings above (\d+)", printed)
+    assert found and int(found.group(1)) > 0, printed  # the parameter example returns rows of the sample data
+    sources = ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    assert "%wg plot" in sources and not any("--window" in s for s in sources)  # the axis fits what ran
     assert (out / "quickstart.html").stat().st_size > 10_000
     assert (out / "wg-demo.conf").stat().st_mode & 0o077 == 0
     assert "stopped the gateway and PostgreSQL" in done.stdout

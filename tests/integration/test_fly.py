@@ -182,6 +182,17 @@ def test_auto_falls_back_to_fly_framing_and_says_so(testbed, blocked, flyserver)
     assert any("switching to the WebSocket" in note and flyserver in note for note in report["notes"])
 
 
+def test_wss_to_a_gateway_serving_plain_ws_says_it_did_not_speak_tls(testbed, blocked, flyserver):
+    """`--via fly+wss://` against a server that speaks plain ws: the message says why (it stopped at a colon,
+    the library's exception having no message)."""
+    config = write_config(testbed, blocked, name="fly-not-tls.conf")
+    report = client(blocked, "connect", config, flyserver.replace("fly+ws://", "fly+wss://"))
+    assert not report["ok"] and report["error"] == "TransportError", report
+    message = report["message"]
+    assert "did not speak TLS" in message and "ws://" in message, message
+    assert not message.rstrip().endswith(":") and ": \n" not in message and ": ;" not in message, message
+
+
 def test_gateway_serves_fly_framing(testbed, blocked):
     """`wgmagic gateway --websocket ... --framing fly`: a wgmagic client over Fly's framing reaches a service the
     gateway exposes."""

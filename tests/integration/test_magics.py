@@ -330,20 +330,26 @@ def test_handshake_failure_is_short(connected, testbed, capsys):
 
 def test_same_key_twice_hands_back_the_running_tunnel(connected, testbed, capsys):
     connected.user_ns["twin"] = testbed.client_config()  # what the tunnel 'bed' already uses
-    result, out = run(connected, "%wg connect {twin} --name twin", capsys)
-    assert result.success and "Traceback" not in out, out
     tunnels = connected._wgmagic.tunnels
-    assert tunnels["twin"] is tunnels["bed"] and tunnels["bed"].holders == 2
-    assert testbed.client_private not in out
-    result, out = run(connected, "%wg disconnect twin", capsys)
+    for line in ("%wg connect {twin} --name twin", "%wg connect {twin}"):  # another name, or the default one
+        result, out = run(connected, line, capsys)
+        assert result.success and "Traceback" not in out, out
+        assert "tunnel 'bed' is already up (same key and peer): using it" in out, out
+        assert "is up" not in out.replace("is already up", "") and testbed.client_private not in out
+        assert [name for name, held in tunnels.items() if held is tunnels["bed"]] == ["bed"]  # registered once
+        assert tunnels["bed"].holders == 1 and connected._wgmagic.current_tunnel == "bed"
+    result, out = run(connected, "%wg status", capsys)
     assert result.success, out
-    assert not tunnels["bed"].closed and tunnels["bed"].holders == 1  # 'bed' still holds it
+    assert [row["tunnel"] for row in result.result.rows].count("bed") == 1  # one row, not one per connect
     connected._wgmagic.current_tunnel = "bed"
     connected.user_ns["changed"] = testbed.client_config().replace("DNS = ", "DNS = 198.18.0.53, ")
     result, out = run(connected, "%wg connect {changed} --name changed", capsys)
     assert not result.success and "Traceback" not in out
     assert "TunnelConflictError" in out and "%wg disconnect bed" in out and "get_tunnel('bed').close()" in out
     assert testbed.client_private not in out and "changed" not in tunnels
+    result, out = run(connected, "%wg disconnect --all", capsys)  # the shared tunnel closes once, by its name
+    assert result.success and out.count("closed") == out.count("'bed' closed") == 1, out
+    assert connected.run_cell("%wg connect {bed_config} --name bed").success  # as the module's tests expect it
 
 
 def test_unload_closes_what_it_opened(testbed):

@@ -109,3 +109,14 @@ def test_wg_queries_and_timing(testbed, capsys):
 
         png = waterfall(timeline.recent(5)).data
         assert png.startswith(b"\x89PNG")
+        # the statement as written in the cell, not the driver's rewrite (%(lim)s), for both parameter forms
+        sh.user_ns["lim"] = 3
+        for written in ("SELECT {lim}::int AS x", "SELECT :lim::int AS x", "SELECT 'a:b' AS y, {lim} AS x"):
+            result = sh.run_cell(f"%%wgsql {{dsn}}\n{written}")
+            assert result.success and result.result["x"][0] == 3, result.error_in_exec
+            statement = sh.run_cell("%wg queries --last 1 --no-chart").result["statement"].iloc[-1]
+            assert statement == written and "%(" not in statement, statement
+        assert set(frame.columns) == set(timeline.COLUMNS)  # what the README lists
+        capsys.readouterr()
+        result = sh.run_cell("%wg queries --clear")
+        assert result.success and "cleared" in capsys.readouterr().out and timeline.recent() == []

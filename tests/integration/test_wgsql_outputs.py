@@ -183,3 +183,19 @@ def test_interrupt_mid_stream_leaves_no_file_and_the_session_usable(shell, tmp_p
     running = testbed.psql_admin("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%generate_series(1, "
                                  "2000000000)%' AND state = 'active' AND pid <> pg_backend_pid()", database="app")
     assert running.strip() == "0"
+
+
+@pytest.mark.parametrize("rows", [0, 1, 25_000])
+def test_progress_counts_rows_not_copy_messages(shell, monkeypatch, rows):
+    """The progress bar read 1000001 rows for 1,000,000 (the binary COPY's trailer is a message of its own):
+    what progress reports is rows decoded, the last report the result's row count."""
+    import wgmagic.sql.results as results
+    from wgmagic.sql.outputs import DEFAULT, run_cell
+
+    monkeypatch.setattr(results, "PROGRESS_AFTER", 0.0)  # report from the first chunk on (not a timing threshold)
+    conn = shell._wgmagic.connections["outputs"]
+    statements = conn.statements(f"SELECT i AS id FROM generate_series(1, {rows}) i", None)
+    reported: list[int] = []
+    (result,) = run_cell(conn, statements, DEFAULT, progress=lambda done, nbytes: reported.append(done))
+    assert len(result.frame) == rows and result.bulk
+    assert reported and reported[-1] == rows and max(reported) == rows, reported

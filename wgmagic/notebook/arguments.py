@@ -185,7 +185,8 @@ def wg_parser() -> CommandParser:
     p.add_argument("--ping", help="host to ping for the ICMP RTT line (default: the first DNS = server)")
     p.add_argument("--bench", help="HOST:PORT of a bench service for the throughput-test button")
     p = sub.add_parser("plot", help="the tunnel's history as a static figure (for nbconvert/PDF)")
-    p.add_argument("--window", default="5m")
+    p.add_argument("--window", help="how much history, e.g. 90s or 5m (default: all of it kept, up to 10 "
+                   "minutes, on an axis that fits it)")
     p.add_argument("--tunnel")
     p.add_argument("--save", help="also write the PNG to this path")
     p = sub.add_parser("bench", help="throughput down and up, and latency percentiles, through the tunnel")

@@ -120,6 +120,18 @@ def throughput_figure(records: list[dict[str, Any]], window: float, width: float
     return fig
 
 
+SHORTEST_WINDOW = 1.0  # seconds: the axis of a history this short or shorter (a tunnel just up)
+
+
+def data_window(records: list[dict[str, Any]]) -> float:
+    """Seconds of the axis that fits `records` (samples with a "time" in seconds, oldest first): from the
+    first sample to the last, at least SHORTEST_WINDOW. `%wg plot` without --window draws this, so the
+    data fills the axis whatever ran (a fixed 90 s axis showed one second of data at its right end)."""
+    if len(records) < 2:
+        return SHORTEST_WINDOW
+    return max(SHORTEST_WINDOW, float(records[-1]["time"]) - float(records[0]["time"]))
+
+
 def history_figure(records: list[dict[str, Any]], window: float) -> Any:
     """Latency above throughput in one figure: `%wg plot`, for nbconvert/PDF and frontends without widgets."""
     fig = _figure(7.5, 5.2)

@@ -86,6 +86,23 @@ def _where(url: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+_NOT_TLS = "the server did not speak TLS (is it ws:// rather than wss://?)"
+_NOT_TLS_REASONS = ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNEXPECTED_EOF_WHILE_READING", "RECORD_LAYER_FAILURE",
+                    "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL")
+
+
+def _reason(exc: BaseException) -> str:
+    """The reason an exception gives, never empty: its strerror or message, else its class name as a sentence."""
+    text = (getattr(exc, "strerror", None) or str(exc)).strip() if isinstance(exc, OSError) else str(exc).strip()
+    if text:
+        return text
+    return {ConnectionResetError: "the connection was reset (ConnectionResetError)",
+            ConnectionAbortedError: "the connection was aborted (ConnectionAbortedError)",
+            BrokenPipeError: "the connection was closed (BrokenPipeError)",
+            EOFError: "the connection was closed (EOFError)"}.get(
+        type(exc), f"{type(exc).__name__} (no further reason given)")
+
+
 def describe_failure(exc: BaseException, url: str, proxy: str | None, *, server: str = "the relay") -> str:
     """One plain sentence for a failed WebSocket connection that names the party that failed: the HTTP proxy
     (when one was used, a refused or unreachable connection is the proxy's), TLS, or the WebSocket server
@@ -111,8 +128,11 @@ def describe_failure(exc: BaseException, url: str, proxy: str | None, *, server:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (f"TLS: the certificate of {target} is not trusted ({exc.verify_message}); give the CA that "
                 f"signed it (via_ca=, --via-ca or ${VIA_CA_ENV})")
+    tls = urllib.parse.urlsplit(url).scheme.lower() in ("wss", "https")
+    if isinstance(exc, ssl.SSLError) and getattr(exc, "reason", None) in _NOT_TLS_REASONS:
+        return f"TLS handshake with {target} failed: {_NOT_TLS}"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS with {target} failed ({getattr(exc, 'reason', None) or exc})"
+        return f"TLS with {target} failed ({getattr(exc, 'reason', None) or _reason(exc)})"
     if isinstance(exc, InvalidStatus):
         status = exc.response.status_code
         hint = f" (check the URL's path against {server}'s --path)" if status == 404 else ""
@@ -128,16 +148,22 @@ def describe_failure(exc: BaseException, url: str, proxy: str | None, *, server:
             return (f"the HTTP proxy {proxy_name} refused the connection (nothing listens there): is it running, "
                     f"and is the proxy the environment names (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY) right{bypass}?")
         if isinstance(exc, socket.gaierror):
-            return f"the HTTP proxy's name in {proxy_name} does not resolve ({exc.strerror or exc}){bypass}"
+            return f"the HTTP proxy's name in {proxy_name} does not resolve ({_reason(exc)}){bypass}"
         if isinstance(exc, OSError):
-            return f"cannot connect to the HTTP proxy {proxy_name}: {exc.strerror or exc}{bypass}"
+            return f"cannot connect to the HTTP proxy {proxy_name}: {_reason(exc)}{bypass}"
     if isinstance(exc, ConnectionRefusedError):
         return f"nothing accepts connections at {target}: is {server} running?"
     if isinstance(exc, socket.gaierror):
-        return f"{server}'s name in {shown} does not resolve ({exc.strerror or exc})"
+        return f"{server}'s name in {shown} does not resolve ({_reason(exc)})"
     if isinstance(exc, OSError):
-        return f"cannot connect to {server} at {target}: {exc.strerror or exc}"
-    text = f"the WebSocket to {shown} failed{via}: {type(exc).__name__}: {exc}"
+        if tls and isinstance(exc, (ConnectionResetError, ConnectionAbortedError, EOFError)):
+            return (f"cannot connect to {server} at {target}: the connection was closed during the TLS handshake"
+                    f" ({type(exc).__name__}); {_NOT_TLS}")
+        return f"cannot connect to {server} at {target}: {_reason(exc)}"
+    if tls and isinstance(exc, EOFError):
+        return f"the WebSocket to {shown} failed{via}: the connection was closed before it opened; {_NOT_TLS}"
+    shown_reason = f"{type(exc).__name__}: {exc}" if str(exc).strip() else _reason(exc)
+    text = f"the WebSocket to {shown} failed{via}: {shown_reason}"
     for url_with_secrets in (proxy, url):  # a library's message may quote a URL whole
         if url_with_secrets:
             with contextlib.suppress(ValueError):

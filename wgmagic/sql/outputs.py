@@ -38,13 +38,15 @@ if TYPE_CHECKING:
 
 FORMS = ("pandas", "polars", "arrow")
 STRING_DTYPES = ("str", "object")
+PARQUET_SUFFIXES = (".parquet", ".pq")  # what --to writes (and all it writes)
 
 
 @dataclass(frozen=True)
 class OutputSpec:
     """form: "pandas", "polars" or "arrow" (a pyarrow.Table); string_dtype: "str" (pandas' Arrow-backed string
-    dtype) or "object"; to: a .parquet path to stream the rows into (the cell returns a `ParquetWritten`);
-    chunks: return an iterator of DataFrames (in `form`) of this many rows."""
+    dtype) or "object"; to: a .parquet (or .pq) path to stream the rows into (the cell returns a
+    `ParquetWritten`; any other suffix is a ValueError); chunks: return an iterator of DataFrames (in `form`)
+    of this many rows."""
 
     form: str = "pandas"
     string_dtype: str = "str"
@@ -60,6 +62,12 @@ class OutputSpec:
             raise ValueError("--chunks takes a row count of 1 or more")
         if self.to is not None and self.chunks is not None:
             raise ValueError("--to and --chunks cannot be used together")
+        if self.to is not None:
+            suffix = os.path.splitext(os.fspath(self.to))[1]
+            if suffix.lower() not in PARQUET_SUFFIXES:
+                given = f"a {suffix} file" if suffix else "a name without a suffix"
+                raise ValueError(f"--to writes Parquet (the one format it writes): give a path ending in .parquet "
+                                 f"or .pq, not {given} ({os.path.basename(os.fspath(self.to))})")
 
     @property
     def streams(self) -> bool:

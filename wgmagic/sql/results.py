@@ -178,7 +178,7 @@ def _copy_out(conn: Any, sql: str, described: tuple[list[str], list[int]], progr
         failure: str | None = None
         try:
             with cur.copy(f"COPY ({body}\n) TO STDOUT (FORMAT binary)"):
-                reader = CopyReader(conn, progress)
+                reader = CopyReader(conn, progress, rows=lambda: decoder.rows)
                 for data, lengths in reader.chunks():
                     if failure is not None:
                         continue  # read on to the end: the connection must be left idle
@@ -253,17 +253,20 @@ def _text_dtype() -> Any:
 
 class CopyReader:
     """The CopyData messages of a COPY TO STDOUT, read straight from libpq, in chunks of about CHUNK_BYTES:
-    `chunks()` yields (data, message lengths); `status` is the command tag once it has ended.
+    `chunks()` yields (data, message lengths); `status` is the command tag once it has ended. Progress reports
+    `rows()` (the decoder's count of rows decoded so far), not messages: the binary COPY's header and trailer
+    travel in CopyData messages too (PostgreSQL sends the trailer as a message of its own).
 
     psycopg's Copy iterator costs about a microsecond of Python per message and a message is one row: for a
     million rows that was half the time of a query through the tunnel. Here each row costs one libpq call;
     a signal (Ctrl-C) interrupts the wait for the socket."""
 
-    def __init__(self, conn: Any, progress: Progress | None) -> None:
+    def __init__(self, conn: Any, progress: Progress | None, rows: Callable[[], int]) -> None:
         self.conn = conn
         self.progress = progress
+        self.rows = rows  # rows decoded so far (the consumer decodes each chunk before asking for the next)
         self.status = ""
-        self.rows = 0
+        self.messages = 0
         self.bytes = 0
 
     def chunks(self) -> Any:
@@ -287,12 +290,12 @@ class CopyReader:
                 data += chunk
                 lengths.append(nbytes)
                 if len(data) >= CHUNK_BYTES:
-                    self.rows += len(lengths)
+                    self.messages += len(lengths)
                     self.bytes += len(data)
                     yield data, lengths
                     data, lengths = bytearray(), array("q")
                     if progress is not None and time.monotonic() >= next_report:
-                        progress(self.rows, self.bytes)
+                        progress(self.rows(), self.bytes)
                         next_report = time.monotonic() + 0.25
             elif nbytes == 0:  # nothing buffered: wait for the socket (a signal, e.g. Ctrl-C, interrupts it)
                 select.select([pgconn.socket], [], [], 0.5)
@@ -300,7 +303,7 @@ class CopyReader:
             else:
                 break
         if lengths:
-            self.rows += len(lengths)
+            self.messages += len(lengths)
             self.bytes += len(data)
             yield data, lengths
         if nbytes == -2:
@@ -310,8 +313,8 @@ class CopyReader:
             raise psycopg.errors.error_from_result(results[-1], encoding=conn.info.encoding) if results else \
                 psycopg.OperationalError("the COPY ended without a result")
         if progress is not None and time.monotonic() - started >= PROGRESS_AFTER:
-            progress(self.rows, self.bytes)
-        self.status = (results[-1].command_status or b"").decode() or f"COPY {self.rows}"
+            progress(self.rows(), self.bytes)
+        self.status = (results[-1].command_status or b"").decode() or f"COPY {self.rows()}"
 
 
 def _frame_from_rows(rows: list[tuple], names: list[str], oids: list[int], string_dtype: str = "str") -> Any:

@@ -36,12 +36,16 @@ def diag(magic: WgMagic, args: argparse.Namespace) -> Any:
 
 
 def plot(magic: WgMagic, args: argparse.Namespace) -> Any:
-    """`%wg plot [--window 5m] [--save PATH]`: the tunnel's history as a PNG figure (for nbconvert/PDF)."""
-    from wgmagic.notebook.plots import PngFigure, history_figure, png
+    """`%wg plot [--window 5m] [--save PATH]`: the tunnel's history as a PNG figure (for nbconvert/PDF);
+    without --window, all the history kept (up to 10 minutes) on an axis that fits it (plots.data_window)."""
+    from wgmagic.notebook.plots import PngFigure, data_window, history_figure, png
 
-    window = _window(args.window)
+    window = None if args.window is None else _window(args.window)
     tunnel = find_tunnel(magic, args.tunnel)
-    figure = PngFigure(png(history_figure(tunnel.history(window), window)), f"tunnel {tunnel.name}")
+    records = tunnel.history(window)
+    if window is None:
+        window = data_window(records)
+    figure = PngFigure(png(history_figure(records, window)), f"tunnel {tunnel.name}")
     if args.save:
         figure.save(args.save)
     return figure

@@ -12,12 +12,13 @@ if TYPE_CHECKING:
 def queries(magic: WgMagic, args: argparse.Namespace) -> Any:
     """`%wg queries [--last N] [--no-chart] [--clear]`: the waterfall chart is displayed (one bar per statement
     split by stage) and the DataFrame returned (one row per statement: statement, rows, bytes, the stages in
-    ms, total_ms, rtt_ms, verdict)."""
+    ms, total_ms, rtt_ms, rate_mbit_s, exchanges, verdict, alias; the statement as written in the cell)."""
     from wgmagic.sql import timeline
 
     if args.clear:
+        count = len(timeline.recent())
         timeline.clear()
-        print("wgmagic: the query timeline is empty")
+        print(f"wgmagic: cleared the query timeline ({count} statement{'' if count == 1 else 's'})")
         return None
     if args.last is not None and args.last < 1:
         from IPython.core.error import UsageError

@@ -72,6 +72,19 @@ def connect(magic: WgMagic, args: argparse.Namespace) -> None:
                      tcp=tunnel_config(user_timeout=magic.tcp_user_timeout),
                      via=getattr(args, "via", None), via_ca=getattr(args, "via_ca", None),
                      note=lambda message: print(f"wgmagic: {message}"))
+    held = _registered_as(magic, tunnel)
+    if held is not None or tunnel.name != name:
+        # wgmagic.connect handed back a running tunnel with the same key and peer (one holder more): the magic
+        # registers it once, under its own name, so status lists it once and disconnect closes it once.
+        if held is not None:
+            tunnel.close()  # the magic holds it already: let go of the holder this connect added
+        else:
+            held = tunnel.name if magic.tunnels.get(tunnel.name) in (None, tunnel) or \
+                magic.tunnels[tunnel.name].closed else name
+            magic.tunnels[held] = tunnel
+        magic.current_tunnel = held
+        print(f"wgmagic: tunnel {held!r} is already up (same key and peer): using it")
+        return
     magic.tunnels[name] = tunnel
     magic.current_tunnel = name
     from wgmagic.runtime import lifecycle
@@ -82,6 +95,11 @@ def connect(magic: WgMagic, args: argparse.Namespace) -> None:
     if tunnel.via is not None:
         shown += f" over {tunnel.transport_description}"
     print(f"wgmagic: tunnel {name!r} is up{shown}")
+
+
+def _registered_as(magic: WgMagic, tunnel: Tunnel) -> str | None:
+    """The name under which the magic's registry holds this (open) tunnel already, else None."""
+    return next((key for key, held in magic.tunnels.items() if held is tunnel and not held.closed), None)
 
 
 def status(magic: WgMagic, args: argparse.Namespace) -> Any:

@@ -26,11 +26,16 @@ def all_dialects() -> tuple[Dialect, ...]:
 
 def dialect_for(dsn: Dsn, *, require_driver: bool = True) -> Dialect:
     """The dialect that opens `dsn`; with `require_driver`, MissingDependencyError (naming the pip extra) now,
-    rather than at the first statement, when its driver is not installed."""
+    rather than at the first statement, when its driver is not installed, and DsnError when no dialect (nor any
+    installed SQLAlchemy dialect) knows its scheme."""
     dialects = all_dialects()
     dialect = next((d for d in dialects if not d.fallback and d.accepts(dsn)), None)
     if dialect is None:
         dialect = next(d for d in dialects if d.fallback)
     if require_driver:
         dialect.require_driver()
+        if dialect.fallback:  # a scheme nothing knows is refused now, before a tunnel or a connection is asked
+            from wgmagic.sql.dialects.generic import refuse_unknown_scheme
+
+            refuse_unknown_scheme(dsn)
     return dialect

@@ -41,7 +41,28 @@ class SqlAlchemyDialect(Dialect):
 
     def connection(self, dsn: Dsn, alias: str, tunnel: TunnelProvider | None, *,
                    prompt: PasswordPrompt | None = None, autocommit: bool = True) -> SqlConnection:
+        """DsnError (before any connection) when no installed SQLAlchemy dialect knows the URL's scheme."""
+        refuse_unknown_scheme(dsn)
         return SqlAlchemyConnection(self, dsn, alias, tunnel, prompt, autocommit=autocommit)
+
+
+ACCEPTED_FORMS = ("postgresql://, mysql:// or mariadb://, sqlite://, or a SQLAlchemy URL DIALECT+DRIVER:// whose "
+                  "dialect is installed (mssql+pymssql://, oracle+oracledb://, ...)")
+
+
+def refuse_unknown_scheme(dsn: Dsn) -> None:
+    """DsnError naming the scheme and the forms %%wgsql accepts when SQLAlchemy (and the dialects installed as its
+    plugins) knows no dialect for `dsn`'s scheme: said before connecting, not as a failed connection."""
+    import sqlalchemy.exc
+    from sqlalchemy.dialects import registry
+
+    name = dsn.dialect + (f".{dsn.driver}" if dsn.driver else "")
+    try:
+        registry.load(name)  # the dialect class only: a missing DBAPI module is the driver's error, later
+    except sqlalchemy.exc.NoSuchModuleError:
+        scheme = dsn.dialect + (f"+{dsn.driver}" if dsn.driver else "")
+        raise DsnError(f"{scheme}:// is not a database URL scheme wgmagic or an installed SQLAlchemy dialect "
+                       f"knows; use {ACCEPTED_FORMS}") from None
 
 
 DIALECT = SqlAlchemyDialect()
@@ -113,7 +134,7 @@ class SqlAlchemyConnection(SqlConnection):
         import pandas as pd
         import sqlalchemy
 
-        clock = self.clock(statement.sql)
+        clock = self.clock(statement.text)  # the timeline shows what the user wrote
         try:
             if statement.params:
                 cursor = self.raw.execute(sqlalchemy.text(statement.bind_sql), statement.params)

@@ -158,7 +158,7 @@ class PostgresConnection(SqlConnection):
 
         idle_before = self.raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         try:
-            clock = self.clock(statement.sql)
+            clock = self.clock(statement.text)  # the timeline shows what the user wrote
             result = run_statement(self.raw, statement.sql, statement.params, progress=progress)
             clock.stop(result.rowcount)
             return result
