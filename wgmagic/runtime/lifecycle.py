@@ -45,6 +45,10 @@ logger = logging.getLogger(__name__)
 
 GOODBYE_TIMEOUT = 1.0  # seconds for the FINs to be acknowledged before the rest are reset
 RECORD_PERIOD = 0.2  # seconds between looks at the open connections
+# When to send a leftover's SYN again: Linux answers at most one challenge ACK per connection every
+# tcp_invalid_ratelimit (500 ms), counting any out-of-window answer the dead process drew just before it died
+# (a keep-alive, a path-MTU check), so one SYN may go unanswered (TcpExtTCPACKSkippedChallenge).
+PROBE_AGAIN = (0.7, 1.5, 3.0)
 POLL = 0.02
 _DONE = (CLOSED, TIME_WAIT, FIN_WAIT_2)  # nothing more to say to the server (FIN_WAIT_2: our FIN is acked)
 
@@ -160,10 +164,19 @@ class LeftoverRecord:
     def _probe(self, engine: Engine, left: list[FourTuple], fut: asyncio.Future[float | None]) -> None:
         if fut.cancelled() or fut.exception() is not None or engine.closed:
             return
-        now = engine.now()
-        self.probed = sum(engine.stack.probe_leftover(c, now) for c in left)
-        engine.pump()
+        self.probed = self._send_probes(engine, left)
         logger.info("ending %d connection(s) a previous process left on the server", self.probed)
+        for delay in PROBE_AGAIN:  # a rate-limited challenge ACK gets another chance; an ended one draws a RST
+            engine.loop.call_later(delay, self._send_probes, engine, left)
+
+    @staticmethod
+    def _send_probes(engine: Engine, left: list[FourTuple]) -> int:
+        if engine.closed:
+            return 0
+        now = engine.now()
+        sent = sum(engine.stack.probe_leftover(c, now) for c in left)
+        engine.pump()
+        return sent
 
     def _tick(self, engine: Engine) -> None:
         if engine.closed:
