@@ -103,10 +103,15 @@ def test_results_that_did_not_stream_are_converted():
     assert convert(frame, OutputSpec()) is frame
     table = convert(frame, OutputSpec(form="arrow"))
     assert isinstance(table, pa.Table) and table.column("a").to_pylist() == [1, 2, 3]
-    polars = convert(frame, OutputSpec(form="polars"))
-    assert polars["b"].to_list() == ["x", None, "z"]
     parts = list(convert(frame, OutputSpec(chunks=2)))
     assert [len(p) for p in parts] == [2, 1]
+
+
+def test_results_that_did_not_stream_are_converted_to_polars():
+    pytest.importorskip("polars")  # the test extra has it; the lighter `unit` extra of the other Pythons does not
+    frame = pd.DataFrame({"a": [1, 2, 3], "b": ["x", None, "z"]})
+    polars = convert(frame, OutputSpec(form="polars"))
+    assert polars["b"].to_list() == ["x", None, "z"]
 
 
 def test_arrow_types_of_the_fixed_width_kinds():
