@@ -99,7 +99,7 @@ class Kernel:
         stdout: list[str] = []
         stderr: list[str] = []
 
-        def hook(message: dict) -> None:
+        def hook(message: dict[str, Any]) -> None:
             content = message["content"]
             if message["msg_type"] == "stream":
                 (stdout if content["name"] == "stdout" else stderr).append(content["text"])
@@ -390,7 +390,7 @@ def verdict(values: list[float]) -> str:
     return "grows" if min(last) > max(middle) else "bounded"
 
 
-def summarize(samples: list[Sample], counts: Counts, warmup: float) -> dict:
+def summarize(samples: list[Sample], counts: Counts, warmup: float) -> dict[str, Any]:
     judged = [s for s in samples if s.t >= warmup and s.rss_mib > 0] or samples
     out: dict[str, Any] = {}
     for column in COLUMNS:
@@ -415,7 +415,7 @@ def print_table(samples: list[Sample]) -> None:
         print("  ".join(f"{c:>10}" for c in cells))
 
 
-def summary_line(summary: dict) -> str:
+def summary_line(summary: dict[str, Any]) -> str:
     parts = []
     for column in COLUMNS:
         figure = summary[column]
