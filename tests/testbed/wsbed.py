@@ -157,7 +157,9 @@ class RelayProcess:
 
     def restart(self) -> None:
         """Start again on the same port (after kill())."""
-        self.args = [a if not a.startswith(f"{self.host}:") else f"{self.host}:{self.port}" for a in self.args]
+        # only the --listen value: `--to` may name the same host (a relay on 127.0.0.1 to a peer on 127.0.0.1)
+        at = self.args.index("--listen") + 1
+        self.args = [*self.args[:at], f"{self.host}:{self.port}", *self.args[at + 1:]]
         self.start()
 
     def stop(self) -> dict:
