@@ -126,7 +126,6 @@ def answer_query(data: bytes, names: dict[str, tuple[IPAddress, ...]], ttl: int 
 
 # ---- the resolver machine -----------------------------------------------------------------------------
 MAX_TCP_MESSAGE = 2 + 65535  # a DNS-over-TCP message with its length prefix (RFC 1035 4.2.2): the buffer's cap
-CACHE_TTL = 30.0  # seconds the runtime keeps a name's addresses
 
 
 @dataclass(frozen=True)

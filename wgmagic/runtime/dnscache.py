@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from wgmagic.netstack.dns import CACHE_TTL
+# Seconds the runtime keeps a name's addresses. Not imported from netstack.dns: that module loads dnspython
+# (tens of ms), which the tunnel's start must not wait for (notebook/prefetch.py loads it during the handshake).
+CACHE_TTL = 30.0
 
 
 class DnsCache:
-    """name -> addresses, each kept `ttl` seconds (default wgmagic.netstack.dns.CACHE_TTL), `size` names."""
+    """name -> addresses, each kept `ttl` seconds (default CACHE_TTL), `size` names."""
 
     def __init__(self, ttl: float = CACHE_TTL, size: int = 256) -> None:
         self.ttl = ttl
