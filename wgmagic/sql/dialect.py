@@ -207,6 +207,23 @@ class SqlConnection(ABC):
         name, an ErrorResponse the driver shows)."""
         return NEUTRAL
 
+    def _connect_naming_the_stage(self, connect: Callable[[], Any], tunnel: Tunnel | None, host: str | None,
+                                  port: int) -> None:
+        """`self.raw = connect()` for a driver that dials a forward to host:port; any failure becomes the
+        ConnectionStageError of the stage it happened in (a direct connect through the tunnel tells a forward
+        that merely hung up from the server refusing), after the session is dropped."""
+        try:
+            self.raw = connect()
+        except ConnectionStageError:
+            self._drop()
+            raise
+        except Exception as exc:
+            self._drop()
+            failure = classify_connection_failure(exc, host=host or "localhost", port=port)
+            if failure.stage == "server" and tunnel is not None and host:
+                failure = probe_tcp(tunnel, host, port) or failure
+            raise failure from None
+
     def _forward_through(self, tunnel: Tunnel, host: str, port: int, *, tcp: bool) -> dict[str, str]:
         """A forward of `tunnel` to host:port for the driver (loopback TCP when `tcp`, else a Unix socket),
         usable by this process only, speaking `forward_protocol()`; its libpq parameters.

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from wgmagic.connstr import Dsn, DsnError
 from wgmagic.proto.forwarding import NEUTRAL, ForwardProtocol
 from wgmagic.proto.postgres import POSTGRES
-from wgmagic.sql.dialect import Dialect, PasswordPrompt, SqlConnection, TunnelProvider, first_line, probe_tcp
-from wgmagic.sql.messages import ConnectionStageError, QueryCancelledError, SqlError, classify_connection_failure
+from wgmagic.sql.dialect import Dialect, PasswordPrompt, SqlConnection, TunnelProvider, first_line
+from wgmagic.sql.messages import QueryCancelledError, SqlError
 from wgmagic.sql.parameters import Statement
 from wgmagic.sql.results import Progress, Result
 
@@ -91,17 +91,7 @@ class SqlAlchemyConnection(SqlConnection):
             if not port:
                 raise DsnError(f"{self.dsn.masked()}: no port, and none is known for {self.dsn.dialect!r}: add :PORT")
             forward_params = self._forward_through(tunnel, host, port, tcp=True)
-        try:
-            self.raw = self._connect(forward_params)
-        except ConnectionStageError:
-            self._drop()
-            raise
-        except Exception as exc:
-            self._drop()
-            failure = classify_connection_failure(exc, host=host or "localhost", port=port)
-            if failure.stage == "server" and tunnel is not None and host:
-                failure = probe_tcp(tunnel, host, port) or failure
-            raise failure from None
+        self._connect_naming_the_stage(lambda: self._connect(forward_params), tunnel, host, port)
 
     def _connect(self, forward_params: dict[str, str] | None) -> Any:
         import sqlalchemy

@@ -33,13 +33,10 @@ from wgmagic.sql.dialect import (
     SqlConnection,
     TunnelProvider,
     first_line,
-    probe_tcp,
 )
 from wgmagic.sql.messages import (
-    ConnectionStageError,
     QueryCancelledError,
     SqlError,
-    classify_connection_failure,
 )
 from wgmagic.sql.parameters import Statement
 from wgmagic.sql.passwords import keyring_lookup, pgpass_lookup
@@ -85,17 +82,7 @@ class PostgresConnection(SqlConnection):
         if tunnel is not None and host and not host.startswith("/"):
             tls = self.dsn.options.get("sslmode") in TLS_MODES  # libpq never speaks TLS over a Unix socket
             forward_params = self._forward_through(tunnel, host, port, tcp=tls)
-        try:
-            self.raw = self._connect(forward_params)
-        except ConnectionStageError:
-            self._drop()
-            raise
-        except Exception as exc:
-            self._drop()
-            failure = classify_connection_failure(exc, host=host or "localhost", port=port)
-            if failure.stage == "server" and tunnel is not None and host:
-                failure = probe_tcp(tunnel, host, port) or failure
-            raise failure from None
+        self._connect_naming_the_stage(lambda: self._connect(forward_params), tunnel, host, port)
 
     def _connect(self, forward_params: dict[str, str] | None) -> psycopg.Connection[Any]:
         import psycopg
