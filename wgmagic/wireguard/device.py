@@ -83,7 +83,7 @@ class Device:
         self.max_queued_per_peer = max_queued_per_peer
         self.cookies = CookieChecker(self.static.public, rng, self.timers.cookie_refresh_time)
         self.peers: dict[bytes, Peer] = {}
-        self._indices = IndexTable(rng)
+        self.indices = IndexTable(rng)
         self.allowed_ips: AllowedIPs[Peer] = AllowedIPs()
         self._out: list[tuple[bytes, tuple[str, int]]] = []
         self._in: list[bytes] = []
@@ -132,9 +132,9 @@ class Device:
         peer.candidates.moved_to(endpoint)
         if peer.endpoint != endpoint:
             peer.endpoint = endpoint
-            self._event(PeerEndpointChanged(public_key, endpoint, EndpointReason.SET))
+            self.announce(PeerEndpointChanged(public_key, endpoint, EndpointReason.SET))
         if not peer.has_session(now):
-            self._initiate(peer, now, retry=False)
+            self.send_initiation(peer, now, retry=False)
 
     def set_endpoint_addresses(self, public_key: bytes, addresses: list[tuple[str, int]]) -> bool:
         """The peer's Endpoint name resolved to `addresses` (in order) now; True if the peer's endpoint is
@@ -149,15 +149,15 @@ class Device:
             if peer.has_session(now) or peer.retransmit_at is None:
                 peer.candidates.refused = True
                 continue
-            moved = peer.candidates.next_on_refused(peer.endpoint)
-            if moved is not None:
-                self._move(peer, moved)
+            if (moved := peer.candidates.next_on_refused(peer.endpoint)) is not None:
+                self.move_endpoint(peer, moved)
                 expiry.retransmit_handshake(self, peer, now, move=False)  # there now, not after REKEY_TIMEOUT
         self.handle_timers(now)
 
-    def _move(self, peer: Peer, endpoint: tuple[str, int]) -> None:
+    def move_endpoint(self, peer: Peer, endpoint: tuple[str, int]) -> None:
+        """Send to `peer` at `endpoint`, its name's next address, from now on (as PeerEndpointChanged)."""
         peer.endpoint = endpoint
-        self._event(PeerEndpointChanged(peer.public_key, endpoint, EndpointReason.NEXT_ADDRESS))
+        self.announce(PeerEndpointChanged(peer.public_key, endpoint, EndpointReason.NEXT_ADDRESS))
 
     def not_answering_since(self, public_key: bytes, now: float) -> float | None:
         """When the peer stopped answering (seconds, monotonic), or None while it answers (liveness.py)."""
@@ -179,7 +179,12 @@ class Device:
         events, self._events = self._events, []
         return events
 
-    def _event(self, event: WireGuardEvent) -> None:
+    def send_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Queue one UDP payload to `addr` (ip, port) for the next datagrams_to_send()."""
+        self._out.append((data, addr))
+
+    def announce(self, event: WireGuardEvent) -> None:
+        """Queue `event` for the next events() (dropped beyond MAX_QUEUED_EVENTS)."""
         if len(self._events) < MAX_QUEUED_EVENTS:
             self._events.append(event)
 
@@ -212,11 +217,11 @@ class Device:
             timers = self.timers
             if keypair.initiator and (now - keypair.created >= timers.rekey_after_time  # type: ignore[union-attr]
                                       or keypair.send_counter >= timers.rekey_after_messages):  # type: ignore[union-attr]
-                self._initiate(peer, now, retry=False)
+                self.send_initiation(peer, now, retry=False)
         else:
             if not peer.stage(bytes(ip_packet)):
                 self.drops["queue_full"] += 1
-            self._initiate(peer, now, retry=False)
+            self.send_initiation(peer, now, retry=False)
         return True
 
     def _encrypt_and_send(self, peer: Peer, keypair: Keypair, packet: bytes, now: float) -> None:
@@ -240,21 +245,20 @@ class Device:
         if peer.persistent_keepalive:
             peer.persistent_at = now + peer.persistent_keepalive
 
-    def _send_keepalive(self, peer: Peer, now: float, *, persistent: bool = False) -> None:
+    def send_keepalive_to(self, peer: Peer, now: float, *, persistent: bool = False) -> None:
+        """A keepalive to `peer` if a session is up; else, if `persistent` (it keeps a path open), a handshake (6.5)."""
         if peer.usable(peer.current, now):
             peer.keepalives_sent += 1
             self._encrypt_and_send(peer, peer.current, b"", now)  # type: ignore[arg-type]
         elif persistent:
-            # A persistent keepalive exists to keep a path open, so it brings a session up to do so.
-            self._initiate(peer, now, retry=False)
+            self.send_initiation(peer, now, retry=False)
 
     def send_keepalive(self, public_key: bytes, now: float) -> None:
         """An empty transport message to the peer now, if a session is up: after the way below changed (a
         WebSocket reopened, so a new source address at the peer), the peer learns it from this authenticated
         packet instead of sending into the old one until we next have data (whitepaper section 6.5)."""
-        peer = self.peers.get(public_key)
-        if peer is not None:
-            self._send_keepalive(peer, now)
+        if (peer := self.peers.get(public_key)) is not None:
+            self.send_keepalive_to(peer, now)
 
     def initiate_handshake(self, public_key: bytes, now: float, *, force: bool = False) -> None:
         """Start a handshake now unless a session exists or one is already in flight; `force`: a fresh one now
@@ -262,11 +266,12 @@ class Device:
         peer = self.peers[public_key]
         if force:
             peer.retransmit_at = peer.last_handshake_sent = None
-            self._initiate(peer, now, retry=False)
-        elif not peer.has_session(now):
-            self._initiate(peer, now, retry=False)
+        if force or not peer.has_session(now):
+            self.send_initiation(peer, now, retry=False)
 
-    def _initiate(self, peer: Peer, now: float, *, retry: bool) -> None:
+    def send_initiation(self, peer: Peer, now: float, *, retry: bool) -> None:
+        """A handshake initiation to `peer` (5.4.2). Unless `retry` (6.4), none while one is in flight or within
+        REKEY_TIMEOUT of the last; counted `no_endpoint` without an endpoint."""
         if not retry:
             if peer.retransmit_at is not None:
                 return  # one is in flight; its retransmissions carry on
@@ -277,14 +282,14 @@ class Device:
             self.drops["no_endpoint"] += 1
             return
         if peer.handshake is not None:
-            self._indices.forget(peer.handshake.sender_index)
-        index = self._indices.new_index()
+            self.indices.forget(peer.handshake.sender_index)
+        index = self.indices.new_index()
         wall = self.wall_clock() if self.wall_clock else now
         message, state = create_initiation(self.static, peer.public_key, index, wall, peer.precomputed_ss,
                                            ephemeral=self.rng(32))
         state.sent_at = now
         peer.handshake = state
-        self._indices.set(index, peer, None)
+        self.indices.set(index, peer, None)
         self._out.append((peer.cookies.add_macs(message, INITIATION_MAC1_AT, now), peer.endpoint))
         peer.handshake_initiations_sent += 1
         peer.last_handshake_sent = now
@@ -317,7 +322,7 @@ class Device:
             self.drops["short"] += 1
             return
         _, receiver, counter = TRANSPORT_HEADER.unpack_from(data)
-        peer, keypair = self._indices.get(receiver) or (None, None)
+        peer, keypair = self.indices.get(receiver) or (None, None)
         if peer is None or keypair is None:
             self.drops["unknown_receiver_index"] += 1
             return
@@ -343,7 +348,7 @@ class Device:
                 and now - keypair.created >= timers.reject_after_time - timers.keepalive_timeout
                 - timers.rekey_timeout):
             peer.rekey_requested_by_receive = True
-            self._initiate(peer, now, retry=False)
+            self.send_initiation(peer, now, retry=False)
         if not plain:
             return  # a keepalive
         if peer.keepalive_at is None:
@@ -380,30 +385,27 @@ class Device:
             peer.persistent_at = now + peer.persistent_keepalive
         if peer.endpoint != addr:
             peer.endpoint = addr
-            self._event(PeerEndpointChanged(peer.public_key, addr, EndpointReason.ROAMED))
+            self.announce(PeerEndpointChanged(peer.public_key, addr, EndpointReason.ROAMED))
 
     def _confirm_next(self, peer: Peer, keypair: Keypair, now: float) -> None:
         """As responder, the initiator's first transport packet under the new keys confirms them."""
         self._install_keypair(peer, keypair, now)
-        self._event(HandshakeCompleted(peer.public_key, None, False))
+        self.announce(HandshakeCompleted(peer.public_key, None, False))
         self._flush_staged(peer, now)
 
     def _install_keypair(self, peer: Peer, keypair: Keypair, now: float) -> None:
         """Make `keypair` the peer's current one (whitepaper 5.4.2 and 6.1): the current becomes previous,
         the old previous and any unconfirmed next are retired, the zero-keys timer restarts."""
-        self._retire(peer.previous)
+        self.indices.retire(peer.previous)
         if peer.next is not keypair:
-            self._retire(peer.next)
+            self.indices.retire(peer.next)
         peer.previous, peer.current, peer.next = peer.current, keypair, None
-        self._indices.set(keypair.local_index, peer, keypair)
+        self.indices.set(keypair.local_index, peer, keypair)
         peer.candidates.refused = False
         peer.handshakes += 1
         peer.last_handshake_time = now
         peer.rekey_requested_by_receive = False
         peer.zero_keys_at = now + 3 * self.timers.reject_after_time
-
-    def _retire(self, keypair: Keypair | None) -> None:
-        self._indices.retire(keypair)
 
     def _receive_initiation(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         msg = admission.checked(self, data, parse_initiation, INITIATION_MAC1_AT, INITIATION_MAC2_AT, addr, now)
@@ -426,12 +428,12 @@ class Device:
             return
         peer.last_initiation_timestamp = consumed.timestamp
         peer.last_initiation_received = now
-        index = self._indices.new_index()
+        index = self.indices.new_index()
         response, keys = create_response(consumed, index, peer.preshared_key, ephemeral=self.rng(32))
         keypair = Keypair.from_session(keys, initiator=False, created=now)
-        self._retire(peer.next)
+        self.indices.retire(peer.next)
         peer.next = keypair
-        self._indices.set(index, peer, keypair)
+        self.indices.set(index, peer, keypair)
         self._authenticated_from(peer, addr, now, len(data))
         self._out.append((peer.cookies.add_macs(response, RESPONSE_MAC1_AT, now), addr))
         peer.last_send = now
@@ -440,7 +442,7 @@ class Device:
         msg = admission.checked(self, data, parse_response, RESPONSE_MAC1_AT, RESPONSE_MAC2_AT, addr, now)
         if msg is None:
             return
-        entry = self._indices.get(msg.receiver)
+        entry = self.indices.get(msg.receiver)
         if entry is None or entry[1] is not None or entry[0].handshake is None:
             self.drops["unknown_receiver_index"] += 1
             return
@@ -457,10 +459,10 @@ class Device:
         peer.handshake_attempts = 0
         peer.retransmit_at = None
         self._authenticated_from(peer, addr, now, len(data))
-        self._event(HandshakeCompleted(peer.public_key, now - state.sent_at, True))
+        self.announce(HandshakeCompleted(peer.public_key, now - state.sent_at, True))
         # The responder may only send once it has heard from us under the new keys: give it that now.
         if not self._flush_staged(peer, now):
-            self._send_keepalive(peer, now)
+            self.send_keepalive_to(peer, now)
 
     def _flush_staged(self, peer: Peer, now: float) -> bool:
         if not peer.staged or not peer.usable(peer.current, now):
