@@ -159,7 +159,7 @@ class Stack:
         out, self._out = self._out, []
         return out
 
-    def _collect(self, conn: Any, now: float) -> None:
+    def _collect(self, conn: TcpConnection, now: float) -> None:
         local, remote = conn.local, conn.remote
         src, dst = local[0].packed, remote[0].packed
         for segment in conn.segments_to_send(now):
@@ -443,7 +443,7 @@ class Stack:
         self._active.add(conn)
         self._share_window(conn)
 
-    def _share_window(self, conn: Any) -> None:
+    def _share_window(self, conn: TcpConnection) -> None:
         cap = max(MIN_CONNECTION_WINDOW, SHARED_RECEIVE_BUDGET // max(1, len(self.tcp)))
         conn.window_cap = min(conn.opts.recv_buffer, cap)
         if len(self.tcp) % 16 == 0:  # now and then, bring the others in line with the new share
@@ -489,7 +489,7 @@ class Stack:
         self.counters["tcp_leftover_probes"] += 1
         return True
 
-    def wake(self, conn: Any) -> None:
+    def wake(self, conn: TcpConnection) -> None:
         """The user side changed a connection (sent, read, closed): collect its segments on the next pull."""
         self._active.add(conn)
 

@@ -37,13 +37,35 @@ import time
 import urllib.parse
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wgmagic._version import __version__
 from wgmagic.addresses import proxy_from_environment
 from wgmagic.runtime.transport import TransportHooks, TransportKind, TransportSettings, TransportState
 from wgmagic.runtime.wsframing import Framing, framing_class
 from wgmagic.via import BINARY_FRAMING, VIA_CA_ENV, check_url, mask_url, split_framing
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from websockets.protocol import Protocol as WebSocketProtocol
+
+    class SansIoConnection(Protocol):
+        """What `flush` uses of a websockets connection (`websockets.asyncio.client.ClientConnection` or
+        `websockets.asyncio.server.ServerConnection`): its sans-I/O protocol and its asyncio transport."""
+
+        @property
+        def protocol(self) -> WebSocketProtocol: ...
+
+        @property
+        def transport(self) -> asyncio.Transport: ...
+
+    class FramedConnection(SansIoConnection, Protocol):
+        """A websockets connection that carries the tunnel's datagrams (the DatagramConnection classes): also
+        the framing its data frames are read and written with."""
+
+        @property
+        def wg_framing(self) -> Framing: ...
 
 # A WireGuard message is at most one UDP payload (65,535 bytes); a message larger than this is not ours.
 MAX_MESSAGE = 65536
@@ -173,7 +195,7 @@ def describe_failure(exc: BaseException, url: str, proxy: str | None, *, server:
     return text
 
 
-def flush(conn: Any) -> None:
+def flush(conn: SansIoConnection) -> None:
     """Write what the connection's sans-I/O protocol has queued in one write (one syscall for a batch of
     frames, where the library's send_data writes frame by frame); its end-of-stream marker as the library
     does."""
@@ -295,7 +317,7 @@ class WebSocketTransport:
         counters["ws_tx_messages"] += len(payloads)
         counters["ws_tx_bytes"] += sum(len(d) for d in payloads)
 
-    def _write(self, conn: Any, payloads: list[bytes]) -> None:
+    def _write(self, conn: FramedConnection, payloads: list[bytes]) -> None:
         """Queue `payloads` as frames of the connection's framing (text or binary) and write them in one go."""
         protocol = conn.protocol
         send = protocol.send_text if conn.wg_framing.text else protocol.send_binary
@@ -304,7 +326,7 @@ class WebSocketTransport:
         flush(conn)
         self._last_sent = time.monotonic()
 
-    def _start_keepalive(self, conn: Any) -> None:
+    def _start_keepalive(self, conn: FramedConnection) -> None:
         after = conn.wg_framing.keepalive_after
         if after is not None:
             self._keepalive = self.loop.call_later(after, self._keepalive_due, conn)
@@ -314,7 +336,7 @@ class WebSocketTransport:
             self._keepalive.cancel()
             self._keepalive = None
 
-    def _keepalive_due(self, conn: Any) -> None:
+    def _keepalive_due(self, conn: FramedConnection) -> None:
         """The framing's keepalive once `keepalive_after` seconds passed with nothing sent (Fly's: a zero-length
         record after 1 s, as flyctl writes it)."""
         self._keepalive = None
@@ -355,7 +377,7 @@ class WebSocketTransport:
         return ca_state >= 3 or backoff > 0 or lost > 0 or retrans > 0
 
     # ---- receiving (called by the connection, on the loop thread) -----------------------------------
-    def _on_frame(self, conn: Any, opcode: int, data: bytes, fin: bool) -> None:
+    def _on_frame(self, conn: FramedConnection, opcode: int, data: bytes, fin: bool) -> None:
         framing: Framing = conn.wg_framing
         datagrams = framing.decode(opcode, data, fin)
         if datagrams:

@@ -15,9 +15,12 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wgmagic import explain
+
+if TYPE_CHECKING:
+    from wgmagic.runtime.tunnel import Tunnel
 
 OK, WARN, FAIL, SKIP = "ok", "warning", "failed", "skipped"
 MARK = {OK: "✔", WARN: "!", FAIL: "✘", SKIP: "-"}
@@ -307,7 +310,7 @@ def _check_rtt(rtt: float | None, add: Callable[..., Check]) -> None:
         add("handshake RTT", OK, f"{rtt * 1000:.1f} ms")
 
 
-def _check_dns(tunnel: Any, config: Any, host: str | None, add: Callable[..., Check]) -> Any:
+def _check_dns(tunnel: Tunnel, config: Any, host: str | None, add: Callable[..., Check]) -> Any:
     from wgmagic.errors import DNSTimeoutError, NameNotFoundError
 
     if host is None:
@@ -336,7 +339,7 @@ def _check_dns(tunnel: Any, config: Any, host: str | None, add: Callable[..., Ch
     return addresses[0]
 
 
-def _check_tcp(tunnel: Any, address: Any, port: int, add: Callable[..., Check]) -> None:
+def _check_tcp(tunnel: Tunnel, address: Any, port: int, add: Callable[..., Check]) -> None:
     from wgmagic.errors import PeerNotRespondingError
 
     started = time.monotonic()
@@ -360,7 +363,7 @@ def _probe_address(config: Any) -> Any:
     return servers[0] if servers else None
 
 
-def _echo(tunnel: Any, address: Any, size: int, timeout: float = 1.0) -> float | None:
+def _echo(tunnel: Tunnel, address: Any, size: int, timeout: float = 1.0) -> float | None:
     replies = tunnel.ping(str(address), 1, timeout=timeout, size=size)
     return replies[0].rtt if replies else None
 
@@ -369,7 +372,7 @@ WIREGUARD_OVERHEAD = 32  # a data message's header (16) and authentication tag (
 UDP_HEADER = 8
 
 
-def _check_mtu(tunnel: Any, config: Any, address: Any, add: Callable[..., Check]) -> None:
+def _check_mtu(tunnel: Tunnel, config: Any, address: Any, add: Callable[..., Check]) -> None:
     """The path MTU through the tunnel, measured with ICMP echoes (binary search), and the `MTU =` to set.
 
     WireGuard pads every inner packet to a multiple of 16 bytes (wgmagic always; wireguard-go up to the
@@ -408,7 +411,7 @@ def _check_mtu(tunnel: Any, config: Any, address: Any, add: Callable[..., Check]
         f"other WireGuard clients do not")
 
 
-def _endpoint_ip_header(tunnel: Any) -> int:
+def _endpoint_ip_header(tunnel: Tunnel) -> int:
     """20 (IPv4) or 40 (IPv6): the outer IP header of the first peer's endpoint in use (IPv4 when unknown)."""
     try:
         endpoint = str(tunnel.peer_report()[0]["endpoint"])
@@ -417,7 +420,7 @@ def _endpoint_ip_header(tunnel: Any) -> int:
     return 40 if endpoint.startswith("[") or endpoint.count(":") > 1 else 20
 
 
-def _check_burst(tunnel: Any, address: Any, add: Callable[..., Check]) -> None:
+def _check_burst(tunnel: Tunnel, address: Any, add: Callable[..., Check]) -> None:
     rtts = [reply.rtt for reply in tunnel.ping(str(address), BURST, interval=0.02, timeout=0.5)]
     answered = sorted(r * 1000 for r in rtts if r is not None)
     loss = 1 - len(answered) / BURST

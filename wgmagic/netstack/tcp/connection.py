@@ -15,7 +15,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
-from wgmagic.netstack.events import TcpClosed, TcpConnected, TcpReadable, TcpWritable
+from wgmagic.netstack.events import TcpClosed, TcpConnected, TcpEvent, TcpReadable, TcpWritable
 from wgmagic.netstack.tcp.config import DEFAULT_CONFIG, DEFAULT_OPTIONS, TcpConfig
 from wgmagic.netstack.tcp.congestion import Cubic, Reno
 from wgmagic.netstack.tcp.pmtu import FLOOR_MSS, HEADERS, HOLD, QUIET, ReceiveWatch, SendSearch, too_big_message
@@ -143,7 +143,7 @@ class TcpConnection:
         # output
         self._out: list[bytes] = []
         self.icmp_out: list[tuple[int, bytes]] = []  # (IP protocol, ICMP message) for the stack to send to remote
-        self._events: list[object] = []
+        self._events: list[TcpEvent] = []
         self._readable = self._writable = False
         self._was_full = False
         # counters
@@ -343,7 +343,7 @@ class TcpConnection:
         return self.state == CLOSED
 
     # ---- events ----------------------------------------------------------------------------------------
-    def events(self) -> list[object]:
+    def events(self) -> list[TcpEvent]:
         """Events since the last call, drained: TcpConnected, TcpReadable, TcpWritable, TcpClosed."""
         if self._readable:
             self._readable = False

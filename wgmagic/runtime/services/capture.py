@@ -35,9 +35,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from wgmagic import files
+
+if TYPE_CHECKING:
+    from wgmagic.runtime.tunnel import Tunnel
 
 LINKTYPE_RAW = 101
 INBOUND, OUTBOUND = 1, 2  # epb_flags bits 0-1 (pcapng section 4.3.1)
@@ -157,7 +160,7 @@ class Capture:
     written there; ValueError for a bad bound.
     """
 
-    def __init__(self, tunnel: Any, path: str | os.PathLike[str], *, seconds: float | None = None,
+    def __init__(self, tunnel: Tunnel, path: str | os.PathLike[str], *, seconds: float | None = None,
                  max_packets: int = DEFAULT_MAX_PACKETS, max_bytes: int = DEFAULT_MAX_BYTES,
                  payload: bool = False, outer: bool = False) -> None:
         if max_packets < 1 or max_bytes < 1:

@@ -22,12 +22,15 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wgmagic.addresses import Expose
 from wgmagic.netstack.tcp.listener import DEFER
 from wgmagic.runtime.relay import SocketRelay
 from wgmagic.runtime.seams import EngineAPI
+
+if TYPE_CHECKING:
+    from wgmagic.runtime.tunnel import Tunnel
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -242,7 +245,7 @@ class ExposeListener:
 class Exposed:
     """The handle `Tunnel.expose` returns: where it listens, its counters, `close()`. Thread-safe."""
 
-    def __init__(self, tunnel: Any, listener: ExposeListener, on_close: Callable[[Exposed], None]) -> None:
+    def __init__(self, tunnel: Tunnel, listener: ExposeListener, on_close: Callable[[Exposed], None]) -> None:
         self.tunnel = tunnel
         self.listener = listener
         self.expose = listener.expose

@@ -29,7 +29,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wgmagic import explain, platform
 from wgmagic.addresses import format_address
@@ -45,6 +45,9 @@ from wgmagic.runtime.services.listener import (
     listen_unix,
 )
 from wgmagic.runtime.services.listener import short_private_directory as _short_private_directory
+
+if TYPE_CHECKING:
+    from wgmagic.netstack.tcp.connection import TcpConnection
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +259,7 @@ class Forward:
     def _connect(self, client: socket.socket) -> None:
         attempt: HappyEyeballs | None = None
 
-        def connected(conn: Any) -> None:
+        def connected(conn: TcpConnection) -> None:
             self.connecting.discard(attempt)
             relay = SocketRelay(self.engine, client, conn, on_done=self.relays.discard, connected=True)
             if not relay.done:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpcore
 from httpcore._backends.anyio import AnyIOStream
@@ -20,10 +20,13 @@ from httpcore._backends.sync import SyncStream
 
 from wgmagic.errors import WgMagicError
 
+if TYPE_CHECKING:
+    from wgmagic.runtime.tunnel import Tunnel
+
 DEFAULT_CONNECT_TIMEOUT = 15.0  # seconds, when httpx passes none
 
 
-def _connect(tunnel: Any, host: str, port: int, timeout: float | None) -> socket.socket:
+def _connect(tunnel: Tunnel, host: str, port: int, timeout: float | None) -> socket.socket:
     try:
         sock = tunnel.open_connection(host, port, timeout=timeout or DEFAULT_CONNECT_TIMEOUT)
     except TimeoutError as exc:
@@ -37,7 +40,7 @@ def _connect(tunnel: Any, host: str, port: int, timeout: float | None) -> socket
 class TunnelBackend(httpcore.NetworkBackend):
     """httpcore's synchronous network backend through a tunnel (for httpx.HTTPTransport)."""
 
-    def __init__(self, tunnel: Any) -> None:
+    def __init__(self, tunnel: Tunnel) -> None:
         self.tunnel = tunnel
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
@@ -55,7 +58,7 @@ class TunnelBackend(httpcore.NetworkBackend):
 class AsyncTunnelBackend(httpcore.AsyncNetworkBackend):
     """httpcore's asynchronous network backend through a tunnel (for httpx.AsyncHTTPTransport, asyncio)."""
 
-    def __init__(self, tunnel: Any) -> None:
+    def __init__(self, tunnel: Tunnel) -> None:
         self.tunnel = tunnel
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
@@ -88,7 +91,7 @@ def _split(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: kwargs[k] for k in _TRANSPORT_OPTIONS if k in kwargs}
 
 
-def http_client(tunnel: Any, **kwargs: Any) -> Any:
+def http_client(tunnel: Tunnel, **kwargs: Any) -> Any:
     """An httpx.Client whose every connection goes through `tunnel`; kwargs are httpx.Client's.
 
     `transport=` and `proxy=`/`mounts=` are refused: the transport is this tunnel's.
@@ -102,7 +105,7 @@ def http_client(tunnel: Any, **kwargs: Any) -> Any:
     return httpx.Client(transport=transport, **_client_options(kwargs))
 
 
-def async_http_client(tunnel: Any, **kwargs: Any) -> Any:
+def async_http_client(tunnel: Tunnel, **kwargs: Any) -> Any:
     """An httpx.AsyncClient (asyncio or trio through anyio) whose every connection goes through `tunnel`."""
     import httpx
 

@@ -38,11 +38,14 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wgmagic.connstr import LIBPQ_DRIVERS, TLS_MODES, Dsn, DsnError, conninfo, parse_dsn
 from wgmagic.proto.forwarding import NEUTRAL, ForwardProtocol
 from wgmagic.proto.postgres import POSTGRES
+
+if TYPE_CHECKING:
+    from wgmagic.runtime.tunnel import Tunnel
 
 LOOPBACK = "127.0.0.1"
 
@@ -60,7 +63,7 @@ def protocol_for(dsn: Dsn, keywords: bool) -> ForwardProtocol:
     return POSTGRES if keywords or dsn.is_postgres else NEUTRAL
 
 
-def forward_for(tunnel: Any, host: str, port: int, kind: str, protocol: ForwardProtocol = NEUTRAL) -> Any:
+def forward_for(tunnel: Tunnel, host: str, port: int, kind: str, protocol: ForwardProtocol = NEUTRAL) -> Any:
     """The tunnel's forward to host:port of `kind` ("unix" or "tcp") speaking `protocol`, made on first use and
     reused while the tunnel keeps it (Tunnel.close closes it; close_forward drops it and the next call makes a
     new one)."""
@@ -90,7 +93,7 @@ def _kind_for(dsn: Dsn, keywords: bool, local: str) -> str:
     return "tcp"
 
 
-def route_url(tunnel: Any, text: str, *, local: str = "auto") -> str:
+def route_url(tunnel: Tunnel, text: str, *, local: str = "auto") -> str:
     """`text` (a URL or libpq keywords) rewritten to reach its host through a forward of `tunnel`.
 
     Raises DsnError (a ValueError) for text that is not a connection string or names no host, ValueError for a
@@ -124,7 +127,7 @@ def route_url(tunnel: Any, text: str, *, local: str = "auto") -> str:
     return replace(dsn, host=local_host, port=local_port, query=tuple(query)).url()
 
 
-def create_engine(tunnel: Any, url: str, **kwargs: Any) -> Any:
+def create_engine(tunnel: Tunnel, url: str, **kwargs: Any) -> Any:
     """A sqlalchemy.Engine whose every pooled connection goes through `tunnel`.
 
     `url`: a SQLAlchemy URL (any dialect and driver) or libpq keywords; a `postgresql://` URL without a driver

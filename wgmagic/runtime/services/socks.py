@@ -19,7 +19,7 @@ import socket
 import struct
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wgmagic import explain
 from wgmagic.proto.socks5 import (
@@ -47,6 +47,9 @@ from wgmagic.proto.socks5 import (
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
 from wgmagic.runtime.seams import EngineAPI
 from wgmagic.runtime.services.listener import accept_pending, close_listener, listen_inet, listen_unix, receive
+
+if TYPE_CHECKING:
+    from wgmagic.netstack.tcp.connection import TcpConnection
 
 NEGOTIATION_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 15.0  # seconds a CONNECT may take to reach its target through the tunnel
@@ -243,7 +246,7 @@ class _SocksClient:
             if early:
                 relay.conn.send(early)
 
-        def connected(conn: Any) -> None:
+        def connected(conn: TcpConnection) -> None:
             self.attempt = None
             if self.closed:  # negotiation timed out meanwhile
                 conn.abort(time.monotonic())

@@ -315,7 +315,7 @@ class WebSocketRelay:
                 if client is not None and client.pacer.queue and client.timer is None:
                     relay._send_up(client)
 
-            def connection_made(self, transport: Any) -> None:
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 relay.counters["tcp_connections"] += 1
                 # Read at most READ_CHUNK at a time (asyncio's default is 256 KiB): each read becomes a burst of
                 # datagrams to the server, and a burst of ~180 overflows a 208 KiB UDP receive buffer (the
