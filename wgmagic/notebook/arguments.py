@@ -33,6 +33,17 @@ def words_with_offsets(line: str) -> list[tuple[int, str]]:
     return [(match.start(), match.group()) for match in _WORD.finditer(line)]
 
 
+def without_comment(line: str) -> str:
+    """The line before its comment, as a shell reads one: a word that starts with `#` (after white space,
+    outside quotes) and the rest of the line; a `#` inside a word (`a#b`, a URL's fragment) or in quotes stays.
+    For `%wg`, whose lines hold no SQL (PostgreSQL's `#` operator), so `%wg status   # a note` works as in
+    the README."""
+    for offset, word in words_with_offsets(line):
+        if word.startswith("#"):
+            return line[:offset].rstrip()
+    return line
+
+
 @dataclass(frozen=True)
 class SqlLine:
     """`%wgsql` on one line, cut where the SQL begins: `arguments` for the magic's parser, `sql` as typed."""

@@ -87,11 +87,11 @@ class WgMagic(Magics):
     @line_magic
     def wg(self, line: str) -> Any:
         """(replaced below the class by wg_usage(): the commands as the parser knows them)"""
-        from wgmagic.notebook.arguments import parse_arguments, wg_parser, wg_usage
+        from wgmagic.notebook.arguments import parse_arguments, wg_parser, wg_usage, without_comment
         from wgmagic.notebook.cmd import COMMANDS
         from wgmagic.notebook.presentation import guarded
 
-        args = parse_arguments(wg_parser(), line)
+        args = parse_arguments(wg_parser(), without_comment(line))
         if args is None:
             return None
         if args.command in (None, "help"):
