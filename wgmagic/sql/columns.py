@@ -235,3 +235,30 @@ def _unique(names: Sequence[str], i: int) -> str:
     if name not in names[:i]:
         return name
     return f"{name}_{list(names[:i]).count(name)}"
+
+
+# ---- Python values (the row path, a driver's loaders) into Arrow arrays --------------------------------------
+
+def values_to_arrow(values: Sequence[Any], target: Any) -> Any:
+    """One column of Python values as a driver's loaders give them (None for NULL) as an Arrow array of type
+    `target`, the same values the bulk path gives: large_string holds `text_of` each value; large_binary the
+    bytes; a date, timestamp or duration type the datetime/date/timedelta values (a value Python could not hold,
+    which the loaders give as a text stand-in such as 'infinity', is null, as in the bulk path); the rest as
+    pyarrow converts them. Raises pyarrow.ArrowInvalid / ArrowTypeError for a value of another type."""
+    import datetime
+
+    import pyarrow as pa
+
+    if target == pa.large_string():
+        return pa.array([text_of(v) for v in values], type=target)
+    if target == pa.large_binary():
+        return pa.array([None if v is None else bytes(v) for v in values], type=target)
+    if pa.types.is_timestamp(target):
+        return pa.array([v if isinstance(v, datetime.datetime) else
+                         datetime.datetime(v.year, v.month, v.day) if isinstance(v, datetime.date) else None
+                         for v in values], type=target)
+    if pa.types.is_date(target):
+        return pa.array([v if isinstance(v, datetime.date) else None for v in values], type=target)
+    if pa.types.is_duration(target):
+        return pa.array([v if isinstance(v, datetime.timedelta) else None for v in values], type=target)
+    return pa.array(values, type=target)

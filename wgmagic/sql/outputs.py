@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from wgmagic.sql.columns import arrow_schema, piece_to_arrow, text_of
 from wgmagic.sql.copy_stream import Piece, concat_pieces, slice_piece
+from wgmagic.sql.messages import QueryCancelledError, SqlError
 
 if TYPE_CHECKING:
     from wgmagic.sql.dialect import SqlConnection
@@ -148,9 +149,10 @@ def convert(frame: Any, spec: OutputSpec) -> Any:
             pq.write_table(table, temporary)
         return ParquetWritten(os.path.abspath(os.path.expanduser(spec.to)), len(frame))
     if spec.chunks is not None:
-        size = spec.chunks
-        return (_form_of_pandas(frame.iloc[start:start + size].reset_index(drop=True), spec.form)
-                for start in range(0, len(frame), size))
+        return ChunkStream(iter([(frame, len(frame))]), spec.chunks,
+                           lambda part, rows: _form_of_pandas(part, spec.form),
+                           lambda parts: parts[0] if len(parts) == 1 else pd.concat(parts),
+                           lambda part, start, stop: part.iloc[start:stop])
     return _form_of_pandas(frame, spec.form)
 
 
@@ -197,54 +199,199 @@ class Sink:
 
 class ColumnsSink(Sink):
     """Keeps the pieces per column; `finish` builds the whole result (pandas via `frame_builder`, Arrow,
-    polars) or an iterator of `chunks`-row results built one at a time."""
+    polars), or, with `spec.chunks`, a ChunkStream over the pieces it holds (the PostgreSQL dialect streams
+    `--chunks` from the server instead: wgmagic.sql.pgstream)."""
 
     def __init__(self, names: Sequence[str], oids: Sequence[int], spec: OutputSpec,
                  frame_builder: Callable[[list[Piece], int], Any]) -> None:
         self.names, self.oids, self.spec = list(names), list(oids), spec
         self.columns: list[list[Piece]] = [[] for _ in oids]
         self._frame_builder = frame_builder
+        self._parts: list[tuple[list[Piece], int]] = []
 
     def add(self, pieces: list[Piece], rows: int) -> None:
+        if self.spec.chunks is not None:
+            self._parts.append((pieces, rows))
+            return
         for column, piece in zip(self.columns, pieces, strict=True):
             column.append(piece)
 
     def finish(self, rows: int) -> Any:
         if self.spec.chunks is None:
-            return self._build(self.columns, rows)
-        return self._iterate(rows)
+            return build_columns(self.columns, rows, self.names, self.oids, self.spec.form, self._frame_builder)
+        parts, self._parts = self._parts, []
+        return piece_chunks(iter(parts), self.spec.chunks, self.names, self.oids, self.spec.form,
+                            self._frame_builder)
 
-    def _build(self, columns: list[list[Piece]], rows: int) -> Any:
-        if self.spec.form == "pandas":
-            joined: list[Piece] = []
-            for k, column in enumerate(columns):  # each column's pieces dropped once joined: one extra column
-                if column:
-                    joined.append(concat_pieces(column))
-                    columns[k] = []
-            return self._frame_builder(joined, rows)
-        import pyarrow as pa
 
-        schema = arrow_schema(self.names, self.oids)
-        arrays = [pa.chunked_array([piece_to_arrow(p) for p in column], type=field.type)
-                  for column, field in zip(columns, schema, strict=True)]
-        table = pa.Table.from_arrays(arrays, schema=schema) if arrays else pa.table({}).slice(0, 0)
-        if self.spec.form == "arrow":
-            return table
-        import polars as pl
+def build_columns(columns: list[list[Piece]], rows: int, names: Sequence[str], oids: Sequence[int], form: str,
+                  frame_builder: Callable[[list[Piece], int], Any]) -> Any:
+    """One result in `form` from each column's pieces (`columns[k]` is emptied as column k is built)."""
+    if form == "pandas":
+        joined: list[Piece] = []
+        for k, column in enumerate(columns):  # each column's pieces dropped once joined: one extra column
+            if column:
+                joined.append(concat_pieces(column))
+                columns[k] = []
+        return frame_builder(joined, rows)
+    import pyarrow as pa
 
-        return pl.from_arrow(table, rechunk=False)
+    schema = arrow_schema(names, oids)
+    arrays = [pa.chunked_array([piece_to_arrow(p) for p in column], type=field.type)
+              for column, field in zip(columns, schema, strict=True)]
+    table = pa.Table.from_arrays(arrays, schema=schema) if arrays else pa.table({}).slice(0, 0)
+    if form == "arrow":
+        return table
+    import polars as pl
 
-    def _iterate(self, rows: int) -> Iterator[Any]:
-        size = self.spec.chunks or rows
-        columns, self.columns = self.columns, [[] for _ in self.oids]
-        joined = [concat_pieces(c) for c in columns] if rows else []
-        del columns
-        for start in range(0, rows, size):
-            stop = min(rows, start + size)
-            part = self._build([[slice_piece(p, start, stop)] for p in joined], stop - start)
-            if hasattr(part, "index") and hasattr(part, "iloc"):
-                part.index = range(start, stop)
-            yield part
+    return pl.from_arrow(table, rechunk=False)
+
+
+def piece_chunks(source: Iterator[tuple[list[Piece], int]], size: int, names: Sequence[str], oids: Sequence[int],
+                 form: str, frame_builder: Callable[[list[Piece], int], Any], **stream: Any) -> ChunkStream:
+    """A ChunkStream over decoded COPY chunks (one Piece per column, and the row count)."""
+
+    def join(parts: list[list[Piece]]) -> list[Piece]:
+        return [concat_pieces([part[k] for part in parts]) for k in range(len(oids))]
+
+    def cut(part: list[Piece], start: int, stop: int) -> list[Piece]:
+        return [slice_piece(p, start, stop) for p in part]
+
+    def build(part: list[Piece], rows: int) -> Any:
+        return build_columns([[p] for p in part], rows, names, oids, form, frame_builder)
+
+    return ChunkStream(source, size, build, join, cut, **stream)
+
+
+def row_chunks(source: Iterator[tuple[list[Any], int]], size: int, frame_of_rows: Callable[[list[Any]], Any],
+               form: str, **stream: Any) -> ChunkStream:
+    """A ChunkStream over batches of row tuples (the row path), each result built by `frame_of_rows` (the
+    dialect's DataFrame of those rows) in `form`."""
+
+    def join(parts: list[list[Any]]) -> list[Any]:
+        return parts[0] if len(parts) == 1 else [row for part in parts for row in part]
+
+    def cut(part: list[Any], start: int, stop: int) -> list[Any]:
+        return part[start:stop]
+
+    def build(part: list[Any], rows: int) -> Any:
+        return _form_of_pandas(frame_of_rows(part), form)
+
+    return ChunkStream(source, size, build, join, cut, **stream)
+
+
+class ResultClosedError(SqlError):
+    """A `--chunks` result read after it was closed (another statement ran on its connection, or
+    `close()`): its remaining rows were never read, and the query was cancelled on the server."""
+
+
+class ChunkStream:
+    """What `%%wgsql --chunks N` returns: an iterator of results (DataFrames, or polars/Arrow per `form`) of N
+    rows each, the last one shorter, read from the server as it is consumed.
+
+    `source` yields (part, rows): the server's rows as they are decoded, a bounded batch at a time; this holds
+    at most N rows plus one such batch, whatever the result's size. The connection is busy until the iterator
+    is exhausted or closed: `close()` (also called when another statement runs on the same connection, or the
+    connection is closed) cancels the query on the server and reads the connection back to idle; an iterator
+    read after that raises ResultClosedError rather than end early. Ctrl-C while it waits for rows cancels the
+    query the same way (the source raises QueryCancelledError). `rows`: rows handed out so far; `exhausted`:
+    all of them.
+    """
+
+    def __init__(self, source: Iterator[tuple[Any, int]], size: int, build: Callable[[Any, int], Any],
+                 join: Callable[[list[Any]], Any], cut: Callable[[Any, int, int], Any], *,
+                 on_close: Callable[[ChunkStream], None] | None = None) -> None:
+        if size < 1:
+            raise ValueError("--chunks takes a row count of 1 or more")
+        self._source: Iterator[tuple[Any, int]] | None = source
+        self.size = size
+        self._build, self._join, self._cut = build, join, cut
+        self._parts: list[tuple[Any, int]] = []
+        self._buffered = 0
+        self._on_close = on_close
+        self.closed_because: str | None = None
+        self.exhausted = False
+        self.rows = 0
+
+    def __iter__(self) -> ChunkStream:
+        return self
+
+    def __repr__(self) -> str:
+        state = "exhausted" if self.exhausted else "closed" if self.closed_because else "open"
+        return f"<wgmagic ChunkStream of {self.size:,}-row results: {self.rows:,} rows read, {state}>"
+
+    def fill(self) -> None:
+        """Read until a whole result of `size` rows is buffered or the rows have ended (the magic does this once
+        in the cell, so an error of the query shows there)."""
+        while self._buffered < self.size and self._source is not None:
+            try:
+                part, rows = next(self._source)
+            except StopIteration:
+                self._source = None
+                self._done()
+                break
+            except BaseException:
+                self._source = None
+                self._parts, self._buffered = [], 0
+                self._done()
+                raise
+            if rows:
+                self._parts.append((part, rows))
+                self._buffered += rows
+
+    def __next__(self) -> Any:
+        try:
+            return self._next()
+        except KeyboardInterrupt:  # outside the source (which turns its own into QueryCancelledError)
+            self.close("interrupted")
+            raise QueryCancelledError("Interrupted: the rest of this --chunks result is not read; its query was "
+                                      "cancelled on the server.") from None
+
+    def _next(self) -> Any:
+        if self.closed_because is not None:
+            raise ResultClosedError(f"this --chunks result was closed after {self.rows:,} rows "
+                                    f"({self.closed_because}); the rest was not read: run the cell again")
+        self.fill()
+        if not self._buffered:
+            self.exhausted = True
+            raise StopIteration
+        count = min(self.size, self._buffered)
+        taken, need = [], count
+        while need:
+            part, rows = self._parts[0]
+            if rows <= need:
+                taken.append(part)
+                self._parts.pop(0)
+                need -= rows
+            else:
+                taken.append(self._cut(part, 0, need))
+                self._parts[0] = (self._cut(part, need, rows), rows - need)
+                need = 0
+        self._buffered -= count
+        start = self.rows
+        self.rows += count
+        result = self._build(self._join(taken), count)
+        if hasattr(result, "index") and hasattr(result, "iloc"):
+            result.index = range(start, start + count)
+        return result
+
+    def close(self, reason: str = "closed") -> None:
+        """Stop reading: the query is cancelled on the server if rows were left; idempotent."""
+        source, self._source = self._source, None
+        self._parts, self._buffered = [], 0
+        if source is not None:
+            if self.closed_because is None:
+                self.closed_because = reason
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+            self._done()
+
+    def _done(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(self)
+
 
 
 class ParquetSink(Sink):
@@ -252,23 +399,25 @@ class ParquetSink(Sink):
     by `finish`; `abort` (an error, Ctrl-C) removes it, so nothing is ever left under `path` half-written.
     Holds one chunk at a time."""
 
-    def __init__(self, path: str, names: Sequence[str], oids: Sequence[int]) -> None:
+    def __init__(self, path: str, names: Sequence[str], oids: Sequence[int], *, schema: Any = None) -> None:
         import pyarrow.parquet as pq
 
         self.path = os.path.abspath(os.path.expanduser(path))
-        self.schema = arrow_schema(names, oids)
+        self.schema = arrow_schema(names, oids) if schema is None else schema
         self._atomic = atomic_path(self.path)
         self.temporary = self._atomic.__enter__()
         self.writer = pq.ParquetWriter(self.temporary, self.schema)
         self.rows = 0
 
     def add(self, pieces: list[Piece], rows: int) -> None:
+        self.add_arrays([piece_to_arrow(p) for p in pieces], rows)
+
+    def add_arrays(self, arrays: list[Any], rows: int) -> None:
+        """One row group from one Arrow array per column (of the schema's types)."""
         import pyarrow as pa
 
-        arrays = [piece_to_arrow(p) for p in pieces]
-        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema) if arrays else None
-        if batch is not None:
-            self.writer.write_batch(batch)
+        if arrays:
+            self.writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
         self.rows += rows
 
     def finish(self, rows: int) -> Any:

@@ -16,6 +16,11 @@ DNS and PyMySQL keeps the real host name, so `ssl_verify_identity=true` checks t
 - The password comes from the URL, MYSQL_PWD, the `[client]` group of ~/.my.cnf (as libmysqlclient reads
   its option files), or a hidden prompt; it never appears in a message.
 - Errors read as the mysql client prints them: `ERROR 1146 (42S02): Table 'app.nope' doesn't exist`.
+- `--to FILE` and `--chunks N` read the rows with an unbuffered cursor (PyMySQL's SSCursor: the server streams
+  them), a batch at a time: the file is written a row group per batch (Arrow types from the column definitions:
+  wgmagic.sql.mysqlstream), the chunks are read as the iterator is consumed. A `--chunks` iterator keeps the
+  session busy until it is exhausted or closed; the next statement on the session closes it first (KILL QUERY,
+  and the rest read and dropped).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from wgmagic.connstr import MYSQL_DIALECTS, PYMYSQL_DRIVERS, Dsn, mask_secrets
 from wgmagic.sql.dialect import CONNECT_TIMEOUT, Dialect, LexerRules, PasswordPrompt, SqlConnection, TunnelProvider
@@ -39,6 +45,9 @@ if TYPE_CHECKING:
     from pymysql.connections import Connection as PyMySqlConnection
 
     from wgmagic.runtime.tunnel import Tunnel
+    from wgmagic.sql.outputs import ChunkStream, OutputSpec
+
+T = TypeVar("T")
 
 KILL_TIMEOUT = 10.0  # seconds for the KILL QUERY connection, and again for the server's answer after it
 # Errors after which the connection is gone (client: lost / gone away; server: killed, idle timeout).
@@ -168,6 +177,7 @@ class MySqlConnection(SqlConnection):
         return kwargs
 
     def _drop(self) -> None:
+        self._close_pending("its connection was closed")
         raw, self.raw = self.raw, None
         if raw is not None:
             with contextlib.suppress(Exception):
@@ -177,14 +187,31 @@ class MySqlConnection(SqlConnection):
 
     # ---- running a cell -----------------------------------------------------------------------------------
     def run(self, statements: list[Statement], *, progress: Progress | None = None) -> list[Result]:
+        self._close_pending(f"another statement ran on connection {self.alias!r}")
         self.ensure()
         return [self._run_one(statement, progress, retry=index == 0) for index, statement in enumerate(statements)]
+
+    _pending: ChunkStream | None = None  # a --chunks result still reading from this session
+
+    def _close_pending(self, reason: str) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.close(reason)
+
+    def _released(self, stream: ChunkStream) -> None:
+        if self._pending is stream:
+            self._pending = None
 
     def _run_one(self, statement: Statement, progress: Progress | None, *, retry: bool) -> Result:
         import pymysql
 
+        from wgmagic.sql.outputs import current
+
         raw = self.raw
         try:
+            spec = current()
+            if spec.streams:
+                return self._run_streamed(raw, statement, spec)
             rows, fields, rowcount, json_columns = self._in_worker(raw, statement)
         except pymysql.err.Error as exc:
             if not raw.open or _code(exc) in _STALE_CODES:
@@ -202,15 +229,95 @@ class MySqlConnection(SqlConnection):
         frame = frame_from_rows(rows, fields, json_columns)
         return Result(frame, len(frame), "")
 
-    def _in_worker(self, raw: PyMySqlConnection, statement: Statement) -> tuple[Any, Any, int, set[int]]:
-        """Run the statement on a worker thread; on KeyboardInterrupt, KILL QUERY it on the server."""
+    def _run_streamed(self, raw: PyMySqlConnection, statement: Statement, spec: OutputSpec) -> Result:
+        """`--to FILE` (a row group per batch, on the worker) or `--chunks N` (batches read as consumed)."""
+        import pymysql
+
+        from wgmagic.sql import mysqlstream, outputs
+
+        cursor = raw.cursor(pymysql.cursors.SSCursor)
+        params = driver_params(statement.params)
+        self._call(lambda: cursor.execute(statement.sql, params) if params is not None else
+                   cursor.execute(statement.sql))
+        result = cursor._result
+        fields = list(getattr(result, "fields", None) or []) if cursor.description is not None else []
+        if not fields:
+            rowcount = cursor.rowcount
+            cursor.close()
+            return Result(None, rowcount, "")
+        if spec.chunks is not None:
+            chunks = json_columns(fields)
+            stream = outputs.row_chunks(self._batches(cursor, mysqlstream.ROW_BATCH), spec.chunks,
+                                        lambda rows: frame_from_rows(rows, fields, chunks), spec.form,
+                                        on_close=self._released)
+            self._pending = stream
+            stream.fill()
+            return Result(stream, -1, "")
+        columns = mysqlstream.arrow_columns(fields)
+        sink = outputs.ParquetSink(spec.to or "", [], [], schema=mysqlstream.arrow_schema(fields, columns))
+
+        def write_all() -> int:
+            rows = 0
+            while batch := mysqlstream.fetch(cursor, mysqlstream.ROW_BATCH):
+                sink.add_arrays(mysqlstream.rows_to_arrays(batch, columns), len(batch))
+                rows += len(batch)
+            return rows
+
+        try:
+            rows = self._call(write_all)
+        except BaseException:
+            sink.abort()
+            if mysqlstream.active(cursor):
+                self._abandon(cursor)
+            raise
+        cursor.close()
+        return Result(sink.finish(rows), rows, "")
+
+    def _batches(self, cursor: Any, size: int) -> Iterator[tuple[list[Any], int]]:
+        """An unbuffered cursor's rows, `size` at a time, each fetch on the worker (Ctrl-C: KILL QUERY). Closed
+        early, the query is killed on the server and the rest read, so the session is idle again."""
+        from wgmagic.sql import mysqlstream
+
+        settled = False
+        try:
+            while True:
+                rows = self._call(lambda: mysqlstream.fetch(cursor, size))
+                if not rows:
+                    settled = True
+                    break
+                yield rows, len(rows)
+        except BaseException:
+            settled = True  # the worker's error or the interrupt's outcome: the result has ended or been dropped
+            raise
+        finally:
+            if not settled:
+                self._abandon(cursor)
+            with contextlib.suppress(Exception):
+                if self.raw is not None and self.raw.open:
+                    cursor.close()
+
+    def _abandon(self, cursor: Any) -> None:
+        """KILL QUERY for an unbuffered result left unread, then read it to its end; the session is dropped
+        (the next cell opens a new one) when either fails."""
+        from wgmagic.sql import mysqlstream
+
+        if self.raw is None or not self.raw.open or not mysqlstream.active(cursor):
+            return
+        try:
+            self._kill_query()
+            self._call(lambda: mysqlstream.read_to_end(cursor))
+        except BaseException:
+            self._drop()
+
+    def _call(self, function: Callable[[], T]) -> T:
+        """`function()` on a worker thread while this one waits; on KeyboardInterrupt, KILL QUERY on the server
+        (QueryCancelledError). What the function raises is raised here."""
         outcome: dict[str, Any] = {}
         done = threading.Event()
-        params = driver_params(statement.params)
 
         def work() -> None:
             try:
-                outcome["value"] = _execute(raw, statement.sql, params)
+                outcome["value"] = function()
             except BaseException as exc:  # handed to the cell's thread
                 outcome["error"] = exc
             finally:
@@ -232,7 +339,12 @@ class MySqlConnection(SqlConnection):
                 raise
         if "error" in outcome:
             raise outcome["error"]
-        return outcome["value"]
+        return outcome["value"]  # type: ignore[no-any-return]
+
+    def _in_worker(self, raw: PyMySqlConnection, statement: Statement) -> tuple[Any, Any, int, set[int]]:
+        """Run the statement on a worker thread; on KeyboardInterrupt, KILL QUERY it on the server."""
+        params = driver_params(statement.params)
+        return self._call(lambda: _execute(raw, statement.sql, params))
 
     def _interrupt(self, done: threading.Event) -> None:
         """KILL QUERY on a second connection, then wait for the server's answer on this one; if either fails,

@@ -9,6 +9,10 @@ loopback TCP when `sslmode` asks for TLS (libpq's `host` stays the real name, `h
 - Types: wgmagic.sql.results (a binary COPY bulk path and the row path, one dtype per PostgreSQL type).
 - The password: the DSN, PGPASSWORD, ~/.pgpass, the keyring, or a hidden prompt (wgmagic.sql.passwords).
 - Ctrl-C sends a server-side cancel through the same forward and reads the connection back to idle.
+- `--chunks N` returns an iterator read from the server as it is consumed, and `--to FILE` writes the rows as
+  they arrive, on both paths (wgmagic.sql.pgstream): the COPY path for a row query, `Cursor.stream` for the
+  rest. A `--chunks` iterator keeps the session busy until it is exhausted or closed; the next statement on the
+  session closes it first (the rest of its query cancelled on the server).
 - A statement that fails because the session broke is re-run once on a fresh session only when it is the
   cell's first statement, read-only, and no transaction was open; otherwise the message says it was not.
 - Errors read as psql prints them (format_server_error).
@@ -18,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from typing import TYPE_CHECKING, Any
 
 from wgmagic import explain
@@ -38,14 +41,17 @@ from wgmagic.sql.messages import (
     QueryCancelledError,
     SqlError,
 )
+from wgmagic.sql.outputs import current as current_output
 from wgmagic.sql.parameters import Statement
 from wgmagic.sql.passwords import keyring_lookup, pgpass_lookup
+from wgmagic.sql.pgstream import drain_after_interrupt
 from wgmagic.sql.results import Progress, Result, is_row_query, run_statement
 
 if TYPE_CHECKING:
     import psycopg
 
     from wgmagic.runtime.tunnel import Tunnel
+    from wgmagic.sql.outputs import ChunkStream, OutputSpec
 
 
 class PostgresDialect(Dialect):
@@ -105,6 +111,7 @@ class PostgresConnection(SqlConnection):
         return connection
 
     def _drop(self) -> None:
+        self._close_pending("its connection was closed")
         raw, self.raw = self.raw, None
         if raw is not None:
             with contextlib.suppress(Exception):
@@ -118,6 +125,7 @@ class PostgresConnection(SqlConnection):
         raw = self.raw
         if raw is None or raw.closed or raw.autocommit == on:
             return
+        self._close_pending(f"autocommit changed on connection {self.alias!r}")
         import psycopg
 
         if raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
@@ -137,8 +145,74 @@ class PostgresConnection(SqlConnection):
 
     # ---- running a cell ------------------------------------------------------------------------------
     def run(self, statements: list[Statement], *, progress: Progress | None = None) -> list[Result]:
+        self._close_pending(f"another statement ran on connection {self.alias!r}")
         self.ensure()
         return [self._run_one(statement, progress, retry=index == 0) for index, statement in enumerate(statements)]
+
+    _pending: ChunkStream | None = None  # a --chunks result still reading from this session
+
+    def _close_pending(self, reason: str) -> None:
+        """Close the `--chunks` iterator still reading from this session (its query cancelled on the server):
+        the session is then idle for what comes next."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.close(reason)
+
+    def _released(self, stream: ChunkStream) -> None:
+        if self._pending is stream:
+            self._pending = None
+
+    def _run_streamed(self, statement: Statement, spec: OutputSpec, progress: Progress | None) -> Result:
+        """`--chunks N` (an iterator read as it is consumed) or `--to FILE` (rows written as they arrive)."""
+        from wgmagic.sql import outputs, pgstream
+        from wgmagic.sql.results import _copy_out
+
+        raw, sql, params = self.raw, statement.sql, statement.params
+        described = pgstream.bulk_columns(raw, sql, params)
+        if described is not None and spec.chunks is None:
+            return _copy_out(raw, sql, described, progress)  # the COPY path's Parquet sink
+        if described is not None:
+            names, oids = described
+            of_pieces, _ = pgstream.frame_builders(raw, names, oids, spec.string_dtype)
+            stream = outputs.piece_chunks(pgstream.copy_parts(raw, sql, described, progress), spec.chunks or 1,
+                                          names, oids, spec.form, of_pieces, on_close=self._released)
+            self._pending = stream
+            stream.fill()  # the first result read in the cell: the query's errors show here
+            return Result(stream, -1, "COPY", bulk=True)
+        columns: dict[str, Any] = {}
+        ended: list[tuple[str, int]] = []
+        source = pgstream.row_batches(raw, sql, params, lambda n, o: columns.update(names=n, oids=o),
+                                      lambda status, count: ended.append((status, count)))
+        if spec.chunks is not None:
+            def frame_of_rows(rows: list[Any]) -> Any:
+                _, of_rows = pgstream.frame_builders(raw, columns["names"], columns["oids"], spec.string_dtype)
+                return of_rows(rows)
+
+            stream = outputs.row_chunks(source, spec.chunks, frame_of_rows, spec.form, on_close=self._released)
+            self._pending = stream
+            stream.fill()
+            if not columns:  # a statement without rows: it has ended
+                status, count = ended[-1] if ended else ("", -1)
+                return Result(None, count, status)
+            return Result(stream, -1, ended[-1][0] if ended else "")
+        sink: outputs.ParquetSink | None = None
+        rows = 0
+        try:
+            for batch, count in source:
+                if sink is None:
+                    sink = outputs.ParquetSink(spec.to or "", columns["names"], columns["oids"])
+                sink.add_arrays(pgstream.rows_to_arrays(batch, columns["oids"]), count)
+                rows += count
+            if sink is None and columns:  # rows described, none came: an empty file of those columns
+                sink = outputs.ParquetSink(spec.to or "", columns["names"], columns["oids"])
+            status, count = ended[-1] if ended else ("", -1)
+            if sink is None:
+                return Result(None, count, status)
+            return Result(sink.finish(rows), rows, status)
+        except BaseException:
+            if sink is not None:
+                sink.abort()
+            raise
 
     def _run_one(self, statement: Statement, progress: Progress | None, *, retry: bool) -> Result:
         import psycopg
@@ -146,8 +220,12 @@ class PostgresConnection(SqlConnection):
         idle_before = self.raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         try:
             clock = self.clock(statement.text)  # the timeline shows what the user wrote
-            result = run_statement(self.raw, statement.sql, statement.params, progress=progress)
-            clock.stop(result.rowcount)
+            spec = current_output()
+            if spec.streams:
+                result = self._run_streamed(statement, spec, progress)
+            else:
+                result = run_statement(self.raw, statement.sql, statement.params, progress=progress)
+            clock.stop(None if result.rowcount < 0 else result.rowcount)
             return result
         except KeyboardInterrupt:
             if self._after_interrupt():
@@ -187,34 +265,6 @@ class PostgresConnection(SqlConnection):
             self._drop()
             return False
         return True
-
-
-def drain_after_interrupt(raw: psycopg.Connection[Any], timeout: float = 5.0) -> bool:
-    """After Ctrl-C, a psycopg connection may still be mid-query (a COPY's data not yet read): send the
-    server-side cancel and read what is left, until the connection is idle. True when it is usable again."""
-    import psycopg
-    from psycopg import generators, pq
-
-    active = psycopg.pq.TransactionStatus.ACTIVE
-    if raw.info.transaction_status != active:
-        return True
-    deadline = time.monotonic() + timeout
-    try:
-        raw.cancel_safe(timeout=timeout)
-        while raw.info.transaction_status == active and time.monotonic() < deadline:
-            left = max(0.1, deadline - time.monotonic())
-            try:
-                results = raw.wait(generators.fetch_many(raw.pgconn), timeout=left)
-                if results and results[-1].status == pq.ExecStatus.COPY_OUT:
-                    while not isinstance(raw.wait(generators.copy_from(raw.pgconn), timeout=left), pq.PGresult):
-                        pass  # rows still in flight: read and drop them
-                elif not results:
-                    break
-            except psycopg.errors.QueryCanceled:
-                continue  # the cancel's own answer: read on to the end of the query
-    except (psycopg.Error, OSError):
-        return False
-    return raw.info.transaction_status != active and not raw.broken
 
 
 def format_server_error(exc: BaseException, sql: str | None = None) -> str:
