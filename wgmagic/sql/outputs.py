@@ -330,9 +330,11 @@ class ChunkStream:
                 self._source = None
                 self._done()
                 break
-            except BaseException:
+            except BaseException as exc:
                 self._source = None
                 self._parts, self._buffered = [], 0
+                if self.closed_because is None:
+                    self.closed_because = f"reading it failed: {type(exc).__name__}"
                 self._done()
                 raise
             if rows:
