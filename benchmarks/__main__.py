@@ -284,30 +284,36 @@ def bigger_results(bed: TestBed, p: argparse.Namespace) -> dict[str, list[Any]]:
     pandas, into a Parquet file (--to), and of --rows rows into polars and pandas; ADBC straight to the
     database (fetch_df, and fetch_arrow_table for the Parquet row's memory yardstick) in the same run; and,
     with --before REF, the same pandas cells with the wgmagic of commit REF."""
+    import shutil
     import tempfile
 
     wgsql.ensure_table(bed, BIG_TABLE, p.big_rows)
     big_query, query = f"SELECT * FROM {BIG_TABLE}", wgsql.QUERY
     out: dict[str, list[Any]] = {key: [] for key in (
-        "big", "big_adbc", "big_adbc_tunnel", "big_to", "big_before", "polars", "pandas", "small_adbc",
+        "big", "big_adbc", "big_adbc_tunnel", "big_to", "big_chunks", "big_before", "polars", "pandas", "small_adbc",
         "small_before")}
     before = wgsql.before_tree(p.before) if p.before else None
-    with tempfile.TemporaryDirectory(prefix="wgmagic-bench-") as directory:
-        target = os.path.join(directory, "big.parquet")
-        for _ in range(p.big_runs):
-            out["big_adbc"].append(wgsql.adbc_one(bed, big_query))
-            out["big_adbc_tunnel"].append(wgsql.adbc_tunnel_one(bed, big_query))
-            out["big"].append(wgsql.wgsql_one(bed, f"%%wgsql bench -o frame\n{big_query}"))
-            out["big_to"].append(wgsql.wgsql_one(bed, f"%%wgsql bench --to {{target}}\n{big_query}", target=target))
-            if before:
-                out["big_before"].append(wgsql.wgsql_one(bed, f"%%wgsql bench -o frame\n{big_query}", repo=before))
-        for _ in range(p.runs):
-            out["small_adbc"].append(wgsql.adbc_one(bed, query))
-            out["pandas"].append(wgsql.wgsql_one(bed, f"%%wgsql bench -o frame\n{query}"))
-            out["polars"].append(wgsql.wgsql_one(bed, f"%%wgsql bench -o frame\n{query}",
-                                                 settings=("WgMagic.autopolars = True",)))
-            if before:
-                out["small_before"].append(wgsql.wgsql_one(bed, f"%%wgsql bench -o frame\n{query}", repo=before))
+    try:
+        with tempfile.TemporaryDirectory(prefix="wgmagic-bench-") as directory:
+            target = os.path.join(directory, "big.parquet")
+            for _ in range(p.big_runs):
+                out["big_adbc"].append(wgsql.adbc_one(bed, big_query))
+                out["big_adbc_tunnel"].append(wgsql.adbc_tunnel_one(bed, big_query))
+                out["big"].append(wgsql.wgsql_one(bed, f"%%wgsql bench -o frame\n{big_query}"))
+                out["big_to"].append(wgsql.wgsql_one(bed, f"%%wgsql bench --to {{target}}\n{big_query}", target=target))
+                out["big_chunks"].append(wgsql.wgsql_one(bed, f"%%wgsql bench --chunks 100000\n{big_query}"))
+                if before:
+                    out["big_before"].append(wgsql.wgsql_one(bed, f"%%wgsql bench -o frame\n{big_query}", repo=before))
+            for _ in range(p.runs):
+                out["small_adbc"].append(wgsql.adbc_one(bed, query))
+                out["pandas"].append(wgsql.wgsql_one(bed, f"%%wgsql bench -o frame\n{query}"))
+                out["polars"].append(wgsql.wgsql_one(bed, f"%%wgsql bench -o frame\n{query}",
+                                                     settings=("WgMagic.autopolars = True",)))
+                if before:
+                    out["small_before"].append(wgsql.wgsql_one(bed, f"%%wgsql bench -o frame\n{query}", repo=before))
+    finally:
+        if before is not None:  # the checkout of REF: removed whatever happened
+            shutil.rmtree(before, ignore_errors=True)
     for key, runs in out.items():
         expected = p.big_rows if key.startswith("big") else p.rows
         assert all(rows == expected for _, rows, _ in runs), (key, runs)
@@ -332,6 +338,10 @@ def bigger_rows(big: dict[str, list[Any]], p: argparse.Namespace) -> list[Row]:
         Row(f"%%wgsql --to file.parquet, {label} rows: peak RSS (vs ADBC straight's)", "MiB", rss("big_to"),
             rss("big_adbc"), "< 500 MiB", lambda m, b: m < 500),
         Row("  its time (vs ADBC straight into pandas)", "s", seconds("big_to"), seconds("big_adbc"), "info", None),
+        Row(f"%%wgsql --chunks 100000, {label} rows consumed: peak RSS (vs ADBC straight's)", "MiB",
+            rss("big_chunks"), rss("big_adbc"), "info", None),
+        Row("  its time (vs ADBC straight into pandas)", "s", seconds("big_chunks"), seconds("big_adbc"), "info",
+            None),
         Row(f"%%wgsql {small} rows into pandas vs ADBC straight (fresh kernel)", "s", seconds("pandas"),
             seconds("small_adbc"), "<= 2.0x", lambda m, b: m <= 2.0 * b),
         Row(f"autopolars {small} rows vs the pandas path", "s", seconds("polars"), seconds("pandas"), "<= 1.00x",

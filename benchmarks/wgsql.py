@@ -151,10 +151,16 @@ assert shell.run_cell("%wg connect {{config}} --name bench").success
 assert shell.run_cell("%%wgsql {{dsn}} --alias bench\nSELECT 1").success
 start = time.perf_counter()
 result = shell.run_cell({cell!r})
-elapsed = time.perf_counter() - start
 assert result.success, result.error_in_exec
 value = result.result
-rows = value.rows if hasattr(value, "rows") and isinstance(value.rows, int) else len(value)
+if hasattr(value, "exhausted"):  # --chunks: an iterator, consumed here as code that processes in pieces does
+    rows = 0
+    for part in value:
+        rows += len(part)
+    del part
+else:
+    rows = value.rows if hasattr(value, "rows") and isinstance(value.rows, int) else len(value)
+elapsed = time.perf_counter() - start
 print("ONE", json.dumps([elapsed, rows, peak_rss()]))
 """
 

@@ -35,6 +35,8 @@ ROWS = [
     "rows vs ADBC through the same tunnel (a forward)",
     "--to file.parquet, 500,000 rows: peak RSS",
     "its time (vs ADBC straight into pandas)",
+    "--chunks 100000, 500,000 rows consumed: peak RSS",
+    "its time (vs ADBC straight into pandas)",  # the --chunks row's
     "100,000 rows into pandas vs ADBC straight (fresh kernel)",
     "autopolars 100,000 rows vs the pandas path",
     "autopolars 100,000 rows vs ADBC straight",
