@@ -298,9 +298,15 @@ def test_mariadb_chunks_read_as_consumed_and_the_next_statement_closes_them(mari
     whole = pd.concat(list(parts))
     assert [int(v) for v in whole["id"]] == list(range(1, MARIA_ROWS + 1)) and parts.exhausted
     assert list(whole.index) == list(range(MARIA_ROWS))
-    parts = maria.run_cell("%%wgsql sm --chunks 1000\nSELECT id FROM stream_m ORDER BY id").result
-    assert list(next(parts)["id"]) == list(range(1, 1001))
-    assert _maria_count(maria, "SELECT COUNT(*) FROM stream_m") == MARIA_ROWS  # the session is usable
+    # far more rows than could be read to the end: the next statement must kill the query, not drain it
+    parts = maria.run_cell("%%wgsql sm --chunks 1000\nSELECT seq FROM seq_1_to_1000000000").result
+    assert list(next(parts)["seq"]) == list(range(1, 1001))
+    watchdog = threading.Timer(120, os.kill, (os.getpid(), signal.SIGINT))  # a hang fails instead of blocking
+    watchdog.start()
+    try:
+        assert _maria_count(maria, "SELECT COUNT(*) FROM stream_m") == MARIA_ROWS  # the session is usable
+    finally:
+        watchdog.cancel()
     with pytest.raises(ResultClosedError):
         next(parts)
 

@@ -286,6 +286,8 @@ class MySqlConnection(SqlConnection):
                     settled = True
                     break
                 yield rows, len(rows)
+        except GeneratorExit:  # closed while rows were left: the finally kills the query
+            raise
         except BaseException:
             settled = True  # the worker's error or the interrupt's outcome: the result has ended or been dropped
             raise

@@ -185,8 +185,10 @@ class PostgresConnection(SqlConnection):
                                       lambda status, count: ended.append((status, count)))
         if spec.chunks is not None:
             def frame_of_rows(rows: list[Any]) -> Any:
-                _, of_rows = pgstream.frame_builders(raw, columns["names"], columns["oids"], spec.string_dtype)
-                return of_rows(rows)
+                if "of_rows" not in columns:
+                    columns["of_rows"] = pgstream.frame_builders(raw, columns["names"], columns["oids"],
+                                                                 spec.string_dtype)[1]
+                return columns["of_rows"](rows)
 
             stream = outputs.row_chunks(source, spec.chunks, frame_of_rows, spec.form, on_close=self._released)
             self._pending = stream
