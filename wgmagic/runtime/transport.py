@@ -30,9 +30,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from wgmagic import platform
+from wgmagic.runtime import udp_batch
+from wgmagic.runtime.udp_batch import BatchReceiver, sockaddr_address
 from wgmagic.via import Via, ViaMode
 
-RECV_BATCH = 512
+RECV_BATCH = 512  # datagrams read per readiness of the socket, at most, before the engine pumps
+RECVMMSG_COUNT = 64  # datagrams per recvmmsg call (0: one recvfrom each); wgmagic.runtime.udp_batch
 # A segmented send carries a run of equal-sized datagrams to one address; the kernel cuts them apart. A
 # batch stays under 64 KiB and 44 segments (what one sendmsg may hold on the kernels we know).
 GSO_MAX_SEGMENTS = 44
@@ -187,6 +190,9 @@ class UdpTransport:
         self.gso = platform.enabled("udp_gso")
         self._sendto_cache: dict[tuple[str, int], tuple[Any, ...]] = {}
         self._sources: dict[tuple[Any, ...], tuple[str, int]] = {}  # socket address -> normalize_address()
+        self._raw_sources: dict[bytes, tuple[str, int]] = {}  # raw sockaddr -> normalize_address()
+        # recvmmsg where the system has it (Linux): many datagrams per system call
+        self._batch = BatchReceiver(RECVMMSG_COUNT) if RECVMMSG_COUNT and udp_batch.available() else None
 
     def __repr__(self) -> str:
         return f"<UdpTransport port={self.local_port} gso={self.gso}>"
@@ -242,6 +248,9 @@ class UdpTransport:
         return False
 
     def _on_readable(self) -> None:
+        if self._batch is not None:
+            self._on_readable_batched(self._batch)
+            return
         sock = self.sock
         if sock is None:
             return
@@ -255,10 +264,7 @@ class UdpTransport:
             except (BlockingIOError, InterruptedError):
                 break
             except ConnectionRefusedError:
-                # ICMP port unreachable for something we sent: nothing listens at the endpoint.
-                counters["endpoint_refused"] += 1
-                self.on_refused()
-                platform.drain_error_queue(sock)
+                self._refused(sock)
                 continue
             except OSError:
                 counters["socket_error"] += 1
@@ -276,6 +282,53 @@ class UdpTransport:
             counters["udp_rx_datagrams"] += datagrams
             counters["udp_rx_bytes"] += size
         self.after_batch(now)
+
+    def _on_readable_batched(self, batch: BatchReceiver) -> None:
+        """The same as the recvfrom loop, up to `batch.count` datagrams per system call (recvmmsg)."""
+        sock = self.sock
+        if sock is None:
+            return
+        now = time.monotonic()
+        receive, counters, sources = self.receive, self.counters, self._raw_sources
+        fd = sock.fileno()
+        datagrams = size = 0
+        while datagrams < RECV_BATCH:
+            try:
+                got = batch.receive(fd)
+            except InterruptedError:
+                continue
+            except ConnectionRefusedError:
+                self._refused(sock)
+                continue
+            except OSError:
+                counters["socket_error"] += 1
+                break
+            for data, name in got:
+                source = sources.get(name)
+                if source is None:
+                    try:
+                        source = normalize_address(sockaddr_address(name))
+                    except ValueError:
+                        counters["socket_error"] += 1
+                        continue
+                    if len(sources) > 64:
+                        sources.clear()
+                    sources[name] = source
+                size += len(data)
+                receive(data, source, now)
+            datagrams += len(got)
+            if len(got) < batch.count:
+                break  # the socket is empty
+        if datagrams:  # counted once per batch, not per datagram
+            counters["udp_rx_datagrams"] += datagrams
+            counters["udp_rx_bytes"] += size
+        self.after_batch(now)
+
+    def _refused(self, sock: socket.socket) -> None:
+        # ICMP port unreachable for something we sent: nothing listens at the endpoint.
+        self.counters["endpoint_refused"] += 1
+        self.on_refused()
+        platform.drain_error_queue(sock)
 
     def send(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
         """Send (datagram, (host, port)) pairs; a full kernel buffer drops (UDP semantics, counted)."""
