@@ -34,7 +34,7 @@ def _(os, psycopg, tunnel):
 
 @app.cell
 def _(os, psycopg, tunnel, wgmagic):
-    with wgmagic.connect(os.environ["WGMAGIC_TEST_CONFIG"]) as outer:  # library code's own with blocks
+    with wgmagic.connect(os.environ["WGMAGIC_TEST_CONFIG"]) as outer:  # noqa: SIM117 (two libraries own blocks)
         with wgmagic.connect(os.environ["WGMAGIC_TEST_CONFIG"]) as inner:
             with psycopg.connect(inner.url(os.environ["WGMAGIC_TEST_DSN"]), connect_timeout=20) as c:
                 nested = c.execute("SELECT 42").fetchone()[0]
