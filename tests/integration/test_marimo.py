@@ -43,18 +43,26 @@ def app_env(testbed, tmp_path, monkeypatch):
     return {**os.environ, **values, "PYTHONPATH": str(REPO)}
 
 
-def load_app():
-    spec = importlib.util.spec_from_file_location("wgmagic_marimo_query_app", APP)
+@pytest.fixture
+def app_file(tmp_path):
+    """A copy of the notebook in tmp_path: marimo keeps a session cache (__marimo__/) beside the file."""
+    copy = tmp_path / APP.name
+    shutil.copyfile(APP, copy)
+    return copy
+
+
+def load_app(path: Path):
+    spec = importlib.util.spec_from_file_location("wgmagic_marimo_query_app", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.app
 
 
-def test_marimo_export_html_connects_and_queries(app_env, testbed, tmp_path):
+def test_marimo_export_html_connects_and_queries(app_env, app_file, testbed, tmp_path):
     out = tmp_path / "query_app.html"
     marimo_bin = shutil.which("marimo", path=os.path.dirname(sys.executable)) or "marimo"
-    result = subprocess.run([marimo_bin, "export", "html", str(APP), "-o", str(out)], env=app_env, cwd=tmp_path,
+    result = subprocess.run([marimo_bin, "export", "html", str(app_file), "-o", str(out)], env=app_env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     page = out.read_text()
@@ -62,8 +70,8 @@ def test_marimo_export_html_connects_and_queries(app_env, testbed, tmp_path):
     assert testbed.db_password not in page and testbed.clients[IDENTITY][0] not in page
 
 
-def test_the_connect_cell_run_twice_in_one_process(app_env, testbed):
-    app = load_app()
+def test_the_connect_cell_run_twice_in_one_process(app_env, app_file, testbed):
+    app = load_app(app_file)
     _outputs, first = app.run()
     _outputs, second = app.run()  # a re-run of every cell, the connect cell included, in the same process
     tunnel = first["tunnel"]
