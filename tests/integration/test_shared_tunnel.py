@@ -5,10 +5,12 @@ forwards are relayed by the host's own thread and GIL."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -57,17 +59,25 @@ def config_file(config, tmp_path):
     return path
 
 
-def holder(config: str, script: str) -> subprocess.Popen[str]:
+@contextlib.contextmanager
+def holder(config: str, script: str) -> Iterator[subprocess.Popen[str]]:
     """A Python process that runs `script` with `conf` (the config text, read from stdin, never on a command
-    line) and prints "up"; it exits when its stdin gets a line."""
+    line) and prints "up" (asserted); it exits when its stdin gets a line (let_go), and is killed at the end
+    of the block if it is still there."""
     code = "import sys\nconf = sys.stdin.readline().replace('\\\\n', '\\n')\n" + textwrap.dedent(script) + \
         "\nprint('up', flush=True)\nsys.stdin.readline()\n"
     process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                text=True, cwd=REPO, env=ENV)
-    assert process.stdin is not None and process.stdout is not None
-    process.stdin.write(config.replace("\n", "\\n") + "\n")
-    process.stdin.flush()
-    return process
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(config.replace("\n", "\\n") + "\n")
+        process.stdin.flush()
+        assert process.stdout.readline().strip() == "up"
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
 
 
 def let_go(process: subprocess.Popen[str]) -> None:
@@ -94,14 +104,14 @@ def test_connectorx_through_a_shared_tunnels_url(config, testbed, return_type):
 
 
 def test_a_plain_connect_attaches_to_the_keys_host_and_outlives_the_first(config, testbed):
-    first = holder(config, f"""
+    script = f"""
         import psycopg, wgmagic
         tunnel = wgmagic.connect(conf, share=True, timeout=20)
         with psycopg.connect(tunnel.url({testbed.dsn()!r}), connect_timeout=20) as conn:
             assert conn.execute("SELECT 11").fetchone()[0] == 11
-    """)
-    assert first.stdout is not None and first.stdout.readline().strip() == "up"
-    with wgmagic.connect(config, timeout=20) as second:  # no share=True: the key's host is found and used
+    """
+    # no share=True in this process: the key's host is found and used
+    with holder(config, script) as first, wgmagic.connect(config, timeout=20) as second:
         assert isinstance(second, HostedTunnel) and second.status()["holders"] == 2
         assert wgmagic.connect(config) is second and second.holders == 2  # connecting again: the same handle
         second.close()
@@ -110,6 +120,11 @@ def test_a_plain_connect_attaches_to_the_keys_host_and_outlives_the_first(config
         with second.open_connection("db.internal", 5432) as sock:  # a socket the host relays, passed over
             sock.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")  # SSLRequest: the server answers 'N' or 'S'
             assert sock.recv(1) in (b"N", b"S")
+        pd = pytest.importorskip("pandas")
+        for driver in ("psycopg", "pg8000"):  # a forward in the host; a socket per connection passed over
+            engine = second.engine(testbed.dsn().replace("postgresql://", f"postgresql+{driver}://"))
+            assert pd.read_sql("SELECT 5 AS n", engine)["n"].tolist() == [5]
+            engine.dispose()
         let_go(first)
         assert query(url, 13) == 13  # the first is gone; the second's next query works
         assert second.status()["holders"] == 1
@@ -117,9 +132,7 @@ def test_a_plain_connect_attaches_to_the_keys_host_and_outlives_the_first(config
 
 
 def test_a_key_held_unshared_elsewhere_says_how_to_share_it(config, testbed):
-    other = holder(config, "import wgmagic\ntunnel = wgmagic.connect(conf, timeout=20)")
-    try:
-        assert other.stdout is not None and other.stdout.readline().strip() == "up"
+    with holder(config, "import wgmagic\ntunnel = wgmagic.connect(conf, timeout=20)") as other:
         with pytest.raises(NotSharedError) as caught:
             wgmagic.connect(config, timeout=10)
         text = str(caught.value)
@@ -127,14 +140,11 @@ def test_a_key_held_unshared_elsewhere_says_how_to_share_it(config, testbed):
         with pytest.raises(NotSharedError):
             wgmagic.connect(config, share=True, timeout=20)  # a host cannot take the key either
         assert testbed.clients[IDENTITY][0] not in text
-    finally:
         let_go(other)
 
 
 def test_the_magics_conflict_names_the_share_flag(config_file, config, testbed, capsys):
-    other = holder(config, "import wgmagic\ntunnel = wgmagic.connect(conf, timeout=20)")
-    try:
-        assert other.stdout is not None and other.stdout.readline().strip() == "up"
+    with holder(config, "import wgmagic\ntunnel = wgmagic.connect(conf, timeout=20)") as other:
         with magic_shell(testbed) as shell:
             capsys.readouterr()
             shell.run_cell(f"%wg connect {config_file}")
@@ -142,7 +152,6 @@ def test_the_magics_conflict_names_the_share_flag(config_file, config, testbed, 
         text = out.out + out.err
         assert "%wg connect CONFIG --share" in text and "share=True" not in text, text
         assert testbed.clients[IDENTITY][0] not in text
-    finally:
         let_go(other)
 
 

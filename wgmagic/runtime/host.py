@@ -23,7 +23,8 @@ bytes (a longer line closes the connection); an answer is at most MAX_REPLY byte
     {"op": "url", "dsn": text, "local": "auto"|"tcp"|"unix"} -> {"url": text}
     {"op": "forward", "target": "host:port", "local": null|port|"HOST:PORT"|"unix:DIR",
      "protocol": "postgresql"|"neutral"|null, "clients": "user"|"any"|null}
-        -> {"id": int, "kind": "unix"|"tcp", "address": path | [host, port], "libpq": {...}, "remote": [host, port]}
+        -> {"id": int, "kind": "unix"|"tcp", "address": path | [host, port], "libpq": {...},
+            "remote": [host, port], "socket_dir": path | null}
     {"op": "close_forward", "id": int} -> {}
     {"op": "open", "host": text, "port": int, "timeout": s} -> {"open": true}, with the socket's descriptor
         passed alongside (SCM_RIGHTS): one end of a socketpair the host's loop relays (Tunnel.open_connection)
@@ -272,6 +273,7 @@ class Host:
         forwards[ident] = forward
         address = forward.local_address
         return {"id": ident, "kind": forward.spec.local_kind, "libpq": forward.libpq_params(),
+                "socket_dir": forward.spec.socket_dir if forward.spec.local_kind == "unix" else None,
                 "address": address if isinstance(address, str) else list(address),
                 "remote": [forward.spec.remote_host, forward.spec.remote_port]}
 

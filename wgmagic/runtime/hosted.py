@@ -135,13 +135,14 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
 
 class HostedForward:
     """A forward the host made for this process: `local_address` (a Unix socket's path or (host, port)),
-    `libpq_params()`, `spec` (remote_host, remote_port, local_kind), `id` (the host's)."""
+    `libpq_params()`, `spec` (remote_host, remote_port, local_kind, socket_dir), `id` (the host's), `closed`."""
 
     class Spec:
         """What the forward relays to, as the in-process Forward's spec names it."""
 
-        def __init__(self, remote: list[Any], kind: str) -> None:
+        def __init__(self, remote: list[Any], kind: str, socket_dir: str | None) -> None:
             self.remote_host, self.remote_port, self.local_kind = str(remote[0]), int(remote[1]), kind
+            self.socket_dir = socket_dir
 
     def __init__(self, answer: dict[str, Any]) -> None:
         self.id = int(answer["id"])
@@ -150,7 +151,10 @@ class HostedForward:
             (str(address[0]), int(address[1]))
         self.address = self.local_address
         self._libpq = {str(k): str(v) for k, v in dict(answer["libpq"]).items()}
-        self.spec = HostedForward.Spec(answer["remote"], str(answer["kind"]))
+        directory = answer.get("socket_dir")
+        self.spec = HostedForward.Spec(answer["remote"], str(answer["kind"]), None if directory is None else
+                                       str(directory))
+        self.closed = False  # True once closed, or lost with a host that went away
 
     def libpq_params(self) -> dict[str, str]:
         """libpq parameters reaching the remote through this forward (as Forward.libpq_params)."""
@@ -232,7 +236,7 @@ class HostedTunnel:
                 return self._exchange(request)
             except (OSError, EOFError, ValueError) as exc:  # the host went away: once more with a (new) host
                 self._sock.close()
-                self._forwards.clear()
+                self._drop_forwards()
                 if attempt == 2 or isinstance(exc, TimeoutError):
                     raise TunnelClosedError(f"tunnel {self.name!r}: the tunnel host went away") from None
                 logger.info("tunnel %r: the host went away, attaching again", self.name)
@@ -240,7 +244,7 @@ class HostedTunnel:
                 self._sock, self._hello = _reach(self.config, self.path, self._restart, deadline, True)
             except BaseException:  # interrupted mid-answer: the stream is out of step, start afresh next time
                 self._sock.close()
-                self._forwards.clear()
+                self._drop_forwards()
                 raise
         raise AssertionError("unreachable")
 
@@ -286,8 +290,14 @@ class HostedTunnel:
     def close_forward(self, forward: Any) -> None:
         """Close one forward this handle made."""
         if self._forwards.pop(getattr(forward, "id", -1), None) is not None and not self._closed:
+            forward.closed = True
             with contextlib.suppress(WgMagicError):
                 self._request("close_forward", id=forward.id)
+
+    def _drop_forwards(self) -> None:
+        for forward in self._forwards.values():
+            forward.closed = True
+        self._forwards.clear()
 
     @property
     def forwards(self) -> list[HostedForward]:
@@ -382,8 +392,7 @@ class HostedTunnel:
         if self._closed or not (registry.release(self) or force):
             return
         self._closed = True
-        for forward in list(self._forwards.values()):
-            self._forwards.pop(forward.id, None)
+        self._drop_forwards()
         self._hang_up()
         registry.unregister(self)
         logger.info("tunnel %r: detached from the host", self.name)
