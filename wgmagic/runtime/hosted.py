@@ -194,9 +194,16 @@ class HostedTunnel:
         """Attach to the host of `config`'s key, starting it when there is none (and `start`); the handle is
         registered in this process under `name` (default: as wgmagic.connect names tunnels).
 
-        Raises TunnelClosedError when no host answers in time, NotSharedError when another process holds the
+        Raises WgMagicError where sharing cannot work (no flock, Unix sockets or descriptor passing, e.g.
+        WGMAGIC_PORTABLE), TunnelClosedError when no host answers in time, NotSharedError when another process holds the
         key with its own tunnel, TunnelConflictError when the host runs another configuration of this key,
         and what the host's start raised (HandshakeTimeoutError, ...) with its own words."""
+        from wgmagic import platform
+
+        missing = [feature for feature in ("flock", "unix_sockets") if not platform.enabled(feature)]
+        if missing or not hasattr(socket, "send_fds"):
+            raise WgMagicError("sharing a tunnel between processes needs flock, Unix sockets and descriptor passing"
+                               f" (off here: {', '.join(missing) or 'descriptor passing'}); connect without share")
         parsed = load_config(config)
         path = host.control_path(parsed)
         if path is None:
