@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from wgmagic.wireguard.timers import Timers
 
 SHARE_ENV = "WGMAGIC_SHARE"
-START_TIMEOUT = 60.0  # seconds to wait for a host to start (its handshake included) or to answer
+START_MARGIN = 30.0  # seconds a host may take to start (a loaded machine), beyond its handshake's timeout
 REQUEST_TIMEOUT = 180.0  # seconds an answer may take (every request's own wait is bounded by host.MAX_WAIT)
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
         logger.info("tunnel %r is already up: handed back (%d holders)", running.name, running.holders)
         return running
     if share:
-        return HostedTunnel.attach(parsed, name=name, timeout=max(timeout, START_TIMEOUT), via=via, via_ca=via_ca)
+        return HostedTunnel.attach(parsed, name=name, timeout=timeout, via=via, via_ca=via_ca)
     try:
         return in_process.connect(parsed, name=name, timeout=timeout, timers=timers, tcp=tcp,
                                   endpoint_resolver=endpoint_resolver, reresolve_interval=reresolve_interval,
@@ -130,7 +130,7 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
         if not keylock.host_running(parsed):
             raise NotSharedError(exc.owner, exc.peer) from None
     logger.info("this key's tunnel is served by a host process: attaching to it")
-    return HostedTunnel.attach(parsed, name=name, timeout=max(timeout, START_TIMEOUT), start=False)
+    return HostedTunnel.attach(parsed, name=name, timeout=timeout, start=False)
 
 
 class HostedForward:
@@ -189,10 +189,11 @@ class HostedTunnel:
     # ---- attaching -------------------------------------------------------------------------------------
     @classmethod
     def attach(cls, config: str | os.PathLike[str] | WireGuardConfig, *, name: str | None = None,
-               timeout: float = START_TIMEOUT, start: bool = True, via: str | Via | None = None,
+               timeout: float = 10.0, start: bool = True, via: str | Via | None = None,
                via_ca: str | None = None) -> HostedTunnel:
-        """Attach to the host of `config`'s key, starting it when there is none (and `start`); the handle is
-        registered in this process under `name` (default: as wgmagic.connect names tunnels).
+        """Attach to the host of `config`'s key, starting it when there is none (and `start`: its handshake
+        waits up to `timeout` s, via/via_ca as wgmagic.connect's); the handle is registered in this process
+        under `name` (default: as wgmagic.connect names tunnels).
 
         Raises WgMagicError where sharing cannot work (no flock, Unix sockets or descriptor passing, e.g.
         WGMAGIC_PORTABLE), TunnelClosedError when no host answers in time, NotSharedError when another process holds the
@@ -209,9 +210,12 @@ class HostedTunnel:
         if path is None:
             raise TunnelClosedError("no private runtime directory (see keylock.runtime_dir): a shared tunnel "
                                     "needs one")
-        restart = {"timeout": timeout, "via": None if via is None else str(getattr(via, "url", via)),
-                   "via_ca": via_ca, "source": parsed.source}
-        sock, hello = _reach(parsed, path, restart, time.monotonic() + timeout, start)
+        if via is not None and not isinstance(via, str):  # a Via: its words (str() would mask a password)
+            via_ca = via_ca or via.ca_file
+            via = via.mode.value if via.url is None else \
+                via.url if via.mode.value == "websocket" else f"{via.mode.value} {via.url}"
+        restart = {"timeout": timeout, "via": via, "via_ca": via_ca, "source": parsed.source}
+        sock, hello = _reach(parsed, path, restart, time.monotonic() + timeout + START_MARGIN, start)
         handle = cls(sock, path, parsed, hello)
         handle._restart = restart
         try:
@@ -247,7 +251,7 @@ class HostedTunnel:
                 if attempt == 2 or isinstance(exc, TimeoutError):
                     raise TunnelClosedError(f"tunnel {self.name!r}: the tunnel host went away") from None
                 logger.info("tunnel %r: the host went away, attaching again", self.name)
-                deadline = time.monotonic() + float(self._restart.get("timeout") or START_TIMEOUT)
+                deadline = time.monotonic() + float(self._restart.get("timeout") or 10.0) + START_MARGIN
                 self._sock, self._hello = _reach(self.config, self.path, self._restart, deadline, True)
             except BaseException:  # interrupted mid-answer: the stream is out of step, start afresh next time
                 self._sock.close()
