@@ -237,3 +237,18 @@ def test_two_kernels_on_one_key_the_first_restarts(config_file, testbed):
             if km.is_alive():
                 km.shutdown_kernel(now=True)
     wait_for(lambda: sessions(testbed) == 0, 30, "no session left once the host closed")
+
+
+def test_a_killed_host_is_replaced_at_the_next_request(config, testbed):
+    """The host is a process like any other: killed outright, the next request of a handle starts a new host
+    (a short reconnect) and works; forwards made before are gone with the old one."""
+    import signal
+
+    with wgmagic.connect(config, share=True, timeout=20) as tunnel:
+        assert isinstance(tunnel, HostedTunnel)
+        assert query(tunnel.url(testbed.dsn()), 21) == 21
+        old = tunnel.host_pid
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: not os.path.exists(f"/proc/{old}"), 30, "the host to be gone (and reaped)")
+        assert query(tunnel.url(testbed.dsn()), 22) == 22  # a new host, started by this request
+        assert tunnel.host_pid not in (0, old) and tunnel.status()["pid"] == tunnel.host_pid

@@ -489,6 +489,8 @@ def _spawn(config: WireGuardConfig, options: dict[str, Any], stderr: Any) -> sub
     assert process.stdin is not None
     process.stdin.write(json.dumps(options).encode() + b"\n" + host.config_text(config).encode())
     process.stdin.close()
+    # The host is our child until it ends (it outlives us if we go first): reaped when it does, never a zombie.
+    threading.Thread(target=process.wait, name="wgmagic-host-reaper", daemon=True).start()
     return process
 
 
