@@ -252,3 +252,25 @@ def test_a_killed_host_is_replaced_at_the_next_request(config, testbed):
         wait_for(lambda: not os.path.exists(f"/proc/{old}"), 30, "the host to be gone (and reaped)")
         assert query(tunnel.url(testbed.dsn()), 22) == 22  # a new host, started by this request
         assert tunnel.host_pid not in (0, old) and tunnel.status()["pid"] == tunnel.host_pid
+
+
+def test_share_from_the_environment_and_the_setting(config, config_file, testbed, monkeypatch, capsys):
+    monkeypatch.setenv("WGMAGIC_SHARE", "1")
+    with wgmagic.connect(config, timeout=20) as tunnel:
+        assert isinstance(tunnel, HostedTunnel)
+    path = control_path(load_config(config))
+    wait_for(lambda: not os.path.exists(path), 30, "the host to end (it holds the key until then)")
+    with wgmagic.connect(config, share=False, timeout=20) as tunnel:  # the argument wins over the environment
+        assert isinstance(tunnel, wgmagic.Tunnel)
+    monkeypatch.delenv("WGMAGIC_SHARE")
+    with magic_shell(testbed) as shell:
+        shell.run_line_magic("config", "WgMagic.share = True")
+        try:
+            result = shell.run_cell(f"%wg connect {config_file} --name viaset")
+            assert result.success, result.error_in_exec
+            assert isinstance(shell._wgmagic.tunnels["viaset"], HostedTunnel)
+            assert "shared (host process" in capsys.readouterr().out
+            result = shell.run_cell("%wg disconnect viaset")
+            assert result.success and "viaset" not in shell._wgmagic.tunnels
+        finally:
+            shell.run_line_magic("config", "WgMagic.share = None")

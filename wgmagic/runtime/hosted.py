@@ -122,15 +122,23 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
         return running
     if share:
         return HostedTunnel.attach(parsed, name=name, timeout=timeout, via=via, via_ca=via_ca)
-    try:
-        return in_process.connect(parsed, name=name, timeout=timeout, timers=timers, tcp=tcp,
-                                  endpoint_resolver=endpoint_resolver, reresolve_interval=reresolve_interval,
-                                  via=via, via_ca=via_ca, note=note)
-    except keylock.KeyInUseError as exc:
-        if not keylock.host_running(parsed):
-            raise NotSharedError(exc.owner, exc.peer) from None
-    logger.info("this key's tunnel is served by a host process: attaching to it")
-    return HostedTunnel.attach(parsed, name=name, timeout=timeout, start=False)
+    deadline = time.monotonic() + timeout + START_MARGIN
+    while True:
+        try:
+            return in_process.connect(parsed, name=name, timeout=timeout, timers=timers, tcp=tcp,
+                                      endpoint_resolver=endpoint_resolver, reresolve_interval=reresolve_interval,
+                                      via=via, via_ca=via_ca, note=note)
+        except keylock.KeyInUseError as exc:
+            # A host takes its host lock before the key's and lets go of it after: a held key with a free host
+            # lock is another process's own tunnel.
+            if not keylock.host_running(parsed):
+                raise NotSharedError(exc.owner, exc.peer) from None
+        logger.info("this key's tunnel is served by a host process: attaching to it")
+        try:
+            return HostedTunnel.attach(parsed, name=name, timeout=timeout, start=False)
+        except TunnelClosedError:  # that host ended as we came: the key is free again, or soon
+            if time.monotonic() > deadline:
+                raise
 
 
 class HostedForward:
