@@ -270,6 +270,11 @@ def test_share_from_the_environment_and_the_setting(config, config_file, testbed
             assert result.success, result.error_in_exec
             assert isinstance(shell._wgmagic.tunnels["viaset"], HostedTunnel)
             assert "shared (host process" in capsys.readouterr().out
+            result = shell.run_cell("%wg forward db.internal:5432")  # a listener in the host
+            assert result.success and "libpq: host=" in capsys.readouterr().out
+            shell.run_cell("%wg socks")
+            out = capsys.readouterr()
+            assert "does not serve SOCKS5" in out.out + out.err, out
             result = shell.run_cell("%wg disconnect viaset")
             assert result.success and "viaset" not in shell._wgmagic.tunnels
         finally:

@@ -333,6 +333,24 @@ class HostedTunnel:
         """[]: no reverse forwards through a shared tunnel yet."""
         return []
 
+    def socks(self, *args: Any, **kwargs: Any) -> Any:
+        """Not served through a shared tunnel yet: WgMagicError saying so."""
+        raise _not_served("SOCKS5 proxies (socks)")
+
+    def expose(self, *args: Any, **kwargs: Any) -> Any:
+        """Not served through a shared tunnel yet: WgMagicError saying so."""
+        raise _not_served("reverse forwards (expose)")
+
+    def capture(self, *args: Any, **kwargs: Any) -> Any:
+        """Not served through a shared tunnel yet: WgMagicError saying so."""
+        raise _not_served("packet captures (capture)")
+
+    def ping_iter(self, *args: Any, **kwargs: Any) -> Any:
+        """Not served through a shared tunnel yet: WgMagicError saying so."""
+        raise _not_served("ICMP echo (ping)")
+
+    ping = ping_iter
+
     def open_connection(self, host_name: str, port: int, timeout: float | None = 15.0) -> socket.socket:
         """As `Tunnel.open_connection`: a connected socket, one end of a pair the host relays."""
         wait = min(60.0 if timeout is None else timeout, host.MAX_WAIT)
@@ -434,6 +452,11 @@ class HostedTunnel:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<HostedTunnel {self.name!r} {state} host pid {self.host_pid}>"
+
+
+def _not_served(what: str) -> WgMagicError:
+    return WgMagicError(f"a tunnel shared through its key's host process does not serve {what} yet; a tunnel "
+                        "of this process alone does (connect without share, with the key free)")
 
 
 def _reach(config: WireGuardConfig, path: str, options: dict[str, Any], deadline: float,
