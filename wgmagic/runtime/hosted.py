@@ -112,7 +112,7 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
             registry.release(running)
             raise TunnelConflictError(
                 f"tunnel {running.name!r} is already up with this key inside this process, not shared: close it "
-                f"first ({registry.close_hint(running.name)}), then connect with share=True")
+                f"first ({registry.close_hint(running.name)}), then connect with share=True (%wg connect --share)")
         try:
             running.wait_handshake(timeout=timeout)
         except BaseException:
