@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from wgmagic._version import __version__
 
 if TYPE_CHECKING:  # type checkers see the real types; at run time they load on first use (__getattr__)
-    from wgmagic.runtime.hosted import HostedTunnel, connect
+    from wgmagic.runtime.hosted import HostedTunnel
+    from wgmagic.runtime.share import connect
     from wgmagic.runtime.tunnel import Tunnel
 
 __all__ = ["HostedTunnel", "Tunnel", "__version__", "connect", "get_tunnel", "load_ipython_extension",
@@ -39,10 +40,14 @@ def __getattr__(name: str) -> Any:
         from wgmagic.runtime import tunnel
 
         return tunnel.Tunnel
-    if name in ("connect", "HostedTunnel"):  # connect: the in-process tunnel, or the key's shared one
+    if name == "connect":  # the in-process tunnel, or the key's shared one (runtime/share.py)
+        from wgmagic.runtime import share
+
+        return share.connect
+    if name == "HostedTunnel":
         from wgmagic.runtime import hosted
 
-        return getattr(hosted, name)
+        return hosted.HostedTunnel
     raise AttributeError(f"module 'wgmagic' has no attribute {name!r}")
 
 

@@ -9,7 +9,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from wgmagic.notebook.arguments import wg_parser
 from wgmagic.notebook.magics import WgMagic
-from wgmagic.runtime.hosted import share_default
+from wgmagic.runtime.share import share_default
 
 
 @pytest.mark.parametrize(("given", "env", "expected"), [

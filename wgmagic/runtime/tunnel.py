@@ -455,7 +455,7 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
             endpoint_resolver: endpoint_lookup.EndpointResolver | None = None,
             reresolve_interval: float = 120.0, via: str | Via | None = None, via_ca: str | None = None,
             note: Callable[[str], None] | None = None) -> Tunnel:
-    """Bring up a tunnel in this process once its first handshake completed (wgmagic.connect, hosted.py, adds share=).
+    """Bring up a tunnel in this process once its first handshake completed (wgmagic.connect, share.py, adds share=).
 
     Connecting again is not an error: when this process already has a tunnel up with the same config (same
     key, peers, addresses), that tunnel is handed back (after its handshake, within `timeout`) with one more

@@ -58,7 +58,8 @@ def connect(magic: WgMagic, args: argparse.Namespace) -> None:
     from wgmagic.config import parse_config
     from wgmagic.errors import TunnelConflictError
     from wgmagic.netstack.tcp.config import tunnel_config
-    from wgmagic.runtime.hosted import NotSharedError, connect, not_shared_text
+    from wgmagic.runtime.hosted import NotSharedError, not_shared_text
+    from wgmagic.runtime.share import connect
 
     text, source = config_text(magic.shell.user_ns, args.config)
     config = parse_config(text, source=source, ask_private_key=lambda prompt: getpass.getpass(prompt))
