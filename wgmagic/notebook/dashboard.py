@@ -190,8 +190,9 @@ class Reading:
         self.value = 0
 
 
-_TILE_CSS = ("display:inline-block;min-width:9.5em;margin:0 .6em .6em 0;padding:.45em .7em;border-radius:6px;"
-             "background:#f4f6f8;border:1px solid #dde3e8;color:#222;vertical-align:top")
+# A tile's note says what measured its figure: it wraps within the tile rather than widening it.
+_TILE_CSS = ("display:inline-block;min-width:9.5em;max-width:15.5em;margin:0 .6em .6em 0;padding:.45em .7em;"
+             "border-radius:6px;background:#f4f6f8;border:1px solid #dde3e8;color:#222;vertical-align:top")
 
 
 def tile(label: str, value: str, note: str = "") -> str:
