@@ -403,8 +403,10 @@ class Dashboard:
 
         try:
             report = run_doctor(None, tunnel=self.tunnel, timeout=5.0)
-            verdict = doctor_health(report.checks)  # the word %wg status and the tiles use
-            self.doctor_result.value = f"<p><b>doctor: {html.escape(str(verdict))}</b></p>{report._repr_html_()}"
+            verdict = doctor_health(report.checks)  # in the words %wg status and the health tile use
+            failing = ", ".join(c.name for c in report.checks if c.verdict in ("failed", "warning"))
+            shown = f"doctor: {verdict.word}" + (f" ({failing})" if failing else "")
+            self.doctor_result.value = f"<p><b>{html.escape(shown)}</b></p>{report._repr_html_()}"
         except Exception as exc:
             self.doctor_result.value = f"<p>the doctor could not run: {html.escape(str(exc))}</p>"
         finally:
