@@ -91,7 +91,7 @@ def test_tiles_words_and_the_query_waterfall(shell):
         assert poll(lambda: dash.queries_plot.value != first_waterfall, 10), "the waterfall was not redrawn"
         assert poll(lambda: "<thead>" in dash.connections.value, 10)  # the SQL session's TCP connection
         dash.sort.value = "remote"
-        assert "TCP connections" in dash.connections.value
+        assert "TCP connections" in dash.connections_title.value
     finally:
         dash.close()
 

@@ -178,3 +178,38 @@ def test_the_tcp_table_sorts_by_each_key():
     assert [c["remote"] for c in sorted_connections(conns, "srtt")] == ["198.18.0.1:2", "198.18.0.2:1"]
     assert [c["remote"] for c in sorted_connections(conns, "retransmits")] == ["198.18.0.2:1", "198.18.0.1:2"]
     assert [c["remote"] for c in sorted_connections(conns, "remote")] == ["198.18.0.1:2", "198.18.0.2:1"]
+
+
+def test_matplotlib_draws_on_the_updater_thread_only(monkeypatch):
+    """`%wg diag` returns at once: the figures are drawn (Figure + Agg) on the dashboard's own thread, never on
+    the caller's, and never through pyplot."""
+    import sys
+    import threading
+
+    from wgmagic.notebook import dashboard
+
+    drawn_on: list[str] = []
+    real_png = dashboard.png
+
+    def watching_png(fig):
+        drawn_on.append(threading.current_thread().name)
+        return real_png(fig)
+
+    monkeypatch.setattr(dashboard, "png", watching_png)
+    interface = types.SimpleNamespace(dns_servers=[])
+    stats, peers, records = shapes.stats(), [shapes.peer()], shapes.samples(10)
+    tunnel = types.SimpleNamespace(name="wg0", config=types.SimpleNamespace(interface=interface), closed=False,
+                                   stats=lambda: stats, peer_report=lambda: peers, history=lambda window=None: records)
+    board = dashboard.Dashboard(tunnel, interval=0.05)
+    assert board.start() is board
+    try:
+        for _ in range(600):
+            if board.redraws >= 1:
+                break
+            threading.Event().wait(0.05)
+    finally:
+        board.close()
+        board._thread.join(30)
+    assert board.redraws >= 1 and set(drawn_on) == {"wgmagic-diag-wg0"}
+    assert "matplotlib.pyplot" not in sys.modules
+    assert board.figures["health"].startswith("healthy")

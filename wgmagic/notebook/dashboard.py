@@ -266,7 +266,8 @@ class Dashboard:
 
     # ---- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> Dashboard:
-        self.update()
+        """Start the updater thread and return at once: matplotlib (imported and drawn there, Figure + Agg) never
+        runs on the caller's thread, so `%wg diag` does not hold up the cell."""
         self._thread.start()
         return self
 
@@ -297,13 +298,15 @@ class Dashboard:
         return getattr(self.widget, "comm", None) is None
 
     def _run(self) -> None:
+        drawn = False  # the first frame is drawn even before a front end has opened the widget
         while not self._stop.is_set():
             if not self._running.is_set():
                 self.parked.set()  # paused: no update is under way until Resume
             self._running.wait()
             self.parked.clear()
-            if self._stop.is_set() or self.tunnel.closed or self._widget_closed():
+            if self._stop.is_set() or self.tunnel.closed or (drawn and self._widget_closed()):
                 break
+            drawn = True
             started = time.monotonic()
             try:
                 self._maybe_ping()
