@@ -135,3 +135,9 @@ def test_status_dashboard_and_the_status_line_show_the_one_verdict():
         assert tunnel_status_line(tunnel).startswith(f"wg0: {verdict.word} |")
         assert tile_figures(stats, records, peers, health.STATUS_WINDOW)["health"][0] == verdict.word
     assert seen == set(WORDS)
+
+
+def test_a_small_share_is_not_shown_as_zero():
+    from wgmagic.runtime.health import percent
+
+    assert [percent(x) for x in (0.003, 0.042, 0.12, 0.0)] == ["0.3%", "4.2%", "12%", "0.0%"]

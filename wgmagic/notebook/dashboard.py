@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from wgmagic.addresses import parse_window  # noqa: F401 (public here too)
 from wgmagic.notebook.plots import latency_figure, percentiles, png, throughput_figure
 from wgmagic.notebook.status import history, human_bytes
-from wgmagic.runtime.health import doctor_health, retransmissions, seconds_words, tunnel_health
+from wgmagic.runtime.health import doctor_health, percent, retransmissions, seconds_words, tunnel_health
 
 if TYPE_CHECKING:
     from wgmagic.runtime.report import HistorySample, PeerRow, TcpConnectionStats, TunnelStats
@@ -142,7 +142,7 @@ def tile_figures(snap: TunnelStats, records: Sequence[HistorySample], peers: Seq
     rekeys = [p["next_rekey_in"] for p in peers if p["next_rekey_in"] is not None]
     sizes = [conn["mss"] for conn in snap["tcp_connections"]]
     resent = retransmissions(records, window, totals["tcp_retransmits"], max(sizes, default=None))
-    share = f", about {resent.share:.0%} of segments" if resent.share is not None and resent.count else ""
+    share = f", about {percent(resent.share)} of segments" if resent.share is not None and resent.count else ""
     drops = {k: v for k, v in totals["drops_by_reason"].items() if v}
     top = sorted(drops.items(), key=lambda item: -item[1])[:2]
     handshake_rtt = snap["handshake_rtt"]
@@ -198,7 +198,7 @@ _TILE_CSS = ("display:inline-block;min-width:9.5em;max-width:15.5em;margin:0 .6e
 def tile(label: str, value: str, note: str = "") -> str:
     return (f"<div class='wgmagic-tile' style='{_TILE_CSS}'><div style='font-size:.75em;color:#555'>"
             f"{html.escape(label)}</div><div style='font-size:1.35em;font-weight:600'>{html.escape(value)}</div>"
-            f"<div style='font-size:.72em;color:#666'>{html.escape(note)}</div></div>")
+            f"<div style='font-size:.72em;line-height:1.35;color:#666'>{html.escape(note)}</div></div>")
 
 
 class Dashboard:

@@ -108,7 +108,7 @@ def tunnel_health(stats: TunnelStats, peers: Sequence[PeerRow], records: Sequenc
     sizes = [conn["mss"] for conn in stats["tcp_connections"]]
     resent = retransmissions(records, window, stats["totals"]["tcp_retransmits"], max(sizes, default=None))
     if resent.lossy and resent.share is not None:
-        reasons.append(f"{resent.share:.0%} of TCP segments sent again over the last {seconds_words(window)} "
+        reasons.append(f"{percent(resent.share)} of TCP segments sent again over the last {seconds_words(window)} "
                        f"({resent.count}): loss on the path")
     if reasons:
         return Verdict(DEGRADED, tuple(reasons))
@@ -138,3 +138,8 @@ def doctor_health(checks: Iterable[Check]) -> Verdict:
 def seconds_words(seconds: float) -> str:
     """A window in words: "45 s", "1 min", "10 min"."""
     return f"{seconds / 60:.0f} min" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:.0f} s"
+
+
+def percent(share: float) -> str:
+    """A share as a percentage a reader can tell from zero: "0.3%", "4.2%", "12%"."""
+    return f"{share:.0%}" if share >= 0.1 else f"{share:.1%}"
