@@ -364,14 +364,14 @@ class Tunnel:
         self._check_open()
         return routes.resolve(self._thread, self._engine, name, timeout)
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> report.TunnelStats:
         """A snapshot of the tunnel, taken on its loop thread: a new plain dict (JSON-serialisable but for the
         `endpoint` tuples), safe to keep; its keys, types and units are listed at wgmagic.runtime.report.snapshot.
         Raises TunnelClosedError once closed."""
         self._check_open()
         return self._thread.call(report.snapshot, self.name, self._engine)
 
-    def peer_report(self) -> list[dict[str, object]]:
+    def peer_report(self) -> list[report.PeerRow]:
         """Per peer: key fingerprint (public), endpoint, handshake age, seconds to the next rekey, traffic, and
         "not_answering": a sentence when the peer stopped answering traffic (whitepaper 6 timers), else None."""
         self._check_open()
