@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
 from typing import Any
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
@@ -169,7 +170,42 @@ def _walk_rows(data: bytes | bytearray, header: int, ncols: int) -> tuple[list[A
 
 # ---- columns ---------------------------------------------------------------------------------------------
 
-def decode_column(data: bytes | bytearray, offsets: Any, sizes: Any, oid: int, load_one: Any,
+LoadOne = Callable[[int], Callable[[Any], Any]]  # load_one(oid) -> the load of one field's bytes (psycopg's)
+
+
+def fixed_width(buf: Any, offsets: Any, sizes: Any, fmt: str, oid: int) -> Any:
+    """One column's fixed-width fields as a numpy array of `fmt` (big-endian, e.g. ">i8"), read from `buf` (a
+    uint8 array) at `offsets` (int64, one per row); a NULL's (size -1) element is a stand-in, not a value.
+    BulkDecodeError naming `oid` when a field that is not NULL has another width."""
+    import numpy as np
+
+    width = np.dtype(fmt).itemsize
+    null = sizes < 0
+    if ((sizes != width) & ~null).any():
+        raise BulkDecodeError(f"a value of type oid {oid} is not {width} bytes long")
+    if len(buf) < width:
+        return np.zeros(len(sizes), dtype=fmt)
+    return _be(buf, np.minimum(np.where(null, 0, offsets), len(buf) - width), fmt)
+
+
+def interval_fields(buf: Any, offsets: Any, sizes: Any) -> tuple[Any, Any, Any]:
+    """One column's interval fields (16 bytes: int64 microseconds, int32 days, int32 months; PostgreSQL's
+    interval_send) as three int64 arrays (microseconds, days, months); NULLs hold stand-ins.
+    BulkDecodeError when a field that is not NULL is not 16 bytes long."""
+    import numpy as np
+
+    null = sizes < 0
+    if ((sizes != 16) & ~null).any():
+        raise BulkDecodeError("an interval value is not 16 bytes long")
+    if len(buf) < 16:
+        zero = np.zeros(len(sizes), dtype=np.int64)
+        return zero, zero, zero
+    pos = np.minimum(np.where(null, 0, offsets), len(buf) - 16)
+    return (_be(buf, pos, ">i8").astype(np.int64), _be(buf, pos + 8, ">i4").astype(np.int64),
+            _be(buf, pos + 12, ">i4").astype(np.int64))
+
+
+def decode_column(data: bytes | bytearray, offsets: Any, sizes: Any, oid: int, load_one: LoadOne,
                   utf8: bool) -> tuple[Any, bool]:
     """One column: (values, final). final: a pandas Series already in the row path's dtype; otherwise a list
     of Python values (as psycopg's loader gives them) that the shared normalisation turns into a column.
@@ -181,15 +217,9 @@ def decode_column(data: bytes | bytearray, offsets: Any, sizes: Any, oid: int, l
     buf = np.frombuffer(data, dtype=np.uint8)
     null = sizes < 0
     any_null = bool(null.any())
-    safe = np.where(null, 0, offsets)
 
     def fixed(fmt: str) -> Any:
-        width = np.dtype(fmt).itemsize
-        if ((sizes != width) & ~null).any():
-            raise BulkDecodeError(f"a value of type oid {oid} is not {width} bytes long")
-        if len(buf) < width:
-            return np.zeros(len(sizes), dtype=fmt)
-        return _be(buf, np.minimum(safe, len(buf) - width), fmt)
+        return fixed_width(buf, offsets, sizes, fmt, oid)
 
     if oid in INT_WIDTHS:
         values = fixed(INT_WIDTHS[oid]).astype(np.int64)
@@ -227,15 +257,7 @@ def decode_column(data: bytes | bytearray, offsets: Any, sizes: Any, oid: int, l
             series = series.dt.tz_localize("UTC")
         return series, True
     if oid == INTERVAL_OID:
-        if ((sizes != 16) & ~null).any():
-            raise BulkDecodeError("an interval value is not 16 bytes long")
-        if len(buf) < 16:
-            micros = days = months = np.zeros(len(sizes), dtype=np.int64)
-        else:
-            pos = np.minimum(safe, len(buf) - 16)
-            micros = _be(buf, pos, ">i8").astype(np.int64)
-            days = _be(buf, pos + 8, ">i4").astype(np.int64)
-            months = _be(buf, pos + 12, ">i4").astype(np.int64)
+        micros, days, months = interval_fields(buf, offsets, sizes)
         # psycopg's convention (and so the row path's): a year is 365 days, a month 30, each part signed
         years, mons = np.divmod(np.abs(months), 12)
         sign = np.sign(months)
