@@ -1,4 +1,4 @@
-"""The COPY path's `load_one` (sql/results.py `_binary_loaders`): psycopg's binary loader of a cursor's adapters,
+"""The COPY path's `load_one` (sql/loaders.py `binary_loaders`): psycopg's binary loader of a cursor's adapters,
 and this side's decode failure (never a TypeError from calling None) for a type psycopg has no loader for."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ def test_load_one_uses_the_cursors_binary_loader() -> None:
     import psycopg
     from psycopg.adapt import AdaptersMap
 
-    from wgmagic.sql.results import _binary_loaders
+    from wgmagic.sql.loaders import binary_loaders
 
-    load_one = _binary_loaders(_cursor(AdaptersMap(psycopg.adapters)))
+    load_one = binary_loaders(_cursor(AdaptersMap(psycopg.adapters)))
     assert load_one(23)(struct.pack(">i", -7)) == -7
     assert load_one(25)("wörd".encode()) == "wörd"
 
@@ -28,9 +28,9 @@ def test_a_type_without_a_loader_is_a_decode_error_of_this_side() -> None:
     from psycopg.adapt import AdaptersMap
 
     from wgmagic.sql.binary_copy import BulkDecodeError
-    from wgmagic.sql.results import _binary_loaders
+    from wgmagic.sql.loaders import binary_loaders
 
-    load_one = _binary_loaders(_cursor(AdaptersMap()))  # an empty map: get_loader gives None for every oid
+    load_one = binary_loaders(_cursor(AdaptersMap()))  # an empty map: get_loader gives None for every oid
     with pytest.raises(BulkDecodeError, match="no binary loader for type oid 23"):
         load_one(23)
 
@@ -43,9 +43,9 @@ def test_the_decoder_reports_a_missing_loader_as_bulk_decode_error() -> None:
 
     from wgmagic.sql.binary_copy import BulkDecodeError
     from wgmagic.sql.copy_stream import decode_piece
-    from wgmagic.sql.results import _binary_loaders
+    from wgmagic.sql.loaders import binary_loaders
 
-    load_one = _binary_loaders(_cursor(AdaptersMap()))
+    load_one = binary_loaders(_cursor(AdaptersMap()))
     data = b"\x01\x02"
     with pytest.raises(BulkDecodeError):
         decode_piece(data, np.array([0], dtype=np.int64), np.array([2], dtype=np.int64), 17, load_one, True)

@@ -17,13 +17,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from wgmagic.sql.binary_copy import BULK_OIDS, BulkDecodeError, guarded_loaders
+from wgmagic.sql.binary_copy import BULK_OIDS, BulkDecodeError
+from wgmagic.sql.loaders import binary_loaders, guarded_loaders
 from wgmagic.sql.messages import SqlError
 
 if TYPE_CHECKING:
     from array import array
 
-    from psycopg import Connection, Cursor
+    from psycopg import Connection
 
     from wgmagic.sql.binary_copy import LoadOne
 
@@ -172,7 +173,7 @@ def _copy_out(conn: Connection[Any], sql: str, described: tuple[list[str], list[
     with conn.cursor() as cur:
         guarded_loaders(cur.adapters)
         utf8 = conn.info.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-        load_one = _binary_loaders(cur)
+        load_one = binary_loaders(cur)
 
         def frame(pieces: list[Any], rows: int) -> Any:
             return _frame_from_pieces(pieces, names, oids, rows, load_one, spec.string_dtype)
@@ -214,21 +215,6 @@ def _copy_out(conn: Connection[Any], sql: str, described: tuple[list[str], list[
             sink.abort()
             raise
     return Result(value, rows, status, bulk=True)
-
-
-def _binary_loaders(cur: Cursor[Any]) -> LoadOne:
-    """`load_one(oid)` for the COPY path: the load method of the cursor's binary loader for `oid` (guarded: see
-    binary_copy.guarded_loaders). BulkDecodeError for a type the cursor has no binary loader for (psycopg's
-    get_loader gives None), which the caller reports as this side's failure."""
-    from psycopg import pq
-
-    def load_one(oid: int) -> Callable[[Any], Any]:
-        loader = cur.adapters.get_loader(oid, pq.Format.BINARY)
-        if loader is None:
-            raise BulkDecodeError(f"psycopg has no binary loader for type oid {oid}")
-        return loader(oid, cur).load
-
-    return load_one
 
 
 def _frame_from_pieces(pieces: list[Any], names: list[str], oids: list[int], rows: int, load_one: LoadOne,
