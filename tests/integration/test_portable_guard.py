@@ -8,7 +8,6 @@ until the test has seen the tunnel serve (no timing threshold)."""
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 
@@ -27,16 +26,10 @@ SSL_REQUEST = bytes.fromhex("0000000804d2162f")  # what libpq sends first over T
 
 @pytest.fixture(scope="module")
 def tunnel(testbed):
-    previous = os.environ.get("WGMAGIC_PORTABLE")
-    os.environ["WGMAGIC_PORTABLE"] = "1"
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # with or without --portable: every Linux-only feature off
+        patch.setenv("WGMAGIC_PORTABLE", "1")
         with connect(testbed.client_config(identity=IDENTITY)) as tun:
             yield tun
-    finally:
-        if previous is None:
-            os.environ.pop("WGMAGIC_PORTABLE", None)
-        else:
-            os.environ["WGMAGIC_PORTABLE"] = previous
 
 
 class HeldGuard:
