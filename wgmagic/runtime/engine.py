@@ -20,7 +20,7 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wgmagic.config import WireGuardConfig
 from wgmagic.errors import HandshakeTimeoutError, TunnelClosedError
@@ -47,6 +47,9 @@ from wgmagic.wireguard.device import Device
 from wgmagic.wireguard.endpoint import EndpointReason
 from wgmagic.wireguard.events import HandshakeAttemptsExhausted, HandshakeCompleted, PeerEndpointChanged
 from wgmagic.wireguard.timers import Timers
+
+if TYPE_CHECKING:
+    from wgmagic.runtime.resolver import DnsLookup
 
 OUTER_STALL_HOLD = 0.05  # seconds an inner retransmission waits while the outer TCP repairs a loss
 MAX_PUMP_ROUNDS = 64  # rounds of one pump before it lets the loop serve others (then goes on next turn)
@@ -104,7 +107,7 @@ class Engine:
         self.close_handlers: list[Callable[[TunnelClosedError], None]] = []  # told once, when the engine closes
         self.udp_handlers: dict[int, Callable[[UdpSocket], None]] = {}  # id(stack UDP socket) -> reader
         self.streams: dict[int, StreamHandler] = {}  # id(TcpConnection) -> what consumes its events
-        self.lookups: set[Any] = set()  # DNS lookups under way (wgmagic.runtime.resolver.DnsLookup)
+        self.lookups: set[DnsLookup] = set()  # DNS lookups under way (resolver.py)
         self.dns_cache = DnsCache()
         self.closed = False
         self.liveness = LivenessWatch(self.device, self.stack, self.peers, self.counters)
@@ -366,7 +369,8 @@ class Engine:
     def forget_stream(self, conn: TcpConnection) -> None:
         self.streams.pop(id(conn), None)
 
-    # ---- figures for status and metrics (read only; metrics.py and liveness.py work them out) ----------
+    # ---- figures for Tunnel.stats() and peer_report() (report.py; read only: metrics.py and liveness.py work
+    # them out) -------------------------------------------------------------------------------------------
     def tcp_stats(self) -> dict[str, int]:
         return metrics.tcp_stats(self)
 
