@@ -123,6 +123,8 @@ def connect_failed(thread: LoopThread, engine: Engine, tunnel_name: str, host: s
     """What a failed connect raises: a refusal or timeout in plain words, any other error as it is."""
     if isinstance(error, ConnectionRefusedError):
         return ConnectionRefusedError(str(explain.connection_refused(host, port, through=f"tunnel {tunnel_name!r}")))
+    if isinstance(error, PeerNotRespondingError):  # the liveness verdict, with its own measure of the silence
+        return PeerNotRespondingError(str(explain.connect_failed(host, port, str(error))))
     if isinstance(error, (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError)):
         return connect_timed_out(thread, engine, host, port, timeout)
     return error

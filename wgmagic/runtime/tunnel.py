@@ -455,7 +455,7 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
             endpoint_resolver: endpoint_lookup.EndpointResolver | None = None,
             reresolve_interval: float = 120.0, via: str | Via | None = None, via_ca: str | None = None,
             note: Callable[[str], None] | None = None) -> Tunnel:
-    """Bring up a tunnel and return once the first handshake has completed.
+    """Bring up a tunnel in this process once its first handshake completed (wgmagic.connect, hosted.py, adds share=).
 
     Connecting again is not an error: when this process already has a tunnel up with the same config (same
     key, peers, addresses), that tunnel is handed back (after its handshake, within `timeout`) with one more
@@ -463,8 +463,8 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
     last one closes it. The same key and peer with another config is a TunnelConflictError.
     via: "udp", a ws:// or wss:// URL (to a `wgmagic relay`), "fly" or fly+wss:// (Fly.io's gateway framing), or
     "auto" / "auto URL" (UDP first, then the WebSocket, at connect and for the whole session; `note` hears each
-    switch). Unset: $WGMAGIC_VIA, else the config's `#@wgmagic Via = ...`, else UDP.
-    via_ca: a CA file for wss:// (default $WGMAGIC_VIA_CA, else the system trust store).
+    switch). Unset: $WGMAGIC_VIA, else the config's `#@wgmagic Via = ...`, else UDP. via_ca: a CA file for
+    wss:// (default $WGMAGIC_VIA_CA, else the system trust store).
     tcp: the TCP knobs of the tunnel's connections (default `wgmagic.netstack.tcp.config.TUNNEL_CONFIG`: a 30 s
     user timeout and 15/5/3 keep-alives; `tunnel_config(user_timeout=...)` builds others), so a peer that dies
     fails calls with ETIMEDOUT in bounded time.

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from wgmagic import explain, platform
 from wgmagic.addresses import format_address
+from wgmagic.errors import PeerNotRespondingError
 from wgmagic.proto import postgres
 from wgmagic.proto.forwarding import NEUTRAL, ForwardProtocol, Goodbye
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
@@ -305,6 +306,8 @@ class Forward:
         host, port = self.spec.remote_host, self.spec.remote_port
         if isinstance(error, ConnectionRefusedError):
             explanation = explain.connection_refused(host, port)
+        elif isinstance(error, PeerNotRespondingError):  # the liveness verdict, with its own measure of the silence
+            explanation = explain.connect_failed(host, port, str(error))
         elif isinstance(error, TimeoutError):
             silent = self.engine.peer_silent_since(time.monotonic() - CONNECT_TIMEOUT)
             explanation = explain.connect_timed_out(host, port, CONNECT_TIMEOUT, peer_silent=bool(silent))
