@@ -25,6 +25,9 @@ SEAM_ANY_TODO = {"notebook/dashboard.py", "notebook/status.py"}
 MAX_LINES = 500
 # One job organised by its RFC's sections (RFC 9293's TCP connection state machine): long, and not split.
 LONG_MODULES = {"netstack/tcp/connection.py"}
+# Modules over the limit that their owner is to split by job: remove a line when its module is under (the test
+# fails until then, so the list only shrinks).
+LONG_TODO = {"runtime/hosted.py"}
 
 
 def _relative(path: Path) -> str:
@@ -91,7 +94,8 @@ def _line_count(path: Path) -> int:
 
 def test_no_module_over_the_line_limit() -> None:
     long = {_relative(path): lines for path in SOURCES
-            if (lines := _line_count(path)) > MAX_LINES and _relative(path) not in LONG_MODULES}
+            if (lines := _line_count(path)) > MAX_LINES and _relative(path) not in LONG_MODULES | LONG_TODO}
     assert not long, f"modules over {MAX_LINES} lines (split one job out into a module of its own): {long}"
-    short = sorted(path for path in LONG_MODULES if _line_count(PACKAGE / path) <= MAX_LINES)
-    assert not short, f"under {MAX_LINES} lines now: remove from LONG_MODULES: {short}"
+    short = sorted(path for path in LONG_MODULES | LONG_TODO
+                   if not (PACKAGE / path).exists() or _line_count(PACKAGE / path) <= MAX_LINES)
+    assert not short, f"under {MAX_LINES} lines now (or gone): remove from LONG_MODULES / LONG_TODO: {short}"
