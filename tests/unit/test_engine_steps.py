@@ -76,7 +76,7 @@ Endpoint = {ENDPOINT[0]}:{ENDPOINT[1]}
         self.loop = asyncio.new_event_loop()
         self.engine = Engine(config, {config.peers[0].public_key: [ENDPOINT]}, loop=self.loop, timers=TIMERS,
                              clock=lambda: self.now, transport=MemoryTransport)
-        self.transport: MemoryTransport = self.engine.transport  # type: ignore[assignment]
+        self.transport: MemoryTransport = self.engine.carrier.transport  # type: ignore[assignment]
         self.peer = Device(THEIRS, timers=TIMERS)
         self.peer.add_peer(crypto.public_key(OURS), allowed_ips=[ipaddress.ip_network("198.18.0.2/32")])
         self.engine.open()

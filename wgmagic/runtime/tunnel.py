@@ -135,7 +135,7 @@ class Tunnel:
     def switch_to_websocket(self, via: Via) -> None:
         """Carry the datagrams over the WebSocket at via.url from now on (what --via auto does)."""
         self._check_open()
-        self._thread.call(self._engine.switch_to_websocket, via)
+        self._thread.call(self._engine.carrier.carry, via)
 
     @property
     def via(self) -> Via | None:
@@ -146,7 +146,7 @@ class Tunnel:
     @property
     def transport_description(self) -> str:
         """'UDP' or 'WebSocket wss://... (open)', for status lines (never a password)."""
-        return self._engine.transport.describe()
+        return self._engine.carrier.transport.describe()
 
     @property
     def holders(self) -> int:
@@ -490,7 +490,7 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
                     via=first.via if first.via.mode is ViaMode.WEBSOCKET else None)
     try:
         rtt = fallback.climb(tunnel, ladder, note)
-        tunnel._thread.call(tunnel._engine.follow_via, choice)  # auto: for the whole session (path_policy.py)
+        tunnel._thread.call(tunnel._engine.paths.follow, choice)  # auto: for the whole session (path_policy.py)
     except BaseException as exc:
         logger.info("tunnel %r: no handshake: %s", tunnel.name, type(exc).__name__)
         tunnel.close(force=True)
