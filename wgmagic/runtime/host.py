@@ -239,7 +239,7 @@ class Host:
         if op == "resolve":
             return {"addresses": [str(a) for a in tunnel.resolve_addresses(_text(request, "host"))]}
         if op == "stats":
-            return tunnel.stats()
+            return dict(tunnel.stats())
         if op == "peers":
             return {"peers": tunnel.peer_report()}
         if op == "history":

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from wgmagic import errors
 from wgmagic.config import WireGuardConfig, load_config
@@ -31,6 +31,7 @@ from wgmagic.runtime import host, keylock, registry
 if TYPE_CHECKING:
     import sqlalchemy
 
+    from wgmagic.runtime.report import PeerRow, TunnelStats
     from wgmagic.runtime.routes import IPAddress
     from wgmagic.via import Via
 
@@ -292,13 +293,13 @@ class HostedTunnel:
         """The address a connection to `host_name` tries first."""
         return self.resolve_addresses(host_name)[0]
 
-    def stats(self) -> dict[str, object]:
-        """As `Tunnel.stats` (the host's tunnel; endpoints as lists)."""
-        return self._request("stats")
+    def stats(self) -> TunnelStats:
+        """As `Tunnel.stats` (the host's tunnel, through JSON: endpoints as lists)."""
+        return cast("TunnelStats", self._request("stats"))
 
-    def peer_report(self) -> list[dict[str, object]]:
+    def peer_report(self) -> list[PeerRow]:
         """As `Tunnel.peer_report`."""
-        return list(self._request("peers")["peers"])
+        return cast("list[PeerRow]", list(self._request("peers")["peers"]))
 
     def history(self, window: float | None = None) -> list[dict[str, object]]:
         """As `Tunnel.history`."""

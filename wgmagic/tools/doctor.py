@@ -68,9 +68,9 @@ class Report:
             lines.append(f"{MARK[c.verdict]} {c.name}: {c.detail}")
             if c.fix:
                 lines.append(f"    fix: {c.fix}")
-        worst = "all checks passed" if self.healthy else (
-            "problems found" if any(c.verdict == FAIL for c in self.checks) else "warnings")
-        lines.append(f"doctor: {worst}")
+        from wgmagic.runtime.health import doctor_health  # the one verdict %wg status and the dashboard show
+
+        lines.append(f"doctor: {doctor_health(self.checks).word}")
         return "\n".join(lines)
 
     __repr__ = __str__
