@@ -11,13 +11,17 @@ from typing import TYPE_CHECKING, Any
 from wgmagic._version import __version__
 
 if TYPE_CHECKING:  # type checkers see the real types; at run time they load on first use (__getattr__)
-    from wgmagic.runtime.tunnel import Tunnel, connect
+    from wgmagic.runtime.hosted import HostedTunnel
+    from wgmagic.runtime.share import connect
+    from wgmagic.runtime.tunnel import Tunnel
 
-__all__ = ["Tunnel", "__version__", "connect", "get_tunnel", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["HostedTunnel", "Tunnel", "__version__", "connect", "get_tunnel", "load_ipython_extension",
+           "unload_ipython_extension"]
 
 
-def get_tunnel(name: str | None = None) -> Tunnel:
-    """An open tunnel of this process by name (as `%wg connect --name` gave it), or the only/newest one."""
+def get_tunnel(name: str | None = None) -> Tunnel | HostedTunnel:
+    """An open tunnel of this process by name (as `%wg connect --name` gave it), or the only/newest one; a
+    HostedTunnel for a tunnel shared through its key's host process (`connect(..., share=True)`)."""
     from wgmagic.runtime.registry import open_tunnels
 
     tunnels = open_tunnels()
@@ -32,10 +36,18 @@ def get_tunnel(name: str | None = None) -> Tunnel:
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("connect", "Tunnel"):
+    if name == "Tunnel":
         from wgmagic.runtime import tunnel
 
-        return getattr(tunnel, name)
+        return tunnel.Tunnel
+    if name == "connect":  # the in-process tunnel, or the key's shared one (runtime/share.py)
+        from wgmagic.runtime import share
+
+        return share.connect
+    if name == "HostedTunnel":
+        from wgmagic.runtime import hosted
+
+        return hosted.HostedTunnel
     raise AttributeError(f"module 'wgmagic' has no attribute {name!r}")
 
 

@@ -20,7 +20,9 @@ directory listens on loopback TCP instead, where every local user can connect. I
 for each accepted connection, which process owns the connecting socket (psutil: /proc on Linux, the kernel's
 socket tables on macOS and Windows): a forward for this process's own driver (%%wgsql) accepts only sockets of
 this process; a forward for the user's tools accepts sockets of processes that run as this user. When the
-owner cannot be found out (macOS lists other processes' sockets only to root), the connection is refused.
+owner cannot be found out (macOS lists other processes' sockets only to root), the connection is refused. The
+question blocks (it reads every socket of the system), so its caller asks it off the event loop: the forward
+runs it in the loop's executor.
 """
 
 from __future__ import annotations
@@ -155,7 +157,8 @@ def loopback_client_allowed(peer: tuple[str, int], listener: tuple[str, int], sc
     "any" -> always; "process" -> the connecting socket is this process's; "user" -> it belongs to this
     process or to a process running as this process's user. False whenever the owner cannot be found out.
 
-    Blocking (it reads the system's socket tables: a few ms, more on a host with very many sockets).
+    Blocking (it reads the system's socket tables: a few ms, more on a host with very many sockets): never
+    call it on an event loop's thread (runtime/services/forward.py runs it in the loop's executor).
     """
     if scope == "any":
         return True

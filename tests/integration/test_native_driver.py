@@ -1,7 +1,7 @@
 """ConnectorX through an in-process tunnel's `tunnel.url(dsn)` (issue 22, item 3): the Arrow path works; the
 pandas path holds the GIL while it waits on the forward's socket, so the tunnel's thread never runs (a known
-failure, strict xfail: when it starts passing, the xfail goes). The host process serves both
-(test_shared_tunnel.py)."""
+failure, strict xfail: when it starts passing, the xfail goes). `wgmagic.connect(conf, share=True)` serves both:
+the key's host process relays the forward (test_shared_tunnel.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def tunnel(testbed):
 @pytest.mark.parametrize("return_type", ["arrow", pytest.param("pandas", marks=pytest.mark.xfail(
     strict=True, raises=RuntimeError,
     reason="in-process tunnel: ConnectorX's pandas path holds the GIL while it waits on the forward's socket; "
-           "runtime/host.py's HostedTunnel.url serves it (test_shared_tunnel.py)"))])
+           "wgmagic.connect(conf, share=True) serves it from the key's host process (test_shared_tunnel.py)"))])
 def test_connectorx_read_sql_through_tunnel_url(tunnel, testbed, return_type):
     frame = cx.read_sql(tunnel.url(testbed.dsn()), SQL, return_type=return_type)
     if return_type == "arrow":

@@ -101,10 +101,14 @@ def udp_namespace(testbed):
 
 def test_auto_moves_to_the_websocket_when_udp_is_blocked_mid_session_and_back_when_it_is_not(testbed, udp_namespace):
     relay = wsbed.relay_process(testbed.dir, udp_namespace.host_ip, testbed.port)
-    path = testbed.dir / "auto-mid-session.conf"
-    path.write_text(testbed.client_config(f"{udp_namespace.host_ip}:{testbed.port}", identity=2))
-    path.chmod(0o600)
-    client = PathClient(udp_namespace, str(path), f"auto {relay.url}")
+    try:
+        path = testbed.dir / "auto-mid-session.conf"
+        path.write_text(testbed.client_config(f"{udp_namespace.host_ip}:{testbed.port}", identity=2))
+        path.chmod(0o600)
+        client = PathClient(udp_namespace, str(path), f"auto {relay.url}")
+    except BaseException:
+        relay.stop()  # the client never started: nothing else would stop the relay's process
+        raise
     stderr = ""
     try:
         up = client.read()

@@ -50,7 +50,7 @@ def test_one_tunnel_reaches_two_peers_by_longest_prefix(testbed):
 
         board = Dashboard(tunnel)
         try:
-            html = board._status_html(tunnel.stats(), [])
+            html = board._peers_html(tunnel.peer_report())
         finally:
             board.close()
         assert first_row["fingerprint"] in html and second_row["fingerprint"] in html

@@ -15,13 +15,10 @@ from wgmagic.sql.binary_copy import (
     TIMESTAMP_OID,
     TIMESTAMPTZ_OID,
     BulkDecodeError,
-    _iso_to_pg,
-    _pg_to_iso,
-    datetime_stand_in,
     decode_column,
     field_layout,
-    interval_stand_in,
 )
+from wgmagic.sql.loaders import _iso_to_pg, _pg_to_iso, datetime_stand_in, interval_stand_in
 
 HEADER = SIGNATURE + struct.pack(">ii", 0, 0)
 TRAILER = b"\xff\xff"
@@ -142,7 +139,7 @@ def _loader_for_tests():
     from psycopg import pq
     from psycopg.adapt import AdaptersMap
 
-    from wgmagic.sql.binary_copy import guarded_loaders
+    from wgmagic.sql.loaders import guarded_loaders
 
     adapters = AdaptersMap(psycopg.adapters)
     guarded_loaders(adapters)

@@ -76,7 +76,7 @@ Endpoint = {ENDPOINT[0]}:{ENDPOINT[1]}
         self.loop = asyncio.new_event_loop()
         self.engine = Engine(config, {config.peers[0].public_key: [ENDPOINT]}, loop=self.loop, timers=TIMERS,
                              clock=lambda: self.now, transport=MemoryTransport)
-        self.transport: MemoryTransport = self.engine.transport  # type: ignore[assignment]
+        self.transport: MemoryTransport = self.engine.carrier.transport  # type: ignore[assignment]
         self.peer = Device(THEIRS, timers=TIMERS)
         self.peer.add_peer(crypto.public_key(OURS), allowed_ips=[ipaddress.ip_network("198.18.0.2/32")])
         self.engine.open()
@@ -219,3 +219,44 @@ def test_close_fails_waiters_and_streams_and_tells_the_close_handlers(bed):
     bed.engine.pump(bed.now + 1)  # a closed engine moves nothing: the SYN never leaves
     bed.engine.handle_timer(bed.now + 10)
     assert bed.transport.sent == []
+
+
+def test_a_connection_opened_during_the_silence_gets_its_own_time(bed):
+    """A connection opened while the peer is silent (a retry while the peer restarts) is not failed with the
+    connections from before the silence: it gets its own `fail_connections_after` from its opening, as its
+    TCP user timeout would, and so connects when the peer answers again within that time."""
+    bed.engine.wait_handshake()
+    bed.to_peer()
+    bed.from_peer()
+    bed.to_peer()
+    sent_at = bed.now = T0 + 1.0
+    old = Stream(bed.engine.stack.tcp_connect(ipaddress.ip_address("198.18.0.1"), 5432, bed.now, timeout=120.0))
+    bed.engine.register_stream(old.conn, old)
+    bed.engine.pump_conn(old.conn)
+    bed.engine.pump(bed.now)
+    bed.transport.take()
+    young: Stream | None = None
+    opened_at = sent_at + 22.0  # after the device's verdict (20 s), before the old connection fails (25 s)
+    while not old.events:
+        deadline = bed.engine.next_deadline()
+        if young is None and deadline > opened_at:
+            bed.now = opened_at
+            young = Stream(bed.engine.stack.tcp_connect(ipaddress.ip_address("198.18.0.1"), 5433, bed.now,
+                                                        timeout=120.0))
+            bed.engine.register_stream(young.conn, young)
+            bed.engine.pump_conn(young.conn)
+            bed.engine.pump(bed.now)
+            deadline = bed.engine.next_deadline()
+        bed.step_to(deadline)
+        bed.transport.take()
+    assert young is not None and bed.now == pytest.approx(sent_at + 25.0)
+    assert isinstance(old.events[0].error, PeerNotRespondingError) and young.events == []
+    assert bed.engine.counters["tcp_failed_peer_not_answering"] == 1
+    # Silent on: the young connection fails 25 s after its opening (not when the old one did).
+    while not young.events:
+        bed.step_to(bed.engine.next_deadline())
+        bed.transport.take()
+    assert bed.now >= opened_at + 25.0 - 1e-6
+    (closed,) = young.events
+    assert isinstance(closed, TcpClosed) and isinstance(closed.error, (PeerNotRespondingError, TimeoutError))
+    assert bed.engine.counters["peer_not_answering"] == 1  # one silence, counted once

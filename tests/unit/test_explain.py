@@ -194,10 +194,10 @@ def test_the_engine_words_a_missing_handshake_through_a_websocket():
         engine = Engine(parse_config(CONFIG), {}, loop=loop,
                         via=Via("websocket", "ws://user:hunter2@relay.example/wg", None))
         peer = next(iter(engine.peers.values()))
-        engine.transport.last_error = "nothing accepts connections at relay.example:80: is the relay running?"
+        engine.carrier.transport.last_error = "nothing accepts connections at relay.example:80: is the relay running?"
         explanation = engine.describe_no_handshake(peer)
-        assert explanation == explain.no_handshake(PEER, None, transport=engine.transport.describe(),
-                                                   transport_state=engine.transport.last_error)
+        assert explanation == explain.no_handshake(PEER, None, transport=engine.carrier.transport.describe(),
+                                                   transport_state=engine.carrier.transport.last_error)
         assert "relay's --to" in explanation.text and "hunter2" not in explanation.text
     finally:
         loop.close()

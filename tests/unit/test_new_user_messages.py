@@ -227,9 +227,11 @@ def test_status_shows_forwards_and_socks_proxies_as_addresses():
     forward = types.SimpleNamespace(local_address=("127.0.0.1", 34775),
                                     spec=types.SimpleNamespace(remote_host="db.internal", remote_port=5432))
     socks = types.SimpleNamespace(address="/tmp/wgmagic-a/socks")
+    from tests.unit import tunnel_shapes
+
     tunnel = types.SimpleNamespace(
         name="wg0", forwards=[forward], socks_servers=[socks], exposes=[], peer_report=lambda: [],
-        stats=lambda: {"totals": {"udp_rx_bytes": 0, "udp_tx_bytes": 0, "tcp_established": 0, "drops": 0}})
+        stats=tunnel_shapes.stats, history=lambda window=None: [], transport_description="UDP")
     row = TunnelStatus.of(tunnel).rows[0]
     assert row["forwards"] == "127.0.0.1:34775 -> db.internal:5432"
     assert row["socks5"] == "/tmp/wgmagic-a/socks"

@@ -186,7 +186,7 @@ Endpoint = {FIRST[0]}:{FIRST[1]}
 
     @property
     def transport(self) -> Recorder:
-        return self.engine.transport  # type: ignore[return-value]
+        return self.engine.carrier.transport  # type: ignore[return-value]
 
     def at(self, t: float) -> None:
         self.now = T0 + t
@@ -256,7 +256,7 @@ def test_the_dead_first_address_is_left_at_wireguards_own_retry_not_when_the_key
 
 
 def test_auto_moves_to_the_websocket_at_wireguards_notice_and_back_when_a_udp_probe_is_answered(bed):
-    bed.engine.follow_via(Via(ViaMode.AUTO, "ws://198.18.0.1:8080/wg"))
+    bed.engine.paths.follow(Via(ViaMode.AUTO, "ws://198.18.0.1:8080/wg"))
     udp = bed.transport
     bed.handshake()
     udp.take()

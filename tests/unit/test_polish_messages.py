@@ -84,7 +84,7 @@ QUIET = [ConnectionResetError, ConnectionAbortedError, BrokenPipeError, EOFError
        proxy=st.sampled_from([None, "http://alice:s3cret@proxy.example:3128"]),
        server=st.sampled_from(["the relay", "the Fly gateway"]))
 def test_a_failure_without_a_message_still_says_why(kind, message, url, proxy, server):
-    from wgmagic.runtime.websocket import describe_failure
+    from wgmagic.runtime.wsconnect import describe_failure
 
     exc = kind(message) if message else kind()
     text = describe_failure(exc, url, proxy, server=server)
@@ -99,7 +99,7 @@ def test_wss_to_a_plain_ws_server_says_it_did_not_speak_tls():
     from websockets.asyncio.client import connect
     from websockets.asyncio.server import serve
 
-    from wgmagic.runtime.websocket import describe_failure
+    from wgmagic.runtime.wsconnect import describe_failure
 
     async def attempt() -> BaseException:
         async def handler(ws):

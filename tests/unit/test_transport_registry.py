@@ -64,10 +64,11 @@ def test_the_engine_builds_the_transport_its_via_names_first():
     try:
         config = parse_config(CONFIG)
         udp = Engine(config, {}, loop=loop)
-        assert isinstance(udp.transport, UdpTransport) and udp.transport.kind is TransportKind.UDP
-        assert udp.transport.state is TransportState.CLOSED
+        assert isinstance(udp.carrier.transport, UdpTransport) and udp.carrier.transport.kind is TransportKind.UDP
+        assert udp.carrier.transport.state is TransportState.CLOSED
         ws = Engine(config, {}, loop=loop, via=Via(ViaMode.WEBSOCKET, "ws://relay.example/wg"))
-        assert isinstance(ws.transport, WebSocketTransport) and ws.transport.kind is TransportKind.WEBSOCKET
+        assert isinstance(ws.carrier.transport, WebSocketTransport)
+        assert ws.carrier.transport.kind is TransportKind.WEBSOCKET
         # No Endpoint: the WebSocket is the way to the peer, under the address the transport reports.
         assert ws.device.peer(config.peers[0].public_key).endpoint == ("websocket", 0)
     finally:

@@ -81,7 +81,7 @@ def test_marked_comment_in_the_config() -> None:
 
 
 def test_proxy_from_environment(monkeypatch) -> None:
-    from wgmagic.runtime.websocket import proxy_for
+    from wgmagic.runtime.wsconnect import proxy_for
 
     for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY", "all_proxy",
                  "ALL_PROXY", "ws_proxy", "wss_proxy", "socks_proxy"):
@@ -99,7 +99,7 @@ def test_proxy_refusals_are_named_without_credentials() -> None:
     from websockets.exceptions import InvalidProxyStatus
     from websockets.http11 import Response
 
-    from wgmagic.runtime.websocket import describe_failure
+    from wgmagic.runtime.wsconnect import describe_failure
 
     for status, reason in ((407, "Proxy Authentication Required"), (403, "Forbidden"), (502, "Bad Gateway")):
         error = InvalidProxyStatus(Response(status, reason, Headers()))
@@ -109,7 +109,7 @@ def test_proxy_refusals_are_named_without_credentials() -> None:
 
 
 def test_unexpected_failures_never_quote_a_password() -> None:
-    from wgmagic.runtime.websocket import describe_failure
+    from wgmagic.runtime.wsconnect import describe_failure
 
     text = describe_failure(RuntimeError("bad proxy http://alice:s3cret@proxy:3128"), "wss://u:pw2@h/wg",
                             "http://alice:s3cret@proxy:3128")

@@ -119,7 +119,7 @@ def clean_proxy_env(monkeypatch):
     ("*", True), (".example.com", False), ("10.0.0.0/8", False), ("", False),
 ])
 def test_the_transport_reads_no_proxy_as_curl(clean_proxy_env, no_proxy: str, direct: bool) -> None:
-    from wgmagic.runtime.websocket import proxy_for
+    from wgmagic.runtime.wsconnect import proxy_for
 
     clean_proxy_env.setenv("HTTPS_PROXY", "http://u:p@proxy.example:3128")
     clean_proxy_env.setenv("NO_PROXY", no_proxy)
@@ -131,7 +131,7 @@ def test_the_transport_reads_no_proxy_as_curl(clean_proxy_env, no_proxy: str, di
 
 
 def test_ws_urls_use_http_proxy(clean_proxy_env) -> None:
-    from wgmagic.runtime.websocket import proxy_for
+    from wgmagic.runtime.wsconnect import proxy_for
 
     clean_proxy_env.setenv("HTTPS_PROXY", "http://secure:3128")
     clean_proxy_env.setenv("HTTP_PROXY", "plain:8080")
@@ -139,7 +139,7 @@ def test_ws_urls_use_http_proxy(clean_proxy_env) -> None:
 
 
 def test_failures_name_the_party_that_failed() -> None:
-    from wgmagic.runtime.websocket import describe_failure
+    from wgmagic.runtime.wsconnect import describe_failure
 
     proxy = "http://alice:s3cret@proxy.example:3128"
     refused = describe_failure(ConnectionRefusedError(111, "Connection refused"), "wss://gw.example/wg", proxy)
@@ -160,7 +160,7 @@ def test_failures_name_the_party_that_failed() -> None:
 
 def test_fly_tls_is_unverified_unless_a_ca_is_given(tmp_path) -> None:
     from tests.testbed.tls import write_ca_and_server_cert
-    from wgmagic.runtime.websocket import tls_context
+    from wgmagic.runtime.wsconnect import tls_context
 
     assert tls_context(None, verify=False).verify_mode == ssl.CERT_NONE
     assert tls_context(None).verify_mode == ssl.CERT_REQUIRED and tls_context(None).check_hostname

@@ -167,5 +167,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             print(f"    fix: {check.fix}", flush=True)  # type: ignore[attr-defined]
 
     report = run_doctor(args.config, target=args.target, timeout=args.timeout, progress=show)
-    print("doctor: all checks passed" if report.healthy else "doctor: problems found")
+    from wgmagic.runtime.health import doctor_health
+
+    print(f"doctor: {doctor_health(report.checks).word}")
     return 0 if report.healthy else 1

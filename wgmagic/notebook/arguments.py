@@ -142,6 +142,9 @@ def wg_parser() -> CommandParser:
     p.add_argument("--via", help="udp, a ws:// or wss:// URL of a `wgmagic relay` (networks that block UDP), or "
                    "auto (UDP first, then the WebSocket); default $WGMAGIC_VIA, else the config's #@wgmagic Via")
     p.add_argument("--via-ca", help="CA file for a wss:// relay (default: the system trust store)")
+    p.add_argument("--share", action="store_true", default=None,
+                   help="run the tunnel in its key's host process, shared by every notebook on this key "
+                   "(default: %%config WgMagic.share, else $WGMAGIC_SHARE)")
     p = sub.add_parser("status", help="endpoint, handshake age, bytes, forwards and connections")
     p.add_argument("name", nargs="?")
     p = sub.add_parser("disconnect", help="close a tunnel, its forwards and its SQL connections")

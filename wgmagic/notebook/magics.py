@@ -33,6 +33,9 @@ class WgMagic(Magics):
     tcp_user_timeout = Float(30.0, allow_none=True, config=True,
                              help="Seconds data may go unacknowledged before a tunnel connection fails (RFC 5482; "
                                   "None: off). Applies from the next %wg connect.")
+    share = Bool(None, allow_none=True, config=True,
+                 help="%wg connect shares each tunnel through its key's host process, as --share does (several "
+                      "notebooks on one key; GIL-holding native drivers); None: $WGMAGIC_SHARE, else no.")
     progress_bar = Bool(True, config=True, help="Show a progress bar while a large result arrives.")
     progress_bar_threshold = Float(1.0, config=True,
                                    help="Seconds a result must take before its progress bar appears.")

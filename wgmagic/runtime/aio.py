@@ -49,7 +49,7 @@ class AsyncTunnel:
         self.closed = False
 
     def __repr__(self) -> str:
-        return f"<AsyncTunnel {'closed' if self.closed else 'open'} via {self.engine.transport.describe()}>"
+        return f"<AsyncTunnel {'closed' if self.closed else 'open'} via {self.engine.carrier.transport.describe()}>"
 
     async def __aenter__(self) -> AsyncTunnel:
         return self
@@ -82,10 +82,12 @@ class AsyncTunnel:
         try:
             found: list[IPAddress] = [ipaddress.ip_address(host.strip("[]"))]
         except ValueError:
-            found = await self.engine.resolve_async(host)
-        usable = self.engine.select_addresses(found)
+            from wgmagic.runtime.resolver import resolve  # on use: dnspython is not imported with the tunnel
+
+            found = await resolve(self.engine, host)
+        usable = self.engine.routes.select(found)
         if not usable:
-            raise self.engine.no_route(host.strip("[]"), found)
+            raise self.engine.routes.no_route(host.strip("[]"), found)
         return usable
 
     async def open_connection(self, host: str, port: int, *, timeout: float = 15.0,
@@ -207,7 +209,7 @@ async def connect_async(config: str | os.PathLike[str] | WireGuardConfig, *,
             except HandshakeTimeoutError:
                 if step == len(ladder.rungs) - 1:
                     raise
-        engine.follow_via(choice)  # --via auto: keep choosing the path for the whole session, as connect() does
+        engine.paths.follow(choice)  # --via auto: keep choosing the path for the whole session, as connect() does
     except BaseException:
         await tunnel.aclose()
         raise

@@ -12,6 +12,7 @@ import concurrent.futures
 import errno
 import socket
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,7 +24,17 @@ if TYPE_CHECKING:
     from wgmagic.netstack.tcp.connection import TcpConnection
     from wgmagic.runtime.engine import Engine
     from wgmagic.runtime.loop import LoopThread
+    from wgmagic.runtime.relay import SocketRelay
     from wgmagic.runtime.routes import IPAddress
+
+# The relay behind each socket open_relay handed out, while the caller holds the socket: its byte counts and
+# exchange times (wgmagic.sql.timeline) for a driver that talks through the socket itself (PyMySQL).
+_RELAYS: weakref.WeakKeyDictionary[socket.socket, SocketRelay] = weakref.WeakKeyDictionary()
+
+
+def relay_of(sock: socket.socket) -> SocketRelay | None:
+    """The SocketRelay carrying `sock` (a socket from Tunnel.open_connection), or None (not one of ours)."""
+    return _RELAYS.get(sock)
 
 
 @dataclass(frozen=True)
@@ -58,8 +69,8 @@ def open_relay(thread: LoopThread, engine: Engine, addresses: list[IPAddress], p
         ours.send(b"\0", getattr(socket, "MSG_DONTWAIT", 0))  # one byte into an empty pair never blocks
 
     def connected(conn: TcpConnection) -> None:
-        SocketRelay(engine, theirs, conn, on_connected=lambda _relay: settle(None), connected=True,
-                    wake_local_peer=wake_ours)
+        _RELAYS[ours] = SocketRelay(engine, theirs, conn, on_connected=lambda _relay: settle(None), connected=True,
+                                    wake_local_peer=wake_ours)
 
     def failed(error: BaseException) -> None:
         theirs.close()
@@ -123,6 +134,8 @@ def connect_failed(thread: LoopThread, engine: Engine, tunnel_name: str, host: s
     """What a failed connect raises: a refusal or timeout in plain words, any other error as it is."""
     if isinstance(error, ConnectionRefusedError):
         return ConnectionRefusedError(str(explain.connection_refused(host, port, through=f"tunnel {tunnel_name!r}")))
+    if isinstance(error, PeerNotRespondingError):  # the liveness verdict, with its own measure of the silence
+        return PeerNotRespondingError(str(explain.connect_failed(host, port, str(error))))
     if isinstance(error, (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError)):
         return connect_timed_out(thread, engine, host, port, timeout)
     return error

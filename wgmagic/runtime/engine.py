@@ -20,10 +20,10 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wgmagic.config import WireGuardConfig
-from wgmagic.errors import HandshakeTimeoutError, NoRouteError, TunnelClosedError
+from wgmagic.errors import HandshakeTimeoutError, TunnelClosedError
 from wgmagic.explain import Explanation
 from wgmagic.netstack.events import EchoReply, NetstackEvent, TcpClosed, TcpEvent, UdpReadable
 from wgmagic.netstack.stack import Stack
@@ -40,13 +40,16 @@ from wgmagic.runtime.path_watch import PathWatch
 from wgmagic.runtime.peers import PeerRuntime, describe_no_handshake
 from wgmagic.runtime.seams import IPAddress, StreamHandler, Tap
 from wgmagic.runtime.suspend import SuspendAwareDevice, SuspendClock
-from wgmagic.runtime.transport import Transport, TransportFactory, TransportKind, TransportSettings, kind_for
+from wgmagic.runtime.transport import TransportFactory, TransportKind, TransportSettings, kind_for
 from wgmagic.runtime.waiters import EchoWaiters, wait_handshake
-from wgmagic.via import Via, ViaMode
+from wgmagic.via import Via
 from wgmagic.wireguard.device import Device
 from wgmagic.wireguard.endpoint import EndpointReason
 from wgmagic.wireguard.events import HandshakeAttemptsExhausted, HandshakeCompleted, PeerEndpointChanged
 from wgmagic.wireguard.timers import Timers
+
+if TYPE_CHECKING:
+    from wgmagic.runtime.resolver import DnsLookup
 
 OUTER_STALL_HOLD = 0.05  # seconds an inner retransmission waits while the outer TCP repairs a loss
 MAX_PUMP_ROUNDS = 64  # rounds of one pump before it lets the loop serve others (then goes on next turn)
@@ -104,7 +107,7 @@ class Engine:
         self.close_handlers: list[Callable[[TunnelClosedError], None]] = []  # told once, when the engine closes
         self.udp_handlers: dict[int, Callable[[UdpSocket], None]] = {}  # id(stack UDP socket) -> reader
         self.streams: dict[int, StreamHandler] = {}  # id(TcpConnection) -> what consumes its events
-        self.lookups: set[Any] = set()  # DNS lookups under way (wgmagic.runtime.resolver.DnsLookup)
+        self.lookups: set[DnsLookup] = set()  # DNS lookups under way (resolver.py)
         self.dns_cache = DnsCache()
         self.closed = False
         self.liveness = LivenessWatch(self.device, self.stack, self.peers, self.counters)
@@ -152,23 +155,12 @@ class Engine:
                 on_close(error)
         self.carrier.transport.close()
 
-    # ---- the transport (transport.py says which, carrier.py holds it) -----------------------------------
-    @property
-    def transport(self) -> Transport:
-        return self.carrier.transport
-
+    # ---- the transport (transport.py says which, carrier.py holds it: `carrier.transport`, `carrier.switch`;
+    # path_watch.py moves it mid-session: `paths.follow(via)`) ---------------------------------------------
     @property
     def local_port(self) -> int:
+        """The transport's local port (UDP) or its TCP connection's (WebSocket); 0 while it has none."""
         return self.carrier.transport.local_port
-
-    def switch_to_websocket(self, via: Via) -> None:
-        """--via auto: leave UDP for the WebSocket at via.url; the handshake starts again."""
-        self.carrier.switch(TransportKind.WEBSOCKET, Via(ViaMode.WEBSOCKET, via.url, via.ca_file))
-
-    def follow_via(self, via: Via) -> None:
-        """The session was asked for with `via`: for auto with a URL, keep choosing between its transports
-        for the whole session (path_policy.py), not only in `connect()`."""
-        self.paths.follow(via)
 
     # ---- the hot path: transport.receive -> device -> stack -> device -> transport.send ---------------
     def receive_datagrams(self, datagrams: Sequence[tuple[bytes, Address]], now: float) -> None:
@@ -334,7 +326,8 @@ class Engine:
         """Why `peer` has not answered the handshake (peers.describe_no_handshake)."""
         return describe_no_handshake(peer, self.device.peer(peer.public_key), self.carrier.transport)
 
-    # ---- what services, relays and the Tunnel call (on the loop) ---------------------------------------
+    # ---- what services, relays and the Tunnel call (on the loop); AllowedIPs checks ask `routes`, DNS is
+    # resolver.resolve(engine, name) -------------------------------------------------------------------
     def wait_handshake(self, public_key: bytes | None = None) -> asyncio.Future[float | None]:
         """A future for the next handshake with the peer (default: any); see waiters.wait_handshake."""
         return wait_handshake(self, public_key)
@@ -376,26 +369,8 @@ class Engine:
     def forget_stream(self, conn: TcpConnection) -> None:
         self.streams.pop(id(conn), None)
 
-    def select_addresses(self, candidates: Sequence[IPAddress]) -> list[IPAddress]:
-        """The addresses this tunnel can reach, in connection order (addresses.Routes.select)."""
-        return self.routes.select(candidates)
-
-    def no_route(self, name: str, candidates: Sequence[IPAddress]) -> NoRouteError:
-        return self.routes.no_route(name, candidates)
-
-    def check_route(self, address: IPAddress) -> None:
-        """NoRouteError unless the tunnel can reach `address` (addresses.Routes.check)."""
-        self.routes.check(address)
-
-    async def resolve_async(self, name: str, timeout: float = 2.0, attempts: int = 2,
-                            lifetime: float | None = None) -> list[Any]:
-        """Resolve through the tunnel's DNS servers (resolver.resolve: cached, search domains, A then AAAA).
-        Raises NameNotFoundError, DNSTimeoutError, TunnelClosedError."""
-        from wgmagic.runtime.resolver import resolve
-
-        return await resolve(self, name, timeout=timeout, attempts=attempts, lifetime=lifetime)
-
-    # ---- figures for status and metrics (read only; metrics.py and liveness.py work them out) ----------
+    # ---- figures for Tunnel.stats() and peer_report() (report.py; read only: metrics.py and liveness.py work
+    # them out) -------------------------------------------------------------------------------------------
     def tcp_stats(self) -> dict[str, int]:
         return metrics.tcp_stats(self)
 

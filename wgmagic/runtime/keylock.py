@@ -10,10 +10,15 @@ Removing a lock file races with a process that opened it just before: that proce
 longer in the directory while a third creates a new one under the same name. The standard answer (as in
 systemd's and lockfile libraries'): after locking, check that the path still names the inode locked, else
 close and try again; and remove the file only while holding its lock.
+
+A tunnel host process (runtime/host.py) also holds `<name>.hostlock` for its life, taken before the key's lock,
+so that "a host serves this key (or is starting)" can be told from "another process's own tunnel holds it";
+its socket `<name>.host` is removed with a leftover host lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -35,7 +40,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 _ATTEMPTS = 8  # lock-then-check rounds lost to other processes removing the file before we give up
 _SWEEP_MAX = 256  # leftover lock files looked at per claim
-_LOCK_FILE = re.compile(r"[0-9a-f]{24}\.lock")
+_LOCK_FILE = re.compile(r"[0-9a-f]{24}\.(?:host)?lock")
+
+
+class KeyInUseError(TunnelConflictError):
+    """Another process of this user holds the key lock of (our key, a peer): `owner` is its pid (a str, "?" when
+    unknown), `peer` the peer's base64 public key. A host process (runtime/host.py) may be serving that tunnel."""
+
+    def __init__(self, message: str, *, owner: str, peer: str) -> None:
+        super().__init__(message)
+        self.owner, self.peer = owner, peer
 
 
 def runtime_dir() -> str:
@@ -146,6 +160,9 @@ def sweep(directory: str, keep: Container[str] = ()) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if _same_file(fd, path):
+                if name.endswith(".hostlock"):  # a killed host's socket goes with its lock (a live one holds it)
+                    with contextlib.suppress(OSError):
+                        os.unlink(path[: -len("lock")])
                 os.unlink(path)
                 removed += 1
         except OSError:  # held: a live tunnel's
@@ -155,7 +172,29 @@ def sweep(directory: str, keep: Container[str] = ()) -> int:
     return removed
 
 
+class _Held(Exception):
+    """The file is locked by another process (its pid as written there, or "?")."""
+
+    def __init__(self, owner: str) -> None:
+        super().__init__(owner)
+        self.owner = owner
+
+
 def _lock_one(name: str, peer_b64: str) -> tuple[str, int] | None:
+    try:
+        return _flock_file(name)
+    except _Held as held:
+        raise KeyInUseError(
+            f"process {held.owner} already has a tunnel up with this private key to peer {peer_b64[:8]}... "
+            "(another notebook, or `wgmagic up`); a WireGuard peer answers only the one that spoke last, so "
+            "both would lose traffic. Close that one (tunnel.close() or %wg disconnect in that notebook, "
+            "Ctrl-C for `wgmagic up`), or give this client its own key (a [Peer] entry of its own on the "
+            "server)", owner=held.owner, peer=peer_b64) from None
+
+
+def _flock_file(name: str) -> tuple[str, int] | None:
+    """Lock `name` in the private directory, write our pid in it: (path, fd); None where nothing can be locked
+    (no private directory, or the file kept changing); _Held when another process holds it."""
     import fcntl
 
     for _attempt in range(_ATTEMPTS):
@@ -174,12 +213,7 @@ def _lock_one(name: str, peer_b64: str) -> tuple[str, int] | None:
         except BlockingIOError:
             owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise TunnelConflictError(
-                f"process {owner} already has a tunnel up with this private key to peer {peer_b64[:8]}... "
-                "(another notebook, or `wgmagic up`); a WireGuard peer answers only the one that spoke last, so "
-                "both would lose traffic. Close that one (tunnel.close() or %wg disconnect in that notebook, "
-                "Ctrl-C for `wgmagic up`), or give this client its own key (a [Peer] entry of its own on the "
-                "server)") from None
+            raise _Held(owner) from None
         except BaseException:
             os.close(fd)
             raise
@@ -191,6 +225,31 @@ def _lock_one(name: str, peer_b64: str) -> tuple[str, int] | None:
         return path, fd
     logger.debug("lock file %s kept changing under us: the one-key check covers this process only", name)
     return None
+
+
+def host_lock(config: WireGuardConfig) -> KeyLock | None:
+    """The lock a tunnel host process (runtime/host.py) holds for its whole life, taken before the key's own:
+    a KeyLock holding `<lock name of the first peer>.hostlock`, or None when another process holds it (a host
+    is starting or running). Where nothing can be locked, an empty KeyLock."""
+    from wgmagic.wireguard.crypto import public_key
+
+    if not platform.enabled("flock") or not config.peers:
+        return KeyLock()
+    name = lock_name(public_key(config.interface.private_key), config.peers[0].public_key)
+    try:
+        held = _flock_file(name[: -len(".lock")] + ".hostlock")
+    except _Held:
+        return None
+    return KeyLock([held] if held is not None else [])
+
+
+def host_running(config: WireGuardConfig) -> bool:
+    """Whether a tunnel host process holds `config`'s host lock now (starting, or serving the key)."""
+    lock = host_lock(config)
+    if lock is None:
+        return True
+    lock.release()
+    return False
 
 
 def _same_file(fd: int, path: str) -> bool:

@@ -54,8 +54,11 @@ class LivenessWatch:
         return None if since is None else describe(self.peers[public_key], now - since)
 
     def check(self, now: float) -> None:
-        """Fail the TCP connections of every peer silent for `fail_connections_after` seconds, once per
-        silence (counted `peer_not_answering`, `tcp_failed_peer_not_answering`)."""
+        """Fail each TCP connection of a silent peer once it has heard nothing for `fail_connections_after`
+        seconds of that silence: a connection from before the silence fails `fail_after` seconds after the
+        silence began; one opened during it (a retry while the peer restarts) gets its own full `fail_after`
+        from its opening, as its TCP user timeout would, so it can still succeed when the peer comes back.
+        Counted: `peer_not_answering` once per silence, `tcp_failed_peer_not_answering` per connection."""
         fail_after = None
         for runtime in self.peers.values():
             since = self.device.not_answering_since(runtime.public_key, now)
@@ -64,14 +67,18 @@ class LivenessWatch:
                 continue
             if fail_after is None:
                 fail_after = fail_connections_after(self.device, self.stack)
-            if runtime.declared_dead or now - since < fail_after:
+            if now - since < fail_after:
                 continue
-            runtime.declared_dead = True
-            self.counters["peer_not_answering"] += 1
+            if not runtime.declared_dead:
+                runtime.declared_dead = True
+                self.counters["peer_not_answering"] += 1
             message = describe(runtime, now - since)
             peer = self.device.peer(runtime.public_key)
             for conn in list(self.stack.tcp.values()):
-                if conn.state is not TcpState.CLOSED and self.device.allowed_ips.routes(conn.remote[0]) is peer:
+                heard = max(since, conn.last_receive)  # a connection opened during the silence counts from then
+                if conn.state in (TcpState.CLOSED, TcpState.TIME_WAIT) or now - heard < fail_after:
+                    continue
+                if self.device.allowed_ips.routes(conn.remote[0]) is peer:
                     error = PeerNotRespondingError(message)
                     error.errno = errno.ETIMEDOUT
                     conn.time_out(error, now)

@@ -132,7 +132,7 @@ class MetricsRecorder:
         record = dict(self.samples[-1])
         record.update(time=self.wall_clock(), rx_bytes_per_s=0.0, tx_bytes_per_s=0.0, tcp_in_bytes_per_s=0.0,
                       tcp_out_bytes_per_s=0.0, retransmits_per_s=0.0, icmp_rtt=None,
-                      handshake_age=self.engine.handshake_age())
+                      handshake_age=handshake_age(self.engine))
         self._previous = (self.engine.now(), self._previous[1]) if self._previous is not None else None
         self.samples.append(record)
 
@@ -150,7 +150,7 @@ class MetricsRecorder:
             rate = dict.fromkeys(("udp_rx_bytes", "udp_tx_bytes", "tcp_bytes_in", "tcp_bytes_out",
                                   "tcp_retransmits"), 0.0)
         self._previous = (now, current)
-        echo = self.engine.last_echo  # (when, rtt) of the newest ICMP echo answered
+        echo = self.engine.echoes.last  # (when, rtt) of the newest ICMP echo answered
         fresh_echo = echo is not None and echo[0] != self._last_echo_seen
         if echo is not None:
             self._last_echo_seen = echo[0]
@@ -166,8 +166,8 @@ class MetricsRecorder:
             "connections": current["tcp_connections"],
             "drops": current["drops"],
             "handshakes": current["handshakes"],
-            "handshake_age": self.engine.handshake_age(),
-            "handshake_rtt": self.engine.last_handshake_rtt(),
+            "handshake_age": handshake_age(self.engine),
+            "handshake_rtt": last_handshake_rtt(self.engine),
             "icmp_rtt": echo[1] if echo is not None and fresh_echo else None,
             "tcp_srtt": current["tcp_srtt"],
         })

@@ -48,7 +48,7 @@ class PathWatch:
         if via.mode is not ViaMode.AUTO or len(ladder) < 2:
             return
         self.via = via
-        self.policy.follow(ladder[0], ladder[-1], self.engine.transport.kind, self.engine.now())
+        self.policy.follow(ladder[0], ladder[-1], self.engine.carrier.transport.kind, self.engine.now())
         self.engine.pump()  # re-arm the timer for the first probe
 
     def next_deadline(self) -> float | None:

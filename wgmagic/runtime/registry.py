@@ -1,6 +1,7 @@
 """The open tunnels of this process: their names, the one-key rule, who holds each, and closing all at exit.
 
-Owns: the table of open tunnels (name -> Tunnel), the number of holders of each (every `connect()` that handed
+Owns: the table of open tunnels (name -> Tunnel, or HostedTunnel: a handle on a tunnel a host process serves,
+runtime/hosted.py), the number of holders of each (every `connect()` that handed
 the tunnel out), a tunnel's default name, and the refusal of a second tunnel with the same key to the same peer.
 Never: sockets, threads or files (the tunnel and `keylock.py` own those); the lock across processes is
 `keylock.py`'s.
@@ -19,17 +20,22 @@ import os
 import re
 import threading
 from collections.abc import Container, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from wgmagic.errors import TunnelConflictError
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from wgmagic.config import WireGuardConfig
+    from wgmagic.runtime.hosted import HostedTunnel
     from wgmagic.runtime.tunnel import Tunnel
+
+    Held: TypeAlias = Tunnel | HostedTunnel  # what this table holds
 
 # Strong references: an open tunnel runs a thread and holds a socket until it closes, referenced or not, so it
 # stays findable (get_tunnel, the one-key check) and the exit hook still closes it.
-_open: dict[str, Tunnel] = {}
+_open: dict[str, Held] = {}
 _holders: dict[str, int] = {}
 _lock = threading.RLock()
 
@@ -55,7 +61,14 @@ def default_name(source: str, taken: Container[str] = ()) -> str:
 
 
 def find_twin(config: WireGuardConfig) -> Tunnel | None:
-    """The open tunnel of this process with the same private key to one of the same peers, if any."""
+    """The open in-process tunnel of this process with the same private key to one of the same peers, if any
+    (a HostedTunnel handle is not one: its tunnel runs in the host process)."""
+    other = find_held(config)
+    return None if other is None or getattr(other, "hosted", False) else cast("Tunnel", other)
+
+
+def find_held(config: WireGuardConfig) -> Held | None:
+    """The open tunnel or hosted handle of this process with the same private key to one of the same peers."""
     with _lock:
         peers = {p.public_key for p in config.peers}
         for other in _open.values():
@@ -66,7 +79,7 @@ def find_twin(config: WireGuardConfig) -> Tunnel | None:
         return None
 
 
-def register(tunnel: Tunnel, name: str | None) -> str:
+def register(tunnel: Held, name: str | None) -> str:
     """Enter a new tunnel (one holder) under `name` (None: `default_name(tunnel.config.source)`), before it
     starts, so a concurrent connect sees it; sets and returns `tunnel.name`.
 
@@ -77,7 +90,7 @@ def register(tunnel: Tunnel, name: str | None) -> str:
         if name in _open:
             raise TunnelConflictError(f"a tunnel named {name!r} is already open: close it ({close_hint(name)}), or "
                                       "choose another name (name=... / %wg connect --name ...)")
-        other = find_twin(tunnel.config)
+        other = find_held(tunnel.config)
         if other is not None:
             raise TunnelConflictError(
                 f"tunnel {other.name!r} is already up with this private key to the same peer; a WireGuard peer "
@@ -91,13 +104,21 @@ def register(tunnel: Tunnel, name: str | None) -> str:
 
 
 def share(config: WireGuardConfig) -> Tunnel | None:
-    """The running tunnel to hand back to a `connect()` for `config`, with one more holder; None when no tunnel
-    of this process has this key and peer.
+    """The running in-process tunnel to hand back to a `connect()` for `config`, with one more holder; None
+    when no in-process tunnel of this process has this key and peer (see share_any).
 
     Raises TunnelConflictError when one has, but with another configuration (addresses, peers, AllowedIPs,
     DNS...): handing it back would give the caller something else than it asked for."""
     with _lock:
-        other = find_twin(config)
+        if find_twin(config) is None:
+            return None
+        return cast("Tunnel", share_any(config))
+
+
+def share_any(config: WireGuardConfig) -> Held | None:
+    """`share` for in-process tunnels and hosted handles alike (wgmagic.connect's first question)."""
+    with _lock:
+        other = find_held(config)
         if other is None:
             return None
         if other.config.interface != config.interface or other.config.peers != config.peers:
@@ -109,7 +130,7 @@ def share(config: WireGuardConfig) -> Tunnel | None:
         return other
 
 
-def release(tunnel: Tunnel) -> bool:
+def release(tunnel: Held) -> bool:
     """One holder lets go of `tunnel`: True when it was the last (the caller then closes the tunnel)."""
     with _lock:
         if _open.get(tunnel.name) is not tunnel:
@@ -119,13 +140,13 @@ def release(tunnel: Tunnel) -> bool:
         return left <= 0
 
 
-def holders(tunnel: Tunnel) -> int:
+def holders(tunnel: Held) -> int:
     """How many `connect()` calls hold `tunnel` now (0 once it is closed)."""
     with _lock:
         return _holders.get(tunnel.name, 0) if _open.get(tunnel.name) is tunnel else 0
 
 
-def unregister(tunnel: Tunnel) -> None:
+def unregister(tunnel: Held) -> None:
     """Take a closed (or never started) tunnel out of the table."""
     with _lock:
         if _open.get(tunnel.name) is tunnel:
@@ -133,8 +154,8 @@ def unregister(tunnel: Tunnel) -> None:
             _holders.pop(tunnel.name, None)
 
 
-def open_tunnels() -> list[Tunnel]:
-    """The open tunnels of this process, oldest first."""
+def open_tunnels() -> list[Held]:
+    """The open tunnels of this process (and handles on hosted ones), oldest first."""
     with _lock:
         return list(_open.values())
 

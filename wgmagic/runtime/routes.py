@@ -24,16 +24,18 @@ def resolve(thread: LoopThread, engine: Engine, name: str, timeout: float) -> li
     timeout: seconds for the whole resolution (search domains, retries and a TCP retry included; each query
     waits up to 2 s, then the next server is asked, RFC 1035 4.2.1 / resolv.conf's rotation). Raises
     NameNotFoundError, DNSTimeoutError, TunnelClosedError."""
-    result: list[IPAddress] = thread.run(engine.resolve_async(name, lifetime=timeout), timeout=timeout + 5)
+    from wgmagic.runtime import resolver  # on use: dnspython is not imported with the tunnel
+
+    result: list[IPAddress] = thread.run(resolver.resolve(engine, name, lifetime=timeout), timeout=timeout + 5)
     return result
 
 
 def routable(engine: Engine, host: str, addresses: list[IPAddress]) -> list[IPAddress]:
     """`addresses` that this tunnel can reach, in the order connections try them; NoRouteError (with each
     address's reason) when none is usable. `host` is the name shown in that error."""
-    usable: list[IPAddress] = engine.select_addresses(addresses)
+    usable: list[IPAddress] = engine.routes.select(addresses)
     if not usable:
-        raise engine.no_route(host.strip("[]"), addresses)
+        raise engine.routes.no_route(host.strip("[]"), addresses)
     return usable
 
 
@@ -49,5 +51,7 @@ def resolve_addresses(thread: LoopThread, engine: Engine, host: str, timeout: fl
 
 async def resolve_routable_async(engine: Engine, host: str) -> list[IPAddress]:
     """resolve_addresses on the loop thread (the SOCKS5 server's domain-name CONNECTs)."""
-    addresses: list[IPAddress] = await engine.resolve_async(host)
+    from wgmagic.runtime import resolver
+
+    addresses: list[IPAddress] = await resolver.resolve(engine, host)
     return routable(engine, host, addresses)

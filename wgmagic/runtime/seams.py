@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from wgmagic.netstack.stack import Stack
     from wgmagic.netstack.tcp.connection import TcpConnection
     from wgmagic.netstack.udp import UdpSocket
-    from wgmagic.runtime.transport import Transport
+    from wgmagic.runtime.addresses import Routes
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -56,7 +56,8 @@ class EngineAPI(Protocol):
 
     loop: the asyncio loop the engine runs on; stack: the IP stack (open TCP/UDP through it); counters: the
     tunnel's counters (`%wg stats`); streams / udp_handlers: who consumes a TCP connection's or stack UDP
-    socket's events (register with `register_stream`); closed: True once `close` ran; tap: a capture, or None.
+    socket's events (register with `register_stream`); closed: True once `close` ran; tap: a capture, or None;
+    routes: which addresses the tunnel reaches (`routes.select(addresses)`, `routes.no_route(name, addresses)`).
     After touching a connection call `pump_conn` (it sends in this loop turn) or `send_now` (it sends in the
     call, as a kernel socket's write does)."""
 
@@ -71,10 +72,7 @@ class EngineAPI(Protocol):
     def stack(self) -> Stack: ...
 
     @property
-    def transport(self) -> Transport: ...
-
-    @property
-    def local_port(self) -> int: ...
+    def routes(self) -> Routes: ...
 
     def now(self) -> float: ...
 
@@ -89,11 +87,5 @@ class EngineAPI(Protocol):
     def register_stream(self, conn: TcpConnection, handler: StreamHandler) -> None: ...
 
     def forget_stream(self, conn: TcpConnection) -> None: ...
-
-    def select_addresses(self, addresses: Sequence[IPAddress]) -> list[IPAddress]: ...
-
-    def handshake_age(self) -> float | None: ...
-
-    def last_handshake_rtt(self) -> float | None: ...
 
     def peer_silent_since(self, since: float) -> bool: ...

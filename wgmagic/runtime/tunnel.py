@@ -135,7 +135,7 @@ class Tunnel:
     def switch_to_websocket(self, via: Via) -> None:
         """Carry the datagrams over the WebSocket at via.url from now on (what --via auto does)."""
         self._check_open()
-        self._thread.call(self._engine.switch_to_websocket, via)
+        self._thread.call(self._engine.carrier.carry, via)
 
     @property
     def via(self) -> Via | None:
@@ -146,7 +146,7 @@ class Tunnel:
     @property
     def transport_description(self) -> str:
         """'UDP' or 'WebSocket wss://... (open)', for status lines (never a password)."""
-        return self._engine.transport.describe()
+        return self._engine.carrier.transport.describe()
 
     @property
     def holders(self) -> int:
@@ -364,14 +364,14 @@ class Tunnel:
         self._check_open()
         return routes.resolve(self._thread, self._engine, name, timeout)
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> report.TunnelStats:
         """A snapshot of the tunnel, taken on its loop thread: a new plain dict (JSON-serialisable but for the
         `endpoint` tuples), safe to keep; its keys, types and units are listed at wgmagic.runtime.report.snapshot.
         Raises TunnelClosedError once closed."""
         self._check_open()
         return self._thread.call(report.snapshot, self.name, self._engine)
 
-    def peer_report(self) -> list[dict[str, object]]:
+    def peer_report(self) -> list[report.PeerRow]:
         """Per peer: key fingerprint (public), endpoint, handshake age, seconds to the next rekey, traffic, and
         "not_answering": a sentence when the peer stopped answering traffic (whitepaper 6 timers), else None."""
         self._check_open()
@@ -455,7 +455,7 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
             endpoint_resolver: endpoint_lookup.EndpointResolver | None = None,
             reresolve_interval: float = 120.0, via: str | Via | None = None, via_ca: str | None = None,
             note: Callable[[str], None] | None = None) -> Tunnel:
-    """Bring up a tunnel and return once the first handshake has completed.
+    """Bring up a tunnel in this process once its first handshake completed (wgmagic.connect, share.py, adds share=).
 
     Connecting again is not an error: when this process already has a tunnel up with the same config (same
     key, peers, addresses), that tunnel is handed back (after its handshake, within `timeout`) with one more
@@ -463,8 +463,8 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
     last one closes it. The same key and peer with another config is a TunnelConflictError.
     via: "udp", a ws:// or wss:// URL (to a `wgmagic relay`), "fly" or fly+wss:// (Fly.io's gateway framing), or
     "auto" / "auto URL" (UDP first, then the WebSocket, at connect and for the whole session; `note` hears each
-    switch). Unset: $WGMAGIC_VIA, else the config's `#@wgmagic Via = ...`, else UDP.
-    via_ca: a CA file for wss:// (default $WGMAGIC_VIA_CA, else the system trust store).
+    switch). Unset: $WGMAGIC_VIA, else the config's `#@wgmagic Via = ...`, else UDP. via_ca: a CA file for
+    wss:// (default $WGMAGIC_VIA_CA, else the system trust store).
     tcp: the TCP knobs of the tunnel's connections (default `wgmagic.netstack.tcp.config.TUNNEL_CONFIG`: a 30 s
     user timeout and 15/5/3 keep-alives; `tunnel_config(user_timeout=...)` builds others), so a peer that dies
     fails calls with ETIMEDOUT in bounded time.
@@ -490,7 +490,7 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
                     via=first.via if first.via.mode is ViaMode.WEBSOCKET else None)
     try:
         rtt = fallback.climb(tunnel, ladder, note)
-        tunnel._thread.call(tunnel._engine.follow_via, choice)  # auto: for the whole session (path_policy.py)
+        tunnel._thread.call(tunnel._engine.paths.follow, choice)  # auto: for the whole session (path_policy.py)
     except BaseException as exc:
         logger.info("tunnel %r: no handshake: %s", tunnel.name, type(exc).__name__)
         tunnel.close(force=True)

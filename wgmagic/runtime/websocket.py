@@ -11,12 +11,12 @@ as one byte stream, and a keepalive record after a second with nothing sent. Wit
 certificate is verified only when a CA file is given (as flyctl does: WireGuard authenticates the peer).
 
 The WebSocket itself (HTTP/1.1 upgrade, framing, masking, ping/pong, close) is the `websockets` package's:
-its asyncio client connects (through the HTTP CONNECT proxy the environment names for the URL, read as curl
-reads HTTPS_PROXY/NO_PROXY by `wgmagic.addresses.proxy_from_environment`, with Basic authentication from the
-proxy URL; handed to the library explicitly, None for a direct connection) and does TLS; the connection object
-it builds is subclassed only to take data frames straight off its sans-I/O protocol (one callback per frame,
-one `after_batch` per read, no per-message task or queue, and no text ever decoded as UTF-8) and to write
-frames without a per-message await. Everything runs on the tunnel's loop thread.
+its asyncio client connects (through the HTTP CONNECT proxy the environment names for the URL, with Basic
+authentication from the proxy URL; handed to the library explicitly, None for a direct connection) and does
+TLS, as wsconnect.py says, which also words a failed attempt; the connection object it builds
+(`TunnelConnection`) is subclassed only to take data frames straight off its sans-I/O protocol (one callback
+per frame, one `after_batch` per read, no per-message task or queue, and no text ever decoded as UTF-8) and to
+write frames without a per-message await. Everything runs on the tunnel's loop thread.
 
 Datagram semantics are kept: while the WebSocket (re)connects a few datagrams are held (bounded) and sent
 once it is open; when the outer TCP cannot take more (its write buffer is over WRITE_BUFFER_LIMIT) datagrams
@@ -31,47 +31,26 @@ import asyncio
 import contextlib
 import random
 import socket
-import ssl
 import sys
 import time
-import urllib.parse
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.connection import Connection
+from websockets.frames import DATA_OPCODES, Frame
 
 from wgmagic._version import __version__
-from wgmagic.addresses import proxy_from_environment
 from wgmagic.runtime.transport import TransportHooks, TransportKind, TransportSettings, TransportState
+from wgmagic.runtime.wsconnect import OPEN_TIMEOUT, describe_failure, proxy_for, tls_context, where
 from wgmagic.runtime.wsframing import Framing, framing_class
-from wgmagic.via import BINARY_FRAMING, VIA_CA_ENV, check_url, mask_url, split_framing
-
-if TYPE_CHECKING:
-    from typing import Protocol
-
-    from websockets.protocol import Protocol as WebSocketProtocol
-
-    class SansIoConnection(Protocol):
-        """What `flush` uses of a websockets connection (`websockets.asyncio.client.ClientConnection` or
-        `websockets.asyncio.server.ServerConnection`): its sans-I/O protocol and its asyncio transport."""
-
-        @property
-        def protocol(self) -> WebSocketProtocol: ...
-
-        @property
-        def transport(self) -> asyncio.Transport: ...
-
-    class FramedConnection(SansIoConnection, Protocol):
-        """A websockets connection that carries the tunnel's datagrams (the DatagramConnection classes): also
-        the framing its data frames are read and written with."""
-
-        @property
-        def wg_framing(self) -> Framing: ...
+from wgmagic.via import BINARY_FRAMING, check_url, mask_url, split_framing
 
 # A WireGuard message is at most one UDP payload (65,535 bytes); a message larger than this is not ours.
 MAX_MESSAGE = 65536
 PENDING_MAX = 256  # datagrams held while the WebSocket is (re)connecting
 WRITE_BUFFER_LIMIT = 512 * 1024  # bytes waiting on the outer TCP before datagrams are dropped
-OPEN_TIMEOUT = 10.0  # seconds for TCP, proxy CONNECT, TLS and the HTTP upgrade together
 PING_INTERVAL = 15.0  # WebSocket pings keep middleboxes' idle timers from cutting the connection
 PING_TIMEOUT = 20.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.25, 8.0
@@ -81,121 +60,8 @@ Receive = Callable[[bytes, tuple[str, int], float], None]
 # at 36. TCP_CA_Recovery = 3, TCP_CA_Loss = 4.
 _TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform.startswith("linux") else None
 
-def tls_context(ca_file: str | None, *, verify: bool = True) -> ssl.SSLContext:
-    """Certificate and host-name verification against the system trust store, or only `ca_file` if given;
-    `verify=False` (Fly's framing without a CA file, as flyctl dials its gateways): encryption without
-    verification, WireGuard authenticating the peer."""
-    if ca_file:
-        return ssl.create_default_context(cafile=ca_file)
-    context = ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
-
-def proxy_for(url: str) -> str | None:
-    """The HTTP proxy the environment names for this URL (a fly+ framing prefix is ignored), read as curl reads
-    HTTPS_PROXY/HTTP_PROXY/ALL_PROXY and NO_PROXY (CIDR, .domain, *, ports, IPv6 literals:
-    `wgmagic.addresses.proxy_from_environment`), or None for a direct connection."""
-    return proxy_from_environment(split_framing(url)[1])
-
-
-def _where(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    port = parts.port or (443 if parts.scheme in ("wss", "https") else 80)
-    host = parts.hostname or "?"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-_NOT_TLS = "the server did not speak TLS (is it ws:// rather than wss://?)"
-_NOT_TLS_REASONS = ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNEXPECTED_EOF_WHILE_READING", "RECORD_LAYER_FAILURE",
-                    "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL")
-
-
-def _reason(exc: BaseException) -> str:
-    """The reason an exception gives, never empty: its strerror or message, else its class name as a sentence."""
-    text = (getattr(exc, "strerror", None) or str(exc)).strip() if isinstance(exc, OSError) else str(exc).strip()
-    if text:
-        return text
-    return {ConnectionResetError: "the connection was reset (ConnectionResetError)",
-            ConnectionAbortedError: "the connection was aborted (ConnectionAbortedError)",
-            BrokenPipeError: "the connection was closed (BrokenPipeError)",
-            EOFError: "the connection was closed (EOFError)"}.get(
-        type(exc), f"{type(exc).__name__} (no further reason given)")
-
-
-def describe_failure(exc: BaseException, url: str, proxy: str | None, *, server: str = "the relay") -> str:
-    """One plain sentence for a failed WebSocket connection that names the party that failed: the HTTP proxy
-    (when one was used, a refused or unreachable connection is the proxy's), TLS, or the WebSocket server
-    (`server`: "the relay", "the Fly gateway"). Never shows a password (the proxy is named by host and port)."""
-    from websockets.exceptions import InvalidProxyMessage, InvalidProxyStatus, InvalidStatus, ProxyError
-
-    url = split_framing(url)[1]
-    target = _where(url)
-    shown = mask_url(url)
-    proxy_name = _where(proxy) if proxy else None
-    if isinstance(exc, InvalidProxyStatus):
-        status = exc.response.status_code
-        reason = exc.response.reason_phrase
-        credentials = ("the proxy wants a user name and password, or refused the ones given: put them in the "
-                       "proxy URL (HTTPS_PROXY=http://USER:PASSWORD@proxy:port)")
-        hint = {407: credentials, 401: credentials,
-                403: "the proxy forbids this destination or port (many proxies allow CONNECT only to port 443)",
-                502: f"the proxy could not reach {target}"}.get(status, "")
-        return (f"the HTTP proxy {proxy_name} refused to CONNECT to {target}: HTTP {status} {reason}"
-                + (f"; {hint}" if hint else ""))
-    if isinstance(exc, (InvalidProxyMessage, ProxyError)):
-        return f"the HTTP proxy {proxy_name} did not answer as an HTTP proxy ({exc})"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"TLS: the certificate of {target} is not trusted ({exc.verify_message}); give the CA that "
-                f"signed it (via_ca=, --via-ca or ${VIA_CA_ENV})")
-    tls = urllib.parse.urlsplit(url).scheme.lower() in ("wss", "https")
-    if isinstance(exc, ssl.SSLError) and getattr(exc, "reason", None) in _NOT_TLS_REASONS:
-        return f"TLS handshake with {target} failed: {_NOT_TLS}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS with {target} failed ({getattr(exc, 'reason', None) or _reason(exc)})"
-    if isinstance(exc, InvalidStatus):
-        status = exc.response.status_code
-        hint = f" (check the URL's path against {server}'s --path)" if status == 404 else ""
-        return f"the WebSocket server at {shown} answered HTTP {status} instead of upgrading{hint}"
-    via = f" (through the HTTP proxy {proxy_name})" if proxy_name else ""
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return f"no WebSocket to {shown} within {OPEN_TIMEOUT:g} s{via}"
-    if proxy_name:
-        # The library's own connection goes to the proxy; the hop to the server is the proxy's (a refusal there
-        # comes back as an HTTP status, above). So a refused or unreachable connection is the proxy's.
-        bypass = f"; or, if {target} should be reached directly, list it in NO_PROXY"
-        if isinstance(exc, ConnectionRefusedError):
-            return (f"the HTTP proxy {proxy_name} refused the connection (nothing listens there): is it running, "
-                    f"and is the proxy the environment names (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY) right{bypass}?")
-        if isinstance(exc, socket.gaierror):
-            return f"the HTTP proxy's name in {proxy_name} does not resolve ({_reason(exc)}){bypass}"
-        if isinstance(exc, OSError):
-            return f"cannot connect to the HTTP proxy {proxy_name}: {_reason(exc)}{bypass}"
-    if isinstance(exc, ConnectionRefusedError):
-        return f"nothing accepts connections at {target}: is {server} running?"
-    if isinstance(exc, socket.gaierror):
-        return f"{server}'s name in {shown} does not resolve ({_reason(exc)})"
-    if isinstance(exc, OSError):
-        if tls and isinstance(exc, (ConnectionResetError, ConnectionAbortedError, EOFError)):
-            return (f"cannot connect to {server} at {target}: the connection was closed during the TLS handshake"
-                    f" ({type(exc).__name__}); {_NOT_TLS}")
-        return f"cannot connect to {server} at {target}: {_reason(exc)}"
-    if tls and isinstance(exc, EOFError):
-        return f"the WebSocket to {shown} failed{via}: the connection was closed before it opened; {_NOT_TLS}"
-    shown_reason = f"{type(exc).__name__}: {exc}" if str(exc).strip() else _reason(exc)
-    text = f"the WebSocket to {shown} failed{via}: {shown_reason}"
-    for url_with_secrets in (proxy, url):  # a library's message may quote a URL whole
-        if url_with_secrets:
-            with contextlib.suppress(ValueError):
-                password = urllib.parse.urlsplit(url_with_secrets).password
-                if password:
-                    text = text.replace(password, "***")
-    return text
-
-
-def flush(conn: SansIoConnection) -> None:
+def flush(conn: Connection) -> None:
     """Write what the connection's sans-I/O protocol has queued in one write (one syscall for a batch of
     frames, where the library's send_data writes frame by frame); its end-of-stream marker as the library
     does."""
@@ -247,7 +113,7 @@ class WebSocketTransport:
         self.state = TransportState.CLOSED
         self.last_error: str | None = None
         self.proxy: str | None = None
-        self._conn: Any = None
+        self._conn: TunnelConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._pending: deque[bytes] = deque(maxlen=PENDING_MAX)
         self._closed = False
@@ -275,7 +141,7 @@ class WebSocketTransport:
             return 0
 
     def describe(self) -> str:
-        proxy = f" through the HTTP proxy {_where(self.proxy)}" if self.proxy else ""
+        proxy = f" through the HTTP proxy {where(self.proxy)}" if self.proxy else ""
         return f"WebSocket {mask_url(self.url)}{proxy} ({self.state})"
 
     def open(self) -> None:
@@ -317,7 +183,7 @@ class WebSocketTransport:
         counters["ws_tx_messages"] += len(payloads)
         counters["ws_tx_bytes"] += sum(len(d) for d in payloads)
 
-    def _write(self, conn: FramedConnection, payloads: list[bytes]) -> None:
+    def _write(self, conn: TunnelConnection, payloads: list[bytes]) -> None:
         """Queue `payloads` as frames of the connection's framing (text or binary) and write them in one go."""
         protocol = conn.protocol
         send = protocol.send_text if conn.wg_framing.text else protocol.send_binary
@@ -326,7 +192,7 @@ class WebSocketTransport:
         flush(conn)
         self._last_sent = time.monotonic()
 
-    def _start_keepalive(self, conn: FramedConnection) -> None:
+    def _start_keepalive(self, conn: TunnelConnection) -> None:
         after = conn.wg_framing.keepalive_after
         if after is not None:
             self._keepalive = self.loop.call_later(after, self._keepalive_due, conn)
@@ -336,7 +202,7 @@ class WebSocketTransport:
             self._keepalive.cancel()
             self._keepalive = None
 
-    def _keepalive_due(self, conn: FramedConnection) -> None:
+    def _keepalive_due(self, conn: TunnelConnection) -> None:
         """The framing's keepalive once `keepalive_after` seconds passed with nothing sent (Fly's: a zero-length
         record after 1 s, as flyctl writes it)."""
         self._keepalive = None
@@ -344,6 +210,8 @@ class WebSocketTransport:
             return
         framing = conn.wg_framing
         after = framing.keepalive_after
+        if after is None:
+            return
         idle = time.monotonic() - self._last_sent
         if idle >= after * 0.999:
             payload = framing.keepalive()
@@ -377,7 +245,7 @@ class WebSocketTransport:
         return ca_state >= 3 or backoff > 0 or lost > 0 or retrans > 0
 
     # ---- receiving (called by the connection, on the loop thread) -----------------------------------
-    def _on_frame(self, conn: FramedConnection, opcode: int, data: bytes, fin: bool) -> None:
+    def _on_frame(self, conn: TunnelConnection, opcode: int, data: bytes, fin: bool) -> None:
         framing: Framing = conn.wg_framing
         datagrams = framing.decode(opcode, data, fin)
         if datagrams:
@@ -395,36 +263,20 @@ class WebSocketTransport:
     def _make_framing(self) -> Framing:
         return self._framing_class(self.counters, "ws_rx_", server=False)
 
-    def _make_connection_class(self) -> type:
-        from websockets.asyncio.client import ClientConnection
-        from websockets.frames import DATA_OPCODES, Frame
-
+    def _make_connection_class(self) -> type[TunnelConnection]:
         owner = self
 
-        class DatagramConnection(ClientConnection):
-            """Data frames go straight to the framing and the tunnel (never decoded as text by the library); the
-            rest (handshake, pings, close) as usual."""
+        class BoundConnection(TunnelConnection):
+            """A TunnelConnection of this transport."""
 
             def __init__(self, *args: Any, **kwargs: Any) -> None:
+                self.owner = owner
                 super().__init__(*args, **kwargs)
-                self.wg_framing = owner._make_framing()  # per connection: a byte stream starts anew
 
-            def process_event(self, event: Any) -> None:
-                if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
-                    owner._on_frame(self, int(event.opcode), event.data, event.fin)
-                    return
-                super().process_event(event)
-
-            def data_received(self, data: bytes) -> None:
-                super().data_received(data)
-                owner.after_batch(time.monotonic())
-
-        return DatagramConnection
+        return BoundConnection
 
     # ---- connecting and reconnecting ----------------------------------------------------------------
-    async def _connect(self) -> Any:
-        from websockets.asyncio.client import connect
-
+    async def _connect(self) -> TunnelConnection:
         self.proxy = proxy_for(self.ws_url)
         fly = self.framing != BINARY_FRAMING
         kwargs: dict[str, Any] = {}
@@ -433,10 +285,12 @@ class WebSocketTransport:
         if fly:
             # Servers built on Go's x/net/websocket refuse an upgrade without Origin; flyctl sends its URL.
             kwargs["origin"] = self.ws_url
-        return await connect(self.ws_url, proxy=self.proxy, create_connection=self._connection_class,
+        conn = await connect(self.ws_url, proxy=self.proxy, create_connection=self._connection_class,
                              max_size=self._framing_class.max_message, compression=None,
                              open_timeout=OPEN_TIMEOUT, ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT,
                              close_timeout=2, user_agent_header=f"wgmagic/{__version__}", **kwargs)
+        assert isinstance(conn, TunnelConnection)  # what create_connection= makes
+        return conn
 
     async def _run(self) -> None:
         delay = BACKOFF_FIRST
@@ -492,6 +346,29 @@ class WebSocketTransport:
                 delay = BACKOFF_FIRST
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, BACKOFF_MAX)
+
+
+class TunnelConnection(ClientConnection):
+    """The transport's WebSocket (websockets' ClientConnection): data frames go straight to the framing and the
+    tunnel (`WebSocketTransport._on_frame`; never decoded as text by the library), one `after_batch` per read;
+    the rest (handshake, pings, close) as usual. `owner` is set by the subclass each transport makes;
+    `wg_framing` is this connection's own (a byte stream starts anew with each connection)."""
+
+    owner: WebSocketTransport
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wg_framing: Framing = self.owner._make_framing()
+
+    def process_event(self, event: Any) -> None:
+        if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
+            self.owner._on_frame(self, int(event.opcode), bytes(event.data), event.fin)
+            return
+        super().process_event(event)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self.owner.after_batch(time.monotonic())
 
 
 def create(hooks: TransportHooks, settings: TransportSettings) -> WebSocketTransport:

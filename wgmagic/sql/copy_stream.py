@@ -36,9 +36,11 @@ from wgmagic.sql.binary_copy import (
     UTF8_TEXT_OIDS,
     VOID_OID,
     BulkDecodeError,
-    _be,
+    LoadOne,
     _IrregularStream,
     _walk_vectorised,
+    fixed_width,
+    interval_fields,
 )
 
 CHUNK_BYTES = 8 << 20  # bytes of COPY data decoded at a time
@@ -66,7 +68,7 @@ class Piece:
         return len(self.null)
 
 
-def decode_piece(data: Any, offsets: Any, sizes: Any, oid: int, load_one: Callable[[int], Any],
+def decode_piece(data: Any, offsets: Any, sizes: Any, oid: int, load_one: LoadOne,
                  utf8: bool) -> Piece:
     """The fields of one column (byte offsets and lengths into `data`, -1: NULL) as a Piece.
 
@@ -76,15 +78,9 @@ def decode_piece(data: Any, offsets: Any, sizes: Any, oid: int, load_one: Callab
 
     buf = np.frombuffer(data, dtype=np.uint8)
     null = sizes < 0
-    safe = np.where(null, 0, offsets)
 
     def fixed(fmt: str) -> Any:
-        width = np.dtype(fmt).itemsize
-        if ((sizes != width) & ~null).any():
-            raise BulkDecodeError(f"a value of type oid {oid} is not {width} bytes long")
-        if len(buf) < width:
-            return np.zeros(len(sizes), dtype=fmt)
-        return _be(buf, np.minimum(safe, len(buf) - width), fmt)
+        return fixed_width(buf, offsets, sizes, fmt, oid)
 
     if oid in INT_WIDTHS:
         return Piece("int", oid, null, fixed(INT_WIDTHS[oid]).astype(np.int64))
@@ -95,15 +91,7 @@ def decode_piece(data: Any, offsets: Any, sizes: Any, oid: int, load_one: Callab
     if oid in TIME_OIDS:
         return Piece("time", oid, null, fixed(">i4" if oid == DATE_OID else ">i8").astype(np.int64))
     if oid == INTERVAL_OID:
-        if ((sizes != 16) & ~null).any():
-            raise BulkDecodeError("an interval value is not 16 bytes long")
-        if len(buf) < 16:
-            zero = np.zeros(len(sizes), dtype=np.int64)
-            return Piece("interval", oid, null, (zero, zero, zero))
-        pos = np.minimum(safe, len(buf) - 16)
-        return Piece("interval", oid, null, (_be(buf, pos, ">i8").astype(np.int64),
-                                             _be(buf, pos + 8, ">i4").astype(np.int64),
-                                             _be(buf, pos + 12, ">i4").astype(np.int64)))
+        return Piece("interval", oid, null, interval_fields(buf, offsets, sizes))
     if oid == VOID_OID:
         return Piece("void", oid, null, None)
     if oid in UTF8_TEXT_OIDS and utf8:
@@ -151,7 +139,7 @@ class StreamDecoder:
     `oids`' columns, and from `finish` for one that ended early. Memory: the current chunk, plus the bytes
     of an unfinished row (at most one row) carried to the next."""
 
-    def __init__(self, oids: Sequence[int], load_one: Callable[[int], Any], utf8: bool, emit: Emit) -> None:
+    def __init__(self, oids: Sequence[int], load_one: LoadOne, utf8: bool, emit: Emit) -> None:
         self.oids = list(oids)
         self.ncols = len(self.oids)
         self._load_one = load_one
@@ -194,7 +182,7 @@ class StreamDecoder:
         if ends[-1] != len(data):
             raise BulkDecodeError("the COPY messages do not add up to the data read")
         starts = ends - sizes
-        header = 0
+        header: int | None = 0
         if self._header is None:
             header = _header_length(data)
             if header is None or header > sizes[0]:

@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from wgmagic.sql.binary_copy import BULK_OIDS, BulkDecodeError, guarded_loaders
+from wgmagic.sql.binary_copy import BULK_OIDS, BulkDecodeError
+from wgmagic.sql.loaders import binary_loaders, guarded_loaders
 from wgmagic.sql.messages import QueryCancelledError
 from wgmagic.sql.results import (
     ClientDecodeError,
@@ -67,9 +68,7 @@ def copy_parts(conn: psycopg.Connection[Any], sql: str, described: tuple[list[st
     cur = conn.cursor()
     guarded_loaders(cur.adapters)
     utf8 = conn.info.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-
-    def load_one(oid: int) -> Any:
-        return cur.adapters.get_loader(oid, pq.Format.BINARY)(oid, cur).load
+    load_one = binary_loaders(cur)
 
     decoded: list[tuple[list[Any], int]] = []
     decoder = StreamDecoder(oids, load_one, utf8, lambda pieces, rows: decoded.append((pieces, rows)))
@@ -208,13 +207,9 @@ def _chunked_rows() -> bool:
 def frame_builders(conn: psycopg.Connection[Any], names: list[str], oids: list[int], string_dtype: str
                    ) -> tuple[Callable[[list[Any], int], Any], Callable[[list[Any]], Any]]:
     """(pieces -> DataFrame, rows -> DataFrame): the two paths' frames for a result of these columns."""
-    from psycopg import pq
-
     cur = conn.cursor()
     guarded_loaders(cur.adapters)
-
-    def load_one(oid: int) -> Any:
-        return cur.adapters.get_loader(oid, pq.Format.BINARY)(oid, cur).load
+    load_one = binary_loaders(cur)
 
     def of_pieces(pieces: list[Any], rows: int) -> Any:
         return _frame_from_pieces(pieces, names, oids, rows, load_one, string_dtype)

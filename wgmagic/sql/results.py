@@ -13,12 +13,20 @@ from __future__ import annotations
 import re
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from wgmagic.sql.binary_copy import BULK_OIDS, BulkDecodeError, guarded_loaders
+from wgmagic.sql.binary_copy import BULK_OIDS, BulkDecodeError
+from wgmagic.sql.loaders import binary_loaders, guarded_loaders
 from wgmagic.sql.messages import SqlError
+
+if TYPE_CHECKING:
+    from array import array
+
+    from psycopg import Connection
+
+    from wgmagic.sql.binary_copy import LoadOne
 
 INT_OIDS = {20, 21, 23, 26}  # int8, int2, int4, oid
 FLOAT4_OID = 700
@@ -102,7 +110,7 @@ def _strip_comments(sql: str) -> str:
     return text
 
 
-def run_statement(conn: Any, sql: str, params: dict[str, object] | None, *, bulk: bool | None = None,
+def run_statement(conn: Connection[Any], sql: str, params: dict[str, object] | None, *, bulk: bool | None = None,
                   progress: Progress | None = None) -> Result:
     """Execute one statement on a psycopg connection and bring back its rows, if any.
 
@@ -139,7 +147,7 @@ def run_statement(conn: Any, sql: str, params: dict[str, object] | None, *, bulk
     return Result(_frame_from_rows(rows, names, oids, current().string_dtype), len(rows), status)
 
 
-def _describe(conn: Any, sql: str) -> tuple[list[str], list[int]] | None:
+def _describe(conn: Connection[Any], sql: str) -> tuple[list[str], list[int]] | None:
     import psycopg
 
     body = sql.strip().rstrip(";").strip()
@@ -152,11 +160,10 @@ def _describe(conn: Any, sql: str) -> tuple[list[str], list[int]] | None:
         return None  # not expressible as a subquery: the ordinary path will run it (and report any error)
 
 
-def _copy_out(conn: Any, sql: str, described: tuple[list[str], list[int]], progress: Progress | None) -> Result:
+def _copy_out(conn: Connection[Any], sql: str, described: tuple[list[str], list[int]],
+              progress: Progress | None) -> Result:
     """The COPY path: the binary COPY stream read from libpq and decoded chunk by chunk as it arrives
     (wgmagic.sql.copy_stream) into the sink the cell's output asks for (wgmagic.sql.outputs)."""
-    from psycopg import pq
-
     from wgmagic.sql import outputs
     from wgmagic.sql.copy_stream import StreamDecoder
 
@@ -166,9 +173,7 @@ def _copy_out(conn: Any, sql: str, described: tuple[list[str], list[int]], progr
     with conn.cursor() as cur:
         guarded_loaders(cur.adapters)
         utf8 = conn.info.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-
-        def load_one(oid: int) -> Any:
-            return cur.adapters.get_loader(oid, pq.Format.BINARY)(oid, cur).load
+        load_one = binary_loaders(cur)
 
         def frame(pieces: list[Any], rows: int) -> Any:
             return _frame_from_pieces(pieces, names, oids, rows, load_one, spec.string_dtype)
@@ -212,7 +217,7 @@ def _copy_out(conn: Any, sql: str, described: tuple[list[str], list[int]], progr
     return Result(value, rows, status, bulk=True)
 
 
-def _frame_from_pieces(pieces: list[Any], names: list[str], oids: list[int], rows: int, load_one: Any,
+def _frame_from_pieces(pieces: list[Any], names: list[str], oids: list[int], rows: int, load_one: LoadOne,
                        string_dtype: str) -> Any:
     """A DataFrame from one piece per column, each column in the row path's dtype."""
     import pandas as pd
@@ -221,7 +226,7 @@ def _frame_from_pieces(pieces: list[Any], names: list[str], oids: list[int], row
 
     if not pieces:
         pieces = [None] * len(names)  # no rows: every column empty
-    decoded = []
+    decoded: list[tuple[Any, bool]] = []  # (values, final): a finished column, or values to normalise
     for k, (piece, oid) in enumerate(zip(pieces, oids, strict=True)):
         if k < len(pieces) and pieces[k] is not None:
             pieces[k] = None  # the caller's reference: each piece can go once it is a column
@@ -261,7 +266,7 @@ class CopyReader:
     million rows that was half the time of a query through the tunnel. Here each row costs one libpq call;
     a signal (Ctrl-C) interrupts the wait for the socket."""
 
-    def __init__(self, conn: Any, progress: Progress | None, rows: Callable[[], int]) -> None:
+    def __init__(self, conn: Connection[Any], progress: Progress | None, rows: Callable[[], int]) -> None:
         self.conn = conn
         self.progress = progress
         self.rows = rows  # rows decoded so far (the consumer decodes each chunk before asking for the next)
@@ -269,7 +274,7 @@ class CopyReader:
         self.messages = 0
         self.bytes = 0
 
-    def chunks(self) -> Any:
+    def chunks(self) -> Iterator[tuple[bytearray, array[int]]]:
         from array import array
 
         import psycopg
@@ -317,7 +322,7 @@ class CopyReader:
         self.status = (results[-1].command_status or b"").decode() or f"COPY {self.rows()}"
 
 
-def _frame_from_rows(rows: list[tuple], names: list[str], oids: list[int], string_dtype: str = "str") -> Any:
+def _frame_from_rows(rows: list[tuple[Any, ...]], names: list[str], oids: list[int], string_dtype: str = "str") -> Any:
     import pandas as pd
 
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
@@ -340,7 +345,7 @@ def _frame_from_rows(rows: list[tuple], names: list[str], oids: list[int], strin
     return frame
 
 
-def _plain_column(values: tuple, oid: int) -> Any:
+def _plain_column(values: tuple[Any, ...], oid: int) -> Any:
     """A column of a common type with no NULL as one numpy array in the dtype `_normalise` gives it, built in one
     step (a small result's DataFrame cost more than its round trip when every column went through
     pandas' astype); None for everything else."""

@@ -1,9 +1,10 @@
 """The query timeline: where one `%%wgsql` statement's time went, stage by stage, and a verdict in words.
 
-Only a tunnel in the same process as the query sees both the statement and its packets. The forward a
-dialect's driver talks to relays every byte (wgmagic.runtime.relay.SocketRelay); its `exchanges` record when
+Only a tunnel in the same process as the query sees both the statement and its packets. The relay under a
+session carries every byte (wgmagic.runtime.relay.SocketRelay: the forward's a libpq or SQLAlchemy driver talks
+to, or, for PyMySQL, the one behind its `Tunnel.open_connection` socket); its `exchanges` record when
 the latest request's last byte went up the tunnel and when its answer's first and last bytes came down
-(time.monotonic() seconds), and the forward's inner TCP connection (wgmagic.netstack.tcp) has the path's
+(time.monotonic() seconds), and the relay's inner TCP connection (wgmagic.netstack.tcp) has the path's
 smoothed round-trip time (RFC 6298 SRTT) at that moment. The stages, in milliseconds, one after the other:
 
 | stage | from .. to |
@@ -31,7 +32,12 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from wgmagic.runtime.relay import Exchanges, SocketRelay
 
 STAGES = ("dns", "connect", "tls", "auth", "send", "latency", "server", "transfer", "decode")
 VERDICTS = ("database", "network", "transfer", "this machine")
@@ -206,7 +212,7 @@ def clear() -> None:
         _RECENT.clear()
 
 
-def opening_stages(started: float, resolved: float | None, exchanges: Any, ready: float, *,
+def opening_stages(started: float, resolved: float | None, exchanges: Exchanges | None, ready: float, *,
                    tls: bool) -> OpeningStages:
     """The opening's stages from its marks (time.monotonic() seconds): `started` (ensure() began), `resolved`
     (the name lookup done; None: no lookup), the forward relay's `exchanges` (None: no forward) and `ready`."""
@@ -230,7 +236,8 @@ class StatementClock:
     DataFrame is ready (records the timeline; returns it). `relay` is the forward's SocketRelay (None: no
     forward); `opening` the session's opening stages if this statement pays for them."""
 
-    def __init__(self, sql: str, alias: str, relay: Any, opening: OpeningStages | None = None) -> None:
+    def __init__(self, sql: str, alias: str, relay: SocketRelay | None, opening: OpeningStages | None = None
+                 ) -> None:
         self.sql = sql
         self.alias = alias
         self.relay = relay
@@ -255,17 +262,19 @@ class StatementClock:
         return timeline
 
 
-def build(sql: str, alias: str, started: float, ended: float, rows: int | None, relay: Any, count0: int,
-          bytes0: int, opening: OpeningStages | None) -> QueryTimeline:
+def build(sql: str, alias: str, started: float, ended: float, rows: int | None, relay: SocketRelay | None,
+          count0: int, bytes0: int, opening: OpeningStages | None) -> QueryTimeline:
     """A statement's timeline from its marks (see StatementClock)."""
     opened = opening or OpeningStages()
     t = QueryTimeline(shown_statement(sql), rows=rows, alias=alias, dns_ms=opened.dns_ms,
                       connect_ms=opened.connect_ms, tls_ms=opened.tls_ms, auth_ms=opened.auth_ms)
     statement_ms = (ended - started) * 1000
     t.total_ms = opened.total_ms + statement_ms
-    ex = relay.exchanges if relay is not None else None
-    if ex is None or ex.count == count0 or ex.last_up is None or ex.first_down is None or ex.last_up < started:
-        t.decode_ms = None if ex is None else statement_ms  # nothing crossed the tunnel: all of it was here
+    if relay is None:
+        return t  # no relay under the session: nothing measured the stages
+    ex = relay.exchanges
+    if ex.count == count0 or ex.last_up is None or ex.first_down is None or ex.last_up < started:
+        t.decode_ms = statement_ms  # nothing crossed the tunnel: all of it was here
         return t
     rtt = relay_rtt(relay)
     t.rtt_ms = None if rtt is None else rtt * 1000
@@ -283,8 +292,8 @@ def build(sql: str, alias: str, started: float, ended: float, rows: int | None, 
     return t
 
 
-def relay_rtt(relay: Any) -> float | None:
-    """The forward's inner TCP connection's SRTT now (seconds; its minimum RTT before a smoothed one exists)."""
+def relay_rtt(relay: SocketRelay) -> float | None:
+    """The relay's inner TCP connection's SRTT now (seconds; its minimum RTT before a smoothed one exists)."""
     conn = getattr(relay, "conn", None)
     estimator = getattr(conn, "rtt", None)
     if estimator is None:
@@ -293,7 +302,7 @@ def relay_rtt(relay: Any) -> float | None:
     return srtt if srtt is not None else estimator.min_rtt
 
 
-def frame(timelines: Iterable[QueryTimeline]) -> Any:
+def frame(timelines: Iterable[QueryTimeline]) -> pd.DataFrame:
     """`%wg queries`' table: one row per statement, newest last, with COLUMNS."""
     import pandas as pd
 

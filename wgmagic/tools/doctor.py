@@ -15,11 +15,16 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from wgmagic import explain
 
 if TYPE_CHECKING:
+    import os
+
+    from wgmagic.config import WireGuardConfig
+    from wgmagic.errors import ConfigError
+    from wgmagic.runtime.seams import IPAddress
     from wgmagic.runtime.tunnel import Tunnel
 
 OK, WARN, FAIL, SKIP = "ok", "warning", "failed", "skipped"
@@ -63,9 +68,9 @@ class Report:
             lines.append(f"{MARK[c.verdict]} {c.name}: {c.detail}")
             if c.fix:
                 lines.append(f"    fix: {c.fix}")
-        worst = "all checks passed" if self.healthy else (
-            "problems found" if any(c.verdict == FAIL for c in self.checks) else "warnings")
-        lines.append(f"doctor: {worst}")
+        from wgmagic.runtime.health import doctor_health  # the one verdict %wg status and the dashboard show
+
+        lines.append(f"doctor: {doctor_health(self.checks).word}")
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -80,10 +85,12 @@ class Report:
         return f"<table><caption>wgmagic doctor</caption>{rows}</table>"
 
 
-def run_doctor(config_source: Any, *, target: str | None = None, tunnel: Any = None,
+def run_doctor(config_source: str | os.PathLike[str] | WireGuardConfig | None, *, target: str | None = None,
+               tunnel: Tunnel | None = None,
                timeout: float = 5.0, progress: Callable[[Check], None] | None = None) -> Report:
-    """Diagnose `config_source` (a path, wg-quick text or parsed config), optionally toward `target`
-    ("db.internal:5432"). An already open `tunnel` is used as is; otherwise one is opened and closed here."""
+    """Diagnose `config_source` (a path, wg-quick text or parsed config; None with `tunnel`), optionally toward
+    `target` ("db.internal:5432"). An already open `tunnel` is used as is (its config is checked); otherwise one
+    is opened and closed here. Each check goes to `progress` as it is made; the Report holds them all."""
     from wgmagic.config import load_config
     from wgmagic.errors import ConfigError
 
@@ -96,7 +103,12 @@ def run_doctor(config_source: Any, *, target: str | None = None, tunnel: Any = N
         return check
 
     try:
-        config = tunnel.config if tunnel is not None else load_config(config_source)
+        if tunnel is not None:
+            config = tunnel.config
+        elif config_source is not None:
+            config = load_config(config_source)
+        else:
+            raise ValueError("run_doctor: give config_source or tunnel")
     except ConfigError as exc:
         add("config", FAIL, str(exc), config_fix(exc))
         return report
@@ -125,8 +137,8 @@ def run_doctor(config_source: Any, *, target: str | None = None, tunnel: Any = N
             tunnel = connect(config, name=f"doctor-{int(started * 1000) % 100000}", timeout=timeout)
         except WgMagicError as exc:
             tunnel = _try_websocket(config, exc, timeout, add)
-            if tunnel is None:
-                return report
+    if tunnel is None:
+        return report
     try:
         rtt = tunnel.wait_handshake(timeout=timeout)
         add("handshake", OK, "the peer answered the handshake")
@@ -148,7 +160,7 @@ def run_doctor(config_source: Any, *, target: str | None = None, tunnel: Any = N
     return report
 
 
-def config_fix(error: Any) -> str:
+def config_fix(error: ConfigError) -> str:
     """The fix line for a ConfigError, by its kind: the file itself, a missing key, a key's value, a line."""
     message, key = str(error), (getattr(error, "key", None) or "")
     reason = message.rsplit(": ", 1)[-1] if not key else message.split(f"{key}: ", 1)[-1]
@@ -193,7 +205,7 @@ def _split_target(target: str | None) -> tuple[str | None, int | None]:
     return split_host_optional_port(target)
 
 
-def _check_config(config: Any, host: str | None, add: Callable[..., Check]) -> None:
+def _check_config(config: WireGuardConfig, host: str | None, add: Callable[..., Check]) -> None:
     networks = [net for peer in config.peers for net in peer.allowed_ips]
     problems, warnings = [], []
     if not config.peers:
@@ -226,7 +238,7 @@ def _check_config(config: Any, host: str | None, add: Callable[..., Check]) -> N
         add("config", OK, f"{len(config.peers)} peer(s), AllowedIPs {', '.join(map(str, networks))}")
 
 
-def _check_endpoint(config: Any, add: Callable[..., Check]) -> None:
+def _check_endpoint(config: WireGuardConfig, add: Callable[..., Check]) -> None:
     for peer in config.peers:
         if not peer.endpoint:
             add("endpoint", WARN, f"peer {peer.public_key_b64[:8]}... has no Endpoint: it must contact us first")
@@ -241,7 +253,8 @@ def _check_endpoint(config: Any, add: Callable[..., Check]) -> None:
         add("endpoint", OK, f"{name}:{port} is {infos[0][4][0]}")
 
 
-def _try_websocket(config: Any, error: Exception, timeout: float, add: Callable[..., Check]) -> Any:
+def _try_websocket(config: WireGuardConfig, error: Exception, timeout: float,
+                   add: Callable[..., Check]) -> Tunnel | None:
     """The first connect failed. Tell a WebSocket/proxy/TLS failure for what it is; after a UDP failure, try
     the WebSocket URL known (config `#@wgmagic Via`, $WGMAGIC_VIA) to tell "UDP is blocked here" from "neither
     works". Returns a tunnel over the WebSocket, or None."""
@@ -310,7 +323,8 @@ def _check_rtt(rtt: float | None, add: Callable[..., Check]) -> None:
         add("handshake RTT", OK, f"{rtt * 1000:.1f} ms")
 
 
-def _check_dns(tunnel: Tunnel, config: Any, host: str | None, add: Callable[..., Check]) -> Any:
+def _check_dns(tunnel: Tunnel, config: WireGuardConfig, host: str | None,
+               add: Callable[..., Check]) -> IPAddress | None:
     from wgmagic.errors import DNSTimeoutError, NameNotFoundError
 
     if host is None:
@@ -339,7 +353,7 @@ def _check_dns(tunnel: Tunnel, config: Any, host: str | None, add: Callable[...,
     return addresses[0]
 
 
-def _check_tcp(tunnel: Tunnel, address: Any, port: int, add: Callable[..., Check]) -> None:
+def _check_tcp(tunnel: Tunnel, address: IPAddress, port: int, add: Callable[..., Check]) -> None:
     from wgmagic.errors import PeerNotRespondingError
 
     started = time.monotonic()
@@ -358,12 +372,12 @@ def _check_tcp(tunnel: Tunnel, address: Any, port: int, add: Callable[..., Check
     add("TCP connect", FAIL, failure.fault, failure.advice)
 
 
-def _probe_address(config: Any) -> Any:
+def _probe_address(config: WireGuardConfig) -> IPAddress | None:
     servers = list(config.interface.dns_servers)
     return servers[0] if servers else None
 
 
-def _echo(tunnel: Tunnel, address: Any, size: int, timeout: float = 1.0) -> float | None:
+def _echo(tunnel: Tunnel, address: IPAddress, size: int, timeout: float = 1.0) -> float | None:
     replies = tunnel.ping(str(address), 1, timeout=timeout, size=size)
     return replies[0].rtt if replies else None
 
@@ -372,7 +386,7 @@ WIREGUARD_OVERHEAD = 32  # a data message's header (16) and authentication tag (
 UDP_HEADER = 8
 
 
-def _check_mtu(tunnel: Tunnel, config: Any, address: Any, add: Callable[..., Check]) -> None:
+def _check_mtu(tunnel: Tunnel, config: WireGuardConfig, address: IPAddress, add: Callable[..., Check]) -> None:
     """The path MTU through the tunnel, measured with ICMP echoes (binary search), and the `MTU =` to set.
 
     WireGuard pads every inner packet to a multiple of 16 bytes (wgmagic always; wireguard-go up to the
@@ -420,7 +434,7 @@ def _endpoint_ip_header(tunnel: Tunnel) -> int:
     return 40 if endpoint.startswith("[") or endpoint.count(":") > 1 else 20
 
 
-def _check_burst(tunnel: Tunnel, address: Any, add: Callable[..., Check]) -> None:
+def _check_burst(tunnel: Tunnel, address: IPAddress, add: Callable[..., Check]) -> None:
     rtts = [reply.rtt for reply in tunnel.ping(str(address), BURST, interval=0.02, timeout=0.5)]
     answered = sorted(r * 1000 for r in rtts if r is not None)
     loss = 1 - len(answered) / BURST

@@ -115,25 +115,17 @@ def parse_fragment(packet: bytes | memoryview, verify_checksum: bool = True) -> 
     (offset + length past the 65,535 bytes a datagram may have: the "ping of death"), "fragment_incomplete"
     (IPv6: a first fragment that does not hold the headers through the upper-layer header, RFC 7112),
     "not_a_fragment". Never raises."""
-    if not packet:
-        return "empty"
-    version = packet[0] >> 4
-    if version == 4:
-        return _fragment_v4(packet, verify_checksum)
-    if version == 6:
-        return _fragment_v6(packet)
-    return "bad_version"
+    parsed = parse(packet, verify_checksum)  # the header's lengths and the extension headers, checked once
+    if parsed != "fragment":
+        return parsed if isinstance(parsed, str) else "not_a_fragment"
+    return _fragment_v4(packet, verify_checksum) if packet[0] >> 4 == 4 else _fragment_v6(packet)
 
 
 def _fragment_v4(packet: bytes | memoryview, verify_checksum: bool) -> Fragment | str:
-    if len(packet) < 20:
-        return "malformed_ipv4"
+    """An IPv4 fragment whose header's lengths `parse` checked (the checksum is checked here: `parse` leaves
+    a fragment before it)."""
     vihl, _, total, ident, frag, _, proto, _, src, dst = IPV4_HEADER.unpack_from(packet)
     ihl = (vihl & 0x0F) * 4
-    if ihl < 20 or total < ihl or total > len(packet):
-        return "malformed_ipv4"
-    if not frag & 0x3FFF:
-        return "not_a_fragment"
     if verify_checksum and internet_checksum(packet[:ihl]) != 0:
         return "bad_checksum"
     offset, more, length = (frag & 0x1FFF) * 8, bool(frag & 0x2000), total - ihl
@@ -146,26 +138,13 @@ def _fragment_v4(packet: bytes | memoryview, verify_checksum: bool) -> Fragment 
 
 
 def _fragment_v6(packet: bytes | memoryview) -> Fragment | str:
-    if len(packet) < 40:
-        return "malformed_ipv6"
+    """An IPv6 packet whose header chain `parse` walked to a Fragment header: each extension header before it
+    lies inside the payload, at most _MAX_EXTENSION_HEADERS of them."""
     _, payload_len, next_header, _, src, dst = IPV6_HEADER.unpack_from(packet)
     end = 40 + payload_len
-    if end > len(packet):
-        return "malformed_ipv6"
     offset, next_at = 40, 6
-    for _ in range(_MAX_EXTENSION_HEADERS):
-        if next_header == _FRAGMENT:
-            break
-        if next_header not in (_HOP_BY_HOP, _ROUTING, _DEST_OPTS):
-            return "not_a_fragment"
-        if offset + 8 > end:
-            return "malformed_ipv6"
-        length = (packet[offset + 1] + 1) * 8
-        if offset + length > end:
-            return "malformed_ipv6"
-        next_header, next_at, offset = packet[offset], offset, offset + length
-    else:
-        return "too_many_extension_headers"
+    while next_header != _FRAGMENT:  # hop-by-hop, routing, destination options: walked and checked by parse
+        next_header, next_at, offset = packet[offset], offset, offset + (packet[offset + 1] + 1) * 8
     if offset + 8 > end:
         return "malformed_ipv6"
     proto, _, field, ident = FRAGMENT_HEADER.unpack_from(packet, offset)

@@ -39,10 +39,11 @@ def plot(magic: WgMagic, args: argparse.Namespace) -> Any:
     """`%wg plot [--window 5m] [--save PATH]`: the tunnel's history as a PNG figure (for nbconvert/PDF);
     without --window, all the history kept (up to 10 minutes) on an axis that fits it (plots.data_window)."""
     from wgmagic.notebook.plots import PngFigure, data_window, history_figure, png
+    from wgmagic.notebook.status import history
 
     window = None if args.window is None else _window(args.window)
     tunnel = find_tunnel(magic, args.tunnel)
-    records = tunnel.history(window)
+    records = history(tunnel, window)
     if window is None:
         window = data_window(records)
     figure = PngFigure(png(history_figure(records, window)), f"tunnel {tunnel.name}")

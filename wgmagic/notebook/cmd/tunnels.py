@@ -1,5 +1,6 @@
 """`%wg connect`, `%wg disconnect`, `%wg status`, and the lookups of the magic's tunnel registry
-(`WgMagic.tunnels`: name -> Tunnel, with `current_tunnel` and the `default_tunnel` setting)."""
+(`WgMagic.tunnels`: name -> Tunnel, or HostedTunnel for a tunnel shared through its key's host process, with
+`current_tunnel` and the `default_tunnel` setting)."""
 
 from __future__ import annotations
 
@@ -51,10 +52,14 @@ def _default_name(source: str, taken: dict[str, Tunnel]) -> str:
 
 
 def connect(magic: WgMagic, args: argparse.Namespace) -> None:
-    """`%wg connect CONFIG [--name N] [--timeout S] [--via ...]`: up after the first handshake, or an error."""
+    """`%wg connect CONFIG [--name N] [--timeout S] [--via ...] [--share]`: up after the first handshake, or an
+    error. --share (or `WgMagic.share`, else $WGMAGIC_SHARE): the key's host process runs the tunnel for every
+    notebook on the key; without it, a key another notebook shares is attached to as well."""
     from wgmagic.config import parse_config
+    from wgmagic.errors import TunnelConflictError
     from wgmagic.netstack.tcp.config import tunnel_config
-    from wgmagic.runtime.tunnel import connect
+    from wgmagic.runtime.hosted import NotSharedError, not_shared_text
+    from wgmagic.runtime.share import connect
 
     text, source = config_text(magic.shell.user_ns, args.config)
     config = parse_config(text, source=source, ask_private_key=lambda prompt: getpass.getpass(prompt))
@@ -68,10 +73,14 @@ def connect(magic: WgMagic, args: argparse.Namespace) -> None:
     if name in magic.tunnels and not magic.tunnels[name].closed:
         magic.tunnels[name].close()
     PREFETCH.start()  # while the handshake is in flight
-    tunnel = connect(config, name=name, timeout=magic.timeout if args.timeout is None else args.timeout,
-                     tcp=tunnel_config(user_timeout=magic.tcp_user_timeout),
-                     via=getattr(args, "via", None), via_ca=getattr(args, "via_ca", None),
-                     note=lambda message: print(f"wgmagic: {message}"))
+    share = True if getattr(args, "share", None) else getattr(magic, "share", None)
+    try:
+        tunnel = connect(config, name=name, timeout=magic.timeout if args.timeout is None else args.timeout,
+                         share=share, tcp=tunnel_config(user_timeout=magic.tcp_user_timeout),
+                         via=getattr(args, "via", None), via_ca=getattr(args, "via_ca", None),
+                         note=lambda message: print(f"wgmagic: {message}"))
+    except NotSharedError as exc:  # the same facts, with what a notebook user runs
+        raise TunnelConflictError(not_shared_text(exc.owner, exc.peer, notebook=True)) from None
     held = _registered_as(magic, tunnel)
     if held is not None or tunnel.name != name:
         # wgmagic.connect handed back a running tunnel with the same key and peer (one holder more): the magic
@@ -92,7 +101,7 @@ def connect(magic: WgMagic, args: argparse.Namespace) -> None:
     lifecycle.before_exit(magic.close_all)  # a kernel's exit or SIGTERM: %%wgsql sessions say goodbye first
     rtt = tunnel.stats().get("handshake_rtt")
     shown = f" (handshake {rtt * 1000:.1f} ms)" if isinstance(rtt, float) else ""
-    if tunnel.via is not None:
+    if tunnel.via is not None or getattr(tunnel, "hosted", False):
         shown += f" over {tunnel.transport_description}"
     print(f"wgmagic: tunnel {name!r} is up{shown}")
 

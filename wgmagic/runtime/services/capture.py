@@ -35,11 +35,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from wgmagic import files
 
 if TYPE_CHECKING:
+    import asyncio
+
+    from wgmagic.runtime.engine import Engine
     from wgmagic.runtime.tunnel import Tunnel
 
 LINKTYPE_RAW = 101
@@ -183,10 +186,9 @@ class Capture:
         self.written: int | None = None
         self.error: BaseException | None = None
         self._done = threading.Event()
-        self._engine = tunnel.runtime_engine
+        self._engine: Engine = tunnel.runtime_engine
         self._clock_offset = time.time() - time.monotonic()
-        self._timer: Any = None
-        self._receive: Any = None
+        self._timer: asyncio.TimerHandle | None = None
         self._local_for: dict[str, str] = {}
         tunnel.call_on_loop(self._start)
 
@@ -200,16 +202,8 @@ class Capture:
         if engine.tap is not None:
             raise RuntimeError(f"tunnel {self.tunnel.name!r} already has a capture running: stop it first")
         engine.tap = self
-        if self.outer:
-            transport = engine.transport
-            self._receive = transport.receive
-
-            def receive(data: bytes, addr: tuple[str, int], now: float) -> None:
-                if engine.tap is self:
-                    self._add(1, True, *self._outer_packet(addr, data, inbound=True), now)
-                self._receive(data, addr, now)
-
-            transport.receive = receive
+        if self.outer:  # received datagrams: the carrier's tap, kept when the transport switches
+            engine.carrier.tap_received(self.outer_received)
         if self.seconds is not None:
             self._timer = engine.loop.call_later(self.seconds, self._stop_on_loop, "seconds")
 
@@ -219,6 +213,11 @@ class Capture:
             data = bytes(packet) if self.payload else bytes(packet[:header_length(packet)])
             if not self._add(0, inbound, data, len(packet), now):
                 return
+
+    def outer_received(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        """The carrier's outer tap: one datagram received from `addr`, whichever transport carries them."""
+        if self._engine.tap is self:
+            self._add(1, True, *self._outer_packet(addr, data, inbound=True), now)
 
     def outer_sent(self, datagrams: list[tuple[bytes, tuple[str, int]]], now: float) -> None:
         if not self.outer:
@@ -268,8 +267,8 @@ class Capture:
         engine = self._engine
         if engine.tap is self:
             engine.tap = None
-        if self._receive is not None:
-            engine.transport.receive = self._receive
+        if self.outer and engine.carrier.outer_tap == self.outer_received:
+            engine.carrier.tap_received(None)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -6,7 +6,9 @@ reach the private network through it; TCP on 127.0.0.1 is there for tools that n
 Where the system has no Unix sockets (WGMAGIC_PORTABLE=unix_sockets forces this), the default forward listens
 on loopback TCP and keeps the same promise with a guard (wgmagic.platform.loopback_client_allowed): each
 accepted connection is checked against the process that owns the connecting socket, and refused unless it is
-this user's (or, for %%wgsql's own forward, this process's). An explicit TCP forward (a port) accepts any local
+this user's (or, for %%wgsql's own forward, this process's). The check reads the system's socket tables (psutil:
+/proc on Linux, slow on a host with many sockets), so it runs in the loop's executor and hands its answer back
+to the loop: the tunnel's other connections go on meanwhile. An explicit TCP forward (a port) accepts any local
 client, as ssh -L does, unless asked for a guard (`clients=`).
 
 A Unix socket's path must fit sun_path (108 bytes with its NUL, unix(7)); a long TMPDIR (HPC schedulers,
@@ -22,6 +24,7 @@ SSLRequest answered, an ErrorResponse) for a postgres URL or libpq, the neutral 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from wgmagic import explain, platform
 from wgmagic.addresses import format_address
+from wgmagic.errors import PeerNotRespondingError
 from wgmagic.proto import postgres
 from wgmagic.proto.forwarding import NEUTRAL, ForwardProtocol, Goodbye
 from wgmagic.runtime.relay import HappyEyeballs, SocketRelay
@@ -117,6 +121,7 @@ class Forward:
         self.accepted = 0
         self.failed = 0
         self.refused = 0  # connections the loopback guard turned away
+        self.checking: dict[socket.socket, asyncio.Future[bool]] = {}  # clients whose guard check runs
         self.goodbyes: set[socket.socket] = set()  # refused clients awaited for their next message
         self.closed = False
         self.listener, self.address = self._listen()
@@ -165,32 +170,47 @@ class Forward:
             self.failed += 1
 
     def _on_client(self, client: socket.socket, peer: Any) -> None:
-        if self.spec.local_kind == "tcp" and self.spec.clients not in (None, "any") and not self._admitted(
-                client, peer):
+        if self.spec.local_kind == "tcp" and self.spec.clients not in (None, "any"):
+            self._check(client, peer)  # relayed, or refused, when the guard's answer comes back
             return
+        self._relay(client)
+
+    def _relay(self, client: socket.socket) -> None:
         self.accepted += 1
         if self.spec.local_kind == "tcp":
             with contextlib.suppress(OSError):
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._connect(client)
 
-    def _admitted(self, client: socket.socket, peer: Any) -> bool:
-        """The loopback guard: a connection from a process that may not use this forward is refused (in the
-        words of the forward's protocol, where it has any, so the driver shows why), and counted."""
+    def _check(self, client: socket.socket, peer: Any) -> None:
+        """The loopback guard, run in the loop's default executor (it blocks on the system's socket tables);
+        its answer comes back to the loop (`_checked`). The client waits meanwhile; what it sends stays in its
+        socket's buffer."""
         scope = self.spec.clients or "any"
+        future = self.engine.loop.run_in_executor(None, platform.loopback_client_allowed, peer, self.address,
+                                                  scope)
+        self.checking[client] = future
+        future.add_done_callback(lambda done: self._checked(client, peer, scope, done))
+
+    def _checked(self, client: socket.socket, peer: Any, scope: platform.ClientScope,
+                 done: asyncio.Future[bool]) -> None:
+        """The guard answered (loop thread): relay `client`, or refuse it (in the words of the forward's
+        protocol, where it has any, so the driver shows why) and count it. A check that failed refuses."""
+        if self.checking.pop(client, None) is None:
+            return  # the forward closed meanwhile, and closed the client
         try:
-            allowed = platform.loopback_client_allowed(peer, self.address, scope)
+            allowed = bool(done.result())
         except Exception:  # never let the check itself take the loop down
             logger.exception("the loopback guard of %r failed; the connection is refused", self)
             allowed = False
         if allowed:
-            return True
+            self._relay(client)
+            return
         self.refused += 1
         who = "this process" if scope == "process" else "processes of this user"
         logger.warning("forward %s refused a connection from %s: it accepts %s only", format_address(self.address),
                        format_address(peer), who)
         self._goodbye(client, f"wgmagic: this forward accepts connections from {who} only")
-        return False
 
     def _goodbye(self, client: socket.socket, reason: str) -> None:
         """Close a client we will not relay; first say why, as the forward's protocol decides (`Goodbye`).
@@ -286,6 +306,8 @@ class Forward:
         host, port = self.spec.remote_host, self.spec.remote_port
         if isinstance(error, ConnectionRefusedError):
             explanation = explain.connection_refused(host, port)
+        elif isinstance(error, PeerNotRespondingError):  # the liveness verdict, with its own measure of the silence
+            explanation = explain.connect_failed(host, port, str(error))
         elif isinstance(error, TimeoutError):
             silent = self.engine.peer_silent_since(time.monotonic() - CONNECT_TIMEOUT)
             explanation = explain.connect_timed_out(host, port, CONNECT_TIMEOUT, peer_silent=bool(silent))
@@ -306,6 +328,11 @@ class Forward:
         for relay in list(self.relays):
             relay.close()
         self.relays.clear()
+        checking, self.checking = self.checking, {}
+        for client, future in checking.items():  # the guard's answer, if it still comes, finds them gone
+            future.cancel()  # (and, cancelled, is not handed to a loop that may be closed by then)
+            with contextlib.suppress(OSError):
+                client.close()
         for client in list(self.goodbyes):
             with contextlib.suppress(Exception):
                 self.engine.loop.remove_reader(client.fileno())

@@ -229,7 +229,7 @@ class _SocksClient:
             return
         if self.closed:
             return
-        addresses = engine.select_addresses(addresses)
+        addresses = engine.routes.select(addresses)
         if not addresses:
             self._send(reply(REP_NETWORK_UNREACHABLE))
             self.server.counters["rejected"] += 1

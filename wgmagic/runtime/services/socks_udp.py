@@ -241,7 +241,7 @@ class UdpAssociation:
         self.engine.pump()
 
     def _send(self, address: IPAddress, port: int, data: bytes, now: float) -> None:
-        if not self.engine.select_addresses([address]):
+        if not self.engine.routes.select([address]):
             self._drop("no_route")
             return
         sock = self.sockets.get(address.version)

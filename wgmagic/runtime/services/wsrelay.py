@@ -47,6 +47,10 @@ import time
 from collections import Counter, deque
 from typing import Any
 
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.frames import DATA_OPCODES, CloseCode, Frame
+from websockets.http11 import Request, Response
+
 from wgmagic import platform
 from wgmagic.addresses import format_address
 from wgmagic.runtime.transport import gso_run_end
@@ -182,7 +186,8 @@ def send_connected(sock: socket.socket, datagrams: list[bytes], gso: bool, count
 class _Client:
     __slots__ = ("conn", "last_seen", "pacer", "paused", "peer", "sock", "timer", "watchdog")
 
-    def __init__(self, conn: Any, sock: socket.socket, peer: str, queue_limit: int = UP_QUEUE_LIMIT) -> None:
+    def __init__(self, conn: RelayConnection, sock: socket.socket, peer: str,
+                 queue_limit: int = UP_QUEUE_LIMIT) -> None:
         self.conn = conn
         self.sock = sock
         self.peer = peer
@@ -191,6 +196,55 @@ class _Client:
         self.pacer = UpstreamPacer(limit=queue_limit)
         self.paused = False  # reading this client's TCP is paused: its queue toward the server is full
         self.timer: asyncio.TimerHandle | None = None
+
+
+class RelayConnection(ServerConnection):
+    """One WebSocket client of a relay (websockets' ServerConnection): data frames go through the relay's framing
+    (never decoded as text by the library) straight to the client's UDP socket; handshake, pings and close as
+    usual. `relay` is set by the subclass each relay makes (`WebSocketRelay._connection_class`); `wg_client` is
+    the client's UDP side once the handler made it; `wg_framing` this connection's framing, from the first
+    byte (Fly's magic may arrive before the handler runs)."""
+
+    relay: WebSocketRelay
+    wg_client: _Client | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wg_framing: Framing = self.relay._framing_class(self.relay.counters, "", server=True)
+
+    def process_event(self, event: Any) -> None:
+        relay = self.relay
+        if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
+            framing = self.wg_framing
+            datagrams = framing.decode(int(event.opcode), bytes(event.data), event.fin)
+            client = self.wg_client
+            for datagram in datagrams:
+                if client is None:  # before this client's UDP socket exists (not expected)
+                    relay.counters["up_before_ready"] += 1
+                else:
+                    relay._up(client, datagram)
+            if framing.failed is not None and self.protocol.close_sent is None:
+                # The byte stream cannot be resynchronised: close this client as a protocol error.
+                self.protocol.fail(CloseCode.PROTOCOL_ERROR, f"{framing.name} framing: {framing.failed}")
+                flush(self)
+            return
+        super().process_event(event)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        client = self.wg_client
+        if client is not None and client.pacer.queue and client.timer is None:
+            self.relay._send_up(client)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.relay.counters["tcp_connections"] += 1
+        # Read at most READ_CHUNK at a time (asyncio's default is 256 KiB): each read becomes a burst of
+        # datagrams to the server, and a burst of ~180 overflows a 208 KiB UDP receive buffer (the default, and
+        # what wireguard-go before 2023 keeps). 64 KiB is about what one segmented UDP send carries. (An
+        # attribute of asyncio's selector transport; ignored where absent.)
+        if hasattr(transport, "max_size"):
+            transport.max_size = READ_CHUNK
+        super().connection_made(transport)
 
 
 class WebSocketRelay:
@@ -208,8 +262,8 @@ class WebSocketRelay:
         self.idle_timeout = idle_timeout
         self.counters: Counter[str] = Counter()
         self.clients: dict[int, _Client] = {}
-        self.server: Any = None
-        self._target: tuple[Any, ...] | None = None
+        self.server: Server | None = None
+        self._target: tuple[Any, ...] = ()  # the target's socket address, once start() resolved it
         self._total_waiting = (0.0, 0)  # (when computed, bytes): refreshed at most every 50 ms
         self._family = socket.AF_INET
         self._gso = platform.enabled("udp_gso")
@@ -225,8 +279,6 @@ class WebSocketRelay:
                     tls_key: str | None = None) -> tuple[str, int]:
         """Listen on host:port (0: any free port); returns the bound (host, port). Raises OSError naming the
         address when the bind fails, ValueError for a target that does not resolve."""
-        from websockets.asyncio.server import serve
-
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(*self.target_name, type=socket.SOCK_DGRAM)
@@ -265,7 +317,7 @@ class WebSocketRelay:
         return {"clients": len(self.clients), **self.counters}
 
     # ---- the upgrade --------------------------------------------------------------------------------------
-    def _process_request(self, connection: Any, request: Any) -> Any:
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path != self.path:
             self.counters["refused_path"] += 1
@@ -275,60 +327,21 @@ class WebSocketRelay:
             return connection.respond(503, "Too many clients\n")
         return None
 
-    def _connection_class(self) -> type:
-        from websockets.asyncio.server import ServerConnection
-        from websockets.frames import DATA_OPCODES, CloseCode, Frame
-
+    def _connection_class(self) -> type[RelayConnection]:
         relay = self
 
-        class DatagramConnection(ServerConnection):
-            """Data frames go through the framing (never decoded as text by the library) straight to the client's
-            UDP socket; handshake, pings and close as usual."""
-
-            wg_client: _Client | None = None
+        class BoundConnection(RelayConnection):
+            """A RelayConnection of this relay."""
 
             def __init__(self, *args: Any, **kwargs: Any) -> None:
+                self.relay = relay
                 super().__init__(*args, **kwargs)
-                # Per connection, from the first byte: Fly's magic may arrive before the handler runs.
-                self.wg_framing: Framing = relay._framing_class(relay.counters, "", server=True)
 
-            def process_event(self, event: Any) -> None:
-                if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
-                    framing = self.wg_framing
-                    datagrams = framing.decode(int(event.opcode), event.data, event.fin)
-                    client = self.wg_client
-                    for datagram in datagrams:
-                        if client is None:  # before this client's UDP socket exists (not expected)
-                            relay.counters["up_before_ready"] += 1
-                        else:
-                            relay._up(client, datagram)
-                    if framing.failed is not None and self.protocol.close_sent is None:
-                        # The byte stream cannot be resynchronised: close this client as a protocol error.
-                        self.protocol.fail(CloseCode.PROTOCOL_ERROR, f"{framing.name} framing: {framing.failed}")
-                        flush(self)
-                    return
-                super().process_event(event)
-
-            def data_received(self, data: bytes) -> None:
-                super().data_received(data)
-                client = self.wg_client
-                if client is not None and client.pacer.queue and client.timer is None:
-                    relay._send_up(client)
-
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                relay.counters["tcp_connections"] += 1
-                # Read at most READ_CHUNK at a time (asyncio's default is 256 KiB): each read becomes a burst of
-                # datagrams to the server, and a burst of ~180 overflows a 208 KiB UDP receive buffer (the
-                # default, and what wireguard-go before 2023 keeps). 64 KiB is about what one segmented UDP
-                # send carries. (An attribute of asyncio's selector transport; ignored where absent.)
-                if hasattr(transport, "max_size"):
-                    transport.max_size = READ_CHUNK
-                super().connection_made(transport)
-
-        return DatagramConnection
+        return BoundConnection
 
     # ---- one client ---------------------------------------------------------------------------------------
-    async def _handler(self, conn: Any) -> None:
+    async def _handler(self, conn: ServerConnection) -> None:
+        assert isinstance(conn, RelayConnection)  # what create_connection=self._connection_class() makes
         loop = asyncio.get_running_loop()
         sock = socket.socket(self._family, socket.SOCK_DGRAM)
         try:

@@ -88,6 +88,7 @@ class MySqlConnection(SqlConnection):
         self.connection_id: int | None = None  # the server's id for this session (KILL QUERY's argument)
         self._worker: threading.Thread | None = None
         self.server_version = ""
+        self._tunnel_socket: socket.socket | None = None  # the session's socket through the tunnel (before TLS)
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
     @property
@@ -130,12 +131,15 @@ class MySqlConnection(SqlConnection):
         from wgmagic.errors import NoRouteError
 
         try:
-            return tunnel.open_connection(host, port, timeout=CONNECT_TIMEOUT)
+            sock = tunnel.open_connection(host, port, timeout=CONNECT_TIMEOUT)
         except NoRouteError as exc:
             raise ConnectionStageError("TCP connect", str(exc), "the peer's AllowedIPs and the [Interface] "
                                        "Address families of the WireGuard config") from None
         except Exception as exc:
             raise classify_connection_failure(exc, host=host, port=port) from None
+        if self.raw is None:  # the session's own socket (KILL QUERY's connection comes while the session is open)
+            self._tunnel_socket = sock
+        return sock
 
     def _connect(self, tunnel: Tunnel | None, host: str, port: int, *, timeout: float = CONNECT_TIMEOUT,
                  may_prompt: bool = True) -> PyMySqlConnection:
@@ -176,6 +180,12 @@ class MySqlConnection(SqlConnection):
                 kwargs[key] = options[key].lower() in ("1", "true", "yes", "on")
         return kwargs
 
+    def _relay(self) -> Any:
+        """The relay under the session's socket through the tunnel (its bytes and exchanges), or None."""
+        from wgmagic.runtime.connections import relay_of
+
+        return relay_of(self._tunnel_socket) if self._tunnel_socket is not None and self.raw is not None else None
+
     def _drop(self) -> None:
         self._close_pending("its connection was closed")
         raw, self.raw = self.raw, None
@@ -208,10 +218,13 @@ class MySqlConnection(SqlConnection):
         from wgmagic.sql.outputs import current
 
         raw = self.raw
+        clock = self.clock(statement.text)  # the query timeline shows what the user wrote
         try:
             spec = current()
             if spec.streams:
-                return self._run_streamed(raw, statement, spec)
+                result = self._run_streamed(raw, statement, spec)
+                clock.stop(None if result.rowcount < 0 else result.rowcount)
+                return result
             rows, fields, rowcount, json_columns = self._in_worker(raw, statement)
         except pymysql.err.Error as exc:
             if not raw.open or _code(exc) in _STALE_CODES:
@@ -225,8 +238,10 @@ class MySqlConnection(SqlConnection):
                                "then re-run the cell.") from None
             raise SqlError(format_mysql_error(exc), sqlstate=getattr(exc, "sqlstate", None)) from None
         if fields is None:
+            clock.stop(rowcount)
             return Result(None, rowcount, "")
         frame = frame_from_rows(rows, fields, json_columns)
+        clock.stop(len(frame))
         return Result(frame, len(frame), "")
 
     def _run_streamed(self, raw: PyMySqlConnection, statement: Statement, spec: OutputSpec) -> Result:
