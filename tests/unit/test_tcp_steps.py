@@ -281,3 +281,22 @@ def test_keepalive_probes_then_gives_up():
         assert probe.seq == conn.iss and probe.payload == b""
     conn.handle_timer(12.1)
     assert conn.state is TcpState.CLOSED and isinstance(conn.error, TimeoutError)
+
+
+@pytest.mark.parametrize("separate_ack", [True, False])
+def test_data_right_after_a_passive_open_is_taken_within_the_syn_acks_window(separate_ack):
+    """The SYN-ACK offers a window: the client's first data (after its handshake ACK, or carried on it) is
+    within it and taken at once, not refused as beyond a zero window until a window update and an RTO later
+    (that cost every connection to `wgmagic gateway` and `expose` 200 ms and one retransmission)."""
+    syn = from_peer(SYN, IRS, 0, options=wire.build_options(mss=1300, wscale=3))
+    conn = TcpConnection.accept_syn(A, B, syn, 2.0, options=PLAIN, rng=random.Random(7).randbytes, mss=MSS)
+    assert conn is not None
+    (syn_ack,) = out(conn, 2.0)
+    startup = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"  # eight bytes, as a Postgres SSLRequest
+    if separate_ack:
+        conn.receive_segment(from_peer(ACK, IRS + 1, conn.iss + 1), 2.001)
+        assert out(conn, 2.001) == []
+    conn.receive_segment(from_peer(ACK | PSH, IRS + 1, conn.iss + 1, payload=startup), 2.002)
+    assert conn.state is TcpState.ESTABLISHED and TcpReadable in kinds(conn.events())
+    assert conn.recv(100) == startup and conn.drops == 0
+    assert syn_ack.window == 0xFFFF

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import types
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -141,3 +142,19 @@ def test_a_small_share_is_not_shown_as_zero():
     from wgmagic.runtime.health import percent
 
     assert [percent(x) for x in (0.003, 0.042, 0.12, 0.0)] == ["0.3%", "4.2%", "12%", "0.0%"]
+
+
+def test_a_few_resent_segments_among_many_small_ones_are_not_loss():
+    """Queries send small segments, far below one MSS each: the share of segments resent is counted against
+    the packets actually sent (the samples' ip_packets_out), not estimated from the bytes (which made 15
+    retransmissions among a few hundred small segments read as 85%)."""
+    records = shapes.samples(60.0, step=1.0, retransmits_per_s=0.25, out_bytes_per_s=200.0)
+    for i, record in enumerate(records):
+        record["ip_packets_out"] = 1000 + 20 * i  # 20 packets a second
+    resent = health.retransmissions(records, 60.0, total=15)
+    assert resent.count == 15 and resent.share == pytest.approx(15 / 1200)
+    assert not resent.lossy
+    # Without the packet count, the estimate from the bytes stays (and calls it a large share).
+    for record in records:
+        del record["ip_packets_out"]
+    assert health.retransmissions(records, 60.0, total=15).share > 0.5

@@ -51,8 +51,9 @@ class Verdict:
 @dataclass(frozen=True)
 class Retransmissions:
     """TCP segments sent again over the last `window` seconds (the window the dashboard's plots show): `count`,
-    `per_s` (count / window), `share` (of the segments sent in the window, estimated from the bytes sent and the
-    segment size; None when nothing was sent) and `total` since the tunnel came up."""
+    `per_s` (count / window), `share` (of the inner packets sent in the window, retransmissions included; from
+    the bytes sent and the segment size where the samples lack the packet count; None when nothing was sent)
+    and `total` since the tunnel came up."""
 
     count: int
     per_s: float
@@ -75,9 +76,13 @@ def retransmissions(records: Sequence[HistorySample], window: float, total: int,
     if len(records) < 2 or window <= 0:
         return Retransmissions(0, 0.0, None, window, total)
     count = max(0, records[-1]["tcp_retransmits"] - records[0]["tcp_retransmits"])
-    sent = sum(later["tcp_out_bytes_per_s"] * max(0.0, later["time"] - earlier["time"])
-               for earlier, later in pairwise(records))
-    segments = sent / (mss or DEFAULT_MSS) + count
+    packets = records[-1].get("ip_packets_out", 0) - records[0].get("ip_packets_out", 0)
+    if packets > 0:  # every packet sent counts: a query's small segments are not a fraction of one MSS each
+        segments = float(packets)
+    else:  # samples without the count: estimated from the bytes sent, as a bulk transfer's full segments
+        sent = sum(later["tcp_out_bytes_per_s"] * max(0.0, later["time"] - earlier["time"])
+                   for earlier, later in pairwise(records))
+        segments = sent / (mss or DEFAULT_MSS) + count
     share = count / segments if segments > 0 else None
     return Retransmissions(count, count / window, share, window, total)
 

@@ -163,6 +163,7 @@ class MetricsRecorder:
             "rx_bytes": current["udp_rx_bytes"],
             "tx_bytes": current["udp_tx_bytes"],
             "tcp_retransmits": current["tcp_retransmits"],
+            "ip_packets_out": current["ip_packets_out"],
             "connections": current["tcp_connections"],
             "drops": current["drops"],
             "handshakes": current["handshakes"],

@@ -160,6 +160,7 @@ class HistorySample(TypedDict):
     rx_bytes: int
     tx_bytes: int
     tcp_retransmits: int  # since the tunnel started
+    ip_packets_out: int  # inner IP packets sent since the tunnel started (TCP segments, UDP, ICMP)
     connections: int
     drops: int
     handshakes: int

@@ -245,8 +245,10 @@ class TcpConnection:
             wscale=OUR_WSCALE if (syn_side or self.rcv_wscale) else None,
             sack_ok=self.opts.sack and (syn_side or self.sack_ok),
             ts=(self._tsval(now), self.ts_recent) if (syn_side and self.opts.timestamps) or self.ts_ok else None)
-        window = min(self.opts.recv_buffer, 0xFFFF)
+        window = min(self.opts.recv_buffer, 0xFFFF)  # never scaled in a SYN (RFC 7323 2.2)
         ack = self.rcv_nxt if flags & ACK else 0
+        if flags & ACK:  # a SYN-ACK offers this window: data within it is acceptable from the handshake's ACK on
+            self.last_advertised_right = max(self.last_advertised_right, self.rcv_nxt + window)
         self._out.append(wire.build_segment(self._src, self._dst, self.local[1], self.remote[1], self.iss, ack,
                                             flags, window, options))
         self.snd_nxt = self.snd_max = self.iss + 1
