@@ -91,3 +91,8 @@ def unload_ipython_extension(ipython: Any) -> None:
         for name in ("wg", "wgsql"):
             ipython.magics_manager.magics[kind].pop(name, None)
     del ipython._wgmagic
+
+
+def __dir__() -> list[str]:
+    """The public names, those loaded on first use (connect, Tunnel, HostedTunnel) included."""
+    return sorted(__all__)

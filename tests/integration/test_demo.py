@@ -49,6 +49,12 @@ def test_demo_headless_executes_the_quickstart(tmp_path):
     assert (out / "quickstart.html").stat().st_size > 10_000
     assert (out / "wg-demo.conf").stat().st_mode & 0o077 == 0
     assert "stopped the gateway and PostgreSQL" in done.stdout
+    # The password for use outside the notebook: in a private .pgpass-format file, never in the output.
+    pgpass = out / "pgpass"
+    assert stat.S_IMODE(pgpass.stat().st_mode) == 0o600
+    host, port, database, user, password = pgpass.read_text().strip().split(":", 4)
+    assert (host, port, database, user) == ("db.internal", "5432", "app", "app") and len(password) >= 16
+    assert password not in done.stdout + done.stderr and f"PGPASSFILE={pgpass}" in done.stdout
 
 
 def test_demo_output_lands_where_it_says_private_whatever_was_there(tmp_path):
@@ -74,7 +80,7 @@ def test_demo_output_lands_where_it_says_private_whatever_was_there(tmp_path):
     print(done.stdout, done.stderr[-2000:])
     assert done.returncode == 0
     assert victim.read_text() == "the user's own file" and stat.S_IMODE(victim.stat().st_mode) == 0o644
-    for name in ("wg-demo.conf", "quickstart.ipynb", "quickstart.html"):
+    for name in ("wg-demo.conf", "pgpass", "quickstart.ipynb", "quickstart.html"):
         assert not (out / name).is_symlink() and stat.S_IMODE((out / name).lstat().st_mode) == 0o600, name
     assert "PrivateKey" in (out / "wg-demo.conf").read_text()
     assert stat.S_IMODE(out.lstat().st_mode) == 0o700

@@ -89,6 +89,12 @@ class Demo:
                          f"AllowedIPs = {NET4}, {NET6}\nPersistentKeepalive = 25\n")
         self.write_config(client_config)
         print(f"demo: client config written to {self.config_path}", flush=True)
+        # The database's password for use outside the demo's notebook, never printed: libpq's .pgpass format
+        # (host:port:database:user:password), read by psql, psycopg and %%wgsql through PGPASSFILE.
+        pgpass = files.write_text(self.workdir / "pgpass", f"db.internal:5432:app:app:{self.postgres.password}\n",
+                                  private=True)
+        print(f"demo: the database's password is in {pgpass} (libpq's .pgpass format; "
+              f"export PGPASSFILE={pgpass})", flush=True)
         return self
 
     def environment(self) -> dict[str, str]:

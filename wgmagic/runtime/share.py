@@ -44,19 +44,26 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
             note: Callable[[str], None] | None = None) -> Tunnel | HostedTunnel:
     """Bring up a tunnel, or use the one already up for this key, and return once its handshake is done.
 
+    config: a wg-quick file's path or text (or a parsed WireGuardConfig). name: the tunnel's name (default: the
+    file's stem). timeout: seconds to wait for the first handshake.
     share: True: the tunnel runs in the key's host process (started if none runs; it outlives this process
     and closes 2 s after the last process let go), and this process gets a `HostedTunnel`: every process of
     this user on the same key may use it, and forwards are relayed by the host, so a driver that holds its
     GIL while it waits on a socket (ConnectorX's pandas path) cannot stall them. None: $WGMAGIC_SHARE.
     False (the default): a `Tunnel` in this process while the key is free; when another process already
     serves the key through a host, a HostedTunnel on it (no TunnelConflictError).
-    Connecting again is not an error (runtime/tunnel.py's connect): a config already up in this process is
-    handed back with one holder more; `close()` (or the `with` block) lets go, the last closes it.
-    The other arguments are runtime.tunnel.connect's; a hosted tunnel takes `via`, `via_ca` and `timeout` only
-    when it starts the host (the host's own TCP settings are the defaults).
-    Raises what runtime.tunnel.connect raises; NotSharedError (a TunnelConflictError) when another process
-    holds the key with a tunnel of its own; TunnelConflictError when this process has the key up unshared and
-    share=True is asked, or the host runs another configuration of this key.
+    via: "udp", a ws:// or wss:// URL (to a `wgmagic relay`), "fly" or fly+wss:// (Fly.io's gateway framing),
+    or "auto" / "auto URL" (UDP first, then the WebSocket, for the whole session; `note(sentence)` hears each
+    switch); unset: $WGMAGIC_VIA, else the config's `#@wgmagic Via = ...`, else UDP. via_ca: a CA file for
+    wss://. tcp: the TCP knobs of the tunnel's connections (default: a 30 s user timeout, 15/5/3 keep-alives).
+    timers, endpoint_resolver, reresolve_interval (seconds): for tests and unusual networks.
+    Connecting again is not an error: a config already up in this process is handed back with one holder
+    more; `close()` (or the `with` block) lets go, the last closes it. A hosted tunnel takes `via`, `via_ca`
+    and `timeout` only when it starts the host (the host's own TCP settings are the defaults).
+    Raises ConfigError, EndpointUnresolvableError, HandshakeTimeoutError, TransportError (the WebSocket, its
+    TLS or an HTTP proxy refused); NotSharedError (a TunnelConflictError) when another process holds the key
+    with a tunnel of its own; TunnelConflictError when this process has the key up unshared and share=True is
+    asked, or the same key and peer are up with another config.
     """
     from wgmagic.runtime import tunnel as in_process
 

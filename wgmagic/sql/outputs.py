@@ -131,7 +131,7 @@ class ParquetWritten:
     rows: int
 
     def __repr__(self) -> str:
-        return f"wgmagic: wrote {self.rows:,} rows to {self.path}"
+        return f"wgmagic: wrote {self.rows:,} row{'' if self.rows == 1 else 's'} to {self.path}"
 
 
 def convert(frame: Any, spec: OutputSpec) -> Any:
