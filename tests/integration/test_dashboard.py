@@ -57,6 +57,8 @@ def test_dashboard_stops_when_the_tunnel_goes_down(shell):
     assert shell.run_cell("%wg disconnect dash").success
     assert poll(lambda: not dash.alive, 10), "the updater outlived its tunnel"
     assert "closed" in dash.status.value
+    # The health tile says so too, not the last "healthy" it drew.
+    assert dash.figures["health"].startswith("closed") and "healthy" not in dash.tiles.value
 
 
 def test_static_plot_and_history(shell, tmp_path):

@@ -225,6 +225,7 @@ class Dashboard:
         self.parked = threading.Event()  # set while the paused updater sleeps (no update under way)
         self.redraws = 0
         self.figures: dict[str, str] = {}  # the tiles' texts, by label
+        self._tile_values: dict[str, tuple[str, str]] = {}  # the tiles' last (value, note), by label
         self.rx_bytes, self.tx_bytes, self.retransmits = Reading(), Reading(), Reading()
         self.tiles = w.HTML()
         self.latency_plot = w.Image(format="png", layout=w.Layout(width="100%", max_width="720px"))
@@ -318,6 +319,15 @@ class Dashboard:
             self._stop.wait(max(0.05, self.interval - (time.monotonic() - started)))
         if self.tunnel.closed:
             self.status.value = "<b>the tunnel is closed</b>: updates stopped"
+            self._show_closed()
+
+    def _show_closed(self) -> None:
+        """The health tile says the tunnel is closed (the other tiles keep their last figures, as of then)."""
+        figures = dict(self._tile_values)
+        figures["health"] = ("closed", "the tunnel was closed: the figures are its last ones")
+        self.figures = {label: f"{value} ({note})" for label, (value, note) in figures.items()}
+        self.tiles.value = "<div>" + "".join(tile(label, value, note) for label, (value, note) in figures.items()) \
+            + "</div>"
 
     # ---- one refresh -----------------------------------------------------------------------------------
     def update(self) -> None:
@@ -336,6 +346,7 @@ class Dashboard:
             self.retransmits.value = totals["tcp_retransmits"]
             peers = self.tunnel.peer_report()
             figures = tile_figures(snap, records, peers, window, target)
+            self._tile_values = figures
             self.figures = {label: f"{value} ({note})" for label, (value, note) in figures.items()}
             self.tiles.value = "<div>" + "".join(tile(label, value, note)
                                                  for label, (value, note) in figures.items()) + "</div>"
