@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 
 import pytest
 
@@ -18,6 +19,12 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     if config.getoption("--portable"):
         os.environ["WGMAGIC_PORTABLE"] = "1"  # read by wgmagic.platform on each call, by tunnels and forwards
+    # Started in the background by a shell without job control (`scripts/test &`, some CI runners), a process
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the tests that interrupt a
+    # running cell (as "interrupt kernel" does) would send a signal nobody hears. Python's own default, as in a
+    # terminal or a Jupyter kernel.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_report_header(config):

@@ -165,8 +165,14 @@ def test_dashboard_draws_and_redraws_in_the_browser(jupyterlab):
                     redrawn = True
                     break
             assert redrawn, "the dashboard's plots were never redrawn"
-            tiles = _tiles(page)
-            assert len(tiles) >= 7 and any("round trip" in t for t in tiles) and any("drops" in t for t in tiles)
+            def complete(tiles: list[str]) -> bool:
+                return len(tiles) >= 7 and any("round trip" in t for t in tiles) and any("drops" in t for t in tiles)
+
+            tiles = _tiles(page)  # the tiles' HTML arrives in its own widget message, maybe after the plots'
+            while not complete(tiles) and time.monotonic() < deadline + 30:
+                time.sleep(0.5)
+                tiles = _tiles(page)
+            assert complete(tiles), tiles
             updated = False
             while time.monotonic() < deadline + 30:
                 time.sleep(0.5)
