@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import logging
 import os
 import re
 import threading
 from collections.abc import Container, Iterator
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from wgmagic.errors import TunnelConflictError
 
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
     from wgmagic.runtime.tunnel import Tunnel
 
     Held: TypeAlias = Tunnel | HostedTunnel  # what this table holds
+
+HeldT = TypeVar("HeldT", bound="Tunnel | HostedTunnel")
+logger = logging.getLogger("wgmagic.runtime.tunnel")  # the words of connect(), whichever module hands back
 
 # Strong references: an open tunnel runs a thread and holds a socket until it closes, referenced or not, so it
 # stays findable (get_tunnel, the one-key check) and the exit hook still closes it.
@@ -128,6 +132,18 @@ def share_any(config: WireGuardConfig) -> Held | None:
                 "use it")
         _holders[other.name] = _holders.get(other.name, 0) + 1
         return other
+
+
+def handed_back(running: HeldT, timeout: float) -> HeldT:
+    """`running` (from share/share_any, one holder more) once its handshake is done, within `timeout` seconds;
+    on failure that holder lets go (`close()`) and the error is raised."""
+    try:
+        running.wait_handshake(timeout=timeout)
+    except BaseException:
+        running.close()
+        raise
+    logger.info("tunnel %r is already up: handed back (%d holders)", running.name, running.holders)
+    return running
 
 
 def release(tunnel: Held) -> bool:

@@ -77,13 +77,7 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
             raise TunnelConflictError(
                 f"tunnel {running.name!r} is already up with this key inside this process, not shared: close it "
                 f"first ({registry.close_hint(running.name)}), then connect with share=True (%wg connect --share)")
-        try:
-            running.wait_handshake(timeout=timeout)
-        except BaseException:
-            running.close()
-            raise
-        logger.info("tunnel %r is already up: handed back (%d holders)", running.name, running.holders)
-        return running
+        return registry.handed_back(running, timeout)
     if share:
         return HostedTunnel.attach(parsed, name=name, timeout=timeout, via=via, via_ca=via_ca)
     deadline = time.monotonic() + timeout + START_MARGIN

@@ -475,13 +475,7 @@ def connect(config: str | os.PathLike[str] | WireGuardConfig, *, name: str | Non
     check_peer_keys(parsed)
     running = registry.share(parsed)
     if running is not None:  # this key and peer are up here already: hand that tunnel back, one holder more
-        try:
-            running.wait_handshake(timeout=timeout)
-        except BaseException:
-            running.close()
-            raise
-        logger.info("tunnel %r is already up: handed back (%d holders)", running.name, running.holders)
-        return running
+        return registry.handed_back(running, timeout)
     choice = fallback.choose(parsed, via, ca_file=via_ca)
     ladder = fallback.plan(choice, timeout)
     first = ladder.first

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from wgmagic.runtime.services.forward import Forward
     from wgmagic.runtime.services.udp_forward import UdpForward
     from wgmagic.runtime.tunnel import Tunnel
+    from wgmagic.sql.outputs import ChunkStream
     from wgmagic.sql.results import Progress, Result
 
 CONNECT_TIMEOUT = 15  # seconds a driver may take to connect, unless the DSN says otherwise
@@ -85,6 +86,20 @@ class SqlConnection(ABC):
     open again when the session is closed or broken, or the tunnel was replaced) and close(). A dialect
     supplies `_open`, `_drop`, `is_usable` and `run`, and overrides `lexer_rules` and `set_autocommit` when
     its server has a say in them."""
+
+    _pending: ChunkStream | None = None  # a --chunks result still reading from this session
+
+    def _close_pending(self, reason: str) -> None:
+        """Close the `--chunks` iterator still reading from this session (its query cancelled on the server):
+        the session is then idle for what comes next."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.close(reason)
+
+    def _released(self, stream: ChunkStream) -> None:
+        """`stream` ended or was closed by its reader: nothing reads from this session any more."""
+        if self._pending is stream:
+            self._pending = None
 
     def __init__(self, dialect: Dialect, dsn: Dsn, alias: str, tunnel: TunnelProvider | None,
                  prompt: PasswordPrompt | None = None, *, autocommit: bool = True) -> None:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from pymysql.connections import Connection as PyMySqlConnection
 
     from wgmagic.runtime.tunnel import Tunnel
-    from wgmagic.sql.outputs import ChunkStream, OutputSpec
+    from wgmagic.sql.outputs import OutputSpec
 
 T = TypeVar("T")
 
@@ -200,17 +200,6 @@ class MySqlConnection(SqlConnection):
         self._close_pending(f"another statement ran on connection {self.alias!r}")
         self.ensure()
         return [self._run_one(statement, progress, retry=index == 0) for index, statement in enumerate(statements)]
-
-    _pending: ChunkStream | None = None  # a --chunks result still reading from this session
-
-    def _close_pending(self, reason: str) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.close(reason)
-
-    def _released(self, stream: ChunkStream) -> None:
-        if self._pending is stream:
-            self._pending = None
 
     def _run_one(self, statement: Statement, progress: Progress | None, *, retry: bool) -> Result:
         import pymysql

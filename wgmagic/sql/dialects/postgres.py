@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from wgmagic.runtime.tunnel import Tunnel
-    from wgmagic.sql.outputs import ChunkStream, OutputSpec
+    from wgmagic.sql.outputs import OutputSpec
 
 
 class PostgresDialect(Dialect):
@@ -148,19 +148,6 @@ class PostgresConnection(SqlConnection):
         self._close_pending(f"another statement ran on connection {self.alias!r}")
         self.ensure()
         return [self._run_one(statement, progress, retry=index == 0) for index, statement in enumerate(statements)]
-
-    _pending: ChunkStream | None = None  # a --chunks result still reading from this session
-
-    def _close_pending(self, reason: str) -> None:
-        """Close the `--chunks` iterator still reading from this session (its query cancelled on the server):
-        the session is then idle for what comes next."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.close(reason)
-
-    def _released(self, stream: ChunkStream) -> None:
-        if self._pending is stream:
-            self._pending = None
 
     def _run_streamed(self, statement: Statement, spec: OutputSpec, progress: Progress | None) -> Result:
         """`--chunks N` (an iterator read as it is consumed) or `--to FILE` (rows written as they arrive)."""
