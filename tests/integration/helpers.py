@@ -5,6 +5,7 @@ request/answer with resends; a Python probe run as another local user."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -57,3 +58,24 @@ def python_as_nobody(script: str) -> str:
     result = subprocess.run([*NOBODY, "/usr/bin/python3", "-c", script], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout.strip()
+
+
+def big_table_aggregates(testbed: Any) -> list[str]:
+    """PostgreSQL's own figures for the bed's `big` table (count, sum(id), sum(x), md5 of the labels, flags),
+    taken straight in the peer's namespace: what a client's copy of the table must add up to."""
+    testbed.ensure_big_table()
+    return testbed.psql_admin(
+        "SELECT count(*), sum(id), sum(x), md5(string_agg(label, E'\\n' ORDER BY id)), sum(flag::int) FROM big",
+        database="app").strip().split("|")
+
+
+def assert_big_table_intact(report: dict[str, Any], expected: list[str]) -> None:
+    """A wsclient "sql" report of `big` (tests/testbed/wsclient.py) equals `expected` (big_table_aggregates),
+    the million rows and the last row's timestamp."""
+    assert report["rows"] == int(expected[0]) == 1_000_000
+    assert report["sum_id"] == int(expected[1])
+    assert report["sum_x"] == float(expected[2])
+    assert report["labels_md5"] == expected[3]
+    assert report["flags"] == int(expected[4])
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    assert report["at_last"] == (start + datetime.timedelta(seconds=1_000_000)).isoformat()

@@ -10,7 +10,6 @@ checked by a client written here from the framing's description with the `websoc
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import os
 import random
@@ -23,6 +22,7 @@ import threading
 
 import pytest
 
+from tests.integration.helpers import assert_big_table_intact, big_table_aggregates
 from tests.integration.test_websocket import client, write_config
 from tests.testbed import streams, wsbed
 from tests.testbed.bed import MTU, PEER6, REPO, client_addresses, free_udp_port, keypair
@@ -95,22 +95,13 @@ def test_fly_shaped_config_runs_a_million_rows_through_flyserver(testbed, blocke
     """`%wg connect` with a config shaped as flyctl writes it, over Fly's framing through a server that splits
     its messages at random places; `%%wgsql` of the bed's big table (db.internal over the 6PN-style DNS, IPv6
     only) checked against PostgreSQL's own aggregates."""
-    testbed.ensure_big_table()
-    expected = testbed.psql_admin(
-        "SELECT count(*), sum(id), sum(x), md5(string_agg(label, E'\\n' ORDER BY id)), sum(flag::int) FROM big",
-        database="app").strip().split("|")
+    expected = big_table_aggregates(testbed)
     config = write_config(testbed, blocked, fly_shaped_config(testbed, f"{blocked.host_ip}:{testbed.port}"),
                           "fly-shaped.conf")
     report = client(blocked, "sql", config, flyserver, testbed.dsn(), timeout=900)
     assert report["ok"], report
     assert report["transport"].startswith(f"WebSocket {flyserver}")
-    assert report["rows"] == int(expected[0]) == 1_000_000
-    assert report["sum_id"] == int(expected[1])
-    assert report["sum_x"] == float(expected[2])
-    assert report["labels_md5"] == expected[3]
-    assert report["flags"] == int(expected[4])
-    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
-    assert report["at_last"] == (start + datetime.timedelta(seconds=1_000_000)).isoformat()
+    assert_big_table_intact(report, expected)
     counters = report["counters"]
     assert counters.get("udp_tx_datagrams", 0) == 0  # not one datagram went out over UDP
     assert counters.get("ws_rx_fly_bad_magic", 0) == 0 and counters.get("ws_rx_fly_record_too_long", 0) == 0
