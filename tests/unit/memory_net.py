@@ -11,42 +11,59 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
+from collections.abc import Callable
 
-from wgmagic.config import parse_config
+from wgmagic.config import WireGuardConfig, parse_config
 from wgmagic.netstack.events import TcpAccepted, TcpReadable, TcpWritable
 from wgmagic.netstack.stack import Stack
 from wgmagic.runtime.engine import Engine
 from wgmagic.runtime.transport import TransportHooks, TransportKind, TransportSettings, TransportState
 from wgmagic.wireguard import crypto
 from wgmagic.wireguard.device import Device
+from wgmagic.wireguard.timers import Timers
 
 OURS, THEIRS = bytes(range(32)), bytes(range(1, 33))
 ENDPOINT = ("198.18.0.1", 51820)
 HERE = ("198.18.0.2", 40000)
 PEER_HOST = ipaddress.ip_address("198.18.0.1")
 ECHO_PORT, DOWNLOAD_PORT = 7, 9000
-CONFIG = f"""[Interface]
+
+
+def client_config(endpoint: tuple[str, int] = ENDPOINT) -> WireGuardConfig:
+    """Our side's config: key OURS, 198.18.0.2, one peer (key THEIRS) for 198.18.0.0/24 at `endpoint`."""
+    return parse_config(f"""[Interface]
 PrivateKey = {crypto.encode_key(OURS)}
 Address = 198.18.0.2/32
 
 [Peer]
 PublicKey = {crypto.encode_key(crypto.public_key(THEIRS))}
 AllowedIPs = 198.18.0.0/24
-Endpoint = {ENDPOINT[0]}:{ENDPOINT[1]}
-"""
+Endpoint = {endpoint[0]}:{endpoint[1]}
+""")
 
 
-class MemoryTransport:
-    """A Transport whose datagrams go to `net` (the peer's side) in a later loop turn."""
+def peer_device(timers: Timers | None = None) -> Device:
+    """The peer's own WireGuard device (key THEIRS), knowing us (key OURS) at 198.18.0.2."""
+    device = Device(THEIRS, timers=timers)
+    device.add_peer(crypto.public_key(OURS), allowed_ips=[ipaddress.ip_network("198.18.0.2/32")])
+    return device
 
-    kind = TransportKind.UDP
+
+class RecordingTransport:
+    """A Transport of `kind` for tests: what the engine sends is kept for `take()`, or, with `on_send`, handed
+    to it batch by batch instead (MemoryNet delivers it to the peer's side that way)."""
+
     last_error: str | None = None
-    local_port = HERE[1]
 
-    def __init__(self, hooks: TransportHooks, settings: TransportSettings, net: MemoryNet) -> None:
+    def __init__(self, hooks: TransportHooks, settings: TransportSettings, *, kind: TransportKind = TransportKind.UDP,
+                 local_port: int = HERE[1],
+                 on_send: Callable[[list[tuple[bytes, tuple[str, int]]]], None] | None = None) -> None:
+        self.kind = kind
+        self.local_port = local_port
         self.receive = hooks.receive
         self.after_batch = hooks.after_batch
-        self.net = net
+        self.on_send = on_send
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
         self.state = TransportState.CLOSED
 
     def open(self) -> None:
@@ -56,14 +73,20 @@ class MemoryTransport:
         self.state = TransportState.CLOSED
 
     def send(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
-        self.net.to_peer.extend(data for data, _ in datagrams)
-        self.net.schedule()
+        if self.on_send is not None:
+            self.on_send(datagrams)
+        else:
+            self.sent.extend(datagrams)
 
     def describe(self) -> str:
-        return "memory"
+        return str(self.kind)
 
     def outer_stalled(self) -> bool:
         return False
+
+    def take(self) -> list[tuple[bytes, tuple[str, int]]]:
+        sent, self.sent = self.sent, []
+        return sent
 
 
 class MemoryNet:
@@ -72,11 +95,11 @@ class MemoryNet:
         self.download = download
         self.to_peer: list[bytes] = []
         self._scheduled = False
-        config = parse_config(CONFIG)
+        config = client_config()
         self.engine = Engine(config, {config.peers[0].public_key: [ENDPOINT]}, loop=loop, clock=time.monotonic,
-                             transport=lambda hooks, settings: MemoryTransport(hooks, settings, self))
-        self.device = Device(THEIRS)
-        self.device.add_peer(crypto.public_key(OURS), allowed_ips=[ipaddress.ip_network("198.18.0.2/32")])
+                             transport=lambda hooks, settings: RecordingTransport(hooks, settings,
+                                                                                  on_send=self._send))
+        self.device = peer_device()
         self.stack = Stack([ipaddress.ip_interface("198.18.0.1/24")])
         self.stack.tcp_listen(ECHO_PORT)
         self.stack.tcp_listen(DOWNLOAD_PORT)
@@ -84,6 +107,11 @@ class MemoryNet:
         self.sent_down: dict[int, int] = {}
         self.reset_next = False
         self.engine.open()
+
+    def _send(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
+        """What our engine sent, for the peer's side in a later loop turn."""
+        self.to_peer.extend(data for data, _ in datagrams)
+        self.schedule()
 
     def schedule(self) -> None:
         if not self._scheduled:

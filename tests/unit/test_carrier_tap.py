@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_engine_steps import ENDPOINT, MemoryTransport, bed  # noqa: F401  (bed: the fixture)
+from tests.unit.memory_net import RecordingTransport
+from tests.unit.test_engine_steps import ENDPOINT, bed  # noqa: F401  (bed: the fixture)
 from wgmagic.runtime.transport import TransportKind
 from wgmagic.wireguard.messages import INITIATION, RESPONSE, TRANSPORT
 
@@ -33,7 +34,7 @@ def test_the_tap_sees_received_datagrams_before_and_after_a_switch(bed):  # noqa
     assert seen == [(RESPONSE, ENDPOINT)]
     first = bed.engine.carrier.transport
     bed.engine.carrier.switch(TransportKind.UDP)  # a new transport, built from the factory
-    assert bed.engine.carrier.transport is not first and isinstance(bed.engine.carrier.transport, MemoryTransport)
+    assert bed.engine.carrier.transport is not first and isinstance(bed.engine.carrier.transport, RecordingTransport)
     bed.transport = bed.engine.carrier.transport  # what the bed delivers to the peer from now on
     assert bed.to_peer() == []  # a session stands: nothing to say until there is data
     assert _keepalive_from_peer(bed) == [TRANSPORT]

@@ -10,75 +10,29 @@ import ipaddress
 
 import pytest
 
-from wgmagic.config import parse_config
+from tests.unit.memory_net import ENDPOINT, HERE, OURS, RecordingTransport, client_config, peer_device
 from wgmagic.errors import HandshakeTimeoutError, PeerNotRespondingError, TunnelClosedError
 from wgmagic.netstack.events import TcpClosed, TcpEvent
 from wgmagic.runtime.engine import Engine
-from wgmagic.runtime.transport import TransportHooks, TransportKind, TransportSettings, TransportState
+from wgmagic.runtime.transport import TransportState
 from wgmagic.wireguard import crypto
-from wgmagic.wireguard.device import Device
 from wgmagic.wireguard.messages import INITIATION, RESPONSE, TRANSPORT
 from wgmagic.wireguard.timers import Timers
 
-OURS, THEIRS = bytes(range(32)), bytes(range(1, 33))
-ENDPOINT = ("198.18.0.1", 51820)
-HERE = ("198.18.0.2", 40000)  # where the peer sees our datagrams come from
 # Whitepaper constants but for the attempts (REKEY_ATTEMPT_TIME 10 s: 2 retries) and no jitter: exact deadlines.
 TIMERS = Timers(rekey_attempt_time=10.0, rekey_timeout_jitter=0.0)
 T0 = 1000.0
 
 
-class MemoryTransport:
-    """A Transport that keeps what the engine sends; the test hands it what arrives."""
-
-    kind = TransportKind.UDP
-    last_error: str | None = None
-
-    def __init__(self, hooks: TransportHooks, settings: TransportSettings) -> None:
-        self.receive = hooks.receive
-        self.sent: list[tuple[bytes, tuple[str, int]]] = []
-        self.state = TransportState.CLOSED
-
-    local_port = 40000
-
-    def open(self) -> None:
-        self.state = TransportState.OPEN
-
-    def close(self) -> None:
-        self.state = TransportState.CLOSED
-
-    def send(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
-        self.sent.extend(datagrams)
-
-    def describe(self) -> str:
-        return "memory"
-
-    def outer_stalled(self) -> bool:
-        return False
-
-    def take(self) -> list[tuple[bytes, tuple[str, int]]]:
-        sent, self.sent = self.sent, []
-        return sent
-
-
 class Bed:
     def __init__(self) -> None:
-        config = parse_config(f"""[Interface]
-PrivateKey = {crypto.encode_key(OURS)}
-Address = 198.18.0.2/32
-
-[Peer]
-PublicKey = {crypto.encode_key(crypto.public_key(THEIRS))}
-AllowedIPs = 198.18.0.0/24
-Endpoint = {ENDPOINT[0]}:{ENDPOINT[1]}
-""")
+        config = client_config()
         self.now = T0
         self.loop = asyncio.new_event_loop()
         self.engine = Engine(config, {config.peers[0].public_key: [ENDPOINT]}, loop=self.loop, timers=TIMERS,
-                             clock=lambda: self.now, transport=MemoryTransport)
-        self.transport: MemoryTransport = self.engine.carrier.transport  # type: ignore[assignment]
-        self.peer = Device(THEIRS, timers=TIMERS)
-        self.peer.add_peer(crypto.public_key(OURS), allowed_ips=[ipaddress.ip_network("198.18.0.2/32")])
+                             clock=lambda: self.now, transport=RecordingTransport)
+        self.transport: RecordingTransport = self.engine.carrier.transport  # type: ignore[assignment]
+        self.peer = peer_device(TIMERS)
         self.engine.open()
 
     def close(self) -> None:

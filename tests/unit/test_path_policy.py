@@ -8,13 +8,11 @@ import ipaddress
 
 import pytest
 
-from wgmagic.config import parse_config
+from tests.unit.memory_net import RecordingTransport, client_config, peer_device
 from wgmagic.runtime.engine import Engine
 from wgmagic.runtime.path_policy import UDP_PROBE_INTERVAL, PathAction, PathDecision, PathPolicy, PeerPath
 from wgmagic.runtime.transport import TransportHooks, TransportKind, TransportSettings, TransportState
 from wgmagic.via import Via, ViaMode
-from wgmagic.wireguard import crypto
-from wgmagic.wireguard.device import Device
 from wgmagic.wireguard.messages import INITIATION, TRANSPORT
 from wgmagic.wireguard.timers import Timers
 
@@ -111,65 +109,26 @@ def test_the_fallback_comes_before_the_next_address():
 
 
 # ---- the engine carrying the decisions out, stepped with a fake clock --------------------------------------------
-OURS, THEIRS = bytes(range(32)), bytes(range(1, 33))
 FIRST, SECOND = ("198.18.0.1", 51820), ("198.18.0.3", 51820)
 TIMERS = Timers(rekey_timeout_jitter=0.0)  # the whitepaper's constants, no jitter: exact deadlines
 T0 = 1000.0
-
-
-class Recorder:
-    """A Transport of `kind` that keeps what the engine sends."""
-
-    def __init__(self, hooks: TransportHooks, settings: TransportSettings, kind: TransportKind,
-                 made: list[Recorder]) -> None:
-        self.kind = kind
-        self.receive = hooks.receive
-        self.after_batch = hooks.after_batch
-        self.sent: list[tuple[bytes, tuple[str, int]]] = []
-        self.state = TransportState.CLOSED
-        self.last_error: str | None = None
-        self.local_port = 40000 + len(made)
-        made.append(self)
-
-    def open(self) -> None:
-        self.state = TransportState.OPEN
-
-    def close(self) -> None:
-        self.state = TransportState.CLOSED
-
-    def send(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
-        self.sent.extend(datagrams)
-
-    def describe(self) -> str:
-        return str(self.kind)
-
-    def outer_stalled(self) -> bool:
-        return False
-
-    def take(self) -> list[tuple[bytes, tuple[str, int]]]:
-        sent, self.sent = self.sent, []
-        return sent
 
 
 class Bed:
     """Our engine, two addresses for the peer, and the peer's own device answering what reaches it."""
 
     def __init__(self, monkeypatch) -> None:
-        config = parse_config(f"""[Interface]
-PrivateKey = {crypto.encode_key(OURS)}
-Address = 198.18.0.2/32
-
-[Peer]
-PublicKey = {crypto.encode_key(crypto.public_key(THEIRS))}
-AllowedIPs = 198.18.0.0/24
-Endpoint = {FIRST[0]}:{FIRST[1]}
-""")
-        self.made: list[Recorder] = []
+        config = client_config(FIRST)
+        self.made: list[RecordingTransport] = []
         self.now = T0
         self.loop = asyncio.new_event_loop()
 
         def factory(kind: TransportKind):
-            return lambda hooks, settings: Recorder(hooks, settings, kind, self.made)
+            def make(hooks: TransportHooks, settings: TransportSettings) -> RecordingTransport:
+                self.made.append(RecordingTransport(hooks, settings, kind=kind, local_port=40000 + len(self.made)))
+                return self.made[-1]
+
+            return make
 
         # the registry's factories (the engine's own and the probe's) build recorders
         import wgmagic.runtime.carrier as carrier_module
@@ -180,19 +139,18 @@ Endpoint = {FIRST[0]}:{FIRST[1]}
         self.engine = Engine(config, {config.peers[0].public_key: [FIRST, SECOND]}, loop=self.loop, timers=TIMERS,
                              clock=lambda: self.now)
         self.key = config.peers[0].public_key
-        self.peer = Device(THEIRS, timers=TIMERS)
-        self.peer.add_peer(crypto.public_key(OURS), allowed_ips=[ipaddress.ip_network("198.18.0.2/32")])
+        self.peer = peer_device(TIMERS)
         self.engine.open()
 
     @property
-    def transport(self) -> Recorder:
+    def transport(self) -> RecordingTransport:
         return self.engine.carrier.transport  # type: ignore[return-value]
 
     def at(self, t: float) -> None:
         self.now = T0 + t
         self.engine.handle_timer(self.now)
 
-    def answer(self, datagrams, source=FIRST, *, via: Recorder | None = None) -> None:
+    def answer(self, datagrams, source=FIRST, *, via: RecordingTransport | None = None) -> None:
         """The peer receives `datagrams` (from HERE) and its answers come back from `source`."""
         for data, _ in datagrams:
             self.peer.receive_datagram(data, ("198.18.0.2", 40000), self.now)
