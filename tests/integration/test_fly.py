@@ -10,7 +10,6 @@ checked by a client written here from the framing's description with the `websoc
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import signal
@@ -23,7 +22,7 @@ import threading
 import pytest
 
 from tests.integration.helpers import assert_big_table_intact, big_table_aggregates
-from tests.integration.test_websocket import client, write_config
+from tests.integration.test_websocket import client, download_across_a_relay_restart, write_config
 from tests.testbed import streams, wsbed
 from tests.testbed.bed import MTU, PEER6, REPO, client_addresses, free_udp_port, keypair
 from tests.testbed.tls import write_ca_and_server_cert
@@ -348,26 +347,7 @@ def test_fly_relay_killed_and_restarted_mid_transfer(testbed, blocked):
     WebSocket, and the transfer completes intact."""
     relay = wsbed.relay_process(testbed.dir, blocked.host_ip, testbed.port, path="/", extra=("--framing", "fly"))
     config = write_config(testbed, blocked, name="fly-restart.conf")
-    size = (32 if FULL else 8) * MiB
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(
-        blocked.command(PYTHON, "-m", "tests.testbed.wsclient", "download", config, relay.url, str(size)),
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("progress"), line + (process.stderr.read() if process.stderr else "")
-        relay.kill()
-        relay.restart()
-        out, err = process.communicate(timeout=300)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        stats = relay.stop()
-    report = json.loads([x for x in out.splitlines() if x.startswith("{")][-1])
-    assert report["ok"], (report, err[-2000:])
-    assert report["sha256"] == streams.stream_sha256(size)
-    assert report["counters"].get("ws_reconnects", 0) >= 1
+    stats = download_across_a_relay_restart(blocked, relay, config, (32 if FULL else 8) * MiB)
     assert stats.get("fly_bad_magic", 0) == 0  # the new WebSocket began with the magic
 
 

@@ -192,10 +192,10 @@ def test_http_proxy_connect_with_basic_auth(testbed, blocked, loopback_relay):
         proxy.wait(10)
 
 
-def test_relay_killed_and_restarted_mid_transfer(testbed, blocked):
-    relay = wsbed.relay_process(testbed.dir, blocked.host_ip, testbed.port)
-    config = write_config(testbed, blocked, name="restart.conf")
-    size = 48 * MiB
+def download_across_a_relay_restart(blocked, relay, config: str, size: int, pause: float = 0.0) -> dict:
+    """wsclient downloads `size` bytes through `relay`, which is killed once the transfer is under way and
+    restarted `pause` seconds later on its port: the transfer must complete intact over a new WebSocket.
+    Returns the relay's stats (relay.stop())."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
         blocked.command(PYTHON, "-m", "tests.testbed.wsclient", "download", config, relay.url, str(size)),
@@ -205,17 +205,24 @@ def test_relay_killed_and_restarted_mid_transfer(testbed, blocked):
         line = process.stdout.readline()
         assert line.startswith("progress"), line + (process.stderr.read() if process.stderr else "")
         relay.kill()  # mid-transfer: the WebSocket drops
-        time.sleep(1.0)
+        time.sleep(pause)
         relay.restart()
         out, err = process.communicate(timeout=300)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-        relay.stop()
+        stats = relay.stop()
     report = json.loads([x for x in out.splitlines() if x.startswith("{")][-1])
     assert report["ok"], (report, err[-2000:])
     assert report["sha256"] == streams.stream_sha256(size)
     assert report["counters"].get("ws_reconnects", 0) >= 1
+    return stats
+
+
+def test_relay_killed_and_restarted_mid_transfer(testbed, blocked):
+    relay = wsbed.relay_process(testbed.dir, blocked.host_ip, testbed.port)
+    config = write_config(testbed, blocked, name="restart.conf")
+    download_across_a_relay_restart(blocked, relay, config, 48 * MiB, pause=1.0)
 
 
 @pytest.fixture(scope="module")
