@@ -165,6 +165,31 @@ def test_replay_window():
     assert window.bits.bit_length() <= REPLAY_WINDOW
 
 
+def _model_record(seen: set[int], newest: list[int], counter: int) -> bool:
+    """The window's rule spelled as a set: new if never seen and not REPLAY_WINDOW or more behind the newest."""
+    if counter in seen or (seen and newest[0] - counter >= REPLAY_WINDOW):
+        return False
+    seen.add(counter)
+    newest[0] = max(newest[0], counter) if len(seen) > 1 else counter
+    return True
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.just("next"), st.integers(0, 3 * REPLAY_WINDOW)), max_size=60),
+       st.integers(0, 2 * REPLAY_WINDOW))
+def test_replay_window_as_a_set(steps: list, start: int):
+    """The window (with its fast path for a full window and the next counter) answers as a set of the counters
+    seen would, also across runs of in-order counters long enough to fill the whole window."""
+    window, seen, newest = ReplayWindow(), set(), [0]
+    counter = start
+    for step in steps:
+        counters = range(counter, counter + REPLAY_WINDOW + 3) if step == "next" else [step]
+        for value in counters:
+            assert window.check(value) == (value not in seen and not (seen and newest[0] - value >= REPLAY_WINDOW))
+            assert window.record(value) == _model_record(seen, newest, value)
+        counter = max(seen, default=0) + 1
+
+
 def test_cryptokey_routing_longest_prefix_and_inbound_check():
     dev = Device(crypto.generate_private_key())
     wide = dev.add_peer(crypto.public_key(crypto.generate_private_key()),

@@ -15,14 +15,18 @@ _WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
 
 
 class ReplayWindow:
-    """Sliding window of seen counters (RFC 6479 in spirit): bit i set means counter newest - i was seen."""
+    """Sliding window of seen counters (RFC 6479 in spirit): bit i set means counter newest - i was seen.
 
-    __slots__ = ("bits", "newest", "started")
+    `full` is True while every counter of the window was seen (bits == the whole mask): the steady state of
+    in-order traffic, where the next counter only moves `newest` on, without shifting a window-wide integer."""
+
+    __slots__ = ("bits", "full", "newest", "started")
 
     def __init__(self) -> None:
         self.newest = 0
         self.bits = 0
         self.started = False
+        self.full = False
 
     def check(self, counter: int) -> bool:
         """Whether the counter is new; does not record it (record only after the packet authenticates)."""
@@ -33,6 +37,9 @@ class ReplayWindow:
 
     def record(self, counter: int) -> bool:
         """Record an authenticated counter; False if it was seen or is too old (then drop the packet)."""
+        if counter == self.newest + 1 and self.full:
+            self.newest = counter  # the window stays full: (mask << 1 | 1) & mask == mask
+            return True
         if not self.started:
             self.started, self.newest, self.bits = True, counter, 1
             return True
@@ -40,11 +47,13 @@ class ReplayWindow:
             shift = counter - self.newest
             self.bits = ((self.bits << shift) | 1) & _WINDOW_MASK if shift < REPLAY_WINDOW else 1
             self.newest = counter
+            self.full = shift == 1 and self.bits == _WINDOW_MASK
             return True
         behind = self.newest - counter
         if behind >= REPLAY_WINDOW or (self.bits >> behind) & 1:
             return False
         self.bits |= 1 << behind
+        self.full = self.bits == _WINDOW_MASK
         return True
 
 
