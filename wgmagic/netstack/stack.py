@@ -25,12 +25,7 @@ from wgmagic.netstack.tcp.config import TcpConfig
 from wgmagic.netstack.tcp.connection import TcpConnection, reset_for
 from wgmagic.netstack.tcp.listener import DEFER, TcpListener
 from wgmagic.netstack.tcp.state import CLOSED, SYN_SENT, TIME_WAIT
-from wgmagic.netstack.udp import (
-    UDP_MAX_PAYLOAD,
-    UdpSocket,
-    parse_datagram,
-    port_unreachable,
-)
+from wgmagic.netstack.udp import UDP_MAX_PAYLOAD, UdpSocket, parse_datagram, port_unreachable
 from wgmagic.netstack.wire import icmp
 from wgmagic.netstack.wire.icmp import IcmpKind
 from wgmagic.netstack.wire.ip import (
@@ -117,6 +112,10 @@ class Stack:
         events, self._events = self._events, []
         return events
 
+    def pending(self) -> bool:
+        """Whether `events()` or `packets_to_send()` may have something now (False: not before an input)."""
+        return bool(self._events or self._active or self._out)
+
     def _event(self, event: NetstackEvent) -> None:
         if len(self._events) < MAX_EVENTS:
             self._events.append(event)
@@ -161,7 +160,7 @@ class Stack:
 
     def _collect(self, conn: TcpConnection, now: float) -> None:
         local, remote = conn.local, conn.remote
-        src, dst = local[0].packed, remote[0].packed
+        src, dst = conn._src, conn._dst  # the packed addresses
         for segment in conn.segments_to_send(now):
             self._emit(src, dst, PROTO_TCP, segment)
         if conn.icmp_out:  # a path-MTU black hole the connection infers: tell the sender (tcp/pmtu.py)

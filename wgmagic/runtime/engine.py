@@ -210,8 +210,8 @@ class Engine:
                     if self.tap is not None:
                         self.tap.outer_sent(datagrams, now)
                     self.carrier.transport.send(datagrams)
-                if not moved and not self._pump_again:
-                    break
+                if not self._pump_again and not (moved and (stack.pending() or device.pending())):
+                    break  # nothing queued: another round would find nothing to move
             else:
                 self._pump_again = True  # still moving: let the loop serve others, then go on
         finally:

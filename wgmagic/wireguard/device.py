@@ -112,9 +112,8 @@ class Device:
         except ValueError:
             precomputed = bytes(32)  # a low-order key: no handshake with it can ever authenticate
         peer = Peer(public_key, preshared_key=preshared_key, allowed_ips=tuple(allowed_ips), endpoint=endpoint,
-                    candidates=candidates,
-                    persistent_keepalive=persistent_keepalive, precomputed_ss=precomputed, timers=self.timers,
-                    max_queued=self.max_queued_per_peer)
+                    candidates=candidates, persistent_keepalive=persistent_keepalive, precomputed_ss=precomputed,
+                    timers=self.timers, max_queued=self.max_queued_per_peer)
         self.peers[public_key] = peer
         for net in peer.allowed_ips:
             self.allowed_ips.insert(net, peer)
@@ -168,6 +167,10 @@ class Device:
         """UDP payloads to send and where to, drained."""
         out, self._out = self._out, []
         return out
+
+    def pending(self) -> bool:
+        """Whether `datagrams_to_send()`, `packets_received()` or `events()` has something now."""
+        return bool(self._out or self._in or self._events)
 
     def packets_received(self) -> list[bytes]:
         """Decrypted inner IP packets that passed cryptokey routing, drained (at most MAX_QUEUED_PACKETS)."""
@@ -482,14 +485,12 @@ class Device:
         return min((d for peer in self.peers.values() if (d := peer.next_deadline()) is not None), default=None)
 
     def handle_timers(self, now: float) -> None:
-        """Fire every peer timer due at `now` (whitepaper 6: retransmit, keepalive, new handshake, zero keys;
-        expiry.py)."""
+        """Fire every peer timer due at `now` (whitepaper 6: retransmit, keepalive, rekey, zero keys; expiry.py)."""
         expiry.fire_due(self, now)
 
     # ---- introspection ------------------------------------------------------------------------------------
     def stats(self) -> dict[str, object]:
-        """{"peers": {public key base64: Peer.stats() + session_created}, "drops": {reason: count},
-        "cookie_replies_sent": int}."""
+        """{"peers": {key base64: Peer.stats() + session_created}, "drops": {reason: n}, "cookie_replies_sent": n}."""
         peers = {}
         for peer in self.peers.values():
             entry = peer.stats()
