@@ -222,14 +222,17 @@ def bench_figure(result: BenchResult) -> Figure:
     return fig
 
 
-STAGE_COLOURS = {"dns": "#8c564b", "connect": "#e377c2", "tls": "#bcbd22", "auth": "#7f7f7f",
+STAGE_COLOURS = {"import": "#aec7e8", "wait": "#9edae5", "client": "#dbdb8d", "dns": "#8c564b", "connect": "#e377c2",
+                 "tls": "#bcbd22", "auth": "#7f7f7f",
                  "send": "#c5b0d5", "latency": "#ff7f0e", "server": "#d62728", "transfer": "#1f77b4",
                  "decode": "#2ca02c"}
-STAGE_LABELS = {"dns": "DNS", "connect": "TCP connect", "tls": "TLS", "auth": "authentication",
+STAGE_LABELS = {"import": "imports (prefetch)", "wait": "waiting for the prefetch", "client": "client (cell)",
+                "dns": "DNS", "connect": "TCP connect", "tls": "TLS", "auth": "authentication",
                 "send": "client + earlier round trips", "latency": "round trip", "server": "server",
                 "transfer": "transfer", "decode": "decoding"}
-# The stages' names in a statement's line of milliseconds (short: the line has room for all nine).
-STAGE_SHORT = {"dns": "DNS", "connect": "connect", "tls": "TLS", "auth": "auth", "send": "client",
+# The stages' names in a statement's line of milliseconds (short: the line has room for all of them).
+STAGE_SHORT = {"import": "import", "wait": "wait", "client": "cell", "dns": "DNS", "connect": "connect", "tls": "TLS",
+               "auth": "auth", "send": "client",
                "latency": "round trip", "server": "server", "transfer": "transfer", "decode": "decode"}
 UNMEASURED = "#dddddd"
 WATERFALL_TITLE = "Query timeline: where each statement's time went"

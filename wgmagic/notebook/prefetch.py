@@ -1,9 +1,12 @@
-"""Imports the first `%%wgsql` needs, started by `%wg connect` on a thread of their own."""
+"""Imports the first `%%wgsql` needs, started by `%wg connect` on a thread of their own, and what they cost: the
+prefetch records its own stages and the cell's waits for them, which the query timeline (wgmagic.sql.timeline)
+charges to the cell's first statement."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 
 
 class Prefetch:
@@ -13,7 +16,11 @@ class Prefetch:
 
     The thread imports in two stages, each marked by an event; the magics wait for a stage before they use
     its modules, so no module is ever imported by two threads at once (that could meet the import system's
-    deadlock detection and a half-initialised module)."""
+    deadlock detection and a half-initialised module).
+
+    `stages` are the thread's own records, ("import", start, end) per stage (time.monotonic() seconds); `wait`
+    returns the (start, end) of the caller's wait, so a cell can tell what it waited for
+    (wgmagic.sql.timeline.prefetch_charge) from the wait beyond it."""
 
     # The first %%wgsql resolves its host through the tunnel before its driver connects: the DNS messages'
     # library (dnspython, tens of ms to import) comes first, while the handshake is in flight.
@@ -26,6 +33,7 @@ class Prefetch:
         self.frames = threading.Event()
         self._lock = threading.Lock()
         self._started = False
+        self.stages: list[tuple[str, float, float]] = []
 
     def start(self) -> None:
         with self._lock:
@@ -38,14 +46,19 @@ class Prefetch:
         import importlib
 
         for names, done in ((self.DRIVER, self.driver), (self.FRAMES, self.frames)):
+            began = time.monotonic()
             for name in names:
                 with contextlib.suppress(Exception):  # a missing module fails later, where it is used
                     importlib.import_module(name)
+            self.stages.append(("import", began, time.monotonic()))  # before set(): a waiter sees its record
             done.set()
 
-    def wait(self, stage: threading.Event) -> None:
+    def wait(self, stage: threading.Event) -> tuple[float, float]:
+        """Wait (at most 60 s) for a stage if the prefetch was started; the wait's (start, end), monotonic s."""
+        began = time.monotonic()
         if self._started:
             stage.wait(60.0)
+        return began, time.monotonic()
 
 
 PREFETCH = Prefetch()

@@ -25,7 +25,7 @@ from wgmagic.errors import NoRouteError, TunnelError
 from wgmagic.proto.forwarding import NEUTRAL, ForwardProtocol
 from wgmagic.sql.messages import ConnectionStageError, classify_connection_failure
 from wgmagic.sql.parameters import Statement, split_statements
-from wgmagic.sql.timeline import OpeningStages, StatementClock, opening_stages
+from wgmagic.sql.timeline import LeadIn, OpeningStages, StatementClock, opening_stages, relay_rtt
 
 if TYPE_CHECKING:
     from wgmagic.runtime.services.forward import Forward
@@ -117,6 +117,10 @@ class SqlConnection(ABC):
         self._tunnel_name: str | None = None
         self.opening: OpeningStages | None = None  # the last opening's stages, until a statement is charged
         self._resolved: float | None = None  # when the opening's name lookup ended (time.monotonic())
+        self._looked_up: float | None = None  # ... began
+        self._forwarded: float | None = None  # when the opening's local forward was made
+        self._connect_cpu = 0.0  # the connecting thread's CPU seconds in the driver's connect call
+        self.lead: LeadIn | None = None  # the cell's time before its first statement, until one is charged
 
     # ---- description (never the password) ------------------------------------------------------------
     @property
@@ -165,10 +169,14 @@ class SqlConnection(ABC):
                         "the tunnel was replaced" if self.is_usable() else "closed or broken")
         self._drop()
         started, self._resolved = time.monotonic(), None
+        self._looked_up = self._forwarded = None
+        self._connect_cpu = 0.0
         self._open(tunnel)
         relay = self._relay()
         self.opening = opening_stages(started, self._resolved, relay.exchanges if relay else None,
-                                      time.monotonic(), tls=self.tls_in_use())
+                                      time.monotonic(), tls=self.tls_in_use(), looked_up=self._looked_up,
+                                      forwarded=self._forwarded, cpu=self._connect_cpu,
+                                      rtt=relay_rtt(relay) if relay else None)
         self.opened = True
         logger.debug("connection %r open: %s via %s", self.alias, self.dsn.masked(),
                      self.forward_address or "a direct connection")
@@ -196,7 +204,8 @@ class SqlConnection(ABC):
         """A started clock for one statement (wgmagic.sql.timeline): stop(rows) records its timeline. The
         session's opening, if no statement has been charged with it yet, goes to this one."""
         opening, self.opening = self.opening, None
-        return StatementClock(sql, self.alias, self._relay(), opening).start()
+        lead, self.lead = self.lead, None
+        return StatementClock(sql, self.alias, self._relay(), opening, lead).start()
 
     # ---- running a cell ------------------------------------------------------------------------------
     def lexer_rules(self) -> LexerRules:
@@ -227,8 +236,10 @@ class SqlConnection(ABC):
         """`self.raw = connect()` for a driver that dials a forward to host:port; any failure becomes the
         ConnectionStageError of the stage it happened in (a direct connect through the tunnel tells a forward
         that merely hung up from the server refusing), after the session is dropped."""
+        cpu = time.thread_time()  # the driver runs its whole protocol in this thread (the timeline's auth_cpu_ms)
         try:
             self.raw = connect()
+            self._connect_cpu = time.thread_time() - cpu
         except ConnectionStageError:
             self._drop()
             raise
@@ -249,10 +260,10 @@ class SqlConnection(ABC):
         (no address the tunnel can route is not the server's fault)."""
         self.tunnel_name = tunnel.name
         try:
+            self.look_up(tunnel, host)
             self._forward = tunnel.forward(f"{bracket(host)}:{port}", local=0 if tcp else None, clients="process",
                                            protocol=self.forward_protocol())
-            # The query timeline's DNS stage ends here: the name lookup, then making the local listener.
-            self._resolved = time.monotonic()
+            self._forwarded = time.monotonic()  # the local listener made (the timeline's client_ms)
         except NoRouteError as exc:
             raise ConnectionStageError("TCP connect", str(exc), "the peer's AllowedIPs and the [Interface] "
                                        "Address families of the WireGuard config") from None
@@ -265,6 +276,13 @@ class SqlConnection(ABC):
         self._forward_tunnel = tunnel
         params: dict[str, str] = self._forward.libpq_params()
         return params
+
+    def look_up(self, tunnel: Tunnel, host: str) -> None:
+        """Resolve `host` through the tunnel before the forward or socket that uses it (which then finds it in
+        the tunnel's DNS cache), timed alone: the query timeline's dns_ms. Raises what resolve_addresses does."""
+        self._looked_up = time.monotonic()
+        tunnel.resolve_addresses(host)
+        self._resolved = time.monotonic()
 
     def _close_forward(self) -> None:
         forward, self._forward = self._forward, None

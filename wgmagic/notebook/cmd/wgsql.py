@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import time
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -51,7 +52,8 @@ def wgsql(magic: WgMagic, line: str, cell: str | None) -> Any:
 
 def run(magic: WgMagic, args: argparse.Namespace, cell: str, target_var: str | None) -> Any:
     """The cell's statements on the connection `args` name; results printed or returned (see wgsql)."""
-    PREFETCH.wait(PREFETCH.driver)  # before any import of the SQL layer (see Prefetch)
+    cell_started = time.monotonic()  # the query timeline charges the cell's time to its first statement
+    waits = [PREFETCH.wait(PREFETCH.driver)]  # before any import of the SQL layer (see Prefetch)
 
     if args.limit is not None and args.limit < 0:
         raise UsageError("--limit must be 0 or more")
@@ -72,7 +74,7 @@ def run(magic: WgMagic, args: argparse.Namespace, cell: str, target_var: str | N
         conn.ensure()
         print(f"wgmagic: connected: {conn.dsn.masked()}")
         return None
-    PREFETCH.wait(PREFETCH.frames)  # pandas went on importing while the connection opened
+    waits.append(PREFETCH.wait(PREFETCH.frames))  # pandas went on importing while the connection opened
     from wgmagic.sql import timeline
     from wgmagic.sql.outputs import OutputSpec, run_cell
 
@@ -82,6 +84,8 @@ def run(magic: WgMagic, args: argparse.Namespace, cell: str, target_var: str | N
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     before = timeline.recorded()
+    charged = timeline.prefetch_charge(waits, PREFETCH.stages)
+    conn.lead = timeline.LeadIn(cell_started, charged.pop("import", 0.0), sum(charged.values()))
     with progress_bar(magic.progress_bar_threshold if magic.progress_bar else None) as progress:
         results = run_cell(conn, statements, spec, progress=progress)
     if getattr(args, "timing", False) and timeline.recorded() > before:

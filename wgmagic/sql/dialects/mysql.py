@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -114,8 +115,10 @@ class MySqlConnection(SqlConnection):
         if tunnel is not None:
             self.tunnel_name = tunnel.name
             self._forward_tunnel = tunnel
+        cpu = time.thread_time()  # PyMySQL runs its whole protocol in this thread (the timeline's auth_cpu_ms)
         try:
             self.raw = self._connect(tunnel, host, port)
+            self._connect_cpu = time.thread_time() - cpu
         except ConnectionStageError:
             self._drop()
             raise
@@ -131,6 +134,8 @@ class MySqlConnection(SqlConnection):
         from wgmagic.errors import NoRouteError
 
         try:
+            if self.raw is None:
+                self.look_up(tunnel, host)  # the timeline's dns_ms, alone
             sock = tunnel.open_connection(host, port, timeout=CONNECT_TIMEOUT)
         except NoRouteError as exc:
             raise ConnectionStageError("TCP connect", str(exc), "the peer's AllowedIPs and the [Interface] "
