@@ -54,8 +54,11 @@ def test_verdicts_from_plain_numbers():
         "transfer"
     assert verdict(_t(send_ms=1, latency_ms=1, server_ms=5, transfer_ms=100, decode_ms=2500, rtt_ms=1)) == \
         "this machine"
-    assert verdict(_t(dns_ms=300, connect_ms=200, auth_ms=200, send_ms=1, latency_ms=1, server_ms=5,
-                      transfer_ms=0, decode_ms=2, rtt_ms=1)) == "network"  # a slow lookup and connect
+    assert verdict(_t(dns_ms=300, connect_ms=70, auth_ms=200, auth_cpu_ms=5, setup_round_trips=3, send_ms=1,
+                      latency_ms=60, server_ms=5, transfer_ms=0, decode_ms=2, rtt_ms=60)) == "network"  # far away
+    # a TCP connect far longer than the path's round trip waited on this machine (the loop thread, a busy CPU)
+    busy = _t(connect_ms=200, send_ms=1, latency_ms=1, server_ms=5, transfer_ms=0, decode_ms=2, rtt_ms=1)
+    assert verdict(busy) == "this machine" and "the opening's waits 199 ms" in timeline.explain(busy)
     assert verdict(_t(total_ms=12)) == "unknown"  # nothing measured (no forward)
 
 

@@ -17,7 +17,8 @@ first statement; the one after the session opened). The last column is the verdi
 | client_ms | the cell's other work before the statement: arguments, finding the connection, | this machine |
 |           | the opening's own steps (dropping the old session, the local forward's listener) |              |
 | dns_ms | the name lookup through the tunnel, alone (the opening's Tunnel.resolve_addresses) | network |
-| connect_ms | the local forward made .. its TCP connection through the tunnel established | network |
+| connect_ms | the local forward made .. its TCP connection through the tunnel established: | network |
+|            | one round trip (the SYN's, rtt_ms); the rest (the forward's accept, waits) | this machine |
 | tls_ms | TCP established .. the client's first record after the TLS 1.3 handshake (TLS only) | split, below |
 | auth_ms | .. the session ready (startup, authentication, the server's parameters) | split, below |
 | send_ms | the statement's start .. its last byte out: client work and earlier exchanges | this machine |
@@ -44,9 +45,11 @@ TLS and authentication (`setup` = tls_ms + auth_ms) are split by what spent them
 | the rest | what the thread's CPU clock does not count and no turn explains: waits for this | this machine |
 |          | machine's scheduler and interpreter lock (a prefetch importing pandas meanwhile) |              |
 
-Without an RTT the setup's rest is the network's, as nothing tells the two apart. Thread CPU time, not the wall
-time of the opening less round trips, is this machine's share: a wait on a busy machine is no CPU, and round
-trips times the RTT, not the wall time, is the network's.
+Without an RTT the setup's rest (and all of connect_ms) is the network's, as nothing tells them apart. Thread
+CPU time, not the wall time of the opening less round trips, is this machine's CPU: a wait on a busy machine is
+no CPU; round trips times the RTT, not the wall time, is the network's; a wait that is neither (the loop thread
+or the driver waiting for the interpreter lock while the prefetch imports) is this machine's. The RTT is the
+tunnel's TCP's own measure, which holds this machine's delay in handling the answer: on a busy machine it grows.
 
 This module is pure: numbers in, numbers and words out (`QueryTimeline`, `verdict`, `explain`, `opening_stages`,
 `prefetch_charge`, `build`); the dialects call `StatementClock` at stage boundaries, the notebook hands a cell's
@@ -174,20 +177,22 @@ def setup_split(timeline: QueryTimeline) -> dict[str, float]:
 def shares(timeline: QueryTimeline) -> dict[str, float]:
     """Milliseconds charged to each verdict (the module's tables' last column); they add up to the stages' sum.
     database = server time (the statement's and the opening's last turn); network = the name lookup, the TCP
-    connect, the opening's round trips, the answer's wait for the round trip and the statement's earlier round
-    trips; transfer = first to last byte of the answer; this machine = the prefetch's imports and the wait for
-    it, the cell's and the statement's own client work, the opening's CPU and unexplained waits, decoding."""
+    connect's round trip, the opening's round trips, the answer's wait for the round trip and the statement's
+    earlier round trips; transfer = first to last byte of the answer; this machine = the prefetch's imports and
+    the wait for it, the cell's and the statement's own client work, the opening's CPU and unexplained waits
+    (the rest of the TCP connect and of the login), decoding."""
     t = timeline
     rtt = t.rtt_ms or 0.0
     send = t.send_ms or 0.0
     earlier = min(send, max(0, t.exchanges - 1) * rtt)  # the earlier exchanges' round trips
     setup = setup_split(t)
+    connect = t.connect_ms if t.rtt_ms is None else min(t.connect_ms, t.rtt_ms)  # the SYN's round trip
     return {
         "database": (t.server_ms or 0.0) + setup["server"],
-        "network": t.dns_ms + t.connect_ms + setup["network"] + (t.latency_ms or 0.0) + earlier,
+        "network": t.dns_ms + connect + setup["network"] + (t.latency_ms or 0.0) + earlier,
         "transfer": t.transfer_ms or 0.0,
-        "this machine": t.import_ms + t.wait_ms + t.client_ms + setup["cpu"] + setup["rest"]
-                        + (t.decode_ms or 0.0) + (send - earlier),
+        "this machine": t.import_ms + t.wait_ms + t.client_ms + (t.connect_ms - connect) + setup["cpu"]
+                        + setup["rest"] + (t.decode_ms or 0.0) + (send - earlier),
     }
 
 
@@ -210,20 +215,22 @@ def explain(timeline: QueryTimeline) -> str:
     lead = {"database": "the database", "network": "the network", "transfer": "the transfer",
             "this machine": "this machine"}[kind]
     setup = setup_split(t)
-    turns = max(0, t.exchanges - 1) + (1 if t.latency_ms else 0) + (t.setup_round_trips if t.auth_ms else 0)
+    turns = max(0, t.exchanges - 1) + (1 if t.latency_ms else 0) + (t.setup_round_trips if t.auth_ms else 0) \
+        + (1 if t.connect_ms else 0)
     decode = t.decode_ms or 0.0
-    client = parts["this machine"] - t.import_ms - setup["cpu"] - setup["rest"] - decode
+    connect = t.connect_ms if t.rtt_ms is None else min(t.connect_ms, t.rtt_ms)
+    waits = setup["rest"] + t.connect_ms - connect
+    client = parts["this machine"] - t.import_ms - setup["cpu"] - waits - decode
     machine = [(t.import_ms, "imports"), (client, "client work"), (setup["cpu"], "the login's CPU"),
-               (setup["rest"], "the login's waits"), (decode, "decoding")]
+               (waits, "the opening's waits"), (decode, "decoding")]
     detail = {
         "database": f"the server worked {ms(parts['database'])}",
         "network": f"{turns} round trip{'' if turns == 1 else 's'} of {ms(t.rtt_ms)}"
-                   + (f", the name lookup and TCP connect {ms(t.dns_ms + t.connect_ms)}"
-                      if t.dns_ms + t.connect_ms else "") + f": {ms(parts['network'])}",
+                   + (f", the name lookup {ms(t.dns_ms)}" if t.dns_ms else "") + f": {ms(parts['network'])}",
         "transfer": f"{mib(t.bytes)} came in {ms(t.transfer_ms)}"
                     + (f" ({t.rate_mbit_s:.1f} Mbit/s)" if t.rate_mbit_s else ""),
         "this machine": (", ".join(f"{name} {ms(value)}" for value, name in sorted(machine, reverse=True)
-                                   if value > 0) or "its work") + f": {ms(parts['this machine'])}",
+                                   if value >= 0.05) or "its work") + f": {ms(parts['this machine'])}",
     }[kind]
     return (f"timing: {ms(t.total_ms)}, mostly {lead}: {detail} (server {ms(t.server_ms)}, round trip "
             f"{ms(t.rtt_ms)}, transfer {ms(t.transfer_ms)}, decode {ms(t.decode_ms)}"
