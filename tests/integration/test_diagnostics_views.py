@@ -9,6 +9,7 @@ import pytest
 
 from tests.integration.helpers import magic_shell, poll
 from wgmagic.notebook.plots import stage_line, waterfall_figure
+from wgmagic.notebook.prefetch import PREFETCH
 from wgmagic.runtime.health import WORDS
 from wgmagic.sql import timeline
 
@@ -22,6 +23,8 @@ def shell(testbed):
     testbed.ensure_mariadb()
     tls_dsn = f"{testbed.dsn()}?sslmode=verify-full&sslrootcert={testbed.ca_file}"
     with magic_shell(testbed, IDENTITY, name="views", maria_url=testbed.mariadb_url(), tls_dsn=tls_dsn) as sh:
+        # the first cell would wait for %wg connect's prefetch of pandas, which its timeline charges to it
+        PREFETCH.wait(PREFETCH.frames)
         yield sh
 
 
