@@ -39,11 +39,13 @@ TLS and authentication (`setup` = tls_ms + auth_ms) are split by what spent them
 |             | SCRAM-SHA-256 PBKDF2 iterations and TLS handshake, the driver's own code (with   |              |
 |             | TLS the handshake's client CPU is in it too: one call does both); at most setup  |              |
 | setup_round_trips | the driver's request/answer turns the forward relay counted in the opening, | network |
-|                   | each costing the path's round trip: setup_round_trips x rtt_ms              |         |
+|                   | each costing the path's round trip: setup_round_trips x rtt_ms (at most     |         |
+|                   | what CPU and server leave)                                                  |         |
 | auth_server_ms | the last turn's wait for its answer beyond the round trip (the server checks | database |
 |                | the proof and loads the session)                                             |          |
 | the rest | what the thread's CPU clock does not count and no turn explains: waits for this | this machine |
 |          | machine's scheduler and interpreter lock (a prefetch importing pandas meanwhile) |              |
+|          | and the server's work in the earlier turns (its TLS handshake), no mark tells apart |            |
 
 Without an RTT the setup's rest (and all of connect_ms) is the network's, as nothing tells them apart. Thread
 CPU time, not the wall time of the opening less round trips, is this machine's CPU: a wait on a busy machine is
