@@ -24,7 +24,8 @@ HANDSHAKE_SILENT_CAUSES = (
     "client's public key is not configured on the peer; else the Endpoint host or port is wrong, UDP to that "
     "port is blocked on this network (firewall, proxy), or this machine's clock is far behind (the peer "
     "rejects old handshake timestamps)")
-HANDSHAKE_REFUSED_ADVICE = "check the Endpoint's port, and that WireGuard is running on the peer"
+HANDSHAKE_REFUSED_ADVICE = ("check the port in the config's Endpoint, and that WireGuard is running on the peer (a "
+                            "gateway: that it is up); %wg doctor (wgmagic doctor) checks each step")
 HANDSHAKE_RELAY_CAUSES = ("the relay's --to is not this peer's WireGuard port, or this client's public key is not "
                           "configured on the peer")
 REFUSED_CAUSES = ("nothing listens on that port, or a firewall rejects it: check the port, and that the server "
@@ -94,7 +95,7 @@ def no_handshake(peer: str, endpoint: str | None, *, refused: bool = False, trie
     elif address and endpoint:
         shown += f" ({address})"
     if refused:
-        fault = f"{who} at {shown}: nothing listens on that UDP port (its host answered 'port unreachable')"
+        fault = f"{who}: {shown} refused (ICMP port unreachable: nothing listens on that UDP port)"
         return Explanation(fault, HANDSHAKE_REFUSED_ADVICE, f"{fault}: {HANDSHAKE_REFUSED_ADVICE}.")
     fault = f"{who} at {shown} never answered the handshake"
     return Explanation(fault, HANDSHAKE_SILENT_CAUSES, f"{fault}. Likely causes: {HANDSHAKE_SILENT_CAUSES}.")

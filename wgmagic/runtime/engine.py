@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from wgmagic.config import WireGuardConfig
-from wgmagic.errors import HandshakeTimeoutError, TunnelClosedError
+from wgmagic.errors import HandshakeTimeoutError, PortUnreachableError, TunnelClosedError
 from wgmagic.explain import Explanation
 from wgmagic.netstack.events import EchoReply, NetstackEvent, TcpClosed, TcpEvent, UdpReadable
 from wgmagic.netstack.stack import Stack
@@ -321,6 +321,16 @@ class Engine:
             return
         while sock.recvfrom() is not None:  # a socket whose reader is gone (a finished lookup's)
             self.counters["dns_unexpected_source"] += 1
+
+    def endpoint_refused(self, now: float) -> None:
+        """ICMP port unreachable came back for something sent (carrier.py): the device moves on (endpoint.py);
+        whoever waits for the handshake of a peer refused at every address of its Endpoint (REFUSALS_IN_A_ROW
+        initiations each) fails at once with PortUnreachableError. The device keeps retrying, as wireguard-go."""
+        self.device.endpoint_refused(now)
+        for peer in self.peers.values():
+            if len(peer.handshake_waiters) and self.device.peer(peer.public_key).candidates.refused_everywhere():
+                explanation = self.describe_no_handshake(peer)
+                peer.handshake_waiters.fail(PortUnreachableError(str(explanation), explanation=explanation))
 
     def describe_no_handshake(self, peer: PeerRuntime) -> Explanation:
         """Why `peer` has not answered the handshake (peers.describe_no_handshake)."""

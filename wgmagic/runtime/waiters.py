@@ -86,7 +86,9 @@ class EchoWaiters:
 def wait_handshake(engine: Engine, public_key: bytes | None = None) -> asyncio.Future[float | None]:
     """A future for the next handshake with the peer (default: any peer), started now unless a session stands:
     its RTT in seconds (None as responder, or when a session already stood); HandshakeTimeoutError when the
-    retries give up (REKEY_ATTEMPT_TIME), TransportError when the transport cannot open, TunnelClosedError."""
+    retries give up (REKEY_ATTEMPT_TIME), PortUnreachableError (a HandshakeTimeoutError) as soon as every address
+    of the Endpoint refused twice in a row (Engine.endpoint_refused), TransportError when the transport cannot
+    open, TunnelClosedError."""
     peers = [engine.peers[public_key]] if public_key else list(engine.peers.values())
     future: asyncio.Future[float | None] = engine.loop.create_future()
     now = engine.now()
