@@ -177,3 +177,27 @@ def test_a_stray_refusal_then_an_answer_completes_the_handshake(bed):
     bed.refused(0.001)
     bed.refused(0.001)  # refusals with a session up: the tunnel keeps going, nobody waits, nothing fails
     assert bed.engine.device.peer(next(iter(bed.engine.peers))).has_session(bed.now)
+
+
+def test_the_loop_thread_hands_the_waiters_timeout_error_back_as_it_is():
+    """LoopThread.run: a coroutine's own TimeoutError subclass (3.11: concurrent.futures.TimeoutError is the
+    builtin one) is not taken for the wait's own timeout."""
+    from wgmagic.runtime.loop import LoopThread
+
+    thread = LoopThread("refused")
+    thread.start()
+    try:
+        async def refused() -> None:
+            raise PortUnreachableError("198.18.0.1:51820 refused")
+
+        with pytest.raises(PortUnreachableError, match=r"198\.18\.0\.1:51820 refused"):
+            thread.run(refused(), timeout=30)
+
+        async def slow() -> None:
+            await asyncio.sleep(30)
+
+        with pytest.raises(TimeoutError, match="no answer from the tunnel's thread") as caught:
+            thread.run(slow(), timeout=0.05)
+        assert not isinstance(caught.value, HandshakeTimeoutError)
+    finally:
+        thread.stop()
