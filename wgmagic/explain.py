@@ -215,14 +215,17 @@ __all__ = [
 ]
 
 
-def peer_not_answering(peer: str, endpoint: str | None, silent_for: float) -> str:
+def peer_not_answering(peer: str, endpoint: str | None, silent_for: float, *, refused: bool = False) -> str:
     """A tunnel connection failed because its WireGuard peer went silent (the engine's liveness check, and
     %wg status's reason). peer: the base64 public key (only its prefix is shown); endpoint: "host:port" or None;
-    silent_for: seconds since anything came back while data was sent."""
+    silent_for: seconds since anything came back while data was sent; refused: its host answers ICMP port
+    unreachable (the handshakes keep being retried)."""
     shown = endpoint or "(no endpoint)"
+    why = ("its host answers ICMP port unreachable: nothing listens on that UDP port now (is WireGuard running "
+           "there?)") if refused else "it may be down or unreachable"
     return (f"the WireGuard peer at {shown} ({key_prefix(peer)}...) is not answering: nothing came back for "
-            f"{silent_for:.0f} s while data was sent to it, not even to a new handshake; it may be down or "
-            "unreachable (the connection was closed)")
+            f"{silent_for:.0f} s while data was sent to it, not even to a new handshake; {why} (the connection "
+            "was closed)")
 
 
 def connection_lost(reason: str) -> str:

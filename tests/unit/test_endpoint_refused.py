@@ -201,3 +201,71 @@ def test_the_loop_thread_hands_the_waiters_timeout_error_back_as_it_is():
         assert not isinstance(caught.value, HandshakeTimeoutError)
     finally:
         thread.stop()
+
+
+def test_a_silent_peer_whose_host_refuses_is_said_to_be_refused():
+    """%wg status's reason and the failed connections' words: a tunnel up whose Endpoint starts answering ICMP
+    port unreachable (the peer's WireGuard stopped) says so; the device keeps retrying (no change there)."""
+    from wgmagic import explain
+
+    key = crypto.encode_key(crypto.public_key(OURS))
+    silent = explain.peer_not_answering(key, "198.18.0.1:51820", 21.0)
+    refused = explain.peer_not_answering(key, "198.18.0.1:51820", 21.0, refused=True)
+    assert "may be down or unreachable" in silent and "port unreachable" not in silent
+    assert "ICMP port unreachable: nothing listens on that UDP port" in refused and "198.18.0.1:51820" in refused
+    assert key[:8] in refused and key[:9] not in refused
+
+
+class Stream:
+    def __init__(self, conn):
+        self.conn = conn
+        self.events: list = []
+
+    def tcp_event(self, event):
+        self.events.append(event)
+
+    def forget_after_close(self):
+        return True
+
+    def loop_failed(self, error):
+        self.events.append(error)
+
+
+def test_a_tunnel_up_whose_endpoint_starts_refusing_keeps_retrying_and_says_why(bed):
+    from wgmagic.errors import PeerNotRespondingError
+    from wgmagic.netstack.events import TcpClosed
+
+    peer = peer_device(TIMERS)
+    waiter = bed.engine.wait_handshake()
+    for data, _ in bed.transport.take():
+        peer.receive_datagram(data, HERE, bed.now)
+    bed.engine.receive_datagrams([(d, ENDPOINT) for d, _ in peer.datagrams_to_send()], bed.now)
+    assert waiter.done() and waiter.exception() is None
+    bed.now += 1.0
+    conn = bed.engine.stack.tcp_connect(ipaddress.ip_address("198.18.0.1"), 5432, bed.now, timeout=120.0)
+    stream = Stream(conn)
+    bed.engine.register_stream(conn, stream)
+    bed.engine.pump_conn(conn)
+    bed.engine.pump(bed.now)
+    bed.transport.take()
+    # The peer's WireGuard stops: every initiation from now on draws ICMP port unreachable.
+    initiations = 0
+    while not stream.events and bed.now < T0 + 120:
+        bed.now = bed.engine.next_deadline()
+        bed.engine.handle_timer(bed.now)
+        for data, _ in bed.transport.take():
+            if data[0] == INITIATION:
+                initiations += 1
+                bed.engine.endpoint_refused(bed.now)
+    (closed,) = stream.events
+    assert isinstance(closed, TcpClosed) and isinstance(closed.error, PeerNotRespondingError)
+    assert "ICMP port unreachable: nothing listens on that UDP port" in str(closed.error)
+    reason = bed.engine.peer_not_answering_reason(next(iter(bed.engine.peers)), bed.now)
+    assert reason is not None and "ICMP port unreachable" in reason
+    assert initiations >= REFUSALS_IN_A_ROW  # refused everywhere, and still retrying as wireguard-go does
+    kinds: list[int] = []
+    while INITIATION not in kinds and bed.now < T0 + 300:
+        bed.now = bed.engine.next_deadline()
+        bed.engine.handle_timer(bed.now)
+        kinds = bed.kinds()
+    assert INITIATION in kinds
