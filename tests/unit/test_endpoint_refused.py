@@ -269,3 +269,35 @@ def test_a_tunnel_up_whose_endpoint_starts_refusing_keeps_retrying_and_says_why(
         bed.engine.handle_timer(bed.now)
         kinds = bed.kinds()
     assert INITIATION in kinds
+
+
+def test_a_waiter_for_any_peer_keeps_waiting_on_a_peer_not_refused():
+    """connect waits for the first handshake of any peer: one peer refused everywhere does not end the wait
+    while another (here one with no Endpoint, which only the peer itself can start) may still answer; a wait
+    for the refused peer alone fails at once."""
+    from wgmagic.config import parse_config
+
+    other = crypto.encode_key(crypto.public_key(bytes(range(2, 34))))
+    text = (f"[Interface]\nPrivateKey = {crypto.encode_key(OURS)}\nAddress = 198.18.0.2/32\n\n"
+            f"[Peer]\nPublicKey = {crypto.encode_key(crypto.public_key(bytes(range(1, 33))))}\n"
+            f"AllowedIPs = 198.18.0.0/24\nEndpoint = {ENDPOINT[0]}:{ENDPOINT[1]}\n\n"
+            f"[Peer]\nPublicKey = {other}\nAllowedIPs = 198.18.1.0/24\n")
+    config = parse_config(text)
+    refusing = config.peers[0].public_key
+    clock = [T0]
+    loop = asyncio.new_event_loop()
+    engine = Engine(config, {refusing: [ENDPOINT]}, loop=loop, timers=TIMERS, clock=lambda: clock[0],
+                    transport=RecordingTransport)
+    try:
+        engine.open()
+        anyone = engine.wait_handshake()
+        alone = engine.wait_handshake(refusing)
+        engine.endpoint_refused(clock[0])
+        clock[0] = T0 + TIMERS.rekey_timeout
+        engine.handle_timer(clock[0])
+        engine.endpoint_refused(clock[0])
+        assert alone.done() and isinstance(alone.exception(), PortUnreachableError)
+        assert not anyone.done()  # the other peer may still start a handshake
+    finally:
+        engine.close()
+        loop.close()
