@@ -49,6 +49,11 @@ class HandshakeTimeoutError(TunnelError, TimeoutError):
         self.explanation = explanation
 
 
+class PortUnreachableError(HandshakeTimeoutError):
+    """Every address of the peer's Endpoint answered the handshake with ICMP port unreachable (RFC 792, RFC 1122
+    3.2.2.1), twice in a row: nothing listens on that UDP port. Raised at once, before the handshake timeout."""
+
+
 class TunnelConflictError(TunnelError):
     """Another open tunnel (in this process or another of this user's) already speaks to the same peer with
     the same private key, or already has the name asked for."""

@@ -24,7 +24,8 @@ HANDSHAKE_SILENT_CAUSES = (
     "client's public key is not configured on the peer; else the Endpoint host or port is wrong, UDP to that "
     "port is blocked on this network (firewall, proxy), or this machine's clock is far behind (the peer "
     "rejects old handshake timestamps)")
-HANDSHAKE_REFUSED_ADVICE = "check the Endpoint's port, and that WireGuard is running on the peer"
+HANDSHAKE_REFUSED_ADVICE = ("check the port in the config's Endpoint, and that WireGuard is running on the peer (a "
+                            "gateway: that it is up); %wg doctor (wgmagic doctor) checks each step")
 HANDSHAKE_RELAY_CAUSES = ("the relay's --to is not this peer's WireGuard port, or this client's public key is not "
                           "configured on the peer")
 REFUSED_CAUSES = ("nothing listens on that port, or a firewall rejects it: check the port, and that the server "
@@ -94,7 +95,7 @@ def no_handshake(peer: str, endpoint: str | None, *, refused: bool = False, trie
     elif address and endpoint:
         shown += f" ({address})"
     if refused:
-        fault = f"{who} at {shown}: nothing listens on that UDP port (its host answered 'port unreachable')"
+        fault = f"{who}: {shown} refused (ICMP port unreachable: nothing listens on that UDP port)"
         return Explanation(fault, HANDSHAKE_REFUSED_ADVICE, f"{fault}: {HANDSHAKE_REFUSED_ADVICE}.")
     fault = f"{who} at {shown} never answered the handshake"
     return Explanation(fault, HANDSHAKE_SILENT_CAUSES, f"{fault}. Likely causes: {HANDSHAKE_SILENT_CAUSES}.")
@@ -214,14 +215,17 @@ __all__ = [
 ]
 
 
-def peer_not_answering(peer: str, endpoint: str | None, silent_for: float) -> str:
+def peer_not_answering(peer: str, endpoint: str | None, silent_for: float, *, refused: bool = False) -> str:
     """A tunnel connection failed because its WireGuard peer went silent (the engine's liveness check, and
     %wg status's reason). peer: the base64 public key (only its prefix is shown); endpoint: "host:port" or None;
-    silent_for: seconds since anything came back while data was sent."""
+    silent_for: seconds since anything came back while data was sent; refused: its host answers ICMP port
+    unreachable (the handshakes keep being retried)."""
     shown = endpoint or "(no endpoint)"
+    why = ("its host answers ICMP port unreachable: nothing listens on that UDP port now (is WireGuard running "
+           "there?)") if refused else "it may be down or unreachable"
     return (f"the WireGuard peer at {shown} ({key_prefix(peer)}...) is not answering: nothing came back for "
-            f"{silent_for:.0f} s while data was sent to it, not even to a new handshake; it may be down or "
-            "unreachable (the connection was closed)")
+            f"{silent_for:.0f} s while data was sent to it, not even to a new handshake; {why} (the connection "
+            "was closed)")
 
 
 def connection_lost(reason: str) -> str:

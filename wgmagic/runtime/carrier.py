@@ -106,4 +106,4 @@ class Carrier:
         """ICMP port unreachable for something sent: the device decides where to go next (endpoint.py). What it
         queues leaves with the batch's pump, once the transport has drained the socket's error queue (a send
         before that would fail with the same refusal)."""
-        self.engine.device.endpoint_refused(self.engine.now())
+        self.engine.endpoint_refused(self.engine.now())

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from wgmagic.config import WireGuardConfig
-from wgmagic.errors import HandshakeTimeoutError, TunnelClosedError
+from wgmagic.errors import HandshakeTimeoutError, PortUnreachableError, TunnelClosedError
 from wgmagic.explain import Explanation
 from wgmagic.netstack.events import EchoReply, NetstackEvent, TcpClosed, TcpEvent, UdpReadable
 from wgmagic.netstack.stack import Stack
@@ -321,6 +321,23 @@ class Engine:
             return
         while sock.recvfrom() is not None:  # a socket whose reader is gone (a finished lookup's)
             self.counters["dns_unexpected_source"] += 1
+
+    def endpoint_refused(self, now: float) -> None:
+        """ICMP port unreachable came back for something sent (carrier.py): the device moves on (endpoint.py);
+        whoever waits for the handshake of a peer refused at every address of its Endpoint (REFUSALS_IN_A_ROW
+        initiations each) fails at once with PortUnreachableError, unless it also waits for a peer not refused
+        (connect waits for any peer). The device keeps retrying, as wireguard-go does."""
+        self.device.endpoint_refused(now)
+        refused = [p for p in self.peers.values()
+                   if len(p.handshake_waiters) and self.device.peer(p.public_key).candidates.refused_everywhere()]
+        if not refused:
+            return
+        others = [p for p in self.peers.values() if all(p is not r for r in refused)]
+        elsewhere = {f for p in others for f in p.handshake_waiters}
+        for peer in refused:
+            explanation = self.describe_no_handshake(peer)
+            peer.handshake_waiters.fail(PortUnreachableError(str(explanation), explanation=explanation),
+                                        keep=elsewhere)
 
     def describe_no_handshake(self, peer: PeerRuntime) -> Explanation:
         """Why `peer` has not answered the handshake (peers.describe_no_handshake)."""

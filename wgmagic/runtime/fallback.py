@@ -126,6 +126,6 @@ def climb(tunnel: Switchable, ladder: Ladder, note: Callable[[str], None] | None
                     note(message)
                 continue
             if ladder.exhausted:
-                raise HandshakeTimeoutError(f"{exc} {ladder.exhausted}", explanation=exc.explanation) from None
+                raise type(exc)(f"{exc} {ladder.exhausted}", explanation=exc.explanation) from None
             raise
     raise AssertionError("a ladder has at least one rung")

@@ -32,11 +32,12 @@ def fail_connections_after(device: Device, stack: Stack) -> float:
     return max(0.0, (user_timeout or timers.rekey_attempt_time) - timers.rekey_timeout)
 
 
-def describe(runtime: PeerRuntime, silent_for: float) -> str:
-    """The sentence a connection failed for a silent peer carries (and %wg status's reason)."""
+def describe(runtime: PeerRuntime, silent_for: float, *, refused: bool = False) -> str:
+    """The sentence a connection failed for a silent peer carries (and %wg status's reason); `refused`: the
+    device's last answer from the Endpoint was ICMP port unreachable (wireguard/endpoint.py)."""
     where = runtime.resolved_endpoint or runtime.configured_endpoint
     return explain.peer_not_answering(runtime.public_key_b64, format_address(where) if where else None,
-                                      silent_for)
+                                      silent_for, refused=refused)
 
 
 class LivenessWatch:
@@ -51,7 +52,9 @@ class LivenessWatch:
     def reason(self, public_key: bytes, now: float) -> str | None:
         """`describe`'s sentence while the peer is not answering, else None."""
         since = self.device.not_answering_since(public_key, now)
-        return None if since is None else describe(self.peers[public_key], now - since)
+        if since is None:
+            return None
+        return describe(self.peers[public_key], now - since, refused=self.device.peer(public_key).candidates.refused)
 
     def check(self, now: float) -> None:
         """Fail each TCP connection of a silent peer once it has heard nothing for `fail_connections_after`
@@ -72,8 +75,8 @@ class LivenessWatch:
             if not runtime.declared_dead:
                 runtime.declared_dead = True
                 self.counters["peer_not_answering"] += 1
-            message = describe(runtime, now - since)
             peer = self.device.peer(runtime.public_key)
+            message = describe(runtime, now - since, refused=peer.candidates.refused)
             for conn in list(self.stack.tcp.values()):
                 heard = max(since, conn.last_receive)  # a connection opened during the silence counts from then
                 if conn.state in (TcpState.CLOSED, TcpState.TIME_WAIT) or now - heard < fail_after:

@@ -101,6 +101,8 @@ class LoopThread:
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
+            if future.done():  # the work's own TimeoutError (the same class since 3.11), not the wait's: as is
+                raise
             future.cancel()
             raise TimeoutError(f"no answer from the tunnel's thread within {timeout} s") from None
         except BaseException:

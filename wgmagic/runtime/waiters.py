@@ -7,6 +7,7 @@ failed with nobody awaiting it would print "Future exception was never retrieved
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
@@ -39,9 +40,15 @@ class Waiters(Generic[T]):
             if not future.done():
                 future.set_result(value)
 
-    def fail(self, error: BaseException, *, retrieved: bool = False) -> None:
-        """Every waiter gets `error`; `retrieved`: mark it retrieved (a closing tunnel's waiters may be gone)."""
-        futures, self._futures = self._futures, []
+    def __iter__(self) -> Iterator[asyncio.Future[T]]:
+        return iter(list(self._futures))
+
+    def fail(self, error: BaseException, *, retrieved: bool = False,
+             keep: Collection[asyncio.Future[T]] = ()) -> None:
+        """Every waiter gets `error`, but those in `keep` (still waiting on something else, e.g. another peer's
+        handshake), which stay; `retrieved`: mark it retrieved (a closing tunnel's waiters may be gone)."""
+        futures = [f for f in self._futures if f not in keep]
+        self._futures = [f for f in self._futures if f in keep]
         for future in futures:
             if not future.done():
                 future.set_exception(error)
@@ -86,7 +93,9 @@ class EchoWaiters:
 def wait_handshake(engine: Engine, public_key: bytes | None = None) -> asyncio.Future[float | None]:
     """A future for the next handshake with the peer (default: any peer), started now unless a session stands:
     its RTT in seconds (None as responder, or when a session already stood); HandshakeTimeoutError when the
-    retries give up (REKEY_ATTEMPT_TIME), TransportError when the transport cannot open, TunnelClosedError."""
+    retries give up (REKEY_ATTEMPT_TIME), PortUnreachableError (a HandshakeTimeoutError) as soon as every address
+    of the Endpoint refused twice in a row (Engine.endpoint_refused), TransportError when the transport cannot
+    open, TunnelClosedError."""
     peers = [engine.peers[public_key]] if public_key else list(engine.peers.values())
     future: asyncio.Future[float | None] = engine.loop.create_future()
     now = engine.now()

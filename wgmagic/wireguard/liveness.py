@@ -6,7 +6,8 @@ came from it since: data went out and nothing came back for KEEPALIVE_TIMEOUT + 
 starts a new handshake, 6.2: `Peer.unanswered_at` is set when that timer fires) and that handshake also went
 unanswered for REKEY_TIMEOUT (15 + 5 = 20 s with the whitepaper's constants); or the handshake retries gave up
 after REKEY_ATTEMPT_TIME (`Peer.gave_up_at`). Idle tunnels are never "not answering": only unanswered traffic
-counts. Any authenticated message from the peer clears both marks (`answered`).
+counts. Any authenticated message from the peer clears both marks (`answered`), and the Endpoint's refusals
+(endpoint.py: ICMP port unreachable counted per address).
 
 Owns: the two marks' meaning. Never does I/O and never reads a clock: `now` comes in.
 """
@@ -32,8 +33,10 @@ def handshake_gave_up(peer: Peer, now: float) -> None:
 
 
 def answered(peer: Peer) -> None:
-    """An authenticated message came from the peer: whatever it left unanswered before is answered."""
+    """An authenticated message came from the peer: whatever it left unanswered before is answered, and no
+    address of its Endpoint is refusing."""
     peer.unanswered_at = peer.gave_up_at = None
+    peer.candidates.answered()
 
 
 def not_answering_since(peer: Peer, timers: Timers, now: float) -> float | None:
