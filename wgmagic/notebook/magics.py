@@ -8,11 +8,15 @@ Argument text is never variable-expanded by IPython (`{var}` and `$var` are look
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, validate
+
+if TYPE_CHECKING:
+    from wgmagic.notebook.arguments import CommandParser
 
 DEFAULT_DISPLAY_LIMIT = 50
 
@@ -90,17 +94,17 @@ class WgMagic(Magics):
     @line_magic
     def wg(self, line: str) -> Any:
         """(replaced below the class by wg_usage(): the commands as the parser knows them)"""
-        from wgmagic.notebook.arguments import parse_arguments, wg_parser, wg_usage, without_comment
-        from wgmagic.notebook.cmd import COMMANDS
+        from wgmagic.notebook.arguments import parse_arguments, wg_usage, without_comment
+        from wgmagic.notebook.cmd import command
         from wgmagic.notebook.presentation import guarded
 
-        args = parse_arguments(wg_parser(), without_comment(line))
+        args = parse_arguments(_wg_parser(), without_comment(line))
         if args is None:
             return None
         if args.command in (None, "help"):
             print(wg_usage())
             return None
-        return guarded(f"%wg {args.command}", COMMANDS[args.command], self, args)
+        return guarded(f"%wg {args.command}", command(args.command), self, args)
 
     @no_var_expand
     @line_cell_magic
@@ -132,10 +136,17 @@ class WgMagic(Magics):
         self.current_tunnel = self.current_connection = None
 
 
-def _wg_doc() -> str:
-    from wgmagic.notebook.arguments import wg_usage
+@functools.cache
+def _wg_parser() -> CommandParser:
+    """The `%wg` parser, built once (for the docstring below, at `%load_ext`) and used by every `%wg` line:
+    argparse reads a parser without changing it, and building this one takes milliseconds."""
+    from wgmagic.notebook.arguments import wg_parser
 
-    return wg_usage() + "\n`%wg COMMAND --help` for each command's arguments."
+    return wg_parser()
+
+
+def _wg_doc() -> str:
+    return _wg_parser().format_help() + "\n`%wg COMMAND --help` for each command's arguments."
 
 
 WgMagic.wg.__doc__ = _wg_doc()

@@ -14,7 +14,6 @@ import struct
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 KEY_LEN = 32
 _SIGMA = struct.unpack("<4I", b"expand 32-byte k")
@@ -95,7 +94,7 @@ class StaticKey:
         if len(private) != KEY_LEN:
             raise ValueError("a WireGuard private key is 32 bytes")
         self._private = X25519PrivateKey.from_private_bytes(private)
-        self.public = self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.public = self._private.public_key().public_bytes_raw()
 
     def dh(self, public: bytes) -> bytes:
         """X25519 with a peer's 32-byte public key (RFC 7748). Raises ValueError for a low-order point."""
@@ -107,7 +106,7 @@ class StaticKey:
 
 def generate_private_key() -> bytes:
     """32 random bytes as an X25519 private key (what `wg genkey` makes, before base64)."""
-    return X25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return X25519PrivateKey.generate().private_bytes_raw()
 
 
 def public_key(private: bytes) -> bytes:
@@ -124,7 +123,7 @@ def generate_keypair() -> tuple[str, str]:
 def dh_generate() -> tuple[X25519PrivateKey, bytes]:
     """A fresh ephemeral X25519 key pair: (private key object, 32-byte public key)."""
     private = X25519PrivateKey.generate()
-    return private, private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return private, private.public_key().public_bytes_raw()
 
 
 def dh(private: X25519PrivateKey, public: bytes) -> bytes:

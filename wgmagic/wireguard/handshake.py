@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from wgmagic.wireguard import crypto
 from wgmagic.wireguard.messages import Initiation, Response, build_initiation, build_response
@@ -57,7 +56,7 @@ def _ephemeral(private: bytes | None) -> tuple[X25519PrivateKey, bytes]:
     if private is None:
         return crypto.dh_generate()
     key = X25519PrivateKey.from_private_bytes(private)
-    return key, key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return key, key.public_key().public_bytes_raw()
 
 
 def create_initiation(static: crypto.StaticKey, peer_public: bytes, sender_index: int,

@@ -72,7 +72,12 @@ def connect(magic: WgMagic, args: argparse.Namespace) -> None:
     name = name or _default_name(source, magic.tunnels)
     if name in magic.tunnels and not magic.tunnels[name].closed:
         magic.tunnels[name].close()
-    PREFETCH.start()  # while the handshake is in flight
+    # The prefetch thread's imports (the SQL driver, the DNS library, pandas) share the GIL with this thread: the
+    # tunnel's own modules load first, so that the prefetch runs while the handshake is in flight, not while the
+    # code that sends it is still being imported.
+    import wgmagic.runtime.tunnel  # noqa: F401
+
+    PREFETCH.start()
     share = True if getattr(args, "share", None) else getattr(magic, "share", None)
     try:
         tunnel = connect(config, name=name, timeout=magic.timeout if args.timeout is None else args.timeout,
