@@ -41,6 +41,11 @@ logger = logging.getLogger(__name__)
 _ATTEMPTS = 8  # lock-then-check rounds lost to other processes removing the file before we give up
 _SWEEP_MAX = 256  # leftover lock files looked at per claim
 _LOCK_FILE = re.compile(r"[0-9a-f]{24}\.(?:host)?lock")
+# A WireGuard peer drops an initiation that comes within 20 ms of the last one it took (the flood check:
+# wireguard-go's HandshakeInitationRate, Linux's INITIATIONS_PER_SECOND = 50), and the initiator then waits
+# REKEY_TIMEOUT (5 s) to try again: a tunnel closed and opened again at once on one key would wait 5 s.
+FLOOD_GUARD = 0.05  # seconds after this process's last handshake on a key before a new tunnel initiates
+_LAST_HANDSHAKE: dict[str, float] = {}  # lock name -> time.monotonic() of the last handshake of a closed tunnel
 
 
 class KeyInUseError(TunnelConflictError):
@@ -94,6 +99,7 @@ class KeyLock:
     `release()` removes each lock file (while still holding it) and then lets go; idempotent."""
 
     held: list[tuple[str, int]] = field(default_factory=list)  # (path, descriptor)
+    names: list[str] = field(default_factory=list)  # lock_name of each (our key, peer), held or not
 
     @classmethod
     def claim(cls, config: WireGuardConfig) -> KeyLock:
@@ -101,13 +107,13 @@ class KeyLock:
 
         Where flock is missing (or WGMAGIC_PORTABLE=flock), or the runtime directory is not private, nothing is
         locked and only this process's own check applies."""
-        lock = cls()
-        if not platform.enabled("flock"):
-            logger.debug("no flock on this system: the one-key check covers this process only")
-            return lock
         from wgmagic.wireguard.crypto import public_key
 
         ours = public_key(config.interface.private_key)
+        lock = cls(names=[lock_name(ours, peer.public_key) for peer in config.peers])
+        if not platform.enabled("flock"):
+            logger.debug("no flock on this system: the one-key check covers this process only")
+            return lock
         try:
             for peer in config.peers:
                 held = _lock_one(lock_name(ours, peer.public_key), peer.public_key_b64)
@@ -119,6 +125,19 @@ class KeyLock:
         if lock.held:
             sweep(os.path.dirname(lock.held[0][0]), keep={path for path, _fd in lock.held})
         return lock
+
+    def handshaken(self, when: float | None) -> None:
+        """Remember `when` (time.monotonic() seconds; None: no handshake) as the last handshake on these keys,
+        for `initiation_wait` of the next tunnel on them in this process."""
+        if when is not None:
+            for name in self.names:
+                _LAST_HANDSHAKE[name] = max(when, _LAST_HANDSHAKE.get(name, when))
+
+    def initiation_wait(self, now: float) -> float:
+        """Seconds to wait at `now` (time.monotonic()) before a first initiation on these keys, so that the peer
+        does not drop it as a flood (FLOOD_GUARD after the last handshake a closed tunnel of ours had); 0.0 mostly."""
+        last = max((_LAST_HANDSHAKE.get(name, -FLOOD_GUARD) for name in self.names), default=-FLOOD_GUARD)
+        return min(FLOOD_GUARD, max(0.0, last + FLOOD_GUARD - now))
 
     def release(self) -> None:
         """Remove the lock files and drop the locks; the directory goes too when it is left empty."""

@@ -96,6 +96,14 @@ def end_connections(thread: LoopThread, engine: Engine, timeout: float = GOODBYE
         logger.info("closed %d connection(s) toward the server, %d of them reset", closing, reset)
 
 
+def last_handshake(engine: Engine) -> float | None:
+    """On the loop thread: when the newest session of any peer was made (time.monotonic() seconds), or None."""
+    now = engine.now()
+    offset = engine.device.protocol_time(now) - now  # the device's clock counts suspended time
+    made = [peer.current.created for peer in engine.device.peers.values() if peer.current is not None]
+    return max(made) - offset if made else None
+
+
 # ---- the record of open connections, for the next tunnel on the key ---------------------------------------
 class LeftoverRecord:
     """The file `<lock>.connections` beside the key lock `path` (see the module docstring)."""

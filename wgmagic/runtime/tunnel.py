@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -122,6 +123,7 @@ class Tunnel:
         async def wait() -> float | None:
             return await self._engine.wait_handshake()
 
+        time.sleep(self._key_lock.initiation_wait(time.monotonic()))  # not into the peer's flood check
         try:
             return self._thread.run(wait(), timeout=timeout)
         except TimeoutError as exc:
@@ -162,6 +164,7 @@ class Tunnel:
         if self._thread.running:
             try:
                 self._thread.call(self._follower.close, timeout=5.0)
+                self._key_lock.handshaken(self._thread.call(lifecycle.last_handshake, self._engine, timeout=5.0))
                 lifecycle.end_connections(self._thread, self._engine)  # FIN (or RST) toward the server first
                 if self._leftovers is not None:
                     self._thread.call(self._leftovers.stop, timeout=5.0)
