@@ -125,3 +125,25 @@ def test_arrow_types_of_the_fixed_width_kinds():
     dates = piece_to_arrow(Piece("time", 1082, np.zeros(1, bool), np.array([1], dtype=np.int64)))
     assert str(dates.to_pylist()[0]) == "2000-01-02"
     assert [f.name for f in arrow_schema(["a", "a", "b"], [23, 23, 25])] == ["a", "a_1", "b"]
+
+
+def test_polars_output_without_polars_says_which_extra_before_the_query(monkeypatch):
+    """autopolars without polars installed: MissingDependencyError (an ImportError too) naming the extra, raised
+    before the statements run (a long query is not run to be thrown away)."""
+    import importlib.util
+    import sys
+
+    from wgmagic.errors import MissingDependencyError
+    from wgmagic.sql import outputs
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "polars" else
+                        real_find_spec(name, *a))
+    monkeypatch.setitem(sys.modules, "polars", None)  # `import polars` raises ModuleNotFoundError
+
+    class NeverRun:
+        def run(self, statements, progress=None):
+            raise AssertionError("the statements ran")
+
+    with pytest.raises(MissingDependencyError, match=r"pip install 'wgmagic\[polars\]'"):
+        outputs.run_cell(NeverRun(), ["SELECT 1"], OutputSpec("polars"))

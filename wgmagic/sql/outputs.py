@@ -97,6 +97,10 @@ def using(spec: OutputSpec) -> Iterator[OutputSpec]:
 def run_cell(conn: SqlConnection, statements: list[Any], spec: OutputSpec, *, progress: Any = None) -> list[Any]:
     """Run `statements` on an SqlConnection with `spec`; the Results' frames in the form `spec` asks for."""
     if spec.form == "polars":
+        import importlib.util
+
+        if importlib.util.find_spec("polars") is None:
+            _polars()  # MissingDependencyError before the query runs, not after
         _import_meanwhile("polars")  # a fresh kernel's first polars result: the import overlaps the query
     with using(spec):
         results = conn.run(statements, progress=progress)
@@ -162,9 +166,16 @@ def _form_of_pandas(frame: Any, form: str) -> Any:
     table = pa_table_from_pandas(frame)
     if form == "arrow":
         return table
-    import polars as pl
+    pl = _polars()
 
     return pl.from_arrow(table, rechunk=False)
+
+
+def _polars() -> Any:
+    """The polars module, or MissingDependencyError naming `pip install 'wgmagic[polars]'`."""
+    from wgmagic.errors import import_optional
+
+    return import_optional("polars", "polars", "%config WgMagic.autopolars = True")
 
 
 def pa_table_from_pandas(frame: Any) -> Any:
@@ -242,7 +253,7 @@ def build_columns(columns: list[list[Piece]], rows: int, names: Sequence[str], o
     table = pa.Table.from_arrays(arrays, schema=schema) if arrays else pa.table({}).slice(0, 0)
     if form == "arrow":
         return table
-    import polars as pl
+    pl = _polars()
 
     return pl.from_arrow(table, rechunk=False)
 
