@@ -211,7 +211,8 @@ def mask_secrets(text: str) -> str:
 
 
 _KEY_SHAPED = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=(?![A-Za-z0-9+/=])")
-_USERINFO = re.compile(r"(?<![\w/])([^\s:/@'\"]+:)([^\s@'\"]+)(@)")
+# user:password@host without a scheme; not scheme://user@host (a URL with no password: its "//" is no password)
+_USERINFO = re.compile(r"(?<![\w/])([^\s:/@'\"]+:)(?!//)([^\s@'\"]+)(@)")
 
 
 def mask_all_secrets(text: str) -> str:

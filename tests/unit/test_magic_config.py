@@ -194,3 +194,17 @@ def test_a_limited_result_pickles_and_compares_as_its_rows():
     back = pickle.loads(pickle.dumps(limited))
     pd.testing.assert_frame_equal(pd.DataFrame(back), frame)
     assert "100 rows; showing the first 5" in repr(back)
+
+
+def test_closing_an_alias_that_is_not_open_says_so(load, capsys):
+    """`%wgsql NAME --close` with a name that is no open connection: a UsageError naming it and the open ones
+    (it was run as the SQL "NAME --close" on the current connection)."""
+    sh = load()
+    assert sh.run_cell(f"%%wgsql sqlite:// --no-tunnel --alias lite\n{TWENTY}").success
+    capsys.readouterr()
+    sh.run_cell("%wgsql app --close")
+    out = capsys.readouterr()
+    assert "no connection named 'app'; known: lite" in out.out + out.err
+    assert "syntax error" not in (out.out + out.err).lower()
+    assert sh.run_cell("%wgsql lite --close").success
+    assert "closed connection 'lite'" in capsys.readouterr().out

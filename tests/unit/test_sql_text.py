@@ -241,6 +241,18 @@ def test_mask_all_secrets(text):
     assert "Zq9" not in masked and "A" * 43 not in masked
 
 
+@given(st.sampled_from(["postgresql", "mysql+pymysql", "ws", "socks5h"]),
+       st.from_regex(r"[a-z][a-z0-9_.-]{0,12}", fullmatch=True),
+       st.from_regex(r"[a-z][a-z0-9.-]{0,20}(:[0-9]{1,5})?(/[a-z0-9_]{0,10})?", fullmatch=True))
+def test_a_url_without_a_password_is_shown_as_it_is(scheme, user, rest):
+    """scheme://user@host has no secret to mask (it was shown as `scheme:***@host`); with a password it is."""
+    from wgmagic.connstr import mask_all_secrets
+
+    url = f"{scheme}://{user}@{rest}"
+    assert mask_all_secrets(f"start with %%wgsql {url} here") == f"start with %%wgsql {url} here"
+    assert "Zq9" not in mask_all_secrets(f"try {scheme}://{user}:Zq9pw@{rest} now")
+
+
 def test_dsn_errors_never_repeat_the_text():
     for text in ("host=h password=Zq9pw 'broken", "Zq9pw", "host=h port=Zq9pw"):
         with pytest.raises(DsnError) as info:

@@ -41,7 +41,9 @@ def wgsql(magic: WgMagic, line: str, cell: str | None) -> Any:
     if capture:
         target_var, line = capture.group(1), capture.group(2)
     parser = wgsql_parser()
-    if cell is None:  # `x = %wgsql [DSN|ALIAS] [options] SELECT ...`: the SQL starts where our words end
+    if cell is None and "--close" in line.split():  # `%wgsql [ALIAS] --close` takes no SQL: all are arguments
+        cell = ""
+    elif cell is None:  # `x = %wgsql [DSN|ALIAS] [options] SELECT ...`: the SQL starts where our words end
         split = split_sql_line(line, parser, lambda word: word in magic.connections)
         line, cell = split.arguments, split.sql
     args = parse_arguments(parser, keyword_dsn_as_one_argument(line), may_hold_secrets=("target",))
