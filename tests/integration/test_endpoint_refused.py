@@ -79,6 +79,18 @@ def test_connect_to_a_closed_udp_port_fails_at_once_saying_so(testbed):
         assert private not in text and private[:8] not in text
 
 
+def test_a_timeout_shorter_than_the_refusals_still_names_the_refusal(testbed):
+    """A handshake timeout that ends the wait before the second refusal (one initiation, then REKEY_TIMEOUT):
+    the same class and words as when the refusals end it, plus how long it waited."""
+    with veth_to_peer_namespace(testbed) as (_host_ip, ns_ip):
+        port = closed_udp_port(testbed, ns_ip)
+        config = testbed.client_config(endpoint=f"{ns_ip}:{port}", identity=IDENTITY)
+        with pytest.raises(PortUnreachableError) as caught:
+            connect(config, timeout=2.0)
+    text = str(caught.value)
+    assert f"{ns_ip}:{port} refused (ICMP port unreachable" in text and "gave up after 2 s" in text, text
+
+
 def test_a_normal_connect_to_the_bed_still_works(testbed):
     with connect(testbed.client_config(identity=IDENTITY), timeout=TIMEOUT) as tunnel:
         replies = tunnel.ping("198.18.0.1", count=1, timeout=10)

@@ -70,10 +70,7 @@ class AsyncTunnel:
         try:
             return await asyncio.wait_for(self.engine.wait_handshake(), timeout)
         except asyncio.TimeoutError:
-            peer = next(iter(self.engine.peers.values()))
-            explanation = self.engine.describe_no_handshake(peer)
-            raise HandshakeTimeoutError(f"{explanation} (gave up after {timeout:g} s)",
-                                        explanation=explanation) from None
+            raise self.engine.no_handshake_error(next(iter(self.engine.peers.values())), timeout) from None
 
     async def resolve_addresses(self, host: str) -> list[IPAddress]:
         """The addresses of `host` (a literal, or a name resolved through the tunnel's DNS) this tunnel can

@@ -343,6 +343,14 @@ class Engine:
         """Why `peer` has not answered the handshake (peers.describe_no_handshake)."""
         return describe_no_handshake(peer, self.device.peer(peer.public_key), self.carrier.transport)
 
+    def no_handshake_error(self, peer: PeerRuntime, waited: float) -> HandshakeTimeoutError:
+        """The error for a wait of `waited` seconds that ended without a handshake with `peer`: PortUnreachableError
+        when its Endpoint has refused (ICMP port unreachable), as when the refusals end the wait first."""
+        explanation = self.describe_no_handshake(peer)
+        candidates = self.device.peer(peer.public_key).candidates
+        kind = PortUnreachableError if candidates.refused or candidates.refused_everywhere() else HandshakeTimeoutError
+        return kind(f"{explanation} (gave up after {waited:g} s)", explanation=explanation)
+
     # ---- what services, relays and the Tunnel call (on the loop); AllowedIPs checks ask `routes`, DNS is
     # resolver.resolve(engine, name) -------------------------------------------------------------------
     def wait_handshake(self, public_key: bytes | None = None) -> asyncio.Future[float | None]:

@@ -130,9 +130,7 @@ class Tunnel:
             if isinstance(exc, HandshakeTimeoutError):
                 raise
             peer = next(iter(self._engine.peers.values()))
-            explanation = self._thread.call(self._engine.describe_no_handshake, peer)
-            raise HandshakeTimeoutError(f"{explanation} (gave up after {timeout:g} s)",
-                                        explanation=explanation) from None
+            raise self._thread.call(self._engine.no_handshake_error, peer, timeout) from None
 
     def switch_to_websocket(self, via: Via) -> None:
         """Carry the datagrams over the WebSocket at via.url from now on (what --via auto does)."""
