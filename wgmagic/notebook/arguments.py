@@ -136,7 +136,7 @@ def wg_parser() -> CommandParser:
     sub = parser.add_subparsers(dest="command", parser_class=CommandParser, metavar="COMMAND")
     p = sub.add_parser("connect", help="bring up a tunnel (returns after the first handshake)")
     p.add_argument("config", help="a wg-quick file, or {var} / $var holding wg-quick text")
-    p.add_argument("--name", help="a name for the tunnel (default: from the file name, or wg0, wg1, ...)")
+    p.add_argument("--name", help="a name for the tunnel (default: the file's or variable's name, else wg0, ...)")
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds to wait for the handshake (default: %%config WgMagic.timeout, 10)")
     p.add_argument("--via", help="udp, a ws:// or wss:// URL of a `wgmagic relay` (networks that block UDP), or "
