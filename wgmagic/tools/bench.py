@@ -1,7 +1,7 @@
 """`%wg bench`: throughput down and up, and round-trip latency, through the tunnel.
 
-It speaks the small bench protocol of the test bed and of `wgmagic gateway`'s bench service, on three
-consecutive ports: PORT is a bulk source (send an 8-byte big-endian size, receive that many bytes), PORT+1
+It speaks a small bench protocol (the test bed's services serve it; a database or `wgmagic gateway` does not),
+on three consecutive ports: PORT is a bulk source (send an 8-byte big-endian size, receive that many bytes), PORT+1
 echoes bytes back, PORT+2 is a sink (send bytes, half-close, it answers with their SHA-256 in hex).
 Everything measured here is bytes that crossed the tunnel, timed on this side.
 """
