@@ -389,7 +389,8 @@ def load_config(source: str | os.PathLike[str] | WireGuardConfig,
 
 def private_key_prompt() -> Callable[[str], str] | None:
     """getpass.getpass where someone can answer it (stdin a terminal, or a Jupyter kernel, which forwards it to
-    the notebook), else None: a script or a pipe gets the "is missing" error instead of a hanging read."""
+    the notebook), else None: a script or a pipe gets the "is missing" error instead of a hanging read (or a
+    prompt that warns the input may echo). `%wg connect` asks for a PrivateKey, `%%wgsql` for a password with it."""
     import sys
 
     ipython = sys.modules.get("IPython")

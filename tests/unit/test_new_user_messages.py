@@ -309,3 +309,29 @@ def test_wgsql_with_a_sqlalchemy_url_names_the_extra(monkeypatch, capsys):
         assert "pip install 'wgmagic[tools]'" in shown.out + shown.err
     finally:
         shell.run_line_magic("unload_ext", "wgmagic")
+
+
+def test_the_magic_does_not_prompt_where_nobody_can_answer(tmp_path, monkeypatch, capsys):
+    """`%wg connect` of a config without PrivateKey in an IPython with no kernel and stdin not a terminal (a
+    script, a pipe): the error naming the variable, as the CLI gives, not a getpass prompt warning that the
+    input may echo."""
+    import warnings
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    monkeypatch.delenv(PRIVATE_KEY_ENV, raising=False)
+    monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(isatty=lambda: False))
+    monkeypatch.setattr("getpass.getpass", lambda prompt: pytest.fail(f"prompted: {prompt}"))
+    path = tmp_path / "nokey.conf"
+    path.write_text(_config(private=None))
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "wgmagic")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            result = sh.run_cell(f"%wg connect {path}")
+    finally:
+        sh.run_line_magic("unload_ext", "wgmagic")
+    out = capsys.readouterr()
+    assert not result.success
+    assert PRIVATE_KEY_ENV in out.out + out.err and "is missing" in out.out + out.err

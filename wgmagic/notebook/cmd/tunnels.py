@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -55,14 +54,14 @@ def connect(magic: WgMagic, args: argparse.Namespace) -> None:
     """`%wg connect CONFIG [--name N] [--timeout S] [--via ...] [--share]`: up after the first handshake, or an
     error. --share (or `WgMagic.share`, else $WGMAGIC_SHARE): the key's host process runs the tunnel for every
     notebook on the key; without it, a key another notebook shares is attached to as well."""
-    from wgmagic.config import parse_config
+    from wgmagic.config import parse_config, private_key_prompt
     from wgmagic.errors import TunnelConflictError
     from wgmagic.netstack.tcp.config import tunnel_config
     from wgmagic.runtime.hosted import NotSharedError, not_shared_text
     from wgmagic.runtime.share import connect
 
     text, source = config_text(magic.shell.user_ns, args.config)
-    config = parse_config(text, source=source, ask_private_key=lambda prompt: getpass.getpass(prompt))
+    config = parse_config(text, source=source, ask_private_key=private_key_prompt())
     if not config.peers:
         raise ConfigError("has no [Peer] section: there is nothing to connect to", source=source)
     name = args.name

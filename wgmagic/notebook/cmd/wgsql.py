@@ -8,7 +8,6 @@ itself how a cell is cut into statements (`SqlConnection.statements`): it never 
 from __future__ import annotations
 
 import argparse
-import getpass
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -183,7 +182,9 @@ def sql_connection(magic: WgMagic, args: argparse.Namespace) -> SqlConnection:
                 raise
             raise UsageError(f"{section.source}: section [{section.section}], key tunnel: {exc}") from None
     provider = None if tunnel_name is None else (lambda: find_tunnel(magic, tunnel_name))
-    conn = dialect.connection(dsn, alias, provider, prompt=getpass.getpass, autocommit=magic.autocommit)
+    from wgmagic.config import private_key_prompt
+
+    conn = dialect.connection(dsn, alias, provider, prompt=private_key_prompt(), autocommit=magic.autocommit)
     conn.tunnel_name = tunnel_name
     conn.ensure()  # a connection that cannot open is not kept, and the current one stays current
     magic.connections[alias] = conn
