@@ -208,7 +208,9 @@ def wg_parser() -> CommandParser:
     p.add_argument("--seconds", type=float, default=5.0, help="seconds per direction (default 5)")
     p.add_argument("--tunnel")
     p = sub.add_parser("doctor", help="check a config and the path, step by step, with causes and fixes")
-    p.add_argument("config", nargs="?", help="a wg-quick file or {var}; default: the current tunnel")
+    p.add_argument("config", nargs="?", help="a wg-quick file or {var}; default: the current tunnel (a lone HOST:PORT "
+                   "that names no file is the target)")
+    p.add_argument("target_arg", nargs="?", metavar="TARGET", help="the same as --target (as `wgmagic doctor` has it)")
     p.add_argument("--target", help="HOST:PORT (or HOST) on the private network to check too")
     p.add_argument("--timeout", type=float, default=5.0)
     sub.add_parser("help", help="this list of commands (as %%wg? shows it)")

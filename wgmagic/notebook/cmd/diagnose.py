@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -43,14 +44,34 @@ def resolve(magic: WgMagic, args: argparse.Namespace) -> list[str]:
 
 
 def doctor(magic: WgMagic, args: argparse.Namespace) -> Any:
-    """`%wg doctor [CONFIG] [--target HOST:PORT]`: the doctor's report, of a config or the current tunnel."""
+    """`%wg doctor [CONFIG] [TARGET] [--target HOST:PORT]` (the CLI's `wgmagic doctor CONFIG TARGET` too): the
+    doctor's report, of a config or the current tunnel; a lone HOST:PORT that names no file is the target."""
     from wgmagic.tools.doctor import run_doctor
 
-    if args.config:
-        text, _ = config_text(magic.shell.user_ns, args.config)
-        return run_doctor(text, target=value(magic.shell.user_ns, args.target), timeout=args.timeout)
-    return run_doctor(None, target=value(magic.shell.user_ns, args.target), tunnel=find_tunnel(magic, None),
+    config, target = args.config, args.target
+    if args.target_arg is not None:
+        if target is not None:
+            raise UsageError("%wg doctor: give the target once (CONFIG TARGET, or --target TARGET)")
+        target = args.target_arg
+    if config and target is None and _is_host_port(config) and not os.path.exists(config):
+        config, target = None, config  # `%wg doctor db.internal:5432`: the current tunnel, to that target
+    if config:
+        text, _ = config_text(magic.shell.user_ns, config)
+        return run_doctor(text, target=value(magic.shell.user_ns, target), timeout=args.timeout)
+    return run_doctor(None, target=value(magic.shell.user_ns, target), tunnel=find_tunnel(magic, None),
                       timeout=args.timeout)
+
+
+def _is_host_port(text: str) -> bool:
+    from wgmagic.addresses import split_host_port
+
+    if text.startswith(("{", "$")):
+        return False
+    try:
+        split_host_port(text)
+    except ValueError:
+        return False
+    return True
 
 
 def bench(magic: WgMagic, args: argparse.Namespace) -> Any:
