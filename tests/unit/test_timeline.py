@@ -224,3 +224,14 @@ def test_waterfall_draws_with_agg():
              _t(total_ms=5)]
     assert png(waterfall_figure(items)).startswith(b"\x89PNG")
     assert png(waterfall_figure([])).startswith(b"\x89PNG")
+
+
+def test_the_round_trips_said_add_up_to_the_network_share():
+    """A smoothed RTT above what the waits took (a busy machine's estimate): the sentence gives what the round
+    trips took each, so "N round trips of X" and the network share agree (it said "2 round trips of 3.2 ms:
+    2.3 ms")."""
+    t = _t(rtt_ms=3.2, send_ms=2.3, exchanges=2, latency_ms=0.0, server_ms=0.0, transfer_ms=0.1, decode_ms=0.1)
+    parts = shares(t)
+    text = timeline.explain(t)
+    turns = 1
+    assert f"{turns} round trip of {parts['network']:.1f} ms" in text, text

@@ -227,7 +227,9 @@ def explain(timeline: QueryTimeline) -> str:
                (waits, "the opening's waits"), (decode, "decoding")]
     detail = {
         "database": f"the server worked {ms(parts['database'])}",
-        "network": f"{turns} round trip{'' if turns == 1 else 's'} of {ms(t.rtt_ms)}"
+        # what the round trips took, each on average (the smoothed RTT can be above a wait it is capped to)
+        "network": f"{turns} round trip{'' if turns == 1 else 's'}"
+                   + (f" of {ms((parts['network'] - t.dns_ms) / turns)}" if turns else "")
                    + (f", the name lookup {ms(t.dns_ms)}" if t.dns_ms else "") + f": {ms(parts['network'])}",
         "transfer": f"{mib(t.bytes)} came in {ms(t.transfer_ms)}"
                     + (f" ({t.rate_mbit_s:.1f} Mbit/s)" if t.rate_mbit_s else ""),
