@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import stat
@@ -86,50 +87,65 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _readme_serve_section() -> tuple[list[str], str]:
+    """The README's `--serve` examples: its ```python blocks and the psql line, as printed there."""
+    text = README.read_text()
+    section = text[text.index("With `scripts/demo --serve` running"):text.index("The password comes from `pgpass`")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    psql = re.search(r'`(psql "host=/tmp/wgmagic-xxxx port=5432 [^"]*")`', section)
+    assert len(blocks) == 4 and psql, "the README's --serve examples moved"
+    return blocks, psql.group(1)
+
+
 def test_demo_serve_keeps_the_database_up_for_the_readme_lines_then_stops_on_ctrl_c(home, monkeypatch, capsys):
-    out = home / "out"
+    """`wgmagic demo --serve` from a directory (its default output ./wgmagic-demo), the README's examples run
+    there as printed (%wg connect and %%wgsql in this process's IPython, psql through the forward, the
+    script in a process of its own) with the password from PGPASSFILE alone; then Ctrl-C."""
+    blocks, psql_line = _readme_serve_section()
+    out = home / "wgmagic-demo"
     prefix = _as_nobody(home)
-    process = subprocess.Popen([*prefix, sys.executable, "-m", "wgmagic.cli", "demo", "--serve", "--output-dir",
-                                str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               cwd=home, start_new_session=True, env={**os.environ, "HOME": str(home)})
+    process = subprocess.Popen([*prefix, sys.executable, "-m", "wgmagic.cli", "demo", "--serve"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=home,
+                               start_new_session=True, env={**os.environ, "HOME": str(home)})
     output = _Output(process)
     pg_dir = None
     try:
         output.wait_for(r"^\s+psycopg\.connect")
         pg_dir = output.wait_for(r"data in (\S+)\)").group(1)
         assert _processes_mentioning(pg_dir), "PostgreSQL is not running while --serve serves"
-        pgpass = output.wait_for(r"^\s+export PGPASSFILE=(\S+)$").group(1)
-        connect = output.wait_for(r"^\s+(%wg connect \S+)$").group(1)
-        wgsql = output.wait_for(r"^\s+(%%wgsql \S+)$").group(1)
-        assert pgpass == str(out.resolve() / "pgpass") and connect == f"%wg connect {out.resolve() / 'wg-demo.conf'}"
-        monkeypatch.setenv("PGPASSFILE", pgpass)  # the only source of the password below
-        monkeypatch.delenv("PGPASSWORD", raising=False)
+        # What it prints to paste: the README's lines, with the absolute paths of this run.
+        printed = output.text
+        assert f"export PGPASSFILE={out.resolve() / 'pgpass'}\n" in printed
+        assert f"%wg connect {out.resolve() / 'wg-demo.conf'}\n" in printed
+        assert f"  {blocks[1].splitlines()[0]}\n" in printed  # %%wgsql postgresql://app@db.internal:5432/app
+        # The README's steps, from the directory --serve was started in.
+        monkeypatch.chdir(home)
+        monkeypatch.setenv("PGPASSFILE", "wgmagic-demo/pgpass")  # export PGPASSFILE=wgmagic-demo/pgpass
+        monkeypatch.delenv("PGPASSWORD", raising=False)  # the only source of the password: the file
         with magic_shell(None) as shell:
-            # The printed lines, run as printed, in this process.
-            result = shell.run_cell(connect)
+            result = shell.run_cell(blocks[0].replace("%load_ext wgmagic\n", ""))  # magic_shell loaded it
             assert result.success, result.error_in_exec
-            result = shell.run_cell(f"{wgsql}\nSELECT count(*) AS n FROM measurements")
+            result = shell.run_cell(blocks[1])
             assert result.success, result.error_in_exec
-            assert int(result.result["n"].iloc[0]) == 2000
+            frame = result.result
+            assert list(frame.columns) == ["sensor", "readings", "mean_value"] and frame["readings"].sum() == 2000
             capsys.readouterr()
-            result = shell.run_cell("%wg forward db.internal:5432")
+            result = shell.run_cell(blocks[2])
             assert result.success, result.error_in_exec
-            libpq = re.search(r"libpq: (.*)$", capsys.readouterr().out, re.MULTILINE)
-            assert libpq and libpq.group(1).startswith("host=/"), "not a Unix-socket forward"
-            # psql through the forward, with the libpq string %wg forward printed and only PGPASSFILE.
-            env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
-            done = subprocess.run(["psql", "-X", "-w", "-At", "-c", "SELECT count(*) FROM measurements",
-                                   f"{libpq.group(1)} user=app dbname=app"], capture_output=True, text=True,
-                                  timeout=60, env=env)
+            libpq = re.search(r"libpq: (host=/\S+ port=5432)$", capsys.readouterr().out, re.MULTILINE)
+            assert libpq, "%wg forward printed no Unix-socket libpq string"
+            # psql as the README prints it, with the forward's string: PGPASSFILE's `*` line matches the socket.
+            conninfo = shlex.split(psql_line)[1].replace("host=/tmp/wgmagic-xxxx port=5432", libpq.group(1))
+            done = subprocess.run(["psql", "-X", "-w", "-At", "-c", "SELECT count(*) FROM measurements", conninfo],
+                                  capture_output=True, text=True, timeout=60, cwd=home, env=dict(os.environ))
             assert (done.returncode, done.stdout.strip()) == (0, "2000"), done.stderr
-            # The README's psycopg row, as written.
-            import psycopg
-
-            import wgmagic
-
-            tunnel = wgmagic.get_tunnel()
-            with psycopg.connect(tunnel.url("host=db.internal user=app dbname=app")) as db:
-                assert db.execute("SELECT count(*) FROM measurements").fetchone() == (2000,)
+        # The script, as printed (its own process: one key, one tunnel; the shell's tunnel is closed now).
+        done = subprocess.run([sys.executable, "-c", blocks[3]], capture_output=True, text=True, timeout=120,
+                              cwd=home, env=dict(os.environ))
+        assert (done.returncode, done.stdout.strip()) == (0, "(2000,)"), done.stderr[-2000:]
         process.send_signal(signal.SIGINT)
         assert process.wait(60) == 0
         text = output.finish()

@@ -130,9 +130,10 @@ class Demo:
         SIGTERM as `main` maps it); 1 when PostgreSQL exits by itself. The caller stops everything."""
         assert self.postgres is not None and self.postgres.process is not None
         pgpass = self.workdir / "pgpass"
-        print(f"demo: serving: PostgreSQL (pid {self.postgres.process.pid}, data in {self.postgres.dir}) behind "
-              f"the gateway until Ctrl-C or SIGTERM. Paste:\n"
+        print(f"demo: serving PostgreSQL (data in {self.postgres.dir}) behind the gateway until Ctrl-C or SIGTERM;"
+              f" in another terminal, then IPython or a script:\n"
               f"  export PGPASSFILE={pgpass}\n"
+              f"  %load_ext wgmagic\n"
               f"  %wg connect {self.config_path}\n"
               f"  %%wgsql postgresql://app@db.internal:5432/app\n"
               f"  %wg forward db.internal:5432     # then psql with the libpq string it prints\n"
