@@ -52,8 +52,12 @@ def test_demo_headless_executes_the_quickstart(tmp_path):
     # The password for use outside the notebook: in a private .pgpass-format file, never in the output.
     pgpass = out / "pgpass"
     assert stat.S_IMODE(pgpass.stat().st_mode) == 0o600
-    host, port, database, user, password = pgpass.read_text().strip().split(":", 4)
-    assert (host, port, database, user) == ("db.internal", "5432", "app", "app") and len(password) >= 16
+    # The real name first (%%wgsql, hostaddr), then any host for a forward's Unix socket (libpq matches the
+    # socket's directory): the same password, this database's port, user and database only.
+    lines = [line.split(":", 4) for line in pgpass.read_text().splitlines()]
+    assert [fields[:4] for fields in lines] == [["db.internal", "5432", "app", "app"], ["*", "5432", "app", "app"]]
+    password = lines[0][4]
+    assert len(password) >= 16 and lines[1][4] == password
     assert password not in done.stdout + done.stderr and f"PGPASSFILE={pgpass}" in done.stdout
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from wgmagic.demo.run import Demo
 
@@ -85,3 +87,26 @@ def test_an_output_directory_that_is_a_symlink_is_refused(tmp_path, victim):
         Demo(tmp_path / "wgmagic-demo").make_workdir()
     assert caught.value.filename == str(tmp_path / "wgmagic-demo")
     assert _mode(real) == 0o777 and list(real.iterdir()) == []
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(password=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r\x00"), min_size=1))
+def test_the_demo_pgpass_gives_any_password_back_for_the_real_name_and_for_a_forward_socket(tmp_path, monkeypatch,
+                                                                                           password):
+    """The demo's pgpass, read back as libpq reads it (wgmagic.sql.passwords follows libpq's rules): the
+    password, whatever its characters (':' and '\\' escaped), for db.internal:5432 (%%wgsql) and for a
+    forward's Unix socket (host = the socket's directory, as `%wg forward` prints it); nothing for another
+    port, user or database. 0600."""
+    from wgmagic.connstr import parse_dsn
+    from wgmagic.sql.passwords import pgpass_lookup
+
+    demo = Demo(tmp_path / "wgmagic-demo")
+    demo.make_workdir()
+    path = demo.write_pgpass(password)
+    assert _mode(path) == 0o600
+    monkeypatch.setenv("PGPASSFILE", str(path))
+    assert pgpass_lookup(parse_dsn("postgresql://app@db.internal:5432/app")) == password
+    assert pgpass_lookup(parse_dsn("host=/tmp/wgmagic-abcd1234 port=5432 user=app dbname=app")) == password
+    assert pgpass_lookup(parse_dsn("host=/tmp/wgmagic-abcd1234 port=5433 user=app dbname=app")) is None
+    assert pgpass_lookup(parse_dsn("host=/tmp/wgmagic-abcd1234 port=5432 user=other dbname=app")) is None
+    assert pgpass_lookup(parse_dsn("postgresql://app@db.internal:5432/other")) is None

@@ -98,8 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="a local PostgreSQL behind a local rootless gateway, and the quickstart "
                           "notebook connected to it")
-    demo.add_argument("--headless", action="store_true",
+    mode = demo.add_mutually_exclusive_group()
+    mode.add_argument("--headless", action="store_true",
                       help="execute the notebook and write it (and an HTML copy) instead of opening JupyterLab")
+    mode.add_argument("--serve", action="store_true",
+                      help="no notebook: keep the database and the gateway running for your own IPython, script "
+                           "or editor (prints what to paste) until Ctrl-C or SIGTERM")
     demo.add_argument("--output-dir", help="where the demo's files go (default ./wgmagic-demo)")
     demo.set_defaults(func=lambda args: cmd_demo(args))
 

@@ -155,7 +155,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from wgmagic.demo.run import main as demo_main
 
-    return demo_main(args.headless, args.output_dir)
+    return demo_main(args.headless, args.output_dir, serve=args.serve)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -2,7 +2,9 @@
 
 A local PostgreSQL with sample data, a `wgmagic gateway` in front of it on loopback (both rootless), a
 matching client config, and the quickstart notebook pointed at it: opened in JupyterLab, or with --headless
-executed and written out (the executed notebook and an HTML copy). Ctrl-C stops everything it started.
+executed and written out (the executed notebook and an HTML copy), or with --serve no notebook at all: the
+database and the gateway keep running, for one's own IPython, script or editor, until Ctrl-C or SIGTERM.
+Ctrl-C (or SIGTERM) stops everything it started and removes the database's temporary directory.
 
 Its files go where it says, as `wgmagic.files` writes every file: the output directory (default ./wgmagic-demo,
 resolved when given) is made 0700, or tightened to 0700 (it holds the client's private key); the client config,
@@ -72,7 +74,8 @@ class Demo:
 
         self.make_workdir()
         print("demo: starting a local PostgreSQL with sample data ...", flush=True)
-        self.postgres = LocalPostgres().start()
+        self.postgres = LocalPostgres()  # assigned first: stop() removes it even when start() is interrupted
+        self.postgres.start()
         gateway_private, gateway_public = generate_keypair()
         client_private, client_public = generate_keypair()
         # No ListenPort: the gateway binds a UDP port the kernel picks, and the client config names it.
@@ -89,13 +92,25 @@ class Demo:
                          f"AllowedIPs = {NET4}, {NET6}\nPersistentKeepalive = 25\n")
         self.write_config(client_config)
         print(f"demo: client config written to {self.config_path}", flush=True)
-        # The database's password for use outside the demo's notebook, never printed: libpq's .pgpass format
-        # (host:port:database:user:password), read by psql, psycopg and %%wgsql through PGPASSFILE.
-        pgpass = files.write_text(self.workdir / "pgpass", f"db.internal:5432:app:app:{self.postgres.password}\n",
-                                  private=True)
+        pgpass = self.write_pgpass(self.postgres.password)
         print(f"demo: the database's password is in {pgpass} (libpq's .pgpass format; "
               f"export PGPASSFILE={pgpass})", flush=True)
         return self
+
+    def write_pgpass(self, password: str) -> Path:
+        """The database's password for use outside the demo's notebook, never printed: libpq's .pgpass format
+        (hostname:port:database:username:password; ':' and '\\' escaped), 0600, written whole, read by psql,
+        psycopg and %%wgsql through PGPASSFILE.
+
+        Two lines, the first match wins (libpq, "The Password File"): `db.internal:5432:app:app`, the real name
+        `%%wgsql` and `hostaddr` connections match; and `*:5432:app:app` for a forward's Unix socket, because
+        libpq matches the host field against the `host` parameter, which for a Unix socket is the socket's
+        directory (`host=/tmp/wgmagic-xxxx port=5432`, what `%wg forward` prints and `tunnel.url()` returns for
+        libpq keywords); a socket connection cannot carry the real name (`hostaddr` is for TCP only). The file
+        is the demo's own and holds only this database's password (random, made for this run)."""
+        escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+        lines = f"db.internal:5432:app:app:{escaped}\n*:5432:app:app:{escaped}\n"
+        return files.write_text(self.workdir / "pgpass", lines, private=True)
 
     def environment(self) -> dict[str, str]:
         assert self.postgres is not None
@@ -108,6 +123,26 @@ class Demo:
             self.gateway.close()
         if self.postgres is not None:
             self.postgres.stop()
+
+    # ---- --serve: the database and the gateway for one's own IPython, script or editor --------------------
+    def serve(self, poll: float = 1.0) -> int:
+        """Print what to paste, then keep the database and the gateway up until KeyboardInterrupt (Ctrl-C, or
+        SIGTERM as `main` maps it); 1 when PostgreSQL exits by itself. The caller stops everything."""
+        assert self.postgres is not None and self.postgres.process is not None
+        pgpass = self.workdir / "pgpass"
+        print(f"demo: serving PostgreSQL (data in {self.postgres.dir}) behind the gateway until Ctrl-C or SIGTERM;"
+              f" in another terminal, then IPython or a script:\n"
+              f"  export PGPASSFILE={pgpass}\n"
+              f"  %load_ext wgmagic\n"
+              f"  %wg connect {self.config_path}\n"
+              f"  %%wgsql postgresql://app@db.internal:5432/app\n"
+              f"  %wg forward db.internal:5432     # then psql with the libpq string it prints\n"
+              f"  tunnel = wgmagic.connect(\"{self.config_path}\")\n"
+              f"  psycopg.connect(tunnel.url(\"host=db.internal user=app dbname=app\"))", flush=True)
+        while self.postgres.process.poll() is None:
+            time.sleep(poll)
+        print(f"demo: PostgreSQL exited (status {self.postgres.process.returncode}); stopping", flush=True)
+        return 1
 
     # ---- the notebook ----------------------------------------------------------------------------------
     def run_headless(self, notebook: Path) -> tuple[Path, Path]:
@@ -152,10 +187,11 @@ class Demo:
             return 0
 
 
-def main(headless: bool, output_dir: str | None, notebook: str = "quickstart.ipynb") -> int:
+def main(headless: bool, output_dir: str | None, notebook: str = "quickstart.ipynb", *, serve: bool = False) -> int:
     """Run the demo: `headless` executes `notebook` (package data of wgmagic.demo) and writes it out with an
-    HTML copy under `output_dir` (default ./wgmagic-demo); otherwise opens it in JupyterLab. Returns an exit
-    status."""
+    HTML copy under `output_dir` (default ./wgmagic-demo); `serve` runs no notebook and keeps the database and
+    the gateway up until Ctrl-C or SIGTERM (exit status 0 then); otherwise opens it in JupyterLab. Returns an
+    exit status."""
     from importlib.resources import as_file
     from importlib.resources import files as package_files
 
@@ -163,8 +199,15 @@ def main(headless: bool, output_dir: str | None, notebook: str = "quickstart.ipy
 
     demo = Demo(workdir)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    if serve:  # Ctrl-C ends --serve even when started with SIGINT ignored (a shell's background job)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         demo.start()
+        if serve:
+            try:
+                return demo.serve()
+            except KeyboardInterrupt:
+                return 0
         with as_file(package_files("wgmagic.demo") / notebook) as path:
             if headless:
                 started = time.monotonic()
@@ -176,5 +219,11 @@ def main(headless: bool, output_dir: str | None, notebook: str = "quickstart.ipy
     except KeyboardInterrupt:
         return 130
     finally:
-        demo.stop()
+        # A second Ctrl-C or SIGTERM must not cut the clean-up short (it would leave PostgreSQL running).
+        handlers = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            demo.stop()
+        finally:
+            for number, handler in handlers.items():
+                signal.signal(number, handler)
         print("demo: stopped the gateway and PostgreSQL", flush=True)
