@@ -100,6 +100,15 @@ def _readme_serve_section() -> tuple[list[str], str]:
     return blocks, psql.group(1)
 
 
+def _remove_leftovers(pg_dir: str | None) -> None:
+    """Whatever a failed test left of the demo's database: its processes killed, its directory removed."""
+    if pg_dir:
+        for pid in _processes_mentioning(pg_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(pg_dir, ignore_errors=True)
+
+
 def test_demo_serve_keeps_the_database_up_for_the_readme_lines_then_stops_on_ctrl_c(home, monkeypatch, capsys):
     """`wgmagic demo --serve` from a directory (its default output ./wgmagic-demo), the README's examples run
     there as printed (%wg connect and %%wgsql in this process's IPython, psql through the forward, the
@@ -172,11 +181,7 @@ def test_demo_serve_keeps_the_database_up_for_the_readme_lines_then_stops_on_ctr
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)
-        if pg_dir:
-            for pid in _processes_mentioning(pg_dir):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            shutil.rmtree(pg_dir, ignore_errors=True)
+        _remove_leftovers(pg_dir)
 
 
 def test_demo_serve_stops_on_sigterm(tmp_path):
@@ -199,8 +204,4 @@ def test_demo_serve_stops_on_sigterm(tmp_path):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
-        if pg_dir:
-            for pid in _processes_mentioning(pg_dir):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            shutil.rmtree(pg_dir, ignore_errors=True)
+        _remove_leftovers(pg_dir)

@@ -89,6 +89,25 @@ class RecordingTransport:
         return sent
 
 
+class EngineBed:
+    """An Engine stepped by hand: a fake clock (`now`, seconds), its own asyncio loop (never run: the test calls
+    the engine's steps), a RecordingTransport (`transport.take()`), the client config's one peer at ENDPOINT.
+    `close()` closes the engine and the loop."""
+
+    def __init__(self, timers: Timers, now: float) -> None:
+        self.config = client_config()
+        self.now = now
+        self.loop = asyncio.new_event_loop()
+        self.engine = Engine(self.config, {self.config.peers[0].public_key: [ENDPOINT]}, loop=self.loop,
+                             timers=timers, clock=lambda: self.now, transport=RecordingTransport)
+        self.transport: RecordingTransport = self.engine.carrier.transport  # type: ignore[assignment]
+        self.engine.open()
+
+    def close(self) -> None:
+        self.engine.close()
+        self.loop.close()
+
+
 class MemoryNet:
     def __init__(self, loop: asyncio.AbstractEventLoop, *, download: bytes = b"") -> None:
         self.loop = loop

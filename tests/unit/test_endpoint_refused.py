@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.memory_net import ENDPOINT, HERE, OURS, RecordingTransport, client_config, peer_device
+from tests.unit.memory_net import ENDPOINT, HERE, OURS, EngineBed, RecordingTransport, peer_device
 from wgmagic.errors import HandshakeTimeoutError, PortUnreachableError
 from wgmagic.runtime.engine import Engine
 from wgmagic.wireguard import crypto
@@ -109,16 +109,9 @@ def test_refused_everywhere_means_every_address_refused_twice_since_the_last_ans
 
 
 # ---- the engine: the waiting connect fails at once -----------------------------------------------------
-class Bed:
+class Bed(EngineBed):
     def __init__(self) -> None:
-        config = client_config()
-        self.config = config
-        self.now = T0
-        self.loop = asyncio.new_event_loop()
-        self.engine = Engine(config, {config.peers[0].public_key: [ENDPOINT]}, loop=self.loop, timers=TIMERS,
-                             clock=lambda: self.now, transport=RecordingTransport)
-        self.transport: RecordingTransport = self.engine.carrier.transport  # type: ignore[assignment]
-        self.engine.open()
+        super().__init__(TIMERS, T0)
 
     def kinds(self) -> list[int]:
         return [data[0] for data, _ in self.transport.take()]
@@ -128,9 +121,6 @@ class Bed:
         self.now += after
         self.engine.endpoint_refused(self.now)
 
-    def close(self) -> None:
-        self.engine.close()
-        self.loop.close()
 
 
 @pytest.fixture

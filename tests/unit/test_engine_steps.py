@@ -4,16 +4,14 @@ asyncio loop: the engine's futures are created on it and settled by the steps.""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import ipaddress
 
 import pytest
 
-from tests.unit.memory_net import ENDPOINT, HERE, OURS, RecordingTransport, client_config, peer_device
+from tests.unit.memory_net import ENDPOINT, HERE, OURS, EngineBed, peer_device
 from wgmagic.errors import HandshakeTimeoutError, PeerNotRespondingError, TunnelClosedError
 from wgmagic.netstack.events import TcpClosed, TcpEvent
-from wgmagic.runtime.engine import Engine
 from wgmagic.runtime.transport import TransportState
 from wgmagic.wireguard import crypto
 from wgmagic.wireguard.messages import INITIATION, RESPONSE, TRANSPORT
@@ -24,20 +22,10 @@ TIMERS = Timers(rekey_attempt_time=10.0, rekey_timeout_jitter=0.0)
 T0 = 1000.0
 
 
-class Bed:
+class Bed(EngineBed):
     def __init__(self) -> None:
-        config = client_config()
-        self.now = T0
-        self.loop = asyncio.new_event_loop()
-        self.engine = Engine(config, {config.peers[0].public_key: [ENDPOINT]}, loop=self.loop, timers=TIMERS,
-                             clock=lambda: self.now, transport=RecordingTransport)
-        self.transport: RecordingTransport = self.engine.carrier.transport  # type: ignore[assignment]
+        super().__init__(TIMERS, T0)
         self.peer = peer_device(TIMERS)
-        self.engine.open()
-
-    def close(self) -> None:
-        self.engine.close()
-        self.loop.close()
 
     def to_peer(self) -> list[int]:
         """Deliver what the engine sent to the peer device; the message types, in order."""
