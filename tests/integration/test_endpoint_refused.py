@@ -9,7 +9,6 @@ there listens on, so that namespace's kernel answers each handshake initiation w
 from __future__ import annotations
 
 import contextlib
-import random
 import sys
 import time
 
@@ -17,6 +16,7 @@ import pytest
 
 from tests.integration.helpers import magic_shell
 from tests.testbed.bed import run
+from tests.testbed.wsbed import free_slash30
 from wgmagic.errors import HandshakeTimeoutError, PortUnreachableError
 from wgmagic.runtime.tunnel import connect
 
@@ -29,13 +29,7 @@ TIMEOUT = 60.0  # the handshake timeout the refusal has to beat (seconds; genero
 def veth_to_peer_namespace(testbed):
     """(host end's address, namespace end's address) of a veth from the root namespace into the bed's peer's."""
     host_if, ns_if = f"wgmtx{testbed.id}", f"wgmty{testbed.id}"
-    for _ in range(50):
-        third, fourth = random.randrange(64, 128), random.randrange(0, 64) * 4
-        host_ip, ns_ip = f"198.18.{third}.{fourth + 1}", f"198.18.{third}.{fourth + 2}"
-        if not run("ip", "-4", "addr", "show", "to", f"198.18.{third}.{fourth}/30").stdout.strip():
-            break
-    else:
-        raise RuntimeError("no free /30 in 198.18.64.0/18 for the veth")
+    host_ip, ns_ip = free_slash30(range(64, 128), "the veth")
     try:
         run("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
         run("ip", "link", "set", ns_if, "netns", testbed.ns)

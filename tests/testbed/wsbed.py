@@ -83,16 +83,20 @@ class BlockedNamespace:
         _run("nft", "-f", "-", ns=self.name, input=rules)
 
 
+def free_slash30(third_octets: range, what: str) -> tuple[str, str]:
+    """Two addresses (.1 and .2 of a /30 in 198.18.<third>.0/24, third in `third_octets`) of a /30 no interface
+    of this machine has: for a veth of the suite's own. RuntimeError naming `what` when 50 tries find none."""
+    for _ in range(50):
+        third, fourth = random.choice(third_octets), random.randrange(0, 64) * 4
+        if not _run("ip", "-4", "addr", "show", "to", f"198.18.{third}.{fourth}/30").stdout.strip():
+            return f"198.18.{third}.{fourth + 1}", f"198.18.{third}.{fourth + 2}"
+    raise RuntimeError(f"test bed: no free /30 in 198.18.{third_octets.start}-{third_octets.stop - 1}.x for {what}")
+
+
 def make_blocked_namespace(bed_id: str, index: int) -> BlockedNamespace:
     name = f"wgmtc-{bed_id}{index}"
     host_if, ns_if = f"wgmtv{bed_id}{index}", f"wgmtn{bed_id}{index}"
-    for _ in range(50):
-        third, fourth = random.randrange(128, 255), random.randrange(0, 64) * 4
-        host_ip, ns_ip = f"198.18.{third}.{fourth + 1}", f"198.18.{third}.{fourth + 2}"
-        if not _run("ip", "-4", "addr", "show", "to", f"198.18.{third}.{fourth}/30").stdout.strip():
-            break
-    else:
-        raise RuntimeError("test bed: no free /30 in 198.18.128.0/17 for the blocked namespace")
+    host_ip, ns_ip = free_slash30(range(128, 255), "the blocked namespace")
     _run("ip", "netns", "add", name)
     try:
         _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)

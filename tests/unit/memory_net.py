@@ -107,6 +107,12 @@ class EngineBed:
         self.engine.close()
         self.loop.close()
 
+    def __enter__(self) -> EngineBed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class MemoryNet:
     def __init__(self, loop: asyncio.AbstractEventLoop, *, download: bytes = b"") -> None:

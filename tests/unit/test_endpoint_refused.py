@@ -122,14 +122,10 @@ class Bed(EngineBed):
         self.engine.endpoint_refused(self.now)
 
 
-
 @pytest.fixture
 def bed():
-    b = Bed()
-    try:
+    with Bed() as b:
         yield b
-    finally:
-        b.close()
 
 
 def test_the_waiter_fails_at_once_when_the_endpoint_refused_twice(bed):

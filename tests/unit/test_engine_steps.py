@@ -49,11 +49,8 @@ class Bed(EngineBed):
 
 @pytest.fixture
 def bed():
-    b = Bed()
-    try:
+    with Bed() as b:
         yield b
-    finally:
-        b.close()
 
 
 def test_a_handshake_step_by_step(bed):
