@@ -272,8 +272,14 @@ def test_connection_failures_name_the_stage(connected, testbed, tmp_path, capsys
 
 
 def test_password_prompt_and_pgpassword(connected, testbed, monkeypatch, capsys):
+    """Where someone can answer (here a terminal: stdin a TTY), a missing password is asked for with a hidden
+    prompt, once; PGPASSWORD is used without asking (tests/unit/test_new_user_messages.py: no prompt where
+    nobody can answer)."""
     import getpass
+    import sys
+    import types
 
+    monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(isatty=lambda: True))
     asked: list[str] = []
     monkeypatch.delenv("PGPASSWORD", raising=False)
     monkeypatch.setenv("PGPASSFILE", "/nonexistent")
