@@ -36,7 +36,8 @@ def answered(peer: Peer) -> None:
     """An authenticated message came from the peer: whatever it left unanswered before is answered, and no
     address of its Endpoint is refusing."""
     peer.unanswered_at = peer.gave_up_at = None
-    peer.candidates.answered()
+    if peer.candidates.refusals:  # every authenticated packet comes here: no call when there is nothing to clear
+        peer.candidates.answered()
 
 
 def not_answering_since(peer: Peer, timers: Timers, now: float) -> float | None:
