@@ -273,8 +273,10 @@ class HostedTunnel:
 
     ping = ping_iter
 
-    def open_connection(self, host_name: str, port: int, timeout: float | None = 15.0) -> socket.socket:
-        """As `Tunnel.open_connection`: a connected socket, one end of a pair the host relays."""
+    def open_connection(self, host_name: str, port: int, timeout: float | None = 15.0,
+                        **_ignored: Any) -> socket.socket:
+        """As `Tunnel.open_connection`: a connected socket, one end of a pair the host relays (`addresses` are
+        not sent: the host resolves the name through its own tunnel)."""
         wait = min(60.0 if timeout is None else timeout, host.MAX_WAIT)
         _answer, fds = self._ask({"op": "open", "host": host_name, "port": port, "timeout": wait}, fds=True)
         for extra in fds[1:]:

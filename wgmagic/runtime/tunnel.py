@@ -129,8 +129,8 @@ class Tunnel:
         except TimeoutError as exc:
             if isinstance(exc, HandshakeTimeoutError):
                 raise
-            peer = next(iter(self._engine.peers.values()))
-            raise self._thread.call(self._engine.no_handshake_error, peer, timeout) from None
+            raise self._thread.call(self._engine.no_handshake_error, next(iter(self._engine.peers.values())),
+                                    timeout) from None
 
     def switch_to_websocket(self, via: Via) -> None:
         """Carry the datagrams over the WebSocket at via.url from now on (what --via auto does)."""
@@ -214,15 +214,16 @@ class Tunnel:
         """`ping_iter` run to the end: one PingReply per request."""
         return list(self.ping_iter(host, count, interval=interval, timeout=timeout, size=size))
 
-    def open_connection(self, host: str, port: int, timeout: float | None = 15.0) -> socket.socket:
+    def open_connection(self, host: str, port: int, timeout: float | None = 15.0, *,
+                        addresses: list[IPAddress] | None = None) -> socket.socket:
         """A connected TCP socket to host:port through the tunnel, for drivers that take a socket.
 
         It is a real socket (one end of a socketpair whose other end the tunnel's loop relays), so `ssl`
         can wrap it, `select` can watch it and pg8000's `sock=` takes it. `timeout` bounds the connect and
-        becomes the socket's timeout (None: connect waits up to 60 s and the socket blocks).
-        """
+        becomes the socket's timeout (None: connect waits up to 60 s and the socket blocks). `addresses`: as
+        `forward`'s."""
         self._check_open()
-        addresses = self.resolve_addresses(host)
+        addresses = addresses or self.resolve_addresses(host)
         return connections.open_socket(self._thread, self._engine, self.name, host, addresses, port, timeout)
 
     async def open_connection_async(self, host: str, port: int, timeout: float = 15.0, *,
@@ -236,7 +237,8 @@ class Tunnel:
     # ---- services: forwards, SOCKS5, reverse forwards, captures (tunnel_services.py) -----------------------
     def forward(self, target: str, local: str | int | None = None, *, idle_timeout: float | None = None,
                 max_flows: int | None = None, clients: platform.ClientScope | None = None,
-                protocol: ForwardProtocol | None = None) -> Forward | UdpForward:
+                protocol: ForwardProtocol | None = None,
+                addresses: list[IPAddress] | None = None) -> Forward | UdpForward:
         """Listen locally and relay each connection to `target` ("db.internal:5432") through the tunnel.
 
         local=None: a Unix socket in a fresh 0700 directory (see Forward.libpq_params()); local=PORT or
@@ -257,10 +259,12 @@ class Tunnel:
         Unix socket's name and how a refused client is told why. None: wgmagic.proto.postgres.POSTGRES
         (".s.PGSQL.PORT", an ErrorResponse libpq shows) for ports 5432 and 6432, else the neutral NEUTRAL
         ("PORT.sock", closed without a word); tunnel.url() and %%wgsql choose by the URL's scheme.
+        addresses: the TCP target's routable addresses when the caller has them (`resolve_addresses`), else
+        the name is resolved here.
         """
         self._check_open()
         return self._services.forward(target, local, idle_timeout=idle_timeout, max_flows=max_flows,
-                                      clients=clients, protocol=protocol)
+                                      clients=clients, protocol=protocol, addresses=addresses)
 
     def close_forward(self, forward: Forward | UdpForward) -> None:
         """Close one forward (TCP or UDP: its listener, connections or flows, and private directory)."""

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from wgmagic.proto.forwarding import ForwardProtocol
     from wgmagic.runtime.engine import Engine
     from wgmagic.runtime.loop import LoopThread
+    from wgmagic.runtime.routes import IPAddress
     from wgmagic.runtime.services.capture import Capture
     from wgmagic.runtime.services.expose import Exposed
     from wgmagic.runtime.services.forward import Forward
@@ -55,7 +56,8 @@ class TunnelServices:
     # ---- factories ---------------------------------------------------------------------------------------
     def forward(self, target: str, local: str | int | None, *, idle_timeout: float | None,
                 max_flows: int | None, clients: platform.ClientScope | None,
-                protocol: ForwardProtocol | None = None) -> Forward | UdpForward:
+                protocol: ForwardProtocol | None = None, addresses: list[IPAddress] | None = None
+                ) -> Forward | UdpForward:
         """`Tunnel.forward`: a TCP forward, or a UDP one for "udp:HOST:PORT". `protocol` None: PostgreSQL's
         for its well-known ports (wgmagic.proto.postgres.PORTS), else the neutral one."""
         from wgmagic.addresses import is_udp_target, parse_local, split_host_port
@@ -65,7 +67,7 @@ class TunnelServices:
             return self._udp_forward(target, local, idle_timeout, max_flows)
         host, port = split_host_port(target)
         where = parse_local(local)
-        addresses = self._tunnel.resolve_addresses(host)
+        addresses = addresses or self._tunnel.resolve_addresses(host)
         spec = ForwardSpec(host, port, addresses[0], "unix", remote_addresses=tuple(addresses), clients=clients,
                            protocol=protocol or default_protocol(port))
         if where.kind == "unix":

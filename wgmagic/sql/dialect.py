@@ -28,6 +28,7 @@ from wgmagic.sql.parameters import Statement, split_statements
 from wgmagic.sql.timeline import LeadIn, OpeningStages, StatementClock, opening_stages, relay_rtt
 
 if TYPE_CHECKING:
+    from wgmagic.runtime.routes import IPAddress
     from wgmagic.runtime.services.forward import Forward
     from wgmagic.runtime.services.udp_forward import UdpForward
     from wgmagic.runtime.tunnel import Tunnel
@@ -260,9 +261,9 @@ class SqlConnection(ABC):
         (no address the tunnel can route is not the server's fault)."""
         self.tunnel_name = tunnel.name
         try:
-            self.look_up(tunnel, host)
+            addresses = self.look_up(tunnel, host)
             self._forward = tunnel.forward(f"{bracket(host)}:{port}", local=0 if tcp else None, clients="process",
-                                           protocol=self.forward_protocol())
+                                           protocol=self.forward_protocol(), addresses=addresses)
             self._forwarded = time.monotonic()  # the local listener made (the timeline's client_ms)
         except NoRouteError as exc:
             raise ConnectionStageError("TCP connect", str(exc), "the peer's AllowedIPs and the [Interface] "
@@ -277,12 +278,14 @@ class SqlConnection(ABC):
         params: dict[str, str] = self._forward.libpq_params()
         return params
 
-    def look_up(self, tunnel: Tunnel, host: str) -> None:
-        """Resolve `host` through the tunnel before the forward or socket that uses it (which then finds it in
-        the tunnel's DNS cache), timed alone: the query timeline's dns_ms. Raises what resolve_addresses does."""
+    def look_up(self, tunnel: Tunnel, host: str) -> list[IPAddress]:
+        """`host`'s routable addresses through the tunnel, for the forward or socket that uses it (given to it,
+        so the name is resolved once), timed alone: the query timeline's dns_ms. Raises what resolve_addresses
+        does."""
         self._looked_up = time.monotonic()
-        tunnel.resolve_addresses(host)
+        addresses = tunnel.resolve_addresses(host)
         self._resolved = time.monotonic()
+        return addresses
 
     def _close_forward(self) -> None:
         forward, self._forward = self._forward, None

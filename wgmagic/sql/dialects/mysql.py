@@ -134,9 +134,9 @@ class MySqlConnection(SqlConnection):
         from wgmagic.errors import NoRouteError
 
         try:
-            if self.raw is None:
-                self.look_up(tunnel, host)  # the timeline's dns_ms, alone
-            sock = tunnel.open_connection(host, port, timeout=CONNECT_TIMEOUT)
+            # the session's own socket: its lookup timed alone (the timeline's dns_ms), resolved once
+            addresses = self.look_up(tunnel, host) if self.raw is None else None
+            sock = tunnel.open_connection(host, port, timeout=CONNECT_TIMEOUT, addresses=addresses)
         except NoRouteError as exc:
             raise ConnectionStageError("TCP connect", str(exc), "the peer's AllowedIPs and the [Interface] "
                                        "Address families of the WireGuard config") from None
