@@ -347,8 +347,7 @@ class Engine:
         """The error for a wait of `waited` seconds that ended without a handshake with `peer`: PortUnreachableError
         when its Endpoint has refused (ICMP port unreachable), as when the refusals end the wait first."""
         explanation = self.describe_no_handshake(peer)
-        candidates = self.device.peer(peer.public_key).candidates
-        kind = PortUnreachableError if candidates.refused or candidates.refused_everywhere() else HandshakeTimeoutError
+        kind = PortUnreachableError if self.device.peer(peer.public_key).candidates.refusing else HandshakeTimeoutError
         return kind(f"{explanation} (gave up after {waited:g} s)", explanation=explanation)
 
     # ---- what services, relays and the Tunnel call (on the loop); AllowedIPs checks ask `routes`, DNS is

@@ -50,6 +50,6 @@ def describe_no_handshake(runtime: PeerRuntime, peer: Peer, transport: Transport
     resolved = runtime.resolved_endpoint
     candidates = peer.candidates
     return explain.no_handshake(
-        key, f"{where[0]}:{where[1]}" if where else None, refused=candidates.refused or candidates.refused_everywhere(),
+        key, f"{where[0]}:{where[1]}" if where else None, refused=candidates.refusing,
         tried=[host for host, _ in candidates.addresses],
         address=resolved[0] if resolved and where and resolved[0] != where[0] else None)

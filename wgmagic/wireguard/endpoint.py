@@ -99,6 +99,12 @@ class EndpointCandidates:
         unreachable: nothing listens on that UDP port, wherever the name points)."""
         return bool(self.addresses) and all(self.refusals.get(a, 0) >= REFUSALS_IN_A_ROW for a in self.addresses)
 
+    @property
+    def refusing(self) -> bool:
+        """What a failed handshake is blamed on: the last answer was ICMP port unreachable (`refused`), or every
+        address refused (`refused_everywhere`, which a new address list leaves standing for those it keeps)."""
+        return self.refused or self.refused_everywhere()
+
     def answered(self) -> None:
         """An authenticated message came from the peer: the refusals so far no longer count (`refused`, the
         mark of the last answer, stays until a handshake or a new address)."""
